@@ -1,0 +1,329 @@
+"""Typed run configuration: YAML file < environment < `--set key=value`, validated up front.
+
+    from core.config import load_config
+    cfg = load_config("configs/tiny_cpu.yaml", sets=["train.num_train_steps=5"])
+
+The seed's YAML shape loads unchanged (top-level `n_train`/`n_eval`, `dataset: gsm8k` as a
+string). Every bad value raises `ConfigError` with one sentence naming the key, the value and
+what would be valid; nothing here loads a model or a dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem a user can fix; the message is one line that says how."""
+
+
+def _f(default, help: str, **kw):
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str | None = _f(None, "Run directory; default runs/<run name>_<time> under RUNS_DIR or ./runs.")
+    num_train_steps: int = _f(50, "Optimizer steps (TRL's max_steps).")
+    per_device_train_batch_size: int = _f(1, "Completions per device per micro-step.")
+    gradient_accumulation_steps: int = _f(4, "Micro-steps per optimizer step.")
+    learning_rate: float = _f(5e-6, "AdamW learning rate.")
+    logging_steps: int = _f(1, "Write a metrics.jsonl line every N steps.")
+    save_steps: int = _f(0, "Save a checkpoint every N steps; 0 saves only the final model.")
+    eval_steps: int = _f(0, "Also evaluate every N steps during training (metrics.jsonl); 0 = before/after only.")
+    seed: int = _f(42, "Seed for Python, NumPy, torch, data order and the synthetic data.")
+
+
+@dataclass
+class DatasetConfig:
+    name: str = _f("gsm8k", "gsm8k (Hub openai/gsm8k, or dataset.path) or synthetic (built-in, offline).")
+    path: str | None = _f(None, "Local GSM8K-format data: a .jsonl/.parquet file, or a folder with <split>.jsonl files.")
+    split: str = _f("train", "Split used for training.")
+    eval_split: str = _f("test", "Split used for evaluation.")
+    n_train: int = _f(32, "Training questions (the first N of the split).")
+    n_eval: int = _f(16, "Evaluation questions (the first N of the eval split).")
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = _f(True, "Evaluate before and after training.")
+    batch_size: int = _f(16, "Questions per generate() call.")
+    max_new_tokens: int | None = _f(None, "Token budget per answer; default: the top-level max_new_tokens.")
+    temperature: float = _f(0.0, "0 = greedy decoding; > 0 samples.")
+    top_p: float = _f(1.0, "Nucleus sampling mass when temperature > 0.")
+
+
+@dataclass
+class RuntimeConfig:
+    use_wandb: bool = _f(False, "Report to Weights & Biases (project WANDB_PROJECT, default simple_grpo).")
+    mps_fallback: bool = _f(True, "On Apple MPS, fall back to the CPU for unsupported ops.")
+
+
+@dataclass
+class RunConfig:
+    model_name: str = _f("Qwen/Qwen2.5-0.5B-Instruct", "Hub id, local model folder, or builtin:tiny (offline).")
+    max_new_tokens: int = _f(256, "Completion length limit during training (TRL's max_completion_length).")
+    num_generations: int = _f(8, "K: completions sampled per prompt; GRPO compares them within the group.")
+    train: TrainConfig = field(default_factory=TrainConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    grpo: dict = _f({}, "Any other GRPOConfig field, passed through to TRL.")
+
+    @property
+    def run_name(self) -> str:
+        short = re.split(r"[/:]", self.model_name.rstrip("/"))[-1]
+        return f"grpo_{short}_K{self.num_generations}_steps{self.train.num_train_steps}"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+ENV_KEYS = {
+    "MODEL_NAME": "model_name",
+    "OUTPUT_DIR": "train.output_dir",
+    "MAX_STEPS": "train.num_train_steps",
+    "NUM_GENERATIONS": "num_generations",
+    "MAX_NEW_TOKENS": "max_new_tokens",
+    "BATCH_SIZE": "train.per_device_train_batch_size",
+    "GRAD_ACCUM": "train.gradient_accumulation_steps",
+    "LR": "train.learning_rate",
+    "N_TRAIN": "dataset.n_train",
+    "N_EVAL": "dataset.n_eval",
+    "SEED": "train.seed",
+}
+
+# GRPOConfig fields this config already sets from its own keys; `grpo:` may not set them again.
+MANAGED_GRPO_KEYS = {
+    "output_dir": "train.output_dir", "max_steps": "train.num_train_steps",
+    "per_device_train_batch_size": "train.per_device_train_batch_size",
+    "gradient_accumulation_steps": "train.gradient_accumulation_steps",
+    "learning_rate": "train.learning_rate", "logging_steps": "train.logging_steps",
+    "save_steps": "train.save_steps", "seed": "train.seed", "num_generations": "num_generations",
+    "max_completion_length": "max_new_tokens", "report_to": "runtime.use_wandb", "run_name": "model_name",
+}
+
+SECTIONS = {"train": TrainConfig, "dataset": DatasetConfig, "eval": EvalConfig, "runtime": RuntimeConfig}
+POSITIVE = ["max_new_tokens", "train.num_train_steps", "train.per_device_train_batch_size",
+            "train.gradient_accumulation_steps", "train.learning_rate", "train.logging_steps",
+            "dataset.n_train", "dataset.n_eval", "eval.batch_size", "eval.max_new_tokens"]
+
+
+def _fields(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _unknown(key: str, valid) -> ConfigError:
+    name = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    hint = f"did you mean '{key[: len(key) - len(name)]}{close[0]}'?" if close else \
+        f"valid keys here: {', '.join(sorted(valid))}"
+    return ConfigError(f"unknown config key '{key}': {hint}")
+
+
+_BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def _coerce(key: str, value: Any, typ: str) -> Any:
+    """Return `value` as the type the field declares (`typ`, e.g. "int | None"). Strings from the
+    environment, --set, or YAML's `5e-6` (which YAML reads as text) are parsed; anything else
+    that does not fit raises ConfigError."""
+    names = set(re.findall(r"[a-z]+", typ.lower())) & {"none", "bool", "int", "float", "str", "dict", "list"}
+    if not names:
+        return value  # a type we do not check (TRL's own validation sees it)
+    if value is None:
+        if "none" in names:
+            return None
+    elif isinstance(value, bool):
+        if "bool" in names:
+            return value
+    elif isinstance(value, int) and ("int" in names or "float" in names):
+        return value if "int" in names else float(value)
+    elif isinstance(value, float) and "float" in names:
+        return value
+    elif isinstance(value, (dict, list)) and type(value).__name__ in names:
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if "bool" in names and text.lower() in _BOOLS:
+            return _BOOLS[text.lower()]
+        if "int" in names and re.fullmatch(r"[+-]?\d+", text):
+            return int(text)
+        if "float" in names:
+            try:
+                return float(text)
+            except ValueError:
+                pass
+        if "str" in names:
+            return value
+    wanted = " or ".join({"none": "null", "bool": "true/false", "int": "a whole number", "float": "a number",
+                          "str": "text", "dict": "a mapping", "list": "a list"}[n] for n in sorted(names))
+    raise ConfigError(f"config key '{key}' has value {value!r}, expected {wanted}")
+
+
+def _grpo_fields() -> dict[str, dataclasses.Field]:
+    from trl import GRPOConfig  # heavy import, only when a config is validated
+
+    return _fields(GRPOConfig)
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _normalize_seed_shape(raw: dict) -> dict:
+    """Map the seed's layout onto ours: `dataset: gsm8k` and top-level n_train/n_eval."""
+    raw = dict(raw)
+    if isinstance(raw.get("dataset"), str):
+        raw["dataset"] = {"name": raw["dataset"]}
+    for key in ("n_train", "n_eval"):
+        if key in raw:
+            raw.setdefault("dataset", {})
+            if not isinstance(raw["dataset"], dict):
+                break
+            raw["dataset"] = {**raw["dataset"], key: raw.pop(key)}
+    return raw
+
+
+def _read_yaml(path: str | os.PathLike) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file '{path}' does not exist: pass a YAML file such as configs/tiny_cpu.yaml")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"config file '{path}' is not valid YAML{at}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
+def _apply(cfg: RunConfig, key: str, value: Any) -> None:
+    """Set dotted `key` on cfg, validating the key and coercing the value."""
+    parts = key.split(".")
+    if key in SECTIONS or key == "grpo":
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping of keys, got {value!r}")
+        for sub, v in value.items():
+            _apply(cfg, f"{key}.{sub}", v)
+        return
+    if parts[0] == "grpo":
+        if len(parts) != 2:
+            raise ConfigError(f"config key '{key}' must be grpo.<GRPOConfig field>, e.g. grpo.beta=0.04")
+        name, gfields = parts[1], _grpo_fields()
+        if name in MANAGED_GRPO_KEYS:
+            raise ConfigError(f"config key '{key}' is set from '{MANAGED_GRPO_KEYS[name]}': set that key instead")
+        if name not in gfields:
+            raise _unknown(key, gfields)
+        cfg.grpo[name] = _coerce(key, value, str(gfields[name].type))
+        return
+    if len(parts) == 1:
+        target, name, valid = cfg, parts[0], _fields(RunConfig)
+    elif len(parts) == 2 and parts[0] in SECTIONS:
+        target, name, valid = getattr(cfg, parts[0]), parts[1], _fields(SECTIONS[parts[0]])
+    else:
+        raise _unknown(key, list(_fields(RunConfig)))
+    if name not in valid:
+        raise _unknown(key, valid)
+    setattr(target, name, _coerce(key, value, str(valid[name].type)))
+
+
+def _get(cfg: RunConfig, key: str) -> Any:
+    obj = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check values that are each well-typed but wrong, or wrong together."""
+    for key in POSITIVE:
+        value = _get(cfg, key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"config key '{key}' has value {value!r}, expected a number greater than 0")
+    for key in ("train.save_steps", "train.eval_steps"):
+        if _get(cfg, key) < 0:
+            raise ConfigError(f"config key '{key}' has value {_get(cfg, key)!r}, expected 0 (off) or more")
+    if cfg.num_generations < 2:
+        raise ConfigError(f"config key 'num_generations' has value {cfg.num_generations}, expected at least 2: "
+                          "GRPO scores each completion against the others sampled for the same prompt")
+    batch = cfg.train.per_device_train_batch_size
+    gen_batch = cfg.grpo.get("generation_batch_size") or batch * cfg.num_generations
+    if gen_batch % cfg.num_generations:
+        raise ConfigError(
+            f"generation batch size {gen_batch} is not divisible by num_generations={cfg.num_generations}: TRL "
+            "generates whole groups of K completions per prompt, so the generation batch (by default "
+            "per_device_train_batch_size x num_generations) must be a multiple of K")
+    if gen_batch % batch:
+        raise ConfigError(
+            f"grpo.generation_batch_size={gen_batch} is not divisible by train.per_device_train_batch_size={batch}: "
+            "TRL splits each generation batch into equal per-device micro-batches")
+    if cfg.dataset.name not in ("gsm8k", "synthetic"):
+        raise ConfigError(f"config key 'dataset.name' has value {cfg.dataset.name!r}, expected gsm8k or synthetic")
+    if cfg.dataset.path is not None and not Path(cfg.dataset.path).exists():
+        raise ConfigError(f"config key 'dataset.path' has value {cfg.dataset.path!r}, but no such file or folder "
+                          "exists: point it at a GSM8K-format .jsonl/.parquet file or a folder of them")
+    if not 0.0 < cfg.eval.top_p <= 1.0 or cfg.eval.temperature < 0:
+        raise ConfigError(f"eval.temperature={cfg.eval.temperature} / eval.top_p={cfg.eval.top_p} are out of range: "
+                          "temperature must be >= 0 (0 = greedy), top_p in (0, 1]")
+    name = cfg.model_name
+    looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+    if name.startswith("builtin:"):
+        if name != "builtin:tiny":
+            raise ConfigError(f"config key 'model_name' has value {name!r}: the only built-in model is builtin:tiny")
+    elif (looks_like_path or Path(name).expanduser().exists()) and not Path(name).expanduser().is_dir():
+        raise ConfigError(f"config key 'model_name' has value {name!r}, but that model folder does not exist: "
+                          "give an existing local folder, a Hub id like Qwen/Qwen2.5-0.5B-Instruct, or builtin:tiny")
+    return cfg
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("RUNS_DIR", "runs"))
+
+
+def load_config(path: str | os.PathLike | None = None, sets: list[str] | tuple = (),
+                env: dict | None = None) -> RunConfig:
+    """Build a RunConfig: defaults < YAML file < environment < `--set key=value` items."""
+    cfg = RunConfig()
+    if path is not None:
+        for key, value in _normalize_seed_shape(_read_yaml(path)).items():
+            _apply(cfg, key, value)
+    env = os.environ if env is None else env
+    for var, key in ENV_KEYS.items():
+        if env.get(var, "") != "":
+            _apply(cfg, key, env[var])
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set '{item}' must look like key=value, e.g. --set train.num_train_steps=10")
+        _apply(cfg, key.strip(), _parse_scalar(value))
+    validate(cfg)
+    if cfg.train.output_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        cfg.train.output_dir = str(default_runs_dir() / f"{cfg.run_name}_{stamp}")
+    return cfg
+
+
+def config_from_dict(data: dict) -> RunConfig:
+    """Rebuild a RunConfig from `to_dict()` output (e.g. a run's run.yaml), validated."""
+    cfg = RunConfig()
+    for key, value in _normalize_seed_shape(data).items():
+        _apply(cfg, key, value)
+    return validate(cfg)

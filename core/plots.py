@@ -1,0 +1,112 @@
+"""Plots from the command line.
+
+    python -m core.plots prompt-accuracy --rollouts runs/<run> --prompt-id <id> --out acc.html
+
+`prompt-accuracy`: one prompt's accuracy (mean of `correct` over its group of K completions) at
+each step. A group with fewer than K completions (a run still writing, a crashed rank) is
+refused unless --allow-partial. `.html` is an interactive Plotly page, `.png` a static image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+
+def read_rollouts(source: str | Path) -> list[dict]:
+    """All decodable records from a rollouts file, or from every rank file of a run directory."""
+    source = Path(source)
+    files = sorted((source / "rollouts").glob("rollouts*.jsonl")) if source.is_dir() else [source]
+    records = []
+    for file in files:
+        for line in file.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue  # a half-written last line or a corrupt one
+    return records
+
+
+def prompt_accuracy(records: list[dict], prompt_id: str, k: int, allow_partial: bool = False) -> list[tuple]:
+    """[(step, accuracy, completions)] for one prompt; ValueError names incomplete groups."""
+    groups = defaultdict(list)
+    for r in records:
+        if r.get("prompt_id") == prompt_id:
+            groups[r["step"]].append(bool(r["correct"]))
+    if not groups:
+        raise ValueError(f"no rollouts for prompt id '{prompt_id}'")
+    partial = {step: len(v) for step, v in groups.items() if len(v) % k}
+    if partial and not allow_partial:
+        shown = ", ".join(f"step {s}: {n}" for s, n in sorted(partial.items())[:5])
+        raise ValueError(f"prompt '{prompt_id}' has incomplete groups of K={k} completions ({shown}): the run may "
+                         "still be writing them; pass --allow-partial to plot them anyway")
+    return [(step, sum(v) / len(v), len(v)) for step, v in sorted(groups.items())]
+
+
+def _group_size(source: Path, records: list[dict]) -> int:
+    run_yaml = source / "run.yaml"
+    if source.is_dir() and run_yaml.is_file():
+        return int(yaml.safe_load(run_yaml.read_text())["num_generations"])
+    return max(r["sample"] for r in records) + 1
+
+
+def save_plot(points: list[tuple], prompt_id: str, out: Path) -> None:
+    steps, accuracy = [p[0] for p in points], [p[1] for p in points]
+    title = f"Accuracy per step for prompt {prompt_id}"
+    if out.suffix == ".png":
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.plot(steps, accuracy, marker="o")
+        ax.set(title=title, xlabel="step", ylabel="accuracy", ylim=(-0.05, 1.05))
+        fig.savefig(out, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+    else:
+        import plotly.graph_objects as go
+
+        fig = go.Figure(go.Scatter(x=steps, y=accuracy, mode="lines+markers",
+                                   customdata=[p[2] for p in points],
+                                   hovertemplate="step %{x}<br>accuracy %{y:.2f}<br>%{customdata} completions"))
+        fig.update_layout(title=title, xaxis_title="step", yaxis_title="accuracy", yaxis_range=[-0.05, 1.05])
+        fig.write_html(out, include_plotlyjs=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.plots", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prompt-accuracy", help="accuracy per step for one prompt")
+    p.add_argument("--rollouts", required=True, help="a rollouts*.jsonl file or a run directory")
+    p.add_argument("--prompt-id", required=True)
+    p.add_argument("--num-generations", type=int, help="K; default: the run's run.yaml, else the largest group")
+    p.add_argument("--allow-partial", action="store_true", help="plot groups with fewer than K completions")
+    p.add_argument("--out", required=True, help="output file, .html or .png")
+    args = parser.parse_args(argv)
+    source, out = Path(args.rollouts), Path(args.out)
+    try:
+        if not source.exists():
+            raise ValueError(f"--rollouts '{source}' does not exist: give a rollouts .jsonl file or a run directory")
+        if out.suffix not in (".html", ".png"):
+            raise ValueError(f"--out '{out}' must end in .html or .png")
+        records = read_rollouts(source)
+        if not records:
+            raise ValueError(f"no rollouts found in '{source}'")
+        k = args.num_generations or _group_size(source, records)
+        points = prompt_accuracy(records, args.prompt_id, k, args.allow_partial)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    save_plot(points, args.prompt_id, out)
+    print(f"wrote {out} ({len(points)} steps)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The GSM8K reward: parse `Final: <number>` at the very end of a completion, compare numerically.
+
+Rules (DESIGN.md): after removing commas and trailing whitespace the completion must end with
+`Final:`, optional spaces and a number (`-?\\d+(\\.\\d+)?`). Reward 1.0 when that number equals
+the ground truth, 0.1 when it is well-formed but wrong (or there is no ground truth), 0.0 when
+malformed. The same parser serves training rewards and evaluation.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+FINAL_RE = re.compile(r"Final: *(-?\d+(?:\.\d+)?)$")
+
+CORRECT, WRONG, MALFORMED = 1.0, 0.1, 0.0
+
+
+def extract_model_final(text: str) -> str | None:
+    """The number a completion ends with after `Final:`, or None when the format is missed."""
+    match = FINAL_RE.search(text.replace(",", "").rstrip())
+    return match.group(1) if match else None
+
+
+def extract_gsm8k_gt(answer: str) -> str | None:
+    """The ground truth of a GSM8K answer: the text after `####`, commas removed, stripped."""
+    if "####" not in answer:
+        return None
+    return answer.split("####")[-1].replace(",", "").strip()
+
+
+def _number(text: str | None) -> Decimal | None:
+    try:
+        return Decimal(text.replace(",", "").strip()) if text is not None else None
+    except InvalidOperation:
+        return None
+
+
+def numbers_equal(prediction: str | None, ground_truth: str | None) -> bool:
+    """Exact numeric equality: `18` == `18.00`, `1,080` == `1080`, any number of digits."""
+    a, b = _number(prediction), _number(ground_truth)
+    return a is not None and b is not None and a == b
+
+
+def score(completion: str, ground_truth: str | None) -> tuple[str | None, float]:
+    """(parsed prediction, reward) for one completion."""
+    prediction = extract_model_final(completion)
+    if prediction is None:
+        return None, MALFORMED
+    return prediction, CORRECT if numbers_equal(prediction, ground_truth) else WRONG
+
+
+def completion_text(completion) -> str:
+    """TRL passes plain strings, or chat message lists for conversational data."""
+    if isinstance(completion, str):
+        return completion
+    return completion[-1]["content"] if completion else ""
+
+
+def gsm8k_reward(prompts, completions, answer_final=None, **kwargs) -> list[float]:
+    """TRL reward function: `answer_final` is the dataset column of ground-truth numbers."""
+    truths = answer_final if answer_final is not None else [None] * len(completions)
+    return [score(completion_text(c), gt)[1] for c, gt in zip(completions, truths, strict=True)]
+

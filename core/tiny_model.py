@@ -1,0 +1,124 @@
+"""`model_name: builtin:tiny` — a tiny Qwen2-architecture model built on the fly, offline.
+
+A byte-level BPE tokenizer trained here on synthetic GSM8K-style text (digits one per token, as
+Qwen does), Qwen's chat template, `<|im_end|>` as end of sequence, and a short supervised warm
+start on synthetic problems answered as `<equations>\nFinal: <number>`: enough to write the
+format and sometimes the right number, so GRPO has rewards to compare. Built once (under a
+minute on a laptop CPU) and cached under $SIMPLE_GRPO_CACHE or ~/.cache/simple_grpo.
+
+    python -m core.tiny_model        # builds it and prints its folder
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+VERSION = "tiny-v2"  # bump when the recipe changes, so stale caches are not reused
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("SIMPLE_GRPO_CACHE") or Path.home() / ".cache" / "simple_grpo"
+    return Path(root) / VERSION
+
+
+def _train_tokenizer(seed: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from core.data import synthetic_rows
+    from core.prompts import SYSTEM_PROMPT
+
+    rows = synthetic_rows(2000, seed)
+    corpus = [SYSTEM_PROMPT] * 20 + [f"{r['question']}\n{r['answer']}\nFinal: 42" for r in rows]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   chat_template=CHAT_TEMPLATE, padding_side="left")
+
+
+def short_solution(answer: str) -> str:
+    """`30+28=58\n58-21=37\nFinal: 37` from a GSM8K answer's <<expr=result>> notes."""
+    from core.rewards import extract_gsm8k_gt
+
+    steps = re.findall(r"<<([^>]*)>>", answer)
+    return "\n".join(steps + [f"Final: {extract_gsm8k_gt(answer)}"])
+
+
+def warm_start(model, tokenizer, steps: int, seed: int, batch_size: int = 32, lr: float = 3e-3) -> list[float]:
+    """Supervised fine-tuning on synthetic problems (loss on the answer tokens only); returns losses."""
+    import torch
+
+    from core.data import synthetic_rows
+    from core.prompts import build_prompt
+
+    rows = synthetic_rows(steps * batch_size, seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / 20) * (1 - i / steps))
+    tokenizer.padding_side = "right"
+    losses = []
+    model.train()
+    for i in range(steps):
+        batch = rows[i * batch_size: (i + 1) * batch_size]
+        prompts = [build_prompt(tokenizer, r["question"]) for r in batch]
+        texts = [p + short_solution(r["answer"]) + tokenizer.eos_token for p, r in zip(prompts, batch)]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        for j, p in enumerate(prompts):
+            labels[j, : len(tokenizer(p, add_special_tokens=False)["input_ids"])] = -100
+        loss = model(**enc, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    tokenizer.padding_side = "left"
+    model.eval()
+    return losses
+
+
+def build_tiny_model(seed: int = 0, warm_steps: int = 300) -> Path:
+    """Build (or reuse) the tiny model folder and return its path."""
+    folder = cache_dir()
+    if (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file():
+        return folder
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = _train_tokenizer(seed)
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+    model = Qwen2ForCausalLM(config)
+    warm_start(model, tokenizer, warm_steps, seed=seed + 1000)
+    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id,
+                                               pad_token_id=tokenizer.pad_token_id)
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp.rename(folder)  # atomic: a concurrent builder either wins or finds the folder complete
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+if __name__ == "__main__":
+    print(build_tiny_model())

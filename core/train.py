@@ -1,0 +1,234 @@
+"""One GRPO run, start to finish: config → model → data → reward → trainer → eval → train → save → eval.
+
+    python -m core.train --config configs/tiny_cpu.yaml [--set train.num_train_steps=10 ...]
+
+Everything the run produces lands in its run directory (`train.output_dir`, DESIGN.md's
+contract): run.yaml, status.json, metrics.jsonl, rollouts/, eval/, model/. SIGTERM stops at the
+next step boundary, saves the model and ends with state `stopped` and exit code 0. A bad config
+prints one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from core.config import ConfigError, RunConfig, load_config
+from core.runs import update_status
+
+
+def pick_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def load_model(cfg: RunConfig, device: str):
+    """(model, tokenizer) on `device`: bf16 with device_map="auto" on CUDA, float32 elsewhere."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from core.tiny_model import build_tiny_model
+
+    name = str(build_tiny_model()) if cfg.model_name == "builtin:tiny" else cfg.model_name
+    kwargs = {"dtype": torch.bfloat16, "device_map": "auto"} if device == "cuda" else {"dtype": torch.float32}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    except OSError as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"could not load model '{cfg.model_name}' ({reason}): when the Hugging Face Hub is unreachable, "
+            "set model_name to a local model folder or to builtin:tiny (offline preset: configs/tiny_cpu.yaml)"
+        ) from None
+    if device != "cuda":
+        model.to(device)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def grpo_args(cfg: RunConfig, run_dir: Path, device: str):
+    """TRL's GRPOConfig, built the way the seed did, plus the `grpo:` passthrough."""
+    from trl import GRPOConfig
+
+    t = cfg.train
+    settings = dict(
+        output_dir=str(run_dir),
+        run_name=os.environ.get("WANDB_NAME") or cfg.run_name,
+        max_steps=t.num_train_steps,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        generation_batch_size=t.per_device_train_batch_size * cfg.num_generations,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_new_tokens,
+        learning_rate=t.learning_rate,
+        logging_steps=t.logging_steps,
+        save_strategy="steps" if t.save_steps > 0 else "no",
+        save_steps=t.save_steps or 500,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=device == "cuda",
+        report_to="wandb" if cfg.runtime.use_wandb else "none",
+        log_completions=cfg.runtime.use_wandb,  # TRL's completions table, in W&B
+    )
+    return GRPOConfig(**{**settings, **cfg.grpo})
+
+
+class GracefulStop:
+    """SIGTERM sets a flag; the trainer callback ends training at the next step boundary."""
+
+    def __init__(self):
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        print("SIGTERM received: stopping after the current step", file=sys.stderr, flush=True)
+        self.requested = True
+
+
+def run_dir_callback(run_dir: Path, stop: GracefulStop, periodic_eval=None):
+    """A TrainerCallback that writes metrics.jsonl and status progress, evaluates every
+    `train.eval_steps` steps, and ends training when a stop was requested."""
+    from transformers import TrainerCallback
+
+    class RunDirCallback(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if stop.requested:
+                control.should_training_stop = True
+            if state.is_world_process_zero:
+                update_status(run_dir, global_step=state.global_step)
+                if periodic_eval is not None:
+                    periodic_eval(state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                log_metrics(run_dir, state.global_step, logs)
+
+    return RunDirCallback()
+
+
+def log_metrics(run_dir: Path, step: int, metrics: dict) -> None:
+    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"step": step, "time": time.time(), **metrics}) + "\n")
+
+
+def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, is_main: bool) -> str:
+    """The run's steps; returns the final state (`finished` or `stopped`)."""
+    import transformers
+    from trl import GRPOTrainer
+
+    from core.data import load_rows, to_dataset
+    from core.evaluate import evaluate, write_eval
+    from core.rewards import gsm8k_reward
+    from core.rollouts import RolloutRecorder, logged_reward
+
+    device = pick_device()
+    transformers.set_seed(cfg.train.seed)
+    model, tokenizer = load_model(cfg, device)
+    train_rows, eval_rows = load_rows(cfg.dataset, cfg.train.seed)
+    train_set, eval_set = to_dataset(train_rows, tokenizer), to_dataset(eval_rows, tokenizer)
+    args = grpo_args(cfg, run_dir, device)
+    reward = logged_reward(gsm8k_reward, RolloutRecorder(run_dir, args.process_index), cfg.num_generations)
+
+    e = cfg.eval
+    def run_eval(phase: str) -> dict:
+        records, summary = evaluate(model, tokenizer, eval_set, e.batch_size, e.max_new_tokens or cfg.max_new_tokens,
+                                    e.temperature, e.top_p)
+        if phase in ("before", "after"):
+            write_eval(run_dir, phase, records, summary)
+        print(f"eval {phase}: accuracy {summary['eval_accuracy']:.3f} on {summary['n']} questions, "
+              f"{summary['eval_avg_new_tokens']:.1f} new tokens on average", flush=True)
+        return summary
+
+    def periodic_eval(step: int) -> None:
+        if step % cfg.train.eval_steps == 0 and step < cfg.train.num_train_steps:
+            summary = run_eval(f"step {step}")
+            log_metrics(run_dir, step, {k: v for k, v in summary.items() if k != "n"})
+
+    callback = run_dir_callback(run_dir, stop, periodic_eval if e.enabled and cfg.train.eval_steps else None)
+    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=train_set,
+                          processing_class=tokenizer, callbacks=[callback])
+    if is_main:
+        update_status(run_dir, state="running")
+    summaries = {}
+    if e.enabled and is_main and not stop.requested:
+        summaries["before"] = run_eval("before")
+    if not stop.requested:
+        trainer.train()
+    trainer.save_model(str(run_dir / "model"))
+    if is_main:
+        tokenizer.save_pretrained(run_dir / "model")
+    if stop.requested:
+        return "stopped"
+    if e.enabled and is_main:
+        summaries["after"] = run_eval("after")
+    if cfg.runtime.use_wandb and is_main:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.run.summary.update({f"eval_{phase}/{k}": v for phase, s in summaries.items() for k, v in s.items()})
+            wandb.finish()
+    return "finished"
+
+
+def run(cfg: RunConfig) -> int:
+    """Run `cfg` in its run directory, keeping status.json true; returns the exit code."""
+    run_dir = Path(cfg.train.output_dir)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    stop = GracefulStop()
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "run.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        update_status(run_dir, state="starting", pid=os.getpid(), started_at=time.time(), ended_at=None,
+                      exit_code=None, error=None, global_step=0, max_steps=cfg.train.num_train_steps)
+    if cfg.runtime.use_wandb:
+        os.environ.setdefault("WANDB_PROJECT", "simple_grpo")
+    try:
+        state = train(cfg, run_dir, stop, is_main)
+    except ConfigError as e:
+        if is_main:
+            update_status(run_dir, state="failed", error=str(e), exit_code=2, ended_at=time.time())
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BaseException as e:
+        if is_main:
+            update_status(run_dir, state="failed", error=f"{type(e).__name__}: {e}", exit_code=1,
+                          ended_at=time.time())
+        raise
+    if is_main:
+        update_status(run_dir, state=state, exit_code=0, ended_at=time.time())
+    print(f"run {state}: {run_dir}", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="YAML config, e.g. configs/tiny_cpu.yaml (defaults apply without one)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.num_train_steps=10 (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.set)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if cfg.runtime.mps_fallback and sys.platform == "darwin":
+        os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")  # before torch is imported
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

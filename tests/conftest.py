@@ -1,0 +1,51 @@
+"""Shared fixtures: offline environment, the built-in tiny model, one real tiny run, GSM8K files."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GSM8K = ROOT.parent / "shared" / "data" / "gsm8k"
+
+# Nothing in the tests may reach the network.
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+                  TRANSFORMERS_VERBOSITY="error")
+os.environ.pop("WANDB_API_KEY", None)
+
+# Shrunken settings for real runs: 3 steps of 4 prompts x K=4 completions, 32 new tokens.
+TINY_SETS = ["train.num_train_steps=3", "num_generations=4", "max_new_tokens=32",
+             "train.per_device_train_batch_size=4", "train.gradient_accumulation_steps=4",
+             "dataset.n_train=12", "dataset.n_eval=8", "eval.max_new_tokens=32"]
+
+
+def run_cli(*args, env=None, timeout=600):
+    """`python -m core.train ...` as a real subprocess from the repo root."""
+    return subprocess.run([sys.executable, "-m", "core.train", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir():
+    from core.tiny_model import build_tiny_model
+
+    return build_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_model_dir, tmp_path_factory):
+    """A finished run of the tiny preset (real GRPOTrainer), shared by the tests that read it."""
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    result = run_cli("--config", "configs/tiny_cpu.yaml", "--set", f"train.output_dir={run_dir}",
+                     *[a for s in TINY_SETS for a in ("--set", s)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+@pytest.fixture
+def gsm8k_dir():
+    if not (GSM8K / "test.jsonl").is_file():
+        pytest.skip("../shared/data/gsm8k is not present")
+    return GSM8K

@@ -1,0 +1,145 @@
+"""Config loading: the seed's shapes, precedence, the grpo passthrough and every user error."""
+
+import textwrap
+
+import pytest
+
+from core.config import ConfigError, load_config
+from tests.conftest import ROOT, run_cli
+
+SEED_YAML = """
+model_name: Qwen/Qwen2.5-0.5B-Instruct
+max_new_tokens: 256
+num_generations: 16
+train:
+  output_dir: runs/seed
+  num_train_steps: 50
+  per_device_train_batch_size: 1
+  gradient_accumulation_steps: 4
+  learning_rate: 5e-6
+  logging_steps: 1
+  save_steps: 25
+  eval_steps: 10
+  seed: 42
+runtime:
+  use_wandb: true
+  mps_fallback: true
+"""
+
+
+def write(tmp_path, text, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_seed_shape_loads_unchanged(tmp_path):
+    cfg = load_config(write(tmp_path, SEED_YAML), env={})
+    assert cfg.num_generations == 16 and cfg.max_new_tokens == 256
+    assert cfg.train.learning_rate == 5e-6  # YAML reads `5e-6` as text; it must become a float
+    assert cfg.train.output_dir == "runs/seed" and cfg.train.save_steps == 25
+    assert cfg.runtime.use_wandb is True
+    assert cfg.run_name == "grpo_Qwen2.5-0.5B-Instruct_K16_steps50"
+
+
+def test_seed_shape_with_dataset_string_and_later_mapping(tmp_path):
+    # The seed wrote `dataset: gsm8k` and, further down, a `dataset:` mapping (YAML keeps the last).
+    cfg = load_config(write(tmp_path, "dataset: gsm8k\n" + SEED_YAML + "dataset:\n  n_train: 7\n  n_eval: 3\n"),
+                      env={})
+    assert (cfg.dataset.name, cfg.dataset.n_train, cfg.dataset.n_eval) == ("gsm8k", 7, 3)
+
+
+def test_seed_shape_with_top_level_subset_sizes(tmp_path):
+    cfg = load_config(write(tmp_path, SEED_YAML + "dataset: gsm8k\nn_train: 9\nn_eval: 4\n"), env={})
+    assert (cfg.dataset.name, cfg.dataset.n_train, cfg.dataset.n_eval) == ("gsm8k", 9, 4)
+
+
+def test_precedence_defaults_yaml_env_set(tmp_path):
+    path = write(tmp_path, "num_generations: 4\ntrain: {num_train_steps: 10, learning_rate: 1.0e-5}\n")
+    assert load_config(env={}).train.num_train_steps == 50  # default
+    assert load_config(path, env={}).train.num_train_steps == 10  # YAML over default
+    cfg = load_config(path, env={"MAX_STEPS": "20", "LR": "3e-5", "SEED": "7"})
+    assert (cfg.train.num_train_steps, cfg.train.learning_rate, cfg.train.seed) == (20, 3e-5, 7)  # env over YAML
+    cfg = load_config(path, sets=["train.num_train_steps=30"], env={"MAX_STEPS": "20"})
+    assert cfg.train.num_train_steps == 30  # --set over env
+
+
+def test_every_env_variable_maps_to_its_key():
+    env = {"MODEL_NAME": "builtin:tiny", "OUTPUT_DIR": "runs/x", "MAX_STEPS": "3", "NUM_GENERATIONS": "6",
+           "MAX_NEW_TOKENS": "64", "BATCH_SIZE": "2", "GRAD_ACCUM": "5", "LR": "0.001", "N_TRAIN": "11",
+           "N_EVAL": "12", "SEED": "13"}
+    cfg = load_config(env=env)
+    assert (cfg.model_name, cfg.train.output_dir, cfg.train.num_train_steps, cfg.num_generations,
+            cfg.max_new_tokens, cfg.train.per_device_train_batch_size, cfg.train.gradient_accumulation_steps,
+            cfg.train.learning_rate, cfg.dataset.n_train, cfg.dataset.n_eval, cfg.train.seed) == \
+        ("builtin:tiny", "runs/x", 3, 6, 64, 2, 5, 0.001, 11, 12, 13)
+
+
+def test_default_output_dir_is_under_runs_dir(monkeypatch):
+    monkeypatch.delenv("RUNS_DIR", raising=False)
+    assert load_config(env={}).train.output_dir.startswith("runs/grpo_Qwen2.5-0.5B-Instruct_K8_steps50_")
+    monkeypatch.setenv("RUNS_DIR", "/data/my_runs")
+    assert load_config(env={}).train.output_dir.startswith("/data/my_runs/grpo_")
+
+
+def test_grpo_passthrough_is_typed_from_grpo_config():
+    cfg = load_config(sets=["grpo.beta=0.04", "grpo.loss_type=grpo", "grpo.mask_truncated_completions=true",
+                            "grpo.num_iterations=2"], env={})
+    assert cfg.grpo == {"beta": 0.04, "loss_type": "grpo", "mask_truncated_completions": True, "num_iterations": 2}
+
+
+def test_presets_load():
+    for preset in sorted((ROOT / "configs").glob("*.yaml")):
+        load_config(preset, env={})
+
+
+@pytest.mark.parametrize("yaml_text, sets, env, expected", [
+    # unknown key, with the closest valid one suggested
+    ("num_generation: 4\n", [], {}, "unknown config key 'num_generation': did you mean 'num_generations'?"),
+    ("train: {learning_rat: 1.0}\n", [], {}, "did you mean 'train.learning_rate'?"),
+    ("", ["grpo.betta=0.1"], {}, "did you mean 'grpo.beta'?"),
+    # a GRPOConfig field this config already sets elsewhere
+    ("", ["grpo.learning_rate=0.1"], {}, "'grpo.learning_rate' is set from 'train.learning_rate'"),
+    # wrong types
+    ("num_generations: four\n", [], {}, "'num_generations' has value 'four', expected a whole number"),
+    ("train: {learning_rate: [1]}\n", [], {}, "'train.learning_rate' has value [1], expected a number"),
+    ("runtime: {use_wandb: maybe}\n", [], {}, "'runtime.use_wandb' has value 'maybe', expected true/false"),
+    ("", [], {"MAX_STEPS": "ten"}, "'train.num_train_steps' has value 'ten', expected a whole number"),
+    ("train: 5\n", [], {}, "'train' must be a mapping"),
+    # K < 2: GRPO needs a group to compare within
+    ("num_generations: 1\n", [], {}, "'num_generations' has value 1, expected at least 2"),
+    # a generation batch that is not a whole number of groups
+    ("num_generations: 4\n", ["grpo.generation_batch_size=6"], {}, "not divisible by num_generations=4"),
+    # non-positive values
+    ("train: {learning_rate: 0}\n", [], {}, "'train.learning_rate' has value 0.0, expected a number greater than 0"),
+    ("train: {num_train_steps: -1}\n", [], {}, "'train.num_train_steps' has value -1"),
+    ("max_new_tokens: 0\n", [], {}, "'max_new_tokens' has value 0"),
+    ("dataset: {n_train: 0}\n", [], {}, "'dataset.n_train' has value 0"),
+    ("n_eval: -3\n", [], {}, "'dataset.n_eval' has value -3"),
+    # data and model that do not exist
+    ("dataset: {path: /nonexistent/gsm8k.jsonl}\n", [], {}, "'dataset.path' has value '/nonexistent/gsm8k.jsonl'"),
+    ("dataset: {name: mnist}\n", [], {}, "expected gsm8k or synthetic"),
+    ("model_name: ./no/such/model\n", [], {}, "that model folder does not exist"),
+    ("model_name: builtin:huge\n", [], {}, "the only built-in model is builtin:tiny"),
+    # malformed --set
+    ("", ["train.num_train_steps"], {}, "must look like key=value"),
+])
+def test_bad_config_is_one_clear_config_error(tmp_path, yaml_text, sets, env, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, yaml_text), sets=sets, env=env)
+    assert expected in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file_and_malformed_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="config file '.*nope.yaml' does not exist"):
+        load_config(tmp_path / "nope.yaml", env={})
+    with pytest.raises(ConfigError, match="is not valid YAML at line 3"):
+        load_config(write(tmp_path, "train:\n  seed: [1, 2\n"), env={})
+
+
+def test_cli_prints_one_line_and_exits_2(tmp_path):
+    result = run_cli("--config", str(write(tmp_path, "num_generations: 1\n")))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: config key 'num_generations'")

@@ -1,0 +1,54 @@
+"""`python -m core.plots prompt-accuracy`: per-prompt accuracy per step, refusing partial groups."""
+
+import json
+import subprocess
+import sys
+
+from core.plots import prompt_accuracy
+from tests.conftest import ROOT
+
+
+def plot(*args):
+    return subprocess.run([sys.executable, "-m", "core.plots", "prompt-accuracy", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def rows(prompt_id, step, correct):
+    return [{"prompt_id": prompt_id, "step": step, "correct": c, "sample": i} for i, c in enumerate(correct)]
+
+
+def test_accuracy_is_the_group_mean_per_step():
+    records = rows("a", 0, [0, 0, 1, 0]) + rows("a", 1, [1, 1, 0, 1]) + rows("b", 0, [1, 1, 1, 1])
+    assert prompt_accuracy(records, "a", k=4) == [(0, 0.25, 4), (1, 0.75, 4)]
+
+
+def test_html_and_png_from_a_real_run(tiny_run, tmp_path):
+    first = json.loads((tiny_run / "rollouts" / "rollouts.jsonl").read_text().splitlines()[0])
+    html, png = tmp_path / "acc.html", tmp_path / "acc.png"
+    result = plot("--rollouts", str(tiny_run), "--prompt-id", first["prompt_id"], "--out", str(html))
+    assert result.returncode == 0, result.stderr
+    assert "plotly" in html.read_text() and first["prompt_id"] in html.read_text()
+    result = plot("--rollouts", str(tiny_run / "rollouts" / "rollouts.jsonl"), "--prompt-id", first["prompt_id"],
+                  "--num-generations", "4", "--out", str(png))
+    assert result.returncode == 0, result.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_incomplete_groups_are_refused_unless_allowed(tmp_path):
+    path = tmp_path / "rollouts.jsonl"
+    records = rows("a", 0, [1, 0, 1, 0]) + rows("a", 1, [1, 1])  # step 1 has 2 of K=4 so far
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"half": ')
+    out = tmp_path / "acc.html"
+    result = plot("--rollouts", str(path), "--prompt-id", "a", "--num-generations", "4", "--out", str(out))
+    assert result.returncode == 2 and not out.exists()
+    assert "incomplete groups of K=4 completions (step 1: 2)" in result.stderr and "--allow-partial" in result.stderr
+    result = plot("--rollouts", str(path), "--prompt-id", "a", "--num-generations", "4", "--allow-partial",
+                  "--out", str(out))
+    assert result.returncode == 0 and out.exists()
+
+
+def test_unknown_prompt_is_a_clear_error(tmp_path):
+    path = tmp_path / "rollouts.jsonl"
+    path.write_text(json.dumps(rows("a", 0, [1, 0])[0]) + "\n")
+    result = plot("--rollouts", str(path), "--prompt-id", "zzz", "--out", str(tmp_path / "x.html"))
+    assert result.returncode == 2 and result.stderr.strip() == "error: no rollouts for prompt id 'zzz'"

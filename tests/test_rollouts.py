@@ -1,0 +1,57 @@
+"""The rollout recorder: every field, one file per rank, append-only, group sample indices."""
+
+import json
+from types import SimpleNamespace
+
+from core.rewards import gsm8k_reward
+from core.rollouts import RolloutRecorder, logged_reward
+
+FIELDS = {"step", "prompt_id", "prompt", "question", "completion", "prediction", "ground_truth", "reward",
+          "correct", "rank", "sample", "completion_tokens", "time"}
+
+
+def call(reward, step, completions, k=2):
+    n = len(completions)
+    return reward(prompts=["P0"] * k + ["P1"] * (n - k), completions=completions,
+                  completion_ids=[[1] * (i + 1) for i in range(n)], trainer_state=SimpleNamespace(global_step=step),
+                  prompt_id=["a"] * k + ["b"] * (n - k), question=["q0"] * k + ["q1"] * (n - k),
+                  answer_final=["4"] * k + ["5"] * (n - k), log_metric=print)
+
+
+def read(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_records_every_field_and_returns_the_rewards(tmp_path):
+    reward = logged_reward(gsm8k_reward, RolloutRecorder(tmp_path), num_generations=2)
+    assert reward.__name__ == "gsm8k_reward"  # TRL names the reward metrics after the function
+    out = call(reward, 3, ["Final: 4", "Final: 9", "nope", [{"role": "assistant", "content": "Final: 5"}]])
+    assert out == [1.0, 0.1, 0.0, 1.0]
+    records = read(tmp_path / "rollouts" / "rollouts.jsonl")
+    assert [set(r) for r in records] == [FIELDS] * 4
+    assert [r["step"] for r in records] == [3] * 4
+    assert [r["sample"] for r in records] == [0, 1, 0, 1]
+    assert [r["prediction"] for r in records] == ["4", "9", None, "5"]
+    assert [r["correct"] for r in records] == [True, False, False, True]
+    assert [r["completion_tokens"] for r in records] == [1, 2, 3, 4]
+    assert records[3]["completion"] == "Final: 5" and records[2]["prompt_id"] == "b"
+    assert records[0]["ground_truth"] == "4" and records[0]["question"] == "q0" and records[0]["rank"] == 0
+
+
+def test_ranks_write_their_own_files_and_continue_the_group_numbering(tmp_path):
+    # K=4 split over two ranks: rank 1 holds samples 2 and 3 of rank 0's group
+    reward = logged_reward(gsm8k_reward, RolloutRecorder(tmp_path, rank=1), num_generations=4)
+    call(reward, 0, ["Final: 4", "Final: 4"])
+    records = read(tmp_path / "rollouts" / "rollouts.rank1.jsonl")
+    assert [(r["rank"], r["sample"]) for r in records] == [(1, 2), (1, 3)]
+    assert not (tmp_path / "rollouts" / "rollouts.jsonl").exists()
+
+
+def test_append_only(tmp_path):
+    reward = logged_reward(gsm8k_reward, RolloutRecorder(tmp_path), num_generations=2)
+    call(reward, 0, ["Final: 4", "x"])
+    path = tmp_path / "rollouts" / "rollouts.jsonl"
+    first = path.read_bytes()
+    call(reward, 1, ["Final: 1", "Final: 4", "y", "z"])
+    assert path.read_bytes().startswith(first)
+    assert [r["step"] for r in read(path)] == [0, 0, 1, 1, 1, 1]

@@ -1,0 +1,164 @@
+"""End-to-end: the real GRPOTrainer on the tiny model, from the CLI to a complete run directory."""
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from core.config import load_config
+from core.runs import read_status
+from tests.conftest import ROOT, TINY_SETS, run_cli
+from tests.test_rollouts import FIELDS
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_tiny_run_writes_the_whole_run_directory(tiny_run):
+    status = read_status(tiny_run)
+    assert status["state"] == "finished" and status["exit_code"] == 0 and status["error"] is None
+    assert status["global_step"] == status["max_steps"] == 3
+    assert status["ended_at"] >= status["started_at"] and status["pid"] > 0
+
+    resolved = yaml.safe_load((tiny_run / "run.yaml").read_text())
+    assert resolved["train"]["num_train_steps"] == 3 and resolved["model_name"] == "builtin:tiny"
+
+    metrics = lines(tiny_run / "metrics.jsonl")
+    steps = [m["step"] for m in metrics if "reward" in m]
+    assert steps == [1, 2, 3]  # logging_steps=1
+    assert all({"time", "loss", "reward", "reward_std", "learning_rate"} <= m.keys() for m in metrics if "reward" in m)
+
+    # 3 steps x one generation of 4 prompts x K=4 completions
+    rollouts = lines(tiny_run / "rollouts" / "rollouts.jsonl")
+    assert len(rollouts) == 3 * 16
+    assert all(set(r) == FIELDS for r in rollouts)
+    assert sorted({r["step"] for r in rollouts}) == [0, 1, 2]  # scored before the step's update
+    for step in range(3):
+        groups = {}
+        for r in rollouts:
+            if r["step"] == step:
+                groups.setdefault(r["prompt_id"], []).append(r["sample"])
+        assert len(groups) == 4 and all(sorted(s) == [0, 1, 2, 3] for s in groups.values())
+    assert {r["reward"] for r in rollouts} <= {0.0, 0.1, 1.0}
+    assert all(r["completion_tokens"] <= 32 for r in rollouts)
+
+    summary = json.loads((tiny_run / "eval" / "summary.json").read_text())
+    for phase in ("before", "after"):
+        assert summary[phase]["n"] == 8 and 0 <= summary[phase]["eval_accuracy"] <= 1
+        records = lines(tiny_run / "eval" / f"{phase}.jsonl")
+        assert len(records) == 8
+        assert set(records[0]) == {"prompt_id", "question", "prompt", "gt", "pred", "completion", "correct",
+                                   "new_tokens"}
+        assert summary[phase]["eval_accuracy"] == sum(r["correct"] for r in records) / 8
+    assert (tiny_run / "model" / "model.safetensors").is_file()
+    assert (tiny_run / "model" / "tokenizer.json").is_file()
+
+
+def test_training_changed_the_parameters(tiny_run, tiny_model_dir):
+    before = load_file(tiny_model_dir / "model.safetensors")
+    after = load_file(tiny_run / "model" / "model.safetensors")
+    assert before.keys() == after.keys()
+    changed = [name for name in before if not (before[name] == after[name]).all()]
+    assert len(changed) > len(before) // 2, changed
+
+
+def test_batched_eval_matches_one_at_a_time(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from core.data import synthetic_rows, to_dataset
+    from core.evaluate import evaluate
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    ds = to_dataset(synthetic_rows(12, seed=5), tokenizer)  # prompts of different lengths: padding matters
+    batched, summary = evaluate(model, tokenizer, ds, batch_size=12, max_new_tokens=32)
+    single, _ = evaluate(model, tokenizer, ds, batch_size=1, max_new_tokens=32)
+    assert [r["completion"] for r in batched] == [r["completion"] for r in single]
+    assert [r["new_tokens"] for r in batched] == [r["new_tokens"] for r in single]
+    assert summary["n"] == 12 and any("Final:" in r["completion"] for r in batched)
+
+
+def test_sigterm_stops_gracefully_with_a_saved_model(tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "stopme"
+    sets = TINY_SETS + ["train.num_train_steps=500", f"train.output_dir={run_dir}"]
+    proc = subprocess.Popen([sys.executable, "-m", "core.train", "--config", "configs/tiny_cpu.yaml",
+                             *[a for s in sets for a in ("--set", s)]], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while read_status(run_dir).get("global_step", 0) < 2:
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output[-3000:]
+    status = read_status(run_dir)
+    assert status["state"] == "stopped" and status["exit_code"] == 0
+    assert 2 <= status["global_step"] < 500
+    assert (run_dir / "model" / "model.safetensors").is_file()
+    assert not (run_dir / "eval" / "after.jsonl").exists()  # a stopped run skips the final eval
+
+
+def wandb_records(path, block=32768):
+    """The protobuf records of an offline run's .wandb file (W&B's leveldb-style log: a 7-byte
+    header, then 32 KiB blocks of chunks each with a 7-byte checksum/length/type header)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, chunk = path.read_bytes(), 7, b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block  # too little room for a chunk header: padding
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos: pos + 7])
+        chunk += data[pos + 7: pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last chunk of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunk)
+            yield record
+            chunk = b""
+
+
+def test_wandb_offline_run_records_eval_and_completions(tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "wb"
+    result = run_cli("--config", "configs/tiny_cpu.yaml", *[a for s in TINY_SETS for a in ("--set", s)],
+                     "--set", "train.num_train_steps=1", "--set", "runtime.use_wandb=true",
+                     "--set", f"train.output_dir={run_dir}",
+                     env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_RUN_GROUP": "tests"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    (log,) = (tmp_path / "wandb").glob("offline-run-*/*.wandb")
+    records = list(wandb_records(log))
+    (run,) = [r.run for r in records if r.HasField("run")]
+    assert (run.project, run.run_group, run.display_name) == ("simple_grpo", "tests", "grpo_tiny_K4_steps1")
+    summary = {u.key or "/".join(u.nested_key) for r in records if r.HasField("summary") for u in r.summary.update}
+    assert {"eval_before/eval_accuracy", "eval_after/eval_accuracy", "train/reward"} <= summary
+    assert "completions/nrows" in summary  # TRL's completions table
+
+
+def test_model_that_cannot_be_loaded_fails_the_run_with_one_line(tmp_path):
+    # conftest sets HF_HUB_OFFLINE=1, so a Hub id that is not cached cannot be loaded
+    run_dir = tmp_path / "nohub"
+    result = run_cli("--set", "model_name=nobody/no-such-model", "--set", f"train.output_dir={run_dir}",
+                     "--set", "dataset.name=synthetic")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: could not load model 'nobody/no-such-model'")
+    assert "builtin:tiny" in result.stderr and "Traceback" not in result.stderr
+    status = read_status(run_dir)
+    assert status["state"] == "failed" and "could not load model" in status["error"]
+
+
+def test_grpo_passthrough_reaches_trl(tmp_path):
+    from core.train import grpo_args
+
+    cfg = load_config(ROOT / "configs" / "tiny_cpu.yaml", sets=["grpo.beta=0.04", "grpo.top_p=0.9"], env={})
+    args = grpo_args(cfg, tmp_path, "cpu")
+    assert (args.beta, args.top_p, args.num_generations, args.generation_batch_size) == (0.04, 0.9, 4, 16)
+    assert (args.max_completion_length, args.max_steps, args.report_to) == (48, cfg.train.num_train_steps, [])
