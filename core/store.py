@@ -1,0 +1,422 @@
+"""DuckDB over a run directory: incremental, exact ingestion and the queries the dashboard needs.
+
+    store = RolloutStore("runs/my_run")
+    store.refresh()                       # ingest what was appended since the last refresh
+    df, total = store.rollouts_page(step_min=10, search="Final: 42", limit=50)
+
+Tables: `rollouts` (DESIGN.md's record, plus `file`), `metrics` (long: step, time, name, value),
+`eval` (the eval records plus `phase`). Each store holds its own in-memory DuckDB connection;
+queries run on a cursor per call, so threads may share a store.
+
+Exactly once: a file is read up to its last newline only, so a half-written last line waits for
+the next refresh; a line that is not a JSON object with a prompt_id is skipped and counted in
+`skipped`; a file that shrinks or is replaced (a run restarted under the same id) has its rows
+dropped and read again; new rank files are picked up as they appear. Every value in SQL is a
+bound parameter, file paths included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+ROLLOUT_COLUMNS = {
+    "step": "BIGINT", "prompt_id": "VARCHAR", "prompt": "VARCHAR", "question": "VARCHAR",
+    "completion": "VARCHAR", "prediction": "VARCHAR", "ground_truth": "VARCHAR", "reward": "DOUBLE",
+    "correct": "BOOLEAN", "rank": "BIGINT", "sample": "BIGINT", "completion_tokens": "BIGINT", "time": "DOUBLE",
+}
+EVAL_COLUMNS = {"prompt_id": "VARCHAR", "question": "VARCHAR", "prompt": "VARCHAR", "gt": "VARCHAR",
+                "pred": "VARCHAR", "completion": "VARCHAR", "correct": "BOOLEAN", "new_tokens": "BIGINT"}
+HEAD_BYTES = 256  # compared on every refresh to notice a file replaced by another
+
+_COLUMNS_SQL = "{" + ", ".join(f"'{k}': '{v}'" for k, v in ROLLOUT_COLUMNS.items()) + "}"
+SCHEMA = f"""
+CREATE TABLE rollouts ({", ".join(f'"{k}" {v}' for k, v in ROLLOUT_COLUMNS.items())}, file VARCHAR);
+CREATE TABLE metrics (step BIGINT, time DOUBLE, name VARCHAR, value DOUBLE);
+CREATE TABLE eval (phase VARCHAR, {", ".join(f'"{k}" {v}' for k, v in EVAL_COLUMNS.items())});
+"""
+INSERT_JSON = f"""
+INSERT INTO rollouts SELECT *, $file FROM read_json($path, format = 'newline_delimited', columns = {_COLUMNS_SQL})
+"""
+DROP_UNKEYED = "DELETE FROM rollouts WHERE prompt_id IS NULL"
+DROP_FILE = "DELETE FROM rollouts WHERE file = $file"
+COUNT = "SELECT count(*) FROM rollouts"
+
+# Category of a rollout: malformed (no parsable Final line), wrong, or correct.
+CATEGORY = "CASE WHEN prediction IS NULL THEN 'malformed' WHEN correct THEN 'correct' ELSE 'wrong' END"
+
+# Filters shared by the rollout queries; a NULL parameter means "no filter".
+FILTERS = """
+    ($step_min::BIGINT IS NULL OR step >= $step_min)
+    AND ($step_max::BIGINT IS NULL OR step <= $step_max)
+    AND ($rewards::DOUBLE[] IS NULL OR list_contains($rewards, reward))
+    AND ($correct::BOOLEAN IS NULL OR correct = $correct)
+    AND ($prompt_id::VARCHAR IS NULL OR prompt_id = $prompt_id)
+    AND ($rank::BIGINT IS NULL OR rank = $rank)
+    AND ($regex::VARCHAR IS NULL OR regexp_matches(question, $regex, 'i') OR regexp_matches(completion, $regex, 'i'))
+"""
+ORDERS = {  # the page's sort orders; the key is chosen by the caller, the SQL is fixed here
+    "newest": "step DESC, rank, prompt_id, sample",
+    "oldest": "step, rank, prompt_id, sample",
+    "reward_high": "reward DESC, step DESC, prompt_id, sample",
+    "reward_low": "reward, step DESC, prompt_id, sample",
+    "longest": "completion_tokens DESC, step DESC, prompt_id, sample",
+}
+# One scan finds the matching rows' keys; the page's full rows are fetched for those alone.
+ROLLOUTS_PAGE = """
+WITH matches AS MATERIALIZED (
+    SELECT rowid AS id, step, rank, prompt_id, sample, reward, completion_tokens FROM rollouts WHERE {filters}
+), page AS (
+    SELECT * FROM matches ORDER BY {order} LIMIT $limit OFFSET $offset
+)
+SELECT r.step, r.prompt_id, r.question, r.completion, r.prediction, r.ground_truth, r.reward, r.correct, r.rank,
+       r.sample, r.completion_tokens, r.time, (SELECT count(*) FROM matches) AS total
+FROM page JOIN rollouts r ON r.rowid = page.id ORDER BY {order_r}
+"""
+ROLLOUT = """
+SELECT * EXCLUDE (file) FROM rollouts WHERE prompt_id = $prompt_id AND step = $step AND sample = $sample
+ORDER BY rank LIMIT 1
+"""
+REWARD_HISTOGRAM = """
+SELECT reward, count(*) AS n FROM rollouts
+WHERE ($step_min::BIGINT IS NULL OR step >= $step_min) AND ($step_max::BIGINT IS NULL OR step <= $step_max)
+GROUP BY reward ORDER BY reward
+"""
+CATEGORIES_PER_STEP = f"""
+SELECT step, count(*) FILTER (WHERE {CATEGORY} = 'malformed') AS malformed,
+       count(*) FILTER (WHERE {CATEGORY} = 'wrong') AS wrong,
+       count(*) FILTER (WHERE {CATEGORY} = 'correct') AS correct
+FROM rollouts GROUP BY step ORDER BY step
+"""
+STEP_AGGREGATES = """
+SELECT step, avg(reward) AS mean_reward, coalesce(stddev_pop(reward), 0) AS std_reward,
+       avg(correct::INT) AS accuracy, avg((prediction IS NOT NULL)::INT) AS format_rate,
+       avg(completion_tokens) AS mean_completion_tokens, count(*) AS n
+FROM rollouts GROUP BY step ORDER BY step
+"""
+PROMPT_ACCURACY = """
+SELECT prompt_id, step, avg(correct::INT) AS accuracy, count(*) AS n FROM rollouts
+WHERE list_contains($prompt_ids, prompt_id) GROUP BY prompt_id, step ORDER BY prompt_id, step
+"""
+# Per prompt over a step window: accuracy at its first and last step there, and its extremes.
+PROMPT_SUMMARY = """
+WITH per_step AS (
+    SELECT prompt_id, step, any_value(question) AS question, avg(correct::INT) AS accuracy, count(*) AS n
+    FROM rollouts
+    WHERE ($step_min::BIGINT IS NULL OR step >= $step_min) AND ($step_max::BIGINT IS NULL OR step <= $step_max)
+    GROUP BY prompt_id, step
+), summary AS (
+    SELECT prompt_id, any_value(question) AS question, arg_min(accuracy, step) AS first_accuracy,
+           arg_max(accuracy, step) AS last_accuracy, arg_max(accuracy, step) - arg_min(accuracy, step) AS change,
+           min(accuracy) AS min_accuracy, max(accuracy) AS max_accuracy, avg(accuracy) AS mean_accuracy,
+           count(*) AS steps, sum(n) AS n
+    FROM per_step GROUP BY prompt_id
+)
+SELECT * FROM summary
+"""
+LEADERBOARDS = {  # which prompts each board lists, best first
+    "most_improved": "WHERE change > 0 ORDER BY change DESC, prompt_id",
+    "regressed": "WHERE change < 0 ORDER BY change, prompt_id",
+    "never_solved": "WHERE max_accuracy = 0 ORDER BY n DESC, prompt_id",
+    "always_solved": "WHERE min_accuracy = 1 ORDER BY n DESC, prompt_id",
+    "most_changed": "ORDER BY abs(change) DESC, prompt_id",
+}
+GROUP = """
+SELECT sample, rank, reward, (reward - avg(reward) OVER ()) / (coalesce(stddev_samp(reward) OVER (), 0) + 1e-4)
+       AS advantage, correct, prediction, ground_truth, completion, completion_tokens, question, prompt
+FROM rollouts WHERE prompt_id = $prompt_id AND step = $step ORDER BY sample, rank
+"""
+PROMPT_STEPS = "SELECT DISTINCT step FROM rollouts WHERE prompt_id = $prompt_id ORDER BY step"
+EVAL_FLIPS = """
+SELECT b.prompt_id, b.question, b.gt, b.correct AS before_correct, a.correct AS after_correct,
+       CASE WHEN a.correct THEN 'wrong → right' ELSE 'right → wrong' END AS flip,
+       b.pred AS before_pred, a.pred AS after_pred, b.completion AS before_completion,
+       a.completion AS after_completion
+FROM eval b JOIN eval a ON a.prompt_id = b.prompt_id AND a.phase = 'after'
+WHERE b.phase = 'before' AND b.correct <> a.correct ORDER BY flip DESC, b.prompt_id
+"""
+EVAL_SUMMARY = """
+SELECT phase, avg(correct::INT) AS accuracy, avg(new_tokens) AS mean_new_tokens, count(*) AS n
+FROM eval GROUP BY phase ORDER BY phase DESC
+"""
+LENGTH_BY_CATEGORY = f"""
+SELECT {CATEGORY} AS category, (completion_tokens // $bin) * $bin AS tokens, count(*) AS n
+FROM rollouts WHERE ($step_min::BIGINT IS NULL OR step >= $step_min) AND ($step_max::BIGINT IS NULL OR step <= $step_max)
+GROUP BY ALL ORDER BY category, tokens
+"""
+METRIC_SERIES = """
+SELECT step, name, value FROM metrics WHERE list_contains($names, name) ORDER BY name, step
+"""
+METRIC_NAMES = "SELECT DISTINCT name FROM metrics ORDER BY name"
+
+
+def literal_regex(text: str) -> str:
+    """A regular expression (RE2) that matches `text` literally."""
+    return "".join(c if c.isalnum() or c == " " else "\\" + c for c in text)
+
+
+@dataclass
+class _FileState:
+    offset: int = 0          # bytes ingested: always just after a newline
+    inode: int = -1
+    head: bytes = b""        # the file's first bytes when we last read it
+
+
+def _complete_end(f, start: int, size: int) -> int:
+    """Offset just after the last newline in [start, size), or `start` when there is none."""
+    pos = size
+    while pos > start:
+        block = max(start, pos - (1 << 16))
+        f.seek(block)
+        index = f.read(pos - block).rfind(b"\n")
+        if index >= 0:
+            return block + index + 1
+        pos = block
+    return start
+
+
+class RolloutStore:
+    """One run directory in DuckDB, refreshed incrementally."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.con = duckdb.connect(config={"threads": os.cpu_count() or 2})
+        self.con.execute(SCHEMA)
+        self.skipped = 0
+        self.status: dict = {}
+        self._files: dict[str, _FileState] = {}
+        self._metrics_offset = 0
+        self._eval_stamp: tuple = ()
+        self._lock = threading.Lock()
+        self._tmp = tempfile.TemporaryDirectory(prefix="rollout-store-")
+
+    # ---- ingestion -------------------------------------------------------------------------
+
+    def refresh(self) -> int:
+        """Ingest what was appended since the last refresh; return the number of new rollouts."""
+        with self._lock:
+            before = self.count()
+            for path in sorted((self.run_dir / "rollouts").glob("rollouts*.jsonl")):
+                self._refresh_file(path)
+            self._refresh_metrics()
+            self._refresh_eval()
+            self.status = self._read_status()
+            return self.count() - before
+
+    def _refresh_file(self, path: Path) -> None:
+        key = str(path)
+        state = self._files.setdefault(key, _FileState())
+        with open(path, "rb") as f:
+            stat = os.fstat(f.fileno())
+            head = f.read(HEAD_BYTES)
+            replaced = stat.st_ino != state.inode or stat.st_size < state.offset or \
+                head[: len(state.head)] != state.head
+            if replaced and state.offset:
+                self.con.execute(DROP_FILE, {"file": key})
+                state.offset = 0
+            state.inode, state.head = stat.st_ino, head
+            end = _complete_end(f, state.offset, stat.st_size)
+            if end > state.offset:
+                self._ingest(f, key, state.offset, end)
+                state.offset = end
+
+    def _ingest(self, f, key: str, start: int, end: int) -> None:
+        """Ingest the complete lines in bytes [start, end) of open file `f` (named `key`)."""
+        if start == 0 and os.fstat(f.fileno()).st_size == end and self._ingest_whole_file(key, end):
+            return
+        chunk = Path(self._tmp.name) / "chunk.jsonl"
+        with open(chunk, "wb") as out:  # DuckDB reads whole files: give it exactly this range
+            f.seek(start)
+            remaining = end - start
+            while remaining:
+                data = f.read(min(remaining, 1 << 24))
+                out.write(data)
+                remaining -= len(data)
+        try:
+            self.con.execute(INSERT_JSON, {"path": str(chunk), "file": key})
+        except duckdb.InvalidInputException:  # a corrupt line: go line by line to skip just that one
+            self._ingest_lines(chunk, key)
+        self._drop_unkeyed()
+
+    def _ingest_whole_file(self, key: str, end: int) -> bool:
+        """Fast path for a first read: DuckDB reads the file itself. Exact only if the file ended
+        with a newline and did not grow meanwhile (else it may have read a line twice over)."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self.con.execute(INSERT_JSON, {"path": key, "file": key})
+            if os.path.getsize(key) == end:
+                self.con.execute("COMMIT")
+                self._drop_unkeyed()
+                return True
+        except duckdb.InvalidInputException:
+            pass
+        self.con.execute("ROLLBACK")
+        return False
+
+    def _drop_unkeyed(self) -> None:
+        """A JSON line that is not a rollout (`null`, an object without prompt_id) counts as skipped."""
+        self.skipped += self.con.execute(DROP_UNKEYED).fetchone()[0]
+
+    def _ingest_lines(self, path: Path, key: str) -> None:
+        """Slow, exact path: decode each line in Python, skip and count the bad ones."""
+        import pyarrow as pa
+
+        rows, kinds = {name: [] for name in ROLLOUT_COLUMNS}, {"BIGINT": int, "DOUBLE": float, "BOOLEAN": bool,
+                                                               "VARCHAR": str}
+        for line in path.read_bytes().splitlines():
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or record.get("prompt_id") is None:
+                    raise ValueError("not a rollout record")
+                values = {name: None if record.get(name) is None else kinds[kind](record[name])
+                          for name, kind in ROLLOUT_COLUMNS.items()}
+            except (ValueError, TypeError):
+                self.skipped += 1
+                continue
+            for name, value in values.items():
+                rows[name].append(value)
+        types = {"BIGINT": pa.int64(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(), "VARCHAR": pa.string()}
+        schema = pa.schema([(k, types[v]) for k, v in ROLLOUT_COLUMNS.items()])
+        self._insert("rollouts", pa.table(rows, schema=schema).append_column("file", pa.array([key] * len(rows["step"]))))
+
+    def _insert(self, table: str, rows) -> None:
+        """Append an Arrow table (or a list of dicts) whose columns match `table`'s, in order."""
+        import pyarrow as pa
+
+        if isinstance(rows, list):
+            if not rows:
+                return
+            rows = pa.Table.from_pylist(rows)
+        self.con.register("new_rows", rows)
+        self.con.execute(f"INSERT INTO {table} SELECT * FROM new_rows")  # table: one of our three names
+        self.con.unregister("new_rows")
+
+    def _refresh_metrics(self) -> None:
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < self._metrics_offset:  # restarted run: start over
+                self.con.execute("DELETE FROM metrics")
+                self._metrics_offset = 0
+            end = _complete_end(f, self._metrics_offset, size)
+            f.seek(self._metrics_offset)
+            data = f.read(end - self._metrics_offset)
+        self._metrics_offset = end
+        rows = []
+        for line in data.splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                rows += [{"step": record.get("step"), "time": record.get("time"), "name": k, "value": float(v)}
+                         for k, v in record.items() if k not in ("step", "time") and isinstance(v, (int, float))]
+        self._insert("metrics", rows)
+
+    def _refresh_eval(self) -> None:
+        files = [self.run_dir / "eval" / f"{phase}.jsonl" for phase in ("before", "after")]
+        stamp = tuple((p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else None for p in files)
+        if stamp == self._eval_stamp:
+            return
+        self._eval_stamp = stamp
+        self.con.execute("DELETE FROM eval")
+        for path in files:
+            if path.exists():
+                records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+                self._insert("eval", [{"phase": path.stem, **{k: r.get(k) for k in EVAL_COLUMNS}} for r in records])
+
+    def _read_status(self) -> dict:
+        try:
+            return json.loads((self.run_dir / "status.json").read_text())
+        except (OSError, ValueError):
+            return self.status
+
+    # ---- queries ---------------------------------------------------------------------------
+
+    def query(self, sql: str, params: dict | list | None = None):
+        """Run SQL (values bound as parameters) on a fresh cursor; returns a pandas DataFrame."""
+        return self.con.cursor().execute(sql, params).df()
+
+    def count(self) -> int:
+        return self.con.cursor().execute(COUNT).fetchone()[0]
+
+    def rollouts_page(self, step_min=None, step_max=None, rewards=None, correct=None, prompt_id=None,
+                      search=None, rank=None, order="newest", limit=50, offset=0):
+        """(one page of rollouts as a DataFrame, total matching rows)."""
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+        params = {"step_min": step_min, "step_max": step_max, "rewards": list(rewards) if rewards else None,
+                  "correct": correct, "prompt_id": prompt_id or None, "rank": rank,
+                  "regex": literal_regex(search) if search else None, "limit": limit, "offset": offset}
+        order_r = ", ".join(f"r.{term}" for term in ORDERS[order].split(", "))
+        page = self.query(ROLLOUTS_PAGE.format(filters=FILTERS, order=ORDERS[order], order_r=order_r), params)
+        if len(page) or not offset:
+            return page.drop(columns="total"), int(page["total"].iloc[0]) if len(page) else 0
+        _, total = self.rollouts_page(step_min, step_max, rewards, correct, prompt_id, search, rank, order, 1, 0)
+        return page.drop(columns="total"), total  # past the last page: counted on the first
+
+    def rollout(self, prompt_id: str, step: int, sample: int) -> dict | None:
+        df = self.query(ROLLOUT, {"prompt_id": prompt_id, "step": step, "sample": sample})
+        return df.iloc[0].to_dict() if len(df) else None
+
+    def reward_histogram(self, step_min=None, step_max=None):
+        return self.query(REWARD_HISTOGRAM, {"step_min": step_min, "step_max": step_max})
+
+    def categories_per_step(self):
+        return self.query(CATEGORIES_PER_STEP)
+
+    def step_aggregates(self):
+        return self.query(STEP_AGGREGATES)
+
+    def prompt_accuracy(self, prompt_ids):
+        return self.query(PROMPT_ACCURACY, {"prompt_ids": list(prompt_ids)})
+
+    def leaderboard(self, board: str, step_min=None, step_max=None, limit: int = 20):
+        if board not in LEADERBOARDS:
+            raise ValueError(f"board must be one of {', '.join(LEADERBOARDS)}, got {board!r}")
+        sql = f"{PROMPT_SUMMARY} {LEADERBOARDS[board]} LIMIT $limit"  # both parts are constants
+        return self.query(sql, {"step_min": step_min, "step_max": step_max, "limit": limit})
+
+    def group(self, prompt_id: str, step: int):
+        """All K samples of one prompt at one step, with each one's group-relative advantage."""
+        return self.query(GROUP, {"prompt_id": prompt_id, "step": step})
+
+    def prompt_steps(self, prompt_id: str) -> list[int]:
+        return self.query(PROMPT_STEPS, {"prompt_id": prompt_id})["step"].tolist()
+
+    def eval_flips(self):
+        return self.query(EVAL_FLIPS)
+
+    def eval_summary(self):
+        return self.query(EVAL_SUMMARY)
+
+    def length_by_category(self, bin: int = 16, step_min=None, step_max=None):
+        return self.query(LENGTH_BY_CATEGORY, {"bin": bin, "step_min": step_min, "step_max": step_max})
+
+    def metric_series(self, names):
+        return self.query(METRIC_SERIES, {"names": list(names)})
+
+    def metric_names(self) -> list[str]:
+        return self.query(METRIC_NAMES)["name"].tolist()
+
+    def close(self) -> None:
+        self.con.close()
+        self._tmp.cleanup()
+
+
+def compare_step_aggregates(stores: dict[str, RolloutStore]):
+    """Per-step aggregates of several runs side by side: the columns of `step_aggregates` plus `run`."""
+    import pandas as pd
+
+    frames = [store.step_aggregates().assign(run=name) for name, store in stores.items()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

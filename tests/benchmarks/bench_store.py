@@ -1,0 +1,148 @@
+"""Benchmark the rollout store on a large run: cold and incremental refresh, every named query,
+peak memory; against DuckDB's own read_json and a naive pandas reload of the same files.
+
+    python -m tests.benchmarks.bench_store [--rollouts 1000000] [--dir /tmp/simple_grpo_bench]
+
+Each contender runs in its own process so peak resident memory is its own. Prints a table of
+measured figures; nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import statistics
+import time
+from pathlib import Path
+
+from tests.benchmarks.fake_run import write_run
+
+
+def peak_mb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
+def files(run_dir: Path) -> list[str]:
+    return sorted(str(p) for p in (run_dir / "rollouts").glob("rollouts*.jsonl"))
+
+
+def duckdb_read_json(run_dir: Path, out) -> None:
+    import duckdb
+
+    from core.store import _COLUMNS_SQL
+
+    con = duckdb.connect()
+    start = time.perf_counter()
+    con.execute(f"CREATE TABLE t AS SELECT * FROM read_json($f, format = 'newline_delimited', columns = {_COLUMNS_SQL})",
+                {"f": files(run_dir)})
+    rows = con.execute("SELECT count(*) FROM t").fetchone()[0]
+    out.put({"seconds": time.perf_counter() - start, "rows": rows, "peak_mb": peak_mb()})
+
+
+def pandas_reload(run_dir: Path, out) -> None:
+    import pandas as pd
+
+    start = time.perf_counter()
+    frames = [pd.read_json(f, lines=True) for f in files(run_dir)]
+    rows = sum(len(f) for f in frames)
+    out.put({"seconds": time.perf_counter() - start, "rows": rows, "peak_mb": peak_mb()})
+
+
+def median_ms(fn, repeats: int = 7) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def store_run(run_dir: Path, total: int, out) -> None:
+    from core.store import RolloutStore
+
+    store = RolloutStore(run_dir)
+    start = time.perf_counter()
+    rows = store.refresh()
+    cold = time.perf_counter() - start
+    increments = []
+    for i in range(9):  # a live run: 1,000 new rollouts land between two refreshes
+        write_run(run_dir, 1000, ranks=2, start=total + i * 1000)
+        start = time.perf_counter()
+        added = store.refresh()
+        increments.append(time.perf_counter() - start)
+        assert added == 1000, added
+    pid = store.query("SELECT prompt_id FROM rollouts LIMIT 1")["prompt_id"][0]
+    step = int(store.query("SELECT max(step) AS s FROM rollouts")["s"][0])
+    top = store.leaderboard("most_changed", limit=10)["prompt_id"].tolist()
+    queries = {
+        "rollouts page (no filter)": lambda: store.rollouts_page(),
+        "rollouts page (step window, reward, correct, rank)":
+            lambda: store.rollouts_page(step_min=step - 500, step_max=step, rewards=[1.0], correct=True, rank=1),
+        "rollouts page, text search, last 100 steps": lambda: store.rollouts_page(search="final: 42", step_min=step - 100),
+        "rollouts page, text search, all steps": lambda: store.rollouts_page(search="final: 42"),
+        "rollouts page, sorted by length": lambda: store.rollouts_page(order="longest"),
+        "reward histogram (step window)": lambda: store.reward_histogram(step - 1000, step),
+        "reward categories per step": store.categories_per_step,
+        "per-step aggregates": store.step_aggregates,
+        "per-prompt accuracy (10 prompts)": lambda: store.prompt_accuracy(top),
+        "leaderboard most improved (all steps)": lambda: store.leaderboard("most_improved"),
+        "leaderboard never solved (last 500 steps)": lambda: store.leaderboard("never_solved", step - 500, step),
+        "group view": lambda: store.group(pid, 0),
+        "eval flips": store.eval_flips,
+        "completion length by category": store.length_by_category,
+        "metric series": lambda: store.metric_series(["loss", "reward"]),
+    }
+    out.put({"cold_seconds": cold, "rows": rows, "incremental_ms": statistics.median(increments) * 1000,
+             "queries_ms": {name: median_ms(fn) for name, fn in queries.items()}, "peak_mb": peak_mb()})
+
+
+def in_process(target, *args) -> dict:
+    out = mp.Queue()
+    proc = mp.Process(target=target, args=(*args, out))
+    proc.start()
+    result = out.get()
+    proc.join()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rollouts", type=int, default=1_000_000)
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/simple_grpo_bench"))
+    parser.add_argument("--skip-pandas", action="store_true", help="the naive reload takes minutes at 1M")
+    args = parser.parse_args()
+    run_dir = args.dir / f"run_{args.rollouts}"
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)  # earlier runs appended increments: start from the same size each time
+    print(f"writing {args.rollouts:,} rollouts (2 rank files) to {run_dir} ...", flush=True)
+    write_run(run_dir, args.rollouts, ranks=2)
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "time": s, "loss": 1 / s, "reward": 0.1})
+                                                   + "\n" for s in range(1, 2001)))
+    size = sum(Path(f).stat().st_size for f in files(run_dir)) / 2**20
+    print(f"{size:,.0f} MiB of JSON lines\n", flush=True)
+
+    duck = in_process(duckdb_read_json, run_dir)
+    store = in_process(store_run, run_dir, args.rollouts)
+    rows = [("DuckDB read_json into a table (baseline)", f"{duck['seconds']:.2f} s", f"{duck['peak_mb']:,} MB"),
+            ("RolloutStore cold refresh()", f"{store['cold_seconds']:.2f} s "
+             f"({store['cold_seconds'] / duck['seconds']:.2f}x read_json)", f"{store['peak_mb']:,} MB (whole run)"),
+            ("RolloutStore incremental refresh(), 1,000 new", f"{store['incremental_ms']:.1f} ms median", "")]
+    if not args.skip_pandas:
+        naive = in_process(pandas_reload, run_dir)
+        rows.append(("naive full reload: pandas.read_json(lines=True)", f"{naive['seconds']:.2f} s "
+                     f"({naive['seconds'] / store['cold_seconds']:.1f}x cold refresh, "
+                     f"{naive['seconds'] * 1000 / store['incremental_ms']:,.0f}x incremental)",
+                     f"{naive['peak_mb']:,} MB"))
+    rows += [(f"query: {name}", f"{ms:.1f} ms median", "") for name, ms in store["queries_ms"].items()]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'what':<{width}}  {'time':<48} peak RSS")
+    for what, t, mem in rows:
+        print(f"{what:<{width}}  {t:<48} {mem}")
+
+
+if __name__ == "__main__":
+    main()

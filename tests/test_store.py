@@ -1,0 +1,319 @@
+"""The rollout store: exactly-once ingestion under a live writer, and every named query checked
+against a plain-Python computation on a small fixture run."""
+
+import json
+import subprocess
+import sys
+import threading
+from collections import defaultdict
+from statistics import mean, pstdev, stdev
+
+import pytest
+
+from core.store import RolloutStore, compare_step_aggregates
+from tests.benchmarks.fake_run import write_run
+
+RECORD = {"step": 0, "prompt_id": "p", "prompt": "P", "question": "Q", "completion": "Final: 1", "prediction": "1",
+          "ground_truth": "1", "reward": 1.0, "correct": True, "rank": 0, "sample": 0, "completion_tokens": 3,
+          "time": 1.0}
+
+
+def line(**fields):
+    return json.dumps({**RECORD, **fields}) + "\n"
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    (tmp_path / "rollouts").mkdir()
+    return tmp_path
+
+
+def append(path, text):
+    with open(path, "a") as f:
+        f.write(text)
+
+
+# ---- exactness -------------------------------------------------------------------------------
+
+def test_half_written_line_waits_for_its_newline(run_dir):
+    path = run_dir / "rollouts" / "rollouts.jsonl"
+    whole = line(sample=1)
+    append(path, line(sample=0) + whole[:40])
+    store = RolloutStore(run_dir)
+    assert store.refresh() == 1 and store.skipped == 0
+    append(path, whole[40:])
+    assert store.refresh() == 1 and store.count() == 2 and store.skipped == 0
+    assert store.refresh() == 0
+    assert sorted(store.query("SELECT sample FROM rollouts")["sample"]) == [0, 1]
+
+
+def test_a_complete_object_without_its_newline_is_not_ingested_yet(run_dir):
+    path = run_dir / "rollouts" / "rollouts.jsonl"
+    append(path, line(sample=0) + line(sample=1).rstrip("\n"))  # valid JSON, but the line is not finished
+    store = RolloutStore(run_dir)
+    assert store.refresh() == 1
+    append(path, "\n")
+    assert store.refresh() == 1 and store.count() == 2
+
+
+@pytest.mark.parametrize("bad", ['{"step": 1, "prom', "42", "null", "[1, 2]", '{"step": "abc", "prompt_id": "x"}',
+                                 '{"step": 3}', '{"prompt_id": "p"} trailing'])
+def test_corrupt_lines_are_skipped_and_counted_never_rows_of_nulls(run_dir, bad):
+    path = run_dir / "rollouts" / "rollouts.jsonl"
+    append(path, line(sample=0) + bad + "\n" + line(sample=1) + "\n")  # a blank line is not a record either
+    store = RolloutStore(run_dir)
+    assert store.refresh() == 2 and store.skipped == 1
+    rows = store.query("SELECT * FROM rollouts ORDER BY sample")
+    assert rows["sample"].tolist() == [0, 1] and rows["prompt_id"].notna().all()
+    append(path, line(sample=2) + "not json\n")  # the same holds for later, incremental refreshes
+    assert store.refresh() == 1 and store.skipped == 2
+
+
+def test_shrunk_or_replaced_file_is_read_again_from_scratch(run_dir):
+    path = run_dir / "rollouts" / "rollouts.jsonl"
+    append(path, "".join(line(step=0, sample=i) for i in range(4)))
+    store = RolloutStore(run_dir)
+    assert store.refresh() == 4
+    path.write_text(line(step=9, sample=0))  # restarted under the same id: truncated and rewritten
+    store.refresh()
+    assert store.query("SELECT step, sample FROM rollouts").values.tolist() == [[9, 0]]
+    # replaced by a new file of the same size (another inode, other bytes)
+    new = run_dir / "new.jsonl"
+    new.write_text(line(step=7, sample=0))
+    new.replace(path)
+    store.refresh()
+    assert store.query("SELECT step FROM rollouts")["step"].tolist() == [7]
+
+
+def test_new_rank_file_mid_run(run_dir):
+    append(run_dir / "rollouts" / "rollouts.jsonl", line(rank=0))
+    store = RolloutStore(run_dir)
+    assert store.refresh() == 1
+    append(run_dir / "rollouts" / "rollouts.rank1.jsonl", line(rank=1, sample=1) + line(rank=1, sample=2))
+    assert store.refresh() == 2
+    assert sorted(store.query("SELECT rank FROM rollouts")["rank"]) == [0, 1, 1]
+
+
+WRITER = """
+import json, sys, time
+path, n, rank = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with open(path, "a") as f:
+    for i in range(n):
+        text = json.dumps({"step": i // 8, "prompt_id": f"p{i % 3}", "prompt": "P" * 600, "question": "Q",
+                           "completion": "C" * (i % 900), "prediction": None, "ground_truth": "1", "reward": 0.0,
+                           "correct": False, "rank": rank, "sample": i, "completion_tokens": i % 50,
+                           "time": time.time()}) + "\\n"
+        cut = len(text) // 3
+        f.write(text[:cut]); f.flush()           # a reader can see a half-written line here
+        if i % 50 == 0:
+            time.sleep(0.005)
+        f.write(text[cut:]); f.flush()
+"""
+
+
+def test_live_writers_and_a_refreshing_reader_agree_exactly(run_dir):
+    n = 3000
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(run_dir / "rollouts" / name), str(n), str(rank)])
+               for rank, name in enumerate(["rollouts.jsonl", "rollouts.rank1.jsonl"])]
+    store = RolloutStore(run_dir)
+    refreshes = 0
+    while any(w.poll() is None for w in writers):
+        store.refresh()
+        refreshes += 1
+    assert all(w.returncode == 0 for w in writers)
+    store.refresh()
+    assert refreshes > 3
+    assert store.count() == 2 * n and store.skipped == 0
+    dupes = store.query("SELECT rank, sample, count(*) c FROM rollouts GROUP BY ALL HAVING c > 1")
+    assert dupes.empty
+
+
+def test_threads_share_a_store(run_dir):
+    append(run_dir / "rollouts" / "rollouts.jsonl", "".join(line(step=i // 4, sample=i % 4) for i in range(400)))
+    store = RolloutStore(run_dir)
+    errors = []
+
+    def work():
+        try:
+            for _ in range(20):
+                store.refresh()
+                assert store.rollouts_page(limit=5)[1] == 400
+                assert len(store.step_aggregates()) == 100
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+# ---- the named queries against plain Python ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fixture_run(tmp_path_factory):
+    """~2,000 rollouts over 2 ranks (groups of K=8), metrics, and eval files with flips."""
+    run_dir = tmp_path_factory.mktemp("fixture")
+    write_run(run_dir, 2048, ranks=2, prompts=40, ramp=40)
+    (run_dir / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "time": 1.0 + s, "loss": 0.5 / s, "reward": s / 10, "note": "text"}) + "\n"
+        for s in range(1, 6)))
+    (run_dir / "eval").mkdir()
+    for phase, right in (("before", {0, 1}), ("after", {1, 2})):
+        (run_dir / "eval" / f"{phase}.jsonl").write_text("".join(json.dumps(
+            {"prompt_id": f"e{i}", "question": f"q{i}", "prompt": "P", "gt": "1", "pred": "1" if i in right else "2",
+             "completion": f"{phase} {i}", "correct": i in right, "new_tokens": 10 + i}) + "\n" for i in range(4)))
+    (run_dir / "status.json").write_text(json.dumps({"state": "finished", "global_step": 5}))
+    store = RolloutStore(run_dir)
+    store.refresh()
+    records = [json.loads(x) for f in sorted((run_dir / "rollouts").glob("*.jsonl")) for x in f.read_text().splitlines()]
+    return store, records
+
+
+def by(records, key):
+    groups = defaultdict(list)
+    for r in records:
+        groups[key(r)].append(r)
+    return groups
+
+
+def category(r):
+    return "malformed" if r["prediction"] is None else "correct" if r["correct"] else "wrong"
+
+
+def test_counts_status_and_metrics(fixture_run):
+    store, records = fixture_run
+    assert store.count() == len(records) == 2048 and store.skipped == 0
+    assert store.status == {"state": "finished", "global_step": 5}
+    series = store.metric_series(["loss"])
+    assert series["step"].tolist() == [1, 2, 3, 4, 5]
+    assert series["value"].tolist() == pytest.approx([0.5 / s for s in range(1, 6)])
+    assert store.metric_names() == ["loss", "reward"]  # numbers only
+
+
+def test_rollouts_page_filters_order_and_total(fixture_run):
+    store, records = fixture_run
+    cases = [
+        ({}, lambda r: True),
+        ({"step_min": 3, "step_max": 7}, lambda r: 3 <= r["step"] <= 7),
+        ({"rewards": [0.0, 0.1]}, lambda r: r["reward"] in (0.0, 0.1)),
+        ({"correct": True}, lambda r: r["correct"]),
+        ({"rank": 1}, lambda r: r["rank"] == 1),
+        ({"prompt_id": records[5]["prompt_id"]}, lambda r: r["prompt_id"] == records[5]["prompt_id"]),
+        ({"search": "FINAL: 4"}, lambda r: "final: 4" in (r["question"] + "\0" + r["completion"]).lower()),
+        ({"search": "question 1"}, lambda r: "question 1" in (r["question"] + "\0" + r["completion"]).lower()),
+        ({"search": "(['%_"}, lambda r: False),  # regex and LIKE characters are taken literally
+    ]
+    for filters, keep in cases:
+        expected = sorted((r for r in records if keep(r)),
+                          key=lambda r: (-r["step"], r["rank"], r["prompt_id"], r["sample"]))
+        page, total = store.rollouts_page(**filters, limit=7, offset=3)
+        assert total == len(expected), filters
+        assert [(r["step"], r["rank"], r["prompt_id"], r["sample"]) for r in expected[3:10]] == \
+            list(zip(page["step"], page["rank"], page["prompt_id"], page["sample"])), filters
+    page, total = store.rollouts_page(order="reward_high", limit=5)
+    assert page["reward"].tolist() == sorted((r["reward"] for r in records), reverse=True)[:5]
+    page, total = store.rollouts_page(offset=10_000)
+    assert page.empty and total == 2048
+    with pytest.raises(ValueError, match="order must be one of"):
+        store.rollouts_page(order="rowid; DROP TABLE rollouts")
+
+
+def test_search_text_is_a_bound_parameter(fixture_run):
+    store, _ = fixture_run
+    assert store.rollouts_page(search="'; DROP TABLE rollouts; --")[1] == 0
+    assert store.count() == 2048
+
+
+def test_reward_histogram_and_categories(fixture_run):
+    store, records = fixture_run
+    window = [r for r in records if 2 <= r["step"] <= 6]
+    hist = store.reward_histogram(2, 6)
+    expected = {k: len(v) for k, v in by(window, lambda r: r["reward"]).items()}
+    assert dict(zip(hist["reward"], hist["n"])) == expected
+    cats = store.categories_per_step()
+    for _, row in cats.iterrows():
+        step = [r for r in records if r["step"] == row["step"]]
+        assert (row["malformed"], row["wrong"], row["correct"]) == tuple(
+            sum(category(r) == c for r in step) for c in ("malformed", "wrong", "correct"))
+    assert cats["step"].tolist() == sorted({r["step"] for r in records})
+
+
+def test_step_aggregates_and_comparison(fixture_run):
+    store, records = fixture_run
+    agg = store.step_aggregates()
+    for _, row in agg.iterrows():
+        step = [r for r in records if r["step"] == row["step"]]
+        rewards = [r["reward"] for r in step]
+        assert row["mean_reward"] == pytest.approx(mean(rewards))
+        assert row["std_reward"] == pytest.approx(pstdev(rewards))
+        assert row["accuracy"] == pytest.approx(mean(r["correct"] for r in step))
+        assert row["format_rate"] == pytest.approx(mean(r["prediction"] is not None for r in step))
+        assert row["mean_completion_tokens"] == pytest.approx(mean(r["completion_tokens"] for r in step))
+        assert row["n"] == len(step)
+    both = compare_step_aggregates({"a": store, "b": store})
+    assert len(both) == 2 * len(agg) and set(both["run"]) == {"a", "b"}
+
+
+def test_prompt_accuracy(fixture_run):
+    store, records = fixture_run
+    ids = sorted({r["prompt_id"] for r in records})[:3]
+    df = store.prompt_accuracy(ids)
+    expected = {k: (sum(r["correct"] for r in v) / len(v), len(v))
+                for k, v in by([r for r in records if r["prompt_id"] in ids], lambda r: (r["prompt_id"], r["step"])).items()}
+    assert {(p, s): (a, n) for p, s, a, n in df.itertuples(index=False)} == expected
+
+
+def test_leaderboards(fixture_run):
+    store, records = fixture_run
+    window = [r for r in records if r["step"] >= 1]
+    summary = {}
+    for pid, rows in by(window, lambda r: r["prompt_id"]).items():
+        per_step = {s: mean(r["correct"] for r in v) for s, v in sorted(by(rows, lambda r: r["step"]).items())}
+        accs = list(per_step.values())
+        summary[pid] = {"change": accs[-1] - accs[0], "min": min(accs), "max": max(accs), "n": len(rows)}
+    boards = {
+        "most_improved": [p for p, s in sorted(summary.items(), key=lambda x: (-x[1]["change"], x[0])) if s["change"] > 0],
+        "regressed": [p for p, s in sorted(summary.items(), key=lambda x: (x[1]["change"], x[0])) if s["change"] < 0],
+        "never_solved": [p for p, s in sorted(summary.items(), key=lambda x: (-x[1]["n"], x[0])) if s["max"] == 0],
+        "always_solved": [p for p, s in sorted(summary.items(), key=lambda x: (-x[1]["n"], x[0])) if s["min"] == 1],
+    }
+    assert boards["most_improved"] and boards["regressed"] and boards["never_solved"]  # the fixture has each kind
+    for board, expected in boards.items():
+        got = store.leaderboard(board, step_min=1, limit=1000)
+        assert got["prompt_id"].tolist() == expected, board
+    with pytest.raises(ValueError, match="board must be one of"):
+        store.leaderboard("1=1; --")
+
+
+def test_group_view_with_advantages(fixture_run):
+    store, records = fixture_run
+    pid, step = records[0]["prompt_id"], records[0]["step"]
+    group = [r for r in records if r["prompt_id"] == pid and r["step"] == step]
+    assert len(group) == 8  # K samples over both ranks
+    rewards = [r["reward"] for r in sorted(group, key=lambda r: r["sample"])]
+    df = store.group(pid, step)
+    assert df["sample"].tolist() == list(range(8)) and df["reward"].tolist() == rewards
+    expected = [(x - mean(rewards)) / (stdev(rewards) + 1e-4) for x in rewards]
+    assert df["advantage"].tolist() == pytest.approx(expected)
+    assert store.prompt_steps(pid) == sorted({r["step"] for r in records if r["prompt_id"] == pid})
+    one = store.rollout(pid, step, 3)
+    assert one["completion"] == next(r["completion"] for r in group if r["sample"] == 3)
+
+
+def test_eval_flips_and_summary(fixture_run):
+    store, _ = fixture_run
+    flips = store.eval_flips()
+    assert list(zip(flips["prompt_id"], flips["flip"])) == [("e2", "wrong → right"), ("e0", "right → wrong")]
+    assert flips.loc[0, "before_completion"] == "before 2" and flips.loc[0, "after_completion"] == "after 2"
+    summary = store.eval_summary().set_index("phase")
+    assert summary.loc["before", "accuracy"] == 0.5 and summary.loc["after", "mean_new_tokens"] == 11.5
+
+
+def test_length_by_category(fixture_run):
+    store, records = fixture_run
+    df = store.length_by_category(bin=50)
+    expected = {k: len(v) for k, v in by(records, lambda r: (category(r), r["completion_tokens"] // 50 * 50)).items()}
+    assert {(c, t): n for c, t, n in df.itertuples(index=False)} == expected
