@@ -320,10 +320,3 @@ def load_config(path: str | os.PathLike | None = None, sets: list[str] | tuple =
         cfg.train.output_dir = str(default_runs_dir() / f"{cfg.run_name}_{stamp}")
     return cfg
 
-
-def config_from_dict(data: dict) -> RunConfig:
-    """Rebuild a RunConfig from `to_dict()` output (e.g. a run's run.yaml), validated."""
-    cfg = RunConfig()
-    for key, value in _normalize_seed_shape(data).items():
-        _apply(cfg, key, value)
-    return validate(cfg)

@@ -1,4 +1,4 @@
-"""Run directories: the status file every run keeps, written atomically, read by anyone.
+"""Run directories: status files, listing, launching, stopping and deleting runs.
 
 `status.json` holds state (starting, running, finished, failed, stopped), pid, started_at,
 ended_at, exit_code, error, global_step and max_steps (DESIGN.md, "Run directory contract").
@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import yaml
+
+from core.config import ENV_KEYS
 
 STATES = ("starting", "running", "finished", "failed", "stopped")
 
@@ -35,3 +45,160 @@ def update_status(run_dir: str | Path, **fields) -> dict:
     assert status.get("state") in STATES, status.get("state")
     write_json_atomic(Path(run_dir) / "status.json", status)
     return status
+
+
+# ---- listing, launching and stopping runs (the dashboard calls these) ------------------------
+
+NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
+LIVE_STATES = ("starting", "running")
+
+
+def safe_run_name(name: str) -> str:
+    """A run name that is one plain folder name: letters, digits, '.', '_' and '-' only."""
+    cleaned = NAME_RE.sub("_", name.strip()).strip("._-")[:120]
+    if not cleaned:
+        raise ValueError(f"run name {name!r} has no usable characters: use letters, digits, '.', '_' or '-'")
+    return cleaned
+
+
+def run_path(root: str | Path, name: str) -> Path:
+    """The folder of run `name` under `root`; never a path outside it."""
+    root = Path(root).resolve()
+    path = (root / safe_run_name(name)).resolve()
+    if path.parent != root:
+        raise ValueError(f"run name {name!r} points outside the runs folder {root}")
+    return path
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)  # reap our own finished children (else they linger as zombies)
+        if done:
+            return False
+    except ChildProcessError:
+        pass  # not our child: ask the kernel instead
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def effective_state(status: dict) -> str:
+    """The state to show: a run whose process is gone without a final state has crashed."""
+    state = status.get("state", "unknown")
+    if state in LIVE_STATES and not pid_alive(status.get("pid")):
+        return "crashed"
+    return state
+
+
+def _last_metric(run_dir: Path, name: str):
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return None
+    with open(path, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    for line in reversed(lines):
+        try:
+            value = json.loads(line).get(name)
+        except (ValueError, AttributeError):
+            continue
+        if value is not None:
+            return value
+    return None
+
+
+def run_info(run_dir: Path) -> dict:
+    """One row of the runs table."""
+    status = read_status(run_dir)
+    config = read_config(run_dir)
+    summary_path = run_dir / "eval" / "summary.json"
+    try:
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    except ValueError:
+        summary = {}
+    started, ended = status.get("started_at"), status.get("ended_at")
+    state = effective_state(status)
+    end = ended or (time.time() if state in LIVE_STATES else None)
+    return {
+        "name": run_dir.name, "model": config.get("model_name"), "state": state,
+        "step": status.get("global_step", 0), "max_steps": status.get("max_steps") or
+        config.get("train", {}).get("num_train_steps"),
+        "reward": _last_metric(run_dir, "reward"),
+        "eval_before": summary.get("before", {}).get("eval_accuracy"),
+        "eval_after": summary.get("after", {}).get("eval_accuracy"),
+        "started": started, "duration": (end - started) if started and end else None,
+        "error": status.get("error"), "path": str(run_dir),
+    }
+
+
+def read_config(run_dir: Path) -> dict:
+    try:
+        return yaml.safe_load((Path(run_dir) / "run.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def list_runs(root: str | Path) -> list[dict]:
+    """Every run under `root` (a folder with run.yaml or status.json), newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = [run_info(p) for p in root.iterdir()
+            if p.is_dir() and ((p / "run.yaml").exists() or (p / "status.json").exists())]
+    return sorted(runs, key=lambda r: r["started"] or 0, reverse=True)
+
+
+def launch(config: dict, root: str | Path, name: str, repo: str | Path = ".") -> Path:
+    """Start `python -m core.train` for `config` (a resolved config dict) as run `name`:
+    its own process group, output to train.log. Returns the run directory."""
+    run_dir = run_path(root, name)
+    if run_dir.exists():
+        raise ValueError(f"a run named '{run_dir.name}' already exists: choose another name")
+    run_dir.mkdir(parents=True)
+    config = {**config, "train": {**config["train"], "output_dir": str(run_dir)}}
+    (run_dir / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}  # run.yaml is the whole config
+    with open(run_dir / "train.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "core.train", "--config", str(run_dir / "run.yaml")],
+                                cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    if not (run_dir / "status.json").exists():  # the trainer overwrites this as soon as it starts
+        write_json_atomic(run_dir / "status.json", {"state": "starting", "pid": proc.pid, "started_at": time.time(),
+                                                    "global_step": 0, "max_steps": config["train"]["num_train_steps"]})
+    return run_dir
+
+
+def stop(run_dir: str | Path) -> bool:
+    """Ask a live run to stop (SIGTERM to its process group: every rank). False if it is not live."""
+    status = read_status(run_dir)
+    pid = status.get("pid")
+    if status.get("state") not in LIVE_STATES or not pid_alive(pid):
+        return False
+    try:
+        os.killpg(os.getpgid(pid), signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def delete(run_dir: str | Path, root: str | Path) -> None:
+    """Remove a run directory that is not live."""
+    run_dir = run_path(root, Path(run_dir).name)
+    if effective_state(read_status(run_dir)) in LIVE_STATES:
+        raise ValueError(f"run '{run_dir.name}' is still running: stop it first")
+    shutil.rmtree(run_dir)
+
+
+def log_tail(run_dir: str | Path, lines: int = 40) -> str:
+    path = Path(run_dir) / "train.log"
+    if not path.exists():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 32768))
+        return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-lines:])

@@ -20,8 +20,10 @@ WORDS = ("so the total is then each of them buys more apples than before which m
          "multiply the number by two because half of it goes to").split()
 
 
-def records(n: int, rank: int, ranks: int, k: int = 8, prompts: int = 500, ramp: int = 2000, seed: int = 0):
-    """n rollouts of one rank: groups of K samples per prompt; each step has `per_step` groups."""
+def records(n: int, rank: int, ranks: int, start: int = 0, k: int = 8, prompts: int = 500, ramp: int = 2000,
+            seed: int = 0):
+    """Rollouts [start, start + n) of one rank: groups of K samples per prompt over the ranks, 16
+    groups per step."""
     rng = random.Random(seed)  # the same prompts on every rank: a group's K samples span the ranks
     texts = []
     for p in range(prompts):
@@ -29,10 +31,10 @@ def records(n: int, rank: int, ranks: int, k: int = 8, prompts: int = 500, ramp:
         prompt = f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n" \
                  "<|im_start|>assistant\n"
         texts.append((prompt_id(prompt), prompt, question, str(rng.randint(1, 500))))
-    rng = random.Random(seed * 100 + rank + 1)
+    rng = random.Random(f"{seed}/{rank}/{start}")
     per_rank_group = k // ranks
     groups_per_step = 16
-    for i in range(n):
+    for i in range(start, start + n):
         group, sample = divmod(i, per_rank_group)
         step = group // groups_per_step
         pid, prompt, question, gt = texts[(group * 7 + step) % prompts]
@@ -55,11 +57,8 @@ def write_run(out: Path, n: int, ranks: int = 2, start: int = 0, **kwargs) -> No
     for rank in range(ranks):
         path = rollouts_path(out, rank)
         path.parent.mkdir(parents=True, exist_ok=True)
-        gen = records(start // ranks + n // ranks, rank, ranks, **kwargs)
         with open(path, "a") as f:
-            for i, record in enumerate(gen):
-                if i >= start // ranks:
-                    f.write(json.dumps(record) + "\n")
+            f.writelines(json.dumps(r) + "\n" for r in records(n // ranks, rank, ranks, start // ranks, **kwargs))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,27 @@
+"""simple_grpo dashboard: launch GRPO runs, watch them live, read every rollout.
+
+    streamlit run dashboard/app.py        # served on http://127.0.0.1:8501 (.streamlit/config.toml)
+
+Runs live in RUNS_DIR (default ./runs). Pages draw and call `core`; they hold no logic of their own.
+"""
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `core` lives beside `dashboard`
+
+st.set_page_config(page_title="simple_grpo", page_icon=":material/calculate:", layout="wide")
+
+navigation = st.navigation({
+    "": [st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True)],
+    "Train": [st.Page("app_pages/launch.py", title="Launch", icon=":material/rocket_launch:"),
+              st.Page("app_pages/runs.py", title="Runs", icon=":material/monitoring:")],
+    "Inspect": [st.Page("app_pages/rollouts.py", title="Rollouts", icon=":material/search:"),
+                st.Page("app_pages/rewards.py", title="Rewards", icon=":material/target:"),
+                st.Page("app_pages/prompts.py", title="Prompts", icon=":material/extension:"),
+                st.Page("app_pages/eval.py", title="Eval", icon=":material/fact_check:"),
+                st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:")],
+})
+navigation.run()

@@ -1,0 +1,54 @@
+"""Compare: several runs' reward and accuracy curves overlaid, their evals, and their config diff."""
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from core.runs import list_runs, read_config, run_path
+from core.store import compare_step_aggregates
+from dashboard.common import fmt_pct, runs_root, store_for
+
+st.title("Compare runs")
+runs = list_runs(runs_root())
+if len(runs) < 2:
+    st.info("Compare needs at least two runs.")
+    st.stop()
+names = st.multiselect("Runs", [r["name"] for r in runs], default=[r["name"] for r in runs[:2]], key="compare")
+if len(names) < 2:
+    st.caption("Pick two or more runs.")
+    st.stop()
+
+agg = compare_step_aggregates({name: store_for(name) for name in names})
+c1, c2 = st.columns(2)
+if len(agg):
+    c1.plotly_chart(px.line(agg, x="step", y="mean_reward", color="run", markers=True, title="Mean reward per step"),
+                    key="reward")
+    fig = px.line(agg, x="step", y="accuracy", color="run", markers=True, title="Accuracy per step (sampled)")
+    fig.update_yaxes(range=[-0.02, 1.02])
+    c2.plotly_chart(fig, key="accuracy")
+
+info = {r["name"]: r for r in runs}
+st.subheader("Eval")
+st.dataframe(pd.DataFrame([{"run": n, "state": info[n]["state"], "before": fmt_pct(info[n]["eval_before"]),
+                            "after": fmt_pct(info[n]["eval_after"])} for n in names]), hide_index=True)
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+st.subheader("Settings that differ")
+configs = {n: flatten(read_config(run_path(runs_root(), n))) for n in names}
+keys = sorted({k for c in configs.values() for k in c} - {"train.output_dir"})
+diff = [{"key": k, **{n: str(configs[n].get(k, "–")) for n in names}} for k in keys
+        if len({str(configs[n].get(k)) for n in names}) > 1]
+if diff:
+    st.dataframe(pd.DataFrame(diff), hide_index=True)
+else:
+    st.caption("These runs have the same settings (apart from their folders).")

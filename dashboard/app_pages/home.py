@@ -1,0 +1,42 @@
+"""Home: what this tool does, the one-click offline demo, and the latest runs."""
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from core.config import load_config
+from core.runs import launch, list_runs
+from dashboard.common import REPO, fmt_pct, runs_root
+
+st.title("simple_grpo")
+st.markdown(
+    "Teach a language model to solve grade-school math with **GRPO** (TRL's `GRPOTrainer`). "
+    "For each question the model samples *K* answers; each answer gets a reward — **1.0** when it ends in "
+    "`Final: <number>` with the right number, **0.1** when the format is right but the number is wrong, "
+    "**0.0** otherwise — and the model is pushed towards the answers that beat their group's average.\n\n"
+    "Here you can **launch** runs from a form, **watch** rewards and accuracy move while they train, and "
+    "**read** every completion the model wrote: per step, per prompt, per sample.")
+
+runs = list_runs(runs_root())
+demo = REPO / "configs" / "tiny_cpu.yaml"
+left, right = st.columns([2, 3])
+with left:
+    st.subheader("Try it in a minute")
+    st.markdown("The tiny demo runs offline on any CPU: a small built-in model on synthetic word problems, "
+                "about a minute end to end.")
+    if st.button("Launch the tiny CPU demo", icon=":material/rocket_launch:", type="primary"):
+        config = load_config(demo, env={}).to_dict()
+        name = f"tiny_demo_{time.strftime('%Y%m%d-%H%M%S')}"
+        launch(config, runs_root(), name, repo=REPO)
+        st.session_state["selected_run"] = name
+        st.switch_page("app_pages/runs.py", query_params={"run": name})
+with right:
+    st.subheader("Latest runs" if runs else "No runs yet")
+    if runs:
+        st.dataframe(pd.DataFrame([{"run": r["name"], "state": r["state"], "step": f"{r['step']}/{r['max_steps']}",
+                                    "eval before → after": f"{fmt_pct(r['eval_before'])} → {fmt_pct(r['eval_after'])}"}
+                                   for r in runs[:8]]), hide_index=True)
+    else:
+        st.markdown("Launch the demo, or start a run from the terminal: "
+                    "`python -m core.train --config configs/tiny_cpu.yaml` — it shows up here too.")

@@ -1,0 +1,128 @@
+"""Launch: a preset (or an earlier run's settings), a form with the main knobs, then a subprocess."""
+
+import dataclasses
+import shlex
+import time
+
+import streamlit as st
+import yaml
+
+from core.config import ConfigError, load_config
+from core.runs import launch, run_path, safe_run_name
+from dashboard.common import REPO, runs_root
+
+# GRPO options offered in the Advanced section: (field, widget, choices); help text comes from TRL.
+ADVANCED = [("beta", "number", None), ("loss_type", "select", ["dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo"]),
+            ("temperature", "number", None), ("top_p", "number", None),
+            ("scale_rewards", "select", ["group", "batch", "none"]), ("num_iterations", "int", None),
+            ("epsilon", "number", None), ("mask_truncated_completions", "bool", None)]
+SOURCES = {"GSM8K (Hugging Face Hub)": "gsm8k", "Local file or folder": "path", "Synthetic (offline)": "synthetic"}
+
+st.title("Launch a run")
+presets = sorted((REPO / "configs").glob("*.yaml"))
+from_run = st.query_params.get("from_run")
+choices = ([f"settings of run {from_run}"] if from_run else []) + [p.name for p in presets]
+choice = st.selectbox("Start from", choices, help="A preset from configs/, or the settings of an earlier run.")
+base_path = run_path(runs_root(), from_run) / "run.yaml" if choice.startswith("settings of") else \
+    REPO / "configs" / choice
+base = load_config(base_path, env={})  # a run's run.yaml is a complete config file too
+base_label = str(base_path.relative_to(REPO) if base_path.is_relative_to(REPO) else base_path)
+
+
+@st.cache_resource
+def grpo_fields():
+    from trl import GRPOConfig
+
+    return {f.name: f for f in dataclasses.fields(GRPOConfig)}
+
+
+fields = grpo_fields()
+k = f"{choice}:"  # widget keys per base, so switching presets resets the form
+with st.form("launch"):
+    name = st.text_input("Run name", value=f"{base.run_name}_{time.strftime('%Y%m%d-%H%M%S')}", key=k + "name",
+                         help="A folder under the runs folder; letters, digits, '.', '_' and '-'.")
+    c1, c2, c3 = st.columns(3)
+    model = c1.text_input("Model (Hub id, local folder, or builtin:tiny)", base.model_name, key=k + "model")
+    kgen = c2.number_input("K: completions per prompt", 2, 256, base.num_generations, key=k + "K")
+    tokens = c3.number_input("Max new tokens", 1, 32768, base.max_new_tokens, key=k + "tokens")
+    steps = c1.number_input("Training steps", 1, 1_000_000, base.train.num_train_steps, key=k + "steps")
+    batch = c2.number_input("Per-device batch", 1, 4096, base.train.per_device_train_batch_size, key=k + "batch")
+    accum = c3.number_input("Gradient accumulation", 1, 4096, base.train.gradient_accumulation_steps, key=k + "accum")
+    lr = c1.number_input("Learning rate", 0.0, 1.0, base.train.learning_rate, format="%.2e", key=k + "lr")
+    n_train = c2.number_input("Training questions", 1, 10_000_000, base.dataset.n_train, key=k + "ntrain")
+    n_eval = c3.number_input("Eval questions", 1, 10_000_000, base.dataset.n_eval, key=k + "neval")
+    seed = c1.number_input("Seed", 0, 2**31 - 1, base.train.seed, key=k + "seed")
+    source_now = "path" if base.dataset.path else base.dataset.name
+    source = c2.selectbox("Data", list(SOURCES), index=list(SOURCES.values()).index(source_now), key=k + "source")
+    path = c3.text_input("Local data path (for 'Local file or folder')", base.dataset.path or "", key=k + "path")
+    use_wandb = c1.toggle("Weights & Biases", base.runtime.use_wandb, key=k + "wandb")
+    do_eval = c2.toggle("Eval before and after", base.eval.enabled, key=k + "eval")
+    advanced = {}
+    with st.expander("Advanced: GRPO options"):
+        cols = st.columns(2)
+        for i, (field, widget, options) in enumerate(ADVANCED):
+            default = base.grpo.get(field, fields[field].default)
+            help_text = fields[field].metadata.get("help")
+            col, key = cols[i % 2], k + "grpo." + field
+            if widget == "select":
+                advanced[field] = col.selectbox(field, options, index=options.index(default), help=help_text, key=key)
+            elif widget == "bool":
+                advanced[field] = col.toggle(field, bool(default), help=help_text, key=key)
+            elif widget == "int":
+                advanced[field] = col.number_input(field, 1, 1000, int(default), help=help_text, key=key)
+            else:
+                advanced[field] = col.number_input(field, value=float(default), format="%.4g", help=help_text, key=key)
+    b1, b2, b3 = st.columns([1, 1, 2])
+    check = b1.form_submit_button("Check")
+    go = b2.form_submit_button("Launch", type="primary")
+    preset_name = b3.text_input("Preset name", placeholder="my_preset", label_visibility="collapsed", key=k + "pname")
+    save = b3.form_submit_button("Save as preset")
+
+wanted = {"model_name": model, "num_generations": int(kgen), "max_new_tokens": int(tokens),
+          "train.num_train_steps": int(steps), "train.per_device_train_batch_size": int(batch),
+          "train.gradient_accumulation_steps": int(accum), "train.learning_rate": float(lr),
+          "dataset.n_train": int(n_train), "dataset.n_eval": int(n_eval), "train.seed": int(seed),
+          "dataset.name": "gsm8k" if SOURCES[source] == "path" else SOURCES[source],
+          "dataset.path": path.strip() or None if SOURCES[source] == "path" else None,
+          "runtime.use_wandb": use_wandb, "eval.enabled": do_eval,
+          **{f"grpo.{f}": v for f, v in advanced.items()}}
+current = base.to_dict()
+
+
+def current_value(key):
+    section, _, leaf = key.rpartition(".")
+    if section == "grpo":
+        return current["grpo"].get(leaf, fields[leaf].default)
+    return current[section][leaf] if section else current[leaf]
+
+
+sets = [f"{key}={'null' if v is None else v}" for key, v in wanted.items() if v != current_value(key)]
+if check or go or save:
+    try:
+        cfg = load_config(base_path, sets=sets, env={})
+        run_name = safe_run_name(name)
+    except (ConfigError, ValueError) as e:
+        st.error(str(e))
+        st.stop()
+    st.caption("Equivalent command line")
+    st.code(shlex.join(["python", "-m", "core.train", "--config", base_label,
+                        *[a for s in sets for a in ("--set", s)]]), language="bash")
+    if save:
+        target = REPO / "configs" / f"{safe_run_name(preset_name or 'preset')}.yaml"
+        if target.exists():
+            st.error(f"configs/{target.name} already exists: choose another preset name")
+        else:
+            data = cfg.to_dict()
+            data["train"]["output_dir"] = None
+            target.write_text(f"# Saved from the dashboard, based on {base_label}\n" + yaml.safe_dump(data, sort_keys=False))
+            st.success(f"Saved configs/{target.name}")
+    if go:
+        try:
+            launch(cfg.to_dict(), runs_root(), run_name, repo=REPO)
+        except ValueError as e:
+            st.error(str(e))
+            st.stop()
+        st.session_state["selected_run"] = run_name
+        st.switch_page("app_pages/runs.py", query_params={"run": run_name})
+    else:
+        st.success("The settings are valid.")

@@ -1,0 +1,73 @@
+"""Prompts: per-prompt accuracy curves, a prompts × steps heatmap, leaderboards; click to read."""
+
+import plotly.express as px
+import streamlit as st
+
+from dashboard.common import live_every, pick_run, store_for
+
+BOARDS = {"most_improved": "Most improved", "regressed": "Regressed", "never_solved": "Never solved",
+          "always_solved": "Always solved"}
+
+st.title("Prompts")
+run = pick_run()
+if run is None:
+    st.stop()
+
+
+def open_rollouts(prompt_id: str, step: int | None = None) -> None:
+    query = {"run": run["name"], "prompt_id": prompt_id}
+    if step is not None:
+        query["step"] = str(step)
+    st.session_state.pop("focus", None)
+    st.switch_page("app_pages/rollouts.py", query_params=query)
+
+
+@st.fragment(run_every=live_every(run))
+def view():
+    store = store_for(run["name"])
+    if store.count() == 0:
+        st.info("This run has no rollouts yet.")
+        return
+    changed = store.leaderboard("most_changed", limit=8)
+    everyone = store.leaderboard("most_changed", limit=10_000)
+    labels = {p: f"{p} · {q[:60]}" for p, q in zip(everyone["prompt_id"], everyone["question"])}
+    picked = st.multiselect("Prompts (default: the ones whose accuracy changed most)", list(labels),
+                            default=changed["prompt_id"].tolist(), format_func=labels.get, key="picked")
+    curves = store.prompt_accuracy(picked)
+    if len(curves):
+        fig = px.line(curves, x="step", y="accuracy", color="prompt_id", markers=True, hover_data=["n"],
+                      custom_data=["prompt_id"],
+                      title="Accuracy per step (share of the group's K samples that were correct)")
+        fig.update_yaxes(range=[-0.05, 1.05])
+        event = st.plotly_chart(fig, key="curves", on_select="rerun", selection_mode="points")
+        if event.selection.points:
+            point = event.selection.points[0]
+            open_rollouts(point["customdata"][0], int(point["x"]))
+        st.caption("Click a point to read that prompt's rollouts at that step.")
+
+    top = everyone.head(40)["prompt_id"].tolist()
+    grid = store.prompt_accuracy(top)
+    if len(grid):
+        heat = grid.pivot(index="prompt_id", columns="step", values="accuracy")
+        fig = px.imshow(heat, aspect="auto", color_continuous_scale="RdYlGn", zmin=0, zmax=1,
+                        labels={"color": "accuracy"}, title=f"Prompts × steps ({len(heat)} most changed prompts)")
+        st.plotly_chart(fig, key="heatmap")
+
+    st.subheader("Leaderboards")
+    tabs = st.tabs(list(BOARDS.values()))
+    for tab, board in zip(tabs, BOARDS):
+        with tab:
+            rows = store.leaderboard(board, limit=25)
+            if rows.empty:
+                st.caption("No prompts here.")
+                continue
+            event = st.dataframe(
+                rows[["prompt_id", "question", "first_accuracy", "last_accuracy", "change", "steps", "n"]],
+                hide_index=True, on_select="rerun", selection_mode="single-row", key=f"board_{board}",
+                column_config={c: st.column_config.NumberColumn(format="%.2f")
+                               for c in ("first_accuracy", "last_accuracy", "change")})
+            if event.selection.rows:
+                open_rollouts(rows.iloc[event.selection.rows[0]]["prompt_id"])
+
+
+view()

@@ -1,0 +1,112 @@
+"""Rollouts: filter every sampled completion, page through them, open one, compare its group."""
+
+import streamlit as st
+
+from dashboard.common import live_every, pick_run, show_completion, store_for
+
+CATEGORY = {0.0: "0.0 · malformed", 0.1: "0.1 · wrong", 1.0: "1.0 · correct"}
+PAGE_SIZE = 25
+
+st.title("Rollouts")
+run = pick_run()
+if run is None:
+    st.stop()
+store = store_for(run["name"])
+params = st.query_params
+
+steps = store.query("SELECT min(step) AS lo, max(step) AS hi FROM rollouts").iloc[0]
+if store.count() == 0:
+    st.info("This run has no rollouts yet.")
+    st.stop()
+lo, hi = int(steps["lo"]), int(steps["hi"])
+
+with st.container(border=True):
+    c1, c2, c3, c4 = st.columns([3, 2, 1, 1])
+    if hi > lo:
+        step_range = c1.slider("Steps", lo, hi, (lo, hi), key="steps")
+    else:
+        step_range = (lo, hi)
+        c1.caption(f"Steps: every rollout so far is from step {lo}.")
+    rewards = [r for r in store.reward_histogram()["reward"]]
+    chosen = c2.multiselect("Reward", rewards, format_func=lambda r: CATEGORY.get(r, f"{r:g}"), key="rewards")
+    correct = c3.selectbox("Correct", ["any", "yes", "no"], key="correct")
+    ranks = store.query("SELECT DISTINCT rank FROM rollouts ORDER BY rank")["rank"].tolist()
+    rank = c4.selectbox("Rank", ["any", *ranks], key="rank") if len(ranks) > 1 else "any"
+    c5, c6, c7 = st.columns([2, 3, 1])
+    prompt_id = c5.text_input("Prompt id", params.get("prompt_id", ""), key="prompt_id").strip()
+    search = c6.text_input("Search question and completion text", key="search",
+                           placeholder="e.g. Final: 42 (case-insensitive, literal)")
+    order = c7.selectbox("Order", ["newest", "oldest", "reward_high", "reward_low", "longest"], key="order")
+filters = dict(step_min=step_range[0], step_max=step_range[1], rewards=chosen or None,
+               correct={"any": None, "yes": True, "no": False}[correct], prompt_id=prompt_id or None,
+               search=search or None, rank=None if rank == "any" else int(rank), order=order)
+
+
+@st.fragment(run_every=live_every(run))
+def table():
+    store = store_for(run["name"])
+    _, total = store.rollouts_page(**filters, limit=1)
+    pages = max(1, -(-total // PAGE_SIZE))
+    page_no = st.number_input(f"Page (of {pages})", 1, pages, 1, key="page") if pages > 1 else 1
+    page, total = store.rollouts_page(**filters, limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
+    st.caption(f"{total:,} rollouts match · showing {len(page)} · {store.skipped} undecodable lines skipped")
+    shown = page[["step", "prompt_id", "sample", "rank", "reward", "prediction", "ground_truth",
+                  "completion_tokens", "question", "completion"]]
+    event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="table",
+                         column_config={"completion": st.column_config.TextColumn(width="large"),
+                                        "question": st.column_config.TextColumn(width="medium")})
+    if event.selection.rows:
+        row = page.iloc[event.selection.rows[0]]
+        st.session_state["focus"] = (row["prompt_id"], int(row["step"]), int(row["sample"]))
+
+
+table()
+
+focus = st.session_state.get("focus")
+if focus is None and params.get("prompt_id") and params.get("step"):
+    focus = (params["prompt_id"], int(params["step"]), int(params.get("sample", 0)))
+if focus is None:
+    st.caption("Select a row to read that rollout and its group.")
+    st.stop()
+
+prompt_id, step, sample = focus
+rollout = store.rollout(prompt_id, step, sample)
+if rollout is None:
+    st.warning(f"No rollout for prompt {prompt_id} at step {step}, sample {sample}.")
+    st.stop()
+
+st.divider()
+st.subheader(f"Prompt {prompt_id} · step {step} · sample {sample}")
+nav = store.prompt_steps(prompt_id)
+i = nav.index(step)
+n1, n2, n3 = st.columns([1, 1, 4])
+if n1.button("◀ previous step", disabled=i == 0):
+    st.session_state["focus"] = (prompt_id, nav[i - 1], sample)
+    st.rerun()
+if n2.button("next step ▶", disabled=i == len(nav) - 1):
+    st.session_state["focus"] = (prompt_id, nav[i + 1], sample)
+    st.rerun()
+n3.caption(f"This prompt was sampled at {len(nav)} step{'s' if len(nav) != 1 else ''}.")
+
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Reward", f"{rollout['reward']:g}")
+m2.metric("Prediction", rollout["prediction"] or "—")
+m3.metric("Ground truth", rollout["ground_truth"] or "—")
+m4.metric("Completion tokens", rollout["completion_tokens"])
+st.caption("Question")
+st.text(rollout["question"])
+with st.expander("Full prompt (as the model saw it)"):
+    st.code(rollout["prompt"], language=None, wrap_lines=True)
+show_completion(rollout["completion"])
+
+st.subheader("Its group: all samples of this prompt at this step")
+group = store.group(prompt_id, step)
+st.caption("Advantage = (reward − group mean) / (group std + 1e-4): what GRPO pushes each sample by.")
+for start in range(0, len(group), 4):
+    cols = st.columns(4)
+    for col, (_, g) in zip(cols, group.iloc[start: start + 4].iterrows()):
+        with col.container(border=True):
+            marker = "▶ " if g["sample"] == sample else ""
+            st.markdown(f"**{marker}sample {g['sample']}** · reward **{g['reward']:g}** · "
+                        f"advantage **{g['advantage']:+.2f}**")
+            st.code(g["completion"], language=None, wrap_lines=True)

@@ -1,0 +1,107 @@
+"""Runs: every run at a glance; for the selected one, live progress, charts, log, stop/delete."""
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.runs import delete, list_runs, log_tail, run_path, stop
+from dashboard.common import (fmt_duration, fmt_pct, fmt_time, is_live, live_every, pick_run, runs_root,
+                              store_for)
+
+st.title("Runs")
+runs = list_runs(runs_root())
+if runs:
+    st.dataframe(pd.DataFrame([{
+        "run": r["name"], "model": r["model"], "state": r["state"],
+        "progress": f"{r['step']}/{r['max_steps']}", "mean reward": r["reward"],
+        "eval before → after": f"{fmt_pct(r['eval_before'])} → {fmt_pct(r['eval_after'])}",
+        "started": fmt_time(r["started"]), "duration": fmt_duration(r["duration"])} for r in runs]),
+        hide_index=True, column_config={"mean reward": st.column_config.NumberColumn(format="%.3f")})
+
+run = pick_run()
+if run is None:
+    st.stop()
+name = run["name"]
+path = run_path(runs_root(), name)
+
+b1, b2, b3, _ = st.columns([1, 1, 2, 3])
+if b1.button("Stop", icon=":material/stop_circle:", disabled=not is_live(run), help="Graceful: ends after the current step and saves the model"):
+    st.toast("Stopping after the current step…" if stop(path) else "The run is not running.")
+if b3.button("Launch again with these settings", icon=":material/replay:"):
+    st.switch_page("app_pages/launch.py", query_params={"from_run": name})
+with b2.popover("Delete", icon=":material/delete:", disabled=is_live(run)):
+    st.write(f"Delete **{name}** and all its files?")
+    if st.button("Yes, delete it", type="primary"):
+        delete(path, runs_root())
+        st.session_state.pop("selected_run", None)
+        st.query_params.clear()
+        st.rerun()
+
+
+def metric_chart(series: pd.DataFrame, names: list[str], title: str):
+    fig = go.Figure()
+    for metric in names:
+        part = series[series["name"] == metric]
+        if len(part):
+            fig.add_scatter(x=part["step"], y=part["value"], mode="lines+markers", name=metric)
+    fig.update_layout(title=title, xaxis_title="step", height=300, margin=dict(t=40, b=10))
+    return fig if fig.data else None
+
+
+@st.fragment(run_every=live_every(run))
+def live_view():
+    current = next((r for r in list_runs(runs_root()) if r["name"] == name), run)
+    if current["state"] != run["state"]:
+        st.rerun()  # the run ended: redraw the page (buttons, live refresh off)
+    store = store_for(name)
+    total = current["max_steps"] or 0
+    done = min(current["step"] or 0, total) if total else 0
+    status = store.status
+    eta = ""
+    if is_live(current) and done and status.get("started_at") and current["duration"]:
+        eta = f" · about {fmt_duration(current['duration'] / done * (total - done))} left"
+    st.progress(done / total if total else 0.0, text=f"{current['state']} · step {done}/{total}{eta}")
+    if current["state"] in ("failed", "crashed"):
+        st.error(f"This run {current['state']}: {current['error'] or 'its process ended without a final state'}. "
+                 "The end of its log is below.")
+
+    agg = store.step_aggregates()
+    cats = store.categories_per_step()
+    series = store.metric_series(["loss", "kl", "learning_rate", "completions/clipped_ratio",
+                                  "completions/mean_length", "reward", "reward_std"])
+    c1, c2 = st.columns(2)
+    if len(agg):
+        fig = go.Figure([
+            go.Scatter(x=agg["step"], y=agg["mean_reward"] + agg["std_reward"], line=dict(width=0), showlegend=False,
+                       hoverinfo="skip"),
+            go.Scatter(x=agg["step"], y=agg["mean_reward"] - agg["std_reward"], fill="tonexty", line=dict(width=0),
+                       name="± std", hoverinfo="skip"),
+            go.Scatter(x=agg["step"], y=agg["mean_reward"], mode="lines+markers", name="mean reward")])
+        fig.update_layout(title="Mean reward ± std (all sampled completions)", xaxis_title="step", height=300,
+                          margin=dict(t=40, b=10))
+        c1.plotly_chart(fig, key="reward")
+        long = cats.melt(id_vars="step", var_name="category", value_name="completions")
+        fig = px.bar(long, x="step", y="completions", color="category", title="Reward categories per step",
+                     color_discrete_map={"malformed": "#bbbbbb", "wrong": "#f4a261", "correct": "#2a9d8f"},
+                     category_orders={"category": ["malformed", "wrong", "correct"]})
+        fig.update_layout(height=300, margin=dict(t=40, b=10))
+        c2.plotly_chart(fig, key="categories")
+    else:
+        st.info("No rollouts yet: the first ones appear after the first generation step.")
+    charts = [(["loss"], "Loss"), (["kl"], "KL to the reference model"),
+              (["completions/mean_length"], "Completion length (tokens)"),
+              (["completions/clipped_ratio"], "Clipped ratio (hit max_new_tokens)"),
+              (["learning_rate"], "Learning rate")]
+    columns = st.columns(3)
+    shown = 0
+    for names, title in charts:
+        fig = metric_chart(series, names, title)
+        if fig is not None:
+            columns[shown % 3].plotly_chart(fig, key=title)
+            shown += 1
+    with st.expander("train.log (last lines)", expanded=current["state"] in ("failed", "crashed")):
+        st.code(log_tail(path) or "(empty)", language=None)
+
+
+live_view()

@@ -1,0 +1,89 @@
+"""Shared drawing helpers for the pages: the runs folder, the selected run, cached stores."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from core.runs import LIVE_STATES, list_runs, run_path
+from core.store import RolloutStore
+
+REPO = Path(__file__).resolve().parents[1]
+LIVE_SECONDS = 2  # how often live parts of a page refresh
+
+
+def runs_root() -> Path:
+    root = Path(os.environ.get("RUNS_DIR", REPO / "runs"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@st.cache_resource(max_entries=16)
+def _store(path: str, created: float) -> RolloutStore:
+    return RolloutStore(path)
+
+
+def store_for(name: str) -> RolloutStore:
+    """The run's store (one per run directory, shared by sessions), refreshed incrementally."""
+    path = run_path(runs_root(), name)
+    store = _store(str(path), path.stat().st_ctime)  # a run deleted and made again gets a new store
+    store.refresh()
+    return store
+
+
+def pick_run(label: str = "Run", key: str = "run") -> dict | None:
+    """A run picker shared by the pages (its choice follows the user from page to page)."""
+    runs = list_runs(runs_root())
+    if not runs:
+        st.info("No runs yet. Start one on the **Launch** page, or from the command line: "
+                "`python -m core.train --config configs/tiny_cpu.yaml`.")
+        return None
+    names = [r["name"] for r in runs]
+    wanted = st.query_params.get("run") or st.session_state.get("selected_run")
+    index = names.index(wanted) if wanted in names else 0
+    name = st.selectbox(label, names, index=index, key=key)
+    st.session_state["selected_run"] = name
+    st.query_params["run"] = name
+    return next(r for r in runs if r["name"] == name)
+
+
+def is_live(run: dict) -> bool:
+    return run["state"] in LIVE_STATES
+
+
+def live_every(run: dict) -> float | None:
+    """`run_every` for st.fragment: refresh while the run is live, not after."""
+    return LIVE_SECONDS if is_live(run) else None
+
+
+def fmt_pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def fmt_duration(seconds) -> str:
+    if seconds is None:
+        return "–"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def fmt_time(stamp) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp)) if stamp else "–"
+
+
+def show_completion(text: str, label: str = "Completion") -> None:
+    """Model output as plain text (never HTML/markdown), with its last `Final:` line set apart."""
+    body, sep, final = text.rpartition("Final:")
+    if sep and "\n" not in final.strip():
+        st.caption(label)
+        if body.strip():
+            st.code(body.rstrip(), language=None, wrap_lines=True)
+        st.caption("Final line")
+        st.code((sep + final).strip(), language=None)
+    else:
+        st.caption(f"{label} (no Final line)")
+        st.code(text, language=None, wrap_lines=True)

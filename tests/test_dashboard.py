@@ -1,0 +1,114 @@
+"""The dashboard through Streamlit's AppTest, from the entry point, over fixture run directories."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.runs import list_runs
+from tests.conftest import ROOT
+from tests.dashboard_fixtures import make_runs
+
+APP = str(ROOT / "dashboard" / "app.py")
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("RUNS_DIR", str(tmp_path))
+    return make_runs(tmp_path)
+
+
+def open_page(page: str, **query) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    for key, value in query.items():
+        at.query_params[key] = value
+    if page != "home":
+        at.switch_page(f"app_pages/{page}.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at) -> str:
+    return "\n".join(str(e.value) for kind in ("markdown", "caption", "code", "text", "info", "error", "metric")
+                     for e in getattr(at, kind))
+
+
+@pytest.mark.parametrize("page", ["home", "launch", "runs", "rollouts", "rewards", "prompts", "eval", "compare"])
+def test_every_page_renders_without_runs(tmp_path, monkeypatch, page):
+    monkeypatch.setenv("RUNS_DIR", str(tmp_path / "empty"))
+    open_page(page)
+
+
+def test_home_offers_the_demo_when_there_are_no_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("RUNS_DIR", str(tmp_path))
+    at = open_page("home")
+    assert [b.label for b in at.button] == ["Launch the tiny CPU demo"]
+    assert "No runs yet" in "\n".join(h.value for h in at.subheader)
+
+
+def test_runs_page_lists_runs_and_shows_a_crash(runs):
+    at = open_page("runs", run="crashed")
+    table = at.dataframe[0].value
+    assert set(table["run"]) == {"learning", "html", "crashed"}
+    assert dict(zip(table["run"], table["state"]))["crashed"] == "crashed"  # running, but its process is gone
+    assert "This run crashed" in texts(at) and "CUDA out of memory (pretend)" in texts(at)
+    labels = [b.label for b in at.button]
+    assert "Stop" in labels and "Launch again with these settings" in labels
+
+
+def test_runs_page_charts_for_a_finished_run(runs):
+    at = open_page("runs", run="learning")
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 4  # reward ± std, categories, loss, length, learning rate
+
+
+def test_rollouts_filters_change_the_rows(runs):
+    at = open_page("rollouts", run="learning")
+    all_rows = at.dataframe[0].value
+    assert len(all_rows) == 25 and "1,024 rollouts match" in texts(at)
+    at.selectbox(key="correct").set_value("yes").run()
+    correct_rows = at.dataframe[0].value
+    assert (correct_rows["reward"] == 1.0).all()
+    assert "1,024 rollouts match" not in texts(at)
+    at.text_input(key="search").set_value("no such text anywhere").run()
+    assert at.dataframe[0].value.empty and "0 rollouts match" in texts(at)
+
+
+def test_rollout_detail_and_group_show_model_text_as_text(runs):
+    at = open_page("rollouts", run="html", prompt_id="xss", step="0")
+    codes = [c.value for c in at.code]
+    assert any("<script>window.__xss = 1</script>" in c for c in codes)  # literally, in a code block
+    assert not any("<script>" in m.value for m in at.markdown)  # never in markdown/HTML
+    assert "Advantage" in texts(at) and "advantage **+0.87**" in texts(at)
+
+
+def test_rewards_prompts_eval_compare(runs):
+    assert len(open_page("rewards", run="learning").get("plotly_chart")) == 4
+    prompts = open_page("prompts", run="learning")
+    assert len(prompts.get("plotly_chart")) == 2  # accuracy curves and the heatmap
+    assert prompts.multiselect(key="picked").value  # defaults to the prompts that changed most
+    ev = open_page("eval", run="learning")
+    metrics = {m.label: m.value for m in ev.metric}
+    assert (metrics["Questions"], metrics["Accuracy before"], metrics["Accuracy after"]) == ("4", "25.0%", "75.0%")
+    assert "Questions that flipped (2)" in "\n".join(h.value for h in ev.subheader)
+    compare = open_page("compare")
+    compare.multiselect(key="compare").set_value(["learning", "html"]).run()
+    diff = compare.dataframe[-1].value
+    assert list(diff["key"]) == ["max_new_tokens"] and list(diff["html"]) == ["64"]
+
+
+def test_launch_rejects_a_bad_value_and_launches_nothing(runs, tmp_path):
+    at = open_page("launch")
+    at.selectbox[0].set_value("tiny_cpu.yaml").run()
+    at.number_input(key="tiny_cpu.yaml:lr").set_value(0.0)
+    at.button[1].click().run()  # Launch
+    assert "'train.learning_rate' has value 0.0, expected a number greater than 0" in texts(at)
+    assert len(list_runs(tmp_path)) == 3
+
+
+def test_launch_check_shows_the_command_line(runs):
+    at = open_page("launch")
+    at.selectbox[0].set_value("tiny_cpu.yaml").run()
+    at.number_input(key="tiny_cpu.yaml:steps").set_value(7)
+    at.button[0].click().run()  # Check
+    assert "python -m core.train --config configs/tiny_cpu.yaml --set train.num_train_steps=7" in texts(at)
+    assert "The settings are valid." in [s.value for s in at.success]

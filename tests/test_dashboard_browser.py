@@ -1,0 +1,124 @@
+"""End to end in a real browser: Playwright drives Debian's Chromium against `streamlit run`.
+
+Launch the tiny preset from the Launch form, wait for it to finish, read one of its completions
+on Rollouts, see a chart on Prompts, and check that a completion holding `<script>` is shown as
+text and never runs. Screenshots of every page visited go to test-artifacts/.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from core.runs import read_status
+from tests.conftest import ROOT
+from tests.dashboard_fixtures import make_runs
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path, tiny_model_dir):
+    runs = tmp_path / "runs"
+    make_runs(runs)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
+                             "--server.headless", "true", "--server.fileWatcherType", "none"],
+                            cwd=ROOT, env={**os.environ, "RUNS_DIR": str(runs)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            assert time.time() < deadline and proc.poll() is None, "streamlit did not start"
+            time.sleep(0.5)
+    yield url, runs
+    proc.terminate()
+    proc.wait(timeout=30)
+    for status in runs.glob("*/status.json"):  # never leave a launched run behind
+        pid = read_status(status.parent).get("pid")
+        if pid and read_status(status.parent).get("state") in ("starting", "running"):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def test_launch_watch_and_read_in_a_real_browser(server):
+    url, runs = server
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.set_default_timeout(60_000)
+
+        def shot(name):
+            page.wait_for_timeout(1500)  # let charts draw
+            page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+        try:
+            page.goto(f"{url}/")
+            page.get_by_text("Try it in a minute").wait_for()
+            shot("home")
+
+            page.goto(f"{url}/launch")
+            page.get_by_text("Launch a run").first.wait_for()
+            page.get_by_role("combobox", name="Start from").click()
+            page.get_by_role("option", name="tiny_cpu.yaml").click()
+            page.get_by_role("textbox", name="Run name").fill("e2e_run")
+            steps = page.get_by_role("spinbutton", name="Training steps")
+            steps.fill("3")
+            steps.press("Tab")
+            shot("launch")
+            page.get_by_role("button", name="Launch", exact=True).click()
+
+            page.get_by_text("finished · step 3/3").wait_for(timeout=300_000)
+            assert read_status(runs / "e2e_run")["state"] == "finished"
+            shot("runs")
+
+            first = json.loads((runs / "e2e_run" / "rollouts" / "rollouts.jsonl").read_text().splitlines()[0])
+            page.goto(f"{url}/rollouts?run=e2e_run&prompt_id={first['prompt_id']}&step=0")
+            page.get_by_text(f"Prompt {first['prompt_id']} · step 0 · sample 0").wait_for()
+            first_line = first["completion"].strip().splitlines()[0]
+            page.locator("code").filter(has_text=first_line).first.wait_for()  # the completion, as text
+            shot("rollouts")
+
+            page.goto(f"{url}/prompts?run=e2e_run")
+            page.locator(".js-plotly-plot").first.wait_for()
+            shot("prompts")
+
+            page.goto(f"{url}/rollouts?run=html&prompt_id=xss&step=0")
+            page.locator("code").filter(has_text="<script>window.__xss = 1</script>").first.wait_for()
+            assert page.evaluate("typeof window.__xss") == "undefined"
+            shot("rollouts_html")
+
+            for name in ("rewards", "eval", "compare"):
+                page.goto(f"{url}/{name}?run=learning")
+                page.wait_for_load_state("networkidle")
+                shot(name)
+        except Exception:
+            shot("failure")
+            raise
+        finally:
+            browser.close()
