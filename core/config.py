@@ -49,6 +49,7 @@ class TrainConfig:
 class DatasetConfig:
     name: str = _f("gsm8k", "gsm8k (Hub openai/gsm8k, or dataset.path) or synthetic (built-in, offline).")
     path: str | None = _f(None, "Local GSM8K-format data: a .jsonl/.parquet file, or a folder with <split>.jsonl files.")
+    level: int = _f(3, "Synthetic difficulty: 1 = a+b with single digits, 2 = one step to 99, 3 = two steps.")
     split: str = _f("train", "Split used for training.")
     eval_split: str = _f("test", "Split used for evaluation.")
     n_train: int = _f(32, "Training questions (the first N of the split).")
@@ -275,6 +276,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(
             f"grpo.generation_batch_size={gen_batch} is not divisible by train.per_device_train_batch_size={batch}: "
             "TRL splits each generation batch into equal per-device micro-batches")
+    if cfg.dataset.level not in (1, 2, 3):
+        raise ConfigError(f"config key 'dataset.level' has value {cfg.dataset.level!r}, expected 1, 2 or 3")
     if cfg.dataset.name not in ("gsm8k", "synthetic"):
         raise ConfigError(f"config key 'dataset.name' has value {cfg.dataset.name!r}, expected gsm8k or synthetic")
     if cfg.dataset.path is not None and not Path(cfg.dataset.path).exists():

@@ -38,8 +38,25 @@ def _div(a, b):
     return f"{a} / {b} = <<{a}/{b}={a // b}>>{a // b}"
 
 
-def _problem(rng: random.Random) -> tuple[str, list[str], int]:
-    """One word problem: (question, solution lines, answer)."""
+def _one_step(rng: random.Random, level: int) -> tuple[str, list[str], int]:
+    """Level 1: add two single digits. Level 2: one addition or subtraction with numbers to 99."""
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    if level == 1:
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+    else:
+        a, b = rng.randint(10, 99), rng.randint(1, 99)
+    if level == 1 or rng.random() < 0.5:
+        return (f"{name} has {a} {item} and finds {b} more. How many {item} does {name} have now?",
+                [f"{name} has {_add(a, b)} {item}."], a + b)
+    a, b = max(a, b), min(a, b)
+    return (f"{name} has {a} {item} and gives {b} away. How many {item} does {name} have left?",
+            [f"{name} has {_sub(a, b)} {item} left."], a - b)
+
+
+def _problem(rng: random.Random, level: int = 3) -> tuple[str, list[str], int]:
+    """One word problem at a difficulty level: (question, solution lines, answer)."""
+    if level < 3:
+        return _one_step(rng, level)
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     kind = rng.randrange(8)
     if kind == 0:
@@ -96,15 +113,23 @@ def _problem(rng: random.Random) -> tuple[str, list[str], int]:
              f"Then each has {_add(each, extra)} {item}."], each + extra)
 
 
-def synthetic_rows(n: int, seed: int, exclude: set[str] = frozenset()) -> list[dict]:
-    """n GSM8K-format problems, the same for the same seed; questions in `exclude` are skipped."""
+LEVELS = {1: "one addition of two single digits", 2: "one addition or subtraction, numbers up to 99",
+          3: "two steps mixing +, -, * and / (GSM8K-like)"}
+
+
+def synthetic_rows(n: int, seed: int, exclude: set[str] = frozenset(), level: int = 3) -> list[dict]:
+    """n GSM8K-format problems at `level` (see LEVELS), the same for the same seed; questions in
+    `exclude` are skipped. Level 1 has only 7,776 distinct questions; asking for more is an error."""
     rng, rows, seen = random.Random(seed), [], set(exclude)
-    while len(rows) < n:
-        question, steps, answer = _problem(rng)
+    for _ in range(100 * n + 100_000):
+        if len(rows) == n:
+            return rows
+        question, steps, answer = _problem(rng, level)
         if question not in seen:
             seen.add(question)
             rows.append({"question": question, "answer": "\n".join(steps) + f"\n#### {answer}"})
-    return rows
+    raise ConfigError(f"synthetic level {level} ran out of distinct questions after {len(rows)}: "
+                      "lower dataset.n_train / dataset.n_eval or choose a higher dataset.level")
 
 
 def _read_file(path: Path) -> list[dict]:
@@ -142,8 +167,8 @@ def _hub_rows(split: str) -> list[dict]:
 def load_rows(ds: DatasetConfig, seed: int) -> tuple[list[dict], list[dict]]:
     """(train rows, eval rows) as {question, answer}, cut to n_train / n_eval."""
     if ds.name == "synthetic":
-        train = synthetic_rows(ds.n_train, seed)
-        return train, synthetic_rows(ds.n_eval, seed + 1, exclude={r["question"] for r in train})
+        train = synthetic_rows(ds.n_train, seed, level=ds.level)
+        return train, synthetic_rows(ds.n_eval, seed + 1, exclude={r["question"] for r in train}, level=ds.level)
     if ds.path is None:
         return _hub_rows(ds.split)[: ds.n_train], _hub_rows(ds.eval_split)[: ds.n_eval]
     path = Path(ds.path)

@@ -41,8 +41,16 @@ CREATE TABLE rollouts ({", ".join(f'"{k}" {v}' for k, v in ROLLOUT_COLUMNS.items
 CREATE TABLE metrics (step BIGINT, time DOUBLE, name VARCHAR, value DOUBLE);
 CREATE TABLE eval (phase VARCHAR, {", ".join(f'"{k}" {v}' for k, v in EVAL_COLUMNS.items())});
 """
+# The prompt text (hundreds of characters, the same for all K samples of a group) is kept on
+# sample 0 only: a third less memory for a large run. PROMPT_TEXT looks it up.
 INSERT_JSON = f"""
-INSERT INTO rollouts SELECT *, $file FROM read_json($path, format = 'newline_delimited', columns = {_COLUMNS_SQL})
+INSERT INTO rollouts SELECT * REPLACE (CASE WHEN sample = 0 THEN prompt END AS prompt), $file
+FROM read_json($path, format = 'newline_delimited', columns = {_COLUMNS_SQL})
+"""
+PROMPT_TEXT = "SELECT any_value(prompt) FROM rollouts WHERE prompt_id = $prompt_id AND prompt IS NOT NULL"
+QUESTIONS = """
+SELECT prompt_id, any_value(question) AS question FROM rollouts
+WHERE sample = 0 AND list_contains($prompt_ids, prompt_id) GROUP BY prompt_id
 """
 DROP_UNKEYED = "DELETE FROM rollouts WHERE prompt_id IS NULL"
 DROP_FILE = "DELETE FROM rollouts WHERE file = $file"
@@ -79,9 +87,9 @@ SELECT r.step, r.prompt_id, r.question, r.completion, r.prediction, r.ground_tru
        r.sample, r.completion_tokens, r.time, (SELECT count(*) FROM matches) AS total
 FROM page JOIN rollouts r ON r.rowid = page.id ORDER BY {order_r}
 """
-ROLLOUT = """
-SELECT * EXCLUDE (file) FROM rollouts WHERE prompt_id = $prompt_id AND step = $step AND sample = $sample
-ORDER BY rank LIMIT 1
+ROLLOUT = f"""
+SELECT * EXCLUDE (file, prompt), ({PROMPT_TEXT}) AS prompt FROM rollouts
+WHERE prompt_id = $prompt_id AND step = $step AND sample = $sample ORDER BY rank LIMIT 1
 """
 REWARD_HISTOGRAM = """
 SELECT reward, count(*) AS n FROM rollouts
@@ -107,12 +115,12 @@ WHERE list_contains($prompt_ids, prompt_id) GROUP BY prompt_id, step ORDER BY pr
 # Per prompt over a step window: accuracy at its first and last step there, and its extremes.
 PROMPT_SUMMARY = """
 WITH per_step AS (
-    SELECT prompt_id, step, any_value(question) AS question, avg(correct::INT) AS accuracy, count(*) AS n
+    SELECT prompt_id, step, avg(correct::INT) AS accuracy, count(*) AS n
     FROM rollouts
     WHERE ($step_min::BIGINT IS NULL OR step >= $step_min) AND ($step_max::BIGINT IS NULL OR step <= $step_max)
     GROUP BY prompt_id, step
 ), summary AS (
-    SELECT prompt_id, any_value(question) AS question, arg_min(accuracy, step) AS first_accuracy,
+    SELECT prompt_id, arg_min(accuracy, step) AS first_accuracy,
            arg_max(accuracy, step) AS last_accuracy, arg_max(accuracy, step) - arg_min(accuracy, step) AS change,
            min(accuracy) AS min_accuracy, max(accuracy) AS max_accuracy, avg(accuracy) AS mean_accuracy,
            count(*) AS steps, sum(n) AS n
@@ -129,7 +137,7 @@ LEADERBOARDS = {  # which prompts each board lists, best first
 }
 GROUP = """
 SELECT sample, rank, reward, (reward - avg(reward) OVER ()) / (coalesce(stddev_samp(reward) OVER (), 0) + 1e-4)
-       AS advantage, correct, prediction, ground_truth, completion, completion_tokens, question, prompt
+       AS advantage, correct, prediction, ground_truth, completion, completion_tokens, question
 FROM rollouts WHERE prompt_id = $prompt_id AND step = $step ORDER BY sample, rank
 """
 PROMPT_STEPS = "SELECT DISTINCT step FROM rollouts WHERE prompt_id = $prompt_id ORDER BY step"
@@ -278,6 +286,8 @@ class RolloutStore:
                     raise ValueError("not a rollout record")
                 values = {name: None if record.get(name) is None else kinds[kind](record[name])
                           for name, kind in ROLLOUT_COLUMNS.items()}
+                if values["sample"] != 0:
+                    values["prompt"] = None  # as in INSERT_JSON
             except (ValueError, TypeError):
                 self.skipped += 1
                 continue
@@ -385,7 +395,10 @@ class RolloutStore:
         if board not in LEADERBOARDS:
             raise ValueError(f"board must be one of {', '.join(LEADERBOARDS)}, got {board!r}")
         sql = f"{PROMPT_SUMMARY} {LEADERBOARDS[board]} LIMIT $limit"  # both parts are constants
-        return self.query(sql, {"step_min": step_min, "step_max": step_max, "limit": limit})
+        board = self.query(sql, {"step_min": step_min, "step_max": step_max, "limit": limit})
+        questions = self.query(QUESTIONS, {"prompt_ids": board["prompt_id"].tolist()})
+        board.insert(1, "question", board["prompt_id"].map(dict(zip(questions["prompt_id"], questions["question"]))))
+        return board
 
     def group(self, prompt_id: str, step: int):
         """All K samples of one prompt at one step, with each one's group-relative advantage."""

@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-VERSION = "tiny-v2"  # bump when the recipe changes, so stale caches are not reused
+VERSION = "tiny-v3"  # bump when the recipe changes, so stale caches are not reused
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -63,7 +63,9 @@ def warm_start(model, tokenizer, steps: int, seed: int, batch_size: int = 32, lr
     from core.data import synthetic_rows
     from core.prompts import build_prompt
 
-    rows = synthetic_rows(steps * batch_size, seed)
+    per_level = steps * batch_size // 3 + 1  # every difficulty level, interleaved
+    levels = [synthetic_rows(per_level, seed + level, level=level) for level in (1, 2, 3)]
+    rows = [row for group in zip(*levels) for row in group]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / 20) * (1 - i / steps))
     tokenizer.padding_side = "right"

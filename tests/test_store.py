@@ -65,6 +65,7 @@ def test_corrupt_lines_are_skipped_and_counted_never_rows_of_nulls(run_dir, bad)
     assert store.refresh() == 2 and store.skipped == 1
     rows = store.query("SELECT * FROM rollouts ORDER BY sample")
     assert rows["sample"].tolist() == [0, 1] and rows["prompt_id"].notna().all()
+    assert store.rollout("p", 0, 1)["prompt"] == "P"  # the line-by-line path stores prompts the same way
     append(path, line(sample=2) + "not json\n")  # the same holds for later, incremental refreshes
     assert store.refresh() == 1 and store.skipped == 2
 
@@ -301,6 +302,7 @@ def test_group_view_with_advantages(fixture_run):
     assert store.prompt_steps(pid) == sorted({r["step"] for r in records if r["prompt_id"] == pid})
     one = store.rollout(pid, step, 3)
     assert one["completion"] == next(r["completion"] for r in group if r["sample"] == 3)
+    assert one["prompt"] == group[0]["prompt"]  # kept once per group, found for every sample
 
 
 def test_eval_flips_and_summary(fixture_run):

@@ -1,0 +1,63 @@
+"""Does the offline demo learn? Runs configs/demo_cpu.yaml for several seeds and prints eval
+accuracy before → after and mean reward in the first vs last fifth of training steps.
+
+    python -m tests.benchmarks.bench_demo [--seeds 0 1 2] [--set key=value ...]
+
+Measured figures only; nothing here asserts them (tests/test_demo.py holds the one slow check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_demo(seed: int, out: Path, sets: list[str]) -> dict:
+    """One demo run; returns its eval summary, early/late mean reward and wall time."""
+    start = time.time()
+    args = [sys.executable, "-m", "core.train", "--config", "configs/demo_cpu.yaml",
+            "--set", f"train.seed={seed}", "--set", f"train.output_dir={out}", *[a for s in sets for a in ("--set", s)]]
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-2000:])
+    summary = json.loads((out / "eval" / "summary.json").read_text())
+    rewards = {}
+    for line in (out / "rollouts" / "rollouts.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        rewards.setdefault(record["step"], []).append(record["reward"])
+    steps = sorted(rewards)
+    fifth = max(1, len(steps) // 5)
+    early = statistics.mean(r for s in steps[:fifth] for r in rewards[s])
+    late = statistics.mean(r for s in steps[-fifth:] for r in rewards[s])
+    return {"before": summary["before"]["eval_accuracy"], "after": summary["after"]["eval_accuracy"],
+            "early_reward": early, "late_reward": late, "seconds": time.time() - start}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--set", action="append", default=[], help="extra config overrides")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            r = run_demo(seed, Path(tmp) / f"seed{seed}", args.set)
+            results.append(r)
+            print(f"seed {seed}: eval accuracy {100 * r['before']:.1f}% -> {100 * r['after']:.1f}% "
+                  f"({100 * (r['after'] - r['before']):+.1f} points), mean reward first fifth {r['early_reward']:.3f} "
+                  f"-> last fifth {r['late_reward']:.3f}, {r['seconds']:.0f} s", flush=True)
+    gain = statistics.mean(r["after"] - r["before"] for r in results)
+    print(f"mean over {len(results)} seeds: {100 * gain:+.1f} points of eval accuracy, mean reward "
+          f"{statistics.mean(r['early_reward'] for r in results):.3f} -> {statistics.mean(r['late_reward'] for r in results):.3f}")
+
+
+if __name__ == "__main__":
+    main()
