@@ -26,10 +26,8 @@ class ConfigError(ValueError):
     """A configuration problem a user can fix; the message is one line that says how."""
 
 
-def _f(default, help: str, **kw):
-    if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+def _f(default, help: str):
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -80,7 +78,7 @@ class RunConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    grpo: dict = _f({}, "Any other GRPOConfig field, passed through to TRL.")
+    grpo: dict = field(default_factory=dict, metadata={"help": "Any other GRPOConfig field, passed to TRL."})
 
     @property
     def run_name(self) -> str:

@@ -41,7 +41,7 @@ def test_every_page_renders_without_runs(tmp_path, monkeypatch, page):
 def test_home_offers_the_demo_when_there_are_no_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("RUNS_DIR", str(tmp_path))
     at = open_page("home")
-    assert [b.label for b in at.button] == ["Launch the tiny CPU demo"]
+    assert [b.label for b in at.button] == ["Launch the CPU demo"]
     assert "No runs yet" in "\n".join(h.value for h in at.subheader)
 
 

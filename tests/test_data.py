@@ -93,3 +93,22 @@ def test_dataset_columns_and_prompt_ids(tiny_model_dir):
     assert first["answer_final"] == extract_gsm8k_gt(rows[0]["answer"])
     assert first["prompt_id"] == prompt_id(first["prompt"]) == to_dataset(rows, tokenizer)[0]["prompt_id"]
     assert len(set(ds["prompt_id"])) == 3
+
+
+@pytest.mark.parametrize("level, steps", [(1, 1), (2, 1), (3, 2)])
+def test_synthetic_levels(level, steps):
+    rows = synthetic_rows(100, seed=1, level=level)
+    for row in rows:
+        found = re.findall(r"<<([^=]+)=(-?\d+)>>", row["answer"])
+        assert len(found) == steps
+        assert all(eval(expr.replace("/", "//")) == int(result) for expr, result in found)
+    numbers = [int(n) for row in rows for n in re.findall(r"\d+", row["question"])]
+    if level == 1:
+        assert max(numbers) <= 9  # single digits only
+    if level == 2:
+        assert max(numbers) > 9
+
+
+def test_level_one_runs_out_of_questions_with_a_clear_error():
+    with pytest.raises(ConfigError, match="synthetic level 1 ran out of distinct questions after 7776"):
+        synthetic_rows(8000, seed=0, level=1)

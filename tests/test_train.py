@@ -84,6 +84,8 @@ def test_batched_eval_matches_one_at_a_time(tiny_model_dir):
     assert [r["completion"] for r in batched] == [r["completion"] for r in single]
     assert [r["new_tokens"] for r in batched] == [r["new_tokens"] for r in single]
     assert summary["n"] == 12 and any("Final:" in r["completion"] for r in batched)
+    sampled, summary = evaluate(model, tokenizer, ds, batch_size=6, max_new_tokens=32, temperature=1.0, top_p=0.9)
+    assert len(sampled) == 12 and summary["n"] == 12  # sampling runs through the same path
 
 
 def test_sigterm_stops_gracefully_with_a_saved_model(tiny_model_dir, tmp_path):

@@ -1,0 +1,59 @@
+"""Run directories as the dashboard drives them: names, launching a real subprocess, stopping it
+through its process group, crash detection, deleting."""
+
+import time
+
+import pytest
+
+from core.config import load_config
+from core.runs import delete, effective_state, launch, list_runs, read_status, run_path, safe_run_name, stop
+from tests.conftest import ROOT, TINY_SETS
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("my run", "my_run"),
+    ("../../etc/passwd", "etc_passwd"),      # no way out of the runs folder
+    ("/abs/path", "abs_path"),
+    ("ok-name_1.2", "ok-name_1.2"),
+    ("<script>", "script"),
+])
+def test_run_names_stay_inside_the_runs_folder(tmp_path, name, expected):
+    assert safe_run_name(name) == expected
+    assert run_path(tmp_path, name) == (tmp_path / expected).resolve()
+
+
+def test_unusable_name_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="has no usable characters"):
+        run_path(tmp_path, "../..")
+
+
+def test_a_live_state_without_its_process_is_crashed():
+    assert effective_state({"state": "running", "pid": 2**22 + 4321}) == "crashed"
+    assert effective_state({"state": "finished", "pid": 2**22 + 4321}) == "finished"
+
+
+def test_launch_then_stop_through_the_process_group(tiny_model_dir, tmp_path):
+    config = load_config(ROOT / "configs" / "tiny_cpu.yaml", sets=TINY_SETS + ["train.num_train_steps=500"],
+                         env={}).to_dict()
+    run_dir = launch(config, tmp_path, "stop me", repo=ROOT)
+    assert run_dir == tmp_path.resolve() / "stop_me"
+    with pytest.raises(ValueError, match="already exists"):
+        launch(config, tmp_path, "stop me", repo=ROOT)
+    deadline = time.time() + 300
+    while read_status(run_dir).get("global_step", 0) < 1:
+        assert time.time() < deadline and effective_state(read_status(run_dir)) in ("starting", "running"), \
+            (run_dir / "train.log").read_text()[-3000:]
+        time.sleep(0.2)
+    with pytest.raises(ValueError, match="still running"):
+        delete(run_dir, tmp_path)
+    assert stop(run_dir)
+    while effective_state(read_status(run_dir)) in ("starting", "running"):
+        assert time.time() < deadline
+        time.sleep(0.2)
+    status = read_status(run_dir)
+    assert status["state"] == "stopped" and status["global_step"] < 500
+    assert "SIGTERM received" in (run_dir / "train.log").read_text()
+    assert [r["state"] for r in list_runs(tmp_path)] == ["stopped"]
+    assert not stop(run_dir)  # nothing left to stop
+    delete(run_dir, tmp_path)
+    assert not run_dir.exists()
