@@ -34,6 +34,7 @@ def test_tiny_run_writes_the_whole_run_directory(tiny_run):
     metrics = lines(tiny_run / "metrics.jsonl")
     steps = [m["step"] for m in metrics if "reward" in m]
     assert steps == [1, 2, 3]  # logging_steps=1
+    assert [m["step"] for m in metrics if "eval_accuracy" in m] == [2]  # eval_steps=2, before the last step
     assert all({"time", "loss", "reward", "reward_std", "learning_rate"} <= m.keys() for m in metrics if "reward" in m)
 
     # 3 steps x one generation of 4 prompts x K=4 completions
