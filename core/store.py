@@ -258,14 +258,16 @@ class RolloutStore:
         self.con.execute("BEGIN TRANSACTION")
         try:
             self.con.execute(INSERT_JSON, {"path": key, "file": key})
-            if os.path.getsize(key) == end:
-                self.con.execute("COMMIT")
-                self._drop_unkeyed()
-                return True
-        except duckdb.InvalidInputException:
-            pass
-        self.con.execute("ROLLBACK")
-        return False
+            exact = os.path.getsize(key) == end
+        except duckdb.InvalidInputException:  # a corrupt line: the exact path below handles it
+            exact = False
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT" if exact else "ROLLBACK")
+        if exact:
+            self._drop_unkeyed()
+        return exact
 
     def _drop_unkeyed(self) -> None:
         """A JSON line that is not a rollout (`null`, an object without prompt_id) counts as skipped."""
@@ -275,8 +277,8 @@ class RolloutStore:
         """Slow, exact path: decode each line in Python, skip and count the bad ones."""
         import pyarrow as pa
 
-        rows, kinds = {name: [] for name in ROLLOUT_COLUMNS}, {"BIGINT": int, "DOUBLE": float, "BOOLEAN": bool,
-                                                               "VARCHAR": str}
+        rows = {name: [] for name in ROLLOUT_COLUMNS}
+        kinds = {"BIGINT": int, "DOUBLE": float, "BOOLEAN": bool, "VARCHAR": str}
         for line in path.read_bytes().splitlines():
             if not line.strip():
                 continue
