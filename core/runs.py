@@ -57,7 +57,7 @@ def safe_run_name(name: str) -> str:
     """A run name that is one plain folder name: letters, digits, '.', '_' and '-' only."""
     cleaned = NAME_RE.sub("_", name.strip()).strip("._-")[:120]
     if not cleaned:
-        raise ValueError(f"run name {name!r} has no usable characters: use letters, digits, '.', '_' or '-'")
+        raise ValueError(f"name {name!r} has no usable characters: use letters, digits, '.', '_' or '-'")
     return cleaned
 
 

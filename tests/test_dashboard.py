@@ -1,8 +1,11 @@
 """The dashboard through Streamlit's AppTest, from the entry point, over fixture run directories."""
 
+import os
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.config import load_config
 from core.runs import list_runs
 from tests.conftest import ROOT
 from tests.dashboard_fixtures import make_runs
@@ -112,3 +115,21 @@ def test_launch_check_shows_the_command_line(runs):
     at.button[0].click().run()  # Check
     assert "python -m core.train --config configs/tiny_cpu.yaml --set train.num_train_steps=7" in texts(at)
     assert "The settings are valid." in [s.value for s in at.success]
+
+
+def test_save_as_preset_writes_a_loadable_config(runs):
+    name = f"test_preset_{os.getpid()}"
+    target = ROOT / "configs" / f"{name}.yaml"
+    try:
+        at = open_page("launch")
+        at.selectbox[0].set_value("tiny_cpu.yaml").run()
+        at.number_input(key="tiny_cpu.yaml:K").set_value(6)
+        at.text_input(key="tiny_cpu.yaml:pname").set_value(name)
+        at.button[2].click().run()  # Save as preset
+        assert f"Saved configs/{name}.yaml" in [s.value for s in at.success]
+        cfg = load_config(target, env={})
+        assert cfg.num_generations == 6 and cfg.model_name == "builtin:tiny"
+        at.button[2].click().run()  # the same name again is refused, the file kept
+        assert f"configs/{name}.yaml already exists" in texts(at)
+    finally:
+        target.unlink(missing_ok=True)

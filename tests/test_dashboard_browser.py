@@ -119,6 +119,9 @@ def test_launch_watch_and_read_in_a_real_browser(server):
                 shot(name)
         except Exception:
             shot("failure")
+            for name in ("", "launch", "runs", "rollouts", "rewards", "prompts", "eval", "compare"):
+                page.goto(f"{url}/{name}?run=e2e_run")  # every page, as it looked when the test failed
+                shot(f"failure_{name or 'home'}")
             raise
         finally:
             browser.close()

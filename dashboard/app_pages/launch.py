@@ -8,6 +8,7 @@ import streamlit as st
 import yaml
 
 from core.config import ConfigError, load_config
+from core.data import LEVELS
 from core.runs import launch, run_path, safe_run_name
 from dashboard.common import REPO, runs_root
 
@@ -22,7 +23,7 @@ st.title("Launch a run")
 presets = sorted((REPO / "configs").glob("*.yaml"))
 from_run = st.query_params.get("from_run")
 choices = ([f"settings of run {from_run}"] if from_run else []) + [p.name for p in presets]
-choice = st.selectbox("Start from", choices, help="A preset from configs/, or the settings of an earlier run.")
+choice = st.selectbox("Start from", choices, key="base", help="A preset from configs/, or an earlier run's settings.")
 base_path = run_path(runs_root(), from_run) / "run.yaml" if choice.startswith("settings of") else \
     REPO / "configs" / choice
 base = load_config(base_path, env={})  # a run's run.yaml is a complete config file too
@@ -57,6 +58,8 @@ with st.form("launch"):
     path = c3.text_input("Local data path (for 'Local file or folder')", base.dataset.path or "", key=k + "path")
     use_wandb = c1.toggle("Weights & Biases", base.runtime.use_wandb, key=k + "wandb")
     do_eval = c2.toggle("Eval before and after", base.eval.enabled, key=k + "eval")
+    level = c3.selectbox("Synthetic difficulty", list(LEVELS), index=base.dataset.level - 1, key=k + "level",
+                         format_func=lambda n: f"{n}: {LEVELS[n]}")
     advanced = {}
     with st.expander("Advanced: GRPO options"):
         cols = st.columns(2)
@@ -84,7 +87,7 @@ wanted = {"model_name": model, "num_generations": int(kgen), "max_new_tokens": i
           "dataset.n_train": int(n_train), "dataset.n_eval": int(n_eval), "train.seed": int(seed),
           "dataset.name": "gsm8k" if SOURCES[source] == "path" else SOURCES[source],
           "dataset.path": path.strip() or None if SOURCES[source] == "path" else None,
-          "runtime.use_wandb": use_wandb, "eval.enabled": do_eval,
+          "dataset.level": level, "runtime.use_wandb": use_wandb, "eval.enabled": do_eval,
           **{f"grpo.{f}": v for f, v in advanced.items()}}
 current = base.to_dict()
 
@@ -108,13 +111,18 @@ if check or go or save:
     st.code(shlex.join(["python", "-m", "core.train", "--config", base_label,
                         *[a for s in sets for a in ("--set", s)]]), language="bash")
     if save:
-        target = REPO / "configs" / f"{safe_run_name(preset_name or 'preset')}.yaml"
+        try:
+            target = REPO / "configs" / f"{safe_run_name(preset_name)}.yaml"
+        except ValueError as e:
+            st.error(f"Preset {e}")
+            st.stop()
         if target.exists():
             st.error(f"configs/{target.name} already exists: choose another preset name")
         else:
             data = cfg.to_dict()
             data["train"]["output_dir"] = None
-            target.write_text(f"# Saved from the dashboard, based on {base_label}\n" + yaml.safe_dump(data, sort_keys=False))
+            header = f"# Saved from the dashboard, based on {base_label}\n"
+            target.write_text(header + yaml.safe_dump(data, sort_keys=False))
             st.success(f"Saved configs/{target.name}")
     if go:
         try:
