@@ -70,6 +70,11 @@ class RuntimeConfig:
 
 
 @dataclass
+class LaunchConfig:
+    num_processes: int = _f(1, "Worker processes (one per GPU); more than 1 starts them with torchrun.")
+
+
+@dataclass
 class RunConfig:
     model_name: str = _f("Qwen/Qwen2.5-0.5B-Instruct", "Hub id, local model folder, or builtin:tiny (offline).")
     max_new_tokens: int = _f(256, "Completion length limit during training (TRL's max_completion_length).")
@@ -78,6 +83,7 @@ class RunConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
     grpo: dict = field(default_factory=dict, metadata={"help": "Any other GRPOConfig field, passed to TRL."})
 
     @property
@@ -113,10 +119,11 @@ MANAGED_GRPO_KEYS = {
     "max_completion_length": "max_new_tokens", "report_to": "runtime.use_wandb", "run_name": "model_name",
 }
 
-SECTIONS = {"train": TrainConfig, "dataset": DatasetConfig, "eval": EvalConfig, "runtime": RuntimeConfig}
+SECTIONS = {"train": TrainConfig, "dataset": DatasetConfig, "eval": EvalConfig, "runtime": RuntimeConfig,
+            "launch": LaunchConfig}
 POSITIVE = ["max_new_tokens", "train.num_train_steps", "train.per_device_train_batch_size",
             "train.gradient_accumulation_steps", "train.learning_rate", "train.logging_steps",
-            "dataset.n_train", "dataset.n_eval", "eval.batch_size", "eval.max_new_tokens"]
+            "dataset.n_train", "dataset.n_eval", "eval.batch_size", "eval.max_new_tokens", "launch.num_processes"]
 
 
 def _fields(cls) -> dict[str, dataclasses.Field]:
@@ -270,10 +277,13 @@ def validate(cfg: RunConfig) -> RunConfig:
             f"generation batch size {gen_batch} is not divisible by num_generations={cfg.num_generations}: TRL "
             "generates whole groups of K completions per prompt, so the generation batch (by default "
             "per_device_train_batch_size x num_generations) must be a multiple of K")
-    if gen_batch % batch:
+    procs = cfg.launch.num_processes
+    if gen_batch % (batch * procs):
         raise ConfigError(
-            f"grpo.generation_batch_size={gen_batch} is not divisible by train.per_device_train_batch_size={batch}: "
-            "TRL splits each generation batch into equal per-device micro-batches")
+            f"generation batch size {gen_batch} is not divisible by per_device_train_batch_size x num_processes = "
+            f"{batch} x {procs}: TRL splits each generation batch into equal micro-batches on every process, so "
+            f"with the default generation batch (batch x K) num_generations={cfg.num_generations} must be a "
+            f"multiple of launch.num_processes")
     if cfg.dataset.level not in (1, 2, 3):
         raise ConfigError(f"config key 'dataset.level' has value {cfg.dataset.level!r}, expected 1, 2 or 3")
     if cfg.dataset.name not in ("gsm8k", "synthetic"):

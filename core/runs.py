@@ -175,13 +175,14 @@ def launch(config: dict, root: str | Path, name: str, repo: str | Path = ".") ->
 
 
 def stop(run_dir: str | Path) -> bool:
-    """Ask a live run to stop (SIGTERM to its process group: every rank). False if it is not live."""
+    """Ask a live run to stop: SIGTERM to its trainer (rank 0), which ends training at the next
+    step boundary on every rank (core.train.any_rank). False if the run is not live."""
     status = read_status(run_dir)
     pid = status.get("pid")
     if status.get("state") not in LIVE_STATES or not pid_alive(pid):
         return False
     try:
-        os.killpg(os.getpgid(pid), signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
     return True

@@ -35,14 +35,17 @@ def pick_device() -> str:
 
 
 def load_model(cfg: RunConfig, device: str):
-    """(model, tokenizer) on `device`: bf16 with device_map="auto" on CUDA, float32 elsewhere."""
+    """(model, tokenizer) on `device`: bf16 with device_map="auto" on CUDA (this process's GPU
+    under torchrun), float32 elsewhere."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from core.tiny_model import build_tiny_model
 
     name = str(build_tiny_model()) if cfg.model_name == "builtin:tiny" else cfg.model_name
-    kwargs = {"dtype": torch.bfloat16, "device_map": "auto"} if device == "cuda" else {"dtype": torch.float32}
+    local_rank = int(os.environ.get("LOCAL_RANK", -1))  # set by torchrun: one GPU per process
+    kwargs = {"dtype": torch.bfloat16, "device_map": {"": local_rank} if local_rank >= 0 else "auto"} \
+        if device == "cuda" else {"dtype": torch.float32}
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
         model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
@@ -81,6 +84,7 @@ def grpo_args(cfg: RunConfig, run_dir: Path, device: str):
         seed=t.seed,
         data_seed=t.seed,
         bf16=device == "cuda",
+        use_cpu=device == "cpu",  # also makes several CPU processes (torchrun) train together over gloo
         report_to="wandb" if cfg.runtime.use_wandb else "none",
         log_completions=cfg.runtime.use_wandb,  # TRL's completions table, in W&B
     )
@@ -99,14 +103,28 @@ class GracefulStop:
         self.requested = True
 
 
+def any_rank(flag: bool, device) -> bool:
+    """True on every process if `flag` is true on any (a stop signal seen by one rank stops all
+    of them at the same step, as distributed training needs)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def run_dir_callback(run_dir: Path, stop: GracefulStop, periodic_eval=None):
     """A TrainerCallback that writes metrics.jsonl and status progress, evaluates every
-    `train.eval_steps` steps, and ends training when a stop was requested."""
+    `train.eval_steps` steps, and ends training when a stop was requested on any rank."""
     from transformers import TrainerCallback
 
     class RunDirCallback(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            if stop.requested:
+            if any_rank(stop.requested, args.device):
+                stop.requested = True
                 control.should_training_stop = True
             if state.is_world_process_zero:
                 update_status(run_dir, global_step=state.global_step)
@@ -210,7 +228,7 @@ def run(cfg: RunConfig) -> int:
         raise
     if is_main:
         update_status(run_dir, state=state, exit_code=0, ended_at=time.time())
-    print(f"run {state}: {run_dir}", flush=True)
+        print(f"run {state}: {run_dir}", flush=True)
     return 0
 
 
@@ -227,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if cfg.runtime.mps_fallback and sys.platform == "darwin":
         os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")  # before torch is imported
+    if cfg.launch.num_processes > 1 and "LOCAL_RANK" not in os.environ:
+        # Become torchrun, which starts the workers: this same command, with the run folder fixed.
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc_per_node={cfg.launch.num_processes}", "-m", "core.train",
+                   *(sys.argv[1:] if argv is None else argv), "--set", f"train.output_dir={cfg.train.output_dir}"]
+        os.execv(sys.executable, command)
     return run(cfg)
 
 

@@ -57,3 +57,23 @@ def test_launch_then_stop_through_the_process_group(tiny_model_dir, tmp_path):
     assert not stop(run_dir)  # nothing left to stop
     delete(run_dir, tmp_path)
     assert not run_dir.exists()
+
+
+def test_stop_reaches_every_rank_of_a_two_process_run(tiny_model_dir, tmp_path):
+    config = load_config(ROOT / "configs" / "tiny_cpu.yaml", env={},
+                         sets=TINY_SETS + ["train.num_train_steps=500", "launch.num_processes=2"]).to_dict()
+    run_dir = launch(config, tmp_path, "two", repo=ROOT)
+    deadline = time.time() + 300
+    while read_status(run_dir).get("global_step", 0) < 2:
+        assert time.time() < deadline and effective_state(read_status(run_dir)) in ("starting", "running"), \
+            (run_dir / "train.log").read_text()[-3000:]
+        time.sleep(0.2)
+    assert stop(run_dir)  # SIGTERM to rank 0; the ranks agree at the next step boundary
+    while effective_state(read_status(run_dir)) in ("starting", "running"):
+        assert time.time() < deadline, (run_dir / "train.log").read_text()[-3000:]
+        time.sleep(0.2)
+    assert read_status(run_dir)["state"] == "stopped"
+    counts = [len((run_dir / "rollouts" / name).read_text().splitlines())
+              for name in ("rollouts.jsonl", "rollouts.rank1.jsonl")]
+    assert counts[0] == counts[1] > 0  # both ranks stopped at the same step
+    assert (run_dir / "model" / "model.safetensors").is_file()

@@ -165,3 +165,19 @@ def test_grpo_passthrough_reaches_trl(tmp_path):
     args = grpo_args(cfg, tmp_path, "cpu")
     assert (args.beta, args.top_p, args.num_generations, args.generation_batch_size) == (0.04, 0.9, 4, 16)
     assert (args.max_completion_length, args.max_steps, args.report_to) == (48, cfg.train.num_train_steps, [])
+
+
+def test_two_processes_with_torchrun(tiny_model_dir, tmp_path):
+    # launch.num_processes=2: core.train becomes torchrun, two CPU workers train together (gloo)
+    run_dir = tmp_path / "two"
+    result = run_cli("--config", "configs/tiny_cpu.yaml", *[a for s in TINY_SETS for a in ("--set", s)],
+                     "--set", "launch.num_processes=2", "--set", f"train.output_dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("run finished") == 1  # rank 0 reports, and alone writes the run's files
+    status = read_status(run_dir)
+    assert status["state"] == "finished" and status["global_step"] == 3
+    rank0, rank1 = (lines(run_dir / "rollouts" / name) for name in ("rollouts.jsonl", "rollouts.rank1.jsonl"))
+    assert len(rank0) == len(rank1) > 0
+    assert {r["rank"] for r in rank0} == {0} and {r["rank"] for r in rank1} == {1}
+    assert len(lines(run_dir / "eval" / "after.jsonl")) == 8
+    assert (run_dir / "model" / "model.safetensors").is_file()

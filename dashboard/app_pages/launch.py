@@ -60,6 +60,8 @@ with st.form("launch"):
     do_eval = c2.toggle("Eval before and after", base.eval.enabled, key=k + "eval")
     level = c3.selectbox("Synthetic difficulty", list(LEVELS), index=base.dataset.level - 1, key=k + "level",
                          format_func=lambda n: f"{n}: {LEVELS[n]}")
+    procs = c1.number_input("Processes (GPUs)", 1, 64, base.launch.num_processes, key=k + "procs",
+                            help="More than 1 starts the workers with torchrun; K must be a multiple of it.")
     advanced = {}
     with st.expander("Advanced: GRPO options"):
         cols = st.columns(2)
@@ -88,6 +90,7 @@ wanted = {"model_name": model, "num_generations": int(kgen), "max_new_tokens": i
           "dataset.name": "gsm8k" if SOURCES[source] == "path" else SOURCES[source],
           "dataset.path": path.strip() or None if SOURCES[source] == "path" else None,
           "dataset.level": level, "runtime.use_wandb": use_wandb, "eval.enabled": do_eval,
+          "launch.num_processes": int(procs),
           **{f"grpo.{f}": v for f, v in advanced.items()}}
 current = base.to_dict()
 
