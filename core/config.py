@@ -184,6 +184,37 @@ def _grpo_fields() -> dict[str, dataclasses.Field]:
     return _fields(GRPOConfig)
 
 
+COMMON_GRPO = ["beta", "loss_type", "temperature", "top_p", "top_k", "scale_rewards", "num_iterations", "epsilon",
+               "epsilon_high", "mask_truncated_completions", "repetition_penalty", "warmup_steps", "weight_decay"]
+
+
+def grpo_options() -> dict[str, list[dataclasses.Field]]:
+    """The GRPOConfig fields `grpo:` can set from text, grouped for a form: the common ones first,
+    then TRL's other GRPO fields, vLLM's, and those GRPOConfig inherits from TrainingArguments."""
+    from transformers import TrainingArguments
+
+    inherited = set(_fields(TrainingArguments))
+    groups = {"Common": [], "GRPO": [], "vLLM": [], "Trainer": []}
+    settable = {"bool", "int", "float", "str", "dict", "list"}
+    order = {name: i for i, name in enumerate(COMMON_GRPO)}
+    for name, f in sorted(_grpo_fields().items(), key=lambda item: (order.get(item[0], len(order)), item[0])):
+        if name in MANAGED_GRPO_KEYS or name.startswith("_") or not set(re.findall(r"[a-z]+", str(f.type))) & settable:
+            continue
+        group = "Common" if name in COMMON_GRPO else "vLLM" if "vllm" in name else \
+            "Trainer" if name in inherited else "GRPO"
+        groups[group].append(f)
+    return groups
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    """A dataclass field's default value (enums as their plain value)."""
+    import enum
+
+    value = f.default_factory() if f.default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING \
+        else None if f.default is dataclasses.MISSING else f.default
+    return value.value if isinstance(value, enum.Enum) else value
+
+
 def _parse_scalar(text: str) -> Any:
     try:
         return yaml.safe_load(text)

@@ -115,6 +115,14 @@ def test_launch_check_shows_the_command_line(runs):
     at.button[0].click().run()  # Check
     assert "python -m core.train --config configs/tiny_cpu.yaml --set train.num_train_steps=7" in texts(at)
     assert "The settings are valid." in [s.value for s in at.success]
+    # the Advanced section is generated from GRPOConfig: any field, checked by core.config
+    at.text_input(key="tiny_cpu.yaml:beta").set_value("0.04")
+    at.text_input(key="tiny_cpu.yaml:lr_scheduler_type").set_value("cosine")
+    at.button[0].click().run()
+    assert "--set grpo.beta=0.04 --set grpo.lr_scheduler_type=cosine" in texts(at)
+    at.text_input(key="tiny_cpu.yaml:num_iterations").set_value("two")
+    at.button[0].click().run()
+    assert "'grpo.num_iterations' has value 'two', expected a whole number" in texts(at)
 
 
 def test_save_as_preset_writes_a_loadable_config(runs):

@@ -1,22 +1,16 @@
 """Launch: a preset (or an earlier run's settings), a form with the main knobs, then a subprocess."""
 
-import dataclasses
 import shlex
 import time
 
 import streamlit as st
 import yaml
 
-from core.config import ConfigError, load_config
+from core.config import ConfigError, field_default, grpo_options, load_config
 from core.data import LEVELS
 from core.runs import launch, run_path, safe_run_name
 from dashboard.common import REPO, runs_root
 
-# GRPO options offered in the Advanced section: (field, widget, choices); help text comes from TRL.
-ADVANCED = [("beta", "number", None), ("loss_type", "select", ["dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo"]),
-            ("temperature", "number", None), ("top_p", "number", None),
-            ("scale_rewards", "select", ["group", "batch", "none"]), ("num_iterations", "int", None),
-            ("epsilon", "number", None), ("mask_truncated_completions", "bool", None)]
 SOURCES = {"GSM8K (Hugging Face Hub)": "gsm8k", "Local file or folder": "path", "Synthetic (offline)": "synthetic"}
 
 st.title("Launch a run")
@@ -31,13 +25,16 @@ base_label = str(base_path.relative_to(REPO) if base_path.is_relative_to(REPO) e
 
 
 @st.cache_resource
-def grpo_fields():
-    from trl import GRPOConfig
-
-    return {f.name: f for f in dataclasses.fields(GRPOConfig)}
+def options():
+    return grpo_options()
 
 
-fields = grpo_fields()
+def as_text(value) -> str:
+    return "" if value is None else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip() \
+        if isinstance(value, (dict, list)) else str(value)
+
+
+groups = options()
 k = f"{choice}:"  # widget keys per base, so switching presets resets the form
 with st.form("launch"):
     name = st.text_input("Run name", value=f"{base.run_name}_{time.strftime('%Y%m%d-%H%M%S')}", key=k + "name",
@@ -62,21 +59,16 @@ with st.form("launch"):
                          format_func=lambda n: f"{n}: {LEVELS[n]}")
     procs = c1.number_input("Processes (GPUs)", 1, 64, base.launch.num_processes, key=k + "procs",
                             help="More than 1 starts the workers with torchrun; K must be a multiple of it.")
-    advanced = {}
-    with st.expander("Advanced: GRPO options"):
-        cols = st.columns(2)
-        for i, (field, widget, options) in enumerate(ADVANCED):
-            default = base.grpo.get(field, fields[field].default)
-            help_text = fields[field].metadata.get("help")
-            col, key = cols[i % 2], k + "grpo." + field
-            if widget == "select":
-                advanced[field] = col.selectbox(field, options, index=options.index(default), help=help_text, key=key)
-            elif widget == "bool":
-                advanced[field] = col.toggle(field, bool(default), help=help_text, key=key)
-            elif widget == "int":
-                advanced[field] = col.number_input(field, 1, 1000, int(default), help=help_text, key=key)
-            else:
-                advanced[field] = col.number_input(field, value=float(default), format="%.4g", help=help_text, key=key)
+    advanced = {}  # GRPOConfig field -> the form's value (text for anything but booleans)
+    with st.expander("Advanced: every GRPOConfig option (TRL's help text on each)"):
+        for tab, (group, group_fields) in zip(st.tabs(list(groups)), groups.items()):
+            cols = tab.columns(3)
+            for i, f in enumerate(group_fields):
+                value, help_text, key = base.grpo.get(f.name, field_default(f)), f.metadata.get("help"), k + f.name
+                if "bool" in str(f.type) and isinstance(value, bool):
+                    advanced[f.name] = cols[i % 3].toggle(f.name, value, help=help_text, key=key)
+                else:
+                    advanced[f.name] = cols[i % 3].text_input(f.name, as_text(value), help=help_text, key=key)
     b1, b2, b3 = st.columns([1, 1, 2])
     check = b1.form_submit_button("Check")
     go = b2.form_submit_button("Launch", type="primary")
@@ -93,16 +85,22 @@ wanted = {"model_name": model, "num_generations": int(kgen), "max_new_tokens": i
           "launch.num_processes": int(procs),
           **{f"grpo.{f}": v for f, v in advanced.items()}}
 current = base.to_dict()
+fields = {f.name: f for group_fields in groups.values() for f in group_fields}
 
 
 def current_value(key):
     section, _, leaf = key.rpartition(".")
     if section == "grpo":
-        return current["grpo"].get(leaf, fields[leaf].default)
+        value = current["grpo"].get(leaf, field_default(fields[leaf]))
+        return value if isinstance(value, bool) else as_text(value)
     return current[section][leaf] if section else current[leaf]
 
 
-sets = [f"{key}={'null' if v is None else v}" for key, v in wanted.items() if v != current_value(key)]
+def assignment(key, value) -> str:
+    return f"{key}={'null' if value is None or value == '' else value}"
+
+
+sets = [assignment(key, v) for key, v in wanted.items() if v != current_value(key)]
 if check or go or save:
     try:
         cfg = load_config(base_path, sets=sets, env={})
