@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from core.config import ENV_KEYS
+from core.config import ENV_KEYS, ConfigError
 
 STATES = ("starting", "running", "finished", "failed", "stopped")
 
@@ -29,6 +29,15 @@ def write_json_atomic(path: str | Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2))
     tmp.replace(path)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path:
+    """The run's newest checkpoint-<step>/ folder; ConfigError when there is none to resume from."""
+    checkpoints = [p for p in Path(run_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    if not (Path(run_dir) / "run.yaml").is_file() or not checkpoints:
+        raise ConfigError(f"cannot resume '{run_dir}': it needs a run.yaml and a checkpoint-<step> folder "
+                          "(runs save one when stopped, and every train.save_steps steps)")
+    return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]))
 
 
 def read_status(run_dir: str | Path) -> dict:
@@ -163,15 +172,33 @@ def launch(config: dict, root: str | Path, name: str, repo: str | Path = ".") ->
     run_dir.mkdir(parents=True)
     config = {**config, "train": {**config["train"], "output_dir": str(run_dir)}}
     (run_dir / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}  # run.yaml is the whole config
-    with open(run_dir / "train.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "core.train", "--config", str(run_dir / "run.yaml")],
-                                cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+    proc = _start(run_dir, ["--config", str(run_dir / "run.yaml")], repo)
     if not (run_dir / "status.json").exists():  # the trainer overwrites this as soon as it starts
         write_json_atomic(run_dir / "status.json", {"state": "starting", "pid": proc.pid, "started_at": time.time(),
                                                     "global_step": 0, "max_steps": config["train"]["num_train_steps"]})
     return run_dir
+
+
+def resume(run_dir: str | Path, repo: str | Path = ".", num_train_steps: int | None = None) -> None:
+    """Continue a run that is not live from its latest checkpoint (to `num_train_steps` steps,
+    default its own target)."""
+    run_dir = Path(run_dir)
+    if effective_state(read_status(run_dir)) in LIVE_STATES:
+        raise ValueError(f"run '{run_dir.name}' is still running")
+    latest_checkpoint(run_dir)  # fail here, with the reason, rather than in the subprocess
+    steps = num_train_steps or read_config(run_dir)["train"]["num_train_steps"]
+    old_pid = update_status(run_dir, state="starting", ended_at=None).get("pid")
+    proc = _start(run_dir, ["--resume", str(run_dir), "--set", f"train.num_train_steps={steps}"], repo)
+    if read_status(run_dir).get("pid") == old_pid:  # unless the trainer already wrote its own
+        update_status(run_dir, pid=proc.pid)
+
+
+def _start(run_dir: Path, args: list[str], repo: str | Path) -> subprocess.Popen:
+    """`python -m core.train ARGS` in its own process group, output appended to train.log."""
+    env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}  # run.yaml is the whole config
+    with open(run_dir / "train.log", "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "core.train", *args], cwd=repo, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def stop(run_dir: str | Path) -> bool:

@@ -1,11 +1,12 @@
 """One GRPO run, start to finish: config → model → data → reward → trainer → eval → train → save → eval.
 
     python -m core.train --config configs/tiny_cpu.yaml [--set train.num_train_steps=10 ...]
+    python -m core.train --resume runs/<run> [--set train.num_train_steps=200]
 
 Everything the run produces lands in its run directory (`train.output_dir`, DESIGN.md's
 contract): run.yaml, status.json, metrics.jsonl, rollouts/, eval/, model/. SIGTERM stops at the
-next step boundary, saves the model and ends with state `stopped` and exit code 0. A bad config
-prints one line and exits 2.
+next step boundary, saves the model and a checkpoint (for --resume) and ends with state `stopped`
+and exit code 0. A bad config prints one line and exits 2.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from core.config import ConfigError, RunConfig, load_config
-from core.runs import update_status
+from core.runs import latest_checkpoint, update_status
 
 
 def pick_device() -> str:
@@ -126,6 +127,7 @@ def run_dir_callback(run_dir: Path, stop: GracefulStop, periodic_eval=None):
             if any_rank(stop.requested, args.device):
                 stop.requested = True
                 control.should_training_stop = True
+                control.should_save = True  # a checkpoint-<step>/ to --resume from
             if state.is_world_process_zero:
                 update_status(run_dir, global_step=state.global_step)
                 if periodic_eval is not None:
@@ -143,8 +145,9 @@ def log_metrics(run_dir: Path, step: int, metrics: dict) -> None:
         f.write(json.dumps({"step": step, "time": time.time(), **metrics}) + "\n")
 
 
-def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, is_main: bool) -> str:
-    """The run's steps; returns the final state (`finished` or `stopped`)."""
+def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, is_main: bool, resume: Path | None = None) -> str:
+    """The run's steps; returns the final state (`finished` or `stopped`). With `resume`, training
+    continues from that checkpoint and the eval before training is the one already on file."""
     import transformers
     from trl import GRPOTrainer
 
@@ -182,10 +185,10 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, is_main: bool) -> s
     if is_main:
         update_status(run_dir, state="running")
     summaries = {}
-    if e.enabled and is_main and not stop.requested:
+    if e.enabled and is_main and not stop.requested and resume is None:
         summaries["before"] = run_eval("before")
     if not stop.requested:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     trainer.save_model(str(run_dir / "model"))
     if is_main:
         tokenizer.save_pretrained(run_dir / "model")
@@ -202,20 +205,22 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, is_main: bool) -> s
     return "finished"
 
 
-def run(cfg: RunConfig) -> int:
-    """Run `cfg` in its run directory, keeping status.json true; returns the exit code."""
+def run(cfg: RunConfig, resume: Path | None = None) -> int:
+    """Run `cfg` in its run directory (continuing from checkpoint `resume`), keeping status.json
+    true; returns the exit code."""
     run_dir = Path(cfg.train.output_dir)
     is_main = int(os.environ.get("RANK", "0")) == 0
     stop = GracefulStop()
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "run.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        update_status(run_dir, state="starting", pid=os.getpid(), started_at=time.time(), ended_at=None,
-                      exit_code=None, error=None, global_step=0, max_steps=cfg.train.num_train_steps)
+        start = {} if resume else {"started_at": time.time(), "global_step": 0}
+        update_status(run_dir, state="starting", pid=os.getpid(), ended_at=None, exit_code=None, error=None,
+                      max_steps=cfg.train.num_train_steps, **start)
     if cfg.runtime.use_wandb:
         os.environ.setdefault("WANDB_PROJECT", "simple_grpo")
     try:
-        state = train(cfg, run_dir, stop, is_main)
+        state = train(cfg, run_dir, stop, is_main, resume)
     except ConfigError as e:
         if is_main:
             update_status(run_dir, state="failed", error=str(e), exit_code=2, ended_at=time.time())
@@ -237,9 +242,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML config, e.g. configs/tiny_cpu.yaml (defaults apply without one)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set train.num_train_steps=10 (repeatable)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint, with its "
+                        "run.yaml (plus any --set, e.g. more steps); rollouts and metrics keep appending")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config, args.set)
+        resume = None
+        if args.resume:
+            resume = latest_checkpoint(args.resume)
+            cfg = load_config(args.config or Path(args.resume) / "run.yaml",
+                              [*args.set, f"train.output_dir={args.resume}"])
+        else:
+            cfg = load_config(args.config, args.set)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -251,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                    f"--nproc_per_node={cfg.launch.num_processes}", "-m", "core.train",
                    *(sys.argv[1:] if argv is None else argv), "--set", f"train.output_dir={cfg.train.output_dir}"]
         os.execv(sys.executable, command)
-    return run(cfg)
+    return run(cfg, resume)
 
 
 if __name__ == "__main__":

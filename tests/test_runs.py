@@ -6,7 +6,8 @@ import time
 import pytest
 
 from core.config import load_config
-from core.runs import delete, effective_state, launch, list_runs, read_status, run_path, safe_run_name, stop
+from core.runs import (delete, effective_state, launch, list_runs, read_status, resume, run_path, safe_run_name,
+                       stop)
 from tests.conftest import ROOT, TINY_SETS
 
 
@@ -55,6 +56,12 @@ def test_launch_then_stop_through_the_process_group(tiny_model_dir, tmp_path):
     assert "SIGTERM received" in (run_dir / "train.log").read_text()
     assert [r["state"] for r in list_runs(tmp_path)] == ["stopped"]
     assert not stop(run_dir)  # nothing left to stop
+    resume(run_dir, ROOT, num_train_steps=status["global_step"] + 1)  # as the Runs page's Resume does
+    while effective_state(read_status(run_dir)) != "finished":
+        assert time.time() < deadline and effective_state(read_status(run_dir)) != "failed", \
+            (run_dir / "train.log").read_text()[-3000:]
+        time.sleep(0.2)
+    assert read_status(run_dir)["global_step"] == status["global_step"] + 1
     delete(run_dir, tmp_path)
     assert not run_dir.exists()
 

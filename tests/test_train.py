@@ -89,7 +89,7 @@ def test_batched_eval_matches_one_at_a_time(tiny_model_dir):
     assert len(sampled) == 12 and summary["n"] == 12  # sampling runs through the same path
 
 
-def test_sigterm_stops_gracefully_with_a_saved_model(tiny_model_dir, tmp_path):
+def test_sigterm_stops_gracefully_then_resume_continues(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "stopme"
     sets = TINY_SETS + ["train.num_train_steps=500", f"train.output_dir={run_dir}"]
     proc = subprocess.Popen([sys.executable, "-m", "core.train", "--config", "configs/tiny_cpu.yaml",
@@ -107,6 +107,30 @@ def test_sigterm_stops_gracefully_with_a_saved_model(tiny_model_dir, tmp_path):
     assert 2 <= status["global_step"] < 500
     assert (run_dir / "model" / "model.safetensors").is_file()
     assert not (run_dir / "eval" / "after.jsonl").exists()  # a stopped run skips the final eval
+    stopped_at = status["global_step"]
+    assert (run_dir / f"checkpoint-{stopped_at}").is_dir()
+    before = (run_dir / "eval" / "before.jsonl").read_text()
+
+    # --resume continues the same run directory: steps keep counting, files keep appending
+    result = run_cli("--resume", str(run_dir), "--set", f"train.num_train_steps={stopped_at + 2}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    status = read_status(run_dir)
+    assert status["state"] == "finished" and status["global_step"] == stopped_at + 2
+    rollouts = lines(run_dir / "rollouts" / "rollouts.jsonl")
+    assert sorted({r["step"] for r in rollouts}) == list(range(stopped_at + 2))  # one continuous run
+    keys = [(r["step"], r["prompt_id"], r["sample"]) for r in rollouts]
+    assert len(keys) == len(set(keys))
+    reward_steps = [m["step"] for m in lines(run_dir / "metrics.jsonl") if "reward" in m]
+    assert reward_steps == list(range(1, stopped_at + 3))
+    assert (run_dir / "eval" / "before.jsonl").read_text() == before  # the original baseline is kept
+    assert (run_dir / "eval" / "after.jsonl").exists()
+
+
+def test_resume_needs_a_checkpoint(tmp_path):
+    (tmp_path / "run.yaml").write_text("model_name: builtin:tiny\n")
+    result = run_cli("--resume", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(f"error: cannot resume '{tmp_path}': it needs a run.yaml and a checkpoint")
 
 
 def wandb_records(path, block=32768):

@@ -5,8 +5,9 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.runs import delete, list_runs, log_tail, run_path, stop
-from dashboard.common import (fmt_duration, fmt_pct, fmt_time, is_live, live_every, pick_run, runs_root,
+from core.config import ConfigError
+from core.runs import delete, list_runs, log_tail, resume, run_path, stop
+from dashboard.common import (REPO, fmt_duration, fmt_pct, fmt_time, is_live, live_every, pick_run, runs_root,
                               store_for)
 
 st.title("Runs")
@@ -25,9 +26,21 @@ if run is None:
 name = run["name"]
 path = run_path(runs_root(), name)
 
-b1, b2, b3, _ = st.columns([1, 1, 2, 3])
-if b1.button("Stop", icon=":material/stop_circle:", disabled=not is_live(run), help="Graceful: ends after the current step and saves the model"):
+b1, b2, b3, b4 = st.columns([1, 1, 2, 3])
+if b1.button("Stop", icon=":material/stop_circle:", disabled=not is_live(run),
+             help="Graceful: ends after the current step, saves the model and a checkpoint to resume from"):
     st.toast("Stopping after the current step…" if stop(path) else "The run is not running.")
+resumable = not is_live(run) and any(path.glob("checkpoint-*"))
+with b4.popover("Resume", icon=":material/play_circle:", disabled=not resumable):
+    target = run["max_steps"] or 0
+    until = st.number_input("Train until step", 1, 10_000_000, target + 20 if run["state"] == "finished" else target)
+    if st.button("Resume from the latest checkpoint", type="primary"):
+        try:
+            resume(path, REPO, num_train_steps=int(until))
+        except (ValueError, ConfigError) as e:
+            st.error(str(e))
+        else:
+            st.rerun()
 if b3.button("Launch again with these settings", icon=":material/replay:"):
     st.switch_page("app_pages/launch.py", query_params={"from_run": name})
 with b2.popover("Delete", icon=":material/delete:", disabled=is_live(run)):
