@@ -84,6 +84,9 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
+    rewards: list = field(default_factory=lambda: [{"name": "gsm8k", "weight": 1.0}], metadata={
+        "help": "Reward functions and weights: built-in names (gsm8k, gsm8k_lenient, format, length_penalty) "
+                "or package.module:function; TRL adds them up with these weights."})
     grpo: dict = field(default_factory=dict, metadata={"help": "Any other GRPOConfig field, passed to TRL."})
 
     @property
@@ -117,6 +120,7 @@ MANAGED_GRPO_KEYS = {
     "learning_rate": "train.learning_rate", "logging_steps": "train.logging_steps",
     "save_steps": "train.save_steps", "seed": "train.seed", "num_generations": "num_generations",
     "max_completion_length": "max_new_tokens", "report_to": "runtime.use_wandb", "run_name": "model_name",
+    "reward_weights": "rewards",
 }
 
 SECTIONS = {"train": TrainConfig, "dataset": DatasetConfig, "eval": EvalConfig, "runtime": RuntimeConfig,
@@ -271,6 +275,9 @@ def _apply(cfg: RunConfig, key: str, value: Any) -> None:
             raise _unknown(key, gfields)
         cfg.grpo[name] = _coerce(key, value, str(gfields[name].type))
         return
+    if key == "rewards":
+        cfg.rewards = _reward_specs(value)
+        return
     if len(parts) == 1:
         target, name, valid = cfg, parts[0], _fields(RunConfig)
     elif len(parts) == 2 and parts[0] in SECTIONS:
@@ -280,6 +287,28 @@ def _apply(cfg: RunConfig, key: str, value: Any) -> None:
     if name not in valid:
         raise _unknown(key, valid)
     setattr(target, name, _coerce(key, value, str(valid[name].type)))
+
+
+def _reward_specs(value: Any) -> list[dict]:
+    """`rewards:` as [{name, weight}], each name resolvable (built in, or importable)."""
+    from core.rewards import resolve_reward
+
+    example = "e.g. rewards: [{name: gsm8k, weight: 1.0}, {name: format, weight: 0.2}]"
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"config key 'rewards' has value {value!r}, expected a non-empty list: {example}")
+    specs = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or set(item) - {"name", "weight"} or "name" not in item:
+            raise ConfigError(f"config key 'rewards[{i}]' has value {item!r}, expected {{name, weight}}: {example}")
+        weight = _coerce(f"rewards[{i}].weight", item.get("weight", 1.0), "float")
+        try:
+            resolve_reward(str(item["name"]))
+        except ValueError as e:
+            raise ConfigError(f"config key 'rewards[{i}].name': {e}") from None
+        specs.append({"name": str(item["name"]), "weight": weight})
+    if len({s["name"] for s in specs}) < len(specs):
+        raise ConfigError("config key 'rewards' names a reward twice: give each one once, with its weight")
+    return specs
 
 
 def _get(cfg: RunConfig, key: str) -> Any:

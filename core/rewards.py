@@ -1,4 +1,5 @@
-"""The GSM8K reward: parse `Final: <number>` at the very end of a completion, compare numerically.
+"""Rewards: the GSM8K reward (parse `Final: <number>` at the very end of a completion, compare
+numerically) and a few others to combine with it (`rewards:` in the config).
 
 Rules (DESIGN.md): after removing commas and trailing whitespace the completion must end with
 `Final:`, optional spaces and a number (`-?\\d+(\\.\\d+)?`). Reward 1.0 when that number equals
@@ -62,3 +63,52 @@ def gsm8k_reward(prompts, completions, answer_final=None, **kwargs) -> list[floa
     truths = answer_final if answer_final is not None else [None] * len(completions)
     return [score(completion_text(c), gt)[1] for c, gt in zip(completions, truths, strict=True)]
 
+
+
+NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def gsm8k_lenient_reward(prompts, completions, answer_final=None, **kwargs) -> list[float]:
+    """Like gsm8k_reward, but the answer is the last number anywhere in the completion:
+    1.0 right, 0.1 wrong, 0.0 no number at all."""
+    truths = answer_final if answer_final is not None else [None] * len(completions)
+    rewards = []
+    for completion, gt in zip(completions, truths, strict=True):
+        numbers = NUMBER_RE.findall(completion_text(completion).replace(",", ""))
+        rewards.append(MALFORMED if not numbers else CORRECT if numbers_equal(numbers[-1], gt) else WRONG)
+    return rewards
+
+
+def format_reward(prompts, completions, **kwargs) -> list[float]:
+    """1.0 when the completion ends in a well-formed `Final: <number>` line, whatever the number."""
+    return [1.0 if extract_model_final(completion_text(c)) is not None else 0.0 for c in completions]
+
+
+def length_penalty(prompts, completions, completion_ids=None, **kwargs) -> list[float]:
+    """Minus the completion's length in thousands of tokens (characters / 4 without token ids):
+    with weight w, every 1,000 tokens cost w."""
+    lengths = [len(ids) for ids in completion_ids] if completion_ids is not None else \
+        [len(completion_text(c)) / 4 for c in completions]
+    return [-n / 1000 for n in lengths]
+
+
+REWARDS = {"gsm8k": gsm8k_reward, "gsm8k_lenient": gsm8k_lenient_reward, "format": format_reward,
+           "length_penalty": length_penalty}
+
+
+def resolve_reward(name: str):
+    """A reward function by built-in name, or by dotted path `package.module:function`."""
+    if name in REWARDS:
+        return REWARDS[name]
+    module, sep, attr = name.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"unknown reward {name!r}: use one of {', '.join(REWARDS)} or package.module:function")
+    import importlib
+
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"reward {name!r} could not be imported ({e})") from None
+    if not callable(fn):
+        raise ValueError(f"reward {name!r} is not a function")
+    return fn

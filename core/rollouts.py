@@ -1,18 +1,17 @@
 """Record every scored completion: one JSON line per completion, append-only, one file per rank.
 
-`logged_reward(reward_fn, recorder, num_generations)` wraps a TRL reward function so that each
-call also appends its batch to `rollouts/rollouts.jsonl` (rank 0) or
-`rollouts/rollouts.rank<R>.jsonl` (rank R >= 1), with one buffered write and flush per call.
+`logged_rewards([(name, fn, weight), ...], recorder, num_generations)` wraps TRL reward functions
+so that each scored batch is also appended to `rollouts/rollouts.jsonl` (rank 0) or
+`rollouts/rollouts.rank<R>.jsonl` (rank R >= 1), with one buffered write and flush per batch.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from pathlib import Path
 
-from core.rewards import CORRECT, completion_text, extract_model_final
+from core.rewards import completion_text, extract_model_final, numbers_equal
 
 
 def rollouts_path(run_dir: str | Path, rank: int = 0) -> Path:
@@ -37,36 +36,51 @@ class RolloutRecorder:
             f.flush()
 
 
-def logged_reward(reward_fn, recorder: RolloutRecorder, num_generations: int):
-    """A reward function with TRL's signature that scores with `reward_fn` and records each
-    completion. TRL lays out each prompt's K completions consecutively across ranks, rank 0's
-    slice first, so a completion's place in its group is its global index modulo K."""
+def logged_rewards(rewards: list[tuple[str, object, float]], recorder: RolloutRecorder, num_generations: int):
+    """TRL reward functions, one per (name, function, weight), that score as given and record each
+    completion once, with every reward's value and their weighted total.
 
-    @functools.wraps(reward_fn)
-    def wrapper(prompts, completions, completion_ids=None, trainer_state=None, **kwargs):
-        rewards = reward_fn(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs)
+    TRL calls the reward functions one after another on the same batch; the last one writes the
+    records. TRL lays out each prompt's K completions consecutively across ranks, rank 0's slice
+    first, so a completion's place in its group is its global index modulo K."""
+    values: dict[str, list] = {}
+
+    def write(prompts, completions, completion_ids, trainer_state, kwargs):
         offset = recorder.rank * len(completions)
         step = trainer_state.global_step if trainer_state is not None else 0
         now = time.time()
         records = []
-        for i, (prompt, completion, reward) in enumerate(zip(prompts, completions, rewards, strict=True)):
+        for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
             text = completion_text(completion)
+            prediction = extract_model_final(text)
+            parts = {name: values[name][i] for name, _, _ in rewards}
             records.append({
                 "step": step,
                 "prompt_id": kwargs["prompt_id"][i],
                 "prompt": prompt if isinstance(prompt, str) else json.dumps(prompt),
                 "question": kwargs["question"][i],
                 "completion": text,
-                "prediction": extract_model_final(text),
+                "prediction": prediction,
                 "ground_truth": kwargs["answer_final"][i],
-                "reward": reward,
-                "correct": reward == CORRECT,
+                "reward": sum(weight * (parts[name] or 0.0) for name, _, weight in rewards),
+                "rewards": parts,
+                "correct": numbers_equal(prediction, kwargs["answer_final"][i]),
                 "rank": recorder.rank,
                 "sample": (offset + i) % num_generations,
                 "completion_tokens": len(completion_ids[i]) if completion_ids is not None else None,
                 "time": now,
             })
         recorder.write(records)
-        return rewards
 
-    return wrapper
+    def wrap(name, fn, last):
+        def reward(prompts, completions, completion_ids=None, trainer_state=None, **kwargs):
+            values[name] = fn(prompts=prompts, completions=completions, completion_ids=completion_ids,
+                              trainer_state=trainer_state, **kwargs)
+            if last:
+                write(prompts, completions, completion_ids, trainer_state, kwargs)
+            return values[name]
+
+        reward.__name__ = name  # TRL names its metrics after it: rewards/<name>/mean
+        return reward
+
+    return [wrap(name, fn, i == len(rewards) - 1) for i, (name, fn, _) in enumerate(rewards)]

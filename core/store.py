@@ -30,6 +30,7 @@ ROLLOUT_COLUMNS = {
     "step": "BIGINT", "prompt_id": "VARCHAR", "prompt": "VARCHAR", "question": "VARCHAR",
     "completion": "VARCHAR", "prediction": "VARCHAR", "ground_truth": "VARCHAR", "reward": "DOUBLE",
     "correct": "BOOLEAN", "rank": "BIGINT", "sample": "BIGINT", "completion_tokens": "BIGINT", "time": "DOUBLE",
+    "rewards": "MAP(VARCHAR, DOUBLE)",  # each reward function's value (configs with several rewards)
 }
 EVAL_COLUMNS = {"prompt_id": "VARCHAR", "question": "VARCHAR", "prompt": "VARCHAR", "gt": "VARCHAR",
                 "pred": "VARCHAR", "completion": "VARCHAR", "correct": "BOOLEAN", "new_tokens": "BIGINT"}
@@ -278,7 +279,8 @@ class RolloutStore:
         import pyarrow as pa
 
         rows = {name: [] for name in ROLLOUT_COLUMNS}
-        kinds = {"BIGINT": int, "DOUBLE": float, "BOOLEAN": bool, "VARCHAR": str}
+        kinds = {"BIGINT": int, "DOUBLE": float, "BOOLEAN": bool, "VARCHAR": str,
+                 "MAP(VARCHAR, DOUBLE)": lambda m: {str(k): float(v) for k, v in m.items()}}
         for line in path.read_bytes().splitlines():
             if not line.strip():
                 continue
@@ -295,7 +297,8 @@ class RolloutStore:
                 continue
             for name, value in values.items():
                 rows[name].append(value)
-        types = {"BIGINT": pa.int64(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(), "VARCHAR": pa.string()}
+        types = {"BIGINT": pa.int64(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(), "VARCHAR": pa.string(),
+                 "MAP(VARCHAR, DOUBLE)": pa.map_(pa.string(), pa.float64())}
         schema = pa.schema([(k, types[v]) for k, v in ROLLOUT_COLUMNS.items()])
         self._insert("rollouts", pa.table(rows, schema=schema).append_column("file", pa.array([key] * len(rows["step"]))))
 

@@ -88,6 +88,7 @@ def grpo_args(cfg: RunConfig, run_dir: Path, device: str):
         use_cpu=device == "cpu",  # also makes several CPU processes (torchrun) train together over gloo
         report_to="wandb" if cfg.runtime.use_wandb else "none",
         log_completions=cfg.runtime.use_wandb,  # TRL's completions table, in W&B
+        reward_weights=[r["weight"] for r in cfg.rewards],
     )
     return GRPOConfig(**{**settings, **cfg.grpo})
 
@@ -153,8 +154,8 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, is_main: bool, resu
 
     from core.data import load_rows, to_dataset
     from core.evaluate import evaluate, write_eval
-    from core.rewards import gsm8k_reward
-    from core.rollouts import RolloutRecorder, logged_reward
+    from core.rewards import resolve_reward
+    from core.rollouts import RolloutRecorder, logged_rewards
 
     device = pick_device()
     transformers.set_seed(cfg.train.seed)
@@ -162,7 +163,8 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, is_main: bool, resu
     train_rows, eval_rows = load_rows(cfg.dataset, cfg.train.seed)
     train_set, eval_set = to_dataset(train_rows, tokenizer), to_dataset(eval_rows, tokenizer)
     args = grpo_args(cfg, run_dir, device)
-    reward = logged_reward(gsm8k_reward, RolloutRecorder(run_dir, args.process_index), cfg.num_generations)
+    specs = [(r["name"], resolve_reward(r["name"]), r["weight"]) for r in cfg.rewards]
+    rewards = logged_rewards(specs, RolloutRecorder(run_dir, args.process_index), cfg.num_generations)
 
     e = cfg.eval
     def run_eval(phase: str) -> dict:
@@ -180,7 +182,7 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, is_main: bool, resu
             log_metrics(run_dir, step, {k: v for k, v in summary.items() if k != "n"})
 
     callback = run_dir_callback(run_dir, stop, periodic_eval if e.enabled and cfg.train.eval_steps else None)
-    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=train_set,
+    trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=train_set,
                           processing_class=tokenizer, callbacks=[callback])
     if is_main:
         update_status(run_dir, state="running")

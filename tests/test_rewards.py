@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from core.rewards import extract_gsm8k_gt, extract_model_final, gsm8k_reward
+from core.rewards import (extract_gsm8k_gt, extract_model_final, format_reward, gsm8k_lenient_reward, gsm8k_reward,
+                          length_penalty, resolve_reward)
 
 FINAL_CASES = [
     ("Final: 18", "18"),                       # the plain format
@@ -100,3 +101,31 @@ def test_reward_agrees_with_the_dataset_authors_grading(gsm8k_dir):
                 assert (gsm8k_reward(["p"], [completion], answer_final=[gt]) == [1.0]) == row[key]["is_correct"]
                 checked += 1
     assert checked > 5000
+
+
+OTHER_CASES = [
+    # (completion, ground truth, lenient, format-only)
+    ("Final: 18", "18", 1.0, 1.0),                    # right and well-formed: both full
+    ("so the answer is 18.", "18", 1.0, 0.0),         # lenient takes the last number anywhere
+    ("3 + 15 = 18, not 17", "18", 0.1, 0.0),          # ... the last one, which is wrong here
+    ("no idea", "18", 0.0, 0.0),                      # no number at all
+    ("Final: 17", "18", 0.1, 1.0),                    # format-only ignores the number
+]
+
+
+@pytest.mark.parametrize("completion, gt, lenient, fmt", OTHER_CASES)
+def test_lenient_and_format_rewards(completion, gt, lenient, fmt):
+    assert gsm8k_lenient_reward(["p"], [completion], answer_final=[gt]) == [lenient]
+    assert format_reward(["p"], [completion]) == [fmt]
+
+
+def test_length_penalty_counts_tokens():
+    assert length_penalty(["p", "p"], ["a", "b"], completion_ids=[[1] * 250, [1] * 1000]) == [-0.25, -1.0]
+    assert length_penalty(["p"], ["x" * 400]) == [-0.1]  # characters / 4 without token ids
+
+
+def test_custom_reward_by_dotted_path():
+    assert resolve_reward("core.rewards:format_reward") is format_reward
+    assert resolve_reward("gsm8k") is gsm8k_reward
+    with pytest.raises(ValueError, match="could not be imported"):
+        resolve_reward("no_such_module:f")

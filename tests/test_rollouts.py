@@ -3,11 +3,16 @@
 import json
 from types import SimpleNamespace
 
-from core.rewards import gsm8k_reward
-from core.rollouts import RolloutRecorder, logged_reward
+from core.rewards import format_reward, gsm8k_reward, length_penalty
+from core.rollouts import RolloutRecorder, logged_rewards
 
 FIELDS = {"step", "prompt_id", "prompt", "question", "completion", "prediction", "ground_truth", "reward",
-          "correct", "rank", "sample", "completion_tokens", "time"}
+          "rewards", "correct", "rank", "sample", "completion_tokens", "time"}
+
+
+def logged_reward(fn, recorder, num_generations):
+    (reward,) = logged_rewards([("gsm8k", fn, 1.0)], recorder, num_generations)
+    return reward
 
 
 def call(reward, step, completions, k=2):
@@ -24,7 +29,7 @@ def read(path):
 
 def test_records_every_field_and_returns_the_rewards(tmp_path):
     reward = logged_reward(gsm8k_reward, RolloutRecorder(tmp_path), num_generations=2)
-    assert reward.__name__ == "gsm8k_reward"  # TRL names the reward metrics after the function
+    assert reward.__name__ == "gsm8k"  # TRL names the reward metrics after the function
     out = call(reward, 3, ["Final: 4", "Final: 9", "nope", [{"role": "assistant", "content": "Final: 5"}]])
     assert out == [1.0, 0.1, 0.0, 1.0]
     records = read(tmp_path / "rollouts" / "rollouts.jsonl")
@@ -55,3 +60,20 @@ def test_append_only(tmp_path):
     call(reward, 1, ["Final: 1", "Final: 4", "y", "z"])
     assert path.read_bytes().startswith(first)
     assert [r["step"] for r in read(path)] == [0, 0, 1, 1, 1, 1]
+
+
+def test_several_rewards_make_one_record_with_each_value_and_the_weighted_total(tmp_path):
+    funcs = logged_rewards([("gsm8k", gsm8k_reward, 1.0), ("format", format_reward, 0.5),
+                            ("length_penalty", length_penalty, 2.0)], RolloutRecorder(tmp_path), num_generations=2)
+    assert [f.__name__ for f in funcs] == ["gsm8k", "format", "length_penalty"]
+    path = tmp_path / "rollouts" / "rollouts.jsonl"
+    outputs = []
+    for f in funcs:  # as TRL calls them: one after another on the same batch
+        outputs.append(call(f, 4, ["Final: 4", "x"]))
+        assert path.exists() == (f is funcs[-1])  # written once, by the last
+    assert outputs == [[1.0, 0.0], [1.0, 0.0], [-0.001, -0.002]]
+    records = read(path)
+    assert [r["rewards"] for r in records] == [{"gsm8k": 1.0, "format": 1.0, "length_penalty": -0.001},
+                                               {"gsm8k": 0.0, "format": 0.0, "length_penalty": -0.002}]
+    assert [r["reward"] for r in records] == [1.0 + 0.5 - 0.002, -0.004]
+    assert [r["correct"] for r in records] == [True, False]

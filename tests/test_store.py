@@ -319,3 +319,15 @@ def test_length_by_category(fixture_run):
     df = store.length_by_category(bin=50)
     expected = {k: len(v) for k, v in by(records, lambda r: (category(r), r["completion_tokens"] // 50 * 50)).items()}
     assert {(c, t): n for c, t, n in df.itertuples(index=False)} == expected
+
+
+@pytest.mark.parametrize("corrupt", [False, True])  # DuckDB's reader, and the line-by-line path
+def test_per_reward_values_are_kept(run_dir, corrupt):
+    path = run_dir / "rollouts" / "rollouts.jsonl"
+    append(path, line(rewards={"gsm8k": 1.0, "format": 0.5}) + ("oops\n" if corrupt else "") + line(sample=1))
+    store = RolloutStore(run_dir)
+    store.refresh()
+    assert store.skipped == int(corrupt)
+    rows = store.query("SELECT sample, rewards['format'] AS fmt FROM rollouts ORDER BY sample")
+    assert rows["fmt"].tolist()[0] == 0.5 and rows["fmt"].isna().tolist()[1]  # older records have none
+    assert store.rollout("p", 0, 0)["rewards"] == {"gsm8k": 1.0, "format": 0.5}

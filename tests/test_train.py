@@ -48,7 +48,11 @@ def test_tiny_run_writes_the_whole_run_directory(tiny_run):
             if r["step"] == step:
                 groups.setdefault(r["prompt_id"], []).append(r["sample"])
         assert len(groups) == 4 and all(sorted(s) == [0, 1, 2, 3] for s in groups.values())
-    assert {r["reward"] for r in rollouts} <= {0.0, 0.1, 1.0}
+    # two rewards (gsm8k + 0.5 x format): each value recorded, the total is their weighted sum
+    assert all(set(r["rewards"]) == {"gsm8k", "format"} for r in rollouts)
+    assert all(r["reward"] == pytest.approx(r["rewards"]["gsm8k"] + 0.5 * r["rewards"]["format"]) for r in rollouts)
+    assert {r["rewards"]["gsm8k"] for r in rollouts} <= {0.0, 0.1, 1.0}
+    assert all("rewards/gsm8k/mean" in m and "rewards/format/mean" in m for m in metrics if "reward" in m)
     assert all(r["completion_tokens"] <= 32 for r in rollouts)
 
     summary = json.loads((tiny_run / "eval" / "summary.json").read_text())

@@ -81,8 +81,9 @@ def live_view():
 
     agg = store.step_aggregates()
     cats = store.categories_per_step()
+    reward_parts = [n for n in store.metric_names() if n.startswith("rewards/") and n.endswith("/mean")]
     series = store.metric_series(["loss", "kl", "learning_rate", "completions/clipped_ratio",
-                                  "completions/mean_length", "reward", "reward_std"])
+                                  "completions/mean_length", "reward", "reward_std", *reward_parts])
     c1, c2 = st.columns(2)
     if len(agg):
         fig = go.Figure([
@@ -102,7 +103,7 @@ def live_view():
         c2.plotly_chart(fig, key="categories")
     else:
         st.info("No rollouts yet: the first ones appear after the first generation step.")
-    charts = [(["loss"], "Loss"), (["kl"], "KL to the reference model"),
+    charts = [(reward_parts, "Each reward function's mean"), (["loss"], "Loss"), (["kl"], "KL to the reference model"),
               (["completions/mean_length"], "Completion length (tokens)"),
               (["completions/clipped_ratio"], "Clipped ratio (hit max_new_tokens)"),
               (["learning_rate"], "Learning rate")]
