@@ -35,6 +35,17 @@ def pick_device() -> str:
     return "cpu"
 
 
+def check_vllm(device: str) -> None:
+    """vLLM generation needs CUDA and the vllm package; say so before anything is loaded."""
+    if device != "cuda":
+        raise ConfigError(f"grpo.use_vllm=true needs an NVIDIA GPU (vLLM runs on CUDA only) and this machine has "
+                          f"{device}: set grpo.use_vllm=false to generate with transformers")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        raise ConfigError("grpo.use_vllm=true needs vLLM: pip install -r requirements-vllm.txt") from None
+
+
 def load_model(cfg: RunConfig, device: str):
     """(model, tokenizer) on `device`: bf16 with device_map="auto" on CUDA (this process's GPU
     under torchrun), float32 elsewhere."""
@@ -158,6 +169,8 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, is_main: bool, resu
     from core.rollouts import RolloutRecorder, logged_rewards
 
     device = pick_device()
+    if cfg.grpo.get("use_vllm"):
+        check_vllm(device)
     transformers.set_seed(cfg.train.seed)
     model, tokenizer = load_model(cfg, device)
     train_rows, eval_rows = load_rows(cfg.dataset, cfg.train.seed)

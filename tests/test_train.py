@@ -209,3 +209,11 @@ def test_two_processes_with_torchrun(tiny_model_dir, tmp_path):
     assert {r["rank"] for r in rank0} == {0} and {r["rank"] for r in rank1} == {1}
     assert len(lines(run_dir / "eval" / "after.jsonl")) == 8
     assert (run_dir / "model" / "model.safetensors").is_file()
+
+
+def test_vllm_without_cuda_is_a_clear_error(tmp_path):
+    result = run_cli("--config", "configs/tiny_cpu.yaml", "--set", "grpo.use_vllm=true", "--set",
+                     f"train.output_dir={tmp_path / 'v'}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: grpo.use_vllm=true needs an NVIDIA GPU")
+    assert read_status(tmp_path / "v")["state"] == "failed"
