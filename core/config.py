@@ -46,7 +46,7 @@ class TrainConfig:
 @dataclass
 class DatasetConfig:
     name: str = _f("gsm8k", "gsm8k (Hub openai/gsm8k, or dataset.path) or synthetic (built-in, offline).")
-    path: str | None = _f(None, "Local GSM8K-format data: a .jsonl/.parquet file, or a folder with <split>.jsonl files.")
+    path: str | None = _f(None, "Local GSM8K-format data: a .jsonl/.parquet file, or a folder of <split>.jsonl.")
     level: int = _f(3, "Synthetic difficulty: 1 = a+b with single digits, 2 = one step to 99, 3 = two steps.")
     split: str = _f("train", "Split used for training.")
     eval_split: str = _f("test", "Split used for evaluation.")

@@ -156,7 +156,8 @@ FROM eval GROUP BY phase ORDER BY phase DESC
 """
 LENGTH_BY_CATEGORY = f"""
 SELECT {CATEGORY} AS category, (completion_tokens // $bin) * $bin AS tokens, count(*) AS n
-FROM rollouts WHERE ($step_min::BIGINT IS NULL OR step >= $step_min) AND ($step_max::BIGINT IS NULL OR step <= $step_max)
+FROM rollouts
+WHERE ($step_min::BIGINT IS NULL OR step >= $step_min) AND ($step_max::BIGINT IS NULL OR step <= $step_max)
 GROUP BY ALL ORDER BY category, tokens
 """
 METRIC_SERIES = """
@@ -300,7 +301,8 @@ class RolloutStore:
         types = {"BIGINT": pa.int64(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(), "VARCHAR": pa.string(),
                  "MAP(VARCHAR, DOUBLE)": pa.map_(pa.string(), pa.float64())}
         schema = pa.schema([(k, types[v]) for k, v in ROLLOUT_COLUMNS.items()])
-        self._insert("rollouts", pa.table(rows, schema=schema).append_column("file", pa.array([key] * len(rows["step"]))))
+        batch = pa.table(rows, schema=schema)
+        self._insert("rollouts", batch.append_column("file", pa.array([key] * batch.num_rows)))
 
     def _insert(self, table: str, rows) -> None:
         """Append an Arrow table (or a list of dicts) whose columns match `table`'s, in order."""

@@ -1,7 +1,6 @@
 """End-to-end: the real GRPOTrainer on the tiny model, from the CLI to a complete run directory."""
 
 import json
-import os
 import signal
 import struct
 import subprocess

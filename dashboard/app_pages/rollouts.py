@@ -90,8 +90,8 @@ n3.caption(f"This prompt was sampled at {len(nav)} step{'s' if len(nav) != 1 els
 
 m1, m2, m3, m4 = st.columns(4)
 parts = rollout.get("rewards") or {}
-m1.metric("Reward", f"{rollout['reward']:g}",
-          help=" + ".join(f"{name} {value:g}" for name, value in parts.items()) + " (before weights)" if parts else None)
+breakdown = " + ".join(f"{name} {value:g}" for name, value in parts.items())
+m1.metric("Reward", f"{rollout['reward']:g}", help=f"{breakdown} (before weights)" if parts else None)
 m2.metric("Prediction", rollout["prediction"] or "—")
 m3.metric("Ground truth", rollout["ground_truth"] or "—")
 m4.metric("Completion tokens", rollout["completion_tokens"])
