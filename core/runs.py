@@ -105,14 +105,17 @@ def effective_state(status: dict) -> str:
     return state
 
 
-def _last_metric(run_dir: Path, name: str):
-    path = run_dir / "metrics.jsonl"
+def _tail_lines(path: Path, nbytes: int = 65536) -> list[str]:
+    """The last lines of a text file (those within its last `nbytes` bytes); [] if it is missing."""
     if not path.exists():
-        return None
+        return []
     with open(path, "rb") as f:
-        f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
-        lines = f.read().decode("utf-8", "replace").splitlines()
-    for line in reversed(lines):
+        f.seek(max(0, f.seek(0, os.SEEK_END) - nbytes))
+        return f.read().decode("utf-8", "replace").splitlines()
+
+
+def _last_metric(run_dir: Path, name: str):
+    for line in reversed(_tail_lines(run_dir / "metrics.jsonl")):
         try:
             value = json.loads(line).get(name)
         except (ValueError, AttributeError):
@@ -224,9 +227,4 @@ def delete(run_dir: str | Path, root: str | Path) -> None:
 
 
 def log_tail(run_dir: str | Path, lines: int = 40) -> str:
-    path = Path(run_dir) / "train.log"
-    if not path.exists():
-        return ""
-    with open(path, "rb") as f:
-        f.seek(max(0, f.seek(0, os.SEEK_END) - 32768))
-        return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-lines:])
+    return "\n".join(_tail_lines(Path(run_dir) / "train.log", 32768)[-lines:])

@@ -53,6 +53,7 @@ def test_runs_page_lists_runs_and_shows_a_crash(runs):
     table = at.dataframe[0].value
     assert set(table["run"]) == {"learning", "html", "crashed"}
     assert dict(zip(table["run"], table["state"]))["crashed"] == "crashed"  # running, but its process is gone
+    assert dict(zip(table["run"], table["mean reward"]))["learning"] == 0.75  # the last logged reward
     assert "This run crashed" in texts(at) and "CUDA out of memory (pretend)" in texts(at)
     labels = [b.label for b in at.button]
     assert "Stop" in labels and "Launch again with these settings" in labels
