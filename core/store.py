@@ -26,6 +26,8 @@ from pathlib import Path
 
 import duckdb
 
+from core.runs import read_status
+
 ROLLOUT_COLUMNS = {
     "step": "BIGINT", "prompt_id": "VARCHAR", "prompt": "VARCHAR", "question": "VARCHAR",
     "completion": "VARCHAR", "prediction": "VARCHAR", "ground_truth": "VARCHAR", "reward": "DOUBLE",
@@ -216,7 +218,7 @@ class RolloutStore:
                 self._refresh_file(path)
             self._refresh_metrics()
             self._refresh_eval()
-            self.status = self._read_status()
+            self.status = read_status(self.run_dir) or self.status  # {} if it went missing
             return self.count() - before
 
     def _refresh_file(self, path: Path) -> None:
@@ -351,12 +353,6 @@ class RolloutStore:
             if path.exists():
                 records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
                 self._insert("eval", [{"phase": path.stem, **{k: r.get(k) for k in EVAL_COLUMNS}} for r in records])
-
-    def _read_status(self) -> dict:
-        try:
-            return json.loads((self.run_dir / "status.json").read_text())
-        except (OSError, ValueError):
-            return self.status
 
     # ---- queries ---------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from core.store import RolloutStore
 
 REPO = Path(__file__).resolve().parents[1]
 LIVE_SECONDS = 2  # how often live parts of a page refresh
+CATEGORY_COLORS = {"malformed": "#bbbbbb", "wrong": "#f4a261", "correct": "#2a9d8f"}
 
 
 def runs_root() -> Path:
@@ -57,6 +58,15 @@ def is_live(run: dict) -> bool:
 def live_every(run: dict) -> float | None:
     """`run_every` for st.fragment: refresh while the run is live, not after."""
     return LIVE_SECONDS if is_live(run) else None
+
+
+def categories_chart(store: RolloutStore):
+    """Stacked bars: malformed / wrong / correct completions at each step."""
+    import plotly.express as px
+
+    long = store.categories_per_step().melt(id_vars="step", var_name="category", value_name="completions")
+    return px.bar(long, x="step", y="completions", color="category", title="Reward categories per step",
+                  color_discrete_map=CATEGORY_COLORS, category_orders={"category": list(CATEGORY_COLORS)})
 
 
 def fmt_pct(value) -> str:

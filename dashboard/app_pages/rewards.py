@@ -3,9 +3,7 @@
 import plotly.express as px
 import streamlit as st
 
-from dashboard.common import live_every, pick_run, store_for
-
-COLORS = {"malformed": "#bbbbbb", "wrong": "#f4a261", "correct": "#2a9d8f"}
+from dashboard.common import CATEGORY_COLORS, categories_chart, live_every, pick_run, store_for
 
 st.title("Rewards")
 run = pick_run()
@@ -30,13 +28,10 @@ def charts():
     c1.plotly_chart(fig, key="hist")
     lengths = store.length_by_category(bin=8, step_min=window[0], step_max=window[1])
     fig = px.bar(lengths, x="tokens", y="n", color="category", barmode="overlay", opacity=0.7,
-                 color_discrete_map=COLORS, title="Completion length by category (tokens, bins of 8)",
+                 color_discrete_map=CATEGORY_COLORS, title="Completion length by category (tokens, bins of 8)",
                  labels={"n": "completions"})
     c2.plotly_chart(fig, key="lengths")
-    cats = store.categories_per_step().melt(id_vars="step", var_name="category", value_name="completions")
-    fig = px.bar(cats, x="step", y="completions", color="category", color_discrete_map=COLORS,
-                 category_orders={"category": list(COLORS)}, title="Reward categories per step (stacked)")
-    c1.plotly_chart(fig, key="cats")
+    c1.plotly_chart(categories_chart(store), key="cats")
     fig = px.line(agg, x="step", y=["format_rate", "accuracy"], markers=True,
                   title="Format rate and accuracy over time", labels={"value": "share of completions"})
     fig.update_yaxes(range=[-0.02, 1.02])

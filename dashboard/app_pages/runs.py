@@ -1,13 +1,12 @@
 """Runs: every run at a glance; for the selected one, live progress, charts, log, stop/delete."""
 
 import pandas as pd
-import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
 from core.config import ConfigError
 from core.runs import delete, list_runs, log_tail, resume, run_path, stop
-from dashboard.common import (REPO, fmt_duration, fmt_pct, fmt_time, is_live, live_every, pick_run, runs_root,
+from dashboard.common import (REPO, categories_chart, fmt_duration, fmt_pct, fmt_time, is_live, live_every, pick_run, runs_root,
                               store_for)
 
 st.title("Runs")
@@ -80,7 +79,6 @@ def live_view():
                  "The end of its log is below.")
 
     agg = store.step_aggregates()
-    cats = store.categories_per_step()
     reward_parts = [n for n in store.metric_names() if n.startswith("rewards/") and n.endswith("/mean")]
     series = store.metric_series(["loss", "kl", "learning_rate", "completions/clipped_ratio",
                                   "completions/mean_length", "reward", "reward_std", *reward_parts])
@@ -95,10 +93,7 @@ def live_view():
         fig.update_layout(title="Mean reward ± std (all sampled completions)", xaxis_title="step", height=300,
                           margin=dict(t=40, b=10))
         c1.plotly_chart(fig, key="reward")
-        long = cats.melt(id_vars="step", var_name="category", value_name="completions")
-        fig = px.bar(long, x="step", y="completions", color="category", title="Reward categories per step",
-                     color_discrete_map={"malformed": "#bbbbbb", "wrong": "#f4a261", "correct": "#2a9d8f"},
-                     category_orders={"category": ["malformed", "wrong", "correct"]})
+        fig = categories_chart(store)
         fig.update_layout(height=300, margin=dict(t=40, b=10))
         c2.plotly_chart(fig, key="categories")
     else:
