@@ -61,6 +61,9 @@ class EvalConfig:
     max_new_tokens: int | None = _f(None, "Token budget per answer; default: the top-level max_new_tokens.")
     temperature: float = _f(0.0, "0 = greedy decoding; > 0 samples.")
     top_p: float = _f(1.0, "Nucleus sampling mass when temperature > 0.")
+    backend: str = _f("hf", "hf (transformers generate, batched) or vllm (CUDA only; pip install -r requirements-vllm.txt).")
+    vllm_gpu_memory_utilization: float = _f(0.3, "With backend vllm: the share of GPU memory eval's vLLM may take "
+                                                 "beside training.")
 
 
 @dataclass
@@ -72,6 +75,8 @@ class RuntimeConfig:
 @dataclass
 class LaunchConfig:
     num_processes: int = _f(1, "Worker processes (one per GPU); more than 1 starts them with torchrun.")
+    accelerate_config: str | None = _f(None, "An accelerate config file (DeepSpeed, FSDP; e.g. "
+                                             "configs/accelerate/fsdp.yaml): the workers start with accelerate launch.")
 
 
 @dataclass
@@ -354,6 +359,13 @@ def validate(cfg: RunConfig) -> RunConfig:
     if not 0.0 < cfg.eval.top_p <= 1.0 or cfg.eval.temperature < 0:
         raise ConfigError(f"eval.temperature={cfg.eval.temperature} / eval.top_p={cfg.eval.top_p} are out of range: "
                           "temperature must be >= 0 (0 = greedy), top_p in (0, 1]")
+    if cfg.eval.backend not in ("hf", "vllm"):
+        raise ConfigError(f"config key 'eval.backend' has value {cfg.eval.backend!r}, expected hf or vllm")
+    if not 0.0 < cfg.eval.vllm_gpu_memory_utilization < 1.0:
+        raise ConfigError(f"config key 'eval.vllm_gpu_memory_utilization' has value "
+                          f"{cfg.eval.vllm_gpu_memory_utilization!r}, expected a fraction between 0 and 1")
+    if cfg.launch.accelerate_config is not None:
+        _check_accelerate_config(cfg.launch.accelerate_config, procs)
     name = cfg.model_name
     looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
     if name.startswith("builtin:"):
@@ -363,6 +375,32 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"config key 'model_name' has value {name!r}, but that model folder does not exist: "
                           "give an existing local folder, a Hub id like Qwen/Qwen2.5-0.5B-Instruct, or builtin:tiny")
     return cfg
+
+
+def _check_accelerate_config(path: str, num_processes: int) -> None:
+    """The file must be one `accelerate launch` accepts, able to start `num_processes` workers."""
+    import importlib.util
+
+    import torch
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    key = f"config key 'launch.accelerate_config' ({path!r})"
+    if not Path(path).is_file():
+        raise ConfigError(f"{key} names no file: give an accelerate config such as configs/accelerate/fsdp.yaml")
+    try:
+        acc = load_config_from_file(path)
+    except Exception as e:  # accelerate's own check: YAML errors, unknown keys, bad values
+        problem = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{key} is not a valid accelerate config: {problem}") from None
+    if acc.use_cpu and num_processes > 1:
+        raise ConfigError(f"{key} sets use_cpu: true, with which accelerate launch starts one process, not "
+                          f"{num_processes}: set use_cpu: false (CPU workers then train together over gloo)")
+    engine = {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed"}.get(acc.distributed_type)
+    if engine and not torch.cuda.is_available():
+        raise ConfigError(f"{key} uses {engine}, which accelerate applies on CUDA GPUs only and this machine has "
+                          "none: use configs/accelerate/ddp.yaml, or no accelerate config, to train on the CPU")
+    if engine == "DeepSpeed" and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(f"{key} uses DeepSpeed, which is not installed: pip install deepspeed")
 
 
 def default_runs_dir() -> Path:

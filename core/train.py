@@ -3,6 +3,9 @@
     python -m core.train --config configs/tiny_cpu.yaml [--set train.num_train_steps=10 ...]
     python -m core.train --resume runs/<run> [--set train.num_train_steps=200]
 
+With launch.num_processes > 1 (or launch.accelerate_config) this command starts the workers
+itself, through torchrun (or accelerate launch), each running this same module.
+
 Everything the run produces lands in its run directory (`train.output_dir`, DESIGN.md's
 contract): run.yaml, status.json, metrics.jsonl, rollouts/, eval/, model/. SIGTERM stops at the
 next step boundary, saves the model and a checkpoint (for --resume) and ends with state `stopped`
@@ -15,6 +18,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -199,6 +203,7 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, is_main: bool, resu
                           processing_class=tokenizer, callbacks=[callback])
     if is_main:
         update_status(run_dir, state="running")
+        print(f"training with {args.world_size} process(es), {trainer.accelerator.distributed_type.value}", flush=True)
     summaries = {}
     if e.enabled and is_main and not stop.requested and resume is None:
         summaries["before"] = run_eval("before")
@@ -273,13 +278,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if cfg.runtime.mps_fallback and sys.platform == "darwin":
         os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")  # before torch is imported
-    if cfg.launch.num_processes > 1 and "LOCAL_RANK" not in os.environ:
-        # Become torchrun, which starts the workers: this same command, with the run folder fixed.
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc_per_node={cfg.launch.num_processes}", "-m", "core.train",
-                   *(sys.argv[1:] if argv is None else argv), "--set", f"train.output_dir={cfg.train.output_dir}"]
+    if (cfg.launch.num_processes > 1 or cfg.launch.accelerate_config) and "LOCAL_RANK" not in os.environ:
+        # Become the launcher, which starts the workers: this same command, with the run folder fixed.
+        command = [sys.executable, *launcher(cfg), "-m", "core.train", *(sys.argv[1:] if argv is None else argv),
+                   "--set", f"train.output_dir={cfg.train.output_dir}"]
         os.execv(sys.executable, command)
     return run(cfg, resume)
+
+
+def launcher(cfg: RunConfig) -> list[str]:
+    """The `python` arguments that start launch.num_processes workers: accelerate launch with the
+    run's accelerate config (DeepSpeed, FSDP), else torchrun."""
+    n = cfg.launch.num_processes
+    if cfg.launch.accelerate_config:
+        with socket.socket() as s:  # a free rendezvous port, so that runs side by side do not collide
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        return ["-m", "accelerate.commands.launch", "--config_file", cfg.launch.accelerate_config,
+                "--num_processes", str(n), "--num_machines", "1", "--main_process_port", str(port)]
+    return ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import textwrap
 
 import pytest
+import torch
 
 from core.config import ConfigError, load_config
 from tests.conftest import ROOT, run_cli
@@ -124,6 +125,13 @@ def test_presets_load():
     ("dataset: {name: mnist}\n", [], {}, "expected gsm8k or synthetic"),
     ("model_name: ./no/such/model\n", [], {}, "that model folder does not exist"),
     ("model_name: builtin:huge\n", [], {}, "the only built-in model is builtin:tiny"),
+    # eval backends
+    ("eval: {backend: tgi}\n", [], {}, "'eval.backend' has value 'tgi', expected hf or vllm"),
+    ("eval: {vllm_gpu_memory_utilization: 1.5}\n", [], {}, "expected a fraction between 0 and 1"),
+    # accelerate config files that accelerate launch would refuse, or that cannot start the workers
+    ("launch: {accelerate_config: /nonexistent.yaml}\n", [], {}, "('/nonexistent.yaml') names no file"),
+    ("", [f"launch.accelerate_config={ROOT}/configs/tiny_cpu.yaml"], {},
+     "is not a valid accelerate config: A `distributed_type` must be specified in the config file."),
     # malformed --set
     ("", ["train.num_train_steps"], {}, "must look like key=value"),
 ])
@@ -146,3 +154,25 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: config key 'num_generations'")
+
+
+def test_accelerate_config_that_starts_one_process(tmp_path):
+    single = tmp_path / "single.yaml"
+    single.write_text("distributed_type: MULTI_GPU\nuse_cpu: true\n")
+    with pytest.raises(ConfigError, match="sets use_cpu: true, with which accelerate launch starts one process, not 2"):
+        load_config(None, sets=[f"launch.accelerate_config={single}", "launch.num_processes=2"], env={})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the error for a machine without CUDA")
+@pytest.mark.parametrize("name, engine", [("fsdp", "FSDP"), ("zero2", "DeepSpeed")])
+def test_gpu_only_accelerate_config_on_a_cpu_machine(name, engine):
+    with pytest.raises(ConfigError, match=f"uses {engine}, which accelerate applies on CUDA GPUs only"):
+        load_config(None, sets=[f"launch.accelerate_config={ROOT}/configs/accelerate/{name}.yaml"], env={})
+
+
+def test_shipped_accelerate_configs_are_valid():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    engines = {name: load_config_from_file(str(ROOT / "configs" / "accelerate" / f"{name}.yaml")).distributed_type
+               for name in ("ddp", "fsdp", "zero2")}
+    assert engines == {"ddp": "MULTI_GPU", "fsdp": "FSDP", "zero2": "DEEPSPEED"}

@@ -3,6 +3,7 @@
 import os
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 from core.config import load_config
@@ -124,6 +125,16 @@ def test_launch_check_shows_the_command_line(runs):
     at.text_input(key="tiny_cpu.yaml:num_iterations").set_value("two")
     at.button[0].click().run()
     assert "'grpo.num_iterations' has value 'two', expected a whole number" in texts(at)
+
+    # the engine: an accelerate config from configs/accelerate/, checked the same way
+    at.text_input(key="tiny_cpu.yaml:num_iterations").set_value("1")
+    at.selectbox(key="tiny_cpu.yaml:engine").set_value("configs/accelerate/ddp.yaml")
+    at.button[0].click().run()
+    assert "--set launch.accelerate_config=configs/accelerate/ddp.yaml" in texts(at)
+    if not torch.cuda.is_available():
+        at.selectbox(key="tiny_cpu.yaml:engine").set_value("configs/accelerate/fsdp.yaml")
+        at.button[0].click().run()
+        assert "uses FSDP, which accelerate applies on CUDA GPUs only" in texts(at)
 
 
 def test_save_as_preset_writes_a_loadable_config(runs):

@@ -66,9 +66,11 @@ def test_launch_then_stop_through_the_process_group(tiny_model_dir, tmp_path):
     assert not run_dir.exists()
 
 
-def test_stop_reaches_every_rank_of_a_two_process_run(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("launcher", [[], ["launch.accelerate_config=configs/accelerate/ddp.yaml"]],
+                         ids=["torchrun", "accelerate"])
+def test_stop_reaches_every_rank_of_a_two_process_run(launcher, tiny_model_dir, tmp_path):
     config = load_config(ROOT / "configs" / "tiny_cpu.yaml", env={},
-                         sets=TINY_SETS + ["train.num_train_steps=500", "launch.num_processes=2"]).to_dict()
+                         sets=TINY_SETS + launcher + ["train.num_train_steps=500", "launch.num_processes=2"]).to_dict()
     run_dir = launch(config, tmp_path, "two", repo=ROOT)
     deadline = time.time() + 300
     while read_status(run_dir).get("global_step", 0) < 2:

@@ -194,13 +194,17 @@ def test_grpo_passthrough_reaches_trl(tmp_path):
     assert (args.max_completion_length, args.max_steps, args.report_to) == (48, cfg.train.num_train_steps, [])
 
 
-def test_two_processes_with_torchrun(tiny_model_dir, tmp_path):
-    # launch.num_processes=2: core.train becomes torchrun, two CPU workers train together (gloo)
+@pytest.mark.parametrize("launcher", [[], ["launch.accelerate_config=configs/accelerate/ddp.yaml"]],
+                         ids=["torchrun", "accelerate"])
+def test_two_processes(launcher, tiny_model_dir, tmp_path):
+    # launch.num_processes=2: core.train becomes torchrun (or accelerate launch, given an accelerate
+    # config), and two CPU workers train together over gloo
     run_dir = tmp_path / "two"
-    result = run_cli("--config", "configs/tiny_cpu.yaml", *[a for s in TINY_SETS for a in ("--set", s)],
+    result = run_cli("--config", "configs/tiny_cpu.yaml", *[a for s in TINY_SETS + launcher for a in ("--set", s)],
                      "--set", "launch.num_processes=2", "--set", f"train.output_dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("run finished") == 1  # rank 0 reports, and alone writes the run's files
+    assert "training with 2 process(es), MULTI_CPU" in result.stdout
     status = read_status(run_dir)
     assert status["state"] == "finished" and status["global_step"] == 3
     rank0, rank1 = (lines(run_dir / "rollouts" / name) for name in ("rollouts.jsonl", "rollouts.rank1.jsonl"))
@@ -216,3 +220,4 @@ def test_vllm_without_cuda_is_a_clear_error(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: grpo.use_vllm=true needs an NVIDIA GPU")
     assert read_status(tmp_path / "v")["state"] == "failed"
+

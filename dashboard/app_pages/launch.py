@@ -13,6 +13,8 @@ from dashboard.common import REPO, runs_root
 
 SOURCES = {"GSM8K (Hugging Face Hub)": "gsm8k", "Local file or folder": "path", "Synthetic (offline)": "synthetic"}
 
+ACCELERATE_CONFIGS = [str(p.relative_to(REPO)) for p in sorted((REPO / "configs" / "accelerate").glob("*.yaml"))]
+
 st.title("Launch a run")
 presets = sorted((REPO / "configs").glob("*.yaml"))
 from_run = st.query_params.get("from_run")
@@ -59,6 +61,13 @@ with st.form("launch"):
                          format_func=lambda n: f"{n}: {LEVELS[n]}")
     procs = c1.number_input("Processes (GPUs)", 1, 64, base.launch.num_processes, key=k + "procs",
                             help="More than 1 starts the workers with torchrun; K must be a multiple of it.")
+    engines = [None, *ACCELERATE_CONFIGS] + \
+        ([base.launch.accelerate_config] if base.launch.accelerate_config not in [None, *ACCELERATE_CONFIGS] else [])
+    engine = c2.selectbox("Accelerate config", engines, index=engines.index(base.launch.accelerate_config),
+                          format_func=lambda e: e or "none (torchrun)", key=k + "engine",
+                          help="DeepSpeed or FSDP through accelerate launch (configs/accelerate/).")
+    eval_backend = c3.selectbox("Eval backend", ["hf", "vllm"], index=["hf", "vllm"].index(base.eval.backend),
+                                key=k + "evalbackend", help="vllm: CUDA only, pip install -r requirements-vllm.txt.")
     advanced = {}  # GRPOConfig field -> the form's value (text for anything but booleans)
     with st.expander("Advanced: every GRPOConfig option (TRL's help text on each)"):
         for tab, (group, group_fields) in zip(st.tabs(list(groups)), groups.items()):
@@ -82,7 +91,7 @@ wanted = {"model_name": model, "num_generations": int(kgen), "max_new_tokens": i
           "dataset.name": "gsm8k" if SOURCES[source] == "path" else SOURCES[source],
           "dataset.path": path.strip() or None if SOURCES[source] == "path" else None,
           "dataset.level": level, "runtime.use_wandb": use_wandb, "eval.enabled": do_eval,
-          "launch.num_processes": int(procs),
+          "launch.num_processes": int(procs), "launch.accelerate_config": engine, "eval.backend": eval_backend,
           **{f"grpo.{f}": v for f, v in advanced.items()}}
 current = base.to_dict()
 fields = {f.name: f for group_fields in groups.values() for f in group_fields}
