@@ -61,7 +61,8 @@ class EvalConfig:
     max_new_tokens: int | None = _f(None, "Token budget per answer; default: the top-level max_new_tokens.")
     temperature: float = _f(0.0, "0 = greedy decoding; > 0 samples.")
     top_p: float = _f(1.0, "Nucleus sampling mass when temperature > 0.")
-    backend: str = _f("hf", "hf (transformers generate, batched) or vllm (CUDA only; pip install -r requirements-vllm.txt).")
+    backend: str = _f("hf", "hf (transformers generate, batched) or vllm (CUDA only; "
+                            "pip install -r requirements-vllm.txt).")
     vllm_gpu_memory_utilization: float = _f(0.3, "With backend vllm: the share of GPU memory eval's vLLM may take "
                                                  "beside training.")
 
@@ -365,7 +366,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"config key 'eval.vllm_gpu_memory_utilization' has value "
                           f"{cfg.eval.vllm_gpu_memory_utilization!r}, expected a fraction between 0 and 1")
     if cfg.launch.accelerate_config is not None:
-        _check_accelerate_config(cfg.launch.accelerate_config, procs)
+        _check_accelerate_config(cfg)
     name = cfg.model_name
     looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
     if name.startswith("builtin:"):
@@ -377,13 +378,15 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def _check_accelerate_config(path: str, num_processes: int) -> None:
-    """The file must be one `accelerate launch` accepts, able to start `num_processes` workers."""
+def _check_accelerate_config(cfg: RunConfig) -> None:
+    """launch.accelerate_config must be a file `accelerate launch` accepts, able to start the
+    workers on this machine, with settings the run can keep."""
     import importlib.util
 
     import torch
     from accelerate.commands.config.config_args import load_config_from_file
 
+    path, num_processes = cfg.launch.accelerate_config, cfg.launch.num_processes
     key = f"config key 'launch.accelerate_config' ({path!r})"
     if not Path(path).is_file():
         raise ConfigError(f"{key} names no file: give an accelerate config such as configs/accelerate/fsdp.yaml")
@@ -395,12 +398,26 @@ def _check_accelerate_config(path: str, num_processes: int) -> None:
     if acc.use_cpu and num_processes > 1:
         raise ConfigError(f"{key} sets use_cpu: true, with which accelerate launch starts one process, not "
                           f"{num_processes}: set use_cpu: false (CPU workers then train together over gloo)")
+    if cfg.train.eval_steps and cfg.eval.enabled and shards_weights(cfg):
+        raise ConfigError(f"train.eval_steps={cfg.train.eval_steps} evaluates on rank 0 during training, but {path} "
+                          "spreads the weights over the workers: set train.eval_steps=0 (the evals before and "
+                          "after training still run)")
     engine = {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed"}.get(acc.distributed_type)
     if engine and not torch.cuda.is_available():
         raise ConfigError(f"{key} uses {engine}, which accelerate applies on CUDA GPUs only and this machine has "
                           "none: use configs/accelerate/ddp.yaml, or no accelerate config, to train on the CPU")
     if engine == "DeepSpeed" and importlib.util.find_spec("deepspeed") is None:
         raise ConfigError(f"{key} uses DeepSpeed, which is not installed: pip install deepspeed")
+
+
+def shards_weights(cfg: RunConfig) -> bool:
+    """True when the run's accelerate config spreads the weights over the workers (FSDP, DeepSpeed
+    ZeRO-3): then no single rank holds the whole model during training."""
+    if not cfg.launch.accelerate_config:
+        return False
+    acc = yaml.safe_load(Path(cfg.launch.accelerate_config).read_text())
+    return acc.get("distributed_type") == "FSDP" or \
+        (acc.get("distributed_type") == "DEEPSPEED" and (acc.get("deepspeed_config") or {}).get("zero_stage") == 3)
 
 
 def default_runs_dir() -> Path:

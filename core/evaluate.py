@@ -1,22 +1,32 @@
-"""Batched GSM8K evaluation: left-padded batches, one `generate` per batch, the reward's parser.
+"""GSM8K evaluation: generate one answer per question, score it with the reward's parser.
 
-Greedy by default (temperature 0), which gives the same answers as one question at a time;
-temperature > 0 samples with top_p. `evaluate` returns one record per question and a summary;
-`write_eval` stores them as `eval/<phase>.jsonl` and `eval/summary.json`.
+Two backends give the same records: `hf` (transformers `generate` over left-padded batches) and
+`vllm` (a vLLM engine on a model folder; CUDA only). Greedy by default (temperature 0), which
+gives the same answers as one question at a time; temperature > 0 samples with top_p.
+`write_eval` stores records as `eval/<phase>.jsonl` and the summary in `eval/summary.json`.
+
+    python -m core.evaluate runs/<run> [--model FOLDER] [--phase NAME] [--set dataset.n_eval=1319]
+
+evaluates a saved model (default the run's model/) on the run's eval set with the run's eval
+settings; it prints the summary as JSON and, with --phase, also writes the eval files.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from core.rewards import CORRECT, score
 from core.runs import write_json_atomic
 
 
-def evaluate(model, tokenizer, dataset, batch_size: int = 16, max_new_tokens: int = 256,
-             temperature: float = 0.0, top_p: float = 1.0) -> tuple[list[dict], dict]:
-    """Answer every row of `dataset` (columns prompt, question, answer_final, prompt_id)."""
+def generate_hf(model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int,
+                temperature: float, top_p: float) -> list[list[int]]:
+    """The new token ids for each prompt, `batch_size` prompts per `generate` call."""
     import torch
 
     was_training, side = model.training, tokenizer.padding_side
@@ -25,29 +35,56 @@ def evaluate(model, tokenizer, dataset, batch_size: int = 16, max_new_tokens: in
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else \
         {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     device = next(model.parameters()).device
-    records = []
+    outputs = []
     try:
-        for start in range(0, len(dataset), batch_size):
-            batch = dataset[start: start + batch_size]
-            enc = tokenizer(batch["prompt"], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        for start in range(0, len(prompts), batch_size):
+            enc = tokenizer(prompts[start: start + batch_size], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(device)
             with torch.inference_mode():
                 out = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                      eos_token_id=tokenizer.eos_token_id, **sampling)
-            for i, new in enumerate(out[:, enc["input_ids"].shape[1]:].tolist()):
-                if tokenizer.eos_token_id in new:
-                    new = new[: new.index(tokenizer.eos_token_id) + 1]  # count the EOS, drop the padding
-                completion = tokenizer.decode(new, skip_special_tokens=True)
-                pred, reward = score(completion, batch["answer_final"][i])
-                records.append({"prompt_id": batch["prompt_id"][i], "question": batch["question"][i],
-                                "prompt": batch["prompt"][i], "gt": batch["answer_final"][i], "pred": pred,
-                                "completion": completion, "correct": reward == CORRECT, "new_tokens": len(new)})
+            outputs += out[:, enc["input_ids"].shape[1]:].tolist()
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
+    return outputs
+
+
+def generate_vllm(model_dir: str, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float,
+                  top_p: float, gpu_memory_utilization: float, seed: int) -> list[list[int]]:
+    """The new token ids for each prompt from a vLLM engine on `model_dir`, which schedules all the
+    prompts itself (continuous batching). The prompts go in as the same token ids hf gets."""
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=model_dir, gpu_memory_utilization=gpu_memory_utilization, seed=seed)
+    params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p if temperature else 1.0)
+    ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    results = llm.generate([{"prompt_token_ids": p} for p in ids], params, use_tqdm=False)
+    return [list(r.outputs[0].token_ids) for r in results]
+
+
+def score_outputs(tokenizer, dataset, outputs: list[list[int]]) -> tuple[list[dict], dict]:
+    """One record per question (columns prompt, question, answer_final, prompt_id) and a summary."""
+    records = []
+    for row, new in zip(dataset, outputs, strict=True):
+        if tokenizer.eos_token_id in new:
+            new = new[: new.index(tokenizer.eos_token_id) + 1]  # count the EOS, drop the padding
+        completion = tokenizer.decode(new, skip_special_tokens=True)
+        pred, reward = score(completion, row["answer_final"])
+        records.append({"prompt_id": row["prompt_id"], "question": row["question"], "prompt": row["prompt"],
+                        "gt": row["answer_final"], "pred": pred, "completion": completion,
+                        "correct": reward == CORRECT, "new_tokens": len(new)})
     n = len(records)
     summary = {"eval_accuracy": sum(r["correct"] for r in records) / n if n else 0.0,
                "eval_avg_new_tokens": sum(r["new_tokens"] for r in records) / n if n else 0.0, "n": n}
     return records, summary
+
+
+def evaluate(model, tokenizer, dataset, batch_size: int = 16, max_new_tokens: int = 256,
+             temperature: float = 0.0, top_p: float = 1.0) -> tuple[list[dict], dict]:
+    """Answer every row of `dataset` with the hf backend, on the model in memory."""
+    outputs = generate_hf(model, tokenizer, dataset["prompt"], batch_size, max_new_tokens, temperature, top_p)
+    return score_outputs(tokenizer, dataset, outputs)
 
 
 def write_eval(run_dir: str | Path, phase: str, records: list[dict], summary: dict) -> None:
@@ -60,3 +97,67 @@ def write_eval(run_dir: str | Path, phase: str, records: list[dict], summary: di
     summaries = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     summaries[phase] = summary
     write_json_atomic(summary_path, summaries)
+
+
+# Variables through which torchrun and accelerate make a process one rank of a group; the eval
+# process must not inherit them, or it would try to join the training's group.
+LAUNCHER_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT")
+
+
+def evaluate_in_subprocess(run_dir: str | Path, model_dir: str | Path, phase: str | None = None) -> dict:
+    """Evaluate the model saved in `model_dir` in a fresh process (this module's CLI), away from
+    the training's GPU state and process group; returns the summary."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in LAUNCHER_ENV and not k.startswith(("TORCHELASTIC_", "ACCELERATE_"))}
+    command = [sys.executable, "-m", "core.evaluate", str(run_dir), "--model", str(model_dir)]
+    result = subprocess.run(command + (["--phase", phase] if phase else []), env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"evaluation of {model_dir} failed: {result.stderr.strip()[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    from core.config import ConfigError, load_config
+    from core.data import load_rows, to_dataset
+    from core.train import check_vllm, load_model, load_tokenizer, pick_device
+
+    parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", help="a run directory (its run.yaml names the eval set and settings)")
+    parser.add_argument("--model", help="the model folder to evaluate (default: RUN_DIR/model)")
+    parser.add_argument("--phase", help="also write eval/<PHASE>.jsonl and the summary under PHASE")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key of the run's config, e.g. --set dataset.n_eval=1319")
+    args = parser.parse_args(argv)
+    model_dir = args.model or str(Path(args.run_dir) / "model")
+    try:
+        if not (Path(args.run_dir) / "run.yaml").is_file():
+            raise ConfigError(f"'{args.run_dir}' is not a run directory (it has no run.yaml): give one under runs/")
+        cfg = load_config(Path(args.run_dir) / "run.yaml", sets=[*args.set, f"model_name={model_dir}"], env={})
+        if args.phase and not args.phase.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"--phase {args.phase!r} must be a plain name such as after or full_test")
+        device, e = pick_device(), cfg.eval
+        if e.backend == "vllm":
+            check_vllm(device, "eval.backend=vllm")
+        _, eval_rows = load_rows(cfg.dataset, cfg.train.seed)
+        model, tokenizer = (None, load_tokenizer(cfg)) if e.backend == "vllm" else load_model(cfg, device)
+        dataset = to_dataset(eval_rows, tokenizer)
+        max_new_tokens = e.max_new_tokens or cfg.max_new_tokens
+        if e.backend == "vllm":
+            outputs = generate_vllm(cfg.model_name, tokenizer, dataset["prompt"], max_new_tokens, e.temperature,
+                                    e.top_p, e.vllm_gpu_memory_utilization, cfg.train.seed)
+        else:
+            outputs = generate_hf(model, tokenizer, dataset["prompt"], e.batch_size, max_new_tokens,
+                                  e.temperature, e.top_p)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    records, summary = score_outputs(tokenizer, dataset, outputs)
+    if args.phase:
+        write_eval(args.run_dir, args.phase, records, summary)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from core.config import ConfigError, RunConfig, load_config
+from core.config import ConfigError, RunConfig, load_config, shards_weights
 from core.runs import latest_checkpoint, update_status
 
 
@@ -39,43 +39,57 @@ def pick_device() -> str:
     return "cpu"
 
 
-def check_vllm(device: str) -> None:
-    """vLLM generation needs CUDA and the vllm package; say so before anything is loaded."""
+def check_vllm(device: str, setting: str = "grpo.use_vllm=true") -> None:
+    """vLLM needs CUDA and the vllm package; say so before anything is loaded."""
     if device != "cuda":
-        raise ConfigError(f"grpo.use_vllm=true needs an NVIDIA GPU (vLLM runs on CUDA only) and this machine has "
-                          f"{device}: set grpo.use_vllm=false to generate with transformers")
+        raise ConfigError(f"{setting} needs an NVIDIA GPU (vLLM runs on CUDA only) and this machine has "
+                          f"{device}: generate with transformers instead (grpo.use_vllm=false, eval.backend=hf)")
     try:
         import vllm  # noqa: F401
     except ImportError:
-        raise ConfigError("grpo.use_vllm=true needs vLLM: pip install -r requirements-vllm.txt") from None
+        raise ConfigError(f"{setting} needs vLLM: pip install -r requirements-vllm.txt") from None
 
 
-def load_model(cfg: RunConfig, device: str):
-    """(model, tokenizer) on `device`: bf16 with device_map="auto" on CUDA (this process's GPU
-    under torchrun), float32 elsewhere."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def _from_pretrained(cls, cfg: RunConfig, **kwargs):
+    """`cls.from_pretrained` on the config's model (builtin:tiny built on first use); a model that
+    cannot be loaded is a ConfigError that says what to use offline."""
     from core.tiny_model import build_tiny_model
 
     name = str(build_tiny_model()) if cfg.model_name == "builtin:tiny" else cfg.model_name
-    local_rank = int(os.environ.get("LOCAL_RANK", -1))  # set by torchrun: one GPU per process
-    kwargs = {"dtype": torch.bfloat16, "device_map": {"": local_rank} if local_rank >= 0 else "auto"} \
-        if device == "cuda" else {"dtype": torch.float32}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        return cls.from_pretrained(name, **kwargs)
     except OSError as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(
             f"could not load model '{cfg.model_name}' ({reason}): when the Hugging Face Hub is unreachable, "
             "set model_name to a local model folder or to builtin:tiny (offline preset: configs/tiny_cpu.yaml)"
         ) from None
-    if device != "cuda":
-        model.to(device)
+
+
+def load_tokenizer(cfg: RunConfig):
+    """The model's tokenizer, padding on the left (for generation), with a pad token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = _from_pretrained(AutoTokenizer, cfg)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(cfg: RunConfig, device: str):
+    """(model, tokenizer) on `device`: bf16 with device_map="auto" on CUDA (this process's GPU
+    under torchrun), float32 elsewhere."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    local_rank = int(os.environ.get("LOCAL_RANK", -1))  # set by torchrun: one GPU per process
+    kwargs = {"dtype": torch.bfloat16, "device_map": {"": local_rank} if local_rank >= 0 else "auto"} \
+        if device == "cuda" else {"dtype": torch.float32}
+    tokenizer = load_tokenizer(cfg)
+    model = _from_pretrained(AutoModelForCausalLM, cfg, **kwargs)
+    if device != "cuda":
+        model.to(device)
     return model, tokenizer
 
 
@@ -168,13 +182,15 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, is_main: bool, resu
     from trl import GRPOTrainer
 
     from core.data import load_rows, to_dataset
-    from core.evaluate import evaluate, write_eval
+    from core.evaluate import evaluate, evaluate_in_subprocess, write_eval
     from core.rewards import resolve_reward
     from core.rollouts import RolloutRecorder, logged_rewards
 
-    device = pick_device()
+    device, e = pick_device(), cfg.eval
     if cfg.grpo.get("use_vllm"):
         check_vllm(device)
+    if e.enabled and e.backend == "vllm":
+        check_vllm(device, "eval.backend=vllm")
     transformers.set_seed(cfg.train.seed)
     model, tokenizer = load_model(cfg, device)
     train_rows, eval_rows = load_rows(cfg.dataset, cfg.train.seed)
@@ -183,12 +199,21 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, is_main: bool, resu
     specs = [(r["name"], resolve_reward(r["name"]), r["weight"]) for r in cfg.rewards]
     rewards = logged_rewards(specs, RolloutRecorder(run_dir, args.process_index), cfg.num_generations)
 
-    e = cfg.eval
+    sharded = shards_weights(cfg)
+
     def run_eval(phase: str) -> dict:
-        records, summary = evaluate(model, tokenizer, eval_set, e.batch_size, e.max_new_tokens or cfg.max_new_tokens,
-                                    e.temperature, e.top_p)
-        if phase in ("before", "after"):
-            write_eval(run_dir, phase, records, summary)
+        folder = {"before": model.name_or_path, "after": run_dir / "model"}.get(phase)
+        if e.backend == "vllm" or (phase == "after" and sharded):  # from a model folder, in its own process
+            if folder is None:  # an eval during training: save the current weights for it
+                folder = run_dir / "eval" / "weights"
+                model.save_pretrained(folder)
+                tokenizer.save_pretrained(folder)
+            summary = evaluate_in_subprocess(run_dir, folder, phase if phase in ("before", "after") else None)
+        else:
+            records, summary = evaluate(model, tokenizer, eval_set, e.batch_size,
+                                        e.max_new_tokens or cfg.max_new_tokens, e.temperature, e.top_p)
+            if phase in ("before", "after"):
+                write_eval(run_dir, phase, records, summary)
         print(f"eval {phase}: accuracy {summary['eval_accuracy']:.3f} on {summary['n']} questions, "
               f"{summary['eval_avg_new_tokens']:.1f} new tokens on average", flush=True)
         return summary

@@ -5,7 +5,7 @@ import textwrap
 import pytest
 import torch
 
-from core.config import ConfigError, load_config
+from core.config import ConfigError, RunConfig, load_config, shards_weights
 from tests.conftest import ROOT, run_cli
 
 SEED_YAML = """
@@ -161,6 +161,19 @@ def test_accelerate_config_that_starts_one_process(tmp_path):
     single.write_text("distributed_type: MULTI_GPU\nuse_cpu: true\n")
     with pytest.raises(ConfigError, match="sets use_cpu: true, with which accelerate launch starts one process, not 2"):
         load_config(None, sets=[f"launch.accelerate_config={single}", "launch.num_processes=2"], env={})
+
+
+def test_eval_during_training_needs_the_whole_model_on_rank_0(tmp_path):
+    zero3 = tmp_path / "zero3.yaml"
+    zero3.write_text("distributed_type: DEEPSPEED\ndeepspeed_config: {zero_stage: 3}\n")
+    for path in (zero3, ROOT / "configs" / "accelerate" / "fsdp.yaml"):
+        with pytest.raises(ConfigError, match="train.eval_steps=5 evaluates on rank 0 during training, but .* "
+                                              "spreads the weights over the workers: set train.eval_steps=0"):
+            load_config(None, sets=[f"launch.accelerate_config={path}", "train.eval_steps=5"], env={})
+    cfg = RunConfig()
+    for name, sharded in [("fsdp", True), ("zero2", False), ("ddp", False)]:  # ZeRO-2 keeps the whole model
+        cfg.launch.accelerate_config = str(ROOT / "configs" / "accelerate" / f"{name}.yaml")
+        assert shards_weights(cfg) is sharded
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the error for a machine without CUDA")

@@ -92,6 +92,35 @@ def test_batched_eval_matches_one_at_a_time(tiny_model_dir):
     assert len(sampled) == 12 and summary["n"] == 12  # sampling runs through the same path
 
 
+def test_evaluate_cli_reevaluates_a_saved_model_like_the_run_did(tiny_run):
+    # the eval process the trainer starts for vLLM and sharded models; here with the hf backend
+    from core.evaluate import evaluate_in_subprocess
+
+    after, summary_file = lines(tiny_run / "eval" / "after.jsonl"), tiny_run / "eval" / "summary.json"
+    kept = summary_file.read_text()
+    summary = evaluate_in_subprocess(tiny_run, tiny_run / "model", phase="again")
+    assert lines(tiny_run / "eval" / "again.jsonl") == after  # same model, same greedy answers
+    saved = json.loads(summary_file.read_text())
+    assert saved["again"] == summary == saved["after"] and {"before", "after"} <= saved.keys()
+    (tiny_run / "eval" / "again.jsonl").unlink()  # leave the shared run as it was
+    summary_file.write_text(kept)
+    # without --phase it only prints the summary; --set changes the eval set
+    result = subprocess.run([sys.executable, "-m", "core.evaluate", str(tiny_run), "--set", "dataset.n_eval=3"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1])["n"] == 3
+    assert sorted(p.name for p in (tiny_run / "eval").iterdir()) == ["after.jsonl", "before.jsonl", "summary.json"]
+
+
+@pytest.mark.parametrize("command", [["core.train", "--config", "configs/tiny_cpu.yaml"], ["core.evaluate"]])
+def test_vllm_eval_without_cuda_is_a_clear_error(command, tiny_run, tmp_path):
+    args = [*command, "--set", "eval.backend=vllm"]
+    args += [str(tiny_run)] if command == ["core.evaluate"] else ["--set", f"train.output_dir={tmp_path / 'v'}"]
+    result = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: eval.backend=vllm needs an NVIDIA GPU")
+
+
 def test_sigterm_stops_gracefully_then_resume_continues(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "stopme"
     sets = TINY_SETS + ["train.num_train_steps=500", f"train.output_dir={run_dir}"]
