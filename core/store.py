@@ -343,7 +343,7 @@ class RolloutStore:
         self._insert("metrics", rows)
 
     def _refresh_eval(self) -> None:
-        files = [self.run_dir / "eval" / f"{phase}.jsonl" for phase in ("before", "after")]
+        files = sorted((self.run_dir / "eval").glob("*.jsonl"))  # before, after, and any `core.evaluate --phase`
         stamp = tuple((p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else None for p in files)
         if stamp == self._eval_stamp:
             return

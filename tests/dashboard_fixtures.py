@@ -35,7 +35,7 @@ def make_runs(root: Path) -> dict[str, Path]:
         json.dumps({"step": s, "time": 1.7e9 + s, "loss": 0.1 / s, "reward": s / 40, "learning_rate": 1e-4,
                     "completions/mean_length": 20.0}) + "\n" for s in range(1, 31)))
     (learning / "eval").mkdir()
-    for phase, right in (("before", {0}), ("after", {0, 1, 2})):
+    for phase, right in (("before", {0}), ("after", {0, 1, 2}), ("full_test", {0, 1, 2, 3})):
         (learning / "eval" / f"{phase}.jsonl").write_text("".join(json.dumps(
             {"prompt_id": f"e{i}", "question": f"What is {i} + {i}?", "prompt": "P", "gt": str(2 * i),
              "pred": str(2 * i) if i in right else "0", "completion": f"{phase}: Final: {2 * i if i in right else 0}",

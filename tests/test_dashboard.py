@@ -95,6 +95,8 @@ def test_rewards_prompts_eval_compare(runs):
     metrics = {m.label: m.value for m in ev.metric}
     assert (metrics["Questions"], metrics["Accuracy before"], metrics["Accuracy after"]) == ("4", "25.0%", "75.0%")
     assert "Questions that flipped (2)" in "\n".join(h.value for h in ev.subheader)
+    others = ev.dataframe[0].value  # an extra `core.evaluate --phase full_test`, beside before and after
+    assert list(others.index) == ["full_test"] and others.loc["full_test", "accuracy"] == 1.0
     compare = open_page("compare")
     compare.multiselect(key="compare").set_value(["learning", "html"]).run()
     diff = compare.dataframe[-1].value

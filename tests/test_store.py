@@ -162,7 +162,7 @@ def fixture_run(tmp_path_factory):
         json.dumps({"step": s, "time": 1.0 + s, "loss": 0.5 / s, "reward": s / 10, "note": "text"}) + "\n"
         for s in range(1, 6)))
     (run_dir / "eval").mkdir()
-    for phase, right in (("before", {0, 1}), ("after", {1, 2})):
+    for phase, right in (("before", {0, 1}), ("after", {1, 2}), ("full_test", {0, 1, 2})):  # + a core.evaluate
         (run_dir / "eval" / f"{phase}.jsonl").write_text("".join(json.dumps(
             {"prompt_id": f"e{i}", "question": f"q{i}", "prompt": "P", "gt": "1", "pred": "1" if i in right else "2",
              "completion": f"{phase} {i}", "correct": i in right, "new_tokens": 10 + i}) + "\n" for i in range(4)))
@@ -312,6 +312,7 @@ def test_eval_flips_and_summary(fixture_run):
     assert flips.loc[0, "before_completion"] == "before 2" and flips.loc[0, "after_completion"] == "after 2"
     summary = store.eval_summary().set_index("phase")
     assert summary.loc["before", "accuracy"] == 0.5 and summary.loc["after", "mean_new_tokens"] == 11.5
+    assert summary.loc["full_test", "accuracy"] == 0.75 and len(summary) == 3
 
 
 def test_length_by_category(fixture_run):

@@ -18,6 +18,10 @@ def view():
         st.info("No eval results yet: the run evaluates before training starts and again at the end "
                 "(unless `eval.enabled` is false).")
         return
+    others = summary.drop(index=["before", "after"], errors="ignore")
+    if not others.empty:
+        st.caption("Other evaluations of this run (`python -m core.evaluate RUN --phase NAME`)")
+        st.dataframe(others, width="stretch")
     before = summary.loc["before"] if "before" in summary.index else None
     after = summary.loc["after"] if "after" in summary.index else None
     c1, c2, c3, c4, c5 = st.columns(5)
