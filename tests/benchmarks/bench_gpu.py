@@ -6,7 +6,7 @@ the built-in tiny model.
 
 Prints GRPO step time and generated tokens/s at configs/gpu.yaml's settings with transformers'
 generate (and with vLLM colocate when CUDA and vllm are there), and eval throughput batched vs one
-question at a time. Measured figures only; nothing is asserted.
+question at a time (and with eval.backend=vllm). Measured figures only; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -58,13 +58,14 @@ def grpo_speed(model: str, out: Path, steps: int, extra: list[str]) -> dict:
     return {"step_time": step_time, "tokens_per_s": statistics.median(tokens) / step_time}
 
 
-def eval_speed(model_dir: str, questions: int) -> dict:
-    """Seconds to answer `questions` prompts batched (64 at a time) and one at a time."""
+def eval_speed(model_dir: str, questions: int, with_vllm: bool) -> dict:
+    """Seconds to answer `questions` prompts batched (64 at a time), one at a time, and with
+    eval.backend=vllm when `with_vllm`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from core.config import DatasetConfig
     from core.data import load_rows, to_dataset
-    from core.evaluate import evaluate
+    from core.evaluate import evaluate, generate_vllm
     from core.train import pick_device
 
     device = pick_device()
@@ -79,7 +80,11 @@ def eval_speed(model_dir: str, questions: int) -> dict:
         start = time.perf_counter()
         evaluate(model, tokenizer, dataset, batch_size=batch, max_new_tokens=256)
         seconds[batch] = time.perf_counter() - start
-    return {"n": len(dataset), "batched": seconds[64], "single": seconds[1]}
+    if with_vllm:
+        start = time.perf_counter()  # engine start-up included: an eval pays it every time
+        generate_vllm(model_dir, tokenizer, dataset["prompt"], 256, 0.0, 1.0, gpu_memory_utilization=0.5, seed=0)
+        seconds["vllm"] = time.perf_counter() - start
+    return {"n": len(dataset), "batched": seconds[64], "single": seconds[1], "vllm": seconds.get("vllm")}
 
 
 def main() -> None:
@@ -114,10 +119,13 @@ def main() -> None:
                   f"({hf['step_time'] / v['step_time']:.1f}x faster)")
         else:
             print("GRPO step, vLLM colocate: skipped (needs CUDA and `pip install -r requirements-vllm.txt`)")
-        e = eval_speed(model, args.eval_questions or (1319 if cuda else 128))
+        e = eval_speed(model, args.eval_questions or (1319 if cuda else 128), cuda and has_vllm)
         print(f"eval of {e['n']} questions: batched (64) {e['batched']:.1f} s ({e['n'] / e['batched']:.1f} q/s), "
               f"one at a time {e['single']:.1f} s ({e['n'] / e['single']:.1f} q/s): "
               f"{e['single'] / e['batched']:.1f}x faster batched")
+        if e["vllm"]:
+            print(f"eval with vLLM: {e['vllm']:.1f} s including engine start ({e['batched'] / e['vllm']:.1f}x "
+                  "faster than hf batched)")
 
 
 if __name__ == "__main__":
