@@ -39,7 +39,8 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
     """A finished run of the tiny preset (real GRPOTrainer), shared by the tests that read it."""
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     result = run_cli("--config", "configs/tiny_cpu.yaml", "--set", f"train.output_dir={run_dir}",
-                     "--set", "train.eval_steps=2", "--set", "rewards=[{name: gsm8k, weight: 1.0}, {name: format, weight: 0.5}]",
+                     "--set", "train.eval_steps=2",
+                     "--set", "rewards=[{name: gsm8k, weight: 1.0}, {name: format, weight: 0.5}]",
                      *[a for s in TINY_SETS for a in ("--set", s)])
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir

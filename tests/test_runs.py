@@ -6,8 +6,7 @@ import time
 import pytest
 
 from core.config import load_config
-from core.runs import (delete, effective_state, launch, list_runs, read_status, resume, run_path, safe_run_name,
-                       stop)
+from core.runs import delete, effective_state, launch, list_runs, read_status, resume, run_path, safe_run_name, stop
 from tests.conftest import ROOT, TINY_SETS
 
 

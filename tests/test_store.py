@@ -169,7 +169,8 @@ def fixture_run(tmp_path_factory):
     (run_dir / "status.json").write_text(json.dumps({"state": "finished", "global_step": 5}))
     store = RolloutStore(run_dir)
     store.refresh()
-    records = [json.loads(x) for f in sorted((run_dir / "rollouts").glob("*.jsonl")) for x in f.read_text().splitlines()]
+    records = [json.loads(x) for f in sorted((run_dir / "rollouts").glob("*.jsonl"))
+               for x in f.read_text().splitlines()]
     return store, records
 
 
@@ -262,8 +263,9 @@ def test_prompt_accuracy(fixture_run):
     store, records = fixture_run
     ids = sorted({r["prompt_id"] for r in records})[:3]
     df = store.prompt_accuracy(ids)
+    picked = [r for r in records if r["prompt_id"] in ids]
     expected = {k: (sum(r["correct"] for r in v) / len(v), len(v))
-                for k, v in by([r for r in records if r["prompt_id"] in ids], lambda r: (r["prompt_id"], r["step"])).items()}
+                for k, v in by(picked, lambda r: (r["prompt_id"], r["step"])).items()}
     assert {(p, s): (a, n) for p, s, a, n in df.itertuples(index=False)} == expected
 
 
@@ -276,7 +278,8 @@ def test_leaderboards(fixture_run):
         accs = list(per_step.values())
         summary[pid] = {"change": accs[-1] - accs[0], "min": min(accs), "max": max(accs), "n": len(rows)}
     boards = {
-        "most_improved": [p for p, s in sorted(summary.items(), key=lambda x: (-x[1]["change"], x[0])) if s["change"] > 0],
+        "most_improved": [p for p, s in sorted(summary.items(), key=lambda x: (-x[1]["change"], x[0]))
+                          if s["change"] > 0],
         "regressed": [p for p, s in sorted(summary.items(), key=lambda x: (x[1]["change"], x[0])) if s["change"] < 0],
         "never_solved": [p for p, s in sorted(summary.items(), key=lambda x: (-x[1]["n"], x[0])) if s["max"] == 0],
         "always_solved": [p for p, s in sorted(summary.items(), key=lambda x: (-x[1]["n"], x[0])) if s["min"] == 1],

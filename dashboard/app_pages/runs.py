@@ -6,8 +6,8 @@ import streamlit as st
 
 from core.config import ConfigError
 from core.runs import delete, list_runs, log_tail, resume, run_path, stop
-from dashboard.common import (REPO, categories_chart, fmt_duration, fmt_pct, fmt_time, is_live, live_every, pick_run, runs_root,
-                              store_for)
+from dashboard.common import (REPO, categories_chart, fmt_duration, fmt_pct, fmt_time, is_live, live_every, pick_run,
+                              runs_root, store_for)
 
 st.title("Runs")
 runs = list_runs(runs_root())

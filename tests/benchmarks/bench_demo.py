@@ -56,7 +56,8 @@ def main() -> None:
                   f"-> last fifth {r['late_reward']:.3f}, {r['seconds']:.0f} s", flush=True)
     gain = statistics.mean(r["after"] - r["before"] for r in results)
     print(f"mean over {len(results)} seeds: {100 * gain:+.1f} points of eval accuracy, mean reward "
-          f"{statistics.mean(r['early_reward'] for r in results):.3f} -> {statistics.mean(r['late_reward'] for r in results):.3f}")
+          f"{statistics.mean(r['early_reward'] for r in results):.3f} -> "
+          f"{statistics.mean(r['late_reward'] for r in results):.3f}")
 
 
 if __name__ == "__main__":

@@ -35,8 +35,8 @@ def duckdb_read_json(run_dir: Path, out) -> None:
 
     con = duckdb.connect()
     start = time.perf_counter()
-    con.execute(f"CREATE TABLE t AS SELECT * FROM read_json($f, format = 'newline_delimited', columns = {_COLUMNS_SQL})",
-                {"f": files(run_dir)})
+    con.execute("CREATE TABLE t AS SELECT * FROM "
+                f"read_json($f, format = 'newline_delimited', columns = {_COLUMNS_SQL})", {"f": files(run_dir)})
     rows = con.execute("SELECT count(*) FROM t").fetchone()[0]
     out.put({"seconds": time.perf_counter() - start, "rows": rows, "peak_mb": peak_mb()})
 
@@ -80,7 +80,8 @@ def store_run(run_dir: Path, total: int, out) -> None:
         "rollouts page (no filter)": lambda: store.rollouts_page(),
         "rollouts page (step window, reward, correct, rank)":
             lambda: store.rollouts_page(step_min=step - 500, step_max=step, rewards=[1.0], correct=True, rank=1),
-        "rollouts page, text search, last 100 steps": lambda: store.rollouts_page(search="final: 42", step_min=step - 100),
+        "rollouts page, text search, last 100 steps":
+            lambda: store.rollouts_page(search="final: 42", step_min=step - 100),
         "rollouts page, text search, all steps": lambda: store.rollouts_page(search="final: 42"),
         "rollouts page, sorted by length": lambda: store.rollouts_page(order="longest"),
         "reward histogram (step window)": lambda: store.reward_histogram(step - 1000, step),
