@@ -413,11 +413,13 @@ def _check_accelerate_config(cfg: RunConfig) -> None:
 def shards_weights(cfg: RunConfig) -> bool:
     """True when the run's accelerate config spreads the weights over the workers (FSDP, DeepSpeed
     ZeRO-3): then no single rank holds the whole model during training."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
     if not cfg.launch.accelerate_config:
         return False
-    acc = yaml.safe_load(Path(cfg.launch.accelerate_config).read_text())
-    return acc.get("distributed_type") == "FSDP" or \
-        (acc.get("distributed_type") == "DEEPSPEED" and (acc.get("deepspeed_config") or {}).get("zero_stage") == 3)
+    acc = load_config_from_file(cfg.launch.accelerate_config)
+    return acc.distributed_type == "FSDP" or \
+        (acc.distributed_type == "DEEPSPEED" and (acc.deepspeed_config or {}).get("zero_stage") == 3)
 
 
 def default_runs_dir() -> Path:

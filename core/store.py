@@ -344,15 +344,14 @@ class RolloutStore:
 
     def _refresh_eval(self) -> None:
         files = sorted((self.run_dir / "eval").glob("*.jsonl"))  # before, after, and any `core.evaluate --phase`
-        stamp = tuple((p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else None for p in files)
+        stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
         if stamp == self._eval_stamp:
             return
         self._eval_stamp = stamp
         self.con.execute("DELETE FROM eval")
         for path in files:
-            if path.exists():
-                records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-                self._insert("eval", [{"phase": path.stem, **{k: r.get(k) for k in EVAL_COLUMNS}} for r in records])
+            records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            self._insert("eval", [{"phase": path.stem, **{k: r.get(k) for k in EVAL_COLUMNS}} for r in records])
 
     # ---- queries ---------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -204,11 +205,13 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, is_main: bool, resu
     def run_eval(phase: str) -> dict:
         folder = {"before": model.name_or_path, "after": run_dir / "model"}.get(phase)
         if e.backend == "vllm" or (phase == "after" and sharded):  # from a model folder, in its own process
-            if folder is None:  # an eval during training: save the current weights for it
-                folder = run_dir / "eval" / "weights"
-                model.save_pretrained(folder)
-                tokenizer.save_pretrained(folder)
-            summary = evaluate_in_subprocess(run_dir, folder, phase if phase in ("before", "after") else None)
+            if folder is None:  # an eval during training: the current weights, saved for it
+                with tempfile.TemporaryDirectory(dir=run_dir) as folder:
+                    model.save_pretrained(folder)
+                    tokenizer.save_pretrained(folder)
+                    summary = evaluate_in_subprocess(run_dir, folder)
+            else:
+                summary = evaluate_in_subprocess(run_dir, folder, phase)
         else:
             records, summary = evaluate(model, tokenizer, eval_set, e.batch_size,
                                         e.max_new_tokens or cfg.max_new_tokens, e.temperature, e.top_p)
