@@ -60,7 +60,8 @@ with st.form("launch"):
     level = c3.selectbox("Synthetic difficulty", list(LEVELS), index=base.dataset.level - 1, key=k + "level",
                          format_func=lambda n: f"{n}: {LEVELS[n]}")
     procs = c1.number_input("Processes (GPUs)", 1, 64, base.launch.num_processes, key=k + "procs",
-                            help="More than 1 starts the workers with torchrun; K must be a multiple of it.")
+                            help="More than 1 starts the workers with torchrun (or accelerate launch, given an "
+                                 "accelerate config); K must be a multiple of it.")
     engines = [None, *ACCELERATE_CONFIGS] + \
         ([base.launch.accelerate_config] if base.launch.accelerate_config not in [None, *ACCELERATE_CONFIGS] else [])
     engine = c2.selectbox("Accelerate config", engines, index=engines.index(base.launch.accelerate_config),
