@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -310,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         # Become the launcher, which starts the workers: this same command, with the run folder fixed.
         command = [sys.executable, *launcher(cfg), "-m", "core.train", *(sys.argv[1:] if argv is None else argv),
                    "--set", f"train.output_dir={cfg.train.output_dir}"]
+        print(f"starting the workers: {shlex.join(command[1:])}", flush=True)
         os.execv(sys.executable, command)
     return run(cfg, resume)
 

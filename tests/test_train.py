@@ -223,9 +223,12 @@ def test_grpo_passthrough_reaches_trl(tmp_path):
     assert (args.max_completion_length, args.max_steps, args.report_to) == (48, cfg.train.num_train_steps, [])
 
 
-@pytest.mark.parametrize("launcher", [[], ["launch.accelerate_config=configs/accelerate/ddp.yaml"]],
-                         ids=["torchrun", "accelerate"])
-def test_two_processes(launcher, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("launcher, command", [
+    ([], "starting the workers: -m torch.distributed.run --standalone --nproc_per_node=2 -m core.train"),
+    (["launch.accelerate_config=configs/accelerate/ddp.yaml"],
+     "starting the workers: -m accelerate.commands.launch --config_file configs/accelerate/ddp.yaml --num_processes 2"),
+], ids=["torchrun", "accelerate"])
+def test_two_processes(launcher, command, tiny_model_dir, tmp_path):
     # launch.num_processes=2: core.train becomes torchrun (or accelerate launch, given an accelerate
     # config), and two CPU workers train together over gloo
     run_dir = tmp_path / "two"
@@ -233,7 +236,7 @@ def test_two_processes(launcher, tiny_model_dir, tmp_path):
                      "--set", "launch.num_processes=2", "--set", f"train.output_dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("run finished") == 1  # rank 0 reports, and alone writes the run's files
-    assert "training with 2 process(es), MULTI_CPU" in result.stdout
+    assert command in result.stdout and "training with 2 process(es), MULTI_CPU" in result.stdout
     status = read_status(run_dir)
     assert status["state"] == "finished" and status["global_step"] == 3
     rank0, rank1 = (lines(run_dir / "rollouts" / name) for name in ("rollouts.jsonl", "rollouts.rank1.jsonl"))
