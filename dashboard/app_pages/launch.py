@@ -62,8 +62,7 @@ with st.form("launch"):
     procs = c1.number_input("Processes (GPUs)", 1, 64, base.launch.num_processes, key=k + "procs",
                             help="More than 1 starts the workers with torchrun (or accelerate launch, given an "
                                  "accelerate config); K must be a multiple of it.")
-    engines = [None, *ACCELERATE_CONFIGS] + \
-        ([base.launch.accelerate_config] if base.launch.accelerate_config not in [None, *ACCELERATE_CONFIGS] else [])
+    engines = list(dict.fromkeys([None, *ACCELERATE_CONFIGS, base.launch.accelerate_config]))  # the base's own too
     engine = c2.selectbox("Accelerate config", engines, index=engines.index(base.launch.accelerate_config),
                           format_func=lambda e: e or "none (torchrun)", key=k + "engine",
                           help="DeepSpeed or FSDP through accelerate launch (configs/accelerate/).")
