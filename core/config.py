@@ -1,7 +1,8 @@
 """Typed run configuration: YAML file < environment < `--set key=value`, validated up front.
 
     from core.config import load_config
-    cfg = load_config("configs/tiny_cpu.yaml", sets=["train.num_train_steps=5"])
+    cfg = load_config("configs/tiny_cpu.yaml", sets=["train.num_train_steps=5"])   # no environment layer
+    cfg = load_config(path, sets, env=os.environ)                                  # the CLI's precedence
 
 The seed's YAML shape loads unchanged (top-level `n_train`/`n_eval`, `dataset: gsm8k` as a
 string). Every bad value raises `ConfigError` with one sentence naming the key, the value and
@@ -12,9 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
+import functools
+import math
 import os
 import re
 import time
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,15 +124,27 @@ ENV_KEYS = {
     "SEED": "train.seed",
 }
 
-# GRPOConfig fields this config already sets from its own keys; `grpo:` may not set them again.
-MANAGED_GRPO_KEYS = {
-    "output_dir": "train.output_dir", "max_steps": "train.num_train_steps",
-    "per_device_train_batch_size": "train.per_device_train_batch_size",
-    "gradient_accumulation_steps": "train.gradient_accumulation_steps",
-    "learning_rate": "train.learning_rate", "logging_steps": "train.logging_steps",
-    "save_steps": "train.save_steps", "seed": "train.seed", "num_generations": "num_generations",
-    "max_completion_length": "max_new_tokens", "report_to": "runtime.use_wandb", "run_name": "model_name",
-    "reward_weights": "rewards",
+# GRPOConfig fields set from this config's own keys: field -> (the key it comes from, its value for
+# TRL). `grpo:` may not set them again; core.train builds TRL's arguments from this same table.
+GRPO_FROM_CONFIG = {
+    "output_dir": ("train.output_dir", lambda c: str(c.train.output_dir)),
+    "max_steps": ("train.num_train_steps", lambda c: c.train.num_train_steps),
+    "per_device_train_batch_size": ("train.per_device_train_batch_size",
+                                    lambda c: c.train.per_device_train_batch_size),
+    "gradient_accumulation_steps": ("train.gradient_accumulation_steps",
+                                    lambda c: c.train.gradient_accumulation_steps),
+    "learning_rate": ("train.learning_rate", lambda c: c.train.learning_rate),
+    "logging_steps": ("train.logging_steps", lambda c: c.train.logging_steps),
+    "save_strategy": ("train.save_steps", lambda c: "steps" if c.train.save_steps > 0 else "no"),
+    "save_steps": ("train.save_steps", lambda c: c.train.save_steps or 500),  # TRL wants > 0 even when off
+    "seed": ("train.seed", lambda c: c.train.seed),
+    "data_seed": ("train.seed", lambda c: c.train.seed),
+    "num_generations": ("num_generations", lambda c: c.num_generations),
+    "max_completion_length": ("max_new_tokens", lambda c: c.max_new_tokens),
+    "report_to": ("runtime.use_wandb", lambda c: "wandb" if c.runtime.use_wandb else "none"),
+    "log_completions": ("runtime.use_wandb", lambda c: c.runtime.use_wandb),  # TRL's completions table, in W&B
+    "run_name": ("model_name", lambda c: os.environ.get("WANDB_NAME") or c.run_name),
+    "reward_weights": ("rewards", lambda c: [r["weight"] for r in c.rewards]),
 }
 
 SECTIONS = {"train": TrainConfig, "dataset": DatasetConfig, "eval": EvalConfig, "runtime": RuntimeConfig,
@@ -140,6 +158,46 @@ def _fields(cls) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
+@functools.cache
+def field_types(cls) -> dict[str, Any]:
+    """A dataclass's field types, resolved (`typing.get_type_hints`)."""
+    return typing.get_type_hints(cls)
+
+
+def grpo_field_types() -> dict[str, Any]:
+    from trl import GRPOConfig  # heavy import, only when a `grpo:` key is checked
+
+    return field_types(GRPOConfig)
+
+
+def grpo_default(name: str) -> Any:
+    """GRPOConfig's default for field `name` (an enum as its plain value)."""
+    from trl import GRPOConfig
+
+    f = _fields(GRPOConfig)[name]
+    value = f.default_factory() if f.default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING \
+        else None if f.default is dataclasses.MISSING else f.default
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def value_kinds(tp) -> set[type]:
+    """The plain types a field of type `tp` accepts from YAML or text: a subset of None, bool, int,
+    float, str, dict and list (an enum of strings counts as str); empty when none of them fits."""
+    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    kinds = set()
+    for arg in args:
+        origin = typing.get_origin(arg) or arg
+        if origin is typing.Literal:
+            kinds |= {type(v) for v in typing.get_args(arg)}
+        elif origin is type(None) or origin is None:
+            kinds.add(type(None))
+        elif isinstance(origin, type) and issubclass(origin, enum.Enum):
+            kinds.add(str)
+        elif origin in (bool, int, float, str, dict, list):
+            kinds.add(origin)
+    return kinds
+
+
 def _unknown(key: str, valid) -> ConfigError:
     name = key.rsplit(".", 1)[-1]
     close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
@@ -149,80 +207,43 @@ def _unknown(key: str, valid) -> ConfigError:
 
 
 _BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+_KIND_WORDS = {bool: "true/false", int: "a whole number", float: "a number", str: "text", dict: "a mapping",
+               list: "a list", type(None): "null"}
 
 
-def _coerce(key: str, value: Any, typ: str) -> Any:
-    """Return `value` as the type the field declares (`typ`, e.g. "int | None"). Strings from the
-    environment, --set, or YAML's `5e-6` (which YAML reads as text) are parsed; anything else
-    that does not fit raises ConfigError."""
-    names = set(re.findall(r"[a-z]+", typ.lower())) & {"none", "bool", "int", "float", "str", "dict", "list"}
-    if not names:
+def _coerce(key: str, value: Any, tp) -> Any:
+    """Return `value` as field type `tp` accepts it. Strings from the environment, --set, or YAML's
+    `5e-6` (which YAML reads as text) are parsed; anything else that does not fit raises ConfigError."""
+    kinds = value_kinds(tp)
+    if not kinds:
         return value  # a type we do not check (TRL's own validation sees it)
     if value is None:
-        if "none" in names:
+        if type(None) in kinds:
             return None
     elif isinstance(value, bool):
-        if "bool" in names:
+        if bool in kinds:
             return value
-    elif isinstance(value, int) and ("int" in names or "float" in names):
-        return value if "int" in names else float(value)
-    elif isinstance(value, float) and "float" in names:
+    elif isinstance(value, int) and (int in kinds or float in kinds):
+        return value if int in kinds else float(value)
+    elif isinstance(value, float) and float in kinds:
         return value
-    elif isinstance(value, (dict, list)) and type(value).__name__ in names:
+    elif isinstance(value, (dict, list)) and type(value) in kinds:
         return value
     if isinstance(value, str):
+        if str in kinds:
+            return value  # text stays text where text is allowed (YAML has already read `true`, `3`)
         text = value.strip()
-        if "bool" in names and text.lower() in _BOOLS:
+        if bool in kinds and text.lower() in _BOOLS:
             return _BOOLS[text.lower()]
-        if "int" in names and re.fullmatch(r"[+-]?\d+", text):
+        if int in kinds and re.fullmatch(r"[+-]?\d+", text):
             return int(text)
-        if "float" in names:
+        if float in kinds:
             try:
                 return float(text)
             except ValueError:
                 pass
-        if "str" in names:
-            return value
-    wanted = " or ".join({"none": "null", "bool": "true/false", "int": "a whole number", "float": "a number",
-                          "str": "text", "dict": "a mapping", "list": "a list"}[n] for n in sorted(names))
+    wanted = " or ".join(_KIND_WORDS[k] for k in _KIND_WORDS if k in kinds)
     raise ConfigError(f"config key '{key}' has value {value!r}, expected {wanted}")
-
-
-def _grpo_fields() -> dict[str, dataclasses.Field]:
-    from trl import GRPOConfig  # heavy import, only when a config is validated
-
-    return _fields(GRPOConfig)
-
-
-COMMON_GRPO = ["beta", "loss_type", "temperature", "top_p", "top_k", "scale_rewards", "num_iterations", "epsilon",
-               "epsilon_high", "mask_truncated_completions", "repetition_penalty", "warmup_steps", "weight_decay"]
-
-
-def grpo_options() -> dict[str, list[dataclasses.Field]]:
-    """The GRPOConfig fields `grpo:` can set from text, grouped for a form: the common ones first,
-    then TRL's other GRPO fields, vLLM's, and those GRPOConfig inherits from TrainingArguments."""
-    from transformers import TrainingArguments
-
-    inherited = set(_fields(TrainingArguments))
-    groups = {"Common": [], "GRPO": [], "vLLM": [], "Trainer": []}
-    settable = {"bool", "int", "float", "str", "dict", "list"}
-    order = {name: i for i, name in enumerate(COMMON_GRPO)}
-    for name, f in sorted(_grpo_fields().items(), key=lambda item: (order.get(item[0], len(order)), item[0])):
-        if name in MANAGED_GRPO_KEYS or name.startswith("_") or not set(re.findall(r"[a-z]+", str(f.type))) & settable:
-            continue
-        group = "Common" if name in COMMON_GRPO else "vLLM" if "vllm" in name else \
-            "Trainer" if name in inherited else "GRPO"
-        groups[group].append(f)
-    return groups
-
-
-def field_default(f: dataclasses.Field) -> Any:
-    """A dataclass field's default value (enums as their plain value)."""
-    import enum
-
-    value = f.default_factory() if f.default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING \
-        else None if f.default is dataclasses.MISSING else f.default
-    return value.value if isinstance(value, enum.Enum) else value
 
 
 def _parse_scalar(text: str) -> Any:
@@ -274,25 +295,26 @@ def _apply(cfg: RunConfig, key: str, value: Any) -> None:
     if parts[0] == "grpo":
         if len(parts) != 2:
             raise ConfigError(f"config key '{key}' must be grpo.<GRPOConfig field>, e.g. grpo.beta=0.04")
-        name, gfields = parts[1], _grpo_fields()
-        if name in MANAGED_GRPO_KEYS:
-            raise ConfigError(f"config key '{key}' is set from '{MANAGED_GRPO_KEYS[name]}': set that key instead")
-        if name not in gfields:
-            raise _unknown(key, gfields)
-        cfg.grpo[name] = _coerce(key, value, str(gfields[name].type))
+        name, types_ = parts[1], grpo_field_types()
+        if name in GRPO_FROM_CONFIG:
+            raise ConfigError(f"config key '{key}' is set from '{GRPO_FROM_CONFIG[name][0]}': set that key instead")
+        if name not in types_:
+            raise _unknown(key, types_)
+        cfg.grpo[name] = _coerce(key, value, types_[name])
         return
     if key == "rewards":
         cfg.rewards = _reward_specs(value)
         return
     if len(parts) == 1:
-        target, name, valid = cfg, parts[0], _fields(RunConfig)
+        target, cls = cfg, RunConfig
     elif len(parts) == 2 and parts[0] in SECTIONS:
-        target, name, valid = getattr(cfg, parts[0]), parts[1], _fields(SECTIONS[parts[0]])
+        target, cls = getattr(cfg, parts[0]), SECTIONS[parts[0]]
     else:
         raise _unknown(key, list(_fields(RunConfig)))
-    if name not in valid:
-        raise _unknown(key, valid)
-    setattr(target, name, _coerce(key, value, str(valid[name].type)))
+    name, types_ = parts[-1], field_types(cls)
+    if name not in types_:
+        raise _unknown(key, types_)
+    setattr(target, name, _coerce(key, value, types_[name]))
 
 
 def _reward_specs(value: Any) -> list[dict]:
@@ -306,7 +328,7 @@ def _reward_specs(value: Any) -> list[dict]:
     for i, item in enumerate(value):
         if not isinstance(item, dict) or set(item) - {"name", "weight"} or "name" not in item:
             raise ConfigError(f"config key 'rewards[{i}]' has value {item!r}, expected {{name, weight}}: {example}")
-        weight = _coerce(f"rewards[{i}].weight", item.get("weight", 1.0), "float")
+        weight = _coerce(f"rewards[{i}].weight", item.get("weight", 1.0), float)
         try:
             resolve_reward(str(item["name"]))
         except ValueError as e:
@@ -370,8 +392,11 @@ def validate(cfg: RunConfig) -> RunConfig:
     name = cfg.model_name
     looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
     if name.startswith("builtin:"):
-        if name != "builtin:tiny":
-            raise ConfigError(f"config key 'model_name' has value {name!r}: the only built-in model is builtin:tiny")
+        from core.model import BUILTIN_MODELS
+
+        if name not in BUILTIN_MODELS:
+            raise ConfigError(f"config key 'model_name' has value {name!r}, but there is no such built-in model: "
+                              f"use one of {', '.join(BUILTIN_MODELS)}")
     elif (looks_like_path or Path(name).expanduser().exists()) and not Path(name).expanduser().is_dir():
         raise ConfigError(f"config key 'model_name' has value {name!r}, but that model folder does not exist: "
                           "give an existing local folder, a Hub id like Qwen/Qwen2.5-0.5B-Instruct, or builtin:tiny")
@@ -422,20 +447,25 @@ def shards_weights(cfg: RunConfig) -> bool:
         (acc.distributed_type == "DEEPSPEED" and (acc.deepspeed_config or {}).get("zero_stage") == 3)
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 def default_runs_dir() -> Path:
-    return Path(os.environ.get("RUNS_DIR", "runs"))
+    """Where runs live unless a run says otherwise: RUNS_DIR, else the repository's runs/ folder.
+    The CLI writes there and the dashboard lists it, so a run started either way shows up in both."""
+    return Path(os.environ.get("RUNS_DIR") or REPO / "runs")
 
 
 def load_config(path: str | os.PathLike | None = None, sets: list[str] | tuple = (),
-                env: dict | None = None) -> RunConfig:
-    """Build a RunConfig: defaults < YAML file < environment < `--set key=value` items."""
+                env: typing.Mapping[str, str] | None = None) -> RunConfig:
+    """Build a RunConfig: defaults < YAML file < environment (only when `env` is given: the CLI
+    passes os.environ) < `--set key=value` items."""
     cfg = RunConfig()
     if path is not None:
         for key, value in _normalize_seed_shape(_read_yaml(path)).items():
             _apply(cfg, key, value)
-    env = os.environ if env is None else env
     for var, key in ENV_KEYS.items():
-        if env.get(var, "") != "":
+        if env and env.get(var, "") != "":
             _apply(cfg, key, env[var])
     for item in sets:
         key, sep, value = item.partition("=")
@@ -448,3 +478,51 @@ def load_config(path: str | os.PathLike | None = None, sets: list[str] | tuple =
         cfg.train.output_dir = str(default_runs_dir() / f"{cfg.run_name}_{stamp}")
     return cfg
 
+
+# ---- settings as a form edits them: one dotted key at a time -----------------------------------
+
+def setting(cfg: RunConfig, key: str) -> Any:
+    """The value in effect for dotted `key` (a `grpo.` field not set in cfg has GRPOConfig's default)."""
+    section, _, name = key.rpartition(".")
+    if section == "grpo":
+        return cfg.grpo[name] if name in cfg.grpo else grpo_default(name)
+    return _get(cfg, key)
+
+
+def parse_setting(key: str, text: str) -> Any:
+    """A form's text for dotted `key` as the key's type (empty text is null); ConfigError if it does
+    not fit."""
+    section, _, name = key.rpartition(".")
+    types_ = grpo_field_types() if section == "grpo" else field_types(SECTIONS[section] if section else RunConfig)
+    return _coerce(key, None if text.strip() == "" else _parse_scalar(text), types_[name])
+
+
+def format_value(value: Any) -> str:
+    """A value as one line of YAML (what --set reads back to the same value); None as ''."""
+    if value is None:
+        return ""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    return yaml.safe_dump(value, default_flow_style=True, width=math.inf).strip().removesuffix("...").strip()
+
+
+def changed_settings(base: RunConfig, wanted: dict[str, Any]) -> list[str]:
+    """`key=value` items (for --set) for the values in `wanted` that differ from those in effect in `base`."""
+    return [f"{key}={format_value(value) or 'null'}" for key, value in wanted.items() if value != setting(base, key)]
+
+
+def save_preset(cfg: RunConfig, folder: str | Path, name: str, based_on: str) -> Path:
+    """Write cfg as preset `<name>.yaml` in `folder` (without its run folder, so each run gets its own)
+    and return its path; ConfigError if the name is unusable or taken."""
+    from core.runs import safe_run_name
+
+    try:
+        path = Path(folder) / f"{safe_run_name(name)}.yaml"
+    except ValueError as e:
+        raise ConfigError(f"preset {e}") from None
+    if path.exists():
+        raise ConfigError(f"{path.parent.name}/{path.name} already exists: choose another preset name")
+    data = cfg.to_dict()
+    data["train"]["output_dir"] = None
+    path.write_text(f"# Saved from the dashboard, based on {based_on}\n" + yaml.safe_dump(data, sort_keys=False))
+    return path

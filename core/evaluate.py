@@ -18,10 +18,18 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from core.rewards import CORRECT, score
-from core.runs import write_json_atomic
+from core.runs import read_json, write_json_atomic
+
+# One eval record, a JSON line per question in eval/<phase>.jsonl: field -> type. The same names as
+# the rollout record's for the same ideas; the store's columns are derived from it.
+EVAL_FIELDS = {"prompt_id": str, "question": str, "prompt": str, "ground_truth": str, "prediction": str,
+               "completion": str, "correct": bool, "completion_tokens": int}
+# What eval files written before that called these fields (the store still reads them).
+EVAL_FIELDS_RENAMED = {"gt": "ground_truth", "pred": "prediction", "new_tokens": "completion_tokens"}
 
 
 def generate_hf(model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int,
@@ -72,11 +80,11 @@ def score_outputs(tokenizer, dataset, outputs: list[list[int]]) -> tuple[list[di
         completion = tokenizer.decode(new, skip_special_tokens=True)
         pred, reward = score(completion, row["answer_final"])
         records.append({"prompt_id": row["prompt_id"], "question": row["question"], "prompt": row["prompt"],
-                        "gt": row["answer_final"], "pred": pred, "completion": completion,
-                        "correct": reward == CORRECT, "new_tokens": len(new)})
+                        "ground_truth": row["answer_final"], "prediction": pred, "completion": completion,
+                        "correct": reward == CORRECT, "completion_tokens": len(new)})
     n = len(records)
     summary = {"eval_accuracy": sum(r["correct"] for r in records) / n if n else 0.0,
-               "eval_avg_new_tokens": sum(r["new_tokens"] for r in records) / n if n else 0.0, "n": n}
+               "eval_avg_new_tokens": sum(r["completion_tokens"] for r in records) / n if n else 0.0, "n": n}
     return records, summary
 
 
@@ -88,15 +96,43 @@ def evaluate(model, tokenizer, dataset, batch_size: int = 16, max_new_tokens: in
 
 
 def write_eval(run_dir: str | Path, phase: str, records: list[dict], summary: dict) -> None:
-    """Write eval/<phase>.jsonl and merge `summary` into eval/summary.json under `phase`."""
+    """Write eval/<phase>.jsonl (atomically: readers see the old file or the new one, a new inode)
+    and merge `summary` into eval/summary.json under `phase`."""
     folder = Path(run_dir) / "eval"
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{phase}.jsonl", "w", encoding="utf-8") as f:
+    tmp = folder / f".{phase}.jsonl.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    tmp.replace(folder / f"{phase}.jsonl")
     summary_path = folder / "summary.json"
-    summaries = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summaries = read_json(summary_path) or {}  # the trainer owns this file: a damaged one is rewritten
     summaries[phase] = summary
     write_json_atomic(summary_path, summaries)
+
+
+def evaluate_run(cfg, run_dir: str | Path, model, tokenizer, eval_set, phase: str | None = None) -> dict:
+    """The run's eval of `model` as it is now; returns the summary. With `phase` (before, after) it
+    also writes the eval files; without, it is an eval during training. transformers (eval.backend
+    hf) evaluates in this process; vLLM, and the eval after a run whose weights are spread over the
+    workers (FSDP, ZeRO-3), in a process of its own, from a model folder."""
+    from core.config import shards_weights
+
+    e = cfg.eval
+    if e.backend == "hf" and not (phase == "after" and shards_weights(cfg)):
+        records, summary = evaluate(model, tokenizer, eval_set, e.batch_size, e.max_new_tokens or cfg.max_new_tokens,
+                                    e.temperature, e.top_p)
+        if phase:
+            write_eval(run_dir, phase, records, summary)
+    elif phase == "after":  # the final weights, which the trainer has saved in model/
+        summary = evaluate_in_subprocess(run_dir, Path(run_dir) / "model", phase)
+    else:  # the weights as they are now, saved for it
+        with tempfile.TemporaryDirectory(dir=run_dir) as folder:
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            summary = evaluate_in_subprocess(run_dir, folder, phase)
+    print(f"eval {phase or 'during training'}: accuracy {summary['eval_accuracy']:.3f} on {summary['n']} questions, "
+          f"{summary['eval_avg_new_tokens']:.1f} new tokens on average", flush=True)
+    return summary
 
 
 # Variables through which torchrun and accelerate make a process one rank of a group; the eval
@@ -120,7 +156,7 @@ def evaluate_in_subprocess(run_dir: str | Path, model_dir: str | Path, phase: st
 def main(argv: list[str] | None = None) -> int:
     from core.config import ConfigError, load_config
     from core.data import load_rows, to_dataset
-    from core.train import check_vllm, load_model, load_tokenizer, pick_device
+    from core.model import check_vllm, load_model, load_tokenizer, pick_device
 
     parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", help="a run directory (its run.yaml names the eval set and settings)")
@@ -133,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not (Path(args.run_dir) / "run.yaml").is_file():
             raise ConfigError(f"'{args.run_dir}' is not a run directory (it has no run.yaml): give one under runs/")
-        cfg = load_config(Path(args.run_dir) / "run.yaml", sets=[*args.set, f"model_name={model_dir}"], env={})
+        cfg = load_config(Path(args.run_dir) / "run.yaml", sets=[*args.set, f"model_name={model_dir}"])
         if args.phase and not args.phase.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"--phase {args.phase!r} must be a plain name such as after or full_test")
         device, e = pick_device(), cfg.eval

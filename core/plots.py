@@ -10,26 +10,25 @@ refused unless --allow-partial. `.html` is an interactive Plotly page, `.png` a 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 
-import yaml
+from core.runs import read_config
+from core.tail import read_jsonl
 
 
-def read_rollouts(source: str | Path) -> list[dict]:
-    """All decodable records from a rollouts file, or from every rank file of a run directory."""
+def read_rollouts(source: str | Path) -> tuple[list[dict], int]:
+    """(every rollout record in a rollouts file, or in every rank file of a run directory; how many
+    lines were skipped: a half-written last line or a corrupt one)."""
     source = Path(source)
     files = sorted((source / "rollouts").glob("rollouts*.jsonl")) if source.is_dir() else [source]
-    records = []
+    records, skipped = [], 0
     for file in files:
-        for line in file.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue  # a half-written last line or a corrupt one
-    return records
+        found, bad = read_jsonl(file)
+        records += found
+        skipped += bad
+    return records, skipped
 
 
 def prompt_accuracy(records: list[dict], prompt_id: str, k: int, allow_partial: bool = False) -> list[tuple]:
@@ -49,10 +48,9 @@ def prompt_accuracy(records: list[dict], prompt_id: str, k: int, allow_partial: 
 
 
 def _group_size(source: Path, records: list[dict]) -> int:
-    run_yaml = source / "run.yaml"
-    if source.is_dir() and run_yaml.is_file():
-        return int(yaml.safe_load(run_yaml.read_text())["num_generations"])
-    return max(r["sample"] for r in records) + 1
+    """K: the run's num_generations, else the largest sample index seen plus one."""
+    k = read_config(source).get("num_generations") if source.is_dir() else None
+    return int(k) if k else max(r["sample"] for r in records) + 1
 
 
 def save_plot(points: list[tuple], prompt_id: str, out: Path) -> None:
@@ -95,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--rollouts '{source}' does not exist: give a rollouts .jsonl file or a run directory")
         if out.suffix not in (".html", ".png"):
             raise ValueError(f"--out '{out}' must end in .html or .png")
-        records = read_rollouts(source)
+        records, skipped = read_rollouts(source)
+        if skipped:
+            print(f"skipped {skipped} line(s) that are not rollout records", file=sys.stderr)
         if not records:
             raise ValueError(f"no rollouts found in '{source}'")
         k = args.num_generations or _group_size(source, records)

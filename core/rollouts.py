@@ -13,6 +13,33 @@ from pathlib import Path
 
 from core.rewards import completion_text, extract_model_final, numbers_equal
 
+# One rollout record, a JSON line per scored completion: field -> type (README, "The run directory").
+# The store's columns and the tests' expectations are derived from it.
+ROLLOUT_FIELDS = {
+    "step": int,                  # trainer global step when the completion was scored
+    "prompt_id": str,             # stable short hash of the prompt text
+    "prompt": str,
+    "question": str,
+    "completion": str,
+    "prediction": str,            # the number after `Final:`, or null when malformed
+    "ground_truth": str,
+    "reward": float,              # the weighted total of `rewards`
+    "rewards": dict[str, float],  # each reward function's value
+    "correct": bool,
+    "rank": int,                  # the process that sampled it
+    "sample": int,                # 0..K-1 within its group
+    "completion_tokens": int,
+    "time": float,
+}
+
+
+def rollout_record(**fields) -> dict:
+    """A rollout record: exactly ROLLOUT_FIELDS' keys, in their order (a field not given is null)."""
+    unknown = fields.keys() - ROLLOUT_FIELDS.keys()
+    if unknown:
+        raise ValueError(f"not rollout fields: {', '.join(sorted(unknown))}")
+    return {name: fields.get(name) for name in ROLLOUT_FIELDS}
+
 
 def rollouts_path(run_dir: str | Path, rank: int = 0) -> Path:
     name = "rollouts.jsonl" if rank == 0 else f"rollouts.rank{rank}.jsonl"
@@ -54,22 +81,22 @@ def logged_rewards(rewards: list[tuple[str, object, float]], recorder: RolloutRe
             text = completion_text(completion)
             prediction = extract_model_final(text)
             parts = {name: values[name][i] for name, _, _ in rewards}
-            records.append({
-                "step": step,
-                "prompt_id": kwargs["prompt_id"][i],
-                "prompt": prompt if isinstance(prompt, str) else json.dumps(prompt),
-                "question": kwargs["question"][i],
-                "completion": text,
-                "prediction": prediction,
-                "ground_truth": kwargs["answer_final"][i],
-                "reward": sum(weight * (parts[name] or 0.0) for name, _, weight in rewards),
-                "rewards": parts,
-                "correct": numbers_equal(prediction, kwargs["answer_final"][i]),
-                "rank": recorder.rank,
-                "sample": (offset + i) % num_generations,
-                "completion_tokens": len(completion_ids[i]) if completion_ids is not None else None,
-                "time": now,
-            })
+            records.append(rollout_record(
+                step=step,
+                prompt_id=kwargs["prompt_id"][i],
+                prompt=prompt if isinstance(prompt, str) else json.dumps(prompt),
+                question=kwargs["question"][i],
+                completion=text,
+                prediction=prediction,
+                ground_truth=kwargs["answer_final"][i],
+                reward=sum(weight * (parts[name] or 0.0) for name, _, weight in rewards),
+                rewards=parts,
+                correct=numbers_equal(prediction, kwargs["answer_final"][i]),
+                rank=recorder.rank,
+                sample=(offset + i) % num_generations,
+                completion_tokens=len(completion_ids[i]) if completion_ids is not None else None,
+                time=now,
+            ))
         recorder.write(records)
 
     def wrap(name, fn, last):

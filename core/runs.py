@@ -1,7 +1,7 @@
 """Run directories: status files, listing, launching, stopping and deleting runs.
 
 `status.json` holds state (starting, running, finished, failed, stopped), pid, started_at,
-ended_at, exit_code, error, global_step and max_steps (DESIGN.md, "Run directory contract").
+ended_at, exit_code, error, global_step and max_steps (README, "The run directory").
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from core.config import ENV_KEYS, ConfigError
+from core.tail import last_lines
 
 STATES = ("starting", "running", "finished", "failed", "stopped")
 
@@ -31,21 +32,32 @@ def write_json_atomic(path: str | Path, data: dict) -> None:
     tmp.replace(path)
 
 
+def checkpoints(run_dir: str | Path) -> list[Path]:
+    """The run's checkpoint-<step>/ folders, oldest first."""
+    found = [p for p in Path(run_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and p.is_dir()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path:
     """The run's newest checkpoint-<step>/ folder; ConfigError when there is none to resume from."""
-    checkpoints = [p for p in Path(run_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    if not (Path(run_dir) / "run.yaml").is_file() or not checkpoints:
+    found = checkpoints(run_dir)
+    if not (Path(run_dir) / "run.yaml").is_file() or not found:
         raise ConfigError(f"cannot resume '{run_dir}': it needs a run.yaml and a checkpoint-<step> folder "
                           "(runs save one when stopped, and every train.save_steps steps)")
-    return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]))
+    return found[-1]
+
+
+def read_json(path: str | Path) -> dict | None:
+    """A JSON file that should hold an object; None when it is missing, unreadable or something else."""
+    try:
+        data = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def read_status(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "status.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+    return read_json(Path(run_dir) / "status.json") or {}
 
 
 def update_status(run_dir: str | Path, **fields) -> dict:
@@ -105,17 +117,9 @@ def effective_state(status: dict) -> str:
     return state
 
 
-def _tail_lines(path: Path, nbytes: int = 65536) -> list[str]:
-    """The last lines of a text file (those within its last `nbytes` bytes); [] if it is missing."""
-    if not path.exists():
-        return []
-    with open(path, "rb") as f:
-        f.seek(max(0, f.seek(0, os.SEEK_END) - nbytes))
-        return f.read().decode("utf-8", "replace").splitlines()
-
-
 def _last_metric(run_dir: Path, name: str):
-    for line in reversed(_tail_lines(run_dir / "metrics.jsonl")):
+    """The latest value of metric `name` in the run's metrics.jsonl (within its last 64 KiB)."""
+    for line in reversed(last_lines(run_dir / "metrics.jsonl")):
         try:
             value = json.loads(line).get(name)
         except (ValueError, AttributeError):
@@ -129,18 +133,14 @@ def run_info(run_dir: Path) -> dict:
     """One row of the runs table."""
     status = read_status(run_dir)
     config = read_config(run_dir)
-    summary_path = run_dir / "eval" / "summary.json"
-    try:
-        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    except ValueError:
-        summary = {}
+    summary = read_json(run_dir / "eval" / "summary.json") or {}
     started, ended = status.get("started_at"), status.get("ended_at")
     state = effective_state(status)
     end = ended or (time.time() if state in LIVE_STATES else None)
     return {
         "name": run_dir.name, "model": config.get("model_name"), "state": state,
-        "step": status.get("global_step", 0), "max_steps": status.get("max_steps") or
-        config.get("train", {}).get("num_train_steps"),
+        "step": status.get("global_step", 0),
+        "num_train_steps": status.get("max_steps") or config.get("train", {}).get("num_train_steps"),
         "reward": _last_metric(run_dir, "reward"),
         "eval_before": summary.get("before", {}).get("eval_accuracy"),
         "eval_after": summary.get("after", {}).get("eval_accuracy"),
@@ -150,10 +150,12 @@ def run_info(run_dir: Path) -> dict:
 
 
 def read_config(run_dir: Path) -> dict:
+    """The run's run.yaml as a plain mapping; {} when it is missing, unreadable or not a mapping."""
     try:
-        return yaml.safe_load((Path(run_dir) / "run.yaml").read_text()) or {}
+        config = yaml.safe_load((Path(run_dir) / "run.yaml").read_bytes())
     except (OSError, yaml.YAMLError):
         return {}
+    return config if isinstance(config, dict) else {}
 
 
 def list_runs(root: str | Path) -> list[dict]:
@@ -227,4 +229,44 @@ def delete(run_dir: str | Path, root: str | Path) -> None:
 
 
 def log_tail(run_dir: str | Path, lines: int = 40) -> str:
-    return "\n".join(_tail_lines(Path(run_dir) / "train.log", 32768)[-lines:])
+    """The end of the run's train.log, a line still being written included (a progress bar)."""
+    return "\n".join(last_lines(Path(run_dir) / "train.log", 32768, partial=True)[-lines:])
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and key != "grpo":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        elif key == "grpo":
+            flat.update({f"grpo.{k}": v for k, v in value.items()})
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def settings_diff(run_dirs: dict[str, Path]) -> list[dict]:
+    """The settings in which these runs differ (their folders apart): one row per dotted key, with
+    each run's value in effect under its name."""
+    from core.config import load_config, setting
+
+    flat = {name: _flatten(read_config(path)) for name, path in run_dirs.items()}
+    keys = sorted({k for f in flat.values() for k in f} - {"train.output_dir"})
+    configs = {}
+    for name, path in run_dirs.items():
+        try:
+            configs[name] = load_config(Path(path) / "run.yaml")
+        except ConfigError:
+            configs[name] = None  # unreadable: shown with the values it wrote, if any
+
+    def value(name, key):
+        if key in flat[name]:
+            return flat[name][key]
+        return setting(configs[name], key) if configs[name] is not None else None
+
+    rows = []
+    for key in keys:
+        values = {name: value(name, key) for name in run_dirs}
+        if len({repr(v) for v in values.values()}) > 1:
+            rows.append({"key": key, **{name: "–" if v is None else str(v) for name, v in values.items()}})
+    return rows

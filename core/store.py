@@ -1,42 +1,38 @@
 """DuckDB over a run directory: incremental, exact ingestion and the queries the dashboard needs.
 
-    store = RolloutStore("runs/my_run")
+    store = RunStore("runs/my_run")
     store.refresh()                       # ingest what was appended since the last refresh
     df, total = store.rollouts_page(step_min=10, search="Final: 42", limit=50)
 
-Tables: `rollouts` (DESIGN.md's record, plus `file`), `metrics` (long: step, time, name, value),
-`eval` (the eval records plus `phase`). Each store holds its own in-memory DuckDB connection;
-queries run on a cursor per call, so threads may share a store.
+Tables: `rollouts` (the rollout record, core.rollouts.ROLLOUT_FIELDS, plus `file`), `metrics`
+(long: step, time, name, value), `eval` (the eval record, core.evaluate.EVAL_FIELDS, plus
+`phase`). Each store holds its own in-memory DuckDB connection; queries run on a cursor per
+call, so threads may share a store.
 
-Exactly once: a file is read up to its last newline only, so a half-written last line waits for
+Exactly once: every file is followed by a core.tail.Tail, so a half-written last line waits for
 the next refresh; a line that is not a JSON object with a prompt_id is skipped and counted in
 `skipped`; a file that shrinks or is replaced (a run restarted under the same id) has its rows
-dropped and read again; new rank files are picked up as they appear. Every value in SQL is a
-bound parameter, file paths included.
+dropped and read again; new files are picked up as they appear and a file that disappears takes
+its rows with it. Every value in SQL is a bound parameter, file paths included.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
+from core.evaluate import EVAL_FIELDS, EVAL_FIELDS_RENAMED
+from core.rollouts import ROLLOUT_FIELDS
 from core.runs import read_status
+from core.tail import Tail, parse_lines
 
-ROLLOUT_COLUMNS = {
-    "step": "BIGINT", "prompt_id": "VARCHAR", "prompt": "VARCHAR", "question": "VARCHAR",
-    "completion": "VARCHAR", "prediction": "VARCHAR", "ground_truth": "VARCHAR", "reward": "DOUBLE",
-    "correct": "BOOLEAN", "rank": "BIGINT", "sample": "BIGINT", "completion_tokens": "BIGINT", "time": "DOUBLE",
-    "rewards": "MAP(VARCHAR, DOUBLE)",  # each reward function's value (configs with several rewards)
-}
-EVAL_COLUMNS = {"prompt_id": "VARCHAR", "question": "VARCHAR", "prompt": "VARCHAR", "gt": "VARCHAR",
-                "pred": "VARCHAR", "completion": "VARCHAR", "correct": "BOOLEAN", "new_tokens": "BIGINT"}
-HEAD_BYTES = 256  # compared on every refresh to notice a file replaced by another
+SQL_TYPES = {int: "BIGINT", float: "DOUBLE", str: "VARCHAR", bool: "BOOLEAN", dict[str, float]: "MAP(VARCHAR, DOUBLE)"}
+ROLLOUT_COLUMNS = {name: SQL_TYPES[tp] for name, tp in ROLLOUT_FIELDS.items()}
+EVAL_COLUMNS = {name: SQL_TYPES[tp] for name, tp in EVAL_FIELDS.items()}
 
 _COLUMNS_SQL = "{" + ", ".join(f"'{k}': '{v}'" for k, v in ROLLOUT_COLUMNS.items()) + "}"
 SCHEMA = f"""
@@ -57,7 +53,11 @@ WHERE sample = 0 AND list_contains($prompt_ids, prompt_id) GROUP BY prompt_id
 """
 DROP_UNKEYED = "DELETE FROM rollouts WHERE prompt_id IS NULL"
 DROP_FILE = "DELETE FROM rollouts WHERE file = $file"
+DROP_METRICS = "DELETE FROM metrics"
+DROP_PHASE = "DELETE FROM eval WHERE phase = $phase"
 COUNT = "SELECT count(*) FROM rollouts"
+STEP_RANGE = "SELECT min(step) AS lo, max(step) AS hi FROM rollouts"
+RANKS = "SELECT DISTINCT rank FROM rollouts ORDER BY rank"
 
 # Category of a rollout: malformed (no parsable Final line), wrong, or correct.
 CATEGORY = "CASE WHEN prediction IS NULL THEN 'malformed' WHEN correct THEN 'correct' ELSE 'wrong' END"
@@ -145,15 +145,15 @@ FROM rollouts WHERE prompt_id = $prompt_id AND step = $step ORDER BY sample, ran
 """
 PROMPT_STEPS = "SELECT DISTINCT step FROM rollouts WHERE prompt_id = $prompt_id ORDER BY step"
 EVAL_FLIPS = """
-SELECT b.prompt_id, b.question, b.gt, b.correct AS before_correct, a.correct AS after_correct,
+SELECT b.prompt_id, b.question, b.ground_truth, b.correct AS before_correct, a.correct AS after_correct,
        CASE WHEN a.correct THEN 'wrong → right' ELSE 'right → wrong' END AS flip,
-       b.pred AS before_pred, a.pred AS after_pred, b.completion AS before_completion,
+       b.prediction AS before_prediction, a.prediction AS after_prediction, b.completion AS before_completion,
        a.completion AS after_completion
 FROM eval b JOIN eval a ON a.prompt_id = b.prompt_id AND a.phase = 'after'
 WHERE b.phase = 'before' AND b.correct <> a.correct ORDER BY flip DESC, b.prompt_id
 """
 EVAL_SUMMARY = """
-SELECT phase, avg(correct::INT) AS accuracy, avg(new_tokens) AS mean_new_tokens, count(*) AS n
+SELECT phase, avg(correct::INT) AS accuracy, avg(completion_tokens) AS mean_completion_tokens, count(*) AS n
 FROM eval GROUP BY phase ORDER BY phase DESC
 """
 LENGTH_BY_CATEGORY = f"""
@@ -173,40 +173,34 @@ def literal_regex(text: str) -> str:
     return "".join(c if c.isalnum() or c == " " else "\\" + c for c in text)
 
 
-@dataclass
-class _FileState:
-    offset: int = 0          # bytes ingested: always just after a newline
-    inode: int = -1
-    head: bytes = b""        # the file's first bytes when we last read it
+def _column_value(value, tp):
+    """`value` as a column of field type `tp` holds it; ValueError when it does not fit (never a
+    silent coercion: "false" is not False)."""
+    if value is None:
+        return None
+    if tp is bool and isinstance(value, bool) or tp is str and isinstance(value, str):
+        return value
+    if tp is int and isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63:
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp == dict[str, float] and isinstance(value, dict):
+        return {str(k): _column_value(v, float) for k, v in value.items()}
+    raise ValueError(f"{value!r} is not a {tp}")
 
 
-def _complete_end(f, start: int, size: int) -> int:
-    """Offset just after the last newline in [start, size), or `start` when there is none."""
-    pos = size
-    while pos > start:
-        block = max(start, pos - (1 << 16))
-        f.seek(block)
-        index = f.read(pos - block).rfind(b"\n")
-        if index >= 0:
-            return block + index + 1
-        pos = block
-    return start
-
-
-class RolloutStore:
-    """One run directory in DuckDB, refreshed incrementally."""
+class RunStore:
+    """One run directory in DuckDB (its rollouts, metrics and evals), refreshed incrementally."""
 
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
         self.con = duckdb.connect(config={"threads": os.cpu_count() or 2})
         self.con.execute(SCHEMA)
-        self.skipped = 0
+        self.skipped = 0  # lines of the run's files that were not a valid record
         self.status: dict = {}
-        self._files: dict[str, _FileState] = {}
-        self._metrics_offset = 0
-        self._eval_stamp: tuple = ()
+        self._tails: dict[Path, Tail] = {}
         self._lock = threading.Lock()
-        self._tmp = tempfile.TemporaryDirectory(prefix="rollout-store-")
+        self._tmp = tempfile.TemporaryDirectory(prefix="run-store-")
 
     # ---- ingestion -------------------------------------------------------------------------
 
@@ -214,29 +208,43 @@ class RolloutStore:
         """Ingest what was appended since the last refresh; return the number of new rollouts."""
         with self._lock:
             before = self.count()
-            for path in sorted((self.run_dir / "rollouts").glob("rollouts*.jsonl")):
-                self._refresh_file(path)
-            self._refresh_metrics()
-            self._refresh_eval()
+            rollouts = sorted((self.run_dir / "rollouts").glob("rollouts*.jsonl"))
+            evals = sorted((self.run_dir / "eval").glob("*.jsonl"))  # before, after, any `core.evaluate --phase`
+            metrics = self.run_dir / "metrics.jsonl"
+            for path in set(self._tails) - {*rollouts, *evals, metrics}:  # files that went away
+                self._drop(path)
+                del self._tails[path]
+            for path in rollouts:
+                self._refresh_rollouts(path)
+            for path in [*evals, metrics]:
+                self._refresh_records(path)
             self.status = read_status(self.run_dir) or self.status  # {} if it went missing
             return self.count() - before
 
-    def _refresh_file(self, path: Path) -> None:
-        key = str(path)
-        state = self._files.setdefault(key, _FileState())
-        with open(path, "rb") as f:
-            stat = os.fstat(f.fileno())
-            head = f.read(HEAD_BYTES)
-            replaced = stat.st_ino != state.inode or stat.st_size < state.offset or \
-                head[: len(state.head)] != state.head
-            if replaced and state.offset:
-                self.con.execute(DROP_FILE, {"file": key})
-                state.offset = 0
-            state.inode, state.head = stat.st_ino, head
-            end = _complete_end(f, state.offset, stat.st_size)
-            if end > state.offset:
-                self._ingest(f, key, state.offset, end)
-                state.offset = end
+    def _tail(self, path: Path) -> Tail:
+        return self._tails.setdefault(path, Tail(path))
+
+    def _drop(self, path: Path) -> None:
+        """Forget the rows read from `path`."""
+        if path.parent.name == "rollouts":
+            self.con.execute(DROP_FILE, {"file": str(path)})
+        elif path.parent.name == "eval":
+            self.con.execute(DROP_PHASE, {"phase": path.stem})
+        else:
+            self.con.execute(DROP_METRICS)
+
+    def _refresh_rollouts(self, path: Path) -> None:
+        tail = self._tail(path)
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:
+            return
+        with f:
+            replaced, start, end = tail.advance(f)
+            if replaced:
+                self._drop(path)
+            if end > start:
+                self._ingest(f, str(path), start, end)
 
     def _ingest(self, f, key: str, start: int, end: int) -> None:
         """Ingest the complete lines in bytes [start, end) of open file `f` (named `key`)."""
@@ -252,8 +260,8 @@ class RolloutStore:
                 remaining -= len(data)
         try:
             self.con.execute(INSERT_JSON, {"path": str(chunk), "file": key})
-        except duckdb.InvalidInputException:  # a corrupt line: go line by line to skip just that one
-            self._ingest_lines(chunk, key)
+        except duckdb.Error:  # a bad line: go line by line to skip just that one
+            self._ingest_lines(chunk.read_bytes(), key)
         self._drop_unkeyed()
 
     def _ingest_whole_file(self, key: str, end: int) -> bool:
@@ -263,7 +271,7 @@ class RolloutStore:
         try:
             self.con.execute(INSERT_JSON, {"path": key, "file": key})
             exact = os.path.getsize(key) == end
-        except duckdb.InvalidInputException:  # a corrupt line: the exact path below handles it
+        except duckdb.Error:  # a bad line: the exact path below handles it
             exact = False
         except BaseException:
             self.con.execute("ROLLBACK")
@@ -277,27 +285,23 @@ class RolloutStore:
         """A JSON line that is not a rollout (`null`, an object without prompt_id) counts as skipped."""
         self.skipped += self.con.execute(DROP_UNKEYED).fetchone()[0]
 
-    def _ingest_lines(self, path: Path, key: str) -> None:
+    def _ingest_lines(self, data: bytes, key: str) -> None:
         """Slow, exact path: decode each line in Python, skip and count the bad ones."""
         import pyarrow as pa
 
-        rows = {name: [] for name in ROLLOUT_COLUMNS}
-        kinds = {"BIGINT": int, "DOUBLE": float, "BOOLEAN": bool, "VARCHAR": str,
-                 "MAP(VARCHAR, DOUBLE)": lambda m: {str(k): float(v) for k, v in m.items()}}
-        for line in path.read_bytes().splitlines():
-            if not line.strip():
-                continue
+        records, bad = parse_lines(data)
+        self.skipped += bad
+        rows = {name: [] for name in ROLLOUT_FIELDS}
+        for record in records:
             try:
-                record = json.loads(line)
-                if not isinstance(record, dict) or record.get("prompt_id") is None:
+                if record.get("prompt_id") is None:
                     raise ValueError("not a rollout record")
-                values = {name: None if record.get(name) is None else kinds[kind](record[name])
-                          for name, kind in ROLLOUT_COLUMNS.items()}
-                if values["sample"] != 0:
-                    values["prompt"] = None  # as in INSERT_JSON
-            except (ValueError, TypeError):
+                values = {name: _column_value(record.get(name), tp) for name, tp in ROLLOUT_FIELDS.items()}
+            except ValueError:
                 self.skipped += 1
                 continue
+            if values["sample"] != 0:
+                values["prompt"] = None  # as in INSERT_JSON
             for name, value in values.items():
                 rows[name].append(value)
         types = {"BIGINT": pa.int64(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(), "VARCHAR": pa.string(),
@@ -318,49 +322,47 @@ class RolloutStore:
         self.con.execute(f"INSERT INTO {table} SELECT * FROM new_rows")  # table: one of our three names
         self.con.unregister("new_rows")
 
-    def _refresh_metrics(self) -> None:
-        path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size < self._metrics_offset:  # restarted run: start over
-                self.con.execute("DELETE FROM metrics")
-                self._metrics_offset = 0
-            end = _complete_end(f, self._metrics_offset, size)
-            f.seek(self._metrics_offset)
-            data = f.read(end - self._metrics_offset)
-        self._metrics_offset = end
+    def _refresh_records(self, path: Path) -> None:
+        """New lines of metrics.jsonl (one row per numeric metric) or of an eval/<phase>.jsonl."""
+        replaced, records, bad = self._tail(path).read_records()
+        if replaced:
+            self._drop(path)
         rows = []
-        for line in data.splitlines():
+        for record in records:
             try:
-                record = json.loads(line)
+                rows += self._eval_rows(path.stem, record) if path.parent.name == "eval" else self._metric_rows(record)
             except ValueError:
-                continue
-            if isinstance(record, dict):
-                rows += [{"step": record.get("step"), "time": record.get("time"), "name": k, "value": float(v)}
-                         for k, v in record.items() if k not in ("step", "time") and isinstance(v, (int, float))]
-        self._insert("metrics", rows)
+                bad += 1
+        self.skipped += bad
+        self._insert("eval" if path.parent.name == "eval" else "metrics", rows)
 
-    def _refresh_eval(self) -> None:
-        files = sorted((self.run_dir / "eval").glob("*.jsonl"))  # before, after, and any `core.evaluate --phase`
-        stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-        if stamp == self._eval_stamp:
-            return
-        self._eval_stamp = stamp
-        self.con.execute("DELETE FROM eval")
-        for path in files:
-            records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            self._insert("eval", [{"phase": path.stem, **{k: r.get(k) for k in EVAL_COLUMNS}} for r in records])
+    @staticmethod
+    def _metric_rows(record: dict) -> list[dict]:
+        step, time_ = _column_value(record.get("step"), int), _column_value(record.get("time"), float)
+        return [{"step": step, "time": time_, "name": k, "value": float(v)} for k, v in record.items()
+                if k not in ("step", "time") and isinstance(v, (int, float))]
+
+    @staticmethod
+    def _eval_rows(phase: str, record: dict) -> list[dict]:
+        record = {EVAL_FIELDS_RENAMED.get(k, k): v for k, v in record.items()}  # files written before the rename
+        return [{"phase": phase, **{k: _column_value(record.get(k), tp) for k, tp in EVAL_FIELDS.items()}}]
 
     # ---- queries ---------------------------------------------------------------------------
 
-    def query(self, sql: str, params: dict | list | None = None):
+    def _query(self, sql: str, params: dict | list | None = None):
         """Run SQL (values bound as parameters) on a fresh cursor; returns a pandas DataFrame."""
         return self.con.cursor().execute(sql, params).df()
 
     def count(self) -> int:
         return self.con.cursor().execute(COUNT).fetchone()[0]
+
+    def step_range(self) -> tuple[int, int] | None:
+        """(first, last) step with rollouts; None before the first one."""
+        lo, hi = self.con.cursor().execute(STEP_RANGE).fetchone()
+        return None if lo is None else (int(lo), int(hi))
+
+    def ranks(self) -> list[int]:
+        return self._query(RANKS)["rank"].tolist()
 
     def rollouts_page(self, step_min=None, step_max=None, rewards=None, correct=None, prompt_id=None,
                       search=None, rank=None, order="newest", limit=50, offset=0):
@@ -371,65 +373,65 @@ class RolloutStore:
                   "correct": correct, "prompt_id": prompt_id or None, "rank": rank,
                   "regex": literal_regex(search) if search else None, "limit": limit, "offset": offset}
         order_r = ", ".join(f"r.{term}" for term in ORDERS[order].split(", "))
-        page = self.query(ROLLOUTS_PAGE.format(filters=FILTERS, order=ORDERS[order], order_r=order_r), params)
+        page = self._query(ROLLOUTS_PAGE.format(filters=FILTERS, order=ORDERS[order], order_r=order_r), params)
         if len(page) or not offset:
             return page.drop(columns="total"), int(page["total"].iloc[0]) if len(page) else 0
         _, total = self.rollouts_page(step_min, step_max, rewards, correct, prompt_id, search, rank, order, 1, 0)
         return page.drop(columns="total"), total  # past the last page: counted on the first
 
     def rollout(self, prompt_id: str, step: int, sample: int) -> dict | None:
-        df = self.query(ROLLOUT, {"prompt_id": prompt_id, "step": step, "sample": sample})
+        df = self._query(ROLLOUT, {"prompt_id": prompt_id, "step": step, "sample": sample})
         return df.iloc[0].to_dict() if len(df) else None
 
     def reward_histogram(self, step_min=None, step_max=None):
-        return self.query(REWARD_HISTOGRAM, {"step_min": step_min, "step_max": step_max})
+        return self._query(REWARD_HISTOGRAM, {"step_min": step_min, "step_max": step_max})
 
     def categories_per_step(self):
-        return self.query(CATEGORIES_PER_STEP)
+        return self._query(CATEGORIES_PER_STEP)
 
     def step_aggregates(self):
-        return self.query(STEP_AGGREGATES)
+        return self._query(STEP_AGGREGATES)
 
     def prompt_accuracy(self, prompt_ids):
-        return self.query(PROMPT_ACCURACY, {"prompt_ids": list(prompt_ids)})
+        return self._query(PROMPT_ACCURACY, {"prompt_ids": list(prompt_ids)})
 
     def leaderboard(self, board: str, step_min=None, step_max=None, limit: int = 20):
         if board not in LEADERBOARDS:
             raise ValueError(f"board must be one of {', '.join(LEADERBOARDS)}, got {board!r}")
         sql = f"{PROMPT_SUMMARY} {LEADERBOARDS[board]} LIMIT $limit"  # both parts are constants
-        board = self.query(sql, {"step_min": step_min, "step_max": step_max, "limit": limit})
-        questions = self.query(QUESTIONS, {"prompt_ids": board["prompt_id"].tolist()})
+        board = self._query(sql, {"step_min": step_min, "step_max": step_max, "limit": limit})
+        questions = self._query(QUESTIONS, {"prompt_ids": board["prompt_id"].tolist()})
         board.insert(1, "question", board["prompt_id"].map(dict(zip(questions["prompt_id"], questions["question"]))))
         return board
 
     def group(self, prompt_id: str, step: int):
         """All K samples of one prompt at one step, with each one's group-relative advantage."""
-        return self.query(GROUP, {"prompt_id": prompt_id, "step": step})
+        return self._query(GROUP, {"prompt_id": prompt_id, "step": step})
 
     def prompt_steps(self, prompt_id: str) -> list[int]:
-        return self.query(PROMPT_STEPS, {"prompt_id": prompt_id})["step"].tolist()
+        return self._query(PROMPT_STEPS, {"prompt_id": prompt_id})["step"].tolist()
 
     def eval_flips(self):
-        return self.query(EVAL_FLIPS)
+        return self._query(EVAL_FLIPS)
 
     def eval_summary(self):
-        return self.query(EVAL_SUMMARY)
+        return self._query(EVAL_SUMMARY)
 
     def length_by_category(self, bin: int = 16, step_min=None, step_max=None):
-        return self.query(LENGTH_BY_CATEGORY, {"bin": bin, "step_min": step_min, "step_max": step_max})
+        return self._query(LENGTH_BY_CATEGORY, {"bin": bin, "step_min": step_min, "step_max": step_max})
 
     def metric_series(self, names):
-        return self.query(METRIC_SERIES, {"names": list(names)})
+        return self._query(METRIC_SERIES, {"names": list(names)})
 
     def metric_names(self) -> list[str]:
-        return self.query(METRIC_NAMES)["name"].tolist()
+        return self._query(METRIC_NAMES)["name"].tolist()
 
     def close(self) -> None:
         self.con.close()
         self._tmp.cleanup()
 
 
-def compare_step_aggregates(stores: dict[str, RolloutStore]):
+def compare_step_aggregates(stores: dict[str, RunStore]):
     """Per-step aggregates of several runs side by side: the columns of `step_aggregates` plus `run`."""
     import pandas as pd
 

@@ -6,8 +6,8 @@
 With launch.num_processes > 1 (or launch.accelerate_config) this command starts the workers
 itself, through torchrun (or accelerate launch), each running this same module.
 
-Everything the run produces lands in its run directory (`train.output_dir`, DESIGN.md's
-contract): run.yaml, status.json, metrics.jsonl, rollouts/, eval/, model/. SIGTERM stops at the
+Everything the run produces lands in its run directory (`train.output_dir`; README, "The run
+directory"): run.yaml, status.json, metrics.jsonl, rollouts/, eval/, model/. SIGTERM stops at the
 next step boundary, saves the model and a checkpoint (for --resume) and ends with state `stopped`
 and exit code 0. A bad config prints one line and exits 2.
 """
@@ -21,107 +21,28 @@ import shlex
 import signal
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
-from core.config import ConfigError, RunConfig, load_config, shards_weights
+from core.config import GRPO_FROM_CONFIG, ConfigError, RunConfig, load_config
+from core.model import check_vllm, load_model, pick_device
 from core.runs import latest_checkpoint, update_status
 
 
-def pick_device() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def check_vllm(device: str, setting: str = "grpo.use_vllm=true") -> None:
-    """vLLM needs CUDA and the vllm package; say so before anything is loaded."""
-    if device != "cuda":
-        raise ConfigError(f"{setting} needs an NVIDIA GPU (vLLM runs on CUDA only) and this machine has "
-                          f"{device}: generate with transformers instead (grpo.use_vllm=false, eval.backend=hf)")
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        raise ConfigError(f"{setting} needs vLLM: pip install -r requirements-vllm.txt") from None
-
-
-def _from_pretrained(cls, cfg: RunConfig, **kwargs):
-    """`cls.from_pretrained` on the config's model (builtin:tiny built on first use); a model that
-    cannot be loaded is a ConfigError that says what to use offline."""
-    from core.tiny_model import build_tiny_model
-
-    name = str(build_tiny_model()) if cfg.model_name == "builtin:tiny" else cfg.model_name
-    try:
-        return cls.from_pretrained(name, **kwargs)
-    except OSError as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(
-            f"could not load model '{cfg.model_name}' ({reason}): when the Hugging Face Hub is unreachable, "
-            "set model_name to a local model folder or to builtin:tiny (offline preset: configs/tiny_cpu.yaml)"
-        ) from None
-
-
-def load_tokenizer(cfg: RunConfig):
-    """The model's tokenizer, padding on the left (for generation), with a pad token."""
-    from transformers import AutoTokenizer
-
-    tokenizer = _from_pretrained(AutoTokenizer, cfg)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def load_model(cfg: RunConfig, device: str):
-    """(model, tokenizer) on `device`: bf16 with device_map="auto" on CUDA (this process's GPU
-    under torchrun), float32 elsewhere."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    local_rank = int(os.environ.get("LOCAL_RANK", -1))  # set by torchrun: one GPU per process
-    kwargs = {"dtype": torch.bfloat16, "device_map": {"": local_rank} if local_rank >= 0 else "auto"} \
-        if device == "cuda" else {"dtype": torch.float32}
-    tokenizer = load_tokenizer(cfg)
-    model = _from_pretrained(AutoModelForCausalLM, cfg, **kwargs)
-    if device != "cuda":
-        model.to(device)
-    return model, tokenizer
-
-
-def grpo_args(cfg: RunConfig, run_dir: Path, device: str):
-    """TRL's GRPOConfig, built the way the seed did, plus the `grpo:` passthrough."""
+def grpo_args(cfg: RunConfig, device: str):
+    """TRL's GRPOConfig: the fields this config sets (config.GRPO_FROM_CONFIG), defaults for this
+    device, and the `grpo:` passthrough."""
     from trl import GRPOConfig
 
-    t = cfg.train
-    settings = dict(
-        output_dir=str(run_dir),
-        run_name=os.environ.get("WANDB_NAME") or cfg.run_name,
-        max_steps=t.num_train_steps,
-        per_device_train_batch_size=t.per_device_train_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        generation_batch_size=t.per_device_train_batch_size * cfg.num_generations,
-        num_generations=cfg.num_generations,
-        max_completion_length=cfg.max_new_tokens,
-        learning_rate=t.learning_rate,
-        logging_steps=t.logging_steps,
-        save_strategy="steps" if t.save_steps > 0 else "no",
-        save_steps=t.save_steps or 500,
-        seed=t.seed,
-        data_seed=t.seed,
+    defaults = dict(
+        generation_batch_size=cfg.train.per_device_train_batch_size * cfg.num_generations,
         bf16=device == "cuda",
         use_cpu=device == "cpu",  # also makes several CPU processes (torchrun) train together over gloo
-        report_to="wandb" if cfg.runtime.use_wandb else "none",
-        log_completions=cfg.runtime.use_wandb,  # TRL's completions table, in W&B
-        reward_weights=[r["weight"] for r in cfg.rewards],
     )
-    return GRPOConfig(**{**settings, **cfg.grpo})
+    settings = {name: value(cfg) for name, (_, value) in GRPO_FROM_CONFIG.items()}
+    return GRPOConfig(**{**defaults, **cfg.grpo, **settings})
 
 
 class GracefulStop:
@@ -184,7 +105,7 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, is_main: bool, resu
     from trl import GRPOTrainer
 
     from core.data import load_rows, to_dataset
-    from core.evaluate import evaluate, evaluate_in_subprocess, write_eval
+    from core.evaluate import evaluate_run
     from core.rewards import resolve_reward
     from core.rollouts import RolloutRecorder, logged_rewards
 
@@ -197,34 +118,13 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, is_main: bool, resu
     model, tokenizer = load_model(cfg, device)
     train_rows, eval_rows = load_rows(cfg.dataset, cfg.train.seed)
     train_set, eval_set = to_dataset(train_rows, tokenizer), to_dataset(eval_rows, tokenizer)
-    args = grpo_args(cfg, run_dir, device)
+    args = grpo_args(cfg, device)
     specs = [(r["name"], resolve_reward(r["name"]), r["weight"]) for r in cfg.rewards]
     rewards = logged_rewards(specs, RolloutRecorder(run_dir, args.process_index), cfg.num_generations)
 
-    sharded = shards_weights(cfg)
-
-    def run_eval(phase: str) -> dict:
-        folder = {"before": model.name_or_path, "after": run_dir / "model"}.get(phase)
-        if e.backend == "vllm" or (phase == "after" and sharded):  # from a model folder, in its own process
-            if folder is None:  # an eval during training: the current weights, saved for it
-                with tempfile.TemporaryDirectory(dir=run_dir) as folder:
-                    model.save_pretrained(folder)
-                    tokenizer.save_pretrained(folder)
-                    summary = evaluate_in_subprocess(run_dir, folder)
-            else:
-                summary = evaluate_in_subprocess(run_dir, folder, phase)
-        else:
-            records, summary = evaluate(model, tokenizer, eval_set, e.batch_size,
-                                        e.max_new_tokens or cfg.max_new_tokens, e.temperature, e.top_p)
-            if phase in ("before", "after"):
-                write_eval(run_dir, phase, records, summary)
-        print(f"eval {phase}: accuracy {summary['eval_accuracy']:.3f} on {summary['n']} questions, "
-              f"{summary['eval_avg_new_tokens']:.1f} new tokens on average", flush=True)
-        return summary
-
     def periodic_eval(step: int) -> None:
         if step % cfg.train.eval_steps == 0 and step < cfg.train.num_train_steps:
-            summary = run_eval(f"step {step}")
+            summary = evaluate_run(cfg, run_dir, model, tokenizer, eval_set)
             log_metrics(run_dir, step, {k: v for k, v in summary.items() if k != "n"})
 
     callback = run_dir_callback(run_dir, stop, periodic_eval if e.enabled and cfg.train.eval_steps else None)
@@ -235,7 +135,7 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, is_main: bool, resu
         print(f"training with {args.world_size} process(es), {trainer.accelerator.distributed_type.value}", flush=True)
     summaries = {}
     if e.enabled and is_main and not stop.requested and resume is None:
-        summaries["before"] = run_eval("before")
+        summaries["before"] = evaluate_run(cfg, run_dir, model, tokenizer, eval_set, "before")
     if not stop.requested:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     trainer.save_model(str(run_dir / "model"))
@@ -244,7 +144,7 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, is_main: bool, resu
     if stop.requested:
         return "stopped"
     if e.enabled and is_main:
-        summaries["after"] = run_eval("after")
+        summaries["after"] = evaluate_run(cfg, run_dir, model, tokenizer, eval_set, "after")
     if cfg.runtime.use_wandb and is_main:
         import wandb
 
@@ -299,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             resume = latest_checkpoint(args.resume)
             cfg = load_config(args.config or Path(args.resume) / "run.yaml",
-                              [*args.set, f"train.output_dir={args.resume}"])
+                              [*args.set, f"train.output_dir={args.resume}"], env=os.environ)
         else:
-            cfg = load_config(args.config, args.set)
+            cfg = load_config(args.config, args.set, env=os.environ)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

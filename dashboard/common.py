@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import streamlit as st
 
+from core.config import default_runs_dir
 from core.runs import LIVE_STATES, list_runs, run_path
-from core.store import RolloutStore
+from core.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 LIVE_SECONDS = 2  # how often live parts of a page refresh
@@ -17,17 +17,17 @@ CATEGORY_COLORS = {"malformed": "#bbbbbb", "wrong": "#f4a261", "correct": "#2a9d
 
 
 def runs_root() -> Path:
-    root = Path(os.environ.get("RUNS_DIR", REPO / "runs"))
+    root = default_runs_dir()
     root.mkdir(parents=True, exist_ok=True)
     return root
 
 
 @st.cache_resource(max_entries=16)
-def _store(path: str, created: float) -> RolloutStore:
-    return RolloutStore(path)
+def _store(path: str, created: float) -> RunStore:
+    return RunStore(path)
 
 
-def store_for(name: str) -> RolloutStore:
+def store_for(name: str) -> RunStore:
     """The run's store (one per run directory, shared by sessions), refreshed incrementally."""
     path = run_path(runs_root(), name)
     store = _store(str(path), path.stat().st_ctime)  # a run deleted and made again gets a new store
@@ -60,7 +60,7 @@ def live_every(run: dict) -> float | None:
     return LIVE_SECONDS if is_live(run) else None
 
 
-def categories_chart(store: RolloutStore):
+def categories_chart(store: RunStore):
     """Stacked bars: malformed / wrong / correct completions at each step."""
     import plotly.express as px
 

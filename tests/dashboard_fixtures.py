@@ -4,6 +4,7 @@ HTML, and a run that crashed."""
 import json
 from pathlib import Path
 
+from core.rollouts import rollout_record
 from tests.benchmarks.fake_run import write_run
 
 XSS = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"> Final: 7'
@@ -19,7 +20,7 @@ def write_config(run_dir: Path, **changes) -> None:
 
     from core.config import load_config
 
-    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml", env={}).to_dict()
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml").to_dict()
     config["train"]["output_dir"] = str(run_dir)
     config.update(changes)
     (run_dir / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -37,18 +38,19 @@ def make_runs(root: Path) -> dict[str, Path]:
     (learning / "eval").mkdir()
     for phase, right in (("before", {0}), ("after", {0, 1, 2}), ("full_test", {0, 1, 2, 3})):
         (learning / "eval" / f"{phase}.jsonl").write_text("".join(json.dumps(
-            {"prompt_id": f"e{i}", "question": f"What is {i} + {i}?", "prompt": "P", "gt": str(2 * i),
-             "pred": str(2 * i) if i in right else "0", "completion": f"{phase}: Final: {2 * i if i in right else 0}",
-             "correct": i in right, "new_tokens": 12}) + "\n" for i in range(4)))
+            {"prompt_id": f"e{i}", "question": f"What is {i} + {i}?", "prompt": "P", "ground_truth": str(2 * i),
+             "prediction": str(2 * i) if i in right else "0",
+             "completion": f"{phase}: Final: {2 * i if i in right else 0}", "correct": i in right,
+             "completion_tokens": 12}) + "\n" for i in range(4)))
     (learning / "eval" / "summary.json").write_text(json.dumps(
         {"before": {"eval_accuracy": 0.25, "eval_avg_new_tokens": 12, "n": 4},
          "after": {"eval_accuracy": 0.75, "eval_avg_new_tokens": 12, "n": 4}}))
 
     html = root / "html"
     (html / "rollouts").mkdir(parents=True)
-    record = {"step": 0, "prompt_id": "xss", "prompt": "<b>prompt</b>", "question": "<i>What?</i>",
-              "completion": XSS, "prediction": "7", "ground_truth": "7", "reward": 1.0, "correct": True, "rank": 0,
-              "sample": 0, "completion_tokens": 30, "time": 1.7e9}
+    record = rollout_record(step=0, prompt_id="xss", prompt="<b>prompt</b>", question="<i>What?</i>", completion=XSS,
+                            prediction="7", ground_truth="7", reward=1.0, correct=True, rank=0, sample=0,
+                            completion_tokens=30, time=1.7e9)
     (html / "rollouts" / "rollouts.jsonl").write_text(
         "".join(json.dumps({**record, "sample": i, "reward": 1.0 - 0.9 * (i % 2)}) + "\n" for i in range(4)))
     write_config(html, max_new_tokens=64)

@@ -5,7 +5,10 @@ import textwrap
 import pytest
 import torch
 
-from core.config import ConfigError, RunConfig, load_config, shards_weights
+import os
+
+from core.config import (ConfigError, RunConfig, changed_settings, default_runs_dir, format_value, load_config,
+                         parse_setting, setting, shards_weights)
 from tests.conftest import ROOT, run_cli
 
 SEED_YAML = """
@@ -35,7 +38,7 @@ def write(tmp_path, text, name="c.yaml"):
 
 
 def test_seed_shape_loads_unchanged(tmp_path):
-    cfg = load_config(write(tmp_path, SEED_YAML), env={})
+    cfg = load_config(write(tmp_path, SEED_YAML))
     assert cfg.num_generations == 16 and cfg.max_new_tokens == 256
     assert cfg.train.learning_rate == 5e-6  # YAML reads `5e-6` as text; it must become a float
     assert cfg.train.output_dir == "runs/seed" and cfg.train.save_steps == 25
@@ -51,14 +54,14 @@ def test_seed_shape_with_dataset_string_and_later_mapping(tmp_path):
 
 
 def test_seed_shape_with_top_level_subset_sizes(tmp_path):
-    cfg = load_config(write(tmp_path, SEED_YAML + "dataset: gsm8k\nn_train: 9\nn_eval: 4\n"), env={})
+    cfg = load_config(write(tmp_path, SEED_YAML + "dataset: gsm8k\nn_train: 9\nn_eval: 4\n"))
     assert (cfg.dataset.name, cfg.dataset.n_train, cfg.dataset.n_eval) == ("gsm8k", 9, 4)
 
 
 def test_precedence_defaults_yaml_env_set(tmp_path):
     path = write(tmp_path, "num_generations: 4\ntrain: {num_train_steps: 10, learning_rate: 1.0e-5}\n")
-    assert load_config(env={}).train.num_train_steps == 50  # default
-    assert load_config(path, env={}).train.num_train_steps == 10  # YAML over default
+    assert load_config().train.num_train_steps == 50  # default
+    assert load_config(path).train.num_train_steps == 10  # YAML over default
     cfg = load_config(path, env={"MAX_STEPS": "20", "LR": "3e-5", "SEED": "7"})
     assert (cfg.train.num_train_steps, cfg.train.learning_rate, cfg.train.seed) == (20, 3e-5, 7)  # env over YAML
     cfg = load_config(path, sets=["train.num_train_steps=30"], env={"MAX_STEPS": "20"})
@@ -78,20 +81,55 @@ def test_every_env_variable_maps_to_its_key():
 
 def test_default_output_dir_is_under_runs_dir(monkeypatch):
     monkeypatch.delenv("RUNS_DIR", raising=False)
-    assert load_config(env={}).train.output_dir.startswith("runs/grpo_Qwen2.5-0.5B-Instruct_K8_steps50_")
+    assert default_runs_dir() == ROOT / "runs"  # wherever the command runs from: the dashboard lists it
+    assert load_config().train.output_dir.startswith(f"{ROOT}/runs/grpo_Qwen2.5-0.5B-Instruct_K8_steps50_")
     monkeypatch.setenv("RUNS_DIR", "/data/my_runs")
-    assert load_config(env={}).train.output_dir.startswith("/data/my_runs/grpo_")
+    assert load_config().train.output_dir.startswith("/data/my_runs/grpo_")
+
+
+def test_the_environment_layer_is_only_read_when_given(monkeypatch):
+    monkeypatch.setenv("MAX_STEPS", "7")
+    assert load_config().train.num_train_steps == 50
+    assert load_config(env=os.environ).train.num_train_steps == 7
 
 
 def test_grpo_passthrough_is_typed_from_grpo_config():
     cfg = load_config(sets=["grpo.beta=0.04", "grpo.loss_type=grpo", "grpo.mask_truncated_completions=true",
-                            "grpo.num_iterations=2"], env={})
+                            "grpo.num_iterations=2"])
     assert cfg.grpo == {"beta": 0.04, "loss_type": "grpo", "mask_truncated_completions": True, "num_iterations": 2}
 
 
-def test_presets_load():
-    for preset in sorted((ROOT / "configs").glob("*.yaml")):
-        load_config(preset, env={})
+SHIPPED_PRESETS = {  # preset: key values it exists for
+    "tiny_cpu.yaml": {"model_name": "builtin:tiny", "dataset.name": "synthetic", "train.num_train_steps": 20,
+                      "runtime.use_wandb": False},
+    "demo_cpu.yaml": {"model_name": "builtin:tiny", "dataset.level": 1, "train.num_train_steps": 250,
+                      "grpo.temperature": 0.5, "runtime.use_wandb": False},
+    "gpu.yaml": {"model_name": "Qwen/Qwen2.5-0.5B-Instruct", "dataset.name": "gsm8k", "num_generations": 8},
+    "local_debug.yaml": {"model_name": "Qwen/Qwen2.5-0.5B-Instruct", "num_generations": 16,
+                         "train.per_device_train_batch_size": 1},
+}
+
+
+@pytest.mark.parametrize("preset", sorted(SHIPPED_PRESETS))
+def test_shipped_presets_load_with_their_key_values(preset):
+    assert (ROOT / "configs" / preset).is_file()
+    cfg = load_config(ROOT / "configs" / preset)
+    assert {key: setting(cfg, key) for key in SHIPPED_PRESETS[preset]} == SHIPPED_PRESETS[preset]
+    assert cfg.eval.enabled
+
+
+def test_every_form_field_reads_back_its_own_text():
+    # the Launch form shows each GRPOConfig default as text and sends back only what changed
+    from dashboard.grpo_form import grpo_options
+
+    cfg = RunConfig()
+    for fields in grpo_options().values():
+        for f in fields:
+            key, value = f"grpo.{f.name}", setting(cfg, f"grpo.{f.name}")
+            assert parse_setting(key, format_value(value)) == value, key
+    assert changed_settings(cfg, {"grpo.beta": 0.0, "grpo.loss_type": "dapo", "train.seed": 42}) == []
+    assert changed_settings(cfg, {"grpo.beta": 0.04, "train.seed": 7, "dataset.path": None}) == \
+        ["grpo.beta=0.04", "train.seed=7"]
 
 
 @pytest.mark.parametrize("yaml_text, sets, env, expected", [
@@ -124,7 +162,7 @@ def test_presets_load():
     ("dataset: {path: /nonexistent/gsm8k.jsonl}\n", [], {}, "'dataset.path' has value '/nonexistent/gsm8k.jsonl'"),
     ("dataset: {name: mnist}\n", [], {}, "expected gsm8k or synthetic"),
     ("model_name: ./no/such/model\n", [], {}, "that model folder does not exist"),
-    ("model_name: builtin:huge\n", [], {}, "the only built-in model is builtin:tiny"),
+    ("model_name: builtin:huge\n", [], {}, "there is no such built-in model: use one of builtin:tiny"),
     # eval backends
     ("eval: {backend: tgi}\n", [], {}, "'eval.backend' has value 'tgi', expected hf or vllm"),
     ("eval: {vllm_gpu_memory_utilization: 1.5}\n", [], {}, "expected a fraction between 0 and 1"),
@@ -144,9 +182,9 @@ def test_bad_config_is_one_clear_config_error(tmp_path, yaml_text, sets, env, ex
 
 def test_missing_file_and_malformed_yaml(tmp_path):
     with pytest.raises(ConfigError, match="config file '.*nope.yaml' does not exist"):
-        load_config(tmp_path / "nope.yaml", env={})
+        load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="is not valid YAML at line 3"):
-        load_config(write(tmp_path, "train:\n  seed: [1, 2\n"), env={})
+        load_config(write(tmp_path, "train:\n  seed: [1, 2\n"))
 
 
 def test_cli_prints_one_line_and_exits_2(tmp_path):
@@ -160,7 +198,7 @@ def test_accelerate_config_that_starts_one_process(tmp_path):
     single = tmp_path / "single.yaml"
     single.write_text("distributed_type: MULTI_GPU\nuse_cpu: true\n")
     with pytest.raises(ConfigError, match="sets use_cpu: true, with which accelerate launch starts one process, not 2"):
-        load_config(None, sets=[f"launch.accelerate_config={single}", "launch.num_processes=2"], env={})
+        load_config(None, sets=[f"launch.accelerate_config={single}", "launch.num_processes=2"])
 
 
 def test_eval_during_training_needs_the_whole_model_on_rank_0(tmp_path):
@@ -169,7 +207,7 @@ def test_eval_during_training_needs_the_whole_model_on_rank_0(tmp_path):
     for path in (zero3, ROOT / "configs" / "accelerate" / "fsdp.yaml"):
         with pytest.raises(ConfigError, match="train.eval_steps=5 evaluates on rank 0 during training, but .* "
                                               "spreads the weights over the workers: set train.eval_steps=0"):
-            load_config(None, sets=[f"launch.accelerate_config={path}", "train.eval_steps=5"], env={})
+            load_config(None, sets=[f"launch.accelerate_config={path}", "train.eval_steps=5"])
     cfg = RunConfig()
     for name, sharded in [("fsdp", True), ("zero2", False), ("ddp", False)]:  # ZeRO-2 keeps the whole model
         cfg.launch.accelerate_config = str(ROOT / "configs" / "accelerate" / f"{name}.yaml")
@@ -180,7 +218,7 @@ def test_eval_during_training_needs_the_whole_model_on_rank_0(tmp_path):
 @pytest.mark.parametrize("name, engine", [("fsdp", "FSDP"), ("zero2", "DeepSpeed")])
 def test_gpu_only_accelerate_config_on_a_cpu_machine(name, engine):
     with pytest.raises(ConfigError, match=f"uses {engine}, which accelerate applies on CUDA GPUs only"):
-        load_config(None, sets=[f"launch.accelerate_config={ROOT}/configs/accelerate/{name}.yaml"], env={})
+        load_config(None, sets=[f"launch.accelerate_config={ROOT}/configs/accelerate/{name}.yaml"])
 
 
 def test_shipped_accelerate_configs_are_valid():

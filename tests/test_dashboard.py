@@ -1,13 +1,18 @@
 """The dashboard through Streamlit's AppTest, from the entry point, over fixture run directories."""
 
+import base64
+import json
 import os
+from collections import Counter, defaultdict
 
+import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
 from core.config import load_config
 from core.runs import list_runs
+from core.store import RunStore
 from tests.conftest import ROOT
 from tests.dashboard_fixtures import make_runs
 
@@ -36,10 +41,34 @@ def texts(at) -> str:
                      for e in getattr(at, kind))
 
 
-@pytest.mark.parametrize("page", ["home", "launch", "runs", "rollouts", "rewards", "prompts", "eval", "compare"])
+def charts(at) -> dict[str, list[dict]]:
+    """Each Plotly chart on the page by title: its traces as {name, x, y} with plain lists."""
+    def values(v):
+        if isinstance(v, dict) and "bdata" in v:  # Plotly's binary arrays
+            return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist()
+        return v
+
+    found = {}
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        title = spec["layout"].get("title", {}).get("text", "")
+        found[title] = [{"name": t.get("name"), "x": values(t.get("x")), "y": values(t.get("y")), "z": values(t.get("z"))}
+                        for t in spec["data"]]
+    return found
+
+
+NO_RUNS = "No runs yet. Start one on the **Launch** page"
+EMPTY_STATE = {"home": "No runs yet", "launch": "Launch a run", "runs": NO_RUNS, "rollouts": NO_RUNS,
+               "rewards": NO_RUNS, "prompts": NO_RUNS, "eval": NO_RUNS, "compare": "Compare needs at least two runs."}
+
+
+@pytest.mark.parametrize("page", list(EMPTY_STATE))
 def test_every_page_renders_without_runs(tmp_path, monkeypatch, page):
     monkeypatch.setenv("RUNS_DIR", str(tmp_path / "empty"))
-    open_page(page)
+    at = open_page(page)
+    shown = texts(at) + "\n".join(e.value for kind in ("title", "subheader") for e in getattr(at, kind))
+    assert EMPTY_STATE[page] in shown
+    assert not at.get("plotly_chart") and not at.dataframe  # nothing drawn from data that is not there
 
 
 def test_home_offers_the_demo_when_there_are_no_runs(tmp_path, monkeypatch):
@@ -62,8 +91,20 @@ def test_runs_page_lists_runs_and_shows_a_crash(runs):
 
 def test_runs_page_charts_for_a_finished_run(runs):
     at = open_page("runs", run="learning")
-    charts = at.get("plotly_chart")
-    assert len(charts) >= 4  # reward ± std, categories, loss, length, learning rate
+    shown = charts(at)
+    agg = RunStore(runs["learning"])
+    agg.refresh()
+    steps = agg.step_aggregates()
+    (mean,) = [t for t in shown["Mean reward ± std (all sampled completions)"] if t["name"] == "mean reward"]
+    assert mean["x"] == steps["step"].tolist() and mean["y"] == pytest.approx(steps["mean_reward"].tolist())
+    categories = {t["name"]: t["y"] for t in shown["Reward categories per step"]}
+    assert sum(map(sum, categories.values())) == 1024  # every rollout, in one category each
+    # TRL's metrics, as metrics.jsonl has them (steps 1..30)
+    assert shown["Loss"][0]["x"] == list(range(1, 31)) and shown["Loss"][0]["y"] == pytest.approx(
+        [0.1 / s for s in range(1, 31)])
+    assert shown["Learning rate"][0]["y"] == [1e-4] * 30
+    assert shown["Completion length (tokens)"][0]["y"] == [20.0] * 30
+    assert "KL to the reference model" not in shown  # not logged: no empty chart
 
 
 def test_rollouts_filters_change_the_rows(runs):
@@ -87,10 +128,28 @@ def test_rollout_detail_and_group_show_model_text_as_text(runs):
 
 
 def test_rewards_prompts_eval_compare(runs):
-    assert len(open_page("rewards", run="learning").get("plotly_chart")) == 4
+    records = [json.loads(line) for f in sorted((runs["learning"] / "rollouts").glob("*.jsonl"))
+               for line in f.read_text().splitlines()]
+    rewards = charts(open_page("rewards", run="learning"))
+    assert len(rewards) == 4
+    (hist,) = [v for k, v in rewards.items() if k.startswith("Reward histogram")]
+    counts = Counter(r["reward"] for r in records)
+    assert dict(zip(map(float, hist[0]["x"]), hist[0]["y"])) == counts  # the whole run: the default window
     prompts = open_page("prompts", run="learning")
-    assert len(prompts.get("plotly_chart")) == 2  # accuracy curves and the heatmap
-    assert prompts.multiselect(key="picked").value  # defaults to the prompts that changed most
+    picked = prompts.multiselect(key="picked").value
+    assert picked  # defaults to the prompts that changed most
+    shown = charts(prompts)
+    curves = {t["name"]: dict(zip(t["x"], t["y"])) for t in shown[
+        "Accuracy per step (share of the group's K samples that were correct)"]}
+    assert set(curves) == set(picked)
+    for pid in picked:
+        groups = defaultdict(list)
+        for r in records:
+            if r["prompt_id"] == pid:
+                groups[r["step"]].append(r["correct"])
+        assert curves[pid] == pytest.approx({step: sum(v) / len(v) for step, v in groups.items()})
+    (heatmap,) = [v for k, v in shown.items() if k.startswith("Prompts × steps")]
+    assert heatmap[0]["z"]  # a cell per prompt and step
     ev = open_page("eval", run="learning")
     metrics = {m.label: m.value for m in ev.metric}
     assert (metrics["Questions"], metrics["Accuracy before"], metrics["Accuracy after"]) == ("4", "25.0%", "75.0%")
@@ -149,7 +208,7 @@ def test_save_as_preset_writes_a_loadable_config(runs):
         at.text_input(key="tiny_cpu.yaml:pname").set_value(name)
         at.button[2].click().run()  # Save as preset
         assert f"Saved configs/{name}.yaml" in [s.value for s in at.success]
-        cfg = load_config(target, env={})
+        cfg = load_config(target)
         assert cfg.num_generations == 6 and cfg.model_name == "builtin:tiny"
         at.button[2].click().run()  # the same name again is refused, the file kept
         assert f"configs/{name}.yaml already exists" in texts(at)

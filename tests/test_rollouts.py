@@ -1,13 +1,11 @@
 """The rollout recorder: every field, one file per rank, append-only, group sample indices."""
 
 import json
+import typing
 from types import SimpleNamespace
 
 from core.rewards import format_reward, gsm8k_reward, length_penalty
-from core.rollouts import RolloutRecorder, logged_rewards
-
-FIELDS = {"step", "prompt_id", "prompt", "question", "completion", "prediction", "ground_truth", "reward",
-          "rewards", "correct", "rank", "sample", "completion_tokens", "time"}
+from core.rollouts import ROLLOUT_FIELDS, RolloutRecorder, logged_rewards
 
 
 def logged_reward(fn, recorder, num_generations):
@@ -33,7 +31,7 @@ def test_records_every_field_and_returns_the_rewards(tmp_path):
     out = call(reward, 3, ["Final: 4", "Final: 9", "nope", [{"role": "assistant", "content": "Final: 5"}]])
     assert out == [1.0, 0.1, 0.0, 1.0]
     records = read(tmp_path / "rollouts" / "rollouts.jsonl")
-    assert [set(r) for r in records] == [FIELDS] * 4
+    assert [list(r) for r in records] == [list(ROLLOUT_FIELDS)] * 4
     assert [r["step"] for r in records] == [3] * 4
     assert [r["sample"] for r in records] == [0, 1, 0, 1]
     assert [r["prediction"] for r in records] == ["4", "9", None, "5"]
@@ -41,6 +39,9 @@ def test_records_every_field_and_returns_the_rewards(tmp_path):
     assert [r["completion_tokens"] for r in records] == [1, 2, 3, 4]
     assert records[3]["completion"] == "Final: 5" and records[2]["prompt_id"] == "b"
     assert records[0]["ground_truth"] == "4" and records[0]["question"] == "q0" and records[0]["rank"] == 0
+    for r in records:  # every value has its declared type
+        assert all(isinstance(r[name], typing.get_origin(tp) or tp) for name, tp in ROLLOUT_FIELDS.items()
+                   if r[name] is not None), r
 
 
 def test_ranks_write_their_own_files_and_continue_the_group_numbering(tmp_path):

@@ -10,12 +10,13 @@ from statistics import mean, pstdev, stdev
 
 import pytest
 
-from core.store import RolloutStore, compare_step_aggregates
+from core.evaluate import EVAL_FIELDS, EVAL_FIELDS_RENAMED
+from core.rollouts import ROLLOUT_FIELDS, rollout_record
+from core.store import RunStore, compare_step_aggregates
 from tests.benchmarks.fake_run import write_run
 
-RECORD = {"step": 0, "prompt_id": "p", "prompt": "P", "question": "Q", "completion": "Final: 1", "prediction": "1",
-          "ground_truth": "1", "reward": 1.0, "correct": True, "rank": 0, "sample": 0, "completion_tokens": 3,
-          "time": 1.0}
+RECORD = rollout_record(step=0, prompt_id="p", prompt="P", question="Q", completion="Final: 1", prediction="1",
+                        ground_truth="1", reward=1.0, correct=True, rank=0, sample=0, completion_tokens=3, time=1.0)
 
 
 def line(**fields):
@@ -33,24 +34,34 @@ def append(path, text):
         f.write(text)
 
 
+def test_store_columns_are_the_rollout_record(run_dir):
+    record = {**RECORD, "rewards": {"gsm8k": 1.0, "format": 0.5}}
+    append(run_dir / "rollouts" / "rollouts.jsonl", json.dumps(record) + "\n")
+    store = RunStore(run_dir)
+    store.refresh()
+    assert list(store._query("SELECT * EXCLUDE (file) FROM rollouts").columns) == list(ROLLOUT_FIELDS)
+    got = store.rollout("p", 0, 0)
+    assert {name: got[name] for name in ROLLOUT_FIELDS} == record
+
+
 # ---- exactness -------------------------------------------------------------------------------
 
 def test_half_written_line_waits_for_its_newline(run_dir):
     path = run_dir / "rollouts" / "rollouts.jsonl"
     whole = line(sample=1)
     append(path, line(sample=0) + whole[:40])
-    store = RolloutStore(run_dir)
+    store = RunStore(run_dir)
     assert store.refresh() == 1 and store.skipped == 0
     append(path, whole[40:])
     assert store.refresh() == 1 and store.count() == 2 and store.skipped == 0
     assert store.refresh() == 0
-    assert sorted(store.query("SELECT sample FROM rollouts")["sample"]) == [0, 1]
+    assert sorted(store._query("SELECT sample FROM rollouts")["sample"]) == [0, 1]
 
 
 def test_a_complete_object_without_its_newline_is_not_ingested_yet(run_dir):
     path = run_dir / "rollouts" / "rollouts.jsonl"
     append(path, line(sample=0) + line(sample=1).rstrip("\n"))  # valid JSON, but the line is not finished
-    store = RolloutStore(run_dir)
+    store = RunStore(run_dir)
     assert store.refresh() == 1
     append(path, "\n")
     assert store.refresh() == 1 and store.count() == 2
@@ -61,9 +72,9 @@ def test_a_complete_object_without_its_newline_is_not_ingested_yet(run_dir):
 def test_corrupt_lines_are_skipped_and_counted_never_rows_of_nulls(run_dir, bad):
     path = run_dir / "rollouts" / "rollouts.jsonl"
     append(path, line(sample=0) + bad + "\n" + line(sample=1) + "\n")  # a blank line is not a record either
-    store = RolloutStore(run_dir)
+    store = RunStore(run_dir)
     assert store.refresh() == 2 and store.skipped == 1
-    rows = store.query("SELECT * FROM rollouts ORDER BY sample")
+    rows = store._query("SELECT * FROM rollouts ORDER BY sample")
     assert rows["sample"].tolist() == [0, 1] and rows["prompt_id"].notna().all()
     assert store.rollout("p", 0, 1)["prompt"] == "P"  # the line-by-line path stores prompts the same way
     append(path, line(sample=2) + "not json\n")  # the same holds for later, incremental refreshes
@@ -73,26 +84,26 @@ def test_corrupt_lines_are_skipped_and_counted_never_rows_of_nulls(run_dir, bad)
 def test_shrunk_or_replaced_file_is_read_again_from_scratch(run_dir):
     path = run_dir / "rollouts" / "rollouts.jsonl"
     append(path, "".join(line(step=0, sample=i) for i in range(4)))
-    store = RolloutStore(run_dir)
+    store = RunStore(run_dir)
     assert store.refresh() == 4
     path.write_text(line(step=9, sample=0))  # restarted under the same id: truncated and rewritten
     store.refresh()
-    assert store.query("SELECT step, sample FROM rollouts").values.tolist() == [[9, 0]]
+    assert store._query("SELECT step, sample FROM rollouts").values.tolist() == [[9, 0]]
     # replaced by a new file of the same size (another inode, other bytes)
     new = run_dir / "new.jsonl"
     new.write_text(line(step=7, sample=0))
     new.replace(path)
     store.refresh()
-    assert store.query("SELECT step FROM rollouts")["step"].tolist() == [7]
+    assert store._query("SELECT step FROM rollouts")["step"].tolist() == [7]
 
 
 def test_new_rank_file_mid_run(run_dir):
     append(run_dir / "rollouts" / "rollouts.jsonl", line(rank=0))
-    store = RolloutStore(run_dir)
+    store = RunStore(run_dir)
     assert store.refresh() == 1
     append(run_dir / "rollouts" / "rollouts.rank1.jsonl", line(rank=1, sample=1) + line(rank=1, sample=2))
     assert store.refresh() == 2
-    assert sorted(store.query("SELECT rank FROM rollouts")["rank"]) == [0, 1, 1]
+    assert sorted(store._query("SELECT rank FROM rollouts")["rank"]) == [0, 1, 1]
 
 
 WRITER = """
@@ -116,7 +127,7 @@ def test_live_writers_and_a_refreshing_reader_agree_exactly(run_dir):
     n = 3000
     writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(run_dir / "rollouts" / name), str(n), str(rank)])
                for rank, name in enumerate(["rollouts.jsonl", "rollouts.rank1.jsonl"])]
-    store = RolloutStore(run_dir)
+    store = RunStore(run_dir)
     refreshes = 0
     while any(w.poll() is None for w in writers):
         store.refresh()
@@ -125,13 +136,13 @@ def test_live_writers_and_a_refreshing_reader_agree_exactly(run_dir):
     store.refresh()
     assert refreshes > 3
     assert store.count() == 2 * n and store.skipped == 0
-    dupes = store.query("SELECT rank, sample, count(*) c FROM rollouts GROUP BY ALL HAVING c > 1")
+    dupes = store._query("SELECT rank, sample, count(*) c FROM rollouts GROUP BY ALL HAVING c > 1")
     assert dupes.empty
 
 
 def test_threads_share_a_store(run_dir):
     append(run_dir / "rollouts" / "rollouts.jsonl", "".join(line(step=i // 4, sample=i % 4) for i in range(400)))
-    store = RolloutStore(run_dir)
+    store = RunStore(run_dir)
     errors = []
 
     def work():
@@ -163,11 +174,14 @@ def fixture_run(tmp_path_factory):
         for s in range(1, 6)))
     (run_dir / "eval").mkdir()
     for phase, right in (("before", {0, 1}), ("after", {1, 2}), ("full_test", {0, 1, 2})):  # + a core.evaluate
-        (run_dir / "eval" / f"{phase}.jsonl").write_text("".join(json.dumps(
-            {"prompt_id": f"e{i}", "question": f"q{i}", "prompt": "P", "gt": "1", "pred": "1" if i in right else "2",
-             "completion": f"{phase} {i}", "correct": i in right, "new_tokens": 10 + i}) + "\n" for i in range(4)))
+        # full_test is written with the names eval files had before
+        names = {new: old for old, new in EVAL_FIELDS_RENAMED.items()} if phase == "full_test" else {}
+        (run_dir / "eval" / f"{phase}.jsonl").write_text("".join(json.dumps({names.get(k, k): v for k, v in {
+            "prompt_id": f"e{i}", "question": f"q{i}", "prompt": "P", "ground_truth": "1",
+            "prediction": "1" if i in right else "2", "completion": f"{phase} {i}", "correct": i in right,
+            "completion_tokens": 10 + i}.items()}) + "\n" for i in range(4)))
     (run_dir / "status.json").write_text(json.dumps({"state": "finished", "global_step": 5}))
-    store = RolloutStore(run_dir)
+    store = RunStore(run_dir)
     store.refresh()
     records = [json.loads(x) for f in sorted((run_dir / "rollouts").glob("*.jsonl"))
                for x in f.read_text().splitlines()]
@@ -314,8 +328,11 @@ def test_eval_flips_and_summary(fixture_run):
     assert list(zip(flips["prompt_id"], flips["flip"])) == [("e2", "wrong → right"), ("e0", "right → wrong")]
     assert flips.loc[0, "before_completion"] == "before 2" and flips.loc[0, "after_completion"] == "after 2"
     summary = store.eval_summary().set_index("phase")
-    assert summary.loc["before", "accuracy"] == 0.5 and summary.loc["after", "mean_new_tokens"] == 11.5
+    assert summary.loc["before", "accuracy"] == 0.5 and summary.loc["after", "mean_completion_tokens"] == 11.5
     assert summary.loc["full_test", "accuracy"] == 0.75 and len(summary) == 3
+    assert summary.loc["full_test", "mean_completion_tokens"] == 11.5  # read under the old names too
+    rows = store._query("SELECT * EXCLUDE (phase) FROM eval WHERE phase = 'full_test' ORDER BY prompt_id")
+    assert list(rows.columns) == list(EVAL_FIELDS) and rows["prediction"].tolist() == ["1", "1", "1", "2"]
 
 
 def test_length_by_category(fixture_run):
@@ -329,9 +346,9 @@ def test_length_by_category(fixture_run):
 def test_per_reward_values_are_kept(run_dir, corrupt):
     path = run_dir / "rollouts" / "rollouts.jsonl"
     append(path, line(rewards={"gsm8k": 1.0, "format": 0.5}) + ("oops\n" if corrupt else "") + line(sample=1))
-    store = RolloutStore(run_dir)
+    store = RunStore(run_dir)
     store.refresh()
     assert store.skipped == int(corrupt)
-    rows = store.query("SELECT sample, rewards['format'] AS fmt FROM rollouts ORDER BY sample")
+    rows = store._query("SELECT sample, rewards['format'] AS fmt FROM rollouts ORDER BY sample")
     assert rows["fmt"].tolist()[0] == 0.5 and rows["fmt"].isna().tolist()[1]  # older records have none
     assert store.rollout("p", 0, 0)["rewards"] == {"gsm8k": 1.0, "format": 0.5}

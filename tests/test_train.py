@@ -8,13 +8,16 @@ import sys
 import time
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
-from core.config import load_config
+from core.config import ConfigError, load_config
+from core.evaluate import EVAL_FIELDS
+from core.rewards import extract_model_final, score
+from core.rollouts import ROLLOUT_FIELDS
 from core.runs import read_status
 from tests.conftest import ROOT, TINY_SETS, run_cli
-from tests.test_rollouts import FIELDS
 
 
 def lines(path):
@@ -39,7 +42,7 @@ def test_tiny_run_writes_the_whole_run_directory(tiny_run):
     # 3 steps x one generation of 4 prompts x K=4 completions
     rollouts = lines(tiny_run / "rollouts" / "rollouts.jsonl")
     assert len(rollouts) == 3 * 16
-    assert all(set(r) == FIELDS for r in rollouts)
+    assert all(list(r) == list(ROLLOUT_FIELDS) for r in rollouts)
     assert sorted({r["step"] for r in rollouts}) == [0, 1, 2]  # scored before the step's update
     for step in range(3):
         groups = {}
@@ -59,8 +62,7 @@ def test_tiny_run_writes_the_whole_run_directory(tiny_run):
         assert summary[phase]["n"] == 8 and 0 <= summary[phase]["eval_accuracy"] <= 1
         records = lines(tiny_run / "eval" / f"{phase}.jsonl")
         assert len(records) == 8
-        assert set(records[0]) == {"prompt_id", "question", "prompt", "gt", "pred", "completion", "correct",
-                                   "new_tokens"}
+        assert all(list(r) == list(EVAL_FIELDS) for r in records)
         assert summary[phase]["eval_accuracy"] == sum(r["correct"] for r in records) / 8
     assert (tiny_run / "model" / "model.safetensors").is_file()
     assert (tiny_run / "model" / "tokenizer.json").is_file()
@@ -86,10 +88,17 @@ def test_batched_eval_matches_one_at_a_time(tiny_model_dir):
     batched, summary = evaluate(model, tokenizer, ds, batch_size=12, max_new_tokens=32)
     single, _ = evaluate(model, tokenizer, ds, batch_size=1, max_new_tokens=32)
     assert [r["completion"] for r in batched] == [r["completion"] for r in single]
-    assert [r["new_tokens"] for r in batched] == [r["new_tokens"] for r in single]
+    assert [r["completion_tokens"] for r in batched] == [r["completion_tokens"] for r in single]
     assert summary["n"] == 12 and any("Final:" in r["completion"] for r in batched)
+    torch.manual_seed(0)
     sampled, summary = evaluate(model, tokenizer, ds, batch_size=6, max_new_tokens=32, temperature=1.0, top_p=0.9)
     assert len(sampled) == 12 and summary["n"] == 12  # sampling runs through the same path
+    assert [r["completion"] for r in sampled] != [r["completion"] for r in batched]  # it really sampled
+    for r, row in zip(sampled, ds, strict=True):  # and each answer is scored by the reward's parser
+        assert (r["prompt_id"], r["ground_truth"]) == (row["prompt_id"], row["answer_final"])
+        assert r["prediction"] == extract_model_final(r["completion"])
+        assert r["correct"] == (score(r["completion"], r["ground_truth"])[1] == 1.0)
+    assert summary["eval_accuracy"] == sum(r["correct"] for r in sampled) / 12
 
 
 def test_evaluate_cli_reevaluates_a_saved_model_like_the_run_did(tiny_run):
@@ -217,10 +226,16 @@ def test_model_that_cannot_be_loaded_fails_the_run_with_one_line(tmp_path):
 def test_grpo_passthrough_reaches_trl(tmp_path):
     from core.train import grpo_args
 
-    cfg = load_config(ROOT / "configs" / "tiny_cpu.yaml", sets=["grpo.beta=0.04", "grpo.top_p=0.9"], env={})
-    args = grpo_args(cfg, tmp_path, "cpu")
+    cfg = load_config(ROOT / "configs" / "tiny_cpu.yaml", sets=["grpo.beta=0.04", "grpo.top_p=0.9",
+                                                                 f"train.output_dir={tmp_path}"])
+    args = grpo_args(cfg, "cpu")
     assert (args.beta, args.top_p, args.num_generations, args.generation_batch_size) == (0.04, 0.9, 4, 16)
     assert (args.max_completion_length, args.max_steps, args.report_to) == (48, cfg.train.num_train_steps, [])
+    assert (args.output_dir, args.save_strategy, args.use_cpu, args.reward_weights) == (str(tmp_path), "no", True, [1.0])
+    # a device default may be overridden from grpo:, a field set from our own keys may not
+    assert grpo_args(load_config(sets=["grpo.generation_batch_size=32"]), "cpu").generation_batch_size == 32
+    with pytest.raises(ConfigError, match="'grpo.data_seed' is set from 'train.seed'"):
+        load_config(sets=["grpo.data_seed=3"])
 
 
 @pytest.mark.parametrize("launcher, command", [

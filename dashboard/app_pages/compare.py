@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.runs import list_runs, read_config, run_path
+from core.runs import list_runs, run_path, settings_diff
 from core.store import compare_step_aggregates
 from dashboard.common import fmt_pct, runs_root, store_for
 
@@ -33,21 +33,8 @@ st.dataframe(pd.DataFrame([{"run": n, "state": info[n]["state"], "before": fmt_p
                             "after": fmt_pct(info[n]["eval_after"])} for n in names]), hide_index=True)
 
 
-def flatten(config: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 st.subheader("Settings that differ")
-configs = {n: flatten(read_config(run_path(runs_root(), n))) for n in names}
-keys = sorted({k for c in configs.values() for k in c} - {"train.output_dir"})
-diff = [{"key": k, **{n: str(configs[n].get(k, "–")) for n in names}} for k in keys
-        if len({str(configs[n].get(k)) for n in names}) > 1]
+diff = settings_diff({n: run_path(runs_root(), n) for n in names})
 if diff:
     st.dataframe(pd.DataFrame(diff), hide_index=True)
 else:

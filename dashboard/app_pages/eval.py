@@ -28,13 +28,13 @@ def view():
     c1.metric("Questions", int((after if after is not None else before)["n"]))
     if before is not None:
         c2.metric("Accuracy before", fmt_pct(before["accuracy"]))
-        c4.metric("Mean new tokens before", f"{before['mean_new_tokens']:.1f}")
+        c4.metric("Mean new tokens before", f"{before['mean_completion_tokens']:.1f}")
     if after is None:
         st.caption("The after-training eval has not run yet.")
         return
     c3.metric("Accuracy after", fmt_pct(after["accuracy"]),
               delta=None if before is None else f"{100 * (after['accuracy'] - before['accuracy']):+.1f} points")
-    c5.metric("Mean new tokens after", f"{after['mean_new_tokens']:.1f}")
+    c5.metric("Mean new tokens after", f"{after['mean_completion_tokens']:.1f}")
     flips = store.eval_flips()
     st.subheader(f"Questions that flipped ({len(flips)})")
     if flips.empty:
@@ -45,8 +45,8 @@ def view():
             continue
         st.markdown(f"**{kind}** ({len(part)})")
         for _, row in part.iterrows():
-            with st.expander(f"{row['prompt_id']} · ground truth {row['gt']} · "
-                             f"{row['before_pred'] or 'no answer'} → {row['after_pred'] or 'no answer'}"):
+            with st.expander(f"{row['prompt_id']} · ground truth {row['ground_truth']} · "
+                             f"{row['before_prediction'] or 'no answer'} → {row['after_prediction'] or 'no answer'}"):
                 st.text(row["question"])
                 left, right = st.columns(2)
                 with left:

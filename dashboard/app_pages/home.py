@@ -27,7 +27,7 @@ with left:
                 "gets only about a third of single-digit additions right. In about three minutes of GRPO "
                 "its rewards rise and its eval accuracy climbs.")
     if st.button("Launch the CPU demo", icon=":material/rocket_launch:", type="primary"):
-        config = load_config(demo, env={}).to_dict()
+        config = load_config(demo).to_dict()
         name = f"demo_{time.strftime('%Y%m%d-%H%M%S')}"
         launch(config, runs_root(), name, repo=REPO)
         st.session_state["selected_run"] = name
@@ -35,7 +35,7 @@ with left:
 with right:
     st.subheader("Latest runs" if runs else "No runs yet")
     if runs:
-        st.dataframe(pd.DataFrame([{"run": r["name"], "state": r["state"], "step": f"{r['step']}/{r['max_steps']}",
+        st.dataframe(pd.DataFrame([{"run": r["name"], "state": r["state"], "step": f"{r['step']}/{r['num_train_steps']}",
                                     "eval before → after": f"{fmt_pct(r['eval_before'])} → {fmt_pct(r['eval_after'])}"}
                                    for r in runs[:8]]), hide_index=True)
     else:

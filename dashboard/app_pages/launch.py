@@ -4,12 +4,12 @@ import shlex
 import time
 
 import streamlit as st
-import yaml
 
-from core.config import ConfigError, field_default, grpo_options, load_config
+from core.config import ConfigError, changed_settings, format_value, load_config, parse_setting, save_preset, setting
 from core.data import LEVELS
 from core.runs import launch, run_path, safe_run_name
 from dashboard.common import REPO, runs_root
+from dashboard.grpo_form import grpo_options, is_toggle
 
 SOURCES = {"GSM8K (Hugging Face Hub)": "gsm8k", "Local file or folder": "path", "Synthetic (offline)": "synthetic"}
 
@@ -22,21 +22,10 @@ choices = ([f"settings of run {from_run}"] if from_run else []) + [p.name for p 
 choice = st.selectbox("Start from", choices, key="base", help="A preset from configs/, or an earlier run's settings.")
 base_path = run_path(runs_root(), from_run) / "run.yaml" if choice.startswith("settings of") else \
     REPO / "configs" / choice
-base = load_config(base_path, env={})  # a run's run.yaml is a complete config file too
+base = load_config(base_path)  # a run's run.yaml is a complete config file too
 base_label = str(base_path.relative_to(REPO) if base_path.is_relative_to(REPO) else base_path)
 
-
-@st.cache_resource
-def options():
-    return grpo_options()
-
-
-def as_text(value) -> str:
-    return "" if value is None else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip() \
-        if isinstance(value, (dict, list)) else str(value)
-
-
-groups = options()
+groups = grpo_options()
 k = f"{choice}:"  # widget keys per base, so switching presets resets the form
 with st.form("launch"):
     name = st.text_input("Run name", value=f"{base.run_name}_{time.strftime('%Y%m%d-%H%M%S')}", key=k + "name",
@@ -73,11 +62,11 @@ with st.form("launch"):
         for tab, (group, group_fields) in zip(st.tabs(list(groups)), groups.items()):
             cols = tab.columns(3)
             for i, f in enumerate(group_fields):
-                value, help_text, key = base.grpo.get(f.name, field_default(f)), f.metadata.get("help"), k + f.name
-                if "bool" in str(f.type) and isinstance(value, bool):
+                value, help_text, key = setting(base, f"grpo.{f.name}"), f.metadata.get("help"), k + f.name
+                if is_toggle(f.name, value):
                     advanced[f.name] = cols[i % 3].toggle(f.name, value, help=help_text, key=key)
                 else:
-                    advanced[f.name] = cols[i % 3].text_input(f.name, as_text(value), help=help_text, key=key)
+                    advanced[f.name] = cols[i % 3].text_input(f.name, format_value(value), help=help_text, key=key)
     b1, b2, b3 = st.columns([1, 1, 2])
     check = b1.form_submit_button("Check")
     go = b2.form_submit_button("Launch", type="primary")
@@ -91,28 +80,13 @@ wanted = {"model_name": model, "num_generations": int(kgen), "max_new_tokens": i
           "dataset.name": "gsm8k" if SOURCES[source] == "path" else SOURCES[source],
           "dataset.path": path.strip() or None if SOURCES[source] == "path" else None,
           "dataset.level": level, "runtime.use_wandb": use_wandb, "eval.enabled": do_eval,
-          "launch.num_processes": int(procs), "launch.accelerate_config": engine, "eval.backend": eval_backend,
-          **{f"grpo.{f}": v for f, v in advanced.items()}}
-current = base.to_dict()
-fields = {f.name: f for group_fields in groups.values() for f in group_fields}
-
-
-def current_value(key):
-    section, _, leaf = key.rpartition(".")
-    if section == "grpo":
-        value = current["grpo"].get(leaf, field_default(fields[leaf]))
-        return value if isinstance(value, bool) else as_text(value)
-    return current[section][leaf] if section else current[leaf]
-
-
-def assignment(key, value) -> str:
-    return f"{key}={'null' if value is None or value == '' else value}"
-
-
-sets = [assignment(key, v) for key, v in wanted.items() if v != current_value(key)]
+          "launch.num_processes": int(procs), "launch.accelerate_config": engine, "eval.backend": eval_backend}
 if check or go or save:
     try:
-        cfg = load_config(base_path, sets=sets, env={})
+        for field_name, value in advanced.items():  # text from the form, as the field's type
+            wanted[f"grpo.{field_name}"] = value if isinstance(value, bool) else parse_setting(f"grpo.{field_name}", value)
+        sets = changed_settings(base, wanted)
+        cfg = load_config(base_path, sets=sets)
         run_name = safe_run_name(name)
     except (ConfigError, ValueError) as e:
         st.error(str(e))
@@ -122,19 +96,12 @@ if check or go or save:
                         *[a for s in sets for a in ("--set", s)]]), language="bash")
     if save:
         try:
-            target = REPO / "configs" / f"{safe_run_name(preset_name)}.yaml"
-        except ValueError as e:
-            st.error(f"Preset {e}")
+            target = save_preset(cfg, REPO / "configs", preset_name, based_on=base_label)
+        except ConfigError as e:
+            st.error(str(e))
             st.stop()
-        if target.exists():
-            st.error(f"configs/{target.name} already exists: choose another preset name")
-        else:
-            data = cfg.to_dict()
-            data["train"]["output_dir"] = None
-            header = f"# Saved from the dashboard, based on {base_label}\n"
-            target.write_text(header + yaml.safe_dump(data, sort_keys=False))
-            st.success(f"Saved configs/{target.name}")
-    if go:
+        st.success(f"Saved configs/{target.name}")
+    elif go:
         try:
             launch(cfg.to_dict(), runs_root(), run_name, repo=REPO)
         except ValueError as e:

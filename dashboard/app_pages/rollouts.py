@@ -14,11 +14,11 @@ if run is None:
 store = store_for(run["name"])
 params = st.query_params
 
-steps = store.query("SELECT min(step) AS lo, max(step) AS hi FROM rollouts").iloc[0]
-if store.count() == 0:
+steps = store.step_range()
+if steps is None:
     st.info("This run has no rollouts yet.")
     st.stop()
-lo, hi = int(steps["lo"]), int(steps["hi"])
+lo, hi = steps
 
 with st.container(border=True):
     c1, c2, c3, c4 = st.columns([3, 2, 1, 1])
@@ -30,7 +30,7 @@ with st.container(border=True):
     rewards = [r for r in store.reward_histogram()["reward"]]
     chosen = c2.multiselect("Reward", rewards, format_func=lambda r: CATEGORY.get(r, f"{r:g}"), key="rewards")
     correct = c3.selectbox("Correct", ["any", "yes", "no"], key="correct")
-    ranks = store.query("SELECT DISTINCT rank FROM rollouts ORDER BY rank")["rank"].tolist()
+    ranks = store.ranks()
     rank = c4.selectbox("Rank", ["any", *ranks], key="rank") if len(ranks) > 1 else "any"
     c5, c6, c7 = st.columns([2, 3, 1])
     prompt_id = c5.text_input("Prompt id", params.get("prompt_id", ""), key="prompt_id").strip()

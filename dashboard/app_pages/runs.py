@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.config import ConfigError
-from core.runs import delete, list_runs, log_tail, resume, run_path, stop
+from core.runs import checkpoints, delete, list_runs, log_tail, resume, run_path, stop
 from dashboard.common import (REPO, categories_chart, fmt_duration, fmt_pct, fmt_time, is_live, live_every, pick_run,
                               runs_root, store_for)
 
@@ -14,7 +14,7 @@ runs = list_runs(runs_root())
 if runs:
     st.dataframe(pd.DataFrame([{
         "run": r["name"], "model": r["model"], "state": r["state"],
-        "progress": f"{r['step']}/{r['max_steps']}", "mean reward": r["reward"],
+        "progress": f"{r['step']}/{r['num_train_steps']}", "mean reward": r["reward"],
         "eval before → after": f"{fmt_pct(r['eval_before'])} → {fmt_pct(r['eval_after'])}",
         "started": fmt_time(r["started"]), "duration": fmt_duration(r["duration"])} for r in runs]),
         hide_index=True, column_config={"mean reward": st.column_config.NumberColumn(format="%.3f")})
@@ -29,9 +29,9 @@ b1, b2, b3, b4 = st.columns([1, 1, 2, 3])
 if b1.button("Stop", icon=":material/stop_circle:", disabled=not is_live(run),
              help="Graceful: ends after the current step, saves the model and a checkpoint to resume from"):
     st.toast("Stopping after the current step…" if stop(path) else "The run is not running.")
-resumable = not is_live(run) and any(path.glob("checkpoint-*"))
+resumable = not is_live(run) and bool(checkpoints(path))
 with b4.popover("Resume", icon=":material/play_circle:", disabled=not resumable):
-    target = run["max_steps"] or 0
+    target = run["num_train_steps"] or 0
     until = st.number_input("Train until step", 1, 10_000_000, target + 20 if run["state"] == "finished" else target)
     if st.button("Resume from the latest checkpoint", type="primary"):
         try:
@@ -67,7 +67,7 @@ def live_view():
     if current["state"] != run["state"]:
         st.rerun()  # the run ended: redraw the page (buttons, live refresh off)
     store = store_for(name)
-    total = current["max_steps"] or 0
+    total = current["num_train_steps"] or 0
     done = min(current["step"] or 0, total) if total else 0
     status = store.status
     eta = ""

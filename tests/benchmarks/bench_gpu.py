@@ -66,7 +66,7 @@ def eval_speed(model_dir: str, questions: int, with_vllm: bool) -> dict:
     from core.config import DatasetConfig
     from core.data import load_rows, to_dataset
     from core.evaluate import evaluate, generate_vllm
-    from core.train import pick_device
+    from core.model import pick_device
 
     device = pick_device()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

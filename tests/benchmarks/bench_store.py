@@ -60,9 +60,9 @@ def median_ms(fn, repeats: int = 7) -> float:
 
 
 def store_run(run_dir: Path, total: int, out) -> None:
-    from core.store import RolloutStore
+    from core.store import RunStore
 
-    store = RolloutStore(run_dir)
+    store = RunStore(run_dir)
     start = time.perf_counter()
     rows = store.refresh()
     cold = time.perf_counter() - start
@@ -73,8 +73,8 @@ def store_run(run_dir: Path, total: int, out) -> None:
         added = store.refresh()
         increments.append(time.perf_counter() - start)
         assert added == 1000, added
-    pid = store.query("SELECT prompt_id FROM rollouts LIMIT 1")["prompt_id"][0]
-    step = int(store.query("SELECT max(step) AS s FROM rollouts")["s"][0])
+    pid = store._query("SELECT prompt_id FROM rollouts LIMIT 1")["prompt_id"][0]
+    step = int(store._query("SELECT max(step) AS s FROM rollouts")["s"][0])
     top = store.leaderboard("most_changed", limit=10)["prompt_id"].tolist()
     queries = {
         "rollouts page (no filter)": lambda: store.rollouts_page(),
@@ -129,9 +129,9 @@ def main() -> None:
     duck = in_process(duckdb_read_json, run_dir)
     store = in_process(store_run, run_dir, args.rollouts)
     rows = [("DuckDB read_json into a table (baseline)", f"{duck['seconds']:.2f} s", f"{duck['peak_mb']:,} MB"),
-            ("RolloutStore cold refresh()", f"{store['cold_seconds']:.2f} s "
+            ("RunStore cold refresh()", f"{store['cold_seconds']:.2f} s "
              f"({store['cold_seconds'] / duck['seconds']:.2f}x read_json)", f"{store['peak_mb']:,} MB (whole run)"),
-            ("RolloutStore incremental refresh(), 1,000 new", f"{store['incremental_ms']:.1f} ms median", "")]
+            ("RunStore incremental refresh(), 1,000 new", f"{store['incremental_ms']:.1f} ms median", "")]
     if not args.skip_pandas:
         naive = in_process(pandas_reload, run_dir)
         rows.append(("naive full reload: pandas.read_json(lines=True)", f"{naive['seconds']:.2f} s "

@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 
 from core.prompts import SYSTEM_PROMPT, prompt_id
-from core.rollouts import rollouts_path
+from core.rollouts import rollout_record, rollouts_path
 
 WORDS = ("so the total is then each of them buys more apples than before which means we add and subtract "
          "multiply the number by two because half of it goes to").split()
@@ -46,10 +46,10 @@ def records(n: int, rank: int, ranks: int, start: int = 0, k: int = 8, prompts: 
             pred = gt if rng.random() < skill else str(rng.randint(1, 500))
             completion = " ".join(rng.choice(WORDS) for _ in range(140)) + f"\nFinal: {pred}"
             reward = 1.0 if pred == gt else 0.1
-        yield {"step": step, "prompt_id": pid, "prompt": prompt, "question": question, "completion": completion,
-               "prediction": pred, "ground_truth": gt, "reward": reward, "correct": reward == 1.0, "rank": rank,
-               "sample": rank * per_rank_group + sample, "completion_tokens": len(completion) // 4,
-               "time": 1.7e9 + i}
+        yield rollout_record(step=step, prompt_id=pid, prompt=prompt, question=question, completion=completion,
+                             prediction=pred, ground_truth=gt, reward=reward, rewards={"gsm8k": reward},
+                             correct=reward == 1.0, rank=rank, sample=rank * per_rank_group + sample,
+                             completion_tokens=len(completion) // 4, time=1.7e9 + i)
 
 
 def write_run(out: Path, n: int, ranks: int = 2, start: int = 0, **kwargs) -> None:

@@ -1,0 +1,90 @@
+"""The device a run uses and its model and tokenizer: a Hub id, a local folder, or a built-in model.
+
+    device = pick_device()                      # cuda, else mps, else cpu
+    model, tokenizer = load_model(cfg, device)  # bf16 on CUDA, float32 elsewhere
+
+Built-in models (`model_name: builtin:<name>`) are made on this machine the first time they are
+used and cached as ordinary model folders (see BUILTIN_MODELS). A model that cannot be loaded is
+a ConfigError that says what to use offline.
+"""
+
+from __future__ import annotations
+
+import os
+
+from core.config import ConfigError, RunConfig
+
+# model_name -> "module:function" that builds (or finds in its cache) the model folder and returns its path.
+BUILTIN_MODELS = {"builtin:tiny": "core.tiny_model:build_tiny_model"}
+
+
+def pick_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def check_vllm(device: str, setting: str = "grpo.use_vllm=true") -> None:
+    """vLLM needs CUDA and the vllm package; say so before anything is loaded."""
+    if device != "cuda":
+        raise ConfigError(f"{setting} needs an NVIDIA GPU (vLLM runs on CUDA only) and this machine has "
+                          f"{device}: generate with transformers instead (grpo.use_vllm=false, eval.backend=hf)")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"{setting} needs vLLM: pip install -r requirements-vllm.txt") from None
+
+
+def model_folder(model_name: str) -> str:
+    """What `from_pretrained` loads for `model_name`: a built-in model's folder (built on first
+    use), else the name itself (a Hub id or a local folder)."""
+    if model_name not in BUILTIN_MODELS:
+        return model_name
+    import importlib
+
+    module, _, function = BUILTIN_MODELS[model_name].partition(":")
+    return str(getattr(importlib.import_module(module), function)())
+
+
+def _from_pretrained(cls, cfg: RunConfig, **kwargs):
+    """`cls.from_pretrained` on the config's model; a model that cannot be loaded is a ConfigError
+    that says what to use offline."""
+    try:
+        return cls.from_pretrained(model_folder(cfg.model_name), **kwargs)
+    except OSError as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"could not load model '{cfg.model_name}' ({reason}): when the Hugging Face Hub is unreachable, "
+            "set model_name to a local model folder or to builtin:tiny (offline preset: configs/tiny_cpu.yaml)"
+        ) from None
+
+
+def load_tokenizer(cfg: RunConfig):
+    """The model's tokenizer, padding on the left (for generation), with a pad token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = _from_pretrained(AutoTokenizer, cfg)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(cfg: RunConfig, device: str):
+    """(model, tokenizer) on `device`: bf16 with device_map="auto" on CUDA (this process's GPU
+    under torchrun), float32 elsewhere."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    local_rank = int(os.environ.get("LOCAL_RANK", -1))  # set by torchrun: one GPU per process
+    kwargs = {"dtype": torch.bfloat16, "device_map": {"": local_rank} if local_rank >= 0 else "auto"} \
+        if device == "cuda" else {"dtype": torch.float32}
+    tokenizer = load_tokenizer(cfg)
+    model = _from_pretrained(AutoModelForCausalLM, cfg, **kwargs)
+    if device != "cuda":
+        model.to(device)
+    return model, tokenizer
