@@ -6,6 +6,7 @@ ended_at, exit_code, error, global_step and max_steps (README, "The run director
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -60,12 +61,105 @@ def read_status(run_dir: str | Path) -> dict:
     return read_json(Path(run_dir) / "status.json") or {}
 
 
+NUMBER = (int, float)
+# status.json: field -> the types its value may have (README, "The run directory").
+STATUS_TYPES = {"state": (str,), "pid": (int,), "pid_started": NUMBER, "started_at": NUMBER, "ended_at": NUMBER,
+                "exit_code": (int,), "error": (str,), "global_step": (int,), "max_steps": (int,)}
+
+
+def status_problem(run_dir: str | Path) -> str | None:
+    """Why the run's status.json cannot be trusted (one line), or None when it is sound or absent."""
+    path = Path(run_dir) / "status.json"
+    if not path.exists():
+        return None
+    status = read_json(path)
+    if status is None:
+        return "status.json is not a JSON object"
+    for name, value in status.items():
+        kinds = STATUS_TYPES.get(name)
+        if kinds and value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+            return f"status.json has {name} {value!r}, which is not a {kinds[0].__name__}"
+    if status.get("state") not in STATES:
+        return f"status.json has state {status.get('state')!r}, expected one of {', '.join(STATES)}"
+    return None
+
+
+def process_started(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch); None when there is no such process."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, ValueError, OverflowError):
+        return None
+
+
+class StatusFile:
+    """The trainer's status.json. The trainer owns it: it keeps the status in memory and rewrites
+    the whole file (atomically) on every change, so a file damaged on disk is simply replaced."""
+
+    def __init__(self, run_dir: str | Path, **fields):
+        self.path = Path(run_dir) / "status.json"
+        pid = os.getpid()
+        self.fields = {**fields, "pid": pid, "pid_started": process_started(pid)}
+        self.update()
+
+    def update(self, **fields) -> None:
+        self.fields.update(fields)
+        write_json_atomic(self.path, self.fields)
+
+
 def update_status(run_dir: str | Path, **fields) -> dict:
-    """Merge `fields` into status.json and write it back atomically."""
-    status = {**read_status(run_dir), **fields}
-    assert status.get("state") in STATES, status.get("state")
+    """Merge `fields` into status.json (a damaged one is replaced) and write it back atomically."""
+    status = {**(read_status(run_dir) if status_problem(run_dir) is None else {}), **fields}
     write_json_atomic(Path(run_dir) / "status.json", status)
     return status
+
+
+LOCK = ".lock"  # held (flock) by the run's trainer for its whole life: one writer per run directory
+
+
+def lock_run_dir(run_dir: str | Path, wait: float = 1.0) -> int | None:
+    """Take the run directory's exclusive lock and return its file descriptor (the lock lasts as
+    long as the descriptor is open, across an exec too); None when another process holds it."""
+    fd = os.open(Path(run_dir) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.time() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.time() >= deadline:  # a reader's brief look (is_locked) is over well before this
+                os.close(fd)
+                return None
+            time.sleep(0.05)
+
+
+def is_locked(run_dir: str | Path, wait: float = 0.0) -> bool:
+    """Whether a live trainer holds the run directory's lock (after waiting up to `wait` seconds
+    for it to let go: a trainer that wrote its final state is about to exit)."""
+    try:
+        fd = os.open(Path(run_dir) / LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    deadline = time.time() + wait
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return False
+            except BlockingIOError:
+                if time.time() >= deadline:
+                    return True
+                time.sleep(0.1)
+    finally:
+        os.close(fd)  # and with it our shared lock
+
+
+def _ensure_not_live(run_dir: Path, action: str) -> None:
+    """ValueError unless the run is over: its state is final and no trainer holds its folder."""
+    if effective_state(read_status(run_dir)) in LIVE_STATES or is_locked(run_dir, wait=10):
+        raise ValueError(f"run '{run_dir.name}' is still running{action}")
 
 
 # ---- listing, launching and stopping runs (the dashboard calls these) ------------------------
@@ -91,28 +185,29 @@ def run_path(root: str | Path, name: str) -> Path:
     return path
 
 
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
+def run_process(status: dict) -> int | None:
+    """The pid of the run's own live process, or None. A pid is trusted only when it is above 1 and
+    that process started when status.json says it did: a pid the system has given to another
+    process since is never signalled (nor 0, -1 or a process group, which would reach others)."""
+    pid, started = status.get("pid"), status.get("pid_started")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
+        return None
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)  # reap our own finished children (else they linger as zombies)
         if done:
-            return False
-    except ChildProcessError:
-        pass  # not our child: ask the kernel instead
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+            return None
+    except (ChildProcessError, OverflowError):
+        pass  # not our child
+    actual = process_started(pid)
+    if actual is None or not isinstance(started, NUMBER) or isinstance(started, bool) or abs(actual - started) > 1:
+        return None
+    return pid
 
 
 def effective_state(status: dict) -> str:
-    """The state to show: a run whose process is gone without a final state has crashed."""
+    """The state to show: a run whose own process is gone without a final state has crashed."""
     state = status.get("state", "unknown")
-    if state in LIVE_STATES and not pid_alive(status.get("pid")):
+    if state in LIVE_STATES and run_process(status) is None:
         return "crashed"
     return state
 
@@ -129,23 +224,44 @@ def _last_metric(run_dir: Path, name: str):
     return None
 
 
+def _summary(run_dir: Path) -> tuple[dict, str | None]:
+    """(eval/summary.json's phases, why it cannot be trusted or None)."""
+    path = run_dir / "eval" / "summary.json"
+    if not path.exists():
+        return {}, None
+    summary = read_json(path)
+    if summary is None:
+        return {}, "eval/summary.json is not a JSON object"
+    for phase, value in summary.items():
+        if not isinstance(value, dict) or not isinstance(value.get("eval_accuracy"), NUMBER):
+            return {}, f"eval/summary.json has {phase} {value!r}, expected an object with a numeric eval_accuracy"
+    return summary, None
+
+
+def _whole_number(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def run_info(run_dir: Path) -> dict:
-    """One row of the runs table."""
-    status = read_status(run_dir)
+    """One row of the runs table. A run whose status.json or run.yaml cannot be trusted is
+    `unreadable`, and `problem` names the file and why (a damaged eval summary only hides its evals)."""
+    status_bad = status_problem(run_dir)
     config = read_config(run_dir)
-    summary = read_json(run_dir / "eval" / "summary.json") or {}
+    config_bad = "run.yaml is not a mapping of settings" if (run_dir / "run.yaml").exists() and not config else None
+    summary, summary_bad = _summary(run_dir)
+    status = {} if status_bad else read_status(run_dir)
     started, ended = status.get("started_at"), status.get("ended_at")
-    state = effective_state(status)
+    state = "unreadable" if status_bad or config_bad else effective_state(status)
     end = ended or (time.time() if state in LIVE_STATES else None)
     return {
         "name": run_dir.name, "model": config.get("model_name"), "state": state,
-        "step": status.get("global_step", 0),
-        "num_train_steps": status.get("max_steps") or config.get("train", {}).get("num_train_steps"),
+        "step": status.get("global_step") or 0,
+        "num_train_steps": status.get("max_steps") or _whole_number((config.get("train") or {}).get("num_train_steps")),
         "reward": _last_metric(run_dir, "reward"),
         "eval_before": summary.get("before", {}).get("eval_accuracy"),
         "eval_after": summary.get("after", {}).get("eval_accuracy"),
         "started": started, "duration": (end - started) if started and end else None,
-        "error": status.get("error"), "path": str(run_dir),
+        "error": status.get("error"), "problem": status_bad or config_bad or summary_bad, "path": str(run_dir),
     }
 
 
@@ -179,8 +295,9 @@ def launch(config: dict, root: str | Path, name: str, repo: str | Path = ".") ->
     (run_dir / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     proc = _start(run_dir, ["--config", str(run_dir / "run.yaml")], repo)
     if not (run_dir / "status.json").exists():  # the trainer overwrites this as soon as it starts
-        write_json_atomic(run_dir / "status.json", {"state": "starting", "pid": proc.pid, "started_at": time.time(),
-                                                    "global_step": 0, "max_steps": config["train"]["num_train_steps"]})
+        write_json_atomic(run_dir / "status.json", {
+            "state": "starting", "pid": proc.pid, "pid_started": process_started(proc.pid), "started_at": time.time(),
+            "global_step": 0, "max_steps": config["train"]["num_train_steps"]})
     return run_dir
 
 
@@ -188,14 +305,13 @@ def resume(run_dir: str | Path, repo: str | Path = ".", num_train_steps: int | N
     """Continue a run that is not live from its latest checkpoint (to `num_train_steps` steps,
     default its own target)."""
     run_dir = Path(run_dir)
-    if effective_state(read_status(run_dir)) in LIVE_STATES:
-        raise ValueError(f"run '{run_dir.name}' is still running")
+    _ensure_not_live(run_dir, "")
     latest_checkpoint(run_dir)  # fail here, with the reason, rather than in the subprocess
-    steps = num_train_steps or read_config(run_dir)["train"]["num_train_steps"]
+    steps = num_train_steps or (read_config(run_dir).get("train") or {}).get("num_train_steps")
     old_pid = update_status(run_dir, state="starting", ended_at=None).get("pid")
     proc = _start(run_dir, ["--resume", str(run_dir), "--set", f"train.num_train_steps={steps}"], repo)
     if read_status(run_dir).get("pid") == old_pid:  # unless the trainer already wrote its own
-        update_status(run_dir, pid=proc.pid)
+        update_status(run_dir, pid=proc.pid, pid_started=process_started(proc.pid))
 
 
 def _start(run_dir: Path, args: list[str], repo: str | Path) -> subprocess.Popen:
@@ -210,8 +326,8 @@ def stop(run_dir: str | Path) -> bool:
     """Ask a live run to stop: SIGTERM to its trainer (rank 0), which ends training at the next
     step boundary on every rank (core.train.any_rank). False if the run is not live."""
     status = read_status(run_dir)
-    pid = status.get("pid")
-    if status.get("state") not in LIVE_STATES or not pid_alive(pid):
+    pid = run_process(status)
+    if status.get("state") not in LIVE_STATES or pid is None:
         return False
     try:
         os.kill(pid, signal.SIGTERM)
@@ -223,8 +339,7 @@ def stop(run_dir: str | Path) -> bool:
 def delete(run_dir: str | Path, root: str | Path) -> None:
     """Remove a run directory that is not live."""
     run_dir = run_path(root, Path(run_dir).name)
-    if effective_state(read_status(run_dir)) in LIVE_STATES:
-        raise ValueError(f"run '{run_dir.name}' is still running: stop it first")
+    _ensure_not_live(run_dir, ": stop it first")
     shutil.rmtree(run_dir)
 
 

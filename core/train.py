@@ -28,7 +28,7 @@ import yaml
 
 from core.config import GRPO_FROM_CONFIG, ConfigError, RunConfig, load_config
 from core.model import check_vllm, load_model, pick_device
-from core.runs import latest_checkpoint, update_status
+from core.runs import StatusFile, latest_checkpoint, lock_run_dir, read_status, status_problem
 
 
 def grpo_args(cfg: RunConfig, device: str):
@@ -70,7 +70,7 @@ def any_rank(flag: bool, device) -> bool:
     return bool(value.item())
 
 
-def run_dir_callback(run_dir: Path, stop: GracefulStop, periodic_eval=None):
+def run_dir_callback(run_dir: Path, stop: GracefulStop, status: StatusFile | None, periodic_eval=None):
     """A TrainerCallback that writes metrics.jsonl and status progress, evaluates every
     `train.eval_steps` steps, and ends training when a stop was requested on any rank."""
     from transformers import TrainerCallback
@@ -82,7 +82,7 @@ def run_dir_callback(run_dir: Path, stop: GracefulStop, periodic_eval=None):
                 control.should_training_stop = True
                 control.should_save = True  # a checkpoint-<step>/ to --resume from
             if state.is_world_process_zero:
-                update_status(run_dir, global_step=state.global_step)
+                status.update(global_step=state.global_step)
                 if periodic_eval is not None:
                     periodic_eval(state.global_step)
 
@@ -98,7 +98,8 @@ def log_metrics(run_dir: Path, step: int, metrics: dict) -> None:
         f.write(json.dumps({"step": step, "time": time.time(), **metrics}) + "\n")
 
 
-def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, is_main: bool, resume: Path | None = None) -> str:
+def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, status: StatusFile | None,
+          resume: Path | None = None) -> str:
     """The run's steps; returns the final state (`finished` or `stopped`). With `resume`, training
     continues from that checkpoint and the eval before training is the one already on file."""
     import transformers
@@ -127,11 +128,12 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, is_main: bool, resu
             summary = evaluate_run(cfg, run_dir, model, tokenizer, eval_set)
             log_metrics(run_dir, step, {k: v for k, v in summary.items() if k != "n"})
 
-    callback = run_dir_callback(run_dir, stop, periodic_eval if e.enabled and cfg.train.eval_steps else None)
+    is_main = status is not None
+    callback = run_dir_callback(run_dir, stop, status, periodic_eval if e.enabled and cfg.train.eval_steps else None)
     trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=train_set,
                           processing_class=tokenizer, callbacks=[callback])
     if is_main:
-        update_status(run_dir, state="running")
+        status.update(state="running")
         print(f"training with {args.world_size} process(es), {trainer.accelerator.distributed_type.value}", flush=True)
     summaries = {}
     if e.enabled and is_main and not stop.requested and resume is None:
@@ -156,34 +158,52 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, is_main: bool, resu
 
 def run(cfg: RunConfig, resume: Path | None = None) -> int:
     """Run `cfg` in its run directory (continuing from checkpoint `resume`), keeping status.json
-    true; returns the exit code."""
+    true (rank 0 writes it); returns the exit code."""
     run_dir = Path(cfg.train.output_dir)
-    is_main = int(os.environ.get("RANK", "0")) == 0
     stop = GracefulStop()
-    if is_main:
+    status = None
+    if int(os.environ.get("RANK", "0")) == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "run.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        start = {} if resume else {"started_at": time.time(), "global_step": 0}
-        update_status(run_dir, state="starting", pid=os.getpid(), ended_at=None, exit_code=None, error=None,
-                      max_steps=cfg.train.num_train_steps, **start)
+        earlier = read_status(run_dir) if resume and status_problem(run_dir) is None else {}
+        start = {"started_at": earlier.get("started_at"), "global_step": earlier.get("global_step", 0)} if resume \
+            else {"started_at": time.time(), "global_step": 0}
+        status = StatusFile(run_dir, state="starting", ended_at=None, exit_code=None, error=None,
+                            max_steps=cfg.train.num_train_steps, **start)
     if cfg.runtime.use_wandb:
         os.environ.setdefault("WANDB_PROJECT", "simple_grpo")
     try:
-        state = train(cfg, run_dir, stop, is_main, resume)
+        state = train(cfg, run_dir, stop, status, resume)
     except ConfigError as e:
-        if is_main:
-            update_status(run_dir, state="failed", error=str(e), exit_code=2, ended_at=time.time())
+        if status:
+            status.update(state="failed", error=str(e), exit_code=2, ended_at=time.time())
         print(f"error: {e}", file=sys.stderr)
         return 2
     except BaseException as e:
-        if is_main:
-            update_status(run_dir, state="failed", error=f"{type(e).__name__}: {e}", exit_code=1,
-                          ended_at=time.time())
+        if status:
+            status.update(state="failed", error=f"{type(e).__name__}: {e}", exit_code=1, ended_at=time.time())
         raise
-    if is_main:
-        update_status(run_dir, state=state, exit_code=0, ended_at=time.time())
+    if status:
+        status.update(state=state, exit_code=0, ended_at=time.time())
         print(f"run {state}: {run_dir}", flush=True)
     return 0
+
+
+def hold_run_dir(run_dir: Path) -> int | None:
+    """Take the run folder's lock for the life of this process and of the launcher it may exec
+    into (workers, started under it, find LOCAL_RANK set and leave it); ConfigError when a live
+    run holds it."""
+    if "LOCAL_RANK" in os.environ:
+        return None
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run folder '{run_dir}' is a file: give train.output_dir a folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = lock_run_dir(run_dir)
+    if lock is None:
+        raise ConfigError(f"run folder '{run_dir}' is in use by a live run (pid {read_status(run_dir).get('pid')}): "
+                          "wait for it to end or stop it, or give this run another train.output_dir")
+    os.set_inheritable(lock, True)  # kept through the exec into torchrun / accelerate launch
+    return lock
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,13 +215,16 @@ def main(argv: list[str] | None = None) -> int:
                         "run.yaml (plus any --set, e.g. more steps); rollouts and metrics keep appending")
     args = parser.parse_args(argv)
     try:
-        resume = None
+        resume = lock = None
         if args.resume:
+            if Path(args.resume).is_dir():
+                lock = hold_run_dir(Path(args.resume))
             resume = latest_checkpoint(args.resume)
             cfg = load_config(args.config or Path(args.resume) / "run.yaml",
                               [*args.set, f"train.output_dir={args.resume}"], env=os.environ)
         else:
             cfg = load_config(args.config, args.set, env=os.environ)
+            lock = hold_run_dir(Path(cfg.train.output_dir))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -213,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
                    "--set", f"train.output_dir={cfg.train.output_dir}"]
         print(f"starting the workers: {shlex.join(command[1:])}", flush=True)
         os.execv(sys.executable, command)
-    return run(cfg, resume)
+    code = run(cfg, resume)
+    if lock is not None:
+        os.close(lock)  # the run's files are final: let a reader, a resume or a delete have the folder now
+    return code
 
 
 def launcher(cfg: RunConfig) -> list[str]:

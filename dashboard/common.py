@@ -48,7 +48,11 @@ def pick_run(label: str = "Run", key: str = "run") -> dict | None:
     name = st.selectbox(label, names, index=index, key=key)
     st.session_state["selected_run"] = name
     st.query_params["run"] = name
-    return next(r for r in runs if r["name"] == name)
+    run = next(r for r in runs if r["name"] == name)
+    if run["problem"]:
+        st.warning(f"{'This run is unreadable: ' if run['state'] == 'unreadable' else ''}{run['problem']}. "
+                   "What can be read is shown below.", icon=":material/warning:")
+    return run
 
 
 def is_live(run: dict) -> bool:
