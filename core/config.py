@@ -198,6 +198,40 @@ def value_kinds(tp) -> set[type]:
     return kinds
 
 
+# GRPOConfig text fields with a fixed set of values, as TRL's help text for each lists them (TRL
+# checks none of them before training starts; a test checks each value still appears in that help).
+GRPO_CHOICES = {
+    "loss_type": ["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"],
+    "scale_rewards": ["group", "batch", "none"],
+    "importance_sampling_level": ["token", "sequence"],
+    "multi_objective_aggregation": ["sum_then_normalize", "normalize_then_sum"],
+    "vllm_mode": ["server", "colocate"],
+    "vllm_model_impl": ["transformers", "vllm"],
+}
+
+
+def choices(key: str) -> list | None:
+    """The values dotted `key` may take when they are a fixed set (TRL's choices, an enum's
+    values), else None."""
+    section, _, name = key.rpartition(".")
+    if section == "grpo" and name in GRPO_CHOICES:
+        return GRPO_CHOICES[name]
+    tp = _field_type(key)
+    for arg in typing.get_args(tp) or (tp,):
+        if isinstance(arg, type) and issubclass(arg, enum.Enum):
+            return [e.value for e in arg]
+    return None
+
+
+def _field_type(key: str):
+    """The declared type of dotted `key` (a grpo field's from GRPOConfig), or None for no such field."""
+    section, _, name = key.rpartition(".")
+    if section == "grpo":
+        return grpo_field_types().get(name)
+    cls = RunConfig if not section else SECTIONS.get(section)
+    return field_types(cls).get(name) if cls else None
+
+
 def _unknown(key: str, valid) -> ConfigError:
     name = key.rsplit(".", 1)[-1]
     close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
@@ -253,6 +287,18 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
+def _text_value(key: str, text: str) -> Any:
+    """The value of `--set key=text`: read as YAML (numbers, true, null, [lists], 'quoted text'),
+    except that a key that takes text gets unquoted text exactly as given whenever YAML would make it
+    anything but a value of the key's type: a path keeps its ` #` and `: `."""
+    parsed = _parse_scalar(text)
+    kinds = value_kinds(_field_type(key)) if _field_type(key) is not None else set()
+    quoted = isinstance(parsed, str) and text.strip()[:1] in ("'", '"')  # YAML quotes: the text inside them
+    if str in kinds and not quoted and (isinstance(parsed, str) or type(parsed) not in kinds):
+        return text
+    return parsed
+
+
 def _normalize_seed_shape(raw: dict) -> dict:
     """Map the seed's layout onto ours: `dataset: gsm8k` and top-level n_train/n_eval."""
     raw = dict(raw)
@@ -272,7 +318,9 @@ def _read_yaml(path: str | os.PathLike) -> dict:
     if not p.is_file():
         raise ConfigError(f"config file '{path}' does not exist: pass a YAML file such as configs/tiny_cpu.yaml")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
@@ -300,7 +348,12 @@ def _apply(cfg: RunConfig, key: str, value: Any) -> None:
             raise ConfigError(f"config key '{key}' is set from '{GRPO_FROM_CONFIG[name][0]}': set that key instead")
         if name not in types_:
             raise _unknown(key, types_)
-        cfg.grpo[name] = _coerce(key, value, types_[name])
+        value = _coerce(key, value, types_[name])
+        allowed = choices(key)
+        if allowed is not None and value is not None and value not in allowed:
+            raise ConfigError(f"config key '{key}' has value {value!r}, expected one of "
+                              f"{', '.join(map(str, allowed))}")
+        cfg.grpo[name] = value
         return
     if key == "rewards":
         cfg.rewards = _reward_specs(value)
@@ -319,7 +372,7 @@ def _apply(cfg: RunConfig, key: str, value: Any) -> None:
 
 def _reward_specs(value: Any) -> list[dict]:
     """`rewards:` as [{name, weight}], each name resolvable (built in, or importable)."""
-    from core.rewards import resolve_reward
+    from core.rewards import check_reward
 
     example = "e.g. rewards: [{name: gsm8k, weight: 1.0}, {name: format, weight: 0.2}]"
     if not isinstance(value, list) or not value:
@@ -330,7 +383,7 @@ def _reward_specs(value: Any) -> list[dict]:
             raise ConfigError(f"config key 'rewards[{i}]' has value {item!r}, expected {{name, weight}}: {example}")
         weight = _coerce(f"rewards[{i}].weight", item.get("weight", 1.0), float)
         try:
-            resolve_reward(str(item["name"]))
+            check_reward(str(item["name"]))
         except ValueError as e:
             raise ConfigError(f"config key 'rewards[{i}].name': {e}") from None
         specs.append({"name": str(item["name"]), "weight": weight})
@@ -350,8 +403,17 @@ def validate(cfg: RunConfig) -> RunConfig:
     """Check values that are each well-typed but wrong, or wrong together."""
     for key in POSITIVE:
         value = _get(cfg, key)
-        if value is not None and value <= 0:
+        if value is not None and not value > 0:  # also NaN
             raise ConfigError(f"config key '{key}' has value {value!r}, expected a number greater than 0")
+    numbers = [(f"{name}", getattr(cfg, name)) for name in ("max_new_tokens",)] + \
+        [(f"{section}.{name}", value) for section in SECTIONS for name, value in vars(getattr(cfg, section)).items()] + \
+        [(f"grpo.{name}", value) for name, value in cfg.grpo.items()]
+    for key, value in numbers:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key '{key}' has value {value!r}, expected a finite number")
+    if cfg.grpo.get("num_iterations", 1) < 1:
+        raise ConfigError(f"config key 'grpo.num_iterations' has value {cfg.grpo['num_iterations']!r}, expected 1 "
+                          "or more: the number of updates per generation batch")
     for key in ("train.save_steps", "train.eval_steps"):
         if _get(cfg, key) < 0:
             raise ConfigError(f"config key '{key}' has value {_get(cfg, key)!r}, expected 0 (off) or more")
@@ -376,9 +438,18 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"config key 'dataset.level' has value {cfg.dataset.level!r}, expected 1, 2 or 3")
     if cfg.dataset.name not in ("gsm8k", "synthetic"):
         raise ConfigError(f"config key 'dataset.name' has value {cfg.dataset.name!r}, expected gsm8k or synthetic")
-    if cfg.dataset.path is not None and not Path(cfg.dataset.path).exists():
-        raise ConfigError(f"config key 'dataset.path' has value {cfg.dataset.path!r}, but no such file or folder "
-                          "exists: point it at a GSM8K-format .jsonl/.parquet file or a folder of them")
+    if cfg.dataset.path is not None:
+        path = Path(cfg.dataset.path)
+        if cfg.dataset.name == "synthetic":
+            raise ConfigError(f"config key 'dataset.path' has value {cfg.dataset.path!r}, but dataset.name is "
+                              "synthetic, which generates its own problems: set dataset.name: gsm8k to read the file, "
+                              "or remove dataset.path")
+        if not path.exists():
+            raise ConfigError(f"config key 'dataset.path' has value {cfg.dataset.path!r}, but no such file or folder "
+                              "exists: point it at a GSM8K-format .jsonl/.parquet file or a folder of them")
+        if not (path.is_file() or path.is_dir()):
+            raise ConfigError(f"config key 'dataset.path' has value {cfg.dataset.path!r}, which is not a regular "
+                              "file or folder (a pipe or a device never ends): point it at a .jsonl/.parquet file")
     if not 0.0 < cfg.eval.top_p <= 1.0 or cfg.eval.temperature < 0:
         raise ConfigError(f"eval.temperature={cfg.eval.temperature} / eval.top_p={cfg.eval.top_p} are out of range: "
                           "temperature must be >= 0 (0 = greedy), top_p in (0, 1]")
@@ -447,6 +518,23 @@ def shards_weights(cfg: RunConfig) -> bool:
         (acc.distributed_type == "DEEPSPEED" and (acc.deepspeed_config or {}).get("zero_stage") == 3)
 
 
+# GRPOConfig fields a web form may not set (core.runs.launch refuses them for the dashboard): they
+# publish to the Hub or to a Trackio space, write outside the run folder, or name files to load.
+NOT_FROM_A_WEB_FORM = ("push_to_hub", "hub_token", "hub_private_repo", "hub_model_id", "hub_strategy",
+                       "hub_always_push", "hub_revision", "log_completions_hub_repo", "project", "trackio_space_id",
+                       "trackio_bucket_id", "trackio_static_space_id", "logging_dir", "deepspeed", "fsdp_config",
+                       "resume_from_checkpoint", "model_init_kwargs")
+
+
+def web_form_problem(cfg: RunConfig) -> str | None:
+    """Why the dashboard may not launch `cfg` (one line), or None: a web page is not a shell."""
+    for name in NOT_FROM_A_WEB_FORM:
+        if name in cfg.grpo and cfg.grpo[name] not in (None, False, "", grpo_default(name)):
+            return (f"grpo.{name} cannot be set from the dashboard (it publishes, writes outside the run folder or "
+                    "names files to load): run python -m core.train from a terminal for that")
+    return None
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -471,7 +559,7 @@ def load_config(path: str | os.PathLike | None = None, sets: list[str] | tuple =
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set '{item}' must look like key=value, e.g. --set train.num_train_steps=10")
-        _apply(cfg, key.strip(), _parse_scalar(value))
+        _apply(cfg, key.strip(), _text_value(key.strip(), value))
     validate(cfg)
     if cfg.train.output_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -492,9 +580,7 @@ def setting(cfg: RunConfig, key: str) -> Any:
 def parse_setting(key: str, text: str) -> Any:
     """A form's text for dotted `key` as the key's type (empty text is null); ConfigError if it does
     not fit."""
-    section, _, name = key.rpartition(".")
-    types_ = grpo_field_types() if section == "grpo" else field_types(SECTIONS[section] if section else RunConfig)
-    return _coerce(key, None if text.strip() == "" else _parse_scalar(text), types_[name])
+    return _coerce(key, None if text.strip() == "" else _text_value(key, text), _field_type(key))
 
 
 def format_value(value: Any) -> str:

@@ -133,14 +133,46 @@ def synthetic_rows(n: int, seed: int, exclude: set[str] = frozenset(), level: in
 
 
 def _read_file(path: Path) -> list[dict]:
+    """A GSM8K-format file's rows; ConfigError naming the file (and line) when it cannot serve:
+    not a regular file, empty, a line that is not a JSON object, a row without a question and an
+    answer, or answers without the `#### <number>` the reward needs."""
+    if not path.is_file():
+        raise ConfigError(f"dataset file '{path}' is not a regular file (a pipe or a device never ends): "
+                          "point dataset.path at a .jsonl or .parquet file")
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        rows = pq.read_table(path).to_pylist()
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except Exception as e:  # pyarrow's many error types: one line
+            raise ConfigError(f"dataset file '{path}' is not a readable parquet file ({e})") from None
+        where = [f"row {i + 1}" for i in range(len(rows))]
     else:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if rows and not {"question", "answer"} <= rows[0].keys():
-        raise ConfigError(f"dataset file '{path}' has columns {sorted(rows[0])}, expected 'question' and 'answer'")
+        rows, where = [], []
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    row = None
+                if not isinstance(row, dict):
+                    raise ConfigError(f"dataset file '{path}' line {number} is not a JSON object: each line must be "
+                                      '{"question": ..., "answer": "... #### <number>"}')
+                rows.append(row)
+                where.append(f"line {number}")
+    if not rows:
+        raise ConfigError(f"dataset file '{path}' holds no rows: give it GSM8K-format lines "
+                          '{"question": ..., "answer": "... #### <number>"}')
+    for row, at in zip(rows, where):
+        if not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
+            raise ConfigError(f"dataset file '{path}' {at} has no text 'question' and 'answer' (it has "
+                              f"{', '.join(sorted(map(str, row))) or 'nothing'}): each row needs both")
+    missing = sum(extract_gsm8k_gt(row["answer"]) in (None, "") for row in rows)
+    if missing:
+        raise ConfigError(f"dataset file '{path}' has {missing} of {len(rows)} answers without '#### <number>': "
+                          "the reward compares with that number, so those questions could never score above 0.1")
     return rows
 
 
@@ -173,10 +205,18 @@ def load_rows(ds: DatasetConfig, seed: int) -> tuple[list[dict], list[dict]]:
         return _hub_rows(ds.split)[: ds.n_train], _hub_rows(ds.eval_split)[: ds.n_eval]
     path = Path(ds.path)
     if path.is_dir():
-        return (_read_file(_split_file(path, ds.split))[: ds.n_train],
+        train_file = _split_file(path, ds.split)
+        return (_enough(_read_file(train_file), ds.n_train, train_file)[: ds.n_train],
                 _read_file(_split_file(path, ds.eval_split))[: ds.n_eval])
-    rows = _read_file(path)  # one file: train on the first rows, evaluate on the ones after
+    rows = _enough(_read_file(path), ds.n_train, path)  # one file: train on the first rows, evaluate on the ones after
     return rows[: ds.n_train], rows[ds.n_train: ds.n_train + ds.n_eval]
+
+
+def _enough(rows: list[dict], n_train: int, path: Path) -> list[dict]:
+    if len(rows) < n_train:
+        raise ConfigError(f"dataset file '{path}' has {len(rows)} rows, fewer than dataset.n_train={n_train}: "
+                          "lower dataset.n_train or give it more rows")
+    return rows
 
 
 def to_dataset(rows: list[dict], tokenizer):

@@ -96,15 +96,33 @@ REWARDS = {"gsm8k": gsm8k_reward, "gsm8k_lenient": gsm8k_lenient_reward, "format
            "length_penalty": length_penalty}
 
 
+def check_reward(name: str) -> None:
+    """ValueError unless `name` is a built-in reward or `package.module:function` whose module can be
+    found. Nothing is imported (a module may do anything when imported): resolve_reward does that,
+    when the run starts."""
+    if name in REWARDS:
+        return
+    import importlib.util
+
+    module, sep, attr = name.partition(":")
+    if not sep or not module or not attr.isidentifier():
+        raise ValueError(f"unknown reward {name!r}: use one of {', '.join(REWARDS)} or package.module:function")
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ValueError(f"reward {name!r}: there is no module {module!r} to import it from")
+
+
 def resolve_reward(name: str):
     """A reward function by built-in name, or by dotted path `package.module:function`."""
+    check_reward(name)
     if name in REWARDS:
         return REWARDS[name]
-    module, sep, attr = name.partition(":")
-    if not sep or not module or not attr:
-        raise ValueError(f"unknown reward {name!r}: use one of {', '.join(REWARDS)} or package.module:function")
     import importlib
 
+    module, _, attr = name.partition(":")
     try:
         fn = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:

@@ -176,6 +176,16 @@ def safe_run_name(name: str) -> str:
     return cleaned
 
 
+def run_folder(root: str | Path, name: str) -> Path:
+    """The folder of the listed run `name` under `root`, exactly as it is named (a run made from
+    the command line may be called `exp 1`): never re-sanitised, never outside `root`, never a
+    symlink (list_runs does not list those). ValueError when there is no such run folder."""
+    path = Path(root) / name
+    if not name or name in (".", "..") or "/" in name or "\0" in name or path.is_symlink() or not path.is_dir():
+        raise ValueError(f"there is no run folder named {name!r} in {root}")
+    return path
+
+
 def run_path(root: str | Path, name: str) -> Path:
     """The folder of run `name` under `root`; never a path outside it."""
     root = Path(root).resolve()
@@ -279,8 +289,8 @@ def list_runs(root: str | Path) -> list[dict]:
     root = Path(root)
     if not root.is_dir():
         return []
-    runs = [run_info(p) for p in root.iterdir()
-            if p.is_dir() and ((p / "run.yaml").exists() or (p / "status.json").exists())]
+    runs = [run_info(p) for p in root.iterdir()  # a symlink is not listed: it could lead anywhere
+            if p.is_dir() and not p.is_symlink() and ((p / "run.yaml").exists() or (p / "status.json").exists())]
     return sorted(runs, key=lambda r: r["started"] or 0, reverse=True)
 
 
@@ -337,8 +347,8 @@ def stop(run_dir: str | Path) -> bool:
 
 
 def delete(run_dir: str | Path, root: str | Path) -> None:
-    """Remove a run directory that is not live."""
-    run_dir = run_path(root, Path(run_dir).name)
+    """Remove a run directory that is not live (exactly that folder of `root`)."""
+    run_dir = run_folder(root, Path(run_dir).name)
     _ensure_not_live(run_dir, ": stop it first")
     shutil.rmtree(run_dir)
 

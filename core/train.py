@@ -115,12 +115,15 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, status: StatusFile 
         check_vllm(device)
     if e.enabled and e.backend == "vllm":
         check_vllm(device, "eval.backend=vllm")
+    try:  # a custom reward's module is imported now, when the run starts, not when its config is read
+        specs = [(r["name"], resolve_reward(r["name"]), r["weight"]) for r in cfg.rewards]
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    train_rows, eval_rows = load_rows(cfg.dataset, cfg.train.seed)  # bad data fails before a model loads
     transformers.set_seed(cfg.train.seed)
     model, tokenizer = load_model(cfg, device)
-    train_rows, eval_rows = load_rows(cfg.dataset, cfg.train.seed)
     train_set, eval_set = to_dataset(train_rows, tokenizer), to_dataset(eval_rows, tokenizer)
     args = grpo_args(cfg, device)
-    specs = [(r["name"], resolve_reward(r["name"]), r["weight"]) for r in cfg.rewards]
     rewards = logged_rewards(specs, RolloutRecorder(run_dir, args.process_index), cfg.num_generations)
 
     def periodic_eval(step: int) -> None:

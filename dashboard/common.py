@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.config import default_runs_dir
-from core.runs import LIVE_STATES, list_runs, run_path
+from core.runs import LIVE_STATES, list_runs, run_folder
 from core.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,15 +22,18 @@ def runs_root() -> Path:
     return root
 
 
-@st.cache_resource(max_entries=16)
-def _store(path: str, created: float) -> RunStore:
+@st.cache_resource(max_entries=16, on_release=RunStore.close)
+def _store(path: str, folder_id: tuple[int, int]) -> RunStore:
     return RunStore(path)
 
 
 def store_for(name: str) -> RunStore:
-    """The run's store (one per run directory, shared by sessions), refreshed incrementally."""
-    path = run_path(runs_root(), name)
-    store = _store(str(path), path.stat().st_ctime)  # a run deleted and made again gets a new store
+    """The run's store: one per run folder for the life of the server, shared by sessions and
+    refreshed incrementally (it reads a replaced file again by itself). A run deleted and made
+    again is a new folder (another inode) and gets a new store; an evicted store is closed."""
+    path = run_folder(runs_root(), name)
+    stat = path.stat()
+    store = _store(str(path), (stat.st_dev, stat.st_ino))  # not st_ctime: each status.json write changes it
     store.refresh()
     return store
 

@@ -147,3 +147,147 @@ def test_the_trainer_rewrites_a_status_file_damaged_under_it(tiny_model_dir, tmp
     assert status["state"] == "finished" and status["global_step"] == 12 and status["pid"] == proc.pid
     summary = json.loads((run_dir / "eval" / "summary.json").read_text())
     assert set(summary) == {"after"}  # the damaged file was replaced, not trusted
+
+
+# ---- the right run: its real folder, whatever its name ---------------------------------------
+
+def test_a_run_folder_named_by_hand_is_the_run_every_page_and_action_uses(tmp_path, monkeypatch):
+    runs = make_runs(tmp_path)
+    (tmp_path / "exp 1").mkdir()  # made from the command line: a name the dashboard would not choose
+    for path in (runs["html"] / "run.yaml", runs["html"] / "status.json", runs["html"] / "rollouts"):
+        os.system(f"cp -r '{path}' '{tmp_path / 'exp 1'}/'")
+    (runs["learning"]).rename(tmp_path / "exp_1")  # and a different run under the name sanitising gives
+    (tmp_path / "elsewhere").symlink_to(tmp_path / "exp_1")  # a symlink: never listed
+    monkeypatch.setenv("RUNS_DIR", str(tmp_path))
+    names = sorted(r["name"] for r in list_runs(tmp_path))
+    assert names == ["crashed", "exp 1", "exp_1", "html"]
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60)
+    at.query_params["run"] = "exp 1"
+    at.switch_page("app_pages/rollouts.py")
+    at.run()
+    assert not at.exception and "4 rollouts match" in "\n".join(c.value for c in at.caption)  # not exp_1's 1,024
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60)
+    at.query_params["run"] = "exp 1"
+    at.switch_page("app_pages/runs.py")
+    at.run()
+    next(b for b in at.button if b.label == "Yes, delete it").click().run()  # the Delete popover's button
+    assert not at.exception
+    assert not (tmp_path / "exp 1").exists() and (tmp_path / "exp_1" / "rollouts").is_dir()
+    with pytest.raises(ValueError, match="no run folder named 'elsewhere'"):
+        from core.runs import delete
+        delete(tmp_path / "elsewhere", tmp_path)
+    assert (tmp_path / "exp_1" / "run.yaml").is_file()
+
+
+# ---- bad input: one clear line, early --------------------------------------------------------
+
+GOOD = '{"question": "What is 2 + 2?", "answer": "2 + 2 = 4\\n#### 4"}\n'
+DATA_FILES = {  # name: (file content, the start of the one-line error)
+    "empty": ("", "holds no rows"),
+    "blank_lines": ("\n\n", "holds no rows"),
+    "not_json": (GOOD + "oops, not json\n" + GOOD, "line 2 is not a JSON object"),
+    "a_list": (GOOD + "[1, 2]\n", "line 2 is not a JSON object"),
+    "no_answer": (GOOD + '{"question": "q"}\n', "line 2 has no text 'question' and 'answer'"),
+    "no_question": ('{"answer": "#### 3"}\n' + GOOD, "line 1 has no text 'question' and 'answer'"),
+    "no_hashes": (GOOD + '{"question": "q", "answer": "it is 5"}\n' * 3, "has 3 of 4 answers without '#### <number>'"),
+    "too_few": (GOOD * 3, "has 3 rows, fewer than dataset.n_train=4"),
+    "bad_utf8": (b"\xff\xfe" + GOOD.encode(), "line 1 is not a JSON object"),
+}
+
+
+@pytest.mark.parametrize("case", list(DATA_FILES))
+def test_a_bad_data_file_is_one_line_before_any_model_loads(tmp_path, case):
+    from core.config import ConfigError, load_config
+    from core.data import load_rows
+
+    text, expected = DATA_FILES[case]
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    cfg = load_config(sets=[f"dataset.path={path}", "dataset.n_train=4", "dataset.n_eval=2"])
+    with pytest.raises(ConfigError) as info:
+        load_rows(cfg.dataset, 0)
+    assert expected in str(info.value) and str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_pipe_or_a_device_as_data_is_refused_at_once(tmp_path):
+    from core.config import ConfigError, load_config
+
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/zero"):
+        with pytest.raises(ConfigError, match="is not a regular file or folder"):
+            load_config(sets=[f"dataset.path={path}"])
+    with pytest.raises(ConfigError, match="but dataset.name is synthetic"):
+        load_config(sets=["dataset.name=synthetic", f"dataset.path={tmp_path}"])
+
+
+def test_the_cli_refuses_bad_data_before_loading_a_model(tmp_path):
+    # a Hub model that is not cached would be the first thing to fail if the model loaded first
+    path = tmp_path / "data.jsonl"
+    path.write_text(GOOD + "oops\n")
+    result = subprocess.run([sys.executable, "-m", "core.train", "--set", "model_name=nobody/not-cached",
+                             "--set", f"dataset.path={path}", "--set", f"train.output_dir={tmp_path / 'run'}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == \
+        f"error: dataset file '{path}' line 2 is not a JSON object: each line must be " \
+        '{"question": ..., "answer": "... #### <number>"}'
+
+
+@pytest.mark.parametrize("sets, expected", [
+    (["grpo.loss_type=bogus"], "'grpo.loss_type' has value 'bogus', expected one of grpo, dr_grpo, dapo"),
+    (["grpo.scale_rewards=sometimes"], "expected one of group, batch, none"),
+    (["grpo.lr_scheduler_type=nope"], "'grpo.lr_scheduler_type' has value 'nope', expected one of linear, cosine"),
+    (["train.learning_rate=nan"], "'train.learning_rate' has value nan, expected a number greater than 0"),
+    (["train.learning_rate=inf"], "'train.learning_rate' has value inf, expected a finite number"),
+    (["grpo.beta=.inf"], "'grpo.beta' has value inf, expected a finite number"),
+    (["grpo.num_iterations=0"], "'grpo.num_iterations' has value 0, expected 1 or more"),
+    (["rewards=[{name: 'no_such_module_anywhere:f'}]"], "there is no module 'no_such_module_anywhere'"),
+])
+def test_bad_values_are_one_line(sets, expected):
+    from core.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as info:
+        load_config(sets=sets)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_config_file_that_is_not_utf8(tmp_path):
+    from core.config import ConfigError, load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"model_name: caf\xe9\n")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("folder", ["w #1", "a: b", "x ' y", "  spaced", "100", "true"])
+def test_paths_passed_with_set_arrive_exactly_as_given(tmp_path, folder):
+    from core.config import load_config
+
+    target = str(tmp_path / folder)
+    assert load_config(sets=[f"train.output_dir={target}"]).train.output_dir == target
+    assert load_config(sets=[f"model_name={folder}"]).model_name == folder if not folder.startswith(" ") else True
+
+
+def test_the_launch_form_cannot_publish_or_write_outside_the_run_folder(tmp_path, monkeypatch):
+    import yaml
+
+    from core.config import load_config, web_form_problem
+
+    assert web_form_problem(load_config()) is None
+    assert "grpo.push_to_hub cannot be set from the dashboard" in web_form_problem(
+        load_config(sets=["grpo.push_to_hub=true"]))
+    runs = make_runs(tmp_path)
+    config = yaml.safe_load((runs["html"] / "run.yaml").read_text())
+    config["grpo"]["hub_model_id"] = "someone/leak"  # a run made from a terminal may carry it
+    (runs["html"] / "run.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("RUNS_DIR", str(tmp_path))
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60)
+    at.query_params["from_run"] = "html"
+    at.switch_page("app_pages/launch.py")
+    at.run()
+    labels = {w.label for kind in ("text_input", "toggle") for w in getattr(at, kind)}
+    assert not {"push_to_hub", "hub_model_id", "logging_dir", "deepspeed"} & labels  # not offered
+    next(b for b in at.button if b.label == "Launch").click().run()
+    assert any("grpo.hub_model_id cannot be set from the dashboard" in e.value for e in at.error)
+    assert sorted(r["name"] for r in list_runs(tmp_path)) == ["crashed", "html", "learning"]  # nothing launched

@@ -127,5 +127,15 @@ def test_length_penalty_counts_tokens():
 def test_custom_reward_by_dotted_path():
     assert resolve_reward("core.rewards:format_reward") is format_reward
     assert resolve_reward("gsm8k") is gsm8k_reward
-    with pytest.raises(ValueError, match="could not be imported"):
+    with pytest.raises(ValueError, match="there is no module 'no_such_module'"):
         resolve_reward("no_such_module:f")
+    with pytest.raises(ValueError, match="could not be imported"):
+        resolve_reward("core.rewards:no_such_function")
+
+
+def test_a_config_naming_a_reward_imports_nothing(capsys):
+    # `this` prints the Zen of Python when imported: a config that names it must not run it
+    from core.config import load_config
+
+    assert load_config(sets=["rewards=[{name: 'this:s'}]"]).rewards == [{"name": "this:s", "weight": 1.0}]
+    assert "Beautiful is better than ugly" not in capsys.readouterr().out

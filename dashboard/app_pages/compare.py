@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.runs import list_runs, run_path, settings_diff
+from core.runs import list_runs, run_folder, settings_diff
 from core.store import compare_step_aggregates
 from dashboard.common import fmt_pct, runs_root, store_for
 
@@ -34,7 +34,7 @@ st.dataframe(pd.DataFrame([{"run": n, "state": info[n]["state"], "before": fmt_p
 
 
 st.subheader("Settings that differ")
-diff = settings_diff({n: run_path(runs_root(), n) for n in names})
+diff = settings_diff({n: run_folder(runs_root(), n) for n in names})
 if diff:
     st.dataframe(pd.DataFrame(diff), hide_index=True)
 else:

@@ -5,9 +5,10 @@ import time
 
 import streamlit as st
 
-from core.config import ConfigError, changed_settings, format_value, load_config, parse_setting, save_preset, setting
+from core.config import (ConfigError, changed_settings, format_value, load_config, parse_setting, save_preset, setting,
+                         web_form_problem)
 from core.data import LEVELS
-from core.runs import launch, run_path, safe_run_name
+from core.runs import launch, run_folder, safe_run_name
 from dashboard.common import REPO, runs_root
 from dashboard.grpo_form import grpo_options, is_toggle
 
@@ -20,7 +21,7 @@ presets = sorted((REPO / "configs").glob("*.yaml"))
 from_run = st.query_params.get("from_run")
 choices = ([f"settings of run {from_run}"] if from_run else []) + [p.name for p in presets]
 choice = st.selectbox("Start from", choices, key="base", help="A preset from configs/, or an earlier run's settings.")
-base_path = run_path(runs_root(), from_run) / "run.yaml" if choice.startswith("settings of") else \
+base_path = run_folder(runs_root(), from_run) / "run.yaml" if choice.startswith("settings of") else \
     REPO / "configs" / choice
 base = load_config(base_path)  # a run's run.yaml is a complete config file too
 base_label = str(base_path.relative_to(REPO) if base_path.is_relative_to(REPO) else base_path)
@@ -88,6 +89,9 @@ if check or go or save:
         sets = changed_settings(base, wanted)
         cfg = load_config(base_path, sets=sets)
         run_name = safe_run_name(name)
+        problem = web_form_problem(cfg)  # also settings the base itself carries
+        if problem:
+            raise ConfigError(problem)
     except (ConfigError, ValueError) as e:
         st.error(str(e))
         st.stop()

@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.config import ConfigError
-from core.runs import checkpoints, delete, list_runs, log_tail, resume, run_path, stop
+from core.runs import checkpoints, delete, list_runs, log_tail, resume, run_folder, stop
 from dashboard.common import (REPO, categories_chart, fmt_duration, fmt_pct, fmt_time, is_live, live_every, pick_run,
                               runs_root, store_for)
 
@@ -23,7 +23,7 @@ run = pick_run()
 if run is None:
     st.stop()
 name = run["name"]
-path = run_path(runs_root(), name)
+path = run_folder(runs_root(), name)
 
 b1, b2, b3, b4 = st.columns([1, 1, 2, 3])
 if b1.button("Stop", icon=":material/stop_circle:", disabled=not is_live(run),
