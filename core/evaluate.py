@@ -33,8 +33,9 @@ EVAL_FIELDS_RENAMED = {"gt": "ground_truth", "pred": "prediction", "new_tokens":
 
 
 def generate_hf(model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int,
-                temperature: float, top_p: float) -> list[list[int]]:
-    """The new token ids for each prompt, `batch_size` prompts per `generate` call."""
+                temperature: float, top_p: float, progress=None) -> list[list[int]]:
+    """The new token ids for each prompt, `batch_size` prompts per `generate` call;
+    `progress(done, total)` after each call."""
     import torch
 
     was_training, side = model.training, tokenizer.padding_side
@@ -52,6 +53,8 @@ def generate_hf(model, tokenizer, prompts: list[str], batch_size: int, max_new_t
                 out = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                      eos_token_id=tokenizer.eos_token_id, **sampling)
             outputs += out[:, enc["input_ids"].shape[1]:].tolist()
+            if progress is not None:
+                progress(len(outputs), len(prompts))
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
@@ -89,9 +92,10 @@ def score_outputs(tokenizer, dataset, outputs: list[list[int]]) -> tuple[list[di
 
 
 def evaluate(model, tokenizer, dataset, batch_size: int = 16, max_new_tokens: int = 256,
-             temperature: float = 0.0, top_p: float = 1.0) -> tuple[list[dict], dict]:
+             temperature: float = 0.0, top_p: float = 1.0, progress=None) -> tuple[list[dict], dict]:
     """Answer every row of `dataset` with the hf backend, on the model in memory."""
-    outputs = generate_hf(model, tokenizer, dataset["prompt"], batch_size, max_new_tokens, temperature, top_p)
+    outputs = generate_hf(model, tokenizer, dataset["prompt"], batch_size, max_new_tokens, temperature, top_p,
+                          progress)
     return score_outputs(tokenizer, dataset, outputs)
 
 
@@ -110,7 +114,8 @@ def write_eval(run_dir: str | Path, phase: str, records: list[dict], summary: di
     write_json_atomic(summary_path, summaries)
 
 
-def evaluate_run(cfg, run_dir: str | Path, model, tokenizer, eval_set, phase: str | None = None) -> dict:
+def evaluate_run(cfg, run_dir: str | Path, model, tokenizer, eval_set, phase: str | None = None,
+                 progress=None) -> dict:
     """The run's eval of `model` as it is now; returns the summary. With `phase` (before, after) it
     also writes the eval files; without, it is an eval during training. transformers (eval.backend
     hf) evaluates in this process; vLLM, and the eval after a run whose weights are spread over the
@@ -120,7 +125,7 @@ def evaluate_run(cfg, run_dir: str | Path, model, tokenizer, eval_set, phase: st
     e = cfg.eval
     if e.backend == "hf" and not (phase == "after" and shards_weights(cfg)):
         records, summary = evaluate(model, tokenizer, eval_set, e.batch_size, e.max_new_tokens or cfg.max_new_tokens,
-                                    e.temperature, e.top_p)
+                                    e.temperature, e.top_p, progress)
         if phase:
             write_eval(run_dir, phase, records, summary)
     elif phase == "after":  # the final weights, which the trainer has saved in model/

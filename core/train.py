@@ -28,7 +28,7 @@ import yaml
 
 from core.config import GRPO_FROM_CONFIG, ConfigError, RunConfig, load_config
 from core.model import check_vllm, load_model, pick_device
-from core.runs import StatusFile, latest_checkpoint, lock_run_dir, read_status, status_problem
+from core.runs import StatusFile, checkpoints, latest_checkpoint, lock_run_dir, read_status, status_problem
 
 
 def grpo_args(cfg: RunConfig, device: str):
@@ -45,16 +45,27 @@ def grpo_args(cfg: RunConfig, device: str):
     return GRPOConfig(**{**defaults, **cfg.grpo, **settings})
 
 
-class GracefulStop:
-    """SIGTERM sets a flag; the trainer callback ends training at the next step boundary."""
+class StopRequested(Exception):
+    """SIGTERM while no training step or save is under way: the run ends where it stands."""
 
-    def __init__(self):
+
+class GracefulStop:
+    """SIGTERM during training (or while the model is saved) sets a flag: the trainer callback ends
+    training at the next step boundary and a checkpoint is saved. In any other phase (loading,
+    building the model, an eval) there is nothing to finish: the first SIGTERM raises StopRequested
+    there and then. Further SIGTERMs only set the flag, so nothing is cut twice."""
+
+    def __init__(self, interruptible: bool = True):
         self.requested = False
+        self.interruptible = interruptible  # False for the ranks of a multi-process run: they stop together
         signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame):
+        first, self.requested = not self.requested, True
+        if first and self.interruptible:
+            print("SIGTERM received: stopping now", file=sys.stderr, flush=True)
+            raise StopRequested
         print("SIGTERM received: stopping after the current step", file=sys.stderr, flush=True)
-        self.requested = True
 
 
 def any_rank(flag: bool, device) -> bool:
@@ -82,7 +93,7 @@ def run_dir_callback(run_dir: Path, stop: GracefulStop, status: StatusFile | Non
                 control.should_training_stop = True
                 control.should_save = True  # a checkpoint-<step>/ to --resume from
             if state.is_world_process_zero:
-                status.update(global_step=state.global_step)
+                status.update(global_step=state.global_step, phase_done=state.global_step)
                 if periodic_eval is not None:
                     periodic_eval(state.global_step)
 
@@ -111,6 +122,14 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, status: StatusFile 
     from core.rollouts import RolloutRecorder, logged_rewards
 
     device, e = pick_device(), cfg.eval
+
+    def phase(name: str, done: int | None = None, total: int | None = None) -> None:
+        """Report what the run is doing and how far it got (status.json on rank 0, and the log)."""
+        if status is not None:
+            if status.fields.get("phase") != name:
+                print(f"phase: {name}", flush=True)
+            status.update(phase=name, phase_done=done, phase_total=total)
+
     if cfg.grpo.get("use_vllm"):
         check_vllm(device)
     if e.enabled and e.backend == "vllm":
@@ -119,8 +138,10 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, status: StatusFile 
         specs = [(r["name"], resolve_reward(r["name"]), r["weight"]) for r in cfg.rewards]
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    phase("loading data")
     train_rows, eval_rows = load_rows(cfg.dataset, cfg.train.seed)  # bad data fails before a model loads
     transformers.set_seed(cfg.train.seed)
+    phase("loading model")
     model, tokenizer = load_model(cfg, device)
     train_set, eval_set = to_dataset(train_rows, tokenizer), to_dataset(eval_rows, tokenizer)
     args = grpo_args(cfg, device)
@@ -139,17 +160,26 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, status: StatusFile 
         status.update(state="running")
         print(f"training with {args.world_size} process(es), {trainer.accelerator.distributed_type.value}", flush=True)
     summaries = {}
-    if e.enabled and is_main and not stop.requested and resume is None:
-        summaries["before"] = evaluate_run(cfg, run_dir, model, tokenizer, eval_set, "before")
+    if e.enabled and is_main and resume is None:
+        phase("eval before", 0, len(eval_set))
+        summaries["before"] = evaluate_run(cfg, run_dir, model, tokenizer, eval_set, "before",
+                                           progress=lambda done, total: phase("eval before", done, total))
+    stop.interruptible = False  # from here a stop waits for the step, then saves a checkpoint
+    phase("training", 0, cfg.train.num_train_steps)
     if not stop.requested:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    phase("saving")
     trainer.save_model(str(run_dir / "model"))
     if is_main:
         tokenizer.save_pretrained(run_dir / "model")
     if stop.requested:
         return "stopped"
+    stop.interruptible = is_main and args.world_size == 1
     if e.enabled and is_main:
-        summaries["after"] = evaluate_run(cfg, run_dir, model, tokenizer, eval_set, "after")
+        phase("eval after", 0, len(eval_set))
+        summaries["after"] = evaluate_run(cfg, run_dir, model, tokenizer, eval_set, "after",
+                                          progress=lambda done, total: phase("eval after", done, total))
+    stop.interruptible = False
     if cfg.runtime.use_wandb and is_main:
         import wandb
 
@@ -159,24 +189,25 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, status: StatusFile 
     return "finished"
 
 
-def run(cfg: RunConfig, resume: Path | None = None) -> int:
+def run(cfg: RunConfig, stop: GracefulStop, resume: Path | None = None) -> int:
     """Run `cfg` in its run directory (continuing from checkpoint `resume`), keeping status.json
     true (rank 0 writes it); returns the exit code."""
     run_dir = Path(cfg.train.output_dir)
-    stop = GracefulStop()
     status = None
-    if int(os.environ.get("RANK", "0")) == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "run.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        earlier = read_status(run_dir) if resume and status_problem(run_dir) is None else {}
-        start = {"started_at": earlier.get("started_at"), "global_step": earlier.get("global_step", 0)} if resume \
-            else {"started_at": time.time(), "global_step": 0}
-        status = StatusFile(run_dir, state="starting", ended_at=None, exit_code=None, error=None,
-                            max_steps=cfg.train.num_train_steps, **start)
     if cfg.runtime.use_wandb:
         os.environ.setdefault("WANDB_PROJECT", "simple_grpo")
     try:
+        if int(os.environ.get("RANK", "0")) == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "run.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            earlier = read_status(run_dir) if resume and status_problem(run_dir) is None else {}
+            start = {"started_at": earlier.get("started_at"), "global_step": earlier.get("global_step", 0)} \
+                if resume else {"started_at": time.time(), "global_step": 0}
+            status = StatusFile(run_dir, state="starting", ended_at=None, exit_code=None, error=None,
+                                max_steps=cfg.train.num_train_steps, **start)
         state = train(cfg, run_dir, stop, status, resume)
+    except StopRequested:
+        state = "stopped"
     except ConfigError as e:
         if status:
             status.update(state="failed", error=str(e), exit_code=2, ended_at=time.time())
@@ -189,6 +220,13 @@ def run(cfg: RunConfig, resume: Path | None = None) -> int:
     if status:
         status.update(state=state, exit_code=0, ended_at=time.time())
         print(f"run {state}: {run_dir}", flush=True)
+        if state == "stopped":
+            where, found = status.fields.get("phase"), checkpoints(run_dir)
+            print(f"stopped during {where}: " + (
+                f"training is done and model/ holds the result: python -m core.evaluate {run_dir} --phase after "
+                "evaluates it" if where == "eval after" else
+                f"python -m core.train --resume {run_dir} continues from {found[-1].name}" if found else
+                "no checkpoint was saved yet, so there is nothing to resume: launch it again"), flush=True)
     return 0
 
 
@@ -217,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint, with its "
                         "run.yaml (plus any --set, e.g. more steps); rollouts and metrics keep appending")
     args = parser.parse_args(argv)
+    stop = GracefulStop(interruptible=int(os.environ.get("WORLD_SIZE", "1")) == 1)  # first: a stop is never lost
     try:
         resume = lock = None
         if args.resume:
@@ -231,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except StopRequested:
+        print("stopped before the run began", flush=True)
+        return 0
     if cfg.runtime.mps_fallback and sys.platform == "darwin":
         os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")  # before torch is imported
     if (cfg.launch.num_processes > 1 or cfg.launch.accelerate_config) and "LOCAL_RANK" not in os.environ:
@@ -239,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                    "--set", f"train.output_dir={cfg.train.output_dir}"]
         print(f"starting the workers: {shlex.join(command[1:])}", flush=True)
         os.execv(sys.executable, command)
-    code = run(cfg, resume)
+    code = run(cfg, stop, resume)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the run is over: a late stop finds nothing to cut
     if lock is not None:
         os.close(lock)  # the run's files are final: let a reader, a resume or a delete have the folder now
     return code

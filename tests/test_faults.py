@@ -291,3 +291,50 @@ def test_the_launch_form_cannot_publish_or_write_outside_the_run_folder(tmp_path
     next(b for b in at.button if b.label == "Launch").click().run()
     assert any("grpo.hub_model_id cannot be set from the dashboard" in e.value for e in at.error)
     assert sorted(r["name"] for r in list_runs(tmp_path)) == ["crashed", "html", "learning"]  # nothing launched
+
+
+# ---- stop means stop, at any phase ------------------------------------------------------------
+
+PHASE_SETS = {  # phase: settings that make it last long enough to be caught in it
+    "loading data": ["dataset.level=3", "dataset.n_train=400000", "dataset.n_eval=8"],
+    "loading model": [],  # with an empty model cache: builtin:tiny is built (about a minute)
+    "eval before": ["dataset.n_eval=256", "eval.batch_size=1"],
+    "training": ["train.num_train_steps=500"],
+    "eval after": ["train.num_train_steps=1", "dataset.n_eval=64", "eval.batch_size=1"],
+}
+
+
+@pytest.mark.parametrize("phase", list(PHASE_SETS))
+def test_sigterm_stops_the_run_in_every_phase(tiny_model_dir, tmp_path, phase):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "SIMPLE_GRPO_CACHE": str(tmp_path / "cache")} if phase == "loading model" else None
+    args = [a for s in [*TINY_SETS, *PHASE_SETS[phase], f"train.output_dir={run_dir}"] for a in ("--set", s)]
+    proc = subprocess.Popen([sys.executable, "-m", "core.train", "--config", "configs/tiny_cpu.yaml", *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + 300
+    while read_status(run_dir).get("phase") != phase:
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.05)
+    if phase == "training":
+        wait_for_step(proc, run_dir, 1)
+    sent = time.time()
+    proc.send_signal(15)
+    time.sleep(0.2)
+    if proc.poll() is None:
+        proc.send_signal(15)  # a second SIGTERM corrupts nothing
+    output, _ = proc.communicate(timeout=120)
+    took = time.time() - sent
+    print(f"{phase}: stopped {took:.1f} s after SIGTERM")
+    assert proc.returncode == 0, output[-3000:]
+    assert took < 15, output[-3000:]  # about 5 s on an idle 2-core machine, however long the phase
+    status = read_status(run_dir)
+    assert status["state"] == "stopped" and status["phase"] in (phase, "saving"), status
+    assert "Traceback" not in output
+    if phase == "training":  # a step boundary: a checkpoint to resume from
+        assert f"continues from checkpoint-{status['global_step']}" in output
+        assert (run_dir / f"checkpoint-{status['global_step']}").is_dir()
+    elif phase == "eval after":
+        assert (run_dir / "model" / "model.safetensors").is_file() and not (run_dir / "eval" / "after.jsonl").exists()
+        assert "training is done and model/ holds the result" in output
+    else:
+        assert "nothing to resume: launch it again" in output and not list(run_dir.glob("checkpoint-*"))
