@@ -61,7 +61,7 @@ def test_local_file_folder_and_parquet(tmp_path):
 def test_local_file_with_wrong_columns(tmp_path):
     file = tmp_path / "bad.jsonl"
     file.write_text('{"q": "x", "a": "y"}\n')
-    with pytest.raises(ConfigError, match="has columns \\['a', 'q'\\], expected 'question' and 'answer'"):
+    with pytest.raises(ConfigError, match="line 1 has no text 'question' and 'answer' \\(it has a, q\\)"):
         load_rows(DatasetConfig(path=str(file)), seed=0)
 
 
