@@ -30,6 +30,7 @@ ROLLOUT_FIELDS = {
     "sample": int,                # 0..K-1 within its group
     "completion_tokens": int,
     "time": float,
+    "attempt": int,               # which start of the run wrote it (1, then 2 after a resume, ...)
 }
 
 
@@ -49,8 +50,8 @@ def rollouts_path(run_dir: str | Path, rank: int = 0) -> Path:
 class RolloutRecorder:
     """Appends rollout records to this rank's file; never rewrites it."""
 
-    def __init__(self, run_dir: str | Path, rank: int = 0):
-        self.rank = rank
+    def __init__(self, run_dir: str | Path, rank: int = 0, attempt: int = 1):
+        self.rank, self.attempt = rank, attempt
         self.path = rollouts_path(run_dir, rank)
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -96,6 +97,7 @@ def logged_rewards(rewards: list[tuple[str, object, float]], recorder: RolloutRe
                 sample=(offset + i) % num_generations,
                 completion_tokens=len(completion_ids[i]) if completion_ids is not None else None,
                 time=now,
+                attempt=recorder.attempt,
             ))
         recorder.write(records)
 

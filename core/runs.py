@@ -64,7 +64,8 @@ def read_status(run_dir: str | Path) -> dict:
 NUMBER = (int, float)
 # status.json: field -> the types its value may have (README, "The run directory").
 STATUS_TYPES = {"state": (str,), "pid": (int,), "pid_started": NUMBER, "started_at": NUMBER, "ended_at": NUMBER,
-                "exit_code": (int,), "error": (str,), "global_step": (int,), "max_steps": (int,)}
+                "exit_code": (int,), "error": (str,), "global_step": (int,), "max_steps": (int,), "attempt": (int,),
+                "phase": (str,), "phase_done": (int,), "phase_total": (int,)}
 
 
 def status_problem(run_dir: str | Path) -> str | None:

@@ -37,7 +37,7 @@ EVAL_COLUMNS = {name: SQL_TYPES[tp] for name, tp in EVAL_FIELDS.items()}
 _COLUMNS_SQL = "{" + ", ".join(f"'{k}': '{v}'" for k, v in ROLLOUT_COLUMNS.items()) + "}"
 SCHEMA = f"""
 CREATE TABLE rollouts ({", ".join(f'"{k}" {v}' for k, v in ROLLOUT_COLUMNS.items())}, file VARCHAR);
-CREATE TABLE metrics (step BIGINT, time DOUBLE, name VARCHAR, value DOUBLE);
+CREATE TABLE metrics (step BIGINT, time DOUBLE, name VARCHAR, value DOUBLE, attempt BIGINT);
 CREATE TABLE eval (phase VARCHAR, {", ".join(f'"{k}" {v}' for k, v in EVAL_COLUMNS.items())});
 """
 # The prompt text (hundreds of characters, the same for all K samples of a group) is kept on
@@ -56,6 +56,18 @@ DROP_FILE = "DELETE FROM rollouts WHERE file = $file"
 DROP_METRICS = "DELETE FROM metrics"
 DROP_PHASE = "DELETE FROM eval WHERE phase = $phase"
 COUNT = "SELECT count(*) FROM rollouts"
+# A run started again (--resume after a crash) scores its first steps again: of each step, only the
+# latest attempt counts. Rows of an earlier attempt at or after a later attempt's first step go.
+DROP_SUPERSEDED_ROLLOUTS = """
+DELETE FROM rollouts WHERE EXISTS (
+    SELECT 1 FROM (SELECT coalesce(attempt, 0) AS a, min(step) AS first FROM rollouts GROUP BY 1) later
+    WHERE later.a > coalesce(rollouts.attempt, 0) AND rollouts.step >= later.first)
+"""
+DROP_SUPERSEDED_METRICS = """
+DELETE FROM metrics WHERE EXISTS (
+    SELECT 1 FROM (SELECT coalesce(attempt, 0) AS a, min(step) AS first FROM metrics GROUP BY 1) later
+    WHERE later.a > coalesce(metrics.attempt, 0) AND metrics.step >= later.first)
+"""
 STEP_RANGE = "SELECT min(step) AS lo, max(step) AS hi FROM rollouts"
 RANKS = "SELECT DISTINCT rank FROM rollouts ORDER BY rank"
 
@@ -216,6 +228,8 @@ class RunStore:
                 del self._tails[path]
             for path in rollouts:
                 self._refresh_rollouts(path)
+            if self.count() != before:
+                self.con.execute(DROP_SUPERSEDED_ROLLOUTS)
             for path in [*evals, metrics]:
                 self._refresh_records(path)
             self.status = read_status(self.run_dir) or self.status  # {} if it went missing
@@ -335,12 +349,15 @@ class RunStore:
                 bad += 1
         self.skipped += bad
         self._insert("eval" if path.parent.name == "eval" else "metrics", rows)
+        if rows and path.parent.name != "eval":
+            self.con.execute(DROP_SUPERSEDED_METRICS)
 
     @staticmethod
     def _metric_rows(record: dict) -> list[dict]:
         step, time_ = _column_value(record.get("step"), int), _column_value(record.get("time"), float)
-        return [{"step": step, "time": time_, "name": k, "value": float(v)} for k, v in record.items()
-                if k not in ("step", "time") and isinstance(v, (int, float))]
+        attempt = _column_value(record.get("attempt"), int)
+        return [{"step": step, "time": time_, "name": k, "value": float(v), "attempt": attempt}
+                for k, v in record.items() if k not in ("step", "time", "attempt") and isinstance(v, (int, float))]
 
     @staticmethod
     def _eval_rows(phase: str, record: dict) -> list[dict]:

@@ -104,9 +104,14 @@ def run_dir_callback(run_dir: Path, stop: GracefulStop, status: StatusFile | Non
     return RunDirCallback()
 
 
+def attempt() -> int:
+    """Which start of its run this process belongs to (core.train's main sets it for its workers)."""
+    return int(os.environ.get("SIMPLE_GRPO_ATTEMPT", "1"))
+
+
 def log_metrics(run_dir: Path, step: int, metrics: dict) -> None:
     with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps({"step": step, "time": time.time(), **metrics}) + "\n")
+        f.write(json.dumps({"step": step, "time": time.time(), "attempt": attempt(), **metrics}) + "\n")
 
 
 def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, status: StatusFile | None,
@@ -145,7 +150,7 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, status: StatusFile 
     model, tokenizer = load_model(cfg, device)
     train_set, eval_set = to_dataset(train_rows, tokenizer), to_dataset(eval_rows, tokenizer)
     args = grpo_args(cfg, device)
-    rewards = logged_rewards(specs, RolloutRecorder(run_dir, args.process_index), cfg.num_generations)
+    rewards = logged_rewards(specs, RolloutRecorder(run_dir, args.process_index, attempt()), cfg.num_generations)
 
     def periodic_eval(step: int) -> None:
         if step % cfg.train.eval_steps == 0 and step < cfg.train.num_train_steps:
@@ -204,7 +209,7 @@ def run(cfg: RunConfig, stop: GracefulStop, resume: Path | None = None) -> int:
             start = {"started_at": earlier.get("started_at"), "global_step": earlier.get("global_step", 0)} \
                 if resume else {"started_at": time.time(), "global_step": 0}
             status = StatusFile(run_dir, state="starting", ended_at=None, exit_code=None, error=None,
-                                max_steps=cfg.train.num_train_steps, **start)
+                                max_steps=cfg.train.num_train_steps, attempt=attempt(), **start)
         state = train(cfg, run_dir, stop, status, resume)
     except StopRequested:
         state = "stopped"
@@ -273,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     except StopRequested:
         print("stopped before the run began", flush=True)
         return 0
+    if "SIMPLE_GRPO_ATTEMPT" not in os.environ:  # numbered once, here, for this process and its workers
+        earlier = read_status(cfg.train.output_dir).get("attempt") if resume else None
+        os.environ["SIMPLE_GRPO_ATTEMPT"] = str((earlier if isinstance(earlier, int) else 1) + 1 if resume else 1)
     if cfg.runtime.mps_fallback and sys.platform == "darwin":
         os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")  # before torch is imported
     if (cfg.launch.num_processes > 1 or cfg.launch.accelerate_config) and "LOCAL_RANK" not in os.environ:

@@ -12,7 +12,15 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `core` lives beside `dashboard`
 
+from dashboard.common import allowed_host  # noqa: E402
+
 st.set_page_config(page_title="simple_grpo", page_icon=":material/calculate:", layout="wide")
+if not allowed_host(st.context.headers.get("Host", "")):
+    # A page on another site that made its name resolve to this machine (DNS rebinding) must not
+    # drive the Launch form: this dashboard answers only to the names of this machine.
+    st.error("This dashboard answers only to localhost / 127.0.0.1. To reach it under another name, add that "
+             "name to SIMPLE_GRPO_ALLOWED_HOSTS (comma-separated) before starting it.")
+    st.stop()
 
 navigation = st.navigation({
     "": [st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True)],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -14,6 +15,16 @@ from core.store import RunStore
 REPO = Path(__file__).resolve().parents[1]
 LIVE_SECONDS = 2  # how often live parts of a page refresh
 CATEGORY_COLORS = {"malformed": "#bbbbbb", "wrong": "#f4a261", "correct": "#2a9d8f"}
+
+
+def allowed_host(host: str) -> bool:
+    """Whether a request's Host header names this machine: a loopback name or address, or a name the
+    user allowed in SIMPLE_GRPO_ALLOWED_HOSTS. An empty Host (no HTTP request: tests) is allowed."""
+    name = host.strip().lower()
+    name = name[1:].split("]")[0] if name.startswith("[") else name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+    allowed = {h.strip().lower() for h in os.environ.get("SIMPLE_GRPO_ALLOWED_HOSTS", "").split(",") if h.strip()}
+    return name in ("", "localhost", "::1") or name in allowed or \
+        (name.startswith("127.") and name.replace(".", "").isdigit() and name.count(".") == 3)
 
 
 def runs_root() -> Path:

@@ -125,3 +125,24 @@ def test_launch_watch_and_read_in_a_real_browser(server):
             raise
         finally:
             browser.close()
+
+
+def test_a_page_under_a_foreign_name_cannot_drive_the_dashboard(server):
+    # DNS rebinding: a site's name made to resolve to this machine. Chromium sends Host: evil.example.
+    url, runs = server
+    port = url.rsplit(":", 1)[1]
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--host-resolver-rules=MAP evil.example 127.0.0.1"])
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
+        try:
+            page.goto(f"http://evil.example:{port}/launch")
+            page.get_by_text("This dashboard answers only to localhost").wait_for()
+            assert page.get_by_text("Launch a run").count() == 0  # no form to drive
+            page.goto(f"{url}/launch")  # the same server under its own name works
+            page.get_by_text("Launch a run").first.wait_for()
+        finally:
+            browser.close()
+    assert sorted(p.name for p in runs.iterdir()) == ["crashed", "html", "learning"]

@@ -338,3 +338,29 @@ def test_sigterm_stops_the_run_in_every_phase(tiny_model_dir, tmp_path, phase):
         assert "training is done and model/ holds the result" in output
     else:
         assert "nothing to resume: launch it again" in output and not list(run_dir.glob("checkpoint-*"))
+
+
+# ---- nothing lost, nothing doubled --------------------------------------------------------------
+
+def test_kill_9_then_resume_shows_one_attempt_of_each_step(tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "killed"
+    proc = start(run_dir, "train.num_train_steps=8", "train.save_steps=2")
+    wait_for_step(proc, run_dir, 5)
+    proc.kill()  # kill -9: no handler runs, the status still says running
+    proc.communicate()
+    assert run_info(run_dir)["state"] == "crashed"
+    result = subprocess.run([sys.executable, "-m", "core.train", "--resume", str(run_dir)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    status = read_status(run_dir)
+    assert status["state"] == "finished" and status["global_step"] == 8 and status["attempt"] == 2
+    records = [json.loads(x) for x in (run_dir / "rollouts" / "rollouts.jsonl").read_text().splitlines()]
+    first_again = min(r["step"] for r in records if r["attempt"] == 2)
+    assert any(r["attempt"] == 1 and r["step"] >= first_again for r in records)  # the files keep both ...
+    store = RunStore(run_dir)
+    store.refresh()
+    keys = store._query("SELECT step, rank, sample, prompt_id, count(*) AS n FROM rollouts GROUP BY ALL")
+    assert (keys["n"] == 1).all() and sorted(set(keys["step"])) == list(range(8))  # ... the store shows one
+    assert store.count() == 8 * 16
+    steps = store.metric_series(["loss"])["step"].tolist()
+    assert steps == list(range(1, 9))

@@ -352,3 +352,26 @@ def test_per_reward_values_are_kept(run_dir, corrupt):
     rows = store._query("SELECT sample, rewards['format'] AS fmt FROM rollouts ORDER BY sample")
     assert rows["fmt"].tolist()[0] == 0.5 and rows["fmt"].isna().tolist()[1]  # older records have none
     assert store.rollout("p", 0, 0)["rewards"] == {"gsm8k": 1.0, "format": 0.5}
+
+
+def test_a_resumed_run_shows_only_the_latest_attempt_of_each_step(run_dir):
+    path = run_dir / "rollouts" / "rollouts.jsonl"
+    # attempt 1 was killed after scoring step 9 (its last checkpoint: step 8); attempt 2 resumed there
+    append(path, "".join(line(step=s, sample=k, attempt=1, completion=f"a1 {s}") for s in range(10) for k in range(2)))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0, "attempt": 1}) + "\n"
+                                                   for s in range(1, 11)))
+    store = RunStore(run_dir)
+    store.refresh()
+    assert store.count() == 20
+    append(path, "".join(line(step=s, sample=k, attempt=2, completion=f"a2 {s}") for s in range(8, 12)
+                         for k in range(2)))
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.writelines(json.dumps({"step": s, "loss": 2.0, "attempt": 2}) + "\n" for s in range(9, 13))
+    store.refresh()
+    rows = store._query("SELECT step, sample, completion FROM rollouts ORDER BY step, sample")
+    assert rows["step"].tolist() == [s for s in range(12) for _ in range(2)]  # one row per (step, sample)
+    assert set(rows[rows["step"] >= 8]["completion"].str[:2]) == {"a2"}
+    assert set(rows[rows["step"] < 8]["completion"].str[:2]) == {"a1"}
+    series = store.metric_series(["loss"])
+    assert series["step"].tolist() == list(range(1, 13))
+    assert series["value"].tolist() == [1.0] * 8 + [2.0] * 4
