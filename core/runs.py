@@ -258,7 +258,9 @@ def run_info(run_dir: Path) -> dict:
     `unreadable`, and `problem` names the file and why (a damaged eval summary only hides its evals)."""
     status_bad = status_problem(run_dir)
     config = read_config(run_dir)
-    config_bad = "run.yaml is not a mapping of settings" if (run_dir / "run.yaml").exists() and not config else None
+    config_bad = "run.yaml is not a mapping of settings" if (run_dir / "run.yaml").exists() and not config else \
+        f"run.yaml has model_name {config['model_name']!r}, which is not text" \
+        if not isinstance(config.get("model_name", ""), str) else None
     summary, summary_bad = _summary(run_dir)
     status = {} if status_bad else read_status(run_dir)
     started, ended = status.get("started_at"), status.get("ended_at")

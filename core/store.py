@@ -19,6 +19,7 @@ its rows with it. Every value in SQL is a bound parameter, file paths included.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -186,10 +187,22 @@ def literal_regex(text: str) -> str:
 
 
 def _column_value(value, tp):
-    """`value` as a column of field type `tp` holds it; ValueError when it does not fit (never a
-    silent coercion: "false" is not False)."""
+    """`value` as a column of field type `tp` holds it, read the way DuckDB's JSON reader (the fast
+    path) reads it: a number or a boolean may also come as its exact text ("false" is False, "maybe"
+    is no boolean). ValueError when it does not fit, so that the line is skipped and counted."""
     if value is None:
         return None
+    if isinstance(value, str) and tp in (bool, int, float):
+        text = value.strip().lower()
+        if tp is bool and text in ("true", "false"):
+            return text == "true"
+        if tp is int and re.fullmatch(r"[+-]?\d+", text):
+            value = int(text)
+        elif tp is float:
+            try:
+                value = float(text)
+            except ValueError:
+                pass
     if tp is bool and isinstance(value, bool) or tp is str and isinstance(value, str):
         return value
     if tp is int and isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63:

@@ -364,3 +364,48 @@ def test_kill_9_then_resume_shows_one_attempt_of_each_step(tiny_model_dir, tmp_p
     assert store.count() == 8 * 16
     steps = store.metric_series(["loss"])["step"].tolist()
     assert steps == list(range(1, 9))
+
+
+# ---- readers never die on one bad line, and never change a value -------------------------------
+
+LINES = {  # a line among good ones: (is it kept?, the value it is kept with)
+    "rewards_a_list": ('"rewards": [1, 2]', False, None),
+    "step_past_int64": ('"step": 18446744073709551616', False, None),
+    "correct_as_text": ('"correct": "false"', True, False),  # read as its text says, never as True
+    "correct_nonsense": ('"correct": "maybe"', False, None),
+    "a_reward_null": ('"rewards": {"x": null}', True, {"x": None}),
+}
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["duckdb", "line_by_line"])
+@pytest.mark.parametrize("case", list(LINES))
+def test_a_bad_rollout_line_is_skipped_and_counted_and_good_ones_keep_their_values(tmp_path, case, slow):
+    from core.rollouts import rollout_record
+
+    fragment, kept, value = LINES[case]
+    good = rollout_record(step=0, prompt_id="p", prompt="P", question="Q", completion="Final: 1", prediction="1",
+                          ground_truth="1", reward=1.0, correct=True, rank=0, sample=0, completion_tokens=3, time=1.0)
+    odd = json.dumps({**good, "sample": 1})[:-1] + ", " + fragment + "}"
+    lines = [json.dumps(good), odd, *(["not json"] if slow else []), json.dumps({**good, "sample": 2})]
+    (tmp_path / "rollouts").mkdir()
+    (tmp_path / "rollouts" / "rollouts.jsonl").write_text("\r\n".join(lines) + "\r\n")  # \r\n endings are fine
+    store = RunStore(tmp_path)
+    store.refresh()
+    assert store.count() == 2 + kept and store.skipped == (not kept) + slow
+    if kept:
+        column = "correct" if "correct" in fragment else "rewards"
+        assert store.rollout("p", 0, 1)[column] == value
+
+
+def test_bad_metrics_and_eval_lines_do_not_hide_good_ones(tmp_path):
+    runs = make_runs(tmp_path)
+    run = runs["learning"]
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": "x", "loss": 9}\n{"step": 31, "time": 1.0, "loss": 0.5}\n')
+    (run / "eval" / "after.jsonl").write_text((run / "eval" / "after.jsonl").read_text()[:-30])  # torn
+    store = RunStore(run)
+    store.refresh()
+    assert store.metric_series(["loss"])["step"].tolist() == list(range(1, 32))  # the valid line after the bad one
+    summary = store.eval_summary().set_index("phase")
+    assert summary.loc["before", "n"] == 4 and summary.loc["after", "n"] == 3  # the torn line waits; the rest shows
+    assert store.skipped == 1
