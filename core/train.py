@@ -52,8 +52,10 @@ class StopRequested(Exception):
 class GracefulStop:
     """SIGTERM during training (or while the model is saved) sets a flag: the trainer callback ends
     training at the next step boundary and a checkpoint is saved. In any other phase (loading,
-    building the model, an eval) there is nothing to finish: the first SIGTERM raises StopRequested
-    there and then. Further SIGTERMs only set the flag, so nothing is cut twice."""
+    building the model, an eval) there is nothing to finish: SIGTERM raises StopRequested there and
+    then (and `check()` raises it at the next phase boundary or eval batch, should the exception
+    have landed where Python swallows it, in a finaliser). Once the run is ending, a SIGTERM only
+    sets the flag, so nothing is cut twice."""
 
     def __init__(self, interruptible: bool = True):
         self.requested = False
@@ -61,11 +63,14 @@ class GracefulStop:
         signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame):
-        first, self.requested = not self.requested, True
-        if first and self.interruptible:
-            print("SIGTERM received: stopping now", file=sys.stderr, flush=True)
+        self.requested = True
+        print(f"SIGTERM received: stopping {'now' if self.interruptible else 'after the current step'}",
+              file=sys.stderr, flush=True)
+        self.check()
+
+    def check(self) -> None:
+        if self.requested and self.interruptible:
             raise StopRequested
-        print("SIGTERM received: stopping after the current step", file=sys.stderr, flush=True)
 
 
 def any_rank(flag: bool, device) -> bool:
@@ -130,6 +135,7 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, status: StatusFile 
 
     def phase(name: str, done: int | None = None, total: int | None = None) -> None:
         """Report what the run is doing and how far it got (status.json on rank 0, and the log)."""
+        stop.check()
         if status is not None:
             if status.fields.get("phase") != name:
                 print(f"phase: {name}", flush=True)
@@ -169,6 +175,7 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, status: StatusFile 
         phase("eval before", 0, len(eval_set))
         summaries["before"] = evaluate_run(cfg, run_dir, model, tokenizer, eval_set, "before",
                                            progress=lambda done, total: phase("eval before", done, total))
+    stop.check()
     stop.interruptible = False  # from here a stop waits for the step, then saves a checkpoint
     phase("training", 0, cfg.train.num_train_steps)
     if not stop.requested:
@@ -212,6 +219,7 @@ def run(cfg: RunConfig, stop: GracefulStop, resume: Path | None = None) -> int:
                                 max_steps=cfg.train.num_train_steps, attempt=attempt(), **start)
         state = train(cfg, run_dir, stop, status, resume)
     except StopRequested:
+        stop.interruptible = False  # from here on the run is ending: a further SIGTERM cuts nothing
         state = "stopped"
     except ConfigError as e:
         if status:
@@ -276,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except StopRequested:
+        stop.interruptible = False
         print("stopped before the run began", flush=True)
         return 0
     if "SIMPLE_GRPO_ATTEMPT" not in os.environ:  # numbered once, here, for this process and its workers
