@@ -97,6 +97,20 @@ def test_launch_watch_and_read_in_a_real_browser(server):
             assert read_status(runs / "e2e_run")["state"] == "finished"
             shot("runs")
 
+            # click a row (the grid is a canvas: its selection checkbox, by position): that rollout opens at once
+            records = [json.loads(line) for line in
+                       (runs / "e2e_run" / "rollouts" / "rollouts.jsonl").read_text().splitlines()]
+            second = sorted(records, key=lambda r: (-r["step"], r["rank"], r["prompt_id"], r["sample"]))[1]
+            page.goto(f"{url}/rollouts?run=e2e_run")
+            grid = page.locator('[data-testid="stDataFrame"]').first
+            grid.wait_for()
+            page.wait_for_timeout(1000)
+            box = grid.bounding_box()
+            page.mouse.click(box["x"] + 16, box["y"] + 35 + 35 + 17)  # header 35 px, then rows of 35 px
+            page.get_by_text(f"Prompt {second['prompt_id']} · step {second['step']} · sample {second['sample']}",
+                             exact=True).wait_for(timeout=20_000)
+            shot("rollouts_clicked")
+
             first = json.loads((runs / "e2e_run" / "rollouts" / "rollouts.jsonl").read_text().splitlines()[0])
             page.goto(f"{url}/rollouts?run=e2e_run&prompt_id={first['prompt_id']}&step=0")
             page.get_by_text(f"Prompt {first['prompt_id']} · step 0 · sample 0").wait_for()

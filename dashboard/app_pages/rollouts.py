@@ -52,12 +52,16 @@ def table():
     st.caption(f"{total:,} rollouts match · showing {len(page)} · {store.skipped} undecodable lines skipped")
     shown = page[["step", "prompt_id", "sample", "rank", "reward", "prediction", "ground_truth",
                   "completion_tokens", "question", "completion"]]
-    event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="table",
+    version = st.session_state.get("table_version", 0)
+    event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row",
+                         key=f"table_{version}",
                          column_config={"completion": st.column_config.TextColumn(width="large"),
                                         "question": st.column_config.TextColumn(width="medium")})
-    if event.selection.rows:
+    if event.selection.rows:  # a position in the rows shown just now: keep the rollout it names, not the position
         row = page.iloc[event.selection.rows[0]]
         st.session_state["focus"] = (row["prompt_id"], int(row["step"]), int(row["sample"]))
+        st.session_state["table_version"] = version + 1  # a fresh table, so new rows never move the selection
+        st.rerun()  # the whole page: the rollout opens below at once
 
 
 table()
