@@ -275,6 +275,7 @@ def run_info(run_dir: Path) -> dict:
         "eval_after": summary.get("after", {}).get("eval_accuracy"),
         "started": started, "duration": (end - started) if started and end else None,
         "error": status.get("error"), "problem": status_bad or config_bad or summary_bad, "path": str(run_dir),
+        "phase": status.get("phase"), "phase_done": status.get("phase_done"), "phase_total": status.get("phase_total"),
     }
 
 
@@ -330,6 +331,7 @@ def resume(run_dir: str | Path, repo: str | Path = ".", num_train_steps: int | N
 def _start(run_dir: Path, args: list[str], repo: str | Path) -> subprocess.Popen:
     """`python -m core.train ARGS` in its own process group, output appended to train.log."""
     env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}  # run.yaml is the whole config
+    env["SIMPLE_GRPO_LOGGED"] = "1"  # its output goes to train.log already
     with open(run_dir / "train.log", "ab") as log:
         return subprocess.Popen([sys.executable, "-m", "core.train", *args], cwd=repo, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)

@@ -69,6 +69,14 @@ DELETE FROM metrics WHERE EXISTS (
     SELECT 1 FROM (SELECT coalesce(attempt, 0) AS a, min(step) AS first FROM metrics GROUP BY 1) later
     WHERE later.a > coalesce(metrics.attempt, 0) AND metrics.step >= later.first)
 """
+# Seconds per training step from the last 20 logged training steps (the `loss` lines): model loading
+# and the evals before and after training do not count.
+SECONDS_PER_STEP = """
+SELECT median(dt / ds) FROM (
+    SELECT time - lag(time) OVER (ORDER BY step) AS dt, step - lag(step) OVER (ORDER BY step) AS ds
+    FROM (SELECT step, time FROM metrics WHERE name = 'loss' ORDER BY step DESC LIMIT 21)
+) WHERE ds > 0
+"""
 STEP_RANGE = "SELECT min(step) AS lo, max(step) AS hi FROM rollouts"
 RANKS = "SELECT DISTINCT rank FROM rollouts ORDER BY rank"
 
@@ -390,6 +398,11 @@ class RunStore:
         """(first, last) step with rollouts; None before the first one."""
         lo, hi = self.con.cursor().execute(STEP_RANGE).fetchone()
         return None if lo is None else (int(lo), int(hi))
+
+    def seconds_per_step(self) -> float | None:
+        """The recent training pace (None before two training steps were logged)."""
+        value = self.con.cursor().execute(SECONDS_PER_STEP).fetchone()[0]
+        return None if value is None or value != value else float(value)
 
     def ranks(self) -> list[int]:
         return self._query(RANKS)["rank"].tolist()

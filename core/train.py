@@ -109,6 +109,25 @@ def run_dir_callback(run_dir: Path, stop: GracefulStop, status: StatusFile | Non
     return RunDirCallback()
 
 
+class Tee:
+    """A stream that also appends to the run's train.log, so that a run started from a terminal has
+    the log a dashboard launch has (the launcher redirects its output there itself)."""
+
+    def __init__(self, stream, log):
+        self.stream, self.log = stream, log
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def attempt() -> int:
     """Which start of its run this process belongs to (core.train's main sets it for its workers)."""
     return int(os.environ.get("SIMPLE_GRPO_ATTEMPT", "1"))
@@ -211,6 +230,9 @@ def run(cfg: RunConfig, stop: GracefulStop, resume: Path | None = None) -> int:
     try:
         if int(os.environ.get("RANK", "0")) == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
+            if not os.environ.get("SIMPLE_GRPO_LOGGED"):  # started from a terminal: keep a train.log too
+                log = open(run_dir / "train.log", "a", encoding="utf-8", buffering=1)
+                sys.stdout, sys.stderr = Tee(sys.stdout, log), Tee(sys.stderr, log)
             (run_dir / "run.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             earlier = read_status(run_dir) if resume and status_problem(run_dir) is None else {}
             start = {"started_at": earlier.get("started_at"), "global_step": earlier.get("global_step", 0)} \

@@ -87,6 +87,23 @@ def categories_chart(store: RunStore):
                   color_discrete_map=CATEGORY_COLORS, category_orders={"category": list(CATEGORY_COLORS)})
 
 
+def progress(run: dict, seconds_per_step: float | None) -> tuple[float, str]:
+    """The progress bar of a run: (fraction, text). While training: steps done, and the time left from
+    the recent training steps' pace alone (model loading and evals do not count). In another phase:
+    that phase, and its own progress where it has one (eval n/N)."""
+    total, step = run["num_train_steps"] or 0, run["step"] or 0
+    phase, done, of = run.get("phase"), run.get("phase_done"), run.get("phase_total")
+    text = f"{run['state']} · step {min(step, total)}/{total}"
+    if run["state"] not in LIVE_STATES:
+        return (min(step, total) / total if total else 0.0), text
+    if phase and phase != "training":
+        text += f" · {phase}" + (f" {done}/{of}" if done is not None and of else "")
+        return (done / of if done is not None and of else 0.0), text
+    if seconds_per_step and total > step:
+        text += f" · about {fmt_duration(seconds_per_step * (total - step))} left"
+    return (min(step, total) / total if total else 0.0), text
+
+
 def fmt_pct(value) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 

@@ -89,6 +89,20 @@ def test_runs_page_lists_runs_and_shows_a_crash(runs):
     assert "Stop" in labels and "Launch again with these settings" in labels
 
 
+def test_runs_page_progress_tells_the_phase_and_the_time_left_from_training_steps(runs):
+    from core.runs import process_started
+    from tests.dashboard_fixtures import write_status
+
+    live = {"state": "running", "pid": os.getpid(), "pid_started": process_started(os.getpid()), "ended_at": None}
+    write_status(runs["learning"], **live, global_step=0, phase="eval before", phase_done=3, phase_total=16)
+    at = open_page("runs", run="learning")
+    assert [p.proto.text for p in at.get("progress")] == ["running · step 0/30 · eval before 3/16"]
+    # training: 1 s per logged step (metrics.jsonl), 20 steps to go; the time spent before training is not counted
+    write_status(runs["learning"], **live, global_step=10, started_at=1.0, phase="training")
+    at = open_page("runs", run="learning")
+    assert [p.proto.text for p in at.get("progress")] == ["running · step 10/30 · about 0m20s left"]
+
+
 def test_runs_page_charts_for_a_finished_run(runs):
     at = open_page("runs", run="learning")
     shown = charts(at)

@@ -131,6 +131,16 @@ def test_launch_watch_and_read_in_a_real_browser(server):
                 page.goto(f"{url}/{name}?run=learning")
                 page.wait_for_load_state("networkidle")
                 shot(name)
+
+            # Delete: the popover closes after acting, says what happened, and nothing else is touched
+            page.goto(f"{url}/runs?run=crashed")
+            page.get_by_role("button", name="Delete").click()
+            page.get_by_role("button", name="Yes, delete it").click()
+            page.get_by_text("Deleted crashed.").wait_for()
+            page.wait_for_timeout(1000)
+            assert not page.get_by_role("button", name="Yes, delete it").is_visible()
+            shot("runs_after_delete")
+            assert sorted(p.name for p in runs.iterdir()) == ["e2e_run", "html", "learning"]
         except Exception:
             shot("failure")
             for name in ("", "launch", "runs", "rollouts", "rewards", "prompts", "eval", "compare"):

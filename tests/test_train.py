@@ -66,6 +66,10 @@ def test_tiny_run_writes_the_whole_run_directory(tiny_run):
         assert summary[phase]["eval_accuracy"] == sum(r["correct"] for r in records) / 8
     assert (tiny_run / "model" / "model.safetensors").is_file()
     assert (tiny_run / "model" / "tokenizer.json").is_file()
+    log = (tiny_run / "train.log").read_text()  # started from a terminal, it keeps a log all the same
+    assert all(f"phase: {p}" in log for p in ("loading data", "loading model", "eval before", "training", "saving",
+                                               "eval after")) and f"run finished: {tiny_run}" in log
+    assert status["phase"] == "eval after" and status["phase_done"] == status["phase_total"] == 8
 
 
 def test_training_changed_the_parameters(tiny_run, tiny_model_dir):

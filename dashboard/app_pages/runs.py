@@ -7,7 +7,7 @@ import streamlit as st
 from core.config import ConfigError
 from core.runs import checkpoints, delete, list_runs, log_tail, resume, run_folder, stop
 from dashboard.common import (REPO, categories_chart, fmt_duration, fmt_pct, fmt_time, is_live, live_every, pick_run,
-                              runs_root, store_for)
+                              progress, runs_root, store_for)
 
 st.title("Runs")
 runs = list_runs(runs_root())
@@ -25,12 +25,25 @@ if run is None:
 name = run["name"]
 path = run_folder(runs_root(), name)
 
+done_message = st.session_state.pop("runs_message", None)  # what the last action did, after the rerun
+if done_message:
+    st.success(done_message)
+actions = st.session_state.get("runs_actions", 0)  # popover keys: a new one after each action, closed
+
+
+def acted(message: str) -> None:
+    st.session_state["runs_message"] = message
+    st.session_state["runs_actions"] = actions + 1
+    st.rerun()
+
+
 b1, b2, b3, b4 = st.columns([1, 1, 2, 3])
 if b1.button("Stop", icon=":material/stop_circle:", disabled=not is_live(run),
-             help="Graceful: ends after the current step, saves the model and a checkpoint to resume from"):
-    st.toast("Stopping after the current step…" if stop(path) else "The run is not running.")
+             help="During training: ends after the current step and saves a checkpoint to resume from. "
+                  "While loading or evaluating: ends at once."):
+    st.toast(f"Stopping {name}…" if stop(path) else "The run is not running.")
 resumable = not is_live(run) and bool(checkpoints(path))
-with b4.popover("Resume", icon=":material/play_circle:", disabled=not resumable):
+with b4.popover("Resume", icon=":material/play_circle:", disabled=not resumable, key=f"resume_{actions}"):
     target = run["num_train_steps"] or 0
     until = st.number_input("Train until step", 1, 10_000_000, target + 20 if run["state"] == "finished" else target)
     if st.button("Resume from the latest checkpoint", type="primary"):
@@ -39,16 +52,20 @@ with b4.popover("Resume", icon=":material/play_circle:", disabled=not resumable)
         except (ValueError, ConfigError) as e:
             st.error(str(e))
         else:
-            st.rerun()
+            acted(f"Resumed {name} from {checkpoints(path)[-1].name}, to step {int(until)}.")
 if b3.button("Launch again with these settings", icon=":material/replay:"):
     st.switch_page("app_pages/launch.py", query_params={"from_run": name})
-with b2.popover("Delete", icon=":material/delete:", disabled=is_live(run)):
+with b2.popover("Delete", icon=":material/delete:", disabled=is_live(run), key=f"delete_{actions}"):
     st.write(f"Delete **{name}** and all its files?")
     if st.button("Yes, delete it", type="primary"):
-        delete(path, runs_root())
-        st.session_state.pop("selected_run", None)
-        st.query_params.clear()
-        st.rerun()
+        try:
+            delete(path, runs_root())
+        except ValueError as e:
+            st.error(str(e))
+        else:
+            st.session_state.pop("selected_run", None)
+            st.query_params.clear()
+            acted(f"Deleted {name}.")
 
 
 def metric_chart(series: pd.DataFrame, names: list[str], title: str):
@@ -67,13 +84,8 @@ def live_view():
     if current["state"] != run["state"]:
         st.rerun()  # the run ended: redraw the page (buttons, live refresh off)
     store = store_for(name)
-    total = current["num_train_steps"] or 0
-    done = min(current["step"] or 0, total) if total else 0
-    status = store.status
-    eta = ""
-    if is_live(current) and done and status.get("started_at") and current["duration"]:
-        eta = f" · about {fmt_duration(current['duration'] / done * (total - done))} left"
-    st.progress(done / total if total else 0.0, text=f"{current['state']} · step {done}/{total}{eta}")
+    bar, text = progress(current, store.seconds_per_step())
+    st.progress(bar, text=text)
     if current["state"] in ("failed", "crashed"):
         st.error(f"This run {current['state']}: {current['error'] or 'its process ended without a final state'}. "
                  "The end of its log is below.")
