@@ -21,11 +21,17 @@ BUILTIN_MODELS = {"builtin:tiny": "core.tiny_model:build_tiny_model"}
 def pick_device() -> str:
     import torch
 
-    if torch.cuda.is_available():
+    if has_cuda():
         return "cuda"
     if torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def check_vllm(device: str, setting: str = "grpo.use_vllm=true") -> None:

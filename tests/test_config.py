@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import os
+import re
 
 from core.config import (ConfigError, RunConfig, changed_settings, default_runs_dir, format_value, load_config,
-                         parse_setting, setting, shards_weights)
+                         grpo_default, parse_setting, setting, shards_weights)
 from tests.conftest import ROOT, run_cli
 
 SEED_YAML = """
@@ -227,3 +228,18 @@ def test_shipped_accelerate_configs_are_valid():
     engines = {name: load_config_from_file(str(ROOT / "configs" / "accelerate" / f"{name}.yaml")).distributed_type
                for name in ("ddp", "fsdp", "zero2")}
     assert engines == {"ddp": "MULTI_GPU", "fsdp": "FSDP", "zero2": "DEEPSPEED"}
+
+
+def test_the_choices_are_those_trl_documents():
+    # GRPO_CHOICES is read off TRL's help text for each field: a TRL release that changes them fails here
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    from core.config import GRPO_CHOICES
+
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(GRPOConfig)}
+    for name, values in GRPO_CHOICES.items():
+        assert grpo_default(name) in values, name
+        for value in values:
+            assert re.search(f"[`']{re.escape(value)}[`']", helps[name]), (name, value)  # quoted, as TRL writes it

@@ -182,6 +182,12 @@ def test_launch_rejects_a_bad_value_and_launches_nothing(runs, tmp_path):
     at.number_input(key="tiny_cpu.yaml:lr").set_value(0.0)
     at.button[1].click().run()  # Launch
     assert "'train.learning_rate' has value 0.0, expected a number greater than 0" in texts(at)
+    at.number_input(key="tiny_cpu.yaml:lr").set_value(1e-4)
+    at.number_input(key="tiny_cpu.yaml:K").set_value(1)  # the form takes it; core.config says what is wrong
+    at.button[0].click().run()  # Check
+    assert [e.value for e in at.error] == ["config key 'num_generations' has value 1, expected at least 2: GRPO "
+                                          "scores each completion against the others sampled for the same prompt"]
+    assert not at.success
     assert len(list_runs(tmp_path)) == 3
 
 
@@ -194,9 +200,17 @@ def test_launch_check_shows_the_command_line(runs):
     assert "The settings are valid." in [s.value for s in at.success]
     # the Advanced section is generated from GRPOConfig: any field, checked by core.config
     at.text_input(key="tiny_cpu.yaml:beta").set_value("0.04")
-    at.text_input(key="tiny_cpu.yaml:lr_scheduler_type").set_value("cosine")
+    at.selectbox(key="tiny_cpu.yaml:lr_scheduler_type").set_value("cosine")  # an enum: TRL's own values
     at.button[0].click().run()
     assert "--set grpo.beta=0.04 --set grpo.lr_scheduler_type=cosine" in texts(at)
+    # a field with a fixed set of values is a select box of TRL's choices; GPU-only fields are shown disabled
+    loss = at.selectbox(key="tiny_cpu.yaml:loss_type")
+    assert loss.options == ["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"]
+    loss.set_value("dr_grpo")
+    at.button[0].click().run()
+    assert "--set grpo.loss_type=dr_grpo" in texts(at)
+    if not torch.cuda.is_available():
+        assert at.toggle(key="tiny_cpu.yaml:use_vllm").disabled and at.selectbox(key="tiny_cpu.yaml:evalbackend").disabled
     at.text_input(key="tiny_cpu.yaml:num_iterations").set_value("two")
     at.button[0].click().run()
     assert "'grpo.num_iterations' has value 'two', expected a whole number" in texts(at)
@@ -225,6 +239,6 @@ def test_save_as_preset_writes_a_loadable_config(runs):
         cfg = load_config(target)
         assert cfg.num_generations == 6 and cfg.model_name == "builtin:tiny"
         at.button[2].click().run()  # the same name again is refused, the file kept
-        assert f"configs/{name}.yaml already exists" in texts(at)
+        assert f"configs/{name}.yaml already exists" in texts(at) and not at.success  # and nothing says "valid"
     finally:
         target.unlink(missing_ok=True)

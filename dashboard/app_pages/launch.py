@@ -5,8 +5,9 @@ import time
 
 import streamlit as st
 
-from core.config import (ConfigError, changed_settings, format_value, load_config, parse_setting, save_preset, setting,
-                         web_form_problem)
+from core.config import (ConfigError, changed_settings, choices, format_value, load_config, parse_setting, save_preset,
+                         setting, web_form_problem)
+from core.model import has_cuda
 from core.data import LEVELS
 from core.runs import launch, run_folder, safe_run_name
 from dashboard.common import REPO, runs_root
@@ -19,29 +20,31 @@ ACCELERATE_CONFIGS = [str(p.relative_to(REPO)) for p in sorted((REPO / "configs"
 st.title("Launch a run")
 presets = sorted((REPO / "configs").glob("*.yaml"))
 from_run = st.query_params.get("from_run")
-choices = ([f"settings of run {from_run}"] if from_run else []) + [p.name for p in presets]
-choice = st.selectbox("Start from", choices, key="base", help="A preset from configs/, or an earlier run's settings.")
+bases = ([f"settings of run {from_run}"] if from_run else []) + [p.name for p in presets]
+choice = st.selectbox("Start from", bases, key="base", help="A preset from configs/, or an earlier run's settings.")
 base_path = run_folder(runs_root(), from_run) / "run.yaml" if choice.startswith("settings of") else \
     REPO / "configs" / choice
 base = load_config(base_path)  # a run's run.yaml is a complete config file too
 base_label = str(base_path.relative_to(REPO) if base_path.is_relative_to(REPO) else base_path)
 
 groups = grpo_options()
+cuda = has_cuda()
 k = f"{choice}:"  # widget keys per base, so switching presets resets the form
 with st.form("launch"):
     name = st.text_input("Run name", value=f"{base.run_name}_{time.strftime('%Y%m%d-%H%M%S')}", key=k + "name",
                          help="A folder under the runs folder; letters, digits, '.', '_' and '-'.")
     c1, c2, c3 = st.columns(3)
     model = c1.text_input("Model (Hub id, local folder, or builtin:tiny)", base.model_name, key=k + "model")
-    kgen = c2.number_input("K: completions per prompt", 2, 256, base.num_generations, key=k + "K")
-    tokens = c3.number_input("Max new tokens", 1, 32768, base.max_new_tokens, key=k + "tokens")
-    steps = c1.number_input("Training steps", 1, 1_000_000, base.train.num_train_steps, key=k + "steps")
-    batch = c2.number_input("Per-device batch", 1, 4096, base.train.per_device_train_batch_size, key=k + "batch")
-    accum = c3.number_input("Gradient accumulation", 1, 4096, base.train.gradient_accumulation_steps, key=k + "accum")
-    lr = c1.number_input("Learning rate", 0.0, 1.0, base.train.learning_rate, format="%.2e", key=k + "lr")
-    n_train = c2.number_input("Training questions", 1, 10_000_000, base.dataset.n_train, key=k + "ntrain")
-    n_eval = c3.number_input("Eval questions", 1, 10_000_000, base.dataset.n_eval, key=k + "neval")
-    seed = c1.number_input("Seed", 0, 2**31 - 1, base.train.seed, key=k + "seed")
+    # No bounds on the numbers: core.config checks them and says what is wrong under the form
+    kgen = c2.number_input("K: completions per prompt", value=base.num_generations, key=k + "K")
+    tokens = c3.number_input("Max new tokens", value=base.max_new_tokens, key=k + "tokens")
+    steps = c1.number_input("Training steps", value=base.train.num_train_steps, key=k + "steps")
+    batch = c2.number_input("Per-device batch", value=base.train.per_device_train_batch_size, key=k + "batch")
+    accum = c3.number_input("Gradient accumulation", value=base.train.gradient_accumulation_steps, key=k + "accum")
+    lr = c1.number_input("Learning rate", value=base.train.learning_rate, format="%.2e", step=1e-6, key=k + "lr")
+    n_train = c2.number_input("Training questions", value=base.dataset.n_train, key=k + "ntrain")
+    n_eval = c3.number_input("Eval questions", value=base.dataset.n_eval, key=k + "neval")
+    seed = c1.number_input("Seed", value=base.train.seed, key=k + "seed")
     source_now = "path" if base.dataset.path else base.dataset.name
     source = c2.selectbox("Data", list(SOURCES), index=list(SOURCES.values()).index(source_now), key=k + "source")
     path = c3.text_input("Local data path (for 'Local file or folder')", base.dataset.path or "", key=k + "path")
@@ -49,7 +52,7 @@ with st.form("launch"):
     do_eval = c2.toggle("Eval before and after", base.eval.enabled, key=k + "eval")
     level = c3.selectbox("Synthetic difficulty", list(LEVELS), index=base.dataset.level - 1, key=k + "level",
                          format_func=lambda n: f"{n}: {LEVELS[n]}")
-    procs = c1.number_input("Processes (GPUs)", 1, 64, base.launch.num_processes, key=k + "procs",
+    procs = c1.number_input("Processes (GPUs)", value=base.launch.num_processes, key=k + "procs",
                             help="More than 1 starts the workers with torchrun (or accelerate launch, given an "
                                  "accelerate config); K must be a multiple of it.")
     engines = list(dict.fromkeys([None, *ACCELERATE_CONFIGS, base.launch.accelerate_config]))  # the base's own too
@@ -57,17 +60,27 @@ with st.form("launch"):
                           format_func=lambda e: e or "none (torchrun)", key=k + "engine",
                           help="DeepSpeed or FSDP through accelerate launch (configs/accelerate/).")
     eval_backend = c3.selectbox("Eval backend", ["hf", "vllm"], index=["hf", "vllm"].index(base.eval.backend),
-                                key=k + "evalbackend", help="vllm: CUDA only, pip install -r requirements-vllm.txt.")
-    advanced = {}  # GRPOConfig field -> the form's value (text for anything but booleans)
+                                key=k + "evalbackend", disabled=not cuda,
+                                help="vllm: CUDA only, pip install -r requirements-vllm.txt." if cuda else
+                                "vllm needs an NVIDIA GPU and this machine has none: evals use transformers (hf).")
+    advanced = {}  # GRPOConfig field -> the form's value (text from text boxes, else the value itself)
     with st.expander("Advanced: every GRPOConfig option (TRL's help text on each)"):
         for tab, (group, group_fields) in zip(st.tabs(list(groups)), groups.items()):
             cols = tab.columns(3)
             for i, f in enumerate(group_fields):
                 value, help_text, key = setting(base, f"grpo.{f.name}"), f.metadata.get("help"), k + f.name
+                options, off = choices(f"grpo.{f.name}"), "vllm" in f.name and not cuda
+                if off:  # shown, so that a newcomer sees it exists, but not accepted here
+                    help_text = f"Needs an NVIDIA GPU (vLLM runs on CUDA only); this machine has none. {help_text}"
                 if is_toggle(f.name, value):
-                    advanced[f.name] = cols[i % 3].toggle(f.name, value, help=help_text, key=key)
+                    advanced[f.name] = cols[i % 3].toggle(f.name, value, help=help_text, key=key, disabled=off)
+                elif options:  # TRL's own choices
+                    options = options if value in options else [value, *options]
+                    advanced[f.name] = cols[i % 3].selectbox(f.name, options, index=options.index(value),
+                                                             help=help_text, key=key, disabled=off)
                 else:
-                    advanced[f.name] = cols[i % 3].text_input(f.name, format_value(value), help=help_text, key=key)
+                    advanced[f.name] = cols[i % 3].text_input(f.name, format_value(value), help=help_text, key=key,
+                                                              disabled=off)
     b1, b2, b3 = st.columns([1, 1, 2])
     check = b1.form_submit_button("Check")
     go = b2.form_submit_button("Launch", type="primary")
@@ -84,8 +97,9 @@ wanted = {"model_name": model, "num_generations": int(kgen), "max_new_tokens": i
           "launch.num_processes": int(procs), "launch.accelerate_config": engine, "eval.backend": eval_backend}
 if check or go or save:
     try:
-        for field_name, value in advanced.items():  # text from the form, as the field's type
-            wanted[f"grpo.{field_name}"] = value if isinstance(value, bool) else parse_setting(f"grpo.{field_name}", value)
+        for field_name, value in advanced.items():  # text from a text box, as the field's type
+            text_box = isinstance(value, str) and choices(f"grpo.{field_name}") is None
+            wanted[f"grpo.{field_name}"] = parse_setting(f"grpo.{field_name}", value) if text_box else value
         sets = changed_settings(base, wanted)
         cfg = load_config(base_path, sets=sets)
         run_name = safe_run_name(name)
