@@ -16,7 +16,7 @@ from core.rewards import completion_text, extract_model_final, numbers_equal
 # One rollout record, a JSON line per scored completion: field -> type (README, "The run directory").
 # The store's columns and the tests' expectations are derived from it.
 ROLLOUT_FIELDS = {
-    "step": int,                  # trainer global step when the completion was scored
+    "step": int,                  # the training step it was sampled for (1 = the first, as TRL's metrics count)
     "prompt_id": str,             # stable short hash of the prompt text
     "prompt": str,
     "question": str,
@@ -75,7 +75,9 @@ def logged_rewards(rewards: list[tuple[str, object, float]], recorder: RolloutRe
 
     def write(prompts, completions, completion_ids, trainer_state, kwargs):
         offset = recorder.rank * len(completions)
-        step = trainer_state.global_step if trainer_state is not None else 0
+        # TRL's convention: the update a batch feeds is step global_step + 1, and its metrics are logged
+        # under that step; the completions scored for it belong to the same step (the first is step 1)
+        step = trainer_state.global_step + 1 if trainer_state is not None else 1
         now = time.time()
         records = []
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):

@@ -48,7 +48,7 @@ def make_runs(root: Path) -> dict[str, Path]:
 
     html = root / "html"
     (html / "rollouts").mkdir(parents=True)
-    record = rollout_record(step=0, prompt_id="xss", prompt="<b>prompt</b>", question="<i>What?</i>", completion=XSS,
+    record = rollout_record(step=1, prompt_id="xss", prompt="<b>prompt</b>", question="<i>What?</i>", completion=XSS,
                             prediction="7", ground_truth="7", reward=1.0, correct=True, rank=0, sample=0,
                             completion_tokens=30, time=1.7e9)
     (html / "rollouts" / "rollouts.jsonl").write_text(

@@ -134,7 +134,7 @@ def test_rollouts_filters_change_the_rows(runs):
 
 
 def test_rollout_detail_and_group_show_model_text_as_text(runs):
-    at = open_page("rollouts", run="html", prompt_id="xss", step="0")
+    at = open_page("rollouts", run="html", prompt_id="xss", step="1")
     codes = [c.value for c in at.code]
     assert any("<script>window.__xss = 1</script>" in c for c in codes)  # literally, in a code block
     assert not any("<script>" in m.value for m in at.markdown)  # never in markdown/HTML

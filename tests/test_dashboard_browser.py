@@ -112,8 +112,8 @@ def test_launch_watch_and_read_in_a_real_browser(server):
             shot("rollouts_clicked")
 
             first = json.loads((runs / "e2e_run" / "rollouts" / "rollouts.jsonl").read_text().splitlines()[0])
-            page.goto(f"{url}/rollouts?run=e2e_run&prompt_id={first['prompt_id']}&step=0")
-            page.get_by_text(f"Prompt {first['prompt_id']} · step 0 · sample 0").wait_for()
+            page.goto(f"{url}/rollouts?run=e2e_run&prompt_id={first['prompt_id']}&step=1")
+            page.get_by_text(f"Prompt {first['prompt_id']} · step 1 · sample 0").wait_for()
             first_line = first["completion"].strip().splitlines()[0]
             page.locator("code").filter(has_text=first_line).first.wait_for()  # the completion, as text
             shot("rollouts")
@@ -122,7 +122,7 @@ def test_launch_watch_and_read_in_a_real_browser(server):
             page.locator(".js-plotly-plot").first.wait_for()
             shot("prompts")
 
-            page.goto(f"{url}/rollouts?run=html&prompt_id=xss&step=0")
+            page.goto(f"{url}/rollouts?run=html&prompt_id=xss&step=1")
             page.locator("code").filter(has_text="<script>window.__xss = 1</script>").first.wait_for()
             assert page.evaluate("typeof window.__xss") == "undefined"
             shot("rollouts_html")

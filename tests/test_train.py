@@ -43,8 +43,8 @@ def test_tiny_run_writes_the_whole_run_directory(tiny_run):
     rollouts = lines(tiny_run / "rollouts" / "rollouts.jsonl")
     assert len(rollouts) == 3 * 16
     assert all(list(r) == list(ROLLOUT_FIELDS) for r in rollouts)
-    assert sorted({r["step"] for r in rollouts}) == [0, 1, 2]  # scored before the step's update
-    for step in range(3):
+    assert sorted({r["step"] for r in rollouts}) == [1, 2, 3]  # the steps of TRL's metrics: one convention
+    for step in range(1, 4):
         groups = {}
         for r in rollouts:
             if r["step"] == step:
@@ -162,7 +162,7 @@ def test_sigterm_stops_gracefully_then_resume_continues(tiny_model_dir, tmp_path
     status = read_status(run_dir)
     assert status["state"] == "finished" and status["global_step"] == stopped_at + 2
     rollouts = lines(run_dir / "rollouts" / "rollouts.jsonl")
-    assert sorted({r["step"] for r in rollouts}) == list(range(stopped_at + 2))  # one continuous run
+    assert sorted({r["step"] for r in rollouts}) == list(range(1, stopped_at + 3))  # one continuous run
     keys = [(r["step"], r["prompt_id"], r["sample"]) for r in rollouts]
     assert len(keys) == len(set(keys))
     reward_steps = [m["step"] for m in lines(run_dir / "metrics.jsonl") if "reward" in m]

@@ -36,7 +36,7 @@ def records(n: int, rank: int, ranks: int, start: int = 0, k: int = 8, prompts: 
     groups_per_step = 16
     for i in range(start, start + n):
         group, sample = divmod(i, per_rank_group)
-        step = group // groups_per_step
+        step = group // groups_per_step + 1  # steps count from 1, as TRL's metrics do
         pid, prompt, question, gt = texts[(group * 7 + step) % prompts]
         skill = min(0.9, step / ramp)  # the share of correct answers grows over `ramp` steps
         roll = rng.random()
