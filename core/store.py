@@ -128,6 +128,7 @@ FROM rollouts GROUP BY step ORDER BY step
 """
 STEP_AGGREGATES = """
 SELECT step, avg(reward) AS mean_reward, coalesce(stddev_pop(reward), 0) AS std_reward,
+       min(reward) AS min_reward, max(reward) AS max_reward,
        avg(correct::INT) AS accuracy, avg((prediction IS NOT NULL)::INT) AS format_rate,
        avg(completion_tokens) AS mean_completion_tokens, count(*) AS n
 FROM rollouts GROUP BY step ORDER BY step

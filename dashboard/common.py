@@ -104,6 +104,15 @@ def progress(run: dict, seconds_per_step: float | None) -> tuple[float, str]:
     return (min(step, total) / total if total else 0.0), text
 
 
+def smooth(values: list[float], weight: float) -> list[float]:
+    """TensorBoard's smoothing: an exponential moving average, debiased at the start (weight 0: as is)."""
+    out, average = [], 0.0
+    for i, value in enumerate(values):
+        average = weight * average + (1 - weight) * value
+        out.append(average / (1 - weight ** (i + 1)) if weight else value)
+    return out
+
+
 def fmt_pct(value) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 

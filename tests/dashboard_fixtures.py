@@ -34,6 +34,7 @@ def make_runs(root: Path) -> dict[str, Path]:
     write_status(learning, state="finished", exit_code=0, pid=1)
     (learning / "metrics.jsonl").write_text("".join(
         json.dumps({"step": s, "time": 1.7e9 + s, "loss": 0.1 / s, "reward": s / 40, "learning_rate": 1e-4,
+                    "entropy": 1.0 - s / 60, "frac_reward_zero_std": 0.5, "grad_norm": 1.0, "step_time": 1.0,
                     "completions/mean_length": 20.0}) + "\n" for s in range(1, 31)))
     (learning / "eval").mkdir()
     for phase, right in (("before", {0}), ("after", {0, 1, 2}), ("full_test", {0, 1, 2, 3})):

@@ -83,7 +83,7 @@ def test_runs_page_lists_runs_and_shows_a_crash(runs):
     table = at.dataframe[0].value
     assert set(table["run"]) == {"learning", "html", "crashed"}
     assert dict(zip(table["run"], table["state"]))["crashed"] == "crashed"  # running, but its process is gone
-    assert dict(zip(table["run"], table["mean reward"]))["learning"] == 0.75  # the last logged reward
+    assert dict(zip(table["run"], table["reward (last step)"]))["learning"] == 0.75  # the last logged reward
     assert "This run crashed" in texts(at) and "CUDA out of memory (pretend)" in texts(at)
     labels = [b.label for b in at.button]
     assert "Stop" in labels and "Launch again with these settings" in labels
@@ -109,8 +109,10 @@ def test_runs_page_charts_for_a_finished_run(runs):
     agg = RunStore(runs["learning"])
     agg.refresh()
     steps = agg.step_aggregates()
-    (mean,) = [t for t in shown["Mean reward ± std (all sampled completions)"] if t["name"] == "mean reward"]
+    upper, lower, mean = shown["Mean reward ± std (all sampled completions)"]
     assert mean["x"] == steps["step"].tolist() and mean["y"] == pytest.approx(steps["mean_reward"].tolist())
+    assert lower["y"] == pytest.approx((steps["mean_reward"] - steps["std_reward"]).clip(lower=0).tolist())
+    assert min(lower["y"]) >= 0 and max(upper["y"]) <= 1  # the band stays where rewards can be
     categories = {t["name"]: t["y"] for t in shown["Reward categories per step"]}
     assert sum(map(sum, categories.values())) == 1024  # every rollout, in one category each
     # TRL's metrics, as metrics.jsonl has them (steps 1..30)
@@ -118,7 +120,18 @@ def test_runs_page_charts_for_a_finished_run(runs):
         [0.1 / s for s in range(1, 31)])
     assert shown["Learning rate"][0]["y"] == [1e-4] * 30
     assert shown["Completion length (tokens)"][0]["y"] == [20.0] * 30
-    assert "KL to the reference model" not in shown  # not logged: no empty chart
+    assert {"Entropy of the model's token choices", "Share of groups with no learning signal (all K rewards equal)",
+            "Gradient norm", "Seconds per step"} <= set(shown)  # what TRL logs, each under what it means
+    assert not [t for t in shown if t.startswith("KL")]  # not logged: no empty chart
+    assert "Each reward function's mean" not in shown  # one reward function: its mean is the mean reward
+    at.slider(key="smoothing").set_value(0.5).run()  # TensorBoard's smoothing, raw values kept behind
+    raw, smoothed = charts(at)["Loss"]
+    assert raw["y"] == pytest.approx([0.1 / s for s in range(1, 31)])
+    expected, average = [], 0.0
+    for i, value in enumerate(raw["y"]):
+        average = 0.5 * average + 0.5 * value
+        expected.append(average / (1 - 0.5 ** (i + 1)))
+    assert smoothed["y"] == pytest.approx(expected) and smoothed["y"][1] < raw["y"][0]
 
 
 def test_rollouts_filters_change_the_rows(runs):

@@ -265,6 +265,7 @@ def test_step_aggregates_and_comparison(fixture_run):
         rewards = [r["reward"] for r in step]
         assert row["mean_reward"] == pytest.approx(mean(rewards))
         assert row["std_reward"] == pytest.approx(pstdev(rewards))
+        assert (row["min_reward"], row["max_reward"]) == (min(rewards), max(rewards))
         assert row["accuracy"] == pytest.approx(mean(r["correct"] for r in step))
         assert row["format_rate"] == pytest.approx(mean(r["prediction"] is not None for r in step))
         assert row["mean_completion_tokens"] == pytest.approx(mean(r["completion_tokens"] for r in step))

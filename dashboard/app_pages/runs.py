@@ -7,17 +7,18 @@ import streamlit as st
 from core.config import ConfigError
 from core.runs import checkpoints, delete, list_runs, log_tail, resume, run_folder, stop
 from dashboard.common import (REPO, categories_chart, fmt_duration, fmt_pct, fmt_time, is_live, live_every, pick_run,
-                              progress, runs_root, store_for)
+                              progress, runs_root, smooth, store_for)
 
 st.title("Runs")
 runs = list_runs(runs_root())
 if runs:
     st.dataframe(pd.DataFrame([{
         "run": r["name"], "model": r["model"], "state": r["state"],
-        "progress": f"{r['step']}/{r['num_train_steps']}", "mean reward": r["reward"],
+        "progress": f"{r['step']}/{r['num_train_steps']}", "reward (last step)": r["reward"],
         "eval before → after": f"{fmt_pct(r['eval_before'])} → {fmt_pct(r['eval_after'])}",
         "started": fmt_time(r["started"]), "duration": fmt_duration(r["duration"])} for r in runs]),
-        hide_index=True, column_config={"mean reward": st.column_config.NumberColumn(format="%.3f")})
+        hide_index=True, column_config={"reward (last step)": st.column_config.NumberColumn(
+            format="%.3f", help="The mean reward TRL logged for the run's latest step")})
 
 run = pick_run()
 if run is None:
@@ -68,14 +69,22 @@ with b2.popover("Delete", icon=":material/delete:", disabled=is_live(run), key=f
             acted(f"Deleted {name}.")
 
 
-def metric_chart(series: pd.DataFrame, names: list[str], title: str):
+def metric_chart(series: pd.DataFrame, names: list[str], title: str, smoothing: float):
     fig = go.Figure()
     for metric in names:
         part = series[series["name"] == metric]
         if len(part):
-            fig.add_scatter(x=part["step"], y=part["value"], mode="lines+markers", name=metric)
+            if smoothing:  # the raw values stay, faint, behind the smoothed line
+                fig.add_scatter(x=part["step"], y=part["value"], mode="lines", name=f"{metric} (raw)", opacity=0.3,
+                                showlegend=False)
+            fig.add_scatter(x=part["step"], y=smooth(part["value"].tolist(), smoothing), mode="lines+markers",
+                            name=metric)
     fig.update_layout(title=title, xaxis_title="step", height=300, margin=dict(t=40, b=10))
     return fig if fig.data else None
+
+
+smoothing = st.slider("Smoothing of TRL's metric curves", 0.0, 0.99, 0.0, 0.01, key="smoothing",
+                      help="An exponential moving average, as TensorBoard draws it; the raw values stay behind, faint.")
 
 
 @st.fragment(run_every=live_every(run))
@@ -92,15 +101,23 @@ def live_view():
 
     agg = store.step_aggregates()
     reward_parts = [n for n in store.metric_names() if n.startswith("rewards/") and n.endswith("/mean")]
-    series = store.metric_series(["loss", "kl", "learning_rate", "completions/clipped_ratio",
-                                  "completions/mean_length", "reward", "reward_std", *reward_parts])
+    charts = [(["loss"], "Loss"), (["kl"], "KL to the reference model (logged when grpo.beta > 0)"),
+              (["entropy"], "Entropy of the model's token choices"),
+              (["frac_reward_zero_std"], "Share of groups with no learning signal (all K rewards equal)"),
+              (["completions/mean_length"], "Completion length (tokens)"),
+              (["completions/clipped_ratio"], "Clipped ratio (hit max_new_tokens)"),
+              (["grad_norm"], "Gradient norm"), (["learning_rate"], "Learning rate"), (["step_time"], "Seconds per step")]
+    if len(reward_parts) > 1:  # with one reward function its mean is the mean reward
+        charts.insert(0, (reward_parts, "Each reward function's mean"))
+    series = store.metric_series([name for names, _ in charts for name in names])
     c1, c2 = st.columns(2)
     if len(agg):
         fig = go.Figure([
-            go.Scatter(x=agg["step"], y=agg["mean_reward"] + agg["std_reward"], line=dict(width=0), showlegend=False,
-                       hoverinfo="skip"),
-            go.Scatter(x=agg["step"], y=agg["mean_reward"] - agg["std_reward"], fill="tonexty", line=dict(width=0),
-                       name="± std", hoverinfo="skip"),
+            # ± std, never past the rewards actually seen at that step (a reward in [0, 1] has no band below 0)
+            go.Scatter(x=agg["step"], y=(agg["mean_reward"] + agg["std_reward"]).clip(upper=agg["max_reward"]),
+                       line=dict(width=0), showlegend=False, hoverinfo="skip"),
+            go.Scatter(x=agg["step"], y=(agg["mean_reward"] - agg["std_reward"]).clip(lower=agg["min_reward"]),
+                       fill="tonexty", line=dict(width=0), name="± std", hoverinfo="skip"),
             go.Scatter(x=agg["step"], y=agg["mean_reward"], mode="lines+markers", name="mean reward")])
         fig.update_layout(title="Mean reward ± std (all sampled completions)", xaxis_title="step", height=300,
                           margin=dict(t=40, b=10))
@@ -110,14 +127,10 @@ def live_view():
         c2.plotly_chart(fig, key="categories")
     else:
         st.info("No rollouts yet: the first ones appear after the first generation step.")
-    charts = [(reward_parts, "Each reward function's mean"), (["loss"], "Loss"), (["kl"], "KL to the reference model"),
-              (["completions/mean_length"], "Completion length (tokens)"),
-              (["completions/clipped_ratio"], "Clipped ratio (hit max_new_tokens)"),
-              (["learning_rate"], "Learning rate")]
     columns = st.columns(3)
     shown = 0
     for names, title in charts:
-        fig = metric_chart(series, names, title)
+        fig = metric_chart(series, names, title, smoothing)
         if fig is not None:
             columns[shown % 3].plotly_chart(fig, key=title)
             shown += 1
