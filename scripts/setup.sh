@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up .venv in the repository with the requirements file given ($1). PyTorch first: on a Linux
+# machine without an NVIDIA GPU the CPU build (a few hundred MB instead of several GB of CUDA
+# libraries) from PyTorch's CPU index; where that index cannot be reached, PyPI's default build,
+# which works on a CPU too. Macs and GPU machines get PyPI's default build (MPS / CUDA).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  if [ "$(uname -s)" = Linux ] && ! command -v nvidia-smi > /dev/null; then
+    echo "No NVIDIA GPU: installing the CPU build of PyTorch"
+    .venv/bin/python -m pip install -q --timeout 20 --retries 1 torch --index-url https://download.pytorch.org/whl/cpu \
+      || { echo "PyTorch's CPU index is unreachable: installing PyPI's default build"; .venv/bin/python -m pip install -q torch; }
+  fi
+fi
+.venv/bin/python -m pip install -q -r "$1"
