@@ -140,7 +140,7 @@ WHERE list_contains($prompt_ids, prompt_id) GROUP BY prompt_id, step ORDER BY pr
 # Per prompt over a step window: accuracy at its first and last step there, and its extremes.
 PROMPT_SUMMARY = """
 WITH per_step AS (
-    SELECT prompt_id, step, avg(correct::INT) AS accuracy, count(*) AS n
+    SELECT prompt_id, step, avg(correct::INT) AS accuracy, sum(correct::INT) AS correct, count(*) AS n
     FROM rollouts
     WHERE ($step_min::BIGINT IS NULL OR step >= $step_min) AND ($step_max::BIGINT IS NULL OR step <= $step_max)
     GROUP BY prompt_id, step
@@ -148,16 +148,16 @@ WITH per_step AS (
     SELECT prompt_id, arg_min(accuracy, step) AS first_accuracy,
            arg_max(accuracy, step) AS last_accuracy, arg_max(accuracy, step) - arg_min(accuracy, step) AS change,
            min(accuracy) AS min_accuracy, max(accuracy) AS max_accuracy, avg(accuracy) AS mean_accuracy,
-           count(*) AS steps, sum(n) AS n
+           count(*) AS steps, sum(correct) AS correct, sum(n) AS n
     FROM per_step GROUP BY prompt_id
 )
-SELECT * FROM summary
+SELECT * FROM summary WHERE n >= $min_samples
 """
 LEADERBOARDS = {  # which prompts each board lists, best first
-    "most_improved": "WHERE change > 0 ORDER BY change DESC, prompt_id",
-    "regressed": "WHERE change < 0 ORDER BY change, prompt_id",
-    "never_solved": "WHERE max_accuracy = 0 ORDER BY n DESC, prompt_id",
-    "always_solved": "WHERE min_accuracy = 1 ORDER BY n DESC, prompt_id",
+    "most_improved": "AND change > 0 ORDER BY change DESC, prompt_id",
+    "regressed": "AND change < 0 ORDER BY change, prompt_id",
+    "never_solved": "AND max_accuracy = 0 ORDER BY n DESC, prompt_id",
+    "always_solved": "AND min_accuracy = 1 ORDER BY n DESC, prompt_id",
     "most_changed": "ORDER BY abs(change) DESC, prompt_id",
 }
 GROUP = """
@@ -188,6 +188,16 @@ METRIC_SERIES = """
 SELECT step, name, value FROM metrics WHERE list_contains($names, name) ORDER BY name, step
 """
 METRIC_NAMES = "SELECT DISTINCT name FROM metrics ORDER BY name"
+
+
+def wilson_interval(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (95% by default) for a share of `successes` out of `n`: how sure an
+    accuracy measured on few samples is (for n = 0, the whole range)."""
+    if not n:
+        return 0.0, 1.0
+    p = successes / n
+    centre, spread = p + z * z / (2 * n), z * ((p * (1 - p) + z * z / (4 * n)) / n) ** 0.5
+    return max(0.0, (centre - spread) / (1 + z * z / n)), min(1.0, (centre + spread) / (1 + z * z / n))
 
 
 def literal_regex(text: str) -> str:
@@ -439,11 +449,14 @@ class RunStore:
     def prompt_accuracy(self, prompt_ids):
         return self._query(PROMPT_ACCURACY, {"prompt_ids": list(prompt_ids)})
 
-    def leaderboard(self, board: str, step_min=None, step_max=None, limit: int = 20):
+    def leaderboard(self, board: str, step_min=None, step_max=None, limit: int = 20, min_samples: int = 1):
+        """The prompts of one board over a step window, among those with at least `min_samples` sampled
+        completions there; `correct` and `n` give how sure each accuracy is (wilson_interval)."""
         if board not in LEADERBOARDS:
             raise ValueError(f"board must be one of {', '.join(LEADERBOARDS)}, got {board!r}")
         sql = f"{PROMPT_SUMMARY} {LEADERBOARDS[board]} LIMIT $limit"  # both parts are constants
-        board = self._query(sql, {"step_min": step_min, "step_max": step_max, "limit": limit})
+        board = self._query(sql, {"step_min": step_min, "step_max": step_max, "limit": limit,
+                                  "min_samples": min_samples})
         questions = self._query(QUESTIONS, {"prompt_ids": board["prompt_id"].tolist()})
         board.insert(1, "question", board["prompt_id"].map(dict(zip(questions["prompt_id"], questions["question"]))))
         return board

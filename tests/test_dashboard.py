@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.config import load_config
 from core.runs import list_runs
-from core.store import RunStore
+from core.store import RunStore, wilson_interval
 from tests.conftest import ROOT
 from tests.dashboard_fixtures import make_runs
 
@@ -52,8 +52,8 @@ def charts(at) -> dict[str, list[dict]]:
     for chart in at.get("plotly_chart"):
         spec = json.loads(chart.proto.spec)
         title = spec["layout"].get("title", {}).get("text", "")
-        found[title] = [{"name": t.get("name"), "x": values(t.get("x")), "y": values(t.get("y")), "z": values(t.get("z"))}
-                        for t in spec["data"]]
+        found[title] = [{"name": t.get("name"), "x": values(t.get("x")), "y": values(t.get("y")), "z": values(t.get("z")),
+                         "error_y": values((t.get("error_y") or {}).get("array"))} for t in spec["data"]]
     return found
 
 
@@ -166,8 +166,10 @@ def test_rewards_prompts_eval_compare(runs):
     picked = prompts.multiselect(key="picked").value
     assert picked  # defaults to the prompts that changed most
     shown = charts(prompts)
-    curves = {t["name"]: dict(zip(t["x"], t["y"])) for t in shown[
-        "Accuracy per step (share of the group's K samples that were correct)"]}
+    traces = shown["Accuracy per step (share of the group's K samples that were correct; bars: 95% interval)"]
+    curves = {t["name"]: dict(zip(t["x"], t["y"])) for t in traces}
+    for t in traces:  # each point says how sure it is: the Wilson interval of its K samples
+        assert t["error_y"] == pytest.approx([wilson_interval(a * 8, 8)[1] - a for a in t["y"]])
     assert set(curves) == set(picked)
     for pid in picked:
         groups = defaultdict(list)

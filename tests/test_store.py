@@ -12,7 +12,7 @@ import pytest
 
 from core.evaluate import EVAL_FIELDS, EVAL_FIELDS_RENAMED
 from core.rollouts import ROLLOUT_FIELDS, rollout_record
-from core.store import RunStore, compare_step_aggregates
+from core.store import RunStore, compare_step_aggregates, wilson_interval
 from tests.benchmarks.fake_run import write_run
 
 RECORD = rollout_record(step=0, prompt_id="p", prompt="P", question="Q", completion="Final: 1", prediction="1",
@@ -305,6 +305,19 @@ def test_leaderboards(fixture_run):
         assert got["prompt_id"].tolist() == expected, board
     with pytest.raises(ValueError, match="board must be one of"):
         store.leaderboard("1=1; --")
+    counts = {pid: s["n"] for pid, s in summary.items()}
+    floor = sorted(counts.values())[len(counts) // 2]  # the minimum-samples filter drops the rarely seen half
+    got = store.leaderboard("most_changed", step_min=1, limit=1000, min_samples=floor)
+    assert set(got["prompt_id"]) == {p for p, n in counts.items() if n >= floor} and len(got) < len(counts)
+    row = got.iloc[0]
+    assert row["correct"] == sum(r["correct"] for r in window if r["prompt_id"] == row["prompt_id"])
+
+
+def test_wilson_interval():
+    assert wilson_interval(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)  # the textbook example
+    assert wilson_interval(0, 4)[0] == 0.0 and wilson_interval(4, 4)[1] == 1.0 and wilson_interval(0, 0) == (0, 1)
+    low, high = wilson_interval(50, 100)
+    assert high - low < wilson_interval(5, 10)[1] - wilson_interval(5, 10)[0]  # more samples, surer
 
 
 def test_group_view_with_advantages(fixture_run):

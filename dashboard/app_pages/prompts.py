@@ -3,6 +3,7 @@
 import plotly.express as px
 import streamlit as st
 
+from core.store import wilson_interval
 from dashboard.common import live_every, pick_run, store_for
 
 BOARDS = {"most_improved": "Most improved", "regressed": "Regressed", "never_solved": "Never solved",
@@ -28,16 +29,21 @@ def view():
     if store.count() == 0:
         st.info("This run has no rollouts yet.")
         return
-    changed = store.leaderboard("most_changed", limit=8)
-    everyone = store.leaderboard("most_changed", limit=10_000)
+    min_samples = st.number_input("Minimum sampled completions per prompt", min_value=1, value=1, key="min_samples",
+                                  help="Leave out prompts seen too rarely for their accuracy to mean much.")
+    changed = store.leaderboard("most_changed", limit=8, min_samples=min_samples)
+    everyone = store.leaderboard("most_changed", limit=10_000, min_samples=min_samples)
     labels = {p: f"{p} · {q[:60]}" for p, q in zip(everyone["prompt_id"], everyone["question"])}
     picked = st.multiselect("Prompts (default: the ones whose accuracy changed most)", list(labels),
                             default=changed["prompt_id"].tolist(), format_func=labels.get, key="picked")
     curves = store.prompt_accuracy(picked)
     if len(curves):
+        bounds = [wilson_interval(a * n, n) for a, n in zip(curves["accuracy"], curves["n"])]
+        curves["above"] = [high - a for (_, high), a in zip(bounds, curves["accuracy"])]
+        curves["below"] = [a - low for (low, _), a in zip(bounds, curves["accuracy"])]
         fig = px.line(curves, x="step", y="accuracy", color="prompt_id", markers=True, hover_data=["n"],
-                      custom_data=["prompt_id"],
-                      title="Accuracy per step (share of the group's K samples that were correct)")
+                      custom_data=["prompt_id"], error_y="above", error_y_minus="below",
+                      title="Accuracy per step (share of the group's K samples that were correct; bars: 95% interval)")
         fig.update_yaxes(range=[-0.05, 1.05])
         event = st.plotly_chart(fig, key="curves", on_select="rerun", selection_mode="points")
         if event.selection.points:
@@ -57,12 +63,16 @@ def view():
     tabs = st.tabs(list(BOARDS.values()))
     for tab, board in zip(tabs, BOARDS):
         with tab:
-            rows = store.leaderboard(board, limit=25)
+            rows = store.leaderboard(board, limit=25, min_samples=min_samples)
             if rows.empty:
                 st.caption("No prompts here.")
                 continue
+            rows["accuracy (95% interval)"] = [
+                f"{c / n:.2f} [{low:.2f}, {high:.2f}]" for c, n in zip(rows["correct"], rows["n"])
+                for low, high in [wilson_interval(c, n)]]
             event = st.dataframe(
-                rows[["prompt_id", "question", "first_accuracy", "last_accuracy", "change", "steps", "n"]],
+                rows[["prompt_id", "question", "first_accuracy", "last_accuracy", "change",
+                      "accuracy (95% interval)", "steps", "n"]],
                 hide_index=True, on_select="rerun", selection_mode="single-row", key=f"board_{board}",
                 column_config={c: st.column_config.NumberColumn(format="%.2f")
                                for c in ("first_accuracy", "last_accuracy", "change")})
