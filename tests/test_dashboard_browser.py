@@ -170,3 +170,27 @@ def test_a_page_under_a_foreign_name_cannot_drive_the_dashboard(server):
         finally:
             browser.close()
     assert sorted(p.name for p in runs.iterdir()) == ["crashed", "html", "learning"]
+
+
+def test_a_live_run_shows_new_steps_as_they_arrive(server):
+    # the trainer appends rollouts of new steps; the Rollouts page, left at its defaults, shows them
+    from core.runs import process_started
+    from tests.benchmarks.fake_run import write_run
+    from tests.dashboard_fixtures import write_status
+
+    url, runs = server
+    write_status(runs / "learning", state="running", pid=os.getpid(), pid_started=process_started(os.getpid()),
+                 ended_at=None, global_step=8, max_steps=30)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
+        try:
+            page.goto(f"{url}/rollouts?run=learning")
+            page.get_by_text("1,024 rollouts match").wait_for()
+            write_run(runs / "learning", 256, ranks=2, start=1024, prompts=20, ramp=20)  # steps 9 and 10
+            page.get_by_text("1,280 rollouts match").wait_for(timeout=30_000)  # by the page's own live refresh
+        finally:
+            browser.close()

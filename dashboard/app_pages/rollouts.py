@@ -37,7 +37,9 @@ with st.container(border=True):
     search = c6.text_input("Search question and completion text", key="search",
                            placeholder="e.g. Final: 42 (case-insensitive, literal)")
     order = c7.selectbox("Order", ["newest", "oldest", "reward_high", "reward_low", "longest"], key="order")
-filters = dict(step_min=step_range[0], step_max=step_range[1], rewards=chosen or None,
+# A window left at the run's edges follows the run: new steps show up as they arrive
+filters = dict(step_min=None if step_range[0] == lo else step_range[0],
+               step_max=None if step_range[1] == hi else step_range[1], rewards=chosen or None,
                correct={"any": None, "yes": True, "no": False}[correct], prompt_id=prompt_id or None,
                search=search or None, rank=None if rank == "any" else int(rank), order=order)
 

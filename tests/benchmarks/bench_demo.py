@@ -29,6 +29,9 @@ def run_demo(seed: int, out: Path, sets: list[str]) -> dict:
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-2000:])
     summary = json.loads((out / "eval" / "summary.json").read_text())
+    before, after = ({r["prompt_id"]: r["correct"] for r in map(json.loads, (out / "eval" / f"{phase}.jsonl").open())}
+                     for phase in ("before", "after"))
+    changes = [int(after[q]) - int(before[q]) for q in before]  # per question: +1 learned, -1 forgotten
     rewards = {}
     for line in (out / "rollouts" / "rollouts.jsonl").read_text().splitlines():
         record = json.loads(line)
@@ -38,12 +41,27 @@ def run_demo(seed: int, out: Path, sets: list[str]) -> dict:
     early = statistics.mean(r for s in steps[:fifth] for r in rewards[s])
     late = statistics.mean(r for s in steps[-fifth:] for r in rewards[s])
     return {"before": summary["before"]["eval_accuracy"], "after": summary["after"]["eval_accuracy"],
-            "early_reward": early, "late_reward": late, "seconds": time.time() - start}
+            "interval": mean_interval(changes, z=1.96), "early_reward": early, "late_reward": late,
+            "seconds": time.time() - start}
+
+
+T_975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}  # Student's t, 95%
+
+
+def mean_interval(values: list[float], z: float | None = None) -> tuple[float, float]:
+    """A 95% interval for the mean of `values`: normal (z) for many paired per-question changes,
+    Student's t over a few seeds."""
+    m, n = statistics.mean(values), len(values)
+    if n < 2:
+        return m, m
+    k = z or T_975.get(n - 1, 1.96)
+    half = k * statistics.stdev(values) / n ** 0.5
+    return m - half, m + half
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--set", action="append", default=[], help="extra config overrides")
     args = parser.parse_args()
     results = []
@@ -51,12 +69,16 @@ def main() -> None:
         for seed in args.seeds:
             r = run_demo(seed, Path(tmp) / f"seed{seed}", args.set)
             results.append(r)
+            low, high = r["interval"]
             print(f"seed {seed}: eval accuracy {100 * r['before']:.1f}% -> {100 * r['after']:.1f}% "
-                  f"({100 * (r['after'] - r['before']):+.1f} points), mean reward first fifth {r['early_reward']:.3f} "
-                  f"-> last fifth {r['late_reward']:.3f}, {r['seconds']:.0f} s", flush=True)
-    gain = statistics.mean(r["after"] - r["before"] for r in results)
-    print(f"mean over {len(results)} seeds: {100 * gain:+.1f} points of eval accuracy, mean reward "
-          f"{statistics.mean(r['early_reward'] for r in results):.3f} -> "
+                  f"({100 * (r['after'] - r['before']):+.1f} points, 95% interval {100 * low:+.1f} to {100 * high:+.1f}), "
+                  f"mean reward first fifth {r['early_reward']:.3f} -> last fifth {r['late_reward']:.3f}, "
+                  f"{r['seconds']:.0f} s", flush=True)
+    gains = [r["after"] - r["before"] for r in results]
+    low, high = mean_interval(gains)
+    print(f"mean over {len(results)} seeds: {100 * statistics.mean(gains):+.1f} points of eval accuracy "
+          f"(95% interval over seeds {100 * low:+.1f} to {100 * high:+.1f}; lowest seed {100 * min(gains):+.1f}), "
+          f"mean reward {statistics.mean(r['early_reward'] for r in results):.3f} -> "
           f"{statistics.mean(r['late_reward'] for r in results):.3f}")
 
 
