@@ -7,9 +7,10 @@ With launch.num_processes > 1 (or launch.accelerate_config) this command starts 
 itself, through torchrun (or accelerate launch), each running this same module.
 
 Everything the run produces lands in its run directory (`train.output_dir`; README, "The run
-directory"): run.yaml, status.json, metrics.jsonl, rollouts/, eval/, model/. SIGTERM stops at the
-next step boundary, saves the model and a checkpoint (for --resume) and ends with state `stopped`
-and exit code 0. A bad config prints one line and exits 2.
+directory"): run.yaml, status.json, metrics.jsonl, rollouts/, eval/, model/, train.log. It holds the
+folder's lock for its whole life. SIGTERM during training stops at the next step boundary, saves
+the model and a checkpoint (for --resume); in any other phase it stops at once; either way the run
+ends with state `stopped` and exit code 0. A bad config or data file prints one line and exits 2.
 """
 
 from __future__ import annotations
