@@ -191,22 +191,27 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, status: StatusFile 
         status.update(state="running")
         print(f"training with {args.world_size} process(es), {trainer.accelerator.distributed_type.value}", flush=True)
     summaries = {}
-    if e.enabled and is_main and resume is None:
-        phase("eval before", 0, len(eval_set))
-        summaries["before"] = evaluate_run(cfg, run_dir, model, tokenizer, eval_set, "before",
-                                           progress=lambda done, total: phase("eval before", done, total))
-    stop.check()
+    stop.interruptible = is_main  # rank 0 alone evaluates (and is signalled): the others wait for its word below
+    try:
+        if e.enabled and is_main and resume is None:
+            phase("eval before", 0, len(eval_set))
+            summaries["before"] = evaluate_run(cfg, run_dir, model, tokenizer, eval_set, "before",
+                                               progress=lambda done, total: phase("eval before", done, total))
+        stop.check()
+    except StopRequested:
+        pass  # stop.requested is set: every rank hears of it just below
     stop.interruptible = False  # from here a stop waits for the step, then saves a checkpoint
+    if any_rank(stop.requested, args.device):  # all ranks agree, before any of them trains
+        return "stopped"
     phase("training", 0, cfg.train.num_train_steps)
-    if not stop.requested:
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     phase("saving")
     trainer.save_model(str(run_dir / "model"))
     if is_main:
         tokenizer.save_pretrained(run_dir / "model")
     if stop.requested:
         return "stopped"
-    stop.interruptible = is_main and args.world_size == 1
+    stop.interruptible = is_main  # the other ranks are done: rank 0's eval after can end at once
     if e.enabled and is_main:
         phase("eval after", 0, len(eval_set))
         summaries["after"] = evaluate_run(cfg, run_dir, model, tokenizer, eval_set, "after",

@@ -360,7 +360,7 @@ def test_kill_9_then_resume_shows_one_attempt_of_each_step(tiny_model_dir, tmp_p
     store = RunStore(run_dir)
     store.refresh()
     keys = store._query("SELECT step, rank, sample, prompt_id, count(*) AS n FROM rollouts GROUP BY ALL")
-    assert (keys["n"] == 1).all() and sorted(set(keys["step"])) == list(range(8))  # ... the store shows one
+    assert (keys["n"] == 1).all() and sorted(set(keys["step"])) == list(range(1, 9))  # ... the store shows one
     assert store.count() == 8 * 16
     steps = store.metric_series(["loss"])["step"].tolist()
     assert steps == list(range(1, 9))
@@ -409,3 +409,24 @@ def test_bad_metrics_and_eval_lines_do_not_hide_good_ones(tmp_path):
     summary = store.eval_summary().set_index("phase")
     assert summary.loc["before", "n"] == 4 and summary.loc["after", "n"] == 3  # the torn line waits; the rest shows
     assert store.skipped == 1
+
+
+def test_the_dashboards_stop_ends_a_two_process_run_during_its_eval(tiny_model_dir, tmp_path):
+    # rank 0 evaluates alone while the other rank waits: a stop then ends both, before any training
+    run_dir = tmp_path / "two"
+    args = [a for s in [*TINY_SETS, "launch.num_processes=2", "dataset.n_eval=256", "eval.batch_size=1",
+                        f"train.output_dir={run_dir}"] for a in ("--set", s)]
+    proc = subprocess.Popen([sys.executable, "-m", "core.train", "--config", "configs/tiny_cpu.yaml", *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while read_status(run_dir).get("phase") != "eval before":
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.05)
+    sent = time.time()
+    assert stop(run_dir)  # as the Runs page's Stop: SIGTERM to rank 0, proven to be the run's
+    output, _ = proc.communicate(timeout=120)
+    print(f"two processes, eval before: stopped {time.time() - sent:.1f} s after SIGTERM")
+    assert proc.returncode == 0 and time.time() - sent < 30, output[-3000:]
+    status = read_status(run_dir)
+    assert status["state"] == "stopped" and status["global_step"] == 0 and status["phase"] == "eval before"
+    assert not (run_dir / "rollouts" / "rollouts.rank1.jsonl").exists()  # no rank trained

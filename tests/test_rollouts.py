@@ -32,7 +32,7 @@ def test_records_every_field_and_returns_the_rewards(tmp_path):
     assert out == [1.0, 0.1, 0.0, 1.0]
     records = read(tmp_path / "rollouts" / "rollouts.jsonl")
     assert [list(r) for r in records] == [list(ROLLOUT_FIELDS)] * 4
-    assert [r["step"] for r in records] == [3] * 4
+    assert [r["step"] for r in records] == [4] * 4  # scored while global_step is 3: for the update of step 4
     assert [r["sample"] for r in records] == [0, 1, 0, 1]
     assert [r["prediction"] for r in records] == ["4", "9", None, "5"]
     assert [r["correct"] for r in records] == [True, False, False, True]
@@ -60,7 +60,7 @@ def test_append_only(tmp_path):
     first = path.read_bytes()
     call(reward, 1, ["Final: 1", "Final: 4", "y", "z"])
     assert path.read_bytes().startswith(first)
-    assert [r["step"] for r in read(path)] == [0, 0, 1, 1, 1, 1]
+    assert [r["step"] for r in read(path)] == [1, 1, 2, 2, 2, 2]
 
 
 def test_several_rewards_make_one_record_with_each_value_and_the_weighted_total(tmp_path):
