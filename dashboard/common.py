@@ -129,8 +129,10 @@ def fmt_time(stamp) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp)) if stamp else "–"
 
 
-def show_completion(text: str, label: str = "Completion") -> None:
-    """Model output as plain text (never HTML/markdown), with its last `Final:` line set apart."""
+def show_completion(text: str | None, label: str = "Completion") -> None:
+    """Model output as plain text (never HTML/markdown), with its last `Final:` line set apart; a
+    record without one (a file written by hand) shows as empty."""
+    text = text or ""
     body, sep, final = text.rpartition("Final:")
     if sep and "\n" not in final.strip():
         st.caption(label)
