@@ -333,8 +333,11 @@ def _start(run_dir: Path, args: list[str], repo: str | Path) -> subprocess.Popen
     env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}  # run.yaml is the whole config
     env["SIMPLE_GRPO_LOGGED"] = "1"  # its output goes to train.log already
     with open(run_dir / "train.log", "ab") as log:
+        # SIGTERM is held (blocked) until core.train has its handler in place: a Stop right after Launch
+        # then stops the run instead of killing a process that has not written its status yet
         return subprocess.Popen([sys.executable, "-m", "core.train", *args], cwd=repo, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}))
 
 
 def stop(run_dir: str | Path) -> bool:

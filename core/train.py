@@ -29,7 +29,8 @@ import yaml
 
 from core.config import GRPO_FROM_CONFIG, ConfigError, RunConfig, load_config
 from core.model import check_vllm, load_model, pick_device
-from core.runs import StatusFile, checkpoints, latest_checkpoint, lock_run_dir, read_status, status_problem
+from core.runs import (StatusFile, checkpoints, latest_checkpoint, lock_run_dir, read_status, status_problem,
+                       update_status)
 
 
 def grpo_args(cfg: RunConfig, device: str):
@@ -46,8 +47,10 @@ def grpo_args(cfg: RunConfig, device: str):
     return GRPOConfig(**{**defaults, **cfg.grpo, **settings})
 
 
-class StopRequested(Exception):
-    """SIGTERM while no training step or save is under way: the run ends where it stands."""
+class StopRequested(BaseException):
+    """SIGTERM while no training step or save is under way: the run ends where it stands. A
+    BaseException, like KeyboardInterrupt, so that code which wraps the exceptions it catches (a lazy
+    import that fails, say) lets it through as it is."""
 
 
 class GracefulStop:
@@ -298,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stop = GracefulStop(interruptible=int(os.environ.get("WORLD_SIZE", "1")) == 1)  # first: a stop is never lost
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a launcher holds it until now (core.runs)
         resume = lock = None
         if args.resume:
             if Path(args.resume).is_dir():
@@ -313,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except StopRequested:
         stop.interruptible = False
+        folder = Path(args.resume or Path(args.config or ".").parent)  # a dashboard launch: RUN/run.yaml
+        if read_status(folder).get("pid") == os.getpid():  # the launcher's placeholder names us: settle it
+            update_status(folder, state="stopped", exit_code=0, ended_at=time.time())
         print("stopped before the run began", flush=True)
         return 0
     if "SIMPLE_GRPO_ATTEMPT" not in os.environ:  # numbered once, here, for this process and its workers

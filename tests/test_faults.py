@@ -432,3 +432,19 @@ def test_the_dashboards_stop_ends_a_two_process_run_during_its_eval(tiny_model_d
     status = read_status(run_dir)
     assert status["state"] == "stopped" and status["global_step"] == 0 and status["phase"] == "eval before"
     assert not (run_dir / "rollouts" / "rollouts.rank1.jsonl").exists()  # no rank trained
+
+
+def test_stop_right_after_launch_is_a_stop_not_a_crash(tiny_model_dir, tmp_path):
+    from core.config import load_config
+    from core.runs import launch
+
+    config = load_config(ROOT / "configs" / "tiny_cpu.yaml", sets=TINY_SETS).to_dict()
+    for name, delay in (("at_once", 0.0), ("while_starting", 0.5)):
+        run_dir = launch(config, tmp_path, name, repo=ROOT)
+        time.sleep(delay)
+        assert stop(run_dir)  # the Runs page's Stop, before the trainer has written anything
+        deadline = time.time() + 120
+        while run_info(run_dir)["state"] in ("starting", "running"):
+            assert time.time() < deadline
+            time.sleep(0.1)
+        assert run_info(run_dir)["state"] == "stopped", (run_dir / "train.log").read_text()[-2000:]
