@@ -406,7 +406,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         if value is not None and not value > 0:  # also NaN
             raise ConfigError(f"config key '{key}' has value {value!r}, expected a number greater than 0")
     numbers = [(f"{name}", getattr(cfg, name)) for name in ("max_new_tokens",)] + \
-        [(f"{section}.{name}", value) for section in SECTIONS for name, value in vars(getattr(cfg, section)).items()] + \
+        [(f"{section}.{name}", value) for section in SECTIONS
+         for name, value in vars(getattr(cfg, section)).items()] + \
         [(f"grpo.{name}", value) for name, value in cfg.grpo.items()]
     for key, value in numbers:
         if isinstance(value, float) and not math.isfinite(value):

@@ -68,21 +68,22 @@ STATUS_TYPES = {"state": (str,), "pid": (int,), "pid_started": NUMBER, "started_
                 "phase": (str,), "phase_done": (int,), "phase_total": (int,)}
 
 
-def status_problem(run_dir: str | Path) -> str | None:
-    """Why the run's status.json cannot be trusted (one line), or None when it is sound or absent."""
+def checked_status(run_dir: str | Path) -> tuple[dict, str | None]:
+    """(the run's status.json, or {} when it cannot be trusted; why not, in one line, or None when it
+    is sound or absent), from one read of the file."""
     path = Path(run_dir) / "status.json"
     if not path.exists():
-        return None
+        return {}, None
     status = read_json(path)
     if status is None:
-        return "status.json is not a JSON object"
+        return {}, "status.json is not a JSON object"
     for name, value in status.items():
         kinds = STATUS_TYPES.get(name)
         if kinds and value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
-            return f"status.json has {name} {value!r}, which is not a {kinds[0].__name__}"
+            return {}, f"status.json has {name} {value!r}, which is not a {kinds[0].__name__}"
     if status.get("state") not in STATES:
-        return f"status.json has state {status.get('state')!r}, expected one of {', '.join(STATES)}"
-    return None
+        return {}, f"status.json has state {status.get('state')!r}, expected one of {', '.join(STATES)}"
+    return status, None
 
 
 def process_started(pid: int) -> float | None:
@@ -112,7 +113,7 @@ class StatusFile:
 
 def update_status(run_dir: str | Path, **fields) -> dict:
     """Merge `fields` into status.json (a damaged one is replaced) and write it back atomically."""
-    status = {**(read_status(run_dir) if status_problem(run_dir) is None else {}), **fields}
+    status = {**checked_status(run_dir)[0], **fields}
     write_json_atomic(Path(run_dir) / "status.json", status)
     return status
 
@@ -120,20 +121,28 @@ def update_status(run_dir: str | Path, **fields) -> dict:
 LOCK = ".lock"  # held (flock) by the run's trainer for its whole life: one writer per run directory
 
 
-def lock_run_dir(run_dir: str | Path, wait: float = 1.0) -> int | None:
-    """Take the run directory's exclusive lock and return its file descriptor (the lock lasts as
-    long as the descriptor is open, across an exec too); None when another process holds it."""
-    fd = os.open(Path(run_dir) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+def _flock(fd: int, mode: int, wait: float) -> bool:
+    """Take lock `mode` (fcntl.LOCK_EX or LOCK_SH) on `fd`, trying for up to `wait` seconds."""
     deadline = time.time() + wait
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return True
         except BlockingIOError:
-            if time.time() >= deadline:  # a reader's brief look (is_locked) is over well before this
-                os.close(fd)
-                return None
+            if time.time() >= deadline:
+                return False
             time.sleep(0.05)
+
+
+def lock_run_dir(run_dir: str | Path, wait: float = 1.0) -> int | None:
+    """Take the run directory's exclusive lock and return its file descriptor (the lock lasts as
+    long as the descriptor is open, across an exec too); None when another process holds it (a
+    reader's brief look, is_locked, is over well within `wait`)."""
+    fd = os.open(Path(run_dir) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    if _flock(fd, fcntl.LOCK_EX, wait):
+        return fd
+    os.close(fd)
+    return None
 
 
 def is_locked(run_dir: str | Path, wait: float = 0.0) -> bool:
@@ -143,16 +152,8 @@ def is_locked(run_dir: str | Path, wait: float = 0.0) -> bool:
         fd = os.open(Path(run_dir) / LOCK, os.O_RDONLY)
     except FileNotFoundError:
         return False
-    deadline = time.time() + wait
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                return False
-            except BlockingIOError:
-                if time.time() >= deadline:
-                    return True
-                time.sleep(0.1)
+        return not _flock(fd, fcntl.LOCK_SH, wait)
     finally:
         os.close(fd)  # and with it our shared lock
 
@@ -256,13 +257,12 @@ def _whole_number(value) -> int | None:
 def run_info(run_dir: Path) -> dict:
     """One row of the runs table. A run whose status.json or run.yaml cannot be trusted is
     `unreadable`, and `problem` names the file and why (a damaged eval summary only hides its evals)."""
-    status_bad = status_problem(run_dir)
+    status, status_bad = checked_status(run_dir)
     config = read_config(run_dir)
     config_bad = "run.yaml is not a mapping of settings" if (run_dir / "run.yaml").exists() and not config else \
         f"run.yaml has model_name {config['model_name']!r}, which is not text" \
         if not isinstance(config.get("model_name", ""), str) else None
     summary, summary_bad = _summary(run_dir)
-    status = {} if status_bad else read_status(run_dir)
     started, ended = status.get("started_at"), status.get("ended_at")
     state = "unreadable" if status_bad or config_bad else effective_state(status)
     end = ended or (time.time() if state in LIVE_STATES else None)
@@ -381,21 +381,16 @@ def _flatten(config: dict, prefix: str = "") -> dict:
 def settings_diff(run_dirs: dict[str, Path]) -> list[dict]:
     """The settings in which these runs differ (their folders apart): one row per dotted key, with
     each run's value in effect under its name."""
-    from core.config import load_config, setting
+    from core.config import grpo_default, grpo_field_types
 
     flat = {name: _flatten(read_config(path)) for name, path in run_dirs.items()}
     keys = sorted({k for f in flat.values() for k in f} - {"train.output_dir"})
-    configs = {}
-    for name, path in run_dirs.items():
-        try:
-            configs[name] = load_config(Path(path) / "run.yaml")
-        except ConfigError:
-            configs[name] = None  # unreadable: shown with the values it wrote, if any
 
-    def value(name, key):
+    def value(name, key):  # a run.yaml holds every key but the grpo: fields left at GRPOConfig's defaults
         if key in flat[name]:
             return flat[name][key]
-        return setting(configs[name], key) if configs[name] is not None else None
+        field = key.removeprefix("grpo.")
+        return grpo_default(field) if key.startswith("grpo.") and field in grpo_field_types() else None
 
     rows = []
     for key in keys:

@@ -59,16 +59,11 @@ DROP_PHASE = "DELETE FROM eval WHERE phase = $phase"
 COUNT = "SELECT count(*) FROM rollouts"
 # A run started again (--resume after a crash) scores its first steps again: of each step, only the
 # latest attempt counts. Rows of an earlier attempt at or after a later attempt's first step go.
-DROP_SUPERSEDED_ROLLOUTS = """
-DELETE FROM rollouts WHERE EXISTS (
-    SELECT 1 FROM (SELECT coalesce(attempt, 0) AS a, min(step) AS first FROM rollouts GROUP BY 1) later
-    WHERE later.a > coalesce(rollouts.attempt, 0) AND rollouts.step >= later.first)
-"""
-DROP_SUPERSEDED_METRICS = """
-DELETE FROM metrics WHERE EXISTS (
-    SELECT 1 FROM (SELECT coalesce(attempt, 0) AS a, min(step) AS first FROM metrics GROUP BY 1) later
-    WHERE later.a > coalesce(metrics.attempt, 0) AND metrics.step >= later.first)
-"""
+DROP_SUPERSEDED = {table: f"""
+DELETE FROM {table} WHERE EXISTS (
+    SELECT 1 FROM (SELECT coalesce(attempt, 0) AS a, min(step) AS first FROM {table} GROUP BY 1) later
+    WHERE later.a > coalesce({table}.attempt, 0) AND {table}.step >= later.first)
+""" for table in ("rollouts", "metrics")}
 # Seconds per training step from the last 20 logged training steps (the `loss` lines): model loading
 # and the evals before and after training do not count.
 SECONDS_PER_STEP = """
@@ -261,7 +256,7 @@ class RunStore:
             for path in rollouts:
                 self._refresh_rollouts(path)
             if self.count() != before:
-                self.con.execute(DROP_SUPERSEDED_ROLLOUTS)
+                self.con.execute(DROP_SUPERSEDED["rollouts"])
             for path in [*evals, metrics]:
                 self._refresh_records(path)
             self.status = read_status(self.run_dir) or self.status  # {} if it went missing
@@ -382,7 +377,7 @@ class RunStore:
         self.skipped += bad
         self._insert("eval" if path.parent.name == "eval" else "metrics", rows)
         if rows and path.parent.name != "eval":
-            self.con.execute(DROP_SUPERSEDED_METRICS)
+            self.con.execute(DROP_SUPERSEDED["metrics"])
 
     @staticmethod
     def _metric_rows(record: dict) -> list[dict]:

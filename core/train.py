@@ -29,7 +29,7 @@ import yaml
 
 from core.config import GRPO_FROM_CONFIG, ConfigError, RunConfig, load_config
 from core.model import check_vllm, load_model, pick_device
-from core.runs import (StatusFile, checkpoints, latest_checkpoint, lock_run_dir, read_status, status_problem,
+from core.runs import (StatusFile, checked_status, checkpoints, latest_checkpoint, lock_run_dir, read_status,
                        update_status)
 
 
@@ -243,7 +243,7 @@ def run(cfg: RunConfig, stop: GracefulStop, resume: Path | None = None) -> int:
                 log = open(run_dir / "train.log", "a", encoding="utf-8", buffering=1)
                 sys.stdout, sys.stderr = Tee(sys.stdout, log), Tee(sys.stderr, log)
             (run_dir / "run.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            earlier = read_status(run_dir) if resume and status_problem(run_dir) is None else {}
+            earlier = checked_status(run_dir)[0] if resume else {}
             start = {"started_at": earlier.get("started_at"), "global_step": earlier.get("global_step", 0)} \
                 if resume else {"started_at": time.time(), "global_step": 0}
             status = StatusFile(run_dir, state="starting", ended_at=None, exit_code=None, error=None,

@@ -85,3 +85,19 @@ def test_stop_reaches_every_rank_of_a_two_process_run(launcher, tiny_model_dir, 
               for name in ("rollouts.jsonl", "rollouts.rank1.jsonl")]
     assert counts[0] == counts[1] > 0  # both ranks stopped at the same step
     assert (run_dir / "model" / "model.safetensors").is_file()
+
+
+def test_settings_diff_shows_the_value_in_effect(tmp_path):
+    import yaml
+
+    from core.runs import settings_diff
+    from tests.dashboard_fixtures import write_config
+
+    for name, grpo in (("a", {"beta": 0.04}), ("b", {})):
+        (tmp_path / name).mkdir()
+        write_config(tmp_path / name)
+        config = yaml.safe_load((tmp_path / name / "run.yaml").read_text())
+        config["grpo"] = grpo
+        (tmp_path / name / "run.yaml").write_text(yaml.safe_dump(config))
+    rows = settings_diff({"a": tmp_path / "a", "b": tmp_path / "b"})
+    assert rows == [{"key": "grpo.beta", "a": "0.04", "b": "0.0"}]  # b left it at GRPOConfig's default, 0.0

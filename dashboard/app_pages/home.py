@@ -35,9 +35,10 @@ with left:
 with right:
     st.subheader("Latest runs" if runs else "No runs yet")
     if runs:
-        st.dataframe(pd.DataFrame([{"run": r["name"], "state": r["state"], "step": f"{r['step']}/{r['num_train_steps']}",
-                                    "eval before → after": f"{fmt_pct(r['eval_before'])} → {fmt_pct(r['eval_after'])}"}
-                                   for r in runs[:8]]), hide_index=True)
+        st.dataframe(pd.DataFrame([{
+            "run": r["name"], "state": r["state"], "step": f"{r['step']}/{r['num_train_steps']}",
+            "eval before → after": f"{fmt_pct(r['eval_before'])} → {fmt_pct(r['eval_after'])}"}
+            for r in runs[:8]]), hide_index=True)
     else:
         st.markdown("Launch the demo, or start a run from the terminal: "
                     "`python -m core.train --config configs/demo_cpu.yaml` — it shows up here too.")

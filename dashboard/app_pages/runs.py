@@ -106,7 +106,8 @@ def live_view():
               (["frac_reward_zero_std"], "Share of groups with no learning signal (all K rewards equal)"),
               (["completions/mean_length"], "Completion length (tokens)"),
               (["completions/clipped_ratio"], "Clipped ratio (hit max_new_tokens)"),
-              (["grad_norm"], "Gradient norm"), (["learning_rate"], "Learning rate"), (["step_time"], "Seconds per step")]
+              (["grad_norm"], "Gradient norm"), (["learning_rate"], "Learning rate"),
+              (["step_time"], "Seconds per step")]
     if len(reward_parts) > 1:  # with one reward function its mean is the mean reward
         charts.insert(0, (reward_parts, "Each reward function's mean"))
     series = store.metric_series([name for names, _ in charts for name in names])
