@@ -35,17 +35,40 @@ SQL_TYPES = {int: "BIGINT", float: "DOUBLE", str: "VARCHAR", bool: "BOOLEAN", di
 ROLLOUT_COLUMNS = {name: SQL_TYPES[tp] for name, tp in ROLLOUT_FIELDS.items()}
 EVAL_COLUMNS = {name: SQL_TYPES[tp] for name, tp in EVAL_FIELDS.items()}
 
-_COLUMNS_SQL = "{" + ", ".join(f"'{k}': '{v}'" for k, v in ROLLOUT_COLUMNS.items()) + "}"
 SCHEMA = f"""
 CREATE TABLE rollouts ({", ".join(f'"{k}" {v}' for k, v in ROLLOUT_COLUMNS.items())}, file VARCHAR);
 CREATE TABLE metrics (step BIGINT, time DOUBLE, name VARCHAR, value DOUBLE, attempt BIGINT);
 CREATE TABLE eval (phase VARCHAR, {", ".join(f'"{k}" {v}' for k, v in EVAL_COLUMNS.items())});
 """
+
+# DuckDB's JSON reader (the fast path) casts what does not fit a column: `1.5` into a whole number
+# becomes 2, `true` becomes 1, a list where text belongs becomes its JSON text. So it reads each value
+# as JSON and keeps it only when it is null or of its field's own JSON type; anything else raises, and
+# the line-by-line path (_column_value) decides for that chunk. The long texts are read as text (a
+# second parse of them would cost half as much again as the whole read): one that could be the JSON
+# text of a list, an object, a number or a boolean goes the exact way too.
+LONG_TEXT = ("prompt", "question", "completion")
+JSON_TYPES = {int: ("BIGINT", "UBIGINT"), float: ("BIGINT", "UBIGINT", "DOUBLE"), bool: ("BOOLEAN",),
+              str: ("VARCHAR",), dict[str, float]: ("OBJECT",)}
+
+
+def _checked(name: str, tp) -> str:
+    """The SQL that turns JSON column `name` into its field's value, or raises when it does not fit."""
+    if name in LONG_TEXT:
+        odd = f"left({name}, 1) IN ('[', '{{') OR try_cast({name} AS DOUBLE) IS NOT NULL OR {name} IN ('true', 'false')"
+    else:
+        odd = f"json_type({name}) NOT IN ({', '.join(repr(t) for t in JSON_TYPES[tp])})"
+    value = name if name in LONG_TEXT else f"{name} ->> '$'" if tp is str else f"{name}::{ROLLOUT_COLUMNS[name]}"
+    return f"CASE WHEN {name} IS NULL THEN NULL WHEN {odd} THEN error('{name} is not a {ROLLOUT_COLUMNS[name]}') ELSE {value} END"
+
+
+_READ_AS = "{" + ", ".join(f"'{k}': '{'VARCHAR' if k in LONG_TEXT else 'JSON'}'" for k in ROLLOUT_FIELDS) + "}"
 # The prompt text (hundreds of characters, the same for all K samples of a group) is kept on
 # sample 0 only: a third less memory for a large run. PROMPT_TEXT looks it up.
 INSERT_JSON = f"""
-INSERT INTO rollouts SELECT * REPLACE (CASE WHEN sample = 0 THEN prompt END AS prompt), $file
-FROM read_json($path, format = 'newline_delimited', columns = {_COLUMNS_SQL})
+INSERT INTO rollouts SELECT * REPLACE (CASE WHEN sample = 0 THEN prompt END AS prompt), $file FROM (
+    SELECT {", ".join(f'{_checked(k, tp)} AS "{k}"' for k, tp in ROLLOUT_FIELDS.items())}
+    FROM read_json($path, format = 'newline_delimited', columns = {_READ_AS}))
 """
 PROMPT_TEXT = "SELECT any_value(prompt) FROM rollouts WHERE prompt_id = $prompt_id AND prompt IS NOT NULL"
 QUESTIONS = """

@@ -370,12 +370,23 @@ def test_kill_9_then_resume_shows_one_attempt_of_each_step(tiny_model_dir, tmp_p
 
 # ---- readers never die on one bad line, and never change a value -------------------------------
 
-LINES = {  # a line among good ones: (is it kept?, the value it is kept with)
-    "rewards_a_list": ('"rewards": [1, 2]', False, None),
-    "step_past_int64": ('"step": 18446744073709551616', False, None),
-    "correct_as_text": ('"correct": "false"', True, False),  # read as its text says, never as True
-    "correct_nonsense": ('"correct": "maybe"', False, None),
-    "a_reward_null": ('"rewards": {"x": null}', True, {"x": None}),
+LINES = {  # a line among good ones, with these values: (is it kept?, the value it is kept with)
+    "rewards_a_list": ({"rewards": [1, 2]}, False, None),
+    "step_past_int64": ({"step": 2**64}, False, None),
+    "correct_as_text": ({"correct": "false"}, True, False),  # read as its text says, never as True
+    "correct_nonsense": ({"correct": "maybe"}, False, None),
+    "a_reward_null": ({"rewards": {"x": None}}, True, {"x": None}),
+    # DuckDB's own reader would cast these and keep the line: each is skipped, never changed
+    "sample_a_fraction": ({"sample": 1.5}, False, None),
+    "step_a_boolean": ({"step": True}, False, None),
+    "correct_a_number": ({"correct": 1}, False, None),
+    "completion_an_object": ({"completion": {"a": 1}}, False, None),
+    "completion_a_list": ({"completion": [1, 2]}, False, None),
+    "completion_a_number": ({"completion": 5}, False, None),
+    "prompt_id_a_number": ({"prompt_id": 7}, False, None),
+    # text that merely looks like other JSON is text: kept as written
+    "completion_looks_like_a_list": ({"completion": "[1, 2]"}, True, "[1, 2]"),
+    "completion_looks_like_a_number": ({"completion": "42"}, True, "42"),
 }
 
 
@@ -384,18 +395,19 @@ LINES = {  # a line among good ones: (is it kept?, the value it is kept with)
 def test_a_bad_rollout_line_is_skipped_and_counted_and_good_ones_keep_their_values(tmp_path, case, slow):
     from core.rollouts import rollout_record
 
-    fragment, kept, value = LINES[case]
+    values, kept, value = LINES[case]
     good = rollout_record(step=0, prompt_id="p", prompt="P", question="Q", completion="Final: 1", prediction="1",
                           ground_truth="1", reward=1.0, correct=True, rank=0, sample=0, completion_tokens=3, time=1.0)
-    odd = json.dumps({**good, "sample": 1})[:-1] + ", " + fragment + "}"
+    odd = json.dumps({**good, "sample": 1, **values})
     lines = [json.dumps(good), odd, *(["not json"] if slow else []), json.dumps({**good, "sample": 2})]
     (tmp_path / "rollouts").mkdir()
     (tmp_path / "rollouts" / "rollouts.jsonl").write_text("\r\n".join(lines) + "\r\n")  # \r\n endings are fine
     store = RunStore(tmp_path)
     store.refresh()
     assert store.count() == 2 + kept and store.skipped == (not kept) + slow
+    assert store._query("SELECT sample FROM rollouts ORDER BY sample")["sample"].tolist() == ([0, 1, 2] if kept else [0, 2])
     if kept:
-        column = "correct" if "correct" in fragment else "rewards"
+        (column,) = values
         assert store.rollout("p", 0, 1)[column] == value
 
 

@@ -9,8 +9,8 @@ that is not the run's, two trainers on one folder, kill -9 then resume. Outcomes
 - handled: a clear one-line error (ConfigError), or the fault was absorbed with nothing lost;
 - lost: something already written was lost or doubled (must be 0);
 - raised: a page, the store or the runs listing raised (must be 0);
-- coerced: a bad line was kept with a value changed (DuckDB's JSON reader casts `1.5` to a whole
-  number, `true` to 1, a list or an object to text): not lost, but not skipped either;
+- coerced: a bad line was kept with a value changed (as DuckDB's own JSON reader would cast `1.5`
+  to a whole number, `true` to 1, a list or an object to text): not lost, but not skipped either;
 - other: anything else (a traceback where one line was due), listed by name.
 """
 
