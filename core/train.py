@@ -59,22 +59,46 @@ class GracefulStop:
     building the model, an eval) there is nothing to finish: SIGTERM raises StopRequested there and
     then (and `check()` raises it at the next phase boundary or eval batch, should the exception
     have landed where Python swallows it, in a finaliser). Once the run is ending, a SIGTERM only
-    sets the flag, so nothing is cut twice."""
+    sets the flag, so nothing is cut twice.
 
-    def __init__(self, interruptible: bool = True):
+    The workers of a multi-process run load side by side, each on its own, until they meet to form
+    their process group: rank 0, stopped while they load, passes the SIGTERM on to the other workers
+    of its `launcher` (torchrun's or accelerate's agent), so that all of them stop at once and none
+    is left waiting for the others."""
+
+    def __init__(self, interruptible: bool = True, launcher: int | None = None):
         self.requested = False
-        self.interruptible = interruptible  # False for the ranks of a multi-process run: they stop together
+        self.interruptible = interruptible
+        self.launcher = launcher
         signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame):
         self.requested = True
         print(f"SIGTERM received: stopping {'now' if self.interruptible else 'after the current step'}",
               file=sys.stderr, flush=True)
+        if self.interruptible and self.launcher:
+            import psutil
+
+            launcher, self.launcher = self.launcher, None
+            try:
+                for worker in psutil.Process(launcher).children():
+                    if worker.pid != os.getpid():
+                        worker.send_signal(signal.SIGTERM)
+            except psutil.Error:
+                pass  # the launcher or a worker is gone already
         self.check()
 
     def check(self) -> None:
+        """Raise StopRequested if a stop was asked for where one is honoured at once; it is raised once:
+        from then on the run is ending, and a further SIGTERM only sets the flag."""
         if self.requested and self.interruptible:
+            self.interruptible, self.launcher = False, None
             raise StopRequested
+
+    def joined(self) -> None:
+        """The workers are about to form their process group: from here they stop together, at a step
+        boundary (any_rank), and rank 0 alone is signalled."""
+        self.interruptible, self.launcher = False, None
 
 
 def any_rank(flag: bool, device) -> bool:
@@ -178,7 +202,10 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, status: StatusFile 
     phase("loading model")
     model, tokenizer = load_model(cfg, device)
     train_set, eval_set = to_dataset(train_rows, tokenizer), to_dataset(eval_rows, tokenizer)
-    args = grpo_args(cfg, device)
+    stop.check()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        stop.joined()
+    args = grpo_args(cfg, device)  # the workers of a multi-process run meet here
     rewards = logged_rewards(specs, RolloutRecorder(run_dir, args.process_index, attempt()), cfg.num_generations)
 
     def periodic_eval(step: int) -> None:
@@ -249,8 +276,7 @@ def run(cfg: RunConfig, stop: GracefulStop, resume: Path | None = None) -> int:
             status = StatusFile(run_dir, state="starting", ended_at=None, exit_code=None, error=None,
                                 max_steps=cfg.train.num_train_steps, attempt=attempt(), **start)
         state = train(cfg, run_dir, stop, status, resume)
-    except StopRequested:
-        stop.interruptible = False  # from here on the run is ending: a further SIGTERM cuts nothing
+    except StopRequested:  # from here on the run is ending: a further SIGTERM cuts nothing (GracefulStop.check)
         state = "stopped"
     except ConfigError as e:
         if status:
@@ -299,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint, with its "
                         "run.yaml (plus any --set, e.g. more steps); rollouts and metrics keep appending")
     args = parser.parse_args(argv)
-    stop = GracefulStop(interruptible=int(os.environ.get("WORLD_SIZE", "1")) == 1)  # first: a stop is never lost
+    first_of_several = int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK") == "0"
+    stop = GracefulStop(launcher=os.getppid() if first_of_several else None)  # first: a stop is never lost
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a launcher holds it until now (core.runs)
         resume = lock = None
@@ -316,7 +343,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except StopRequested:
-        stop.interruptible = False
         folder = Path(args.resume or Path(args.config or ".").parent)  # a dashboard launch: RUN/run.yaml
         if read_status(folder).get("pid") == os.getpid():  # the launcher's placeholder names us: settle it
             update_status(folder, state="stopped", exit_code=0, ended_at=time.time())
