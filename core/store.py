@@ -101,7 +101,11 @@ RANKS = "SELECT DISTINCT rank FROM rollouts ORDER BY rank"
 # Category of a rollout: malformed (no parsable Final line), wrong, or correct.
 CATEGORY = "CASE WHEN prediction IS NULL THEN 'malformed' WHEN correct THEN 'correct' ELSE 'wrong' END"
 
-# Filters shared by the rollout queries; a NULL parameter means "no filter".
+# Filters shared by the rollout queries; a NULL parameter means "no filter". The text search is
+# case-insensitive (RE2's `i`), which scans text several times slower than a case-sensitive
+# `contains` does: a completion is tried only once it contains, exactly, the longest part of the
+# search that has no letters (`final: 42` → `: 42`; digits and punctuation have no case). A question
+# is the same for all K samples of its group: it is searched on sample 0 alone.
 FILTERS = """
     ($step_min::BIGINT IS NULL OR step >= $step_min)
     AND ($step_max::BIGINT IS NULL OR step <= $step_max)
@@ -109,25 +113,35 @@ FILTERS = """
     AND ($correct::BOOLEAN IS NULL OR correct = $correct)
     AND ($prompt_id::VARCHAR IS NULL OR prompt_id = $prompt_id)
     AND ($rank::BIGINT IS NULL OR rank = $rank)
-    AND ($regex::VARCHAR IS NULL OR regexp_matches(question, $regex, 'i') OR regexp_matches(completion, $regex, 'i'))
+    AND ($regex::VARCHAR IS NULL
+         OR (contains(completion, $caseless) AND regexp_matches(completion, $regex, 'i'))
+         OR prompt_id IN (SELECT prompt_id FROM rollouts WHERE sample = 0 AND regexp_matches(question, $regex, 'i')))
 """
-ORDERS = {  # the page's sort orders; the key is chosen by the caller, the SQL is fixed here
-    "newest": "step DESC, rank, prompt_id, sample",
-    "oldest": "step, rank, prompt_id, sample",
-    "reward_high": "reward DESC, step DESC, prompt_id, sample",
-    "reward_low": "reward, step DESC, prompt_id, sample",
-    "longest": "completion_tokens DESC, step DESC, prompt_id, sample",
+# The page's sort orders: the key each row is sorted by, ascending (the key is chosen by the caller,
+# the SQL is fixed here). The row id breaks ties, so that every row has a place of its own: a page
+# starts just after the key of the last row of the page before it (keyset paging), as fast at the
+# last page as at the first, where an OFFSET would sort and skip every row before it.
+ORDERS = {
+    "newest": "{'step': -step, 'rank': rank, 'prompt_id': prompt_id, 'sample': sample, 'id': rowid}",
+    "oldest": "{'step': step, 'rank': rank, 'prompt_id': prompt_id, 'sample': sample, 'id': rowid}",
+    "reward_high": "{'reward': -reward, 'step': -step, 'prompt_id': prompt_id, 'sample': sample, 'id': rowid}",
+    "reward_low": "{'reward': reward, 'step': -step, 'prompt_id': prompt_id, 'sample': sample, 'id': rowid}",
+    "longest": "{'tokens': -completion_tokens, 'step': -step, 'prompt_id': prompt_id, 'sample': sample, 'id': rowid}",
+}
+PAGE_FROM = {  # where a page starts: the first rows, those after a key or before one, the last rows
+    "first": "ORDER BY key LIMIT $limit", "after": "AND key > $key ORDER BY key LIMIT $limit",
+    "before": "AND key < $key ORDER BY key DESC LIMIT $limit", "last": "ORDER BY key DESC LIMIT $limit",
 }
 # One scan finds the matching rows' keys; the page's full rows are fetched for those alone.
 ROLLOUTS_PAGE = """
 WITH matches AS MATERIALIZED (
-    SELECT rowid AS id, step, rank, prompt_id, sample, reward, completion_tokens FROM rollouts WHERE {filters}
+    SELECT rowid AS id, {order} AS key FROM rollouts WHERE {filters}
 ), page AS (
-    SELECT * FROM matches ORDER BY {order} LIMIT $limit OFFSET $offset
+    SELECT id, key FROM matches WHERE true {page_from}
 )
 SELECT r.step, r.prompt_id, r.question, r.completion, r.prediction, r.ground_truth, r.reward, r.correct, r.rank,
-       r.sample, r.completion_tokens, r.time, (SELECT count(*) FROM matches) AS total
-FROM page JOIN rollouts r ON r.rowid = page.id ORDER BY {order_r}
+       r.sample, r.completion_tokens, r.time, page.key, (SELECT count(*) FROM matches) AS total
+FROM page JOIN rollouts r ON r.rowid = page.id ORDER BY page.key
 """
 ROLLOUT = f"""
 SELECT * EXCLUDE (file, prompt), ({PROMPT_TEXT}) AS prompt FROM rollouts
@@ -151,9 +165,10 @@ SELECT step, avg(reward) AS mean_reward, coalesce(stddev_pop(reward), 0) AS std_
        avg(completion_tokens) AS mean_completion_tokens, count(*) AS n
 FROM rollouts GROUP BY step ORDER BY step
 """
+# Per prompt and step (or per bin of `$bin` steps, named after its first step, for a long run's heatmap).
 PROMPT_ACCURACY = """
-SELECT prompt_id, step, avg(correct::INT) AS accuracy, count(*) AS n FROM rollouts
-WHERE list_contains($prompt_ids, prompt_id) GROUP BY prompt_id, step ORDER BY prompt_id, step
+SELECT prompt_id, (step - 1) // $bin * $bin + 1 AS step, avg(correct::INT) AS accuracy, count(*) AS n FROM rollouts
+WHERE list_contains($prompt_ids, prompt_id) GROUP BY ALL ORDER BY prompt_id, step
 """
 # Per prompt over a step window: accuracy at its first and last step there, and its extremes.
 PROMPT_SUMMARY = """
@@ -266,17 +281,20 @@ class RunStore:
 
     # ---- ingestion -------------------------------------------------------------------------
 
-    def refresh(self) -> int:
-        """Ingest what was appended since the last refresh; return the number of new rollouts."""
+    def refresh(self, rollouts: bool = True) -> int:
+        """Ingest what was appended since the last refresh; return the number of new rollouts. Without
+        `rollouts`, only the small files (metrics, evals, status): what the Runs page shows, at once,
+        however large the run (the rollouts are read when a page first needs them)."""
         with self._lock:
             before = self.count()
-            rollouts = sorted((self.run_dir / "rollouts").glob("rollouts*.jsonl"))
+            followed = [path for path in self._tails if path.parent.name == "rollouts"]
+            rollout_files = sorted((self.run_dir / "rollouts").glob("rollouts*.jsonl")) if rollouts else followed
             evals = sorted((self.run_dir / "eval").glob("*.jsonl"))  # before, after, any `core.evaluate --phase`
             metrics = self.run_dir / "metrics.jsonl"
-            for path in set(self._tails) - {*rollouts, *evals, metrics}:  # files that went away
+            for path in set(self._tails) - {*rollout_files, *evals, metrics}:  # files that went away
                 self._drop(path)
                 del self._tails[path]
-            for path in rollouts:
+            for path in rollout_files if rollouts else ():
                 self._refresh_rollouts(path)
             if self.count() != before:
                 self.con.execute(DROP_SUPERSEDED["rollouts"])
@@ -437,19 +455,26 @@ class RunStore:
         return self._query(RANKS)["rank"].tolist()
 
     def rollouts_page(self, step_min=None, step_max=None, rewards=None, correct=None, prompt_id=None,
-                      search=None, rank=None, order="newest", limit=50, offset=0):
-        """(one page of rollouts as a DataFrame, total matching rows)."""
+                      search=None, rank=None, order="newest", limit=50, start="first", key=None):
+        """(one page of rollouts as a DataFrame, total matching rows). The page holds the first `limit`
+        rows in `order`, or (`start`) those just after or just before `key` (a row's `key` column, from
+        an earlier page), or the last ones."""
         if order not in ORDERS:
             raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+        if start not in PAGE_FROM:
+            raise ValueError(f"start must be one of {', '.join(PAGE_FROM)}, got {start!r}")
+        caseless = max("".join(c if c.isascii() and not c.isalpha() else "\0" for c in search or "").split("\0"),
+                       key=len)  # the longest part without letters (FILTERS)
         params = {"step_min": step_min, "step_max": step_max, "rewards": list(rewards) if rewards else None,
                   "correct": correct, "prompt_id": prompt_id or None, "rank": rank,
-                  "regex": literal_regex(search) if search else None, "limit": limit, "offset": offset}
-        order_r = ", ".join(f"r.{term}" for term in ORDERS[order].split(", "))
-        page = self._query(ROLLOUTS_PAGE.format(filters=FILTERS, order=ORDERS[order], order_r=order_r), params)
-        if len(page) or not offset:
+                  "regex": literal_regex(search) if search else None, "caseless": caseless,
+                  "limit": limit, **({"key": key} if start in ("after", "before") else {})}
+        sql = ROLLOUTS_PAGE.format(order=ORDERS[order], filters=FILTERS, page_from=PAGE_FROM[start])
+        page = self._query(sql, params)
+        if len(page) or start == "first":
             return page.drop(columns="total"), int(page["total"].iloc[0]) if len(page) else 0
-        _, total = self.rollouts_page(step_min, step_max, rewards, correct, prompt_id, search, rank, order, 1, 0)
-        return page.drop(columns="total"), total  # past the last page: counted on the first
+        _, total = self.rollouts_page(step_min, step_max, rewards, correct, prompt_id, search, rank, order, 1)
+        return page.drop(columns="total"), total  # past either end: counted on the first page
 
     def rollout(self, prompt_id: str, step: int, sample: int) -> dict | None:
         df = self._query(ROLLOUT, {"prompt_id": prompt_id, "step": step, "sample": sample})
@@ -464,8 +489,8 @@ class RunStore:
     def step_aggregates(self):
         return self._query(STEP_AGGREGATES)
 
-    def prompt_accuracy(self, prompt_ids):
-        return self._query(PROMPT_ACCURACY, {"prompt_ids": list(prompt_ids)})
+    def prompt_accuracy(self, prompt_ids, bin: int = 1):
+        return self._query(PROMPT_ACCURACY, {"prompt_ids": list(prompt_ids), "bin": bin})
 
     def leaderboard(self, board: str, step_min=None, step_max=None, limit: int = 20, min_samples: int = 1):
         """The prompts of one board over a step window, among those with at least `min_samples` sampled

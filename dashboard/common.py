@@ -38,15 +38,37 @@ def _store(path: str, folder_id: tuple[int, int]) -> RunStore:
     return RunStore(path)
 
 
-def store_for(name: str) -> RunStore:
+def store_for(name: str, rollouts: bool = True) -> RunStore:
     """The run's store: one per run folder for the life of the server, shared by sessions and
     refreshed incrementally (it reads a replaced file again by itself). A run deleted and made
-    again is a new folder (another inode) and gets a new store; an evicted store is closed."""
+    again is a new folder (another inode) and gets a new store; an evicted store is closed. Without
+    `rollouts` only its metrics and evals are read (RunStore.refresh)."""
     path = run_folder(runs_root(), name)
     stat = path.stat()
     store = _store(str(path), (stat.st_dev, stat.st_ino))  # not st_ctime: each status.json write changes it
-    store.refresh()
+    store.refresh(rollouts)
     return store
+
+
+def step_window(label: str, lo: int, hi: int, key: str) -> tuple[int | None, int | None]:
+    """A steps slider over [lo, hi] that follows a live run: an end the user left at the run's edge
+    moves with the edge as new steps arrive, an end the user moved stays where it was put. Returns
+    (step_min, step_max) for the store's filters, None for an end at the edge (so that a live
+    fragment keeps following it)."""
+    edges, value = st.session_state.get(f"{key}_edges"), st.session_state.get(key)
+    if value is None or edges is None:
+        value = (lo, hi)
+    else:
+        start, end = value
+        value = (lo if start == edges[0] else min(max(start, lo), hi), hi if end == edges[1] else min(max(end, lo), hi))
+    st.session_state[f"{key}_edges"] = (lo, hi)
+    if hi <= lo:
+        st.session_state.pop(key, None)
+        st.caption(f"{label}: every rollout so far is from step {lo}.")
+        return None, None
+    st.session_state[key] = value
+    start, end = st.slider(label, lo, hi, key=key)
+    return None if start == lo else start, None if end == hi else end
 
 
 def pick_run(label: str = "Run", key: str = "run") -> dict | None:
@@ -76,15 +98,6 @@ def is_live(run: dict) -> bool:
 def live_every(run: dict) -> float | None:
     """`run_every` for st.fragment: refresh while the run is live, not after."""
     return LIVE_SECONDS if is_live(run) else None
-
-
-def categories_chart(store: RunStore):
-    """Stacked bars: malformed / wrong / correct completions at each step."""
-    import plotly.express as px
-
-    long = store.categories_per_step().melt(id_vars="step", var_name="category", value_name="completions")
-    return px.bar(long, x="step", y="completions", color="category", title="Reward categories per step",
-                  color_discrete_map=CATEGORY_COLORS, category_orders={"category": list(CATEGORY_COLORS)})
 
 
 def progress(run: dict, seconds_per_step: float | None) -> tuple[float, str]:

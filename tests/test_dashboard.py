@@ -106,15 +106,9 @@ def test_runs_page_progress_tells_the_phase_and_the_time_left_from_training_step
 def test_runs_page_charts_for_a_finished_run(runs):
     at = open_page("runs", run="learning")
     shown = charts(at)
-    agg = RunStore(runs["learning"])
-    agg.refresh()
-    steps = agg.step_aggregates()
-    upper, lower, mean = shown["Mean reward ± std (all sampled completions)"]
-    assert mean["x"] == steps["step"].tolist() and mean["y"] == pytest.approx(steps["mean_reward"].tolist())
-    assert lower["y"] == pytest.approx((steps["mean_reward"] - steps["std_reward"]).clip(lower=0).tolist())
-    assert min(lower["y"]) >= 0 and max(upper["y"]) <= 1  # the band stays where rewards can be
-    categories = {t["name"]: t["y"] for t in shown["Reward categories per step"]}
-    assert sum(map(sum, categories.values())) == 1024  # every rollout, in one category each
+    assert "Reward categories per step" not in shown  # rollouts are the Rewards page's: Runs never reads them
+    assert shown["Mean reward (TRL's reward)"][0]["y"] == pytest.approx(
+        [s / 40 for s in range(1, 31)])
     # TRL's metrics, as metrics.jsonl has them (steps 1..30)
     assert shown["Loss"][0]["x"] == list(range(1, 31)) and shown["Loss"][0]["y"] == pytest.approx(
         [0.1 / s for s in range(1, 31)])
@@ -158,7 +152,16 @@ def test_rewards_prompts_eval_compare(runs):
     records = [json.loads(line) for f in sorted((runs["learning"] / "rollouts").glob("*.jsonl"))
                for line in f.read_text().splitlines()]
     rewards = charts(open_page("rewards", run="learning"))
-    assert len(rewards) == 4
+    assert len(rewards) == 5
+    agg = RunStore(runs["learning"])
+    agg.refresh()
+    steps = agg.step_aggregates()
+    upper, lower, mean = rewards["Mean reward ± std (all sampled completions)"]
+    assert mean["x"] == steps["step"].tolist() and mean["y"] == pytest.approx(steps["mean_reward"].tolist())
+    assert lower["y"] == pytest.approx((steps["mean_reward"] - steps["std_reward"]).clip(lower=0).tolist())
+    assert min(lower["y"]) >= 0 and max(upper["y"]) <= 1  # the band stays where rewards can be
+    categories = {t["name"]: t["y"] for t in rewards["Reward categories per step"]}
+    assert sum(map(sum, categories.values())) == 1024  # every rollout, in one category each
     (hist,) = [v for k, v in rewards.items() if k.startswith("Reward histogram")]
     counts = Counter(r["reward"] for r in records)
     assert dict(zip(map(float, hist[0]["x"]), hist[0]["y"])) == counts  # the whole run: the default window
@@ -257,3 +260,57 @@ def test_save_as_preset_writes_a_loadable_config(runs):
         assert f"configs/{name}.yaml already exists" in texts(at) and not at.success  # and nothing says "valid"
     finally:
         target.unlink(missing_ok=True)
+
+
+def test_rollouts_pages_by_key_first_next_last_previous(runs):
+    at = open_page("rollouts", run="learning")
+    def rows(at):
+        return list(zip(at.dataframe[0].value["step"], at.dataframe[0].value["prompt_id"],
+                        at.dataframe[0].value["sample"]))
+    first = rows(at)
+    assert "rows 1–25" in texts(at)
+    at.button(key="page_after").click().run()
+    second = rows(at)
+    assert "rows 26–50" in texts(at) and len(second) == 25 and not set(first) & set(second)
+    at.button(key="page_last").click().run()
+    assert "rows 1,000–1,024" in texts(at) and at.button(key="page_after").disabled
+    store = RunStore(runs["learning"])
+    store.refresh()
+    everything, _ = store.rollouts_page(limit=2000)
+    assert rows(at) == list(zip(everything["step"], everything["prompt_id"], everything["sample"]))[-25:]
+    at.button(key="page_before").click().run()
+    assert "rows 975–999" in texts(at)
+    at.button(key="page_first").click().run()
+    assert rows(at) == first and at.button(key="page_before").disabled
+    at.button(key="page_after").click().run()
+    at.selectbox(key="correct").set_value("yes").run()  # another filter: back to its first page
+    assert "rows 1–25" in texts(at)
+
+
+def test_a_step_window_at_the_edges_follows_new_steps_and_a_moved_one_stays(runs):
+    from tests.benchmarks.fake_run import write_run
+
+    at = open_page("rewards", run="learning")
+    lo, hi = at.slider(key="window").value
+    write_run(runs["learning"], 256, ranks=2, start=1024, prompts=20, ramp=20)  # the run goes on: 2 more steps
+    at.run()
+    assert at.slider(key="window").value == (lo, hi + 2)  # left at the edges: it follows
+    at.slider(key="window").set_value((lo + 1, hi + 1)).run()
+    write_run(runs["learning"], 128, ranks=2, start=1280, prompts=20, ramp=20)
+    at.run()
+    assert at.slider(key="window").value == (lo + 1, hi + 1)  # moved by the user: it stays
+    hist = next(v for k, v in charts(at).items() if k.startswith("Reward histogram"))
+    assert sum(hist[0]["y"]) == (hi + 1 - lo) * 128  # the window's steps alone (128 rollouts a step)
+
+
+def test_the_runs_page_reads_no_rollouts_and_a_status_rewrite_keeps_the_store(runs):
+    from dashboard.common import store_for
+    from tests.dashboard_fixtures import write_status
+
+    open_page("runs", run="learning")
+    metrics_only = store_for("learning", rollouts=False)  # the store the Runs page made, from the cache
+    assert metrics_only.count() == 0 and len(metrics_only.metric_series(["loss"])) == 30
+    write_status(runs["learning"], state="finished", exit_code=0, pid=1, global_step=31)  # as each step does
+    assert store_for("learning") is metrics_only and metrics_only.count() == 1024  # the same store, now full
+    write_status(runs["learning"], state="finished", exit_code=0, pid=1, global_step=32)
+    assert store_for("learning") is metrics_only

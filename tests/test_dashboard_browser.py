@@ -179,6 +179,7 @@ def test_a_live_run_shows_new_steps_as_they_arrive(server):
     from tests.dashboard_fixtures import write_status
 
     url, runs = server
+    ARTIFACTS.mkdir(exist_ok=True)
     write_status(runs / "learning", state="running", pid=os.getpid(), pid_started=process_started(os.getpid()),
                  ended_at=None, global_step=8, max_steps=30)
     with playwright.sync_playwright() as p:
@@ -192,5 +193,19 @@ def test_a_live_run_shows_new_steps_as_they_arrive(server):
             page.get_by_text("1,024 rollouts match").wait_for()
             write_run(runs / "learning", 256, ranks=2, start=1024, prompts=20, ramp=20)  # steps 9 and 10
             page.get_by_text("1,280 rollouts match").wait_for(timeout=30_000)  # by the page's own live refresh
+            page.get_by_role("button", name="next ▶").click()  # the second page, found by key
+            page.get_by_text("rows 26–50").wait_for()
+
+            page.goto(f"{url}/rewards?run=learning")
+            page.get_by_text("Reward histogram, steps 1–10").wait_for()
+            write_run(runs / "learning", 128, ranks=2, start=1280, prompts=20, ramp=20)  # step 11
+            page.get_by_text("Reward histogram, steps 1–11").wait_for(timeout=30_000)  # the window follows
+
+            page.goto(f"{url}/runs?run=learning")
+            page.get_by_text("running · step 8/30").wait_for()
+            write_status(runs / "learning", state="running", pid=os.getpid(), pid_started=process_started(os.getpid()),
+                         ended_at=None, global_step=11, max_steps=30)  # as the trainer does after each step
+            page.get_by_text("running · step 11/30").wait_for(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "runs_live.png"), full_page=True)
         finally:
             browser.close()

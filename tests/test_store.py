@@ -223,18 +223,46 @@ def test_rollouts_page_filters_order_and_total(fixture_run):
         ({"search": "(['%_"}, lambda r: False),  # regex and LIKE characters are taken literally
     ]
     for filters, keep in cases:
-        expected = sorted((r for r in records if keep(r)),
-                          key=lambda r: (-r["step"], r["rank"], r["prompt_id"], r["sample"]))
-        page, total = store.rollouts_page(**filters, limit=7, offset=3)
-        assert total == len(expected), filters
-        assert [(r["step"], r["rank"], r["prompt_id"], r["sample"]) for r in expected[3:10]] == \
-            list(zip(page["step"], page["rank"], page["prompt_id"], page["sample"])), filters
+        expected = [(r["step"], r["rank"], r["prompt_id"], r["sample"]) for r in sorted(
+            (r for r in records if keep(r)), key=lambda r: (-r["step"], r["rank"], r["prompt_id"], r["sample"]))]
+        walked, page, total = [], None, None
+        while page is None or len(page):  # page after page, each from the last key of the one before
+            page, total = store.rollouts_page(**filters, limit=7, **(
+                {"start": "after", "key": page["key"].iloc[-1]} if page is not None else {}))
+            walked += list(zip(page["step"], page["rank"], page["prompt_id"], page["sample"]))
+        assert total == len(expected) and walked == expected, filters
+        last, _ = store.rollouts_page(**filters, limit=7, start="last")
+        assert list(zip(last["step"], last["rank"], last["prompt_id"], last["sample"])) == expected[-7:], filters
+        if len(last):
+            before, _ = store.rollouts_page(**filters, limit=7, start="before", key=last["key"].iloc[0])
+            assert list(zip(before["step"], before["rank"], before["prompt_id"], before["sample"])) == \
+                expected[-14:-7], filters
     page, total = store.rollouts_page(order="reward_high", limit=5)
     assert page["reward"].tolist() == sorted((r["reward"] for r in records), reverse=True)[:5]
-    page, total = store.rollouts_page(offset=10_000)
-    assert page.empty and total == 2048
+    page, total = store.rollouts_page(order="longest", limit=300)
+    nxt, _ = store.rollouts_page(order="longest", limit=300, start="after", key=page["key"].iloc[-1])
+    lengths = sorted((r["completion_tokens"] for r in records), reverse=True)
+    assert page["completion_tokens"].tolist() + nxt["completion_tokens"].tolist() == lengths[:600]
     with pytest.raises(ValueError, match="order must be one of"):
         store.rollouts_page(order="rowid; DROP TABLE rollouts")
+    with pytest.raises(ValueError, match="start must be one of"):
+        store.rollouts_page(start="middle")
+
+
+def test_keyset_paging_keeps_every_row_once_with_ties_and_nulls(run_dir):
+    # the same prompt twice at one step (a small prompt set), and rows without a reward or a length
+    append(run_dir / "rollouts" / "rollouts.jsonl", "".join(
+        line(step=s, sample=k % 2, reward=None if k == 3 else 1.0, completion_tokens=None if k == 2 else k)
+        for s in (1, 2) for k in range(5)))
+    store = RunStore(run_dir)
+    store.refresh()
+    for order in ("newest", "reward_high", "longest"):
+        seen, page = [], None
+        while page is None or len(page):
+            page, total = store.rollouts_page(order=order, limit=3, **(
+                {"start": "after", "key": page["key"].iloc[-1]} if page is not None else {}))
+            seen += [tuple(k.values()) for k in page["key"]]
+        assert total == 10 and len(seen) == len(set(seen)) == 10, order
 
 
 def test_search_text_is_a_bound_parameter(fixture_run):
@@ -282,6 +310,10 @@ def test_prompt_accuracy(fixture_run):
     expected = {k: (sum(r["correct"] for r in v) / len(v), len(v))
                 for k, v in by(picked, lambda r: (r["prompt_id"], r["step"])).items()}
     assert {(p, s): (a, n) for p, s, a, n in df.itertuples(index=False)} == expected
+    binned = store.prompt_accuracy(ids, bin=3)  # steps 1-3, 4-6, ... named after their first step
+    expected = {k: (round(sum(r["correct"] for r in v) / len(v), 9), len(v))
+                for k, v in by(picked, lambda r: (r["prompt_id"], (r["step"] - 1) // 3 * 3 + 1)).items()}
+    assert {(p, s): (round(a, 9), n) for p, s, a, n in binned.itertuples(index=False)} == expected
 
 
 def test_leaderboards(fixture_run):

@@ -6,6 +6,7 @@ import streamlit as st
 from core.store import wilson_interval
 from dashboard.common import live_every, pick_run, store_for
 
+HEATMAP_COLUMNS = 120  # at most, so that a long run's heatmap stays readable (and small to send)
 BOARDS = {"most_improved": "Most improved", "regressed": "Regressed", "never_solved": "Never solved",
           "always_solved": "Always solved"}
 
@@ -52,11 +53,15 @@ def view():
         st.caption("Click a point to read that prompt's rollouts at that step.")
 
     top = everyone.head(40)["prompt_id"].tolist()
-    grid = store.prompt_accuracy(top)
+    lo, hi = store.step_range()
+    bin = max(1, -(-(hi - lo + 1) // HEATMAP_COLUMNS))  # a long run: a column per bin of steps, not per step
+    grid = store.prompt_accuracy(top, bin=bin)
     if len(grid):
         heat = grid.pivot(index="prompt_id", columns="step", values="accuracy")
+        per = f", a column per {bin} steps" if bin > 1 else ""
         fig = px.imshow(heat, aspect="auto", color_continuous_scale="RdYlGn", zmin=0, zmax=1,
-                        labels={"color": "accuracy"}, title=f"Prompts × steps ({len(heat)} most changed prompts)")
+                        labels={"color": "accuracy", "x": "step" if bin == 1 else "first step of the bin"},
+                        title=f"Prompts × steps ({len(heat)} most changed prompts{per})")
         st.plotly_chart(fig, key="heatmap")
 
     st.subheader("Leaderboards")

@@ -1,9 +1,11 @@
-"""Rewards: histogram over a step window, categories per step, lengths per category, format rate."""
+"""Rewards, from the rollouts themselves: mean ± std per step, a histogram over a step window,
+categories per step, lengths per category, format rate."""
 
 import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard.common import CATEGORY_COLORS, categories_chart, live_every, pick_run, store_for
+from dashboard.common import CATEGORY_COLORS, live_every, pick_run, step_window, store_for
 
 st.title("Rewards")
 run = pick_run()
@@ -19,23 +21,36 @@ def charts():
         st.info("This run has no rollouts yet.")
         return
     lo, hi = int(agg["step"].min()), int(agg["step"].max())
-    window = st.slider("Step window", lo, hi, (lo, hi), key="window") if hi > lo else (lo, hi)
+    step_min, step_max = step_window("Step window", lo, hi, key="window")
+    first, last = step_min or lo, step_max or hi
     c1, c2 = st.columns(2)
-    hist = store.reward_histogram(*window)
-    fig = px.bar(hist, x="reward", y="n", title=f"Reward histogram, steps {window[0]}–{window[1]}",
+    fig = go.Figure([
+        # ± std, never past the rewards actually seen at that step (a reward in [0, 1] has no band below 0)
+        go.Scatter(x=agg["step"], y=(agg["mean_reward"] + agg["std_reward"]).clip(upper=agg["max_reward"]),
+                   line=dict(width=0), showlegend=False, hoverinfo="skip"),
+        go.Scatter(x=agg["step"], y=(agg["mean_reward"] - agg["std_reward"]).clip(lower=agg["min_reward"]),
+                   fill="tonexty", line=dict(width=0), name="± std", hoverinfo="skip"),
+        go.Scatter(x=agg["step"], y=agg["mean_reward"], mode="lines+markers", name="mean reward")])
+    fig.update_layout(title="Mean reward ± std (all sampled completions)", xaxis_title="step")
+    c1.plotly_chart(fig, key="reward")
+    long = store.categories_per_step().melt(id_vars="step", var_name="category", value_name="completions")
+    c2.plotly_chart(px.bar(long, x="step", y="completions", color="category", title="Reward categories per step",
+                           color_discrete_map=CATEGORY_COLORS, category_orders={"category": list(CATEGORY_COLORS)}),
+                    key="cats")
+    hist = store.reward_histogram(step_min, step_max)
+    fig = px.bar(hist, x="reward", y="n", title=f"Reward histogram, steps {first}–{last}",
                  labels={"n": "completions"})
     fig.update_xaxes(type="category")
     c1.plotly_chart(fig, key="hist")
-    lengths = store.length_by_category(bin=8, step_min=window[0], step_max=window[1])
+    lengths = store.length_by_category(bin=8, step_min=step_min, step_max=step_max)
     fig = px.bar(lengths, x="tokens", y="n", color="category", barmode="overlay", opacity=0.7,
                  color_discrete_map=CATEGORY_COLORS, title="Completion length by category (tokens, bins of 8)",
                  labels={"n": "completions"})
     c2.plotly_chart(fig, key="lengths")
-    c1.plotly_chart(categories_chart(store), key="cats")
     fig = px.line(agg, x="step", y=["format_rate", "accuracy"], markers=True,
                   title="Format rate and accuracy over time", labels={"value": "share of completions"})
     fig.update_yaxes(range=[-0.02, 1.02])
-    c2.plotly_chart(fig, key="format")
+    c1.plotly_chart(fig, key="format")
 
 
 charts()

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard.common import live_every, pick_run, show_completion, store_for
+from dashboard.common import live_every, pick_run, show_completion, step_window, store_for
 
 CATEGORY = {0.0: "0.0 · malformed", 0.1: "0.1 · wrong", 1.0: "1.0 · correct"}
 PAGE_SIZE = 25
@@ -22,11 +22,8 @@ lo, hi = steps
 
 with st.container(border=True):
     c1, c2, c3, c4 = st.columns([3, 2, 1, 1])
-    if hi > lo:
-        step_range = c1.slider("Steps", lo, hi, (lo, hi), key="steps")
-    else:
-        step_range = (lo, hi)
-        c1.caption(f"Steps: every rollout so far is from step {lo}.")
+    with c1:  # a window left at the run's edges follows the run: new steps show up as they arrive
+        step_min, step_max = step_window("Steps", lo, hi, key="steps")
     rewards = [r for r in store.reward_histogram()["reward"]]
     chosen = c2.multiselect("Reward", rewards, format_func=lambda r: CATEGORY.get(r, f"{r:g}"), key="rewards")
     correct = c3.selectbox("Correct", ["any", "yes", "no"], key="correct")
@@ -37,21 +34,41 @@ with st.container(border=True):
     search = c6.text_input("Search question and completion text", key="search",
                            placeholder="e.g. Final: 42 (case-insensitive, literal)")
     order = c7.selectbox("Order", ["newest", "oldest", "reward_high", "reward_low", "longest"], key="order")
-# A window left at the run's edges follows the run: new steps show up as they arrive
-filters = dict(step_min=None if step_range[0] == lo else step_range[0],
-               step_max=None if step_range[1] == hi else step_range[1], rewards=chosen or None,
+filters = dict(step_min=step_min, step_max=step_max, rewards=chosen or None,
                correct={"any": None, "yes": True, "no": False}[correct], prompt_id=prompt_id or None,
                search=search or None, rank=None if rank == "any" else int(rank), order=order)
+if st.session_state.get("pager", {}).get("filters") != filters:  # other filters: back to the first page
+    st.session_state["pager"] = {"filters": filters, "start": "first", "key": None, "first_row": 0}
+
+
+def turn(start: str, key, first_row: int) -> None:
+    """A pager button: the page that starts there (its first row's number, for the caption)."""
+    st.session_state["pager"].update(start=start, key=key, first_row=first_row)
 
 
 @st.fragment(run_every=live_every(run))
 def table():
-    store = store_for(run["name"])
-    _, total = store.rollouts_page(**filters, limit=1)
-    pages = max(1, -(-total // PAGE_SIZE))
-    page_no = st.number_input(f"Page (of {pages})", 1, pages, 1, key="page") if pages > 1 else 1
-    page, total = store.rollouts_page(**filters, limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
-    st.caption(f"{total:,} rollouts match · showing {len(page)} · {store.skipped} undecodable lines skipped")
+    """One page of the matching rollouts. Pages are found by key (the first, the rows after or before
+    the page shown, the last): the first page follows a live run, and every page is as quick as the
+    first, however deep."""
+    store, pager = store_for(run["name"]), st.session_state["pager"]
+    page, total = store.rollouts_page(**filters, limit=PAGE_SIZE, start=pager["start"], key=pager["key"])
+    if page.empty and pager["start"] != "first":  # the rows it was next to went away: start over
+        pager.update(start="first", key=None, first_row=0)
+        page, total = store.rollouts_page(**filters, limit=PAGE_SIZE)
+    first_row = max(0, total - len(page)) if pager["start"] == "last" else min(pager["first_row"], total)
+    pager["first_row"] = first_row
+    first_key, last_key = (page["key"].iloc[0], page["key"].iloc[-1]) if len(page) else (None, None)
+    at_start, at_end = first_row == 0, first_row + len(page) >= total
+    p1, p2, p3, p4, p5 = st.columns([1, 1, 1, 1, 4])
+    p1.button("⏮ first", disabled=at_start, key="page_first", on_click=turn, args=("first", None, 0))
+    p2.button("◀ previous", disabled=at_start, key="page_before", on_click=turn,
+              args=("before", first_key, max(0, first_row - PAGE_SIZE)))
+    p3.button("next ▶", disabled=at_end, key="page_after", on_click=turn,
+              args=("after", last_key, first_row + len(page)))
+    p4.button("last ⏭", disabled=at_end, key="page_last", on_click=turn, args=("last", None, total))
+    p5.caption(f"{total:,} rollouts match · rows {first_row + 1 if len(page) else 0:,}–{first_row + len(page):,} · "
+               f"{store.skipped} undecodable lines skipped")
     shown = page[["step", "prompt_id", "sample", "rank", "reward", "prediction", "ground_truth",
                   "completion_tokens", "question", "completion"]]
     version = st.session_state.get("table_version", 0)

@@ -6,20 +6,27 @@ import streamlit as st
 
 from core.config import ConfigError
 from core.runs import checkpoints, delete, list_runs, log_tail, resume, run_folder, stop
-from dashboard.common import (REPO, categories_chart, fmt_duration, fmt_pct, fmt_time, is_live, live_every, pick_run,
+from dashboard.common import (LIVE_SECONDS, REPO, fmt_duration, fmt_pct, fmt_time, is_live, live_every, pick_run,
                               progress, runs_root, smooth, store_for)
 
 st.title("Runs")
-runs = list_runs(runs_root())
-if runs:
-    st.dataframe(pd.DataFrame([{
-        "run": r["name"], "model": r["model"], "state": r["state"],
-        "progress": f"{r['step']}/{r['num_train_steps']}", "reward (last step)": r["reward"],
-        "eval before → after": f"{fmt_pct(r['eval_before'])} → {fmt_pct(r['eval_after'])}",
-        "started": fmt_time(r["started"]), "duration": fmt_duration(r["duration"])} for r in runs]),
-        hide_index=True, column_config={"reward (last step)": st.column_config.NumberColumn(
-            format="%.3f", help="The mean reward TRL logged for the run's latest step")})
 
+
+@st.fragment(run_every=LIVE_SECONDS if any(is_live(r) for r in list_runs(runs_root())) else None)
+def runs_table():
+    """Every run, live while any is: read from their small files alone (never their rollouts)."""
+    runs = list_runs(runs_root())
+    if runs:
+        st.dataframe(pd.DataFrame([{
+            "run": r["name"], "model": r["model"], "state": r["state"],
+            "progress": f"{r['step']}/{r['num_train_steps']}", "reward (last step)": r["reward"],
+            "eval before → after": f"{fmt_pct(r['eval_before'])} → {fmt_pct(r['eval_after'])}",
+            "started": fmt_time(r["started"]), "duration": fmt_duration(r["duration"])} for r in runs]),
+            hide_index=True, column_config={"reward (last step)": st.column_config.NumberColumn(
+                format="%.3f", help="The mean reward TRL logged for the run's latest step")})
+
+
+runs_table()
 run = pick_run()
 if run is None:
     st.stop()
@@ -92,16 +99,17 @@ def live_view():
     current = next((r for r in list_runs(runs_root()) if r["name"] == name), run)
     if current["state"] != run["state"]:
         st.rerun()  # the run ended: redraw the page (buttons, live refresh off)
-    store = store_for(name)
+    store = store_for(name, rollouts=False)  # TRL's metrics: this page never reads the rollouts
     bar, text = progress(current, store.seconds_per_step())
     st.progress(bar, text=text)
     if current["state"] in ("failed", "crashed"):
         st.error(f"This run {current['state']}: {current['error'] or 'its process ended without a final state'}. "
                  "The end of its log is below.")
 
-    agg = store.step_aggregates()
     reward_parts = [n for n in store.metric_names() if n.startswith("rewards/") and n.endswith("/mean")]
-    charts = [(["loss"], "Loss"), (["kl"], "KL to the reference model (logged when grpo.beta > 0)"),
+    charts = [(["reward"], "Mean reward (TRL's reward)"),
+              (["reward_std"], "Reward std within groups (TRL's reward_std)"),
+              (["loss"], "Loss"), (["kl"], "KL to the reference model (logged when grpo.beta > 0)"),
               (["entropy"], "Entropy of the model's token choices"),
               (["frac_reward_zero_std"], "Share of groups with no learning signal (all K rewards equal)"),
               (["completions/mean_length"], "Completion length (tokens)"),
@@ -109,25 +117,11 @@ def live_view():
               (["grad_norm"], "Gradient norm"), (["learning_rate"], "Learning rate"),
               (["step_time"], "Seconds per step")]
     if len(reward_parts) > 1:  # with one reward function its mean is the mean reward
-        charts.insert(0, (reward_parts, "Each reward function's mean"))
+        charts.insert(1, (reward_parts, "Each reward function's mean"))
     series = store.metric_series([name for names, _ in charts for name in names])
-    c1, c2 = st.columns(2)
-    if len(agg):
-        fig = go.Figure([
-            # ± std, never past the rewards actually seen at that step (a reward in [0, 1] has no band below 0)
-            go.Scatter(x=agg["step"], y=(agg["mean_reward"] + agg["std_reward"]).clip(upper=agg["max_reward"]),
-                       line=dict(width=0), showlegend=False, hoverinfo="skip"),
-            go.Scatter(x=agg["step"], y=(agg["mean_reward"] - agg["std_reward"]).clip(lower=agg["min_reward"]),
-                       fill="tonexty", line=dict(width=0), name="± std", hoverinfo="skip"),
-            go.Scatter(x=agg["step"], y=agg["mean_reward"], mode="lines+markers", name="mean reward")])
-        fig.update_layout(title="Mean reward ± std (all sampled completions)", xaxis_title="step", height=300,
-                          margin=dict(t=40, b=10))
-        c1.plotly_chart(fig, key="reward")
-        fig = categories_chart(store)
-        fig.update_layout(height=300, margin=dict(t=40, b=10))
-        c2.plotly_chart(fig, key="categories")
-    else:
-        st.info("No rollouts yet: the first ones appear after the first generation step.")
+    if series.empty:
+        st.info("No training step logged yet: TRL's metrics appear after the first step. The Rewards page "
+                "shows the rollouts themselves.")
     columns = st.columns(3)
     shown = 0
     for names, title in charts:

@@ -31,12 +31,13 @@ def files(run_dir: Path) -> list[str]:
 def duckdb_read_json(run_dir: Path, out) -> None:
     import duckdb
 
-    from core.store import _COLUMNS_SQL
+    from core.store import ROLLOUT_COLUMNS
 
+    columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in ROLLOUT_COLUMNS.items()) + "}"  # typed, unchecked
     con = duckdb.connect()
     start = time.perf_counter()
     con.execute("CREATE TABLE t AS SELECT * FROM "
-                f"read_json($f, format = 'newline_delimited', columns = {_COLUMNS_SQL})", {"f": files(run_dir)})
+                f"read_json($f, format = 'newline_delimited', columns = {columns})", {"f": files(run_dir)})
     rows = con.execute("SELECT count(*) FROM t").fetchone()[0]
     out.put({"seconds": time.perf_counter() - start, "rows": rows, "peak_mb": peak_mb()})
 
@@ -76,6 +77,7 @@ def store_run(run_dir: Path, total: int, out) -> None:
     pid = store._query("SELECT prompt_id FROM rollouts LIMIT 1")["prompt_id"][0]
     step = int(store._query("SELECT max(step) AS s FROM rollouts")["s"][0])
     top = store.leaderboard("most_changed", limit=10)["prompt_id"].tolist()
+    deep = store.rollouts_page(step_min=step // 2, step_max=step // 2, limit=1)[0]["key"].iloc[0]  # mid-run
     queries = {
         "rollouts page (no filter)": lambda: store.rollouts_page(),
         "rollouts page (step window, reward, correct, rank)":
@@ -83,6 +85,10 @@ def store_run(run_dir: Path, total: int, out) -> None:
         "rollouts page, text search, last 100 steps":
             lambda: store.rollouts_page(search="final: 42", step_min=step - 100),
         "rollouts page, text search, all steps": lambda: store.rollouts_page(search="final: 42"),
+        "rollouts page, text search of a word, all steps": lambda: store.rollouts_page(search="Apples"),
+        "rollouts page, text search, last page": lambda: store.rollouts_page(search="final: 42", start="last"),
+        "rollouts page, the last page": lambda: store.rollouts_page(start="last"),
+        "rollouts page, the page after one deep in the run": lambda: store.rollouts_page(start="after", key=deep),
         "rollouts page, sorted by length": lambda: store.rollouts_page(order="longest"),
         "reward histogram (step window)": lambda: store.reward_histogram(step - 1000, step),
         "reward categories per step": store.categories_per_step,
