@@ -217,6 +217,44 @@ FROM rollouts
 WHERE ($step_min::BIGINT IS NULL OR step >= $step_min) AND ($step_max::BIGINT IS NULL OR step <= $step_max)
 GROUP BY ALL ORDER BY category, tokens
 """
+# What the run doctor (core/doctor.py) reads of the rollouts. A degenerate completion: a well-formed
+# `Final:` line with nothing before it, or text that repeats itself (its first 24 characters come
+# again later on: "so so so so ...", the same sentence over and over). Cheap on purpose: it is
+# computed for every rollout each time the doctor looks.
+DEGENERATE = """(prediction IS NOT NULL AND starts_with(ltrim(completion), 'Final:')
+    OR length(completion) >= 100 AND contains(substr(completion, 25), substr(completion, 1, 24)))"""
+DOCTOR_STEPS = f"""
+SELECT step, count(*) AS n, avg(reward) AS mean_reward, avg(correct::INT) AS accuracy,
+       avg((prediction IS NOT NULL)::INT) AS format_rate, avg(completion_tokens) AS mean_tokens,
+       avg((completion_tokens >= $max_tokens)::INT) AS truncated, avg(({DEGENERATE})::INT) AS degenerate
+FROM rollouts GROUP BY step ORDER BY step
+"""
+# Per step, the groups (a prompt's K samples) and those whose rewards are all equal: no advantage,
+# nothing learned from them; all right, or all not right.
+GROUP_SIGNAL = """
+WITH groups AS (
+    SELECT step, prompt_id, min(reward) = max(reward) AS flat, bool_and(correct) AS all_right,
+           NOT bool_or(correct) AS all_wrong
+    FROM rollouts GROUP BY step, prompt_id
+)
+SELECT step, count(*) AS groups, count(*) FILTER (WHERE flat) AS no_signal,
+       count(*) FILTER (WHERE flat AND all_right) AS all_right, count(*) FILTER (WHERE flat AND all_wrong) AS all_wrong
+FROM groups GROUP BY step ORDER BY step
+"""
+EXAMPLES = {  # rollouts that show a finding: the latest ones from step $step_min on
+    "truncated": "completion_tokens >= $max_tokens",
+    "malformed": "prediction IS NULL",
+    "well_formed_wrong": "prediction IS NOT NULL AND NOT correct",
+    "degenerate": DEGENERATE,
+    "longest": "completion_tokens >= (SELECT quantile_cont(completion_tokens, 0.9) FROM rollouts WHERE step >= $step_min)",
+    "shortest": "completion_tokens <= (SELECT quantile_cont(completion_tokens, 0.1) FROM rollouts WHERE step >= $step_min)",
+    "no_signal": "(step, prompt_id) IN (SELECT (step, prompt_id) FROM rollouts WHERE step >= $step_min "
+                 "GROUP BY step, prompt_id HAVING min(reward) = max(reward)) AND sample = 0",
+}
+EXAMPLE = """
+SELECT prompt_id, step, sample FROM rollouts WHERE step >= $step_min AND ({condition})
+ORDER BY step DESC, prompt_id, sample LIMIT $limit
+"""
 METRIC_SERIES = """
 SELECT step, name, value FROM metrics WHERE list_contains($names, name) ORDER BY name, step
 """
@@ -519,6 +557,21 @@ class RunStore:
 
     def length_by_category(self, bin: int = 16, step_min=None, step_max=None):
         return self._query(LENGTH_BY_CATEGORY, {"bin": bin, "step_min": step_min, "step_max": step_max})
+
+    def doctor_steps(self, max_tokens: int):
+        """Per step: completions, mean reward, accuracy, format rate, mean length, and the shares cut at
+        `max_tokens` and degenerate (DEGENERATE)."""
+        return self._query(DOCTOR_STEPS, {"max_tokens": max_tokens})
+
+    def group_signal(self):
+        return self._query(GROUP_SIGNAL)
+
+    def examples(self, kind: str, step_min: int = 0, max_tokens: int = 0, limit: int = 3) -> list[dict]:
+        """A few of the latest rollouts of one kind (EXAMPLES) from `step_min` on: prompt_id, step, sample."""
+        if kind not in EXAMPLES:
+            raise ValueError(f"kind must be one of {', '.join(EXAMPLES)}, got {kind!r}")
+        params = {"step_min": step_min, "limit": limit, **({"max_tokens": max_tokens} if kind == "truncated" else {})}
+        return self._query(EXAMPLE.format(condition=EXAMPLES[kind]), params).to_dict("records")
 
     def metric_series(self, names):
         return self._query(METRIC_SERIES, {"names": list(names)})

@@ -50,6 +50,38 @@ def store_for(name: str, rollouts: bool = True) -> RunStore:
     return store
 
 
+RUNS_PAGE_READS_ROLLOUTS = 64 * 2**20  # rollout files this small are read for the Runs page's doctor: under a second
+
+
+def small_rollouts(path: Path) -> bool:
+    """Whether the run's rollout files are small enough for the Runs page to read at once."""
+    return sum(p.stat().st_size for p in (path / "rollouts").glob("rollouts*.jsonl")) <= RUNS_PAGE_READS_ROLLOUTS
+
+
+def show_findings(findings, run_name: str) -> None:
+    """The run doctor's findings (core.doctor), worst first: what is happening, the evidence, the fix,
+    and buttons that open the example rollouts (or eval questions)."""
+    for i, f in enumerate(findings):
+        steps = f" · steps {f.steps[0]}–{f.steps[1]}" if f.steps else ""
+        {"problem": st.error, "warning": st.warning, "info": st.info}[f.severity](
+            f"**{f.code}**{steps}: {f.message}", icon=":material/stethoscope:")
+        if f.code == "not_enough_steps":
+            continue
+        with st.expander(f"{f.code}: evidence, fix and examples"):
+            st.json(f.evidence, expanded=True)
+            st.caption("Fix")
+            st.code(f.fix, language=None, wrap_lines=True)
+            for j, e in enumerate(f.examples):
+                if e.get("eval"):
+                    if st.button(f"Eval question {e['prompt_id']}", key=f"finding_{i}_{j}"):
+                        st.switch_page("app_pages/eval.py", query_params={"run": run_name})
+                elif st.button(f"Rollout: prompt {e['prompt_id']} · step {e['step']} · sample {e['sample']}",
+                               key=f"finding_{i}_{j}"):
+                    st.session_state.pop("focus", None)
+                    st.switch_page("app_pages/rollouts.py", query_params={
+                        "run": run_name, "prompt_id": e["prompt_id"], "step": str(e["step"]), "sample": str(e["sample"])})
+
+
 def step_window(label: str, lo: int, hi: int, key: str) -> tuple[int | None, int | None]:
     """A steps slider over [lo, hi] that follows a live run: an end the user left at the run's edge
     moves with the edge as new steps arrive, an end the user moved stays where it was put. Returns

@@ -303,10 +303,11 @@ def test_a_step_window_at_the_edges_follows_new_steps_and_a_moved_one_stays(runs
     assert sum(hist[0]["y"]) == (hi + 1 - lo) * 128  # the window's steps alone (128 rollouts a step)
 
 
-def test_the_runs_page_reads_no_rollouts_and_a_status_rewrite_keeps_the_store(runs):
+def test_the_runs_page_reads_no_rollouts_and_a_status_rewrite_keeps_the_store(runs, monkeypatch):
     from dashboard.common import store_for
     from tests.dashboard_fixtures import write_status
 
+    monkeypatch.setattr("dashboard.common.RUNS_PAGE_READS_ROLLOUTS", 0)  # as for a large run
     open_page("runs", run="learning")
     metrics_only = store_for("learning", rollouts=False)  # the store the Runs page made, from the cache
     assert metrics_only.count() == 0 and len(metrics_only.metric_series(["loss"])) == 30

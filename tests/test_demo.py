@@ -6,6 +6,9 @@ the same figures for several seeds.
 
 import pytest
 
+from core.doctor import diagnose
+from core.runs import read_config
+from core.store import RunStore
 from tests.benchmarks.bench_demo import run_demo
 
 
@@ -15,3 +18,8 @@ def test_demo_preset_learns(tiny_model_dir, tmp_path):
     print(result)
     assert result["after"] >= result["before"] + 0.08, result  # at least 8 points of accuracy on 100 questions
     assert result["late_reward"] > result["early_reward"], result
+    store = RunStore(tmp_path / "demo")
+    store.refresh()
+    findings = diagnose(store, read_config(tmp_path / "demo"))
+    print([(f.code, f.severity, f.message) for f in findings])
+    assert not [f for f in findings if f.severity == "problem"]  # the run doctor finds nothing wrong with it

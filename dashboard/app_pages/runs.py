@@ -5,9 +5,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.config import ConfigError
-from core.runs import checkpoints, delete, list_runs, log_tail, resume, run_folder, stop
+from core.doctor import diagnose
+from core.runs import checkpoints, delete, list_runs, log_tail, read_config, resume, run_folder, stop
 from dashboard.common import (LIVE_SECONDS, REPO, fmt_duration, fmt_pct, fmt_time, is_live, live_every, pick_run,
-                              progress, runs_root, smooth, store_for)
+                              progress, runs_root, show_findings, small_rollouts, smooth, store_for)
 
 st.title("Runs")
 
@@ -99,12 +100,18 @@ def live_view():
     current = next((r for r in list_runs(runs_root()) if r["name"] == name), run)
     if current["state"] != run["state"]:
         st.rerun()  # the run ended: redraw the page (buttons, live refresh off)
-    store = store_for(name, rollouts=False)  # TRL's metrics: this page never reads the rollouts
+    small = small_rollouts(path)
+    store = store_for(name, rollouts=small)  # a large run's rollouts: only once a page needs them
     bar, text = progress(current, store.seconds_per_step())
     st.progress(bar, text=text)
     if current["state"] in ("failed", "crashed"):
         st.error(f"This run {current['state']}: {current['error'] or 'its process ended without a final state'}. "
                  "The end of its log is below.")
+    show_findings(diagnose(store, read_config(path)), name)
+    if not small and not store.count():
+        st.caption("The run doctor reads TRL's metrics and the evals here; the checks that need the rollouts "
+                   "themselves (format, degenerate completions, examples) join once a page has read them "
+                   "(Rollouts, Rewards).")
 
     reward_parts = [n for n in store.metric_names() if n.startswith("rewards/") and n.endswith("/mean")]
     charts = [(["reward"], "Mean reward (TRL's reward)"),

@@ -1,0 +1,357 @@
+"""Run doctor: name what is going wrong in a GRPO run, with the evidence and the fix.
+
+    python -m core.doctor runs/<run> [--json]
+
+Pure functions over a run's store (TRL's metrics, the rollouts, the evals) and its run.yaml. Each
+check looks at the run and returns a Finding or None; `diagnose` runs them all (CHECKS). A check that
+has too little to go on says so ("not enough steps yet") instead of guessing. The thresholds are the
+named constants below, each with why. README, "Run doctor", lists the codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from core.runs import read_config
+from core.store import RunStore
+
+MIN_STEPS = 10  # fewer logged steps than this: too few to tell a trend from noise
+WINDOW = 0.2  # "early" and "late" are the first and the last fifth of the steps seen
+TRUNCATED_SHARE = 0.3  # a third of completions cut at max_new_tokens: most of them then score "malformed"
+NO_SIGNAL_SHARE = 0.6  # most groups with all K rewards equal: their advantages are 0 and they teach nothing
+FORMAT_LOW = 0.2  # fewer than one completion in five ends with a `Final:` line, late in the run
+FORMAT_ROSE = 0.2  # the well-formed share rose by 20 points or more ...
+ACCURACY_FLAT = 0.02  # ... while accuracy rose by less than 2 points (or than its noise): the template, not the math
+REWARD_ROSE = 0.05  # a rise of the mean reward that is more than noise over a fifth of the steps
+DEGENERATE_SHARE = 0.3  # a third of the late completions degenerate (an empty body, repeated words)
+LENGTH_NEAR_LIMIT = 0.9  # late mean length within 10% of max_new_tokens ...
+LENGTH_WAS_BELOW = 0.7  # ... after starting below 70% of it: it grew into the limit
+LENGTH_COLLAPSED = 0.3  # late mean length below 30% of the early one: answers shrink to nearly nothing
+ENTROPY_COLLAPSED = 0.1  # late entropy below a tenth of the early one: the policy stops exploring
+REWARD_FLAT = 0.02  # the mean reward moved by less than this (or than its noise): nothing is being learned
+EVAL_P = 0.05  # eval after below before, and a sign test on the flipped questions says it is not luck
+LR_TOO_LOW = 1e-8  # a learning rate this small moves no weights (a schedule that reached 0)
+LR_JUMP = 1.5  # the learning rate rose by half from one step to the next: a schedule started over
+
+SEVERITIES = ("info", "warning", "problem")
+
+
+@dataclass
+class Finding:
+    code: str
+    severity: str  # info, warning or problem
+    steps: tuple[int, int] | None  # the steps it covers
+    message: str  # what is happening, in one plain sentence
+    evidence: dict = field(default_factory=dict)  # the figures behind it
+    fix: str = ""  # the config keys to change, with values
+    examples: list[dict] = field(default_factory=list)  # rollouts that show it: prompt_id, step, sample
+
+
+@dataclass
+class Run:
+    """What the checks read: TRL's metrics per step, the rollouts' per-step figures, the evals."""
+    store: RunStore
+    config: dict
+    metrics: pd.DataFrame  # step × metric name
+    steps: pd.DataFrame  # RunStore.doctor_steps, indexed by step (empty without rollouts)
+    groups: pd.DataFrame  # RunStore.group_signal, indexed by step
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.config.get("max_new_tokens") or 256)
+
+    def series(self, *names: str) -> pd.Series:
+        """The first of `names` that the run has, per step: the rollouts' own figures (RunStore.doctor_steps)
+        come first, TRL's metrics next; empty when it has none of them."""
+        for name in names:
+            for table in (self.steps, self.metrics):
+                if name in table:
+                    return table[name].dropna()
+        return pd.Series(dtype=float)
+
+
+def early_late(series: pd.Series) -> tuple[float, float, tuple[int, int]] | None:
+    """(mean over the first fifth of the steps, over the last fifth, the steps seen); None with fewer
+    than MIN_STEPS steps."""
+    if len(series) < MIN_STEPS:
+        return None
+    n = max(2, math.ceil(len(series) * WINDOW))
+    return float(series.iloc[:n].mean()), float(series.iloc[-n:].mean()), (int(series.index[0]), int(series.index[-1]))
+
+
+def flat(series: pd.Series, least: float) -> bool:
+    """Whether `series` moved less than `least` from its first fifth to its last, or less than twice the
+    standard error of that difference (the step-to-step noise of K samples says no more)."""
+    n = max(2, math.ceil(len(series) * WINDOW))
+    early, late = series.iloc[:n], series.iloc[-n:]
+    noise = 2 * math.sqrt(early.var() / n + late.var() / n)
+    return abs(late.mean() - early.mean()) < max(least, noise)
+
+
+def late_from(series: pd.Series) -> int:
+    """The first step of the last fifth of `series`."""
+    return int(series.index[-max(2, math.ceil(len(series) * WINDOW))])
+
+
+def learning_rate(run: Run) -> float:
+    return float((run.config.get("train") or {}).get("learning_rate") or 5e-6)
+
+
+def sign_test(worse: int, better: int) -> float:
+    """Two-sided exact sign test: how likely so lopsided a split of the flipped questions is by chance."""
+    n = worse + better
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(worse, better) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+# ---- the checks ----------------------------------------------------------------------------------
+
+def truncation(run: Run) -> Finding | None:
+    share = run.series("truncated", "completions/clipped_ratio")
+    trend = early_late(share)
+    if trend is None or trend[1] < TRUNCATED_SHARE:
+        return None
+    return Finding(
+        "truncation", "problem" if trend[1] >= 0.5 else "warning", trend[2],
+        f"{trend[1]:.0%} of the late completions hit max_new_tokens ({run.max_tokens}) and were cut off before "
+        "a Final: line, so they score as malformed.",
+        {"late_truncated_share": round(trend[1], 3), "max_new_tokens": run.max_tokens},
+        f"raise max_new_tokens (e.g. max_new_tokens={run.max_tokens * 2}) or ask for shorter reasoning",
+        run.store.examples("truncated", late_from(share), run.max_tokens) if len(run.steps) else [])
+
+
+def no_signal(run: Run) -> Finding | None:
+    if len(run.groups):
+        share = run.groups["no_signal"] / run.groups["groups"]
+    else:
+        share = run.series("frac_reward_zero_std")
+    trend = early_late(share)
+    if trend is None or trend[1] < NO_SIGNAL_SHARE:
+        return None
+    late = run.groups.loc[late_from(share):] if len(run.groups) else None
+    right = late is not None and late["all_right"].sum() > late["all_wrong"].sum()
+    why = "all right: the questions are too easy" if right else "all wrong: the questions are too hard"
+    evidence = {"late_no_signal_share": round(trend[1], 3), "num_generations": run.config.get("num_generations")}
+    if late is not None:
+        evidence.update(late_all_right=int(late["all_right"].sum()), late_all_wrong=int(late["all_wrong"].sum()))
+    fix = ("use harder questions (dataset.level=3, or GSM8K)" if right else
+           "use easier questions (dataset.level=1) or a stronger model") + \
+        f", or more samples per prompt (num_generations={2 * int(run.config.get('num_generations') or 8)})"
+    return Finding("no_signal", "problem" if trend[1] >= 0.9 else "warning", trend[2],
+                   f"In {trend[1]:.0%} of the late groups all K completions got the same reward (mostly {why}), "
+                   "so their advantages are 0 and those steps teach nothing.", evidence, fix,
+                   run.store.examples("no_signal", late_from(share)) if len(run.groups) else [])
+
+
+def format_not_learned(run: Run) -> Finding | None:
+    trend = early_late(run.series("format_rate"))
+    if trend is None or len(run.steps) < 2 * MIN_STEPS or trend[1] >= FORMAT_LOW:
+        return None
+    return Finding(
+        "format_not_learned", "problem", trend[2],
+        f"After {len(run.steps)} steps only {trend[1]:.0%} of the completions end with a well-formed Final: line "
+        "(it was {:.0%} early on), so almost every reward is 0.".format(trend[0]),
+        {"early_format_rate": round(trend[0], 3), "late_format_rate": round(trend[1], 3)},
+        "add a format reward (rewards=[{name: gsm8k, weight: 1.0}, {name: format, weight: 0.5}]), or check that "
+        "max_new_tokens leaves room for the Final: line",
+        run.store.examples("malformed", late_from(run.series("format_rate"))))
+
+
+def format_only(run: Run) -> Finding | None:
+    fmt, acc = early_late(run.series("format_rate")), early_late(run.series("accuracy"))
+    if fmt is None or acc is None or fmt[1] - fmt[0] < FORMAT_ROSE or \
+            acc[1] > acc[0] and not flat(run.series("accuracy"), ACCURACY_FLAT):
+        return None
+    return Finding(
+        "format_only", "warning", fmt[2],
+        f"The well-formed share rose from {fmt[0]:.0%} to {fmt[1]:.0%} while accuracy stayed at "
+        f"{acc[0]:.0%} → {acc[1]:.0%}: the model learns the answer template, not the math.",
+        {"format_rate": [round(fmt[0], 3), round(fmt[1], 3)], "accuracy": [round(acc[0], 3), round(acc[1], 3)]},
+        "let correctness dominate: rewards=[{name: gsm8k, weight: 1.0}] (drop a format reward, or lower its "
+        "weight); easier questions (dataset.level=1) give the model right answers to learn from",
+        run.store.examples("well_formed_wrong", late_from(run.series("format_rate"))))
+
+
+def reward_hacking(run: Run) -> Finding | None:
+    rewards, summary = run.series("mean_reward", "reward"), run.store.eval_summary()
+    reward = early_late(rewards)
+    phases = dict(zip(summary["phase"], summary["accuracy"]))
+    if reward is not None and reward[1] - reward[0] >= REWARD_ROSE and phases.get("after", 1) < phases.get("before", 0):
+        return Finding(
+            "reward_hacking", "problem", reward[2],
+            f"The mean reward rose from {reward[0]:.2f} to {reward[1]:.2f} while held-out eval accuracy fell from "
+            f"{phases['before']:.0%} to {phases['after']:.0%}: the model is optimising the reward, not the task.",
+            {"mean_reward": [round(reward[0], 3), round(reward[1], 3)],
+             "eval_accuracy": [round(phases["before"], 3), round(phases["after"], 3)]},
+            "look at the late rollouts for a shortcut the reward pays for; weigh the strict reward up "
+            "(rewards: gsm8k) and shaping rewards down",
+            run.store.examples("well_formed_wrong", late_from(rewards)) if len(run.steps) else [])
+    degenerate = early_late(run.series("degenerate"))
+    if degenerate is None or degenerate[1] < DEGENERATE_SHARE or degenerate[1] - degenerate[0] < FORMAT_ROSE:
+        return None
+    return Finding(
+        "reward_hacking", "problem", degenerate[2],
+        f"{degenerate[1]:.0%} of the late completions are degenerate (a Final: line with nothing before it, or "
+        f"the same few words repeated), up from {degenerate[0]:.0%}: the reward pays for a form, not reasoning.",
+        {"degenerate_share": [round(degenerate[0], 3), round(degenerate[1], 3)]},
+        "drop or lower shaping rewards (format, length_penalty) that such completions score on; "
+        "grpo.beta=0.04 keeps the model nearer to where it started",
+        run.store.examples("degenerate", late_from(run.series("degenerate"))))
+
+
+def length_change(run: Run) -> Finding | None:
+    length = run.series("mean_tokens", "completions/mean_length")
+    trend = early_late(length)
+    if trend is None:
+        return None
+    early, late, steps = trend
+    if late >= LENGTH_NEAR_LIMIT * run.max_tokens and early <= LENGTH_WAS_BELOW * run.max_tokens:
+        return Finding(
+            "length_explosion", "problem", steps,
+            f"Completions grew from {early:.0f} to {late:.0f} tokens on average, up to the limit of "
+            f"{run.max_tokens}: long, rambling (or repeated) text that gets cut off.",
+            {"mean_tokens": [round(early, 1), round(late, 1)], "max_new_tokens": run.max_tokens},
+            "add a length penalty (rewards: [..., {name: length_penalty, weight: 1.0}]), lower the learning rate "
+            f"(train.learning_rate={learning_rate(run) / 2:g}), or grpo.beta=0.04 to stay near the starting model",
+            run.store.examples("longest", late_from(length)) if len(run.steps) else [])
+    if early > 0 and late <= LENGTH_COLLAPSED * early:
+        return Finding(
+            "length_collapse", "warning", steps,
+            f"Completions shrank from {early:.0f} to {late:.0f} tokens on average: the model stops reasoning "
+            "and guesses.",
+            {"mean_tokens": [round(early, 1), round(late, 1)]},
+            f"drop length_penalty from rewards if it is there; lower the learning rate "
+            f"(train.learning_rate={learning_rate(run) / 2:g})",
+            run.store.examples("shortest", late_from(length)) if len(run.steps) else [])
+    return None
+
+
+def entropy_collapse(run: Run) -> Finding | None:
+    rewards = run.series("mean_reward", "reward")
+    entropy, reward = early_late(run.series("entropy")), early_late(rewards)
+    if entropy is None or reward is None or entropy[0] <= 0:
+        return None
+    if entropy[1] > ENTROPY_COLLAPSED * entropy[0] or not flat(rewards, REWARD_FLAT):
+        return None
+    return Finding(
+        "entropy_collapse", "warning", entropy[2],
+        f"The entropy of the model's token choices fell from {entropy[0]:.3f} to {entropy[1]:.3f} while the mean "
+        "reward stayed flat: the model samples nearly the same completion every time and has stopped exploring.",
+        {"entropy": [round(entropy[0], 4), round(entropy[1], 4)], "reward": [round(reward[0], 3), round(reward[1], 3)]},
+        f"sample more widely (grpo.temperature=1.0), lower the learning rate "
+        f"(train.learning_rate={learning_rate(run) / 2:g}), or grpo.beta=0.04")
+
+
+def eval_regression(run: Run) -> Finding | None:
+    flips = run.store.eval_flips()
+    summary = run.store.eval_summary()
+    phases = dict(zip(summary["phase"], zip(summary["accuracy"], summary["n"])))
+    if "before" not in phases or "after" not in phases or phases["after"][0] >= phases["before"][0]:
+        return None
+    worse = int((flips["flip"] == "right → wrong").sum())
+    better = len(flips) - worse
+    p = sign_test(worse, better)
+    if p >= EVAL_P:
+        return None
+    return Finding(
+        "eval_regression", "problem", None,
+        f"Held-out accuracy fell from {phases['before'][0]:.0%} to {phases['after'][0]:.0%} "
+        f"({worse} questions went right → wrong, {better} wrong → right; a sign test gives p = {p:.3f}, "
+        "so it is unlikely to be luck).",
+        {"accuracy_before": round(phases["before"][0], 3), "accuracy_after": round(phases["after"][0], 3),
+         "right_to_wrong": worse, "wrong_to_right": better, "p_value": round(p, 4), "questions": int(phases["after"][1])},
+        f"lower the learning rate (train.learning_rate={learning_rate(run) / 2:g}), train fewer steps, or "
+        "grpo.beta=0.04; the Eval page shows the questions that flipped",
+        [{"prompt_id": pid, "step": None, "sample": None, "eval": True}
+         for pid in flips[flips["flip"] == "right → wrong"]["prompt_id"].head(3)])
+
+
+def stalled(run: Run) -> Finding | None:
+    lr, rewards = run.series("learning_rate"), run.series("mean_reward", "reward")
+    reward = early_late(rewards)
+    if reward is None or len(lr) < MIN_STEPS:
+        return None
+    jumps = lr[(lr / lr.shift(1)) > LR_JUMP]
+    if len(jumps):
+        step = int(jumps.index[0])
+        return Finding(
+            "stalled", "warning", (step, step),
+            f"The learning rate jumped from {lr.shift(1)[step]:.2g} to {lr[step]:.2g} at step {step}: the schedule "
+            "started over (a Resume with another train.num_train_steps changes the schedule's horizon).",
+            {"learning_rate_before": float(lr.shift(1)[step]), "learning_rate_after": float(lr[step])},
+            "resume with the run's own train.num_train_steps, or use grpo.lr_scheduler_type=constant")
+    late_lr = float(lr.iloc[-max(2, math.ceil(len(lr) * WINDOW)):].max())
+    if late_lr > LR_TOO_LOW or not flat(rewards, REWARD_FLAT):
+        return None
+    return Finding(
+        "stalled", "problem", reward[2],
+        f"The mean reward is flat ({reward[0]:.3f} → {reward[1]:.3f}) and the learning rate is {late_lr:.2g}: "
+        "no weight is moving.",
+        {"late_learning_rate": late_lr, "reward": [round(reward[0], 3), round(reward[1], 3)]},
+        "raise the learning rate (train.learning_rate=5e-6 suits a 0.5B model), or grpo.lr_scheduler_type=constant "
+        "so that it does not decay to 0")
+
+
+CHECKS = [truncation, no_signal, format_not_learned, format_only, reward_hacking, length_change,
+          entropy_collapse, eval_regression, stalled]
+
+
+def load(store: RunStore, config: dict) -> Run:
+    series = store.metric_series(store.metric_names())
+    metrics = series.pivot_table(index="step", columns="name", values="value") if len(series) else pd.DataFrame()
+    steps = store.doctor_steps(int(config.get("max_new_tokens") or 256)).set_index("step") if store.count() \
+        else pd.DataFrame()
+    groups = store.group_signal().set_index("step") if store.count() else pd.DataFrame()
+    return Run(store, config, metrics, steps, groups)
+
+
+def diagnose(store: RunStore, config: dict) -> list[Finding]:
+    """Every finding on the run, the worst first; "not enough steps yet" while there is too little."""
+    run = load(store, config)
+    seen = max(len(run.metrics), len(run.steps))
+    if seen < MIN_STEPS:
+        return [Finding("not_enough_steps", "info", None,
+                        f"Not enough steps yet: {seen} logged, the doctor needs {MIN_STEPS} to tell a trend from noise.",
+                        {"steps": seen})]
+    findings = [f for check in CHECKS if (f := check(run)) is not None]
+    return sorted(findings, key=lambda f: -SEVERITIES.index(f.severity))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.doctor", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--json", action="store_true", help="print the findings as a JSON list")
+    args = parser.parse_args(argv)
+    if not args.run_dir.is_dir():
+        print(f"error: no run folder at {args.run_dir}", file=sys.stderr)
+        return 2
+    store = RunStore(args.run_dir)
+    store.refresh()
+    findings = diagnose(store, read_config(args.run_dir))
+    if args.json:
+        print(json.dumps([asdict(f) for f in findings], indent=2))
+        return 0
+    if not findings:
+        print("no findings: nothing the doctor knows of is going wrong")
+    for f in findings:
+        steps = f" (steps {f.steps[0]}–{f.steps[1]})" if f.steps else ""
+        print(f"{f.severity.upper()} {f.code}{steps}: {f.message}")
+        print(f"  evidence: {json.dumps(f.evidence)}")
+        print(f"  fix: {f.fix}")
+        for e in f.examples:
+            print(f"  example: prompt {e['prompt_id']}" + (f", step {e['step']}, sample {e['sample']}"
+                                                          if e.get("step") is not None else " (eval)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""The run doctor: for each finding, a run made to show that pathology (real files in the run-directory
+contract) and a healthy run that shows none; then real tiny runs made to fail on purpose."""
+
+import json
+import random
+
+import pytest
+
+from core.doctor import CHECKS, diagnose, main, sign_test
+from core.rollouts import rollout_record
+from core.runs import read_config
+from core.store import RunStore
+from tests.conftest import TINY_SETS, run_cli
+from tests.dashboard_fixtures import write_config
+
+STEPS, GROUPS, K, MAX_TOKENS = 30, 4, 8, 64
+RIGHT = "7 + 0 = 7\nFinal: 7"  # well formed and right (the ground truth is 7)
+WRONG = "7 + 1 = 8\nFinal: 8"
+MALFORMED = "seven, I think"
+
+
+def share(step: int, early: float, late: float) -> float:
+    """A figure that moves linearly from `early` at step 1 to `late` at the last step."""
+    return early + (late - early) * (step - 1) / (STEPS - 1)
+
+
+def healthy(step, group, sample, rng):
+    """Accuracy rises from 20% to 70%, nearly every completion well formed, lengths steady."""
+    if rng.random() < 0.05:
+        return MALFORMED, 20
+    return (RIGHT if rng.random() < share(step, 0.2, 0.7) else WRONG), 20 + rng.randint(0, 8)
+
+
+HEALTHY_METRICS = {"entropy": lambda s: 0.8, "learning_rate": lambda s: 1e-5}
+
+PATHOLOGIES = {  # code: (completion at (step, group, sample), TRL's metrics per step, eval (before, after) right)
+    "truncation": (lambda s, g, k, rng: ("so " * 70, MAX_TOKENS) if rng.random() < share(s, 0.1, 0.8)
+                   else healthy(s, g, k, rng), {}, None),
+    "no_signal": (lambda s, g, k, rng: (WRONG, 20) if g < 3 or rng.random() < 0.5 else (RIGHT, 20), {}, None),
+    "format_not_learned": (lambda s, g, k, rng: (RIGHT, 20) if rng.random() < 0.05 else (MALFORMED, 20), {}, None),
+    "format_only": (lambda s, g, k, rng: (WRONG, 20) if rng.random() < share(s, 0.1, 0.9) else (MALFORMED, 20),
+                    {}, None),
+    "reward_hacking": (lambda s, g, k, rng: ("Final: 8", 3) if rng.random() < share(s, 0.0, 0.8)
+                       else healthy(s, g, k, rng), {}, None),
+    "length_explosion": (lambda s, g, k, rng: (RIGHT if rng.random() < 0.5 else WRONG,
+                                               int(share(s, 20, MAX_TOKENS))), {}, None),
+    "length_collapse": (lambda s, g, k, rng: (RIGHT if rng.random() < 0.5 else WRONG, int(share(s, 40, 4))), {},
+                        None),
+    "entropy_collapse": (lambda s, g, k, rng: (RIGHT if rng.random() < 0.4 else WRONG, 20),
+                         {"entropy": lambda s: max(0.01, 1 - s / 20)}, None),
+    "eval_regression": (healthy, {}, (range(0, 20), range(12, 20))),
+    "stalled": (lambda s, g, k, rng: (RIGHT if rng.random() < 0.4 else WRONG, 20),
+                {"learning_rate": lambda s: max(0.0, 1e-5 * (1 - s / 10))}, None),
+}
+
+
+def make_run(root, name, completion, metrics=None, evals=None, steps=STEPS, seed=0):
+    """A finished run directory: rollouts of `steps` steps (GROUPS prompts × K samples), TRL-style
+    metrics.jsonl, run.yaml, status.json and, if given, eval files (which of 30 questions are right)."""
+    run_dir = root / name
+    (run_dir / "rollouts").mkdir(parents=True)
+    rng = random.Random(seed)
+    lines, logged = [], []
+    for step in range(1, steps + 1):
+        rewards = []
+        for group in range(GROUPS):
+            for sample in range(K):
+                text, tokens = completion(step, group, sample, rng)
+                prediction = text.rsplit("Final: ", 1)[1] if "Final: " in text else None
+                reward = 1.0 if prediction == "7" else 0.1 if prediction else 0.0
+                rewards.append(reward)
+                lines.append(json.dumps(rollout_record(
+                    step=step, prompt_id=f"p{group}", prompt=f"P{group}", question=f"q{group}", completion=text,
+                    prediction=prediction, ground_truth="7", reward=reward, rewards={"gsm8k": reward},
+                    correct=prediction == "7", rank=0, sample=sample, completion_tokens=tokens, time=step, attempt=1)))
+        logged.append({"step": step, "time": 1.7e9 + step, "reward": sum(rewards) / len(rewards), "loss": 0.1,
+                       **{k: f(step) for k, f in {**HEALTHY_METRICS, **(metrics or {})}.items()}})
+    (run_dir / "rollouts" / "rollouts.jsonl").write_text("\n".join(lines) + "\n")
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in logged))
+    write_config(run_dir, max_new_tokens=MAX_TOKENS, num_generations=K)
+    (run_dir / "status.json").write_text(json.dumps({"state": "finished", "global_step": steps, "max_steps": steps}))
+    before, after = evals or (range(0, 9), range(0, 15))
+    (run_dir / "eval").mkdir()
+    for phase, right in (("before", before), ("after", after)):
+        (run_dir / "eval" / f"{phase}.jsonl").write_text("".join(json.dumps(
+            {"prompt_id": f"e{i}", "question": f"q{i}", "prompt": "P", "ground_truth": "7",
+             "prediction": "7" if i in right else "8", "completion": "Final: 7" if i in right else "Final: 8",
+             "correct": i in right, "completion_tokens": 5}) + "\n" for i in range(30)))
+    return run_dir
+
+
+def findings_of(run_dir):
+    store = RunStore(run_dir)
+    store.refresh()
+    return store, diagnose(store, read_config(run_dir))
+
+
+def test_a_healthy_run_has_no_findings(tmp_path):
+    _, findings = findings_of(make_run(tmp_path, "healthy", healthy))
+    assert findings == []
+
+
+@pytest.mark.parametrize("code", list(PATHOLOGIES))
+def test_each_pathology_is_named_with_its_evidence_fix_and_examples(tmp_path, code):
+    completion, metrics, evals = PATHOLOGIES[code]
+    store, findings = findings_of(make_run(tmp_path, code, completion, metrics, evals))
+    found = {f.code: f for f in findings}
+    assert code in found, [f.code for f in findings]
+    finding = found[code]
+    assert finding.severity in ("warning", "problem") and finding.message.endswith(".") and finding.evidence
+    assert "=" in finding.fix or "rewards" in finding.fix  # a config key to change, with its value
+    for example in finding.examples:  # each one opens a real rollout (or an eval question)
+        if example.get("eval"):
+            assert example["prompt_id"].startswith("e")
+        else:
+            assert store.rollout(example["prompt_id"], example["step"], example["sample"]) is not None
+    if code not in ("entropy_collapse", "stalled", "eval_regression"):  # the ones about rollouts show some
+        assert finding.examples
+    assert [f.severity for f in findings] == sorted((f.severity for f in findings),
+                                                    key=("problem", "warning", "info").index)  # worst first
+
+
+def test_every_check_has_a_pathology():
+    names = {check.__name__ for check in CHECKS}
+    assert names == set(PATHOLOGIES) - {"length_explosion", "length_collapse"} | {"length_change"}
+
+
+def test_a_learning_rate_that_jumps_means_a_schedule_that_started_over(tmp_path):
+    completion = PATHOLOGIES["stalled"][0]
+    lr = {"learning_rate": lambda s: 1e-5 * (1 - s / 20) if s < 15 else 1e-5 * (1 - (s - 14) / 40)}
+    _, findings = findings_of(make_run(tmp_path, "jump", completion, lr))
+    (stalled,) = [f for f in findings if f.code == "stalled"]
+    assert stalled.steps == (15, 15) and "started over" in stalled.message
+
+
+def test_too_few_steps_is_said_not_guessed(tmp_path):
+    _, findings = findings_of(make_run(tmp_path, "short", PATHOLOGIES["truncation"][0], steps=5))
+    assert [f.code for f in findings] == ["not_enough_steps"] and "Not enough steps yet" in findings[0].message
+
+
+def test_an_eval_dip_within_noise_is_not_a_regression(tmp_path):
+    # 3 questions right → wrong, 1 wrong → right: lower, but a sign test cannot tell it from luck
+    _, findings = findings_of(make_run(tmp_path, "noise", healthy, evals=([0, 1, 2, 3], [3, 4])))
+    assert "eval_regression" not in {f.code for f in findings}
+    assert sign_test(3, 1) == pytest.approx(0.625) and sign_test(12, 0) == pytest.approx(2 / 2 ** 12)
+
+
+def test_the_cli_prints_the_findings_and_json(tmp_path, capsys):
+    run_dir = make_run(tmp_path, "cli", *PATHOLOGIES["truncation"])
+    assert main([str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("PROBLEM truncation (steps 1–30):") and "fix: raise max_new_tokens" in out
+    assert main([str(run_dir), "--json"]) == 0
+    (finding,) = [f for f in json.loads(capsys.readouterr().out) if f["code"] == "truncation"]
+    assert set(finding) == {"code", "severity", "steps", "message", "evidence", "fix", "examples"}
+    assert main([str(tmp_path / "nope")]) == 2
+
+
+# ---- real tiny runs made to fail on purpose ----------------------------------------------------
+
+@pytest.mark.parametrize("sets, code", [
+    (["max_new_tokens=4", "eval.max_new_tokens=4"], "truncation"),  # no room for a Final: line
+    (["dataset.level=3"], "no_signal"),  # two-step problems: the tiny model gets every one wrong
+], ids=["truncation", "no_signal"])
+def test_real_tiny_runs_that_fail_on_purpose(tiny_model_dir, tmp_path, sets, code):
+    run_dir = tmp_path / code
+    result = run_cli("--config", "configs/tiny_cpu.yaml", "--set", f"train.output_dir={run_dir}",
+                     *[a for s in [*TINY_SETS, "train.num_train_steps=12", "eval.enabled=false", *sets]
+                       for a in ("--set", s)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, findings = findings_of(run_dir)
+    assert code in {f.code for f in findings}, [(f.code, f.message) for f in findings]
+
+
+def test_the_runs_page_shows_the_findings_and_opens_an_example(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+
+    make_run(tmp_path, "cut", *PATHOLOGIES["truncation"])
+    monkeypatch.setenv("RUNS_DIR", str(tmp_path))
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60)
+    at.query_params["run"] = "cut"
+    at.switch_page("app_pages/runs.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(e.value.startswith("**truncation** · steps 1–30:") for e in at.error)
+    example = next(b for b in at.button if b.label.startswith("Rollout: prompt "))
+    _, prompt_id, _, step, _, sample = example.label.removeprefix("Rollout: ").replace(" · ", " ").split(" ")
+    example.click().run()
+    assert f"Prompt {prompt_id} · step {step} · sample {sample}" in [h.value for h in at.subheader]
