@@ -304,14 +304,15 @@ def test_a_step_window_at_the_edges_follows_new_steps_and_a_moved_one_stays(runs
 
 
 def test_the_runs_page_reads_no_rollouts_and_a_status_rewrite_keeps_the_store(runs, monkeypatch):
+    from core.runs import write_json_atomic
     from dashboard.common import store_for
-    from tests.dashboard_fixtures import write_status
 
     monkeypatch.setattr("dashboard.common.RUNS_PAGE_READS_ROLLOUTS", 0)  # as for a large run
     open_page("runs", run="learning")
     metrics_only = store_for("learning", rollouts=False)  # the store the Runs page made, from the cache
     assert metrics_only.count() == 0 and len(metrics_only.metric_series(["loss"])) == 30
-    write_status(runs["learning"], state="finished", exit_code=0, pid=1, global_step=31)  # as each step does
+    status = json.loads((runs["learning"] / "status.json").read_text())
+    write_json_atomic(runs["learning"] / "status.json", {**status, "global_step": 31})  # as the trainer, each step
     assert store_for("learning") is metrics_only and metrics_only.count() == 1024  # the same store, now full
-    write_status(runs["learning"], state="finished", exit_code=0, pid=1, global_step=32)
+    write_json_atomic(runs["learning"] / "status.json", {**status, "global_step": 32})
     assert store_for("learning") is metrics_only

@@ -125,6 +125,14 @@ def test_every_check_has_a_pathology():
     assert names == set(PATHOLOGIES) - {"length_explosion", "length_collapse"} | {"length_change"}
 
 
+@pytest.mark.parametrize("text, why", [(WRONG, "too hard"), (RIGHT, "too easy")])
+def test_no_signal_says_whether_the_questions_are_too_hard_or_too_easy(tmp_path, text, why):
+    _, findings = findings_of(make_run(tmp_path, why.replace(" ", "_"), lambda s, g, k, rng: (text, 20)))
+    (finding,) = [f for f in findings if f.code == "no_signal"]
+    assert why in finding.message and finding.severity == "problem"
+    assert finding.evidence["late_all_right" if why == "too easy" else "late_all_wrong"] == 6 * GROUPS
+
+
 def test_a_learning_rate_that_jumps_means_a_schedule_that_started_over(tmp_path):
     completion = PATHOLOGIES["stalled"][0]
     lr = {"learning_rate": lambda s: 1e-5 * (1 - s / 20) if s < 15 else 1e-5 * (1 - (s - 14) / 40)}

@@ -227,6 +227,7 @@ def test_rollouts_page_filters_order_and_total(fixture_run):
             (r for r in records if keep(r)), key=lambda r: (-r["step"], r["rank"], r["prompt_id"], r["sample"]))]
         walked, page, total = [], None, None
         while page is None or len(page):  # page after page, each from the last key of the one before
+            assert len(walked) <= len(records), filters  # never the same rows again
             page, total = store.rollouts_page(**filters, limit=7, **(
                 {"start": "after", "key": page["key"].iloc[-1]} if page is not None else {}))
             walked += list(zip(page["step"], page["rank"], page["prompt_id"], page["sample"]))
@@ -259,6 +260,7 @@ def test_keyset_paging_keeps_every_row_once_with_ties_and_nulls(run_dir):
     for order in ("newest", "reward_high", "longest"):
         seen, page = [], None
         while page is None or len(page):
+            assert len(seen) <= 10, order
             page, total = store.rollouts_page(order=order, limit=3, **(
                 {"start": "after", "key": page["key"].iloc[-1]} if page is not None else {}))
             seen += [tuple(k.values()) for k in page["key"]]
