@@ -81,14 +81,23 @@ class RuntimeConfig:
 
 @dataclass
 class LaunchConfig:
-    num_processes: int = _f(1, "Worker processes (one per GPU); more than 1 starts them with torchrun.")
+    num_processes: int = _f(1, "Worker processes on each machine (one per GPU); more than 1 starts them with "
+                               "torchrun.")
     accelerate_config: str | None = _f(None, "An accelerate config file (DeepSpeed, FSDP; e.g. "
                                              "configs/accelerate/fsdp.yaml): the workers start with accelerate launch.")
+    num_machines: int = _f(1, "Machines the run spans, each with launch.num_processes workers; its run folder must "
+                              "be on storage every machine sees.")
+    machine_rank: int = _f(0, "This machine's place among them, 0 to num_machines - 1; machine 0 hosts the "
+                              "rendezvous, holds the run folder's lock and writes the run's files.")
+    main_process_ip: str | None = _f(None, "The address of machine 0, which every machine can reach (needed with "
+                                           "several machines).")
+    main_process_port: int = _f(29500, "The rendezvous port on machine 0 (several machines).")
 
 
 @dataclass
 class RunConfig:
-    model_name: str = _f("Qwen/Qwen2.5-0.5B-Instruct", "Hub id, local model folder, or builtin:tiny (offline).")
+    model_name: str = _f("Qwen/Qwen2.5-0.5B-Instruct", "Hub id, local model folder, a .gguf file, builtin:tiny or "
+                         "builtin:smollm2-135m (offline).")
     max_new_tokens: int = _f(256, "Completion length limit during training (TRL's max_completion_length).")
     num_generations: int = _f(8, "K: completions sampled per prompt; GRPO compares them within the group.")
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -122,6 +131,11 @@ ENV_KEYS = {
     "N_TRAIN": "dataset.n_train",
     "N_EVAL": "dataset.n_eval",
     "SEED": "train.seed",
+    # several machines: a SLURM script sets these from its own variables (scripts/slurm_train.sh)
+    "NUM_MACHINES": "launch.num_machines",
+    "MACHINE_RANK": "launch.machine_rank",
+    "MAIN_PROCESS_IP": "launch.main_process_ip",
+    "MAIN_PROCESS_PORT": "launch.main_process_port",
 }
 
 # GRPOConfig fields set from this config's own keys: field -> (the key it comes from, its value for
@@ -151,7 +165,8 @@ SECTIONS = {"train": TrainConfig, "dataset": DatasetConfig, "eval": EvalConfig, 
             "launch": LaunchConfig}
 POSITIVE = ["max_new_tokens", "train.num_train_steps", "train.per_device_train_batch_size",
             "train.gradient_accumulation_steps", "train.learning_rate", "train.logging_steps",
-            "dataset.n_train", "dataset.n_eval", "eval.batch_size", "eval.max_new_tokens", "launch.num_processes"]
+            "dataset.n_train", "dataset.n_eval", "eval.batch_size", "eval.max_new_tokens", "launch.num_processes",
+            "launch.num_machines", "launch.main_process_port"]
 
 
 def _fields(cls) -> dict[str, dataclasses.Field]:
@@ -428,13 +443,24 @@ def validate(cfg: RunConfig) -> RunConfig:
             f"generation batch size {gen_batch} is not divisible by num_generations={cfg.num_generations}: TRL "
             "generates whole groups of K completions per prompt, so the generation batch (by default "
             "per_device_train_batch_size x num_generations) must be a multiple of K")
-    procs = cfg.launch.num_processes
+    launch = cfg.launch
+    procs = launch.num_processes * launch.num_machines  # the world size
     if gen_batch % (batch * procs):
         raise ConfigError(
-            f"generation batch size {gen_batch} is not divisible by per_device_train_batch_size x num_processes = "
-            f"{batch} x {procs}: TRL splits each generation batch into equal micro-batches on every process, so "
-            f"with the default generation batch (batch x K) num_generations={cfg.num_generations} must be a "
-            f"multiple of launch.num_processes")
+            f"generation batch size {gen_batch} is not divisible by per_device_train_batch_size x num_processes x "
+            f"num_machines = {batch} x {launch.num_processes} x {launch.num_machines}: TRL splits each generation "
+            f"batch into equal micro-batches on every process, so with the default generation batch (batch x K) "
+            f"num_generations={cfg.num_generations} must be a multiple of the world size ({procs} processes)")
+    if not 0 <= launch.machine_rank < launch.num_machines:
+        raise ConfigError(f"config key 'launch.machine_rank' has value {launch.machine_rank}, expected 0 to "
+                          f"{launch.num_machines - 1}: each of the launch.num_machines={launch.num_machines} machines "
+                          "has its own rank, machine 0 first")
+    if launch.num_machines > 1 and not launch.main_process_ip:
+        raise ConfigError(f"launch.num_machines={launch.num_machines} needs launch.main_process_ip: the address of "
+                          "machine 0, where every machine meets (e.g. the first host of SLURM_JOB_NODELIST)")
+    if not 0 < launch.main_process_port < 65536:
+        raise ConfigError(f"config key 'launch.main_process_port' has value {launch.main_process_port}, expected a "
+                          "port number from 1 to 65535")
     if cfg.dataset.level not in (1, 2, 3):
         raise ConfigError(f"config key 'dataset.level' has value {cfg.dataset.level!r}, expected 1, 2 or 3")
     if cfg.dataset.name not in ("gsm8k", "synthetic"):
@@ -469,6 +495,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         if name not in BUILTIN_MODELS:
             raise ConfigError(f"config key 'model_name' has value {name!r}, but there is no such built-in model: "
                               f"use one of {', '.join(BUILTIN_MODELS)}")
+    elif name.endswith(".gguf"):
+        if not Path(name).expanduser().is_file():
+            raise ConfigError(f"config key 'model_name' has value {name!r}, but there is no such GGUF file: give "
+                              "an existing .gguf file (it is converted once into a model folder)")
     elif (looks_like_path or Path(name).expanduser().exists()) and not Path(name).expanduser().is_dir():
         raise ConfigError(f"config key 'model_name' has value {name!r}, but that model folder does not exist: "
                           "give an existing local folder, a Hub id like Qwen/Qwen2.5-0.5B-Instruct, or builtin:tiny")

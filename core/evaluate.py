@@ -21,13 +21,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from core.rewards import CORRECT, score
+from core.rewards import CORRECT, last_number, numbers_equal, score
 from core.runs import read_json, write_json_atomic
 
 # One eval record, a JSON line per question in eval/<phase>.jsonl: field -> type. The same names as
 # the rollout record's for the same ideas; the store's columns are derived from it.
+# `correct` is the reward's strict reading (a well-formed `Final:` line); `lenient_correct` reads the last
+# number anywhere: the gap between them is what learning the format is worth.
 EVAL_FIELDS = {"prompt_id": str, "question": str, "prompt": str, "ground_truth": str, "prediction": str,
-               "completion": str, "correct": bool, "completion_tokens": int}
+               "completion": str, "correct": bool, "lenient_correct": bool, "completion_tokens": int}
 # What eval files written before that called these fields (the store still reads them).
 EVAL_FIELDS_RENAMED = {"gt": "ground_truth", "pred": "prediction", "new_tokens": "completion_tokens"}
 
@@ -84,10 +86,14 @@ def score_outputs(tokenizer, dataset, outputs: list[list[int]]) -> tuple[list[di
         pred, reward = score(completion, row["answer_final"])
         records.append({"prompt_id": row["prompt_id"], "question": row["question"], "prompt": row["prompt"],
                         "ground_truth": row["answer_final"], "prediction": pred, "completion": completion,
-                        "correct": reward == CORRECT, "completion_tokens": len(new)})
-    n = len(records)
-    summary = {"eval_accuracy": sum(r["correct"] for r in records) / n if n else 0.0,
-               "eval_avg_new_tokens": sum(r["completion_tokens"] for r in records) / n if n else 0.0, "n": n}
+                        "correct": reward == CORRECT,
+                        "lenient_correct": numbers_equal(last_number(completion), row["answer_final"]),
+                        "completion_tokens": len(new)})
+    n = max(1, len(records))
+    summary = {"eval_accuracy": sum(r["correct"] for r in records) / n,
+               "eval_lenient_accuracy": sum(r["lenient_correct"] for r in records) / n,
+               "eval_format_rate": sum(r["prediction"] is not None for r in records) / n,
+               "eval_avg_new_tokens": sum(r["completion_tokens"] for r in records) / n, "n": len(records)}
     return records, summary
 
 
@@ -135,8 +141,9 @@ def evaluate_run(cfg, run_dir: str | Path, model, tokenizer, eval_set, phase: st
             model.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
             summary = evaluate_in_subprocess(run_dir, folder, phase)
-    print(f"eval {phase or 'during training'}: accuracy {summary['eval_accuracy']:.3f} on {summary['n']} questions, "
-          f"{summary['eval_avg_new_tokens']:.1f} new tokens on average", flush=True)
+    print(f"eval {phase or 'during training'}: accuracy {summary['eval_accuracy']:.3f} (lenient "
+          f"{summary['eval_lenient_accuracy']:.3f}, well-formed {summary['eval_format_rate']:.3f}) on {summary['n']} "
+          f"questions, {summary['eval_avg_new_tokens']:.1f} new tokens on average", flush=True)
     return summary
 
 

@@ -68,14 +68,20 @@ def gsm8k_reward(prompts, completions, answer_final=None, **kwargs) -> list[floa
 NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
 
 
+def last_number(text: str) -> str | None:
+    """The lenient reading of an answer: the last number anywhere in the text (commas removed)."""
+    numbers = NUMBER_RE.findall(text.replace(",", ""))
+    return numbers[-1] if numbers else None
+
+
 def gsm8k_lenient_reward(prompts, completions, answer_final=None, **kwargs) -> list[float]:
     """Like gsm8k_reward, but the answer is the last number anywhere in the completion:
     1.0 right, 0.1 wrong, 0.0 no number at all."""
     truths = answer_final if answer_final is not None else [None] * len(completions)
     rewards = []
     for completion, gt in zip(completions, truths, strict=True):
-        numbers = NUMBER_RE.findall(completion_text(completion).replace(",", ""))
-        rewards.append(MALFORMED if not numbers else CORRECT if numbers_equal(numbers[-1], gt) else WRONG)
+        number = last_number(completion_text(completion))
+        rewards.append(MALFORMED if number is None else CORRECT if numbers_equal(number, gt) else WRONG)
     return rewards
 
 

@@ -272,7 +272,7 @@ def run_info(run_dir: Path) -> dict:
         "num_train_steps": status.get("max_steps") or _whole_number((config.get("train") or {}).get("num_train_steps")),
         "reward": _last_metric(run_dir, "reward"),
         "eval_before": summary.get("before", {}).get("eval_accuracy"),
-        "eval_after": summary.get("after", {}).get("eval_accuracy"),
+        "eval_after": summary.get("after", {}).get("eval_accuracy"), "evals": summary,
         "started": started, "duration": (end - started) if started and end else None,
         "error": status.get("error"), "problem": status_bad or config_bad or summary_bad, "path": str(run_dir),
         "phase": status.get("phase"), "phase_done": status.get("phase_done"), "phase_total": status.get("phase_total"),

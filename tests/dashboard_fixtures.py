@@ -42,10 +42,12 @@ def make_runs(root: Path) -> dict[str, Path]:
             {"prompt_id": f"e{i}", "question": f"What is {i} + {i}?", "prompt": "P", "ground_truth": str(2 * i),
              "prediction": str(2 * i) if i in right else "0",
              "completion": f"{phase}: Final: {2 * i if i in right else 0}", "correct": i in right,
-             "completion_tokens": 12}) + "\n" for i in range(4)))
+             "lenient_correct": i in right or i == 3, "completion_tokens": 12}) + "\n" for i in range(4)))
     (learning / "eval" / "summary.json").write_text(json.dumps(
-        {"before": {"eval_accuracy": 0.25, "eval_avg_new_tokens": 12, "n": 4},
-         "after": {"eval_accuracy": 0.75, "eval_avg_new_tokens": 12, "n": 4}}))
+        {"before": {"eval_accuracy": 0.25, "eval_lenient_accuracy": 0.5, "eval_format_rate": 1.0,
+                    "eval_avg_new_tokens": 12, "n": 4},
+         "after": {"eval_accuracy": 0.75, "eval_lenient_accuracy": 1.0, "eval_format_rate": 1.0,
+                   "eval_avg_new_tokens": 12, "n": 4}}))
 
     html = root / "html"
     (html / "rollouts").mkdir(parents=True)

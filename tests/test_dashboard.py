@@ -107,6 +107,8 @@ def test_runs_page_charts_for_a_finished_run(runs):
     at = open_page("runs", run="learning")
     shown = charts(at)
     assert "Reward categories per step" not in shown  # rollouts are the Rewards page's: Runs never reads them
+    assert "Eval before → after: strict accuracy 25.0% → 75.0% · lenient accuracy (the last number) 50.0% → " \
+           "100.0% · well-formed Final line 100.0% → 100.0%" in texts(at)
     assert shown["Mean reward (TRL's reward)"][0]["y"] == pytest.approx(
         [s / 40 for s in range(1, 31)])
     # TRL's metrics, as metrics.jsonl has them (steps 1..30)
@@ -184,7 +186,11 @@ def test_rewards_prompts_eval_compare(runs):
     assert heatmap[0]["z"]  # a cell per prompt and step
     ev = open_page("eval", run="learning")
     metrics = {m.label: m.value for m in ev.metric}
-    assert (metrics["Questions"], metrics["Accuracy before"], metrics["Accuracy after"]) == ("4", "25.0%", "75.0%")
+    assert (metrics["Questions"], metrics["Accuracy (strict: the Final line), after"]) == ("4", "75.0%")
+    assert metrics["Accuracy (lenient: the last number), after"] == "100.0%"  # the last number is right on e3
+    assert metrics["Well-formed Final line, after"] == "100.0%"
+    deltas = {m.label: m.proto.delta for m in ev.metric}
+    assert deltas["Accuracy (strict: the Final line), after"] == "+50.0 points"  # from 25% before
     assert "Questions that flipped (2)" in "\n".join(h.value for h in ev.subheader)
     others = ev.dataframe[0].value  # an extra `core.evaluate --phase full_test`, beside before and after
     assert list(others.index) == ["full_test"] and others.loc["full_test", "accuracy"] == 1.0

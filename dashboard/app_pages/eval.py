@@ -1,4 +1,5 @@
-"""Eval: greedy accuracy before vs after training, and the questions that flipped."""
+"""Eval: greedy accuracy (strict and lenient) and the well-formed share before vs after training, and the
+questions that flipped."""
 
 import streamlit as st
 
@@ -24,17 +25,26 @@ def view():
         st.dataframe(others, width="stretch")
     before = summary.loc["before"] if "before" in summary.index else None
     after = summary.loc["after"] if "after" in summary.index else None
-    c1, c2, c3, c4, c5 = st.columns(5)
-    c1.metric("Questions", int((after if after is not None else before)["n"]))
-    if before is not None:
-        c2.metric("Accuracy before", fmt_pct(before["accuracy"]))
-        c4.metric("Mean new tokens before", f"{before['mean_completion_tokens']:.1f}")
+    shown = after if after is not None else before
+    columns = st.columns(5)
+    columns[0].metric("Questions", int(shown["n"]))
+    figures = {"accuracy": ("Accuracy (strict: the Final line)", fmt_pct),
+               "lenient_accuracy": ("Accuracy (lenient: the last number)", fmt_pct),
+               "format_rate": ("Well-formed Final line", fmt_pct),
+               "mean_completion_tokens": ("Mean new tokens", lambda v: f"{v:.1f}")}
+    for column, (name, (label, fmt)) in zip(columns[1:], figures.items()):
+        if after is None:
+            column.metric(f"{label}, before", fmt(before[name]))
+        else:
+            change = None if before is None or before[name] != before[name] else after[name] - before[name]
+            column.metric(f"{label}, after", fmt(after[name]), delta=None if change is None else (
+                f"{100 * change:+.1f} points" if fmt is fmt_pct else f"{change:+.1f}"),
+                help=None if before is None else f"before training: {fmt(before[name])}")
+    st.caption("Strict accuracy is what the reward pays for; lenient accuracy reads the last number anywhere. "
+               "The gap between them is what learning the answer format is worth.")
     if after is None:
         st.caption("The after-training eval has not run yet.")
         return
-    c3.metric("Accuracy after", fmt_pct(after["accuracy"]),
-              delta=None if before is None else f"{100 * (after['accuracy'] - before['accuracy']):+.1f} points")
-    c5.metric("Mean new tokens after", f"{after['mean_completion_tokens']:.1f}")
     flips = store.eval_flips()
     st.subheader(f"Questions that flipped ({len(flips)})")
     if flips.empty:

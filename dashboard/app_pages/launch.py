@@ -10,6 +10,7 @@ from core.config import (ConfigError, changed_settings, choices, format_value, l
 from core.model import has_cuda
 from core.data import LEVELS
 from core.runs import launch, run_folder, safe_run_name
+from core.train import machine_commands
 from dashboard.common import REPO, runs_root
 from dashboard.grpo_form import grpo_options, is_toggle
 
@@ -109,9 +110,17 @@ if check or go or save:
     except (ConfigError, ValueError) as e:
         st.error(str(e))
         st.stop()
-    st.caption("Equivalent command line")
-    st.code(shlex.join(["python", "-m", "core.train", "--config", base_label,
-                        *[a for s in sets for a in ("--set", s)]]), language="bash")
+    args = ["--config", base_label, *[a for s in sets for a in ("--set", s)]]
+    machines = cfg.launch.num_machines
+    if machines > 1:  # started on each machine, not from here
+        st.caption(f"This run spans {machines} machines ({cfg.launch.num_processes} workers each, "
+                   f"{machines * cfg.launch.num_processes} in all): start one command on each, with the run folder "
+                   "on storage they all see (or use scripts/slurm_train.sh)")
+        for rank, command in enumerate(machine_commands(cfg, args)):
+            st.code(command, language="bash")
+    else:
+        st.caption("Equivalent command line")
+        st.code(shlex.join(["python", "-m", "core.train", *args]), language="bash")
     if save:
         try:
             target = save_preset(cfg, REPO / "configs", preset_name, based_on=base_label)
@@ -119,6 +128,9 @@ if check or go or save:
             st.error(str(e))
             st.stop()
         st.success(f"Saved configs/{target.name}")
+    elif go and machines > 1:
+        st.warning(f"A run on {machines} machines is not launched from here: run the commands above, one on "
+                   "each machine (machine 0 first).")
     elif go:
         try:
             launch(cfg.to_dict(), runs_root(), run_name, repo=REPO)

@@ -107,6 +107,12 @@ def live_view():
     if current["state"] in ("failed", "crashed"):
         st.error(f"This run {current['state']}: {current['error'] or 'its process ended without a final state'}. "
                  "The end of its log is below.")
+    before, after = (current["evals"].get(phase, {}) for phase in ("before", "after"))
+    if before or after:
+        st.caption("Eval before → after: " + " · ".join(
+            f"{label} {fmt_pct(before.get(key))} → {fmt_pct(after.get(key))}" for key, label in (
+                ("eval_accuracy", "strict accuracy"), ("eval_lenient_accuracy", "lenient accuracy (the last number)"),
+                ("eval_format_rate", "well-formed Final line"))))
     show_findings(diagnose(store, read_config(path)), name)
     if not small and not store.count():
         st.caption("The run doctor reads TRL's metrics and the evals here; the checks that need the rollouts "
