@@ -34,6 +34,20 @@ def start_machines(run_dir, *sets):
             for rank in (0, 1)]
 
 
+def finish(machines, timeout=600):
+    """Both machines' output once both have exited; should one fail, the other is ended too (it would
+    wait for its partner at the rendezvous for as long as the timeout)."""
+    deadline = time.time() + timeout
+    while any(m.poll() is None for m in machines) and time.time() < deadline:
+        if any(m.poll() not in (None, 0) for m in machines):
+            break
+        time.sleep(0.2)
+    for m in machines:
+        if m.poll() is None:
+            m.kill()
+    return [m.communicate()[0] for m in machines]
+
+
 def lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -41,7 +55,7 @@ def lines(path):
 def test_two_machines_train_one_run_together(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "shared"
     machines = start_machines(run_dir)
-    outputs = [m.communicate(timeout=600)[0] for m in machines]
+    outputs = finish(machines)
     assert [m.returncode for m in machines] == [0, 0], [o[-3000:] for o in outputs]
     assert "--nnodes=2 --nproc_per_node=1 --node_rank=1 --master_addr=127.0.0.1" in outputs[1]
     assert "training with 2 process(es)" in outputs[0]  # the world size: both machines' workers
@@ -59,11 +73,11 @@ def test_the_dashboards_stop_on_machine_0_stops_both_machines_at_one_step(tiny_m
     try:
         deadline = time.time() + 300
         while (read_status(run_dir).get("global_step") or 0) < 1:
-            assert all(m.poll() is None for m in machines) and time.time() < deadline
+            assert all(m.poll() is None for m in machines) and time.time() < deadline, finish(machines, 0)
             time.sleep(0.1)
         sent = time.time()
         assert stop(run_dir)  # as the Runs page's Stop: SIGTERM to rank 0 alone, on machine 0
-        outputs = [m.communicate(timeout=120)[0] for m in machines]
+        outputs = finish(machines, timeout=120)
     finally:
         for m in machines:
             m.kill()
