@@ -208,11 +208,11 @@ def test_rewards_prompts_eval_compare(runs):
     assert heatmap[0]["z"]  # a cell per prompt and step
     ev = open_page("eval", run="learning")
     metrics = {m.label: m.value for m in ev.metric}
-    assert (metrics["Questions"], metrics["Accuracy (strict: the Final line), after"]) == ("4", "75.0%")
-    assert metrics["Accuracy (lenient: the last number), after"] == "100.0%"  # the last number is right on e3
-    assert metrics["Well-formed Final line, after"] == "100.0%"
+    assert (metrics["Questions"], metrics["Strict accuracy, after"]) == ("4", "75.0%")
+    assert metrics["Lenient accuracy, after"] == "100.0%"  # the last number is right on e3
+    assert metrics["Well-formed, after"] == "100.0%"
     deltas = {m.label: m.proto.delta for m in ev.metric}
-    assert deltas["Accuracy (strict: the Final line), after"] == "+50.0 points"  # from 25% before
+    assert deltas["Strict accuracy, after"] == "+50.0 points"  # from 25% before
     assert "Questions that flipped (2)" in "\n".join(h.value for h in ev.subheader)
     others = ev.dataframe[0].value  # an extra `core.evaluate --phase full_test`, beside before and after
     assert list(others.index) == ["full_test"] and others.loc["full_test", "accuracy"] == 1.0

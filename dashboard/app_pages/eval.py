@@ -28,9 +28,8 @@ def view():
     shown = after if after is not None else before
     columns = st.columns(5)
     columns[0].metric("Questions", int(shown["n"]))
-    figures = {"accuracy": ("Accuracy (strict: the Final line)", fmt_pct),
-               "lenient_accuracy": ("Accuracy (lenient: the last number)", fmt_pct),
-               "format_rate": ("Well-formed Final line", fmt_pct),
+    figures = {"accuracy": ("Strict accuracy", fmt_pct), "lenient_accuracy": ("Lenient accuracy", fmt_pct),
+               "format_rate": ("Well-formed", fmt_pct),
                "mean_completion_tokens": ("Mean new tokens", lambda v: f"{v:.1f}")}
     for column, (name, (label, fmt)) in zip(columns[1:], figures.items()):
         if after is None:
@@ -40,8 +39,9 @@ def view():
             column.metric(f"{label}, after", fmt(after[name]), delta=None if change is None else (
                 f"{100 * change:+.1f} points" if fmt is fmt_pct else f"{change:+.1f}"),
                 help=None if before is None else f"before training: {fmt(before[name])}")
-    st.caption("Strict accuracy is what the reward pays for; lenient accuracy reads the last number anywhere. "
-               "The gap between them is what learning the answer format is worth.")
+    st.caption("Strict accuracy is what the reward pays for: a well-formed Final line with the right number. "
+               "Lenient accuracy reads the last number anywhere; well-formed is the share of answers ending in a "
+               "Final line. The gap between strict and lenient is what learning the answer format is worth.")
     if after is None:
         st.caption("The after-training eval has not run yet.")
         return

@@ -27,9 +27,9 @@ def charts():
     fig = go.Figure([
         # ± std, never past the rewards actually seen at that step (a reward in [0, 1] has no band below 0)
         go.Scatter(x=agg["step"], y=(agg["mean_reward"] + agg["std_reward"]).clip(upper=agg["max_reward"]),
-                   line=dict(width=0), showlegend=False, hoverinfo="skip"),
+                   mode="lines", line=dict(width=0), showlegend=False, hoverinfo="skip"),
         go.Scatter(x=agg["step"], y=(agg["mean_reward"] - agg["std_reward"]).clip(lower=agg["min_reward"]),
-                   fill="tonexty", line=dict(width=0), name="± std", hoverinfo="skip"),
+                   mode="lines", fill="tonexty", line=dict(width=0), name="± std", hoverinfo="skip"),
         go.Scatter(x=agg["step"], y=agg["mean_reward"], mode="lines+markers", name="mean reward")])
     fig.update_layout(title="Mean reward ± std (all sampled completions)", xaxis_title="step")
     c1.plotly_chart(fig, key="reward")

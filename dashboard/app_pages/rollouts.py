@@ -61,12 +61,14 @@ def table():
     first_key, last_key = (page["key"].iloc[0], page["key"].iloc[-1]) if len(page) else (None, None)
     at_start, at_end = first_row == 0, first_row + len(page) >= total
     p1, p2, p3, p4, p5 = st.columns([1, 1, 1, 1, 4])
-    p1.button("⏮ first", disabled=at_start, key="page_first", on_click=turn, args=("first", None, 0))
+    p1.button("first", icon=":material/first_page:", disabled=at_start, key="page_first", on_click=turn,
+              args=("first", None, 0))
     p2.button("◀ previous", disabled=at_start, key="page_before", on_click=turn,
               args=("before", first_key, max(0, first_row - PAGE_SIZE)))
     p3.button("next ▶", disabled=at_end, key="page_after", on_click=turn,
               args=("after", last_key, first_row + len(page)))
-    p4.button("last ⏭", disabled=at_end, key="page_last", on_click=turn, args=("last", None, total))
+    p4.button("last", icon=":material/last_page:", disabled=at_end, key="page_last", on_click=turn,
+              args=("last", None, total))
     p5.caption(f"{total:,} rollouts match · rows {first_row + 1 if len(page) else 0:,}–{first_row + len(page):,} · "
                f"{store.skipped} undecodable lines skipped")
     shown = page[["step", "prompt_id", "sample", "rank", "reward", "prediction", "ground_truth",
