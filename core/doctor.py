@@ -62,6 +62,7 @@ class Run:
     metrics: pd.DataFrame  # step × metric name
     steps: pd.DataFrame  # RunStore.doctor_steps, indexed by step (empty without rollouts)
     groups: pd.DataFrame  # RunStore.group_signal, indexed by step
+    evals: pd.DataFrame  # RunStore.eval_summary, indexed by phase (accuracy, n, ...)
 
     @property
     def max_tokens(self) -> int:
@@ -182,9 +183,9 @@ def format_only(run: Run) -> Finding | None:
 
 
 def reward_hacking(run: Run) -> Finding | None:
-    rewards, summary = run.series("mean_reward", "reward"), run.store.eval_summary()
+    rewards = run.series("mean_reward", "reward")
     reward = early_late(rewards)
-    phases = dict(zip(summary["phase"], summary["accuracy"]))
+    phases = run.evals["accuracy"].to_dict()
     if reward is not None and reward[1] - reward[0] >= REWARD_ROSE and phases.get("after", 1) < phases.get("before", 0):
         return Finding(
             "reward_hacking", "problem", reward[2],
@@ -253,8 +254,7 @@ def entropy_collapse(run: Run) -> Finding | None:
 
 def eval_regression(run: Run) -> Finding | None:
     flips = run.store.eval_flips()
-    summary = run.store.eval_summary()
-    phases = dict(zip(summary["phase"], zip(summary["accuracy"], summary["n"])))
+    phases = dict(zip(run.evals.index, zip(run.evals["accuracy"], run.evals["n"])))
     if "before" not in phases or "after" not in phases or phases["after"][0] >= phases["before"][0]:
         return None
     worse = int((flips["flip"] == "right → wrong").sum())
@@ -311,7 +311,7 @@ def load(store: RunStore, config: dict) -> Run:
     steps = store.doctor_steps(int(config.get("max_new_tokens") or 256)).set_index("step") if store.count() \
         else pd.DataFrame()
     groups = store.group_signal().set_index("step") if store.count() else pd.DataFrame()
-    return Run(store, config, metrics, steps, groups)
+    return Run(store, config, metrics, steps, groups, store.eval_summary().set_index("phase"))
 
 
 def diagnose(store: RunStore, config: dict) -> list[Finding]:
