@@ -4,10 +4,10 @@
     store.refresh()                       # ingest what was appended since the last refresh
     df, total = store.rollouts_page(step_min=10, search="Final: 42", limit=50)
 
-Tables: `rollouts` (the rollout record, core.rollouts.ROLLOUT_FIELDS, plus `file`), `metrics`
-(long: step, time, name, value), `eval` (the eval record, core.evaluate.EVAL_FIELDS, plus
-`phase`). Each store holds its own in-memory DuckDB connection; queries run on a cursor per
-call, so threads may share a store.
+Tables: `rollouts` (the rollout record, core.rollouts.ROLLOUT_FIELDS, plus `file`: INSERT_ROLLOUTS),
+`metrics` (long: step, time, name, value), `eval` (the eval record,
+core.evaluate.EVAL_FIELDS, plus `phase`). Each store holds its own in-memory DuckDB connection;
+queries run on a cursor per call, so threads may share a store.
 
 Exactly once: every file is followed by a core.tail.Tail, so a half-written last line waits for
 the next refresh; a line that is not a JSON object with a prompt_id is skipped and counted in
@@ -36,7 +36,7 @@ ROLLOUT_COLUMNS = {name: SQL_TYPES[tp] for name, tp in ROLLOUT_FIELDS.items()}
 EVAL_COLUMNS = {name: SQL_TYPES[tp] for name, tp in EVAL_FIELDS.items()}
 
 SCHEMA = f"""
-CREATE TABLE rollouts ({", ".join(f'"{k}" {v}' for k, v in ROLLOUT_COLUMNS.items())}, file VARCHAR);
+CREATE TABLE rollouts ({", ".join(f'"{k}" {v}' for k, v in ROLLOUT_COLUMNS.items())}, file INTEGER);
 CREATE TABLE metrics (step BIGINT, time DOUBLE, name VARCHAR, value DOUBLE, attempt BIGINT);
 CREATE TABLE eval (phase VARCHAR, {", ".join(f'"{k}" {v}' for k, v in EVAL_COLUMNS.items())});
 """
@@ -63,12 +63,17 @@ def _checked(name: str, tp) -> str:
 
 
 _READ_AS = "{" + ", ".join(f"'{k}': '{'VARCHAR' if k in LONG_TEXT else 'JSON'}'" for k in ROLLOUT_FIELDS) + "}"
-# The prompt text (hundreds of characters, the same for all K samples of a group) is kept on
-# sample 0 only: a third less memory for a large run. PROMPT_TEXT looks it up.
-INSERT_JSON = f"""
-INSERT INTO rollouts SELECT * REPLACE (CASE WHEN sample = 0 THEN prompt END AS prompt), $file FROM (
-    SELECT {", ".join(f'{_checked(k, tp)} AS "{k}"' for k, tp in ROLLOUT_FIELDS.items())}
-    FROM read_json($path, format = 'newline_delimited', columns = {_READ_AS}))
+READ_JSON = f"""
+SELECT {", ".join(f'{_checked(k, tp)} AS "{k}"' for k, tp in ROLLOUT_FIELDS.items())}
+FROM read_json($path, format = 'newline_delimited', columns = {_READ_AS})
+"""
+# How rollout records (from READ_JSON, or `new_rows` decoded line by line) become rows. The prompt
+# text (hundreds of characters, the same for all K samples of a group) is kept on sample 0 only: a
+# third less memory for a large run; PROMPT_TEXT looks it up. `file` numbers the file the row came
+# from (RunStore._file_id).
+INSERT_ROLLOUTS = """
+INSERT INTO rollouts SELECT * REPLACE (CASE WHEN sample = 0 THEN prompt END AS prompt), $file
+FROM ({rows})
 """
 PROMPT_TEXT = "SELECT any_value(prompt) FROM rollouts WHERE prompt_id = $prompt_id AND prompt IS NOT NULL"
 QUESTIONS = """
@@ -101,11 +106,13 @@ RANKS = "SELECT DISTINCT rank FROM rollouts ORDER BY rank"
 # Category of a rollout: malformed (no parsable Final line), wrong, or correct.
 CATEGORY = "CASE WHEN prediction IS NULL THEN 'malformed' WHEN correct THEN 'correct' ELSE 'wrong' END"
 
-# Filters shared by the rollout queries; a NULL parameter means "no filter". The text search is
-# case-insensitive (RE2's `i`), which scans text several times slower than a case-sensitive
-# `contains` does: a completion is tried only once it contains, exactly, the longest part of the
-# search that has no letters (`final: 42` → `: 42`; digits and punctuation have no case). A question
-# is the same for all K samples of its group: it is searched on sample 0 alone.
+# Filters shared by the rollout queries; a NULL parameter means "no filter". The text search is a
+# substring match in which a letter matches its lower- and upper-case forms (`caseless_regex`). RE2
+# scans several times slower than an exact `contains`, so a completion is tried only once it
+# contains, exactly, the longest part of the search that has no letters (`final: 42` → `: 42`: digits
+# and punctuation have no case). A question is the same for all K samples of its group: it is
+# searched on sample 0 alone. (README, "Rollout store": RE2's own `i`, ILIKE, lower() and a
+# lower-cased copy, measured.)
 FILTERS = """
     ($step_min::BIGINT IS NULL OR step >= $step_min)
     AND ($step_max::BIGINT IS NULL OR step <= $step_max)
@@ -114,8 +121,8 @@ FILTERS = """
     AND ($prompt_id::VARCHAR IS NULL OR prompt_id = $prompt_id)
     AND ($rank::BIGINT IS NULL OR rank = $rank)
     AND ($regex::VARCHAR IS NULL
-         OR (contains(completion, $caseless) AND regexp_matches(completion, $regex, 'i'))
-         OR prompt_id IN (SELECT prompt_id FROM rollouts WHERE sample = 0 AND regexp_matches(question, $regex, 'i')))
+         OR (contains(completion, $letterless) AND regexp_matches(completion, $regex))
+         OR prompt_id IN (SELECT prompt_id FROM rollouts WHERE sample = 0 AND regexp_matches(question, $regex)))
 """
 # The page's sort orders: the key each row is sorted by, ascending (the key is chosen by the caller,
 # the SQL is fixed here). The row id breaks ties, so that every row has a place of its own: a page
@@ -257,10 +264,26 @@ EXAMPLE = """
 SELECT prompt_id, step, sample FROM rollouts WHERE step >= $step_min AND ({condition})
 ORDER BY step DESC, prompt_id, sample LIMIT $limit
 """
+# TRL's metrics by step; for a long run's charts, at most $points per metric: the mean of each bin of
+# steps, named after its first step (as TensorBoard, which draws a sample of 1,000 points).
 METRIC_SERIES = """
-SELECT step, name, value FROM metrics WHERE list_contains($names, name) ORDER BY name, step
+WITH picked AS (SELECT step, name, value FROM metrics WHERE list_contains($names, name)),
+width AS (SELECT greatest(1, ceil((max(step) - min(step) + 1) / $points::BIGINT))::BIGINT AS bin FROM picked)
+SELECT (step - 1) // bin * bin + 1 AS step, name, avg(value) AS value FROM picked, width
+GROUP BY ALL ORDER BY name, step
 """
 METRIC_NAMES = "SELECT DISTINCT name FROM metrics ORDER BY name"
+
+
+def caseless_regex(text: str) -> str:
+    """A regular expression (RE2) that matches `text` literally, except that each letter also matches
+    its other case: `Final` → `[Ff][Ii][Nn][Aa][Ll]`; ASCII punctuation is escaped (RE2 refuses an
+    escaped `€`). Not RE2's own `i`, which also folds `s` into `ſ`
+    and `k` into the Kelvin sign, and then scans up to 4 times slower."""
+    def forms(c: str) -> str:
+        cases = sorted({c, *(v for v in (c.lower(), c.upper()) if len(v) == 1)})
+        return f"[{''.join(cases)}]" if len(cases) > 1 else "\\" + c if c.isascii() and not c.isalnum() else c
+    return "".join(forms(c) for c in text)
 
 
 def wilson_interval(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:
@@ -271,11 +294,6 @@ def wilson_interval(successes: float, n: float, z: float = 1.96) -> tuple[float,
     p = successes / n
     centre, spread = p + z * z / (2 * n), z * ((p * (1 - p) + z * z / (4 * n)) / n) ** 0.5
     return max(0.0, (centre - spread) / (1 + z * z / n)), min(1.0, (centre + spread) / (1 + z * z / n))
-
-
-def literal_regex(text: str) -> str:
-    """A regular expression (RE2) that matches `text` literally."""
-    return "".join(c if c.isalnum() or c == " " else "\\" + c for c in text)
 
 
 def _column_value(value, tp):
@@ -316,6 +334,7 @@ class RunStore:
         self.skipped = 0  # lines of the run's files that were not a valid record
         self.status: dict = {}
         self._tails: dict[Path, Tail] = {}
+        self._file_ids: dict[str, int] = {}
         self._lock = threading.Lock()
         self._tmp = tempfile.TemporaryDirectory(prefix="run-store-")
 
@@ -349,7 +368,7 @@ class RunStore:
     def _drop(self, path: Path) -> None:
         """Forget the rows read from `path`."""
         if path.parent.name == "rollouts":
-            self.con.execute(DROP_FILE, {"file": str(path)})
+            self.con.execute(DROP_FILE, {"file": self._file_id(str(path))})
         elif path.parent.name == "eval":
             self.con.execute(DROP_PHASE, {"phase": path.stem})
         else:
@@ -381,7 +400,7 @@ class RunStore:
                 out.write(data)
                 remaining -= len(data)
         try:
-            self.con.execute(INSERT_JSON, {"path": str(chunk), "file": key})
+            self.con.execute(INSERT_ROLLOUTS.format(rows=READ_JSON), {"path": str(chunk), "file": self._file_id(key)})
         except duckdb.Error:  # a bad line: go line by line to skip just that one
             self._ingest_lines(chunk.read_bytes(), key)
         self._drop_unkeyed()
@@ -391,7 +410,7 @@ class RunStore:
         with a newline and did not grow meanwhile (else it may have read a line twice over)."""
         self.con.execute("BEGIN TRANSACTION")
         try:
-            self.con.execute(INSERT_JSON, {"path": key, "file": key})
+            self.con.execute(INSERT_ROLLOUTS.format(rows=READ_JSON), {"path": key, "file": self._file_id(key)})
             exact = os.path.getsize(key) == end
         except duckdb.Error:  # a bad line: the exact path below handles it
             exact = False
@@ -422,25 +441,27 @@ class RunStore:
             except ValueError:
                 self.skipped += 1
                 continue
-            if values["sample"] != 0:
-                values["prompt"] = None  # as in INSERT_JSON
             for name, value in values.items():
                 rows[name].append(value)
         types = {"BIGINT": pa.int64(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(), "VARCHAR": pa.string(),
                  "MAP(VARCHAR, DOUBLE)": pa.map_(pa.string(), pa.float64())}
         schema = pa.schema([(k, types[v]) for k, v in ROLLOUT_COLUMNS.items()])
-        batch = pa.table(rows, schema=schema)
-        self._insert("rollouts", batch.append_column("file", pa.array([key] * batch.num_rows)))
+        self.con.register("new_rows", pa.table(rows, schema=schema))
+        self.con.execute(INSERT_ROLLOUTS.format(rows="SELECT * FROM new_rows"), {"file": self._file_id(key)})
+        self.con.unregister("new_rows")
 
-    def _insert(self, table: str, rows) -> None:
-        """Append an Arrow table (or a list of dicts) whose columns match `table`'s, in order."""
+    def _file_id(self, path: str) -> int:
+        """The number that stands for file `path` in the rollouts' `file` column (a path on every row
+        would cost some 70 MB a million rows)."""
+        return self._file_ids.setdefault(path, len(self._file_ids))
+
+    def _insert(self, table: str, rows: list[dict]) -> None:
+        """Append rows (dicts whose keys are `table`'s columns, in order) to metrics or eval."""
         import pyarrow as pa
 
-        if isinstance(rows, list):
-            if not rows:
-                return
-            rows = pa.Table.from_pylist(rows)
-        self.con.register("new_rows", rows)
+        if not rows:
+            return
+        self.con.register("new_rows", pa.Table.from_pylist(rows))
         self.con.execute(f"INSERT INTO {table} SELECT * FROM new_rows")  # table: one of our three names
         self.con.unregister("new_rows")
 
@@ -503,11 +524,11 @@ class RunStore:
             raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
         if start not in PAGE_FROM:
             raise ValueError(f"start must be one of {', '.join(PAGE_FROM)}, got {start!r}")
-        caseless = max("".join(c if c.isascii() and not c.isalpha() else "\0" for c in search or "").split("\0"),
-                       key=len)  # the longest part without letters (FILTERS)
+        letterless = max("".join(c if c.isascii() and not c.isalpha() else "\0" for c in search or "").split("\0"),
+                         key=len)  # the longest part without letters (FILTERS)
         params = {"step_min": step_min, "step_max": step_max, "rewards": list(rewards) if rewards else None,
                   "correct": correct, "prompt_id": prompt_id or None, "rank": rank,
-                  "regex": literal_regex(search) if search else None, "caseless": caseless,
+                  "regex": caseless_regex(search) if search else None, "letterless": letterless,
                   "limit": limit, **({"key": key} if start in ("after", "before") else {})}
         sql = ROLLOUTS_PAGE.format(order=ORDERS[order], filters=FILTERS, page_from=PAGE_FROM[start])
         page = self._query(sql, params)
@@ -572,11 +593,14 @@ class RunStore:
         """A few of the latest rollouts of one kind (EXAMPLES) from `step_min` on: prompt_id, step, sample."""
         if kind not in EXAMPLES:
             raise ValueError(f"kind must be one of {', '.join(EXAMPLES)}, got {kind!r}")
+        letterless = max("".join(c if c.isascii() and not c.isalpha() else "\0" for c in search or "").split("\0"),
+                         key=len)  # the longest part without letters (FILTERS)
         params = {"step_min": step_min, "limit": limit, **({"max_tokens": max_tokens} if kind == "truncated" else {})}
         return self._query(EXAMPLE.format(condition=EXAMPLES[kind]), params).to_dict("records")
 
-    def metric_series(self, names):
-        return self._query(METRIC_SERIES, {"names": list(names)})
+    def metric_series(self, names, points: int | None = None):
+        """Each metric of `names` by step: every step, or at most `points` bins of steps (METRIC_SERIES)."""
+        return self._query(METRIC_SERIES, {"names": list(names), "points": points})
 
     def metric_names(self) -> list[str]:
         return self._query(METRIC_NAMES)["name"].tolist()

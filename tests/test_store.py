@@ -209,6 +209,21 @@ def test_counts_status_and_metrics(fixture_run):
     assert store.metric_names() == ["loss", "reward"]  # numbers only
 
 
+def test_metric_series_of_a_long_run_is_binned_for_charts(run_dir):
+    (run_dir / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "time": s, "loss": s % 7, "reward": 1 / s}) + "\n" for s in range(1, 2501)))
+    store = RunStore(run_dir)
+    store.refresh(rollouts=False)
+    every = store.metric_series(["loss"])
+    assert every["step"].tolist() == list(range(1, 2501)) and every["value"].tolist() == [s % 7 for s in range(1, 2501)]
+    binned = store.metric_series(["loss", "reward"], points=1000)
+    for name, value in (("loss", lambda s: s % 7), ("reward", lambda s: 1 / s)):
+        part = binned[binned["name"] == name]
+        bins = [range(first, min(first + 3, 2501)) for first in range(1, 2501, 3)]  # 2,500 steps in <= 1,000 bins of 3
+        assert part["step"].tolist() == [b[0] for b in bins]
+        assert part["value"].tolist() == pytest.approx([mean(value(s) for s in b) for b in bins])
+
+
 def test_rollouts_page_filters_order_and_total(fixture_run):
     store, records = fixture_run
     cases = [
@@ -265,6 +280,18 @@ def test_keyset_paging_keeps_every_row_once_with_ties_and_nulls(run_dir):
                 {"start": "after", "key": page["key"].iloc[-1]} if page is not None else {}))
             seen += [tuple(k.values()) for k in page["key"]]
         assert total == 10 and len(seen) == len(set(seen)) == 10, order
+
+
+def test_search_matches_each_letter_in_either_case_and_the_rest_exactly(run_dir):
+    texts = ["Cost €5 — Ünd so", "COST €5 — ÜND SO", "cost €5 - und so", "cost 5 — ünd", "ſo Kelvin", "a.b*c (x)"]
+    append(run_dir / "rollouts" / "rollouts.jsonl", "".join(
+        line(step=1, sample=i, completion=t, question="Q") for i, t in enumerate(texts)))
+    store = RunStore(run_dir)
+    store.refresh()
+    for search, expected in (("cost €5 — ünd", [0, 1]), ("ÜND so", [0, 1]), ("€", [0, 1, 2]), ("—", [0, 1, 3]),
+                             ("so", [0, 1, 2]), ("kelvin", [4]), ("A.B*C (X)", [5]), ("a.b.c", [])):
+        page, total = store.rollouts_page(search=search, order="oldest")
+        assert page["sample"].tolist() == expected and total == len(expected), search
 
 
 def test_search_text_is_a_bound_parameter(fixture_run):
