@@ -10,6 +10,8 @@ from core.runs import checkpoints, delete, list_runs, log_tail, read_config, res
 from dashboard.common import (LIVE_SECONDS, REPO, fmt_duration, fmt_pct, fmt_time, is_live, live_every, pick_run,
                               progress, runs_root, show_findings, small_rollouts, smooth, store_for)
 
+CHART_POINTS = 1000  # at most, per metric curve: a long run's steps are averaged in bins (TensorBoard draws 1,000)
+
 st.title("Runs")
 
 
@@ -85,8 +87,8 @@ def metric_chart(series: pd.DataFrame, names: list[str], title: str, smoothing: 
             if smoothing:  # the raw values stay, faint, behind the smoothed line
                 fig.add_scatter(x=part["step"], y=part["value"], mode="lines", name=f"{metric} (raw)", opacity=0.3,
                                 showlegend=False)
-            fig.add_scatter(x=part["step"], y=smooth(part["value"].tolist(), smoothing), mode="lines+markers",
-                            name=metric)
+            fig.add_scatter(x=part["step"], y=smooth(part["value"].tolist(), smoothing), name=metric,
+                            mode="lines+markers" if len(part) <= 100 else "lines")  # a long run: markers hide the line
     fig.update_layout(title=title, xaxis_title="step", height=300, margin=dict(t=40, b=10))
     return fig if fig.data else None
 
@@ -131,7 +133,7 @@ def live_view():
               (["step_time"], "Seconds per step")]
     if len(reward_parts) > 1:  # with one reward function its mean is the mean reward
         charts.insert(1, (reward_parts, "Each reward function's mean"))
-    series = store.metric_series([name for names, _ in charts for name in names])
+    series = store.metric_series([name for names, _ in charts for name in names], points=CHART_POINTS)
     if series.empty:
         st.info("No training step logged yet: TRL's metrics appear after the first step. The Rewards page "
                 "shows the rollouts themselves.")
