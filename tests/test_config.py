@@ -103,8 +103,8 @@ def test_grpo_passthrough_is_typed_from_grpo_config():
 SHIPPED_PRESETS = {  # preset: key values it exists for
     "tiny_cpu.yaml": {"model_name": "builtin:tiny", "dataset.name": "synthetic", "train.num_train_steps": 20,
                       "runtime.use_wandb": False},
-    "demo_cpu.yaml": {"model_name": "builtin:tiny", "dataset.level": 1, "train.num_train_steps": 250,
-                      "grpo.temperature": 0.5, "runtime.use_wandb": False},
+    "demo_cpu.yaml": {"model_name": "builtin:tiny", "dataset.level": 1, "train.num_train_steps": 500,
+                      "dataset.n_train": 256, "dataset.n_eval": 300, "grpo.temperature": 0.5, "runtime.use_wandb": False},
     "gpu.yaml": {"model_name": "Qwen/Qwen2.5-0.5B-Instruct", "dataset.name": "gsm8k", "num_generations": 8},
     "local_debug.yaml": {"model_name": "Qwen/Qwen2.5-0.5B-Instruct", "num_generations": 16,
                          "train.per_device_train_batch_size": 1},

@@ -31,9 +31,9 @@ def launch_preset(preset: str, prefix: str) -> None:
 
 left, right = st.columns([2, 3])
 with left:
-    st.subheader("Watch a model learn in three minutes")
+    st.subheader("Watch a model learn in four minutes")
     st.markdown("The demo runs offline on any CPU: a tiny built-in model that knows the answer format but "
-                "gets only about a third of single-digit additions right. In about three minutes of GRPO "
+                "gets only about a third of single-digit additions right. In about four minutes of GRPO "
                 "its rewards rise and its eval accuracy climbs.")
     if st.button("Launch the CPU demo", icon=":material/rocket_launch:", type="primary"):
         launch_preset("demo_cpu.yaml", "demo")
