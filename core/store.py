@@ -593,8 +593,6 @@ class RunStore:
         """A few of the latest rollouts of one kind (EXAMPLES) from `step_min` on: prompt_id, step, sample."""
         if kind not in EXAMPLES:
             raise ValueError(f"kind must be one of {', '.join(EXAMPLES)}, got {kind!r}")
-        letterless = max("".join(c if c.isascii() and not c.isalpha() else "\0" for c in search or "").split("\0"),
-                         key=len)  # the longest part without letters (FILTERS)
         params = {"step_min": step_min, "limit": limit, **({"max_tokens": max_tokens} if kind == "truncated" else {})}
         return self._query(EXAMPLE.format(condition=EXAMPLES[kind]), params).to_dict("records")
 

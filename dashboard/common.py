@@ -58,6 +58,20 @@ def small_rollouts(path: Path) -> bool:
     return sum(p.stat().st_size for p in (path / "rollouts").glob("rollouts*.jsonl")) <= RUNS_PAGE_READS_ROLLOUTS
 
 
+DOCTOR_SECONDS = 30  # how often the doctor looks again at a live run: it reads every rollout (~0.5 s at 1M)
+
+
+@st.cache_data(ttl=DOCTOR_SECONDS, max_entries=64, show_spinner=False)
+def diagnosis(path: str, state: str, has_rollouts: bool, _store: RunStore) -> list:
+    """The run doctor's findings (core.doctor), looked at again after DOCTOR_SECONDS: a live page
+    refreshes every LIVE_SECONDS, and trends over many steps need no fresher look than that. A new
+    state of the run, or its rollouts read at last, gets a new diagnosis at once."""
+    from core.doctor import diagnose
+    from core.runs import read_config
+
+    return diagnose(_store, read_config(Path(path)))
+
+
 def show_findings(findings, run_name: str) -> None:
     """The run doctor's findings (core.doctor), worst first: what is happening, the evidence, the fix,
     and buttons that open the example rollouts (or eval questions)."""

@@ -344,3 +344,23 @@ def test_the_runs_page_reads_no_rollouts_and_a_status_rewrite_keeps_the_store(ru
     assert store_for("learning") is metrics_only and metrics_only.count() == 1024  # the same store, now full
     write_json_atomic(runs["learning"] / "status.json", {**status, "global_step": 32})
     assert store_for("learning") is metrics_only
+
+
+def test_the_doctor_looks_again_at_a_live_run_every_30_seconds_not_every_refresh(runs, monkeypatch):
+    import core.doctor
+    from dashboard.common import DOCTOR_SECONDS, diagnosis
+
+    calls = []
+    real = core.doctor.diagnose
+    monkeypatch.setattr(core.doctor, "diagnose", lambda store, config: calls.append(store.count()) or real(store, config))
+    store = RunStore(runs["learning"])
+    store.refresh(rollouts=False)
+    path = str(runs["learning"])
+    first = diagnosis(path, "running", False, store)
+    assert diagnosis(path, "running", False, store) == first and calls == [0]  # a live refresh: the same findings
+    store.refresh()
+    diagnosis(path, "running", True, store)  # the rollouts were read: their checks join at once
+    diagnosis(path, "finished", True, store)  # the run ended
+    assert calls == [0, 1024, 1024]
+    assert DOCTOR_SECONDS <= 30
+    store.close()

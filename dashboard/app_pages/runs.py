@@ -5,10 +5,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.config import ConfigError
-from core.doctor import diagnose
-from core.runs import checkpoints, delete, list_runs, log_tail, read_config, resume, run_folder, stop
-from dashboard.common import (LIVE_SECONDS, REPO, fmt_duration, fmt_pct, fmt_time, is_live, live_every, pick_run,
-                              progress, runs_root, show_findings, small_rollouts, smooth, store_for)
+from core.runs import checkpoints, delete, list_runs, log_tail, resume, run_folder, stop
+from dashboard.common import (LIVE_SECONDS, REPO, diagnosis, fmt_duration, fmt_pct, fmt_time, is_live, live_every,
+                              pick_run, progress, runs_root, show_findings, small_rollouts, smooth, store_for)
 
 CHART_POINTS = 1000  # at most, per metric curve: a long run's steps are averaged in bins (TensorBoard draws 1,000)
 
@@ -115,7 +114,7 @@ def live_view():
             f"{label} {fmt_pct(before.get(key))} → {fmt_pct(after.get(key))}" for key, label in (
                 ("eval_accuracy", "strict accuracy"), ("eval_lenient_accuracy", "lenient accuracy (the last number)"),
                 ("eval_format_rate", "well-formed Final line"))))
-    show_findings(diagnose(store, read_config(path)), name)
+    show_findings(diagnosis(str(path), current["state"], bool(store.count()), store), name)
     if not small and not store.count():
         st.caption("The run doctor reads TRL's metrics and the evals here; the checks that need the rollouts "
                    "themselves (format, degenerate completions, examples) join once a page has read them "
