@@ -15,6 +15,8 @@ from core.store import RunStore
 REPO = Path(__file__).resolve().parents[1]
 LIVE_SECONDS = 2  # how often live parts of a page refresh
 CATEGORY_COLORS = {"malformed": "#bbbbbb", "wrong": "#f4a261", "correct": "#2a9d8f"}
+CHART_POINTS = 1000  # at most, per curve of TRL's metrics: a long run's steps are averaged in bins (TensorBoard draws 1,000)
+PROMPT_COLUMNS = 120  # at most, per prompt's accuracy curve and in the heatmap: readable, and small to send
 
 
 def allowed_host(host: str) -> bool:
@@ -115,6 +117,12 @@ def step_window(label: str, lo: int, hi: int, key: str) -> tuple[int | None, int
     st.session_state[key] = value
     start, end = st.slider(label, lo, hi, key=key)
     return None if start == lo else start, None if end == hi else end
+
+
+def step_bin(lo: int, hi: int) -> int:
+    """How many steps one point of a prompt's curve (one heatmap column) stands for: 1, or more for a
+    run longer than PROMPT_COLUMNS steps."""
+    return max(1, -(-(hi - lo + 1) // PROMPT_COLUMNS))
 
 
 def pick_run(label: str = "Run", key: str = "run") -> dict | None:

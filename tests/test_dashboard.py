@@ -53,7 +53,8 @@ def charts(at) -> dict[str, list[dict]]:
         spec = json.loads(chart.proto.spec)
         title = spec["layout"].get("title", {}).get("text", "")
         found[title] = [{"name": t.get("name"), "x": values(t.get("x")), "y": values(t.get("y")), "z": values(t.get("z")),
-                         "error_y": values((t.get("error_y") or {}).get("array"))} for t in spec["data"]]
+                         "error_y": values((t.get("error_y") or {}).get("array")), "mode": t.get("mode")}
+                        for t in spec["data"]]
     return found
 
 
@@ -150,6 +151,22 @@ def test_runs_page_charts_for_a_finished_run(runs):
         average = 0.5 * average + 0.5 * value
         expected.append(average / (1 - 0.5 ** (i + 1)))
     assert smoothed["y"] == pytest.approx(expected) and smoothed["y"][1] < raw["y"][0]
+
+
+def test_a_long_runs_curves_are_binned_and_say_so(runs, monkeypatch):
+    monkeypatch.setattr("dashboard.common.CHART_POINTS", 10)  # as 1,000 points for a run of many thousand steps
+    monkeypatch.setattr("dashboard.common.PROMPT_COLUMNS", 5)
+    loss = charts(open_page("runs", run="learning"))["Loss"][0]
+    assert loss["x"] == list(range(1, 31, 3)) and loss["y"] == pytest.approx(  # 30 steps in bins of 3
+        [sum(0.1 / s for s in range(b, b + 3)) / 3 for b in range(1, 31, 3)])
+    assert loss["mode"] == "lines+markers"  # few points: each one marked
+    prompts = charts(open_page("prompts", run="learning"))
+    (title,) = [t for t in prompts if t.startswith("Accuracy per")]
+    assert title.startswith("Accuracy per ") and "steps (share of the prompt's samples there" in title
+    for trace in prompts[title]:
+        assert len(trace["x"]) <= 5
+    (heatmap,) = [v for k, v in prompts.items() if k.startswith("Prompts × steps")]
+    assert len(heatmap[0]["x"]) <= 5
 
 
 def test_rollouts_filters_change_the_rows(runs):

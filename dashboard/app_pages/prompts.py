@@ -4,9 +4,8 @@ import plotly.express as px
 import streamlit as st
 
 from core.store import wilson_interval
-from dashboard.common import live_every, pick_run, store_for
+from dashboard.common import live_every, pick_run, step_bin, store_for
 
-HEATMAP_COLUMNS = 120  # at most, so that a long run's heatmap stays readable (and small to send)
 BOARDS = {"most_improved": "Most improved", "regressed": "Regressed", "never_solved": "Never solved",
           "always_solved": "Always solved"}
 
@@ -32,30 +31,30 @@ def view():
         return
     min_samples = st.number_input("Minimum sampled completions per prompt", min_value=1, value=1, key="min_samples",
                                   help="Leave out prompts seen too rarely for their accuracy to mean much.")
-    changed = store.leaderboard("most_changed", limit=8, min_samples=min_samples)
     everyone = store.leaderboard("most_changed", limit=10_000, min_samples=min_samples)
     labels = {p: f"{p} · {q[:60]}" for p, q in zip(everyone["prompt_id"], everyone["question"])}
     picked = st.multiselect("Prompts (default: the ones whose accuracy changed most)", list(labels),
-                            default=changed["prompt_id"].tolist(), format_func=labels.get, key="picked")
-    curves = store.prompt_accuracy(picked)
+                            default=everyone["prompt_id"].head(8).tolist(), format_func=labels.get, key="picked")
+    bin = step_bin(*store.step_range())  # a long run: a point per bin of steps, not per step
+    curves = store.prompt_accuracy(picked, bin=bin)
     if len(curves):
         bounds = [wilson_interval(a * n, n) for a, n in zip(curves["accuracy"], curves["n"])]
         curves["above"] = [high - a for (_, high), a in zip(bounds, curves["accuracy"])]
         curves["below"] = [a - low for (low, _), a in zip(bounds, curves["accuracy"])]
         fig = px.line(curves, x="step", y="accuracy", color="prompt_id", markers=True, hover_data=["n"],
                       custom_data=["prompt_id"], error_y="above", error_y_minus="below",
-                      title="Accuracy per step (share of the group's K samples that were correct; bars: 95% interval)")
+                      title="Accuracy per step (share of the group's K samples that were correct; bars: 95% interval)"
+                      if bin == 1 else f"Accuracy per {bin} steps (share of the prompt's samples there that were correct; "
+                                       "bars: 95% interval)")
         fig.update_yaxes(range=[-0.05, 1.05])
         event = st.plotly_chart(fig, key="curves", on_select="rerun", selection_mode="points")
         if event.selection.points:
             point = event.selection.points[0]
-            open_rollouts(point["customdata"][0], int(point["x"]))
-        st.caption("Click a point to read that prompt's rollouts at that step.")
+            open_rollouts(point["customdata"][0], int(point["x"]) if bin == 1 else None)
+        st.caption("Click a point to read that prompt's rollouts at that step." if bin == 1 else
+                   "Click a point to read that prompt's rollouts.")
 
-    top = everyone.head(40)["prompt_id"].tolist()
-    lo, hi = store.step_range()
-    bin = max(1, -(-(hi - lo + 1) // HEATMAP_COLUMNS))  # a long run: a column per bin of steps, not per step
-    grid = store.prompt_accuracy(top, bin=bin)
+    grid = store.prompt_accuracy(everyone.head(40)["prompt_id"].tolist(), bin=bin)
     if len(grid):
         heat = grid.pivot(index="prompt_id", columns="step", values="accuracy")
         per = f", a column per {bin} steps" if bin > 1 else ""

@@ -6,10 +6,9 @@ import streamlit as st
 
 from core.config import ConfigError
 from core.runs import checkpoints, delete, list_runs, log_tail, resume, run_folder, stop
-from dashboard.common import (LIVE_SECONDS, REPO, diagnosis, fmt_duration, fmt_pct, fmt_time, is_live, live_every,
-                              pick_run, progress, runs_root, show_findings, small_rollouts, smooth, store_for)
-
-CHART_POINTS = 1000  # at most, per metric curve: a long run's steps are averaged in bins (TensorBoard draws 1,000)
+from dashboard.common import (CHART_POINTS, LIVE_SECONDS, REPO, diagnosis, fmt_duration, fmt_pct, fmt_time, is_live,
+                              live_every, pick_run, progress, runs_root, show_findings, small_rollouts, smooth,
+                              store_for)
 
 st.title("Runs")
 
