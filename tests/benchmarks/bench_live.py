@@ -120,12 +120,20 @@ def main() -> None:
             page.goto(f"{url}/")  # the server's own first start (its imports) is not a page's time
             page.get_by_text("Watch a model learn").first.wait_for()
             for visit in ("first visit (reads the run)", "second visit"):
-                for path, drawn in pages.items():
+                for path, drawn in pages.items():  # a page loaded by its address: the browser starts the app
                     start = time.perf_counter()
                     page.goto(f"{url}/{path}?run={name}")
                     drawn()
-                    rows.append((f"{path} page, {visit}", f"{time.perf_counter() - start:.2f} s"))
+                    rows.append((f"{path} page by its address, {visit}", f"{time.perf_counter() - start:.2f} s"))
                     rss.append(ps.memory_info().rss)
+            for path, drawn in pages.items():  # as a user moves between pages: a click in the sidebar
+                page.goto(f"{url}/launch?run={name}")  # a page that draws none of the others' marks
+                page.get_by_role("button", name="Launch", exact=True).wait_for()
+                page.wait_for_timeout(1000)
+                start = time.perf_counter()
+                page.get_by_role("link", name=path.capitalize()).click()
+                drawn()
+                rows.append((f"{path} page from the sidebar", f"{time.perf_counter() - start:.2f} s"))
 
             for path, status in (("rollouts", True), ("rollouts", False), ("runs", True)):
                 write_status(run_dir, step)

@@ -86,6 +86,8 @@ def store_run(run_dir: Path, total: int, out) -> None:
             lambda: store.rollouts_page(search="final: 42", step_min=step - 100),
         "rollouts page, text search, all steps": lambda: store.rollouts_page(search="final: 42"),
         "rollouts page, text search of a word, all steps": lambda: store.rollouts_page(search="Apples"),
+        "rollouts page, text search of words, all steps": lambda: store.rollouts_page(search="so the total"),
+        "rollouts page, text search of a word found nowhere": lambda: store.rollouts_page(search="answer"),
         "rollouts page, text search, last page": lambda: store.rollouts_page(search="final: 42", start="last"),
         "rollouts page, the last page": lambda: store.rollouts_page(start="last"),
         "rollouts page, the page after one deep in the run": lambda: store.rollouts_page(start="after", key=deep),
