@@ -46,7 +46,7 @@ with left:
     except ConfigError as e:  # what to install
         missing = str(e)
     st.markdown("SmolLM2-135M-Instruct writes fluent text and wrong arithmetic, and rarely ends with a "
-                "`Final:` line. About **30 minutes** of GRPO on a 2-core CPU (60 steps of 8 samples) teach it "
+                "`Final:` line. About **20 minutes** of GRPO on a 2-core CPU (40 steps of 8 samples) teach it "
                 "the format: watch the well-formed share and the reward rise, and read what it writes.")
     if st.button("Launch SmolLM2 on the CPU", icon=":material/rocket_launch:", disabled=missing is not None,
                  help=missing):
