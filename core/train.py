@@ -73,7 +73,7 @@ class GracefulStop:
         signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame):
-        self.requested = True
+        again, self.requested = self.requested, True
         print(f"SIGTERM received: stopping {'now' if self.interruptible else 'after the current step'}",
               file=sys.stderr, flush=True)
         if self.interruptible and self.launcher:
@@ -86,13 +86,17 @@ class GracefulStop:
                         worker.send_signal(signal.SIGTERM)
             except psutil.Error:
                 pass  # the launcher or a worker is gone already
-        self.check()
+        if not again:  # a further SIGTERM, while the first one unwinds the run, only sets the flag
+            self.check()
 
     def check(self) -> None:
-        """Raise StopRequested if a stop was asked for where one is honoured at once; it is raised once:
-        from then on the run is ending, and a further SIGTERM only sets the flag."""
+        """Raise StopRequested if a stop was asked for where one is honoured at once: from the signal
+        handler, and again at each phase boundary or eval batch until the run has caught it, should
+        the first have landed where Python swallows it (in a finaliser: a worker that went on loading
+        would then wait for ever for the others to meet it). Whoever catches it sets `interruptible`
+        off: from then on the run is ending."""
         if self.requested and self.interruptible:
-            self.interruptible, self.launcher = False, None
+            self.launcher = None
             raise StopRequested
 
     def joined(self) -> None:
@@ -277,7 +281,8 @@ def run(cfg: RunConfig, stop: GracefulStop, resume: Path | None = None) -> int:
             status = StatusFile(run_dir, state="starting", ended_at=None, exit_code=None, error=None,
                                 max_steps=cfg.train.num_train_steps, attempt=attempt(), **start)
         state = train(cfg, run_dir, stop, status, resume)
-    except StopRequested:  # from here on the run is ending: a further SIGTERM cuts nothing (GracefulStop.check)
+    except StopRequested:
+        stop.interruptible = False  # from here on the run is ending: a further SIGTERM cuts nothing
         state = "stopped"
     except ConfigError as e:
         if status:

@@ -272,3 +272,25 @@ def test_vllm_without_cuda_is_a_clear_error(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("error: grpo.use_vllm=true needs an NVIDIA GPU")
     assert read_status(tmp_path / "v")["state"] == "failed"
 
+
+
+def test_a_stop_that_a_finaliser_swallowed_is_raised_again_at_the_next_check():
+    from core.train import GracefulStop, StopRequested
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        stop = GracefulStop()
+
+        class Finaliser:  # SIGTERM handled while Python runs a __del__: the exception is only printed
+            def __del__(self):
+                stop._handle(signal.SIGTERM, None)
+
+        Finaliser()
+        assert stop.requested
+        with pytest.raises(StopRequested):  # the next phase boundary raises it again (a lost stop would
+            stop.check()                    # leave this worker loading while the others have gone)
+        stop._handle(signal.SIGTERM, None)  # a second SIGTERM while the first unwinds: the flag alone
+        stop.interruptible = False          # as the run does once it has caught the stop
+        stop.check()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
