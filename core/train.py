@@ -57,9 +57,10 @@ class GracefulStop:
     """SIGTERM during training (or while the model is saved) sets a flag: the trainer callback ends
     training at the next step boundary and a checkpoint is saved. In any other phase (loading,
     building the model, an eval) there is nothing to finish: SIGTERM raises StopRequested there and
-    then (and `check()` raises it at the next phase boundary or eval batch, should the exception
-    have landed where Python swallows it, in a finaliser). Once the run is ending, a SIGTERM only
-    sets the flag, so nothing is cut twice.
+    then. Should it land in a finaliser (a `__del__`), where Python only reports an exception, it is
+    raised again just after (`_swallowed`), and `check()` raises it at each phase boundary or eval
+    batch until the run has caught it. Once the run is ending, a SIGTERM only sets the flag, so
+    nothing is cut twice.
 
     The workers of a multi-process run load side by side, each on its own, until they meet to form
     their process group: rank 0, stopped while they load, passes the SIGTERM on to the other workers
@@ -70,9 +71,16 @@ class GracefulStop:
         self.requested = False
         self.interruptible = interruptible
         self.launcher = launcher
+        self._again = False  # the stop was swallowed: the next SIGTERM is the same stop, raised again
         signal.signal(signal.SIGTERM, self._handle)
+        self._report_unraisable = sys.unraisablehook
+        sys.unraisablehook = self._swallowed
 
     def _handle(self, signum, frame):
+        if self._again:
+            self._again = False
+            self.check()
+            return
         again, self.requested = self.requested, True
         print(f"SIGTERM received: stopping {'now' if self.interruptible else 'after the current step'}",
               file=sys.stderr, flush=True)
@@ -89,12 +97,25 @@ class GracefulStop:
         if not again:  # a further SIGTERM, while the first one unwinds the run, only sets the flag
             self.check()
 
+    def _swallowed(self, unraisable) -> None:
+        """Python's hook for an exception it cannot raise (in a `__del__`, which the signal handler can
+        run in, as anywhere): the stop is asked for again in a moment, once the finaliser is over, and
+        lands in the code after it."""
+        if unraisable.exc_type is StopRequested:
+            import threading
+
+            self._again = True
+            timer = threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM))
+            timer.daemon = True
+            timer.start()
+        else:
+            self._report_unraisable(unraisable)
+
     def check(self) -> None:
         """Raise StopRequested if a stop was asked for where one is honoured at once: from the signal
-        handler, and again at each phase boundary or eval batch until the run has caught it, should
-        the first have landed where Python swallows it (in a finaliser: a worker that went on loading
-        would then wait for ever for the others to meet it). Whoever catches it sets `interruptible`
-        off: from then on the run is ending."""
+        handler, and again at each phase boundary or eval batch until the run has caught it (a worker
+        whose stop was lost would go on loading and wait for ever for the others to meet it). Whoever
+        catches it sets `interruptible` off: from then on the run is ending."""
         if self.requested and self.interruptible:
             self.launcher = None
             raise StopRequested

@@ -1,6 +1,7 @@
 """End-to-end: the real GRPOTrainer on the tiny model, from the CLI to a complete run directory."""
 
 import json
+import os
 import signal
 import struct
 import subprocess
@@ -274,23 +275,31 @@ def test_vllm_without_cuda_is_a_clear_error(tmp_path):
 
 
 
-def test_a_stop_that_a_finaliser_swallowed_is_raised_again_at_the_next_check():
+def test_a_stop_that_lands_in_a_finaliser_is_raised_just_after_it(capfd):
     from core.train import GracefulStop, StopRequested
 
-    previous = signal.getsignal(signal.SIGTERM)
+    previous, hook = signal.getsignal(signal.SIGTERM), sys.unraisablehook
     try:
         stop = GracefulStop()
 
-        class Finaliser:  # SIGTERM handled while Python runs a __del__: the exception is only printed
+        class Finaliser:  # SIGTERM while Python runs a __del__, where an exception is only reported
             def __del__(self):
-                stop._handle(signal.SIGTERM, None)
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):  # the handler runs here, between two lines of the finaliser
+                    pass
 
-        Finaliser()
-        assert stop.requested
-        with pytest.raises(StopRequested):  # the next phase boundary raises it again (a lost stop would
-            stop.check()                    # leave this worker loading while the others have gone)
+        with pytest.raises(StopRequested):
+            Finaliser()
+            deadline = time.time() + 10
+            while time.time() < deadline:  # the stop lands here (in ~0.01 s), not at some later phase boundary
+                time.sleep(0.01)
+            pytest.fail("the stop was lost in the finaliser")
+        assert "Traceback" not in capfd.readouterr().err  # the swallowed one is not reported
+        with pytest.raises(StopRequested):  # and until the run has caught it, each phase boundary raises it
+            stop.check()
         stop._handle(signal.SIGTERM, None)  # a second SIGTERM while the first unwinds: the flag alone
         stop.interruptible = False          # as the run does once it has caught the stop
         stop.check()
     finally:
+        sys.unraisablehook = hook
         signal.signal(signal.SIGTERM, previous)
