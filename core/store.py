@@ -18,6 +18,7 @@ its rows with it. Every value in SQL is a bound parameter, file paths included.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -106,13 +107,7 @@ RANKS = "SELECT DISTINCT rank FROM rollouts ORDER BY rank"
 # Category of a rollout: malformed (no parsable Final line), wrong, or correct.
 CATEGORY = "CASE WHEN prediction IS NULL THEN 'malformed' WHEN correct THEN 'correct' ELSE 'wrong' END"
 
-# Filters shared by the rollout queries; a NULL parameter means "no filter". The text search is a
-# substring match in which a letter matches its lower- and upper-case forms (`caseless_regex`). RE2
-# scans several times slower than an exact `contains`, so a completion is tried only once it
-# contains, exactly, the longest part of the search that has no letters (`final: 42` → `: 42`: digits
-# and punctuation have no case). A question is the same for all K samples of its group: it is
-# searched on sample 0 alone. (README, "Rollout store": RE2's own `i`, ILIKE, lower() and a
-# lower-cased copy, measured.)
+# Filters shared by the rollout queries; a NULL parameter means "no filter".
 FILTERS = """
     ($step_min::BIGINT IS NULL OR step >= $step_min)
     AND ($step_max::BIGINT IS NULL OR step <= $step_max)
@@ -120,10 +115,31 @@ FILTERS = """
     AND ($correct::BOOLEAN IS NULL OR correct = $correct)
     AND ($prompt_id::VARCHAR IS NULL OR prompt_id = $prompt_id)
     AND ($rank::BIGINT IS NULL OR rank = $rank)
-    AND ($regex::VARCHAR IS NULL
-         OR (contains(completion, $letterless) AND regexp_matches(completion, $regex))
-         OR prompt_id IN (SELECT prompt_id FROM rollouts WHERE sample = 0 AND regexp_matches(question, $regex)))
 """
+# The text search is a substring match in which a letter matches its lower- and upper-case forms
+# (`caseless_regex`). It reads every completion once (half a second at 1M rollouts), so a search's
+# matches are kept (RunStore._searched): the rows whose completion matches, and the prompts whose
+# question does (a question is the same for all K samples of its group: it is read on sample 0). The
+# rows that arrive later are searched as they come (rowid above the last one searched: DuckDB never
+# hands out a rowid twice); paging, sorting, other filters and a live run's refreshes search nothing
+# again. RE2 scans several times slower than an exact `contains`, so a completion is tried only once
+# it contains, exactly, the longest part of the search that has no letters (`final: 42` → `: 42`:
+# digits and punctuation have no case). (README, "Rollout store": RE2's own `i`, ILIKE, lower() and a
+# lower-cased copy, measured.)
+SEARCH_TABLES = ["CREATE TABLE {name}_rows (id BIGINT)", "CREATE TABLE {name}_prompts (prompt_id VARCHAR)"]
+DROP_SEARCH = ["DROP TABLE {name}_rows", "DROP TABLE {name}_prompts"]
+LAST_ROWID = "SELECT coalesce(max(rowid), -1) FROM rollouts"
+SEARCH_ROWS = """
+INSERT INTO {name}_rows SELECT rowid FROM rollouts
+WHERE rowid > $after AND rowid <= $upto AND contains(completion, $letterless) AND regexp_matches(completion, $regex)
+"""
+SEARCH_PROMPTS = """
+INSERT INTO {name}_prompts SELECT DISTINCT prompt_id FROM rollouts
+WHERE rowid > $after AND rowid <= $upto AND sample = 0 AND regexp_matches(question, $regex)
+      AND prompt_id NOT IN (SELECT prompt_id FROM {name}_prompts)
+"""
+SEARCHED = "AND (rowid IN (SELECT id FROM {name}_rows) OR prompt_id IN (SELECT prompt_id FROM {name}_prompts))"
+SEARCHES_KEPT = 8  # the latest searches of a store whose matches are kept
 # The page's sort orders: the key each row is sorted by, ascending (the key is chosen by the caller,
 # the SQL is fixed here). The row id breaks ties, so that every row has a place of its own: a page
 # starts just after the key of the last row of the page before it (keyset paging), as fast at the
@@ -142,7 +158,7 @@ PAGE_FROM = {  # where a page starts: the first rows, those after a key or befor
 # One scan finds the matching rows' keys; the page's full rows are fetched for those alone.
 ROLLOUTS_PAGE = """
 WITH matches AS MATERIALIZED (
-    SELECT rowid AS id, {order} AS key FROM rollouts WHERE {filters}
+    SELECT rowid AS id, {order} AS key FROM rollouts WHERE {filters} {searched}
 ), page AS (
     SELECT id, key FROM matches WHERE true {page_from}
 )
@@ -335,6 +351,8 @@ class RunStore:
         self.status: dict = {}
         self._tails: dict[Path, Tail] = {}
         self._file_ids: dict[str, int] = {}
+        self._searches: dict[str, tuple[str, int]] = {}  # search → its tables' name, the last rowid searched
+        self._searches_made = 0
         self._lock = threading.Lock()
         self._tmp = tempfile.TemporaryDirectory(prefix="run-store-")
 
@@ -524,18 +542,42 @@ class RunStore:
             raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
         if start not in PAGE_FROM:
             raise ValueError(f"start must be one of {', '.join(PAGE_FROM)}, got {start!r}")
-        letterless = max("".join(c if c.isascii() and not c.isalpha() else "\0" for c in search or "").split("\0"),
-                         key=len)  # the longest part without letters (FILTERS)
         params = {"step_min": step_min, "step_max": step_max, "rewards": list(rewards) if rewards else None,
                   "correct": correct, "prompt_id": prompt_id or None, "rank": rank,
-                  "regex": caseless_regex(search) if search else None, "letterless": letterless,
                   "limit": limit, **({"key": key} if start in ("after", "before") else {})}
-        sql = ROLLOUTS_PAGE.format(order=ORDERS[order], filters=FILTERS, page_from=PAGE_FROM[start])
-        page = self._query(sql, params)
+        with self._lock if search else contextlib.nullcontext():  # a search's tables stay while it reads them
+            searched = self._searched(search) if search else ""
+            sql = ROLLOUTS_PAGE.format(order=ORDERS[order], filters=FILTERS, searched=searched,
+                                       page_from=PAGE_FROM[start])
+            page = self._query(sql, params)
         if len(page) or start == "first":
             return page.drop(columns="total"), int(page["total"].iloc[0]) if len(page) else 0
         _, total = self.rollouts_page(step_min, step_max, rewards, correct, prompt_id, search, rank, order, 1)
         return page.drop(columns="total"), total  # past either end: counted on the first page
+
+    def _searched(self, search: str) -> str:
+        """The filter (SEARCHED) that keeps the rows matching `search`, its matches brought up to date:
+        only the rows that arrived since it was last asked for are searched. The latest SEARCHES_KEPT
+        searches are kept. Called with the lock held: searches are updated one at a time, never beside
+        an ingestion."""
+        name, after = self._searches.pop(search, (None, -1))
+        if name is None:
+            name, self._searches_made = f"search_{self._searches_made}", self._searches_made + 1
+            for sql in SEARCH_TABLES:
+                self.con.execute(sql.format(name=name))
+        upto = self.con.execute(LAST_ROWID).fetchone()[0]
+        if upto > after:
+            letterless = max("".join(c if c.isascii() and not c.isalpha() else "\0" for c in search).split("\0"),
+                             key=len)  # the longest part without letters
+            params = {"after": after, "upto": upto, "regex": caseless_regex(search)}
+            self.con.execute(SEARCH_ROWS.format(name=name), {**params, "letterless": letterless})
+            self.con.execute(SEARCH_PROMPTS.format(name=name), params)
+        self._searches[search] = (name, upto)  # the latest last
+        while len(self._searches) > SEARCHES_KEPT:
+            oldest, _ = self._searches.pop(next(iter(self._searches)))
+            for sql in DROP_SEARCH:
+                self.con.execute(sql.format(name=oldest))
+        return SEARCHED.format(name=name)
 
     def rollout(self, prompt_id: str, step: int, sample: int) -> dict | None:
         df = self._query(ROLLOUT, {"prompt_id": prompt_id, "step": step, "sample": sample})

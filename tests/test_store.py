@@ -294,6 +294,63 @@ def test_search_matches_each_letter_in_either_case_and_the_rest_exactly(run_dir)
         assert page["sample"].tolist() == expected and total == len(expected), search
 
 
+def test_a_searchs_matches_are_kept_and_brought_up_to_date_as_rows_arrive(run_dir):
+    from core.store import SEARCHES_KEPT
+
+    path = run_dir / "rollouts" / "rollouts.jsonl"
+    records = []
+
+    def add(*rows):
+        records.extend({**RECORD, **fields} for fields in rows)
+        append(path, "".join(line(**fields) for fields in rows))
+
+    def found(search):  # the rows a search shows, and plain Python's
+        page, total = store.rollouts_page(search=search, order="oldest", limit=100)
+        prompts = {r["prompt_id"] for r in records if r["sample"] == 0 and search.lower() in r["question"].lower()}
+        expected = [(r["step"], r["prompt_id"], r["sample"]) for r in sorted(
+            (r for r in records if search.lower() in r["completion"].lower() or r["prompt_id"] in prompts),
+            key=lambda r: (r["step"], r["rank"], r["prompt_id"], r["sample"]))]
+        assert total == len(page)
+        return list(zip(page["step"], page["prompt_id"], page["sample"])), expected
+
+    add(dict(step=1, prompt_id="a", sample=0, question="How many apples?", completion="so the total is 4"),
+        dict(step=1, prompt_id="a", sample=1, question="How many apples?", completion="no idea"),
+        dict(step=1, prompt_id="b", sample=0, question="Other", completion="So The Total: 5"))
+    store = RunStore(run_dir)
+    store.refresh()
+    for search in ("so the total", "APPLES"):
+        got, expected = found(search)
+        assert got == expected and len(got) == 2, search
+    # searched once, not again: a row changed behind the store's back stays found on every later page
+    store.con.execute("UPDATE rollouts SET completion = 'changed' WHERE prompt_id = 'b'")
+    assert found("so the total")[0] == [(1, "a", 0), (1, "b", 0)]
+    assert store.rollouts_page(search="so the total", correct=True, limit=1, start="last")[1] == 2
+    # the rows that arrive are searched as they come, a matching question's prompt included
+    add(dict(step=2, prompt_id="a", sample=0, question="How many apples?", completion="none"),
+        dict(step=2, prompt_id="a", sample=1, question="How many apples?", completion="SO THE TOTAL"),
+        dict(step=2, prompt_id="c", sample=0, question="Apples again", completion="x"))
+    store.refresh()
+    assert found("so the total")[0] == [(1, "a", 0), (1, "b", 0), (2, "a", 1)]
+    got, expected = found("apples")
+    assert got == expected and len(got) == 5
+    # a file replaced (a run restarted under the same id): its rows are searched afresh
+    records.clear()
+    path.write_text("")
+    add(dict(step=1, prompt_id="d", sample=0, question="Q", completion="so the total"))
+    store.refresh()
+    for search in ("so the total", "apples"):
+        got, expected = found(search)
+        assert got == expected, search
+    assert got == []
+    # the latest SEARCHES_KEPT searches are kept; an older one is searched again when asked for
+    for i in range(SEARCHES_KEPT + 3):
+        found(f"word {i}")
+    tables = store._query("SELECT count(*) AS n FROM duckdb_tables() WHERE table_name LIKE 'search_%'")["n"][0]
+    assert tables == 2 * SEARCHES_KEPT
+    got, expected = found("so the total")
+    assert got == expected == [(1, "d", 0)]
+
+
 def test_search_text_is_a_bound_parameter(fixture_run):
     store, _ = fixture_run
     assert store.rollouts_page(search="'; DROP TABLE rollouts; --")[1] == 0
