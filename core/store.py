@@ -4,7 +4,8 @@
     store.refresh()                       # ingest what was appended since the last refresh
     df, total = store.rollouts_page(step_min=10, search="Final: 42", limit=50)
 
-Tables: `rollouts` (the rollout record, core.rollouts.ROLLOUT_FIELDS, plus `file`: INSERT_ROLLOUTS),
+Tables: `rollouts` (the rollout record, core.rollouts.ROLLOUT_FIELDS, plus `file` and `degenerate`:
+INSERT_ROLLOUTS),
 `metrics` (long: step, time, name, value), `eval` (the eval record,
 core.evaluate.EVAL_FIELDS, plus `phase`). Each store holds its own in-memory DuckDB connection;
 queries run on a cursor per call, so threads may share a store.
@@ -37,7 +38,8 @@ ROLLOUT_COLUMNS = {name: SQL_TYPES[tp] for name, tp in ROLLOUT_FIELDS.items()}
 EVAL_COLUMNS = {name: SQL_TYPES[tp] for name, tp in EVAL_FIELDS.items()}
 
 SCHEMA = f"""
-CREATE TABLE rollouts ({", ".join(f'"{k}" {v}' for k, v in ROLLOUT_COLUMNS.items())}, file INTEGER);
+CREATE TABLE rollouts ({", ".join(f'"{k}" {v}' for k, v in ROLLOUT_COLUMNS.items())}, file INTEGER,
+                       degenerate BOOLEAN);
 CREATE TABLE metrics (step BIGINT, time DOUBLE, name VARCHAR, value DOUBLE, attempt BIGINT);
 CREATE TABLE eval (phase VARCHAR, {", ".join(f'"{k}" {v}' for k, v in EVAL_COLUMNS.items())});
 """
@@ -68,13 +70,19 @@ READ_JSON = f"""
 SELECT {", ".join(f'{_checked(k, tp)} AS "{k}"' for k, tp in ROLLOUT_FIELDS.items())}
 FROM read_json($path, format = 'newline_delimited', columns = {_READ_AS})
 """
+# A degenerate completion (what the run doctor looks for, core/doctor.py): a well-formed `Final:`
+# line with nothing before it, or text that repeats itself (its first 24 characters come again later
+# on: "so so so so ...", the same sentence over and over). Decided once per rollout, as it is read.
+DEGENERATE = """(prediction IS NOT NULL AND starts_with(ltrim(completion), 'Final:')
+    OR length(completion) >= 100 AND contains(substr(completion, 25), substr(completion, 1, 24)))"""
 # How rollout records (from READ_JSON, or `new_rows` decoded line by line) become rows. The prompt
 # text (hundreds of characters, the same for all K samples of a group) is kept on sample 0 only: a
 # third less memory for a large run; PROMPT_TEXT looks it up. `file` numbers the file the row came
-# from (RunStore._file_id).
-INSERT_ROLLOUTS = """
-INSERT INTO rollouts SELECT * REPLACE (CASE WHEN sample = 0 THEN prompt END AS prompt), $file
-FROM ({rows})
+# from (RunStore._file_id); `degenerate` is DEGENERATE.
+INSERT_ROLLOUTS = f"""
+INSERT INTO rollouts SELECT * REPLACE (CASE WHEN sample = 0 THEN prompt END AS prompt), $file,
+       {DEGENERATE}
+FROM ({{rows}})
 """
 PROMPT_TEXT = "SELECT any_value(prompt) FROM rollouts WHERE prompt_id = $prompt_id AND prompt IS NOT NULL"
 QUESTIONS = """
@@ -118,27 +126,33 @@ FILTERS = """
 """
 # The text search is a substring match in which a letter matches its lower- and upper-case forms
 # (`caseless_regex`). It reads every completion once (half a second at 1M rollouts), so a search's
-# matches are kept (RunStore._searched): the rows whose completion matches, and the prompts whose
-# question does (a question is the same for all K samples of its group: it is read on sample 0). The
-# rows that arrive later are searched as they come (rowid above the last one searched: DuckDB never
-# hands out a rowid twice); paging, sorting, other filters and a live run's refreshes search nothing
-# again. RE2 scans several times slower than an exact `contains`, so a completion is tried only once
-# it contains, exactly, the longest part of the search that has no letters (`final: 42` → `: 42`:
-# digits and punctuation have no case). (README, "Rollout store": RE2's own `i`, ILIKE, lower() and a
-# lower-cased copy, measured.)
+# matches are kept (RunStore._searched): the rows whose completion matches, or those whose completion
+# does not when most do (a million row ids cost a filter more than the query it filters), and the
+# prompts whose question matches (a question is the same for all K samples of its group: it is read
+# on sample 0). Rows that arrive later are searched as they come (rowid above the last one searched:
+# DuckDB never hands out a rowid twice); paging, sorting, other filters and a live run's refreshes
+# search nothing again. RE2 scans several times slower than an exact `contains`, so a completion is
+# tried only once it contains, exactly, the longest part of the search that has no letters
+# (`final: 42` → `: 42`: digits and punctuation have no case). (README, "Rollout store": RE2's own
+# `i`, ILIKE, lower() and a lower-cased copy, measured.)
 SEARCH_TABLES = ["CREATE TABLE {name}_rows (id BIGINT)", "CREATE TABLE {name}_prompts (prompt_id VARCHAR)"]
 DROP_SEARCH = ["DROP TABLE {name}_rows", "DROP TABLE {name}_prompts"]
 LAST_ROWID = "SELECT coalesce(max(rowid), -1) FROM rollouts"
-SEARCH_ROWS = """
-INSERT INTO {name}_rows SELECT rowid FROM rollouts
-WHERE rowid > $after AND rowid <= $upto AND contains(completion, $letterless) AND regexp_matches(completion, $regex)
-"""
+COMPLETION_MATCHES = "contains(completion, $letterless) AND regexp_matches(completion, $regex)"
+MATCH_SHARE = f"SELECT avg(coalesce({COMPLETION_MATCHES}, false)::INT) > 0.5 FROM rollouts WHERE rowid > $upto - 2000"
+SEARCH_ROWS = {  # the matching rows, or (misses) those that do not match: each written as a filter DuckDB cuts short
+    False: f"INSERT INTO {{name}}_rows SELECT rowid FROM rollouts WHERE rowid > $after AND rowid <= $upto "
+           f"AND {COMPLETION_MATCHES}",
+    True: "INSERT INTO {name}_rows SELECT rowid FROM rollouts WHERE rowid > $after AND rowid <= $upto "
+          "AND (completion IS NULL OR NOT contains(completion, $letterless) OR NOT regexp_matches(completion, $regex))",
+}
 SEARCH_PROMPTS = """
 INSERT INTO {name}_prompts SELECT DISTINCT prompt_id FROM rollouts
 WHERE rowid > $after AND rowid <= $upto AND sample = 0 AND regexp_matches(question, $regex)
       AND prompt_id NOT IN (SELECT prompt_id FROM {name}_prompts)
 """
-SEARCHED = "AND (rowid IN (SELECT id FROM {name}_rows) OR prompt_id IN (SELECT prompt_id FROM {name}_prompts))"
+SEARCHED = {False: "AND (rowid IN (SELECT id FROM {name}_rows) OR prompt_id IN (SELECT prompt_id FROM {name}_prompts))",
+            True: "AND (rowid NOT IN (SELECT id FROM {name}_rows) OR prompt_id IN (SELECT prompt_id FROM {name}_prompts))"}
 SEARCHES_KEPT = 8  # the latest searches of a store whose matches are kept
 # The page's sort orders: the key each row is sorted by, ascending (the key is chosen by the caller,
 # the SQL is fixed here). The row id breaks ties, so that every row has a place of its own: a page
@@ -167,7 +181,7 @@ SELECT r.step, r.prompt_id, r.question, r.completion, r.prediction, r.ground_tru
 FROM page JOIN rollouts r ON r.rowid = page.id ORDER BY page.key
 """
 ROLLOUT = f"""
-SELECT * EXCLUDE (file, prompt), ({PROMPT_TEXT}) AS prompt FROM rollouts
+SELECT * EXCLUDE (file, degenerate, prompt), ({PROMPT_TEXT}) AS prompt FROM rollouts
 WHERE prompt_id = $prompt_id AND step = $step AND sample = $sample ORDER BY rank LIMIT 1
 """
 REWARD_HISTOGRAM = """
@@ -242,16 +256,11 @@ FROM rollouts
 WHERE ($step_min::BIGINT IS NULL OR step >= $step_min) AND ($step_max::BIGINT IS NULL OR step <= $step_max)
 GROUP BY ALL ORDER BY category, tokens
 """
-# What the run doctor (core/doctor.py) reads of the rollouts. A degenerate completion: a well-formed
-# `Final:` line with nothing before it, or text that repeats itself (its first 24 characters come
-# again later on: "so so so so ...", the same sentence over and over). Cheap on purpose: it is
-# computed for every rollout each time the doctor looks.
-DEGENERATE = """(prediction IS NOT NULL AND starts_with(ltrim(completion), 'Final:')
-    OR length(completion) >= 100 AND contains(substr(completion, 25), substr(completion, 1, 24)))"""
-DOCTOR_STEPS = f"""
+# What the run doctor (core/doctor.py) reads of the rollouts (`degenerate`: DEGENERATE).
+DOCTOR_STEPS = """
 SELECT step, count(*) AS n, avg(reward) AS mean_reward, avg(correct::INT) AS accuracy,
        avg((prediction IS NOT NULL)::INT) AS format_rate, avg(completion_tokens) AS mean_tokens,
-       avg((completion_tokens >= $max_tokens)::INT) AS truncated, avg(({DEGENERATE})::INT) AS degenerate
+       avg((completion_tokens >= $max_tokens)::INT) AS truncated, avg(degenerate::INT) AS degenerate
 FROM rollouts GROUP BY step ORDER BY step
 """
 # Per step, the groups (a prompt's K samples) and those whose rewards are all equal: no advantage,
@@ -270,7 +279,7 @@ EXAMPLES = {  # rollouts that show a finding: the latest ones from step $step_mi
     "truncated": "completion_tokens >= $max_tokens",
     "malformed": "prediction IS NULL",
     "well_formed_wrong": "prediction IS NOT NULL AND NOT correct",
-    "degenerate": DEGENERATE,
+    "degenerate": "degenerate",
     "longest": "completion_tokens >= (SELECT quantile_cont(completion_tokens, 0.9) FROM rollouts WHERE step >= $step_min)",
     "shortest": "completion_tokens <= (SELECT quantile_cont(completion_tokens, 0.1) FROM rollouts WHERE step >= $step_min)",
     "no_signal": "(step, prompt_id) IN (SELECT (step, prompt_id) FROM rollouts WHERE step >= $step_min "
@@ -351,7 +360,7 @@ class RunStore:
         self.status: dict = {}
         self._tails: dict[Path, Tail] = {}
         self._file_ids: dict[str, int] = {}
-        self._searches: dict[str, tuple[str, int]] = {}  # search → its tables' name, the last rowid searched
+        self._searches: dict[str, tuple[str, int, bool]] = {}  # search's regex → tables, last rowid searched, misses?
         self._searches_made = 0
         self._lock = threading.Lock()
         self._tmp = tempfile.TemporaryDirectory(prefix="run-store-")
@@ -557,27 +566,32 @@ class RunStore:
 
     def _searched(self, search: str) -> str:
         """The filter (SEARCHED) that keeps the rows matching `search`, its matches brought up to date:
-        only the rows that arrived since it was last asked for are searched. The latest SEARCHES_KEPT
-        searches are kept. Called with the lock held: searches are updated one at a time, never beside
-        an ingestion."""
-        name, after = self._searches.pop(search, (None, -1))
+        only the rows that arrived since it was last asked for are searched. A search keeps the rows
+        that do not match if most of the latest 2,000 rows match. The latest SEARCHES_KEPT searches are
+        kept. Called with the lock held: searches are updated one at a time, never beside an ingestion."""
+        letterless = max("".join(c if c.isascii() and not c.isalpha() else "\0" for c in search).split("\0"),
+                         key=len)  # the longest part without letters
+        params = {"regex": caseless_regex(search), "letterless": letterless,
+                  "upto": self.con.execute(LAST_ROWID).fetchone()[0]}
+        name, after, misses = self._searches.pop(params["regex"], (None, -1, None))  # `Final` and `final`: one search
         if name is None:
             name, self._searches_made = f"search_{self._searches_made}", self._searches_made + 1
             for sql in SEARCH_TABLES:
                 self.con.execute(sql.format(name=name))
-        upto = self.con.execute(LAST_ROWID).fetchone()[0]
-        if upto > after:
-            letterless = max("".join(c if c.isascii() and not c.isalpha() else "\0" for c in search).split("\0"),
-                             key=len)  # the longest part without letters
-            params = {"after": after, "upto": upto, "regex": caseless_regex(search)}
-            self.con.execute(SEARCH_ROWS.format(name=name), {**params, "letterless": letterless})
-            self.con.execute(SEARCH_PROMPTS.format(name=name), params)
-        self._searches[search] = (name, upto)  # the latest last
+            misses = bool(self.con.execute(MATCH_SHARE, params).fetchone()[0])
+        if params["upto"] > after:
+            self.con.execute(SEARCH_ROWS[misses].format(name=name), {**params, "after": after})
+            params.pop("letterless")
+            self.con.execute(SEARCH_PROMPTS.format(name=name), {**params, "after": after})
+        self._searches[params["regex"]] = (name, params["upto"], misses)  # the latest last
         while len(self._searches) > SEARCHES_KEPT:
-            oldest, _ = self._searches.pop(next(iter(self._searches)))
-            for sql in DROP_SEARCH:
-                self.con.execute(sql.format(name=oldest))
-        return SEARCHED.format(name=name)
+            self._forget_search(next(iter(self._searches)))
+        return SEARCHED[misses].format(name=name)
+
+    def _forget_search(self, regex: str) -> None:
+        name, _, _ = self._searches.pop(regex)
+        for sql in DROP_SEARCH:
+            self.con.execute(sql.format(name=name))
 
     def rollout(self, prompt_id: str, step: int, sample: int) -> dict | None:
         df = self._query(ROLLOUT, {"prompt_id": prompt_id, "step": step, "sample": sample})

@@ -39,7 +39,7 @@ def test_store_columns_are_the_rollout_record(run_dir):
     append(run_dir / "rollouts" / "rollouts.jsonl", json.dumps(record) + "\n")
     store = RunStore(run_dir)
     store.refresh()
-    assert list(store._query("SELECT * EXCLUDE (file) FROM rollouts").columns) == list(ROLLOUT_FIELDS)
+    assert list(store._query("SELECT * EXCLUDE (file, degenerate) FROM rollouts").columns) == list(ROLLOUT_FIELDS)
     got = store.rollout("p", 0, 0)
     assert {name: got[name] for name in ROLLOUT_FIELDS} == record
 
@@ -349,6 +349,8 @@ def test_a_searchs_matches_are_kept_and_brought_up_to_date_as_rows_arrive(run_di
     assert tables == 2 * SEARCHES_KEPT
     got, expected = found("so the total")
     assert got == expected == [(1, "d", 0)]
+    made = store._searches_made
+    assert found("So The TOTAL")[0] == [(1, "d", 0)] and store._searches_made == made  # the same search
 
 
 def test_search_text_is_a_bound_parameter(fixture_run):

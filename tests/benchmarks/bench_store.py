@@ -51,9 +51,11 @@ def pandas_reload(run_dir: Path, out) -> None:
     out.put({"seconds": time.perf_counter() - start, "rows": rows, "peak_mb": peak_mb()})
 
 
-def median_ms(fn, repeats: int = 7) -> float:
+def median_ms(fn, repeats: int = 7, before=None) -> float:
     times = []
     for _ in range(repeats):
+        if before:
+            before()
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -61,7 +63,7 @@ def median_ms(fn, repeats: int = 7) -> float:
 
 
 def store_run(run_dir: Path, total: int, out) -> None:
-    from core.store import RunStore
+    from core.store import RunStore, caseless_regex
 
     store = RunStore(run_dir)
     start = time.perf_counter()
@@ -82,13 +84,9 @@ def store_run(run_dir: Path, total: int, out) -> None:
         "rollouts page (no filter)": lambda: store.rollouts_page(),
         "rollouts page (step window, reward, correct, rank)":
             lambda: store.rollouts_page(step_min=step - 500, step_max=step, rewards=[1.0], correct=True, rank=1),
-        "rollouts page, text search, last 100 steps":
+        "rollouts page, text search (same again), last 100 steps":
             lambda: store.rollouts_page(search="final: 42", step_min=step - 100),
-        "rollouts page, text search, all steps": lambda: store.rollouts_page(search="final: 42"),
-        "rollouts page, text search of a word, all steps": lambda: store.rollouts_page(search="Apples"),
-        "rollouts page, text search of words, all steps": lambda: store.rollouts_page(search="so the total"),
-        "rollouts page, text search of a word found nowhere": lambda: store.rollouts_page(search="answer"),
-        "rollouts page, text search, last page": lambda: store.rollouts_page(search="final: 42", start="last"),
+        "rollouts page, text search (same again), last page": lambda: store.rollouts_page(search="final: 42", start="last"),
         "rollouts page, the last page": lambda: store.rollouts_page(start="last"),
         "rollouts page, the page after one deep in the run": lambda: store.rollouts_page(start="after", key=deep),
         "rollouts page, sorted by length": lambda: store.rollouts_page(order="longest"),
@@ -103,8 +101,24 @@ def store_run(run_dir: Path, total: int, out) -> None:
         "completion length by category": store.length_by_category,
         "metric series": lambda: store.metric_series(["loss", "reward"]),
     }
+    searches, written = {}, [store.count()]  # a search asked for the first time, again, after new rollouts
+
+    def arrive():  # a live run's step lands and is read
+        write_run(run_dir, 1000, ranks=2, start=written[0])
+        written[0] += 1000
+        store.refresh()
+    for text in ("final: 42", "Apples", "so the total", "answer"):
+        def forget(text=text):  # as if never asked for
+            if caseless_regex(text) in store._searches:
+                store._forget_search(caseless_regex(text))
+        searches[f"rollouts page, a new text search (`{text}`), all steps"] = median_ms(
+            lambda: store.rollouts_page(search=text), repeats=5, before=forget)
+        searches[f"  `{text}` again (another page, order or filter)"] = median_ms(
+            lambda: store.rollouts_page(search=text, order="oldest"))
+        searches[f"  `{text}` again, 1,000 new rollouts since"] = median_ms(
+            lambda: store.rollouts_page(search=text), repeats=5, before=arrive)
     out.put({"cold_seconds": cold, "rows": rows, "incremental_ms": statistics.median(increments) * 1000,
-             "queries_ms": {name: median_ms(fn) for name, fn in queries.items()}, "peak_mb": peak_mb()})
+             "queries_ms": {**searches, **{name: median_ms(fn) for name, fn in queries.items()}}, "peak_mb": peak_mb()})
 
 
 def in_process(target, *args) -> dict:
