@@ -127,7 +127,7 @@ FILTERS = """
 # The text search is a substring match in which a letter matches its lower- and upper-case forms
 # (`caseless_regex`). It reads every completion once (half a second at 1M rollouts), so a search's
 # matches are kept (RunStore._searched): the rows whose completion matches, or those whose completion
-# does not when most do (a million row ids cost a filter more than the query it filters), and the
+# does not when most do (a filter by a million row ids costs more than the rest of the query), and the
 # prompts whose question matches (a question is the same for all K samples of its group: it is read
 # on sample 0). Rows that arrive later are searched as they come (rowid above the last one searched:
 # DuckDB never hands out a rowid twice); paging, sorting, other filters and a live run's refreshes

@@ -3,6 +3,7 @@
 import base64
 import json
 import os
+import re
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -330,6 +331,26 @@ def test_rollouts_pages_by_key_first_next_last_previous(runs):
     at.button(key="page_after").click().run()
     at.selectbox(key="correct").set_value("yes").run()  # another filter: back to its first page
     assert "rows 1–25" in texts(at)
+
+
+def test_a_search_follows_the_run_as_it_goes_on(runs):
+    from tests.benchmarks.fake_run import write_run
+
+    def matches():
+        return int(re.search(r"([\d,]+) rollouts match", texts(at)).group(1).replace(",", ""))
+
+    at = open_page("rollouts", run="learning")
+    at.text_input(key="search").set_value("FINAL: 4").run()
+    before = matches()
+    store = RunStore(runs["learning"])
+    store.refresh()
+    assert before == store.rollouts_page(search="final: 4")[1] > 0  # a store of its own, searched afresh
+    write_run(runs["learning"], 256, ranks=2, start=1024, prompts=20, ramp=20)  # the run goes on: 2 more steps
+    at.run()
+    store.refresh()
+    after = store.rollouts_page(search="final: 4")[1]
+    assert matches() == after > before  # the kept search found the new rows too
+    assert at.dataframe[0].value["step"].max() == store.step_range()[1]  # newest first: the new steps on top
 
 
 def test_a_step_window_at_the_edges_follows_new_steps_and_a_moved_one_stays(runs):

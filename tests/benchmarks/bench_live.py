@@ -6,8 +6,9 @@ Makes a running fixture run of N rollouts in a temporary runs folder (its status
 process, so the dashboard sees it live), starts `streamlit run`, and opens Runs, Rollouts and Prompts
 in Playwright + Debian's Chromium. Then, like the trainer, it appends a step of rollouts and rewrites
 status.json every 2 seconds, and prints: how long until the new rows show on the page, the server's
-CPU seconds per 2-second refresh with and without the status rewrites, its resident memory, and how
-long each page takes to draw (the first visit reads the run). Nothing here asserts a timing.
+CPU seconds per 2-second refresh with and without the status rewrites, its resident memory, how
+long each page takes to draw (the first visit reads the run), and how long a text search typed on
+Rollouts takes, the first time and while the run goes on. Nothing here asserts a timing.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -76,7 +78,7 @@ def cpu_seconds(proc: psutil.Process) -> float:
 
 
 def main() -> None:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rollouts", type=int, default=1_000_000)
@@ -89,6 +91,7 @@ def main() -> None:
     started = time.time()
     print(f"writing a live run of {args.rollouts:,} rollouts to {run_dir} ...", flush=True)
     make_live_run(run_dir, args.rollouts)
+    make_live_run(runs / "small", 1024)  # the same pages over a run of 1,024 rollouts: what a page costs at any size
     print(f"  {time.time() - started:.0f} s, "
           f"{sum(p.stat().st_size for p in (run_dir / 'rollouts').iterdir()) / 2**20:,.0f} MiB\n", flush=True)
     server = start_server(runs, args.port)
@@ -126,14 +129,22 @@ def main() -> None:
                     drawn()
                     rows.append((f"{path} page by its address, {visit}", f"{time.perf_counter() - start:.2f} s"))
                     rss.append(ps.memory_info().rss)
-            for path, drawn in pages.items():  # as a user moves between pages: a click in the sidebar
-                page.goto(f"{url}/launch?run={name}")  # a page that draws none of the others' marks
-                page.get_by_role("button", name="Launch", exact=True).wait_for()
-                page.wait_for_timeout(1000)
-                start = time.perf_counter()
-                page.get_by_role("link", name=path.capitalize()).click()
-                drawn()
-                rows.append((f"{path} page from the sidebar", f"{time.perf_counter() - start:.2f} s"))
+            small = {"runs": lambda: page.get_by_text("running · step 8/").first.wait_for(),
+                     "rollouts": lambda: page.get_by_text("1,024 rollouts match").wait_for(), "prompts": pages["prompts"]}
+            for path in pages:  # as a user moves between pages: a click in the sidebar, from a page just opened
+                for run, drawn in ((name, pages[path]), ("small", small[path])):
+                    took = []
+                    for _ in range(3):
+                        page.goto(f"{url}/eval?run={run}")  # it picks the run and draws none of the others' marks
+                        page.get_by_text("No eval results yet").first.wait_for()
+                        page.get_by_test_id("stStatusWidget").wait_for(state="hidden")  # its script has ended
+                        page.wait_for_timeout(500)
+                        start = time.perf_counter()
+                        page.get_by_role("link", name=path.capitalize()).click()
+                        drawn()
+                        took.append(time.perf_counter() - start)
+                    rows.append((f"{path} page from the sidebar, {'1,024 rollouts' if run == 'small' else f'{args.rollouts:,} rollouts'}",
+                                 f"{sorted(took)[1]:.2f} s median of 3, {max(took):.2f} s max"))
 
             for path, status in (("rollouts", True), ("rollouts", False), ("runs", True)):
                 write_status(run_dir, step)
@@ -153,6 +164,35 @@ def main() -> None:
                 rows.append((f"{what}: new rows visible after", f"{sorted(waits)[len(waits) // 2]:.2f} s median, "
                                                                f"{max(waits):.2f} s max"))
                 rows.append((f"{what}: server CPU per refresh", f"{per_refresh:.2f} s"))
+
+            # A text search, typed as a user does: the first time it reads every completion, then its
+            # matches are kept (core/store.py) and a live run's refreshes search only the new rows.
+            page.goto(f"{url}/rollouts?run={name}")
+            pages["rollouts"]()
+            count = page.get_by_text(re.compile(r"^[\d,]+ rollouts match")).first
+            box = page.get_by_label("Search question and completion text")
+            for text in ("so the total", "answer", "Apples"):
+                before = count.inner_text()
+                start = time.perf_counter()
+                box.fill(text)
+                box.press("Enter")
+                expect(count).not_to_have_text(before, timeout=300_000)
+                rows.append((f"rollouts page: a new search (`{text}`), the matches shown after",
+                             f"{time.perf_counter() - start:.2f} s"))
+            page.wait_for_timeout(3000)
+            cpu, waits = cpu_seconds(ps), []
+            for _ in range(args.rounds):  # `Apples` is in nearly every completion: each step adds matches
+                before = count.inner_text()
+                start = time.perf_counter()
+                append(True)
+                expect(count).not_to_have_text(before, timeout=300_000)
+                waits.append(time.perf_counter() - start)
+                page.wait_for_timeout(max(0, 2000 - 1000 * waits[-1]))
+                rss.append(ps.memory_info().rss)
+            rows.append(("rollouts page, searching `Apples`, a step every 2 s: new matches visible after",
+                         f"{sorted(waits)[len(waits) // 2]:.2f} s median, {max(waits):.2f} s max"))
+            rows.append(("rollouts page, searching `Apples`: server CPU per refresh",
+                         f"{(cpu_seconds(ps) - cpu) / args.rounds:.2f} s"))
             browser.close()
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import sys; from core.runs import list_runs; list_runs(sys.argv[1])",
