@@ -140,13 +140,21 @@ def no_signal(run: Run) -> Finding | None:
         return None
     late = run.groups.loc[late_from(share):] if len(run.groups) else None
     right = late is not None and late["all_right"].sum() > late["all_wrong"].sum()
-    why = "all right: the questions are too easy" if right else "all wrong: the questions are too hard"
+    malformed = late is not None and late["none_well_formed"].sum() > late["no_signal"].sum() / 2
+    why = ("none well formed, with no Final: line: the format fails, not the difficulty" if malformed else
+           "all right: the questions are too easy" if right else "all wrong: the questions are too hard")
     evidence = {"late_no_signal_share": round(trend[1], 3), "num_generations": run.config.get("num_generations")}
     if late is not None:
-        evidence.update(late_all_right=int(late["all_right"].sum()), late_all_wrong=int(late["all_wrong"].sum()))
-    fix = ("use harder questions (dataset.level=3, or GSM8K)" if right else
-           "use easier questions (dataset.level=1) or a stronger model") + \
-        f", or more samples per prompt (num_generations={2 * int(run.config.get('num_generations') or 8)})"
+        evidence.update(late_all_right=int(late["all_right"].sum()), late_all_wrong=int(late["all_wrong"].sum()),
+                        late_none_well_formed=int(late["none_well_formed"].sum()))
+    if malformed:
+        fix = (f"stop generating at the end of the Final: line (stop_at_final=true), give it more room "
+               f"(max_new_tokens={run.max_tokens * 2}), sample less wildly (grpo.temperature=0.7), or add a format "
+               "reward (rewards=[{name: gsm8k, weight: 1.0}, {name: format, weight: 0.5}])")
+    else:
+        fix = ("use harder questions (dataset.level=3, or GSM8K)" if right else
+               "use easier questions (dataset.level=1) or a stronger model") + \
+            f", or more samples per prompt (num_generations={2 * int(run.config.get('num_generations') or 8)})"
     return Finding("no_signal", "problem" if trend[1] >= 0.9 else "warning", trend[2],
                    f"In {trend[1]:.0%} of the late groups all K completions got the same reward (mostly {why}), "
                    "so their advantages are 0 and those steps teach nothing.", evidence, fix,

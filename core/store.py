@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import tempfile
 import threading
 from pathlib import Path
@@ -264,15 +263,17 @@ SELECT step, count(*) AS n, avg(reward) AS mean_reward, avg(correct::INT) AS acc
 FROM rollouts GROUP BY step ORDER BY step
 """
 # Per step, the groups (a prompt's K samples) and those whose rewards are all equal: no advantage,
-# nothing learned from them; all right, or all not right.
+# nothing learned from them; all right, or all not right, and of those, the ones where no completion
+# is even well formed (no parsable `Final:` line: the format fails, not the math).
 GROUP_SIGNAL = """
 WITH groups AS (
     SELECT step, prompt_id, min(reward) = max(reward) AS flat, bool_and(correct) AS all_right,
-           NOT bool_or(correct) AS all_wrong
+           NOT bool_or(correct) AS all_wrong, bool_and(prediction IS NULL) AS none_well_formed
     FROM rollouts GROUP BY step, prompt_id
 )
 SELECT step, count(*) AS groups, count(*) FILTER (WHERE flat) AS no_signal,
-       count(*) FILTER (WHERE flat AND all_right) AS all_right, count(*) FILTER (WHERE flat AND all_wrong) AS all_wrong
+       count(*) FILTER (WHERE flat AND all_right) AS all_right, count(*) FILTER (WHERE flat AND all_wrong) AS all_wrong,
+       count(*) FILTER (WHERE flat AND none_well_formed) AS none_well_formed
 FROM groups GROUP BY step ORDER BY step
 """
 EXAMPLES = {  # rollouts that show a finding: the latest ones from step $step_min on
@@ -322,22 +323,11 @@ def wilson_interval(successes: float, n: float, z: float = 1.96) -> tuple[float,
 
 
 def _column_value(value, tp):
-    """`value` as a column of field type `tp` holds it, read the way DuckDB's JSON reader (the fast
-    path) reads it: a number or a boolean may also come as its exact text ("false" is False, "maybe"
-    is no boolean). ValueError when it does not fit, so that the line is skipped and counted."""
+    """`value` as a column of field type `tp` holds it, only if it is of that field's own JSON type, as
+    on the fast path (READ_JSON): text is never read as a number or a boolean ("false" is no boolean).
+    ValueError when it does not fit, so that the line is skipped and counted."""
     if value is None:
         return None
-    if isinstance(value, str) and tp in (bool, int, float):
-        text = value.strip().lower()
-        if tp is bool and text in ("true", "false"):
-            return text == "true"
-        if tp is int and re.fullmatch(r"[+-]?\d+", text):
-            value = int(text)
-        elif tp is float:
-            try:
-                value = float(text)
-            except ValueError:
-                pass
     if tp is bool and isinstance(value, bool) or tp is str and isinstance(value, str):
         return value
     if tp is int and isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63:

@@ -125,12 +125,22 @@ def test_every_check_has_a_pathology():
     assert names == set(PATHOLOGIES) - {"length_explosion", "length_collapse"} | {"length_change"}
 
 
-@pytest.mark.parametrize("text, why", [(WRONG, "too hard"), (RIGHT, "too easy")])
-def test_no_signal_says_whether_the_questions_are_too_hard_or_too_easy(tmp_path, text, why):
+@pytest.mark.parametrize("text, why, counted, fix", [
+    (WRONG, "too hard", "late_all_wrong", "dataset.level=1"),
+    (RIGHT, "too easy", "late_all_right", "dataset.level=3"),
+    (MALFORMED, "the format fails", "late_none_well_formed", "stop_at_final=true"),  # not the difficulty
+], ids=["too_hard", "too_easy", "format"])
+def test_no_signal_says_whether_the_questions_are_too_hard_too_easy_or_the_format_fails(tmp_path, text, why,
+                                                                                         counted, fix):
     _, findings = findings_of(make_run(tmp_path, why.replace(" ", "_"), lambda s, g, k, rng: (text, 20)))
     (finding,) = [f for f in findings if f.code == "no_signal"]
     assert why in finding.message and finding.severity == "problem"
-    assert finding.evidence["late_all_right" if why == "too easy" else "late_all_wrong"] == 6 * GROUPS
+    assert finding.evidence[counted] == 6 * GROUPS and fix in finding.fix
+    if text == MALFORMED:
+        assert "too hard" not in finding.message and "{name: format, weight: 0.5}" in finding.fix
+        assert f"max_new_tokens={2 * MAX_TOKENS}" in finding.fix and "grpo.temperature=0.7" in finding.fix
+    else:
+        assert "format" not in finding.message and "stop_at_final" not in finding.fix
 
 
 def test_a_learning_rate_that_jumps_means_a_schedule_that_started_over(tmp_path):

@@ -373,8 +373,11 @@ def test_kill_9_then_resume_shows_one_attempt_of_each_step(tiny_model_dir, tmp_p
 LINES = {  # a line among good ones, with these values: (is it kept?, the value it is kept with)
     "rewards_a_list": ({"rewards": [1, 2]}, False, None),
     "step_past_int64": ({"step": 2**64}, False, None),
-    "correct_as_text": ({"correct": "false"}, True, False),  # read as its text says, never as True
     "correct_nonsense": ({"correct": "maybe"}, False, None),
+    # a number or a boolean written as text is text, not what it says: skipped like any other wrong type
+    "correct_as_text": ({"correct": "false"}, False, None),
+    "step_as_text": ({"step": "3"}, False, None),
+    "reward_as_text": ({"reward": "1.0"}, False, None),
     "a_reward_null": ({"rewards": {"x": None}}, True, {"x": None}),
     # DuckDB's own reader would cast these and keep the line: each is skipped, never changed
     "sample_a_fraction": ({"sample": 1.5}, False, None),
