@@ -100,6 +100,9 @@ class RunConfig:
                          "builtin:smollm2-135m (offline).")
     max_new_tokens: int = _f(256, "Completion length limit during training (TRL's max_completion_length).")
     num_generations: int = _f(8, "K: completions sampled per prompt; GRPO compares them within the group.")
+    stop_at_final: bool = _f(False, "End each completion at its Final line: once `Final: <number>` and a newline "
+                             "are written, the next token is the end of the message, in sampling and in eval "
+                             "(transformers generation).")
     train: TrainConfig = field(default_factory=TrainConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -480,6 +483,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     if not 0.0 < cfg.eval.top_p <= 1.0 or cfg.eval.temperature < 0:
         raise ConfigError(f"eval.temperature={cfg.eval.temperature} / eval.top_p={cfg.eval.top_p} are out of range: "
                           "temperature must be >= 0 (0 = greedy), top_p in (0, 1]")
+    if cfg.stop_at_final and (cfg.grpo.get("use_vllm") or cfg.eval.backend == "vllm"):
+        raise ConfigError("stop_at_final ends completions inside transformers' generate, not vLLM's: set "
+                          "grpo.use_vllm=false and eval.backend=hf, or stop_at_final=false")
     if cfg.eval.backend not in ("hf", "vllm"):
         raise ConfigError(f"config key 'eval.backend' has value {cfg.eval.backend!r}, expected hf or vllm")
     if not 0.0 < cfg.eval.vllm_gpu_memory_utilization < 1.0:

@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.config import ConfigError, load_config
     from core.data import load_rows, to_dataset
     from core.model import check_vllm, load_model, load_tokenizer, pick_device
+    from core.stop_at_final import end_at_final_line
 
     parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", help="a run directory (its run.yaml names the eval set and settings)")
@@ -189,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             check_vllm(device, "eval.backend=vllm")
         _, eval_rows = load_rows(cfg.dataset, cfg.train.seed)
         model, tokenizer = (None, load_tokenizer(cfg)) if e.backend == "vllm" else load_model(cfg, device)
+        if cfg.stop_at_final:
+            end_at_final_line(model, tokenizer)
         dataset = to_dataset(eval_rows, tokenizer)
         max_new_tokens = e.max_new_tokens or cfg.max_new_tokens
         if e.backend == "vllm":

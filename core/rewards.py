@@ -13,6 +13,8 @@ import re
 from decimal import Decimal, InvalidOperation
 
 FINAL_RE = re.compile(r"Final: *(-?\d+(?:\.\d+)?)$")
+# A Final line written to its end: the number, then a newline (what `stop_at_final` ends a completion at).
+FINAL_LINE_DONE_RE = re.compile(r"Final: *-?\d+(?:\.\d+)?[ \t]*\n\s*$")
 
 CORRECT, WRONG, MALFORMED = 1.0, 0.1, 0.0
 
@@ -21,6 +23,11 @@ def extract_model_final(text: str) -> str | None:
     """The number a completion ends with after `Final:`, or None when the format is missed."""
     match = FINAL_RE.search(text.replace(",", "").rstrip())
     return match.group(1) if match else None
+
+
+def ends_final_line(text: str) -> bool:
+    """True once `text` ends with a complete Final line: anything after it would make it malformed."""
+    return FINAL_LINE_DONE_RE.search(text.replace(",", "")) is not None
 
 
 def extract_gsm8k_gt(answer: str) -> str | None:

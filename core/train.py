@@ -202,6 +202,7 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, status: StatusFile 
     from core.evaluate import evaluate_run
     from core.rewards import resolve_reward
     from core.rollouts import RolloutRecorder, logged_rewards
+    from core.stop_at_final import end_at_final_line
 
     device, e = pick_device(), cfg.eval
 
@@ -227,6 +228,8 @@ def train(cfg: RunConfig, run_dir: Path, stop: GracefulStop, status: StatusFile 
     transformers.set_seed(cfg.train.seed)
     phase("loading model")
     model, tokenizer = load_model(cfg, device)
+    if cfg.stop_at_final:
+        end_at_final_line(model, tokenizer)  # sampling and eval end a completion at its Final line
     train_set, eval_set = to_dataset(train_rows, tokenizer), to_dataset(eval_rows, tokenizer)
     stop.check()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -64,6 +64,9 @@ with st.form("launch"):
                                 key=k + "evalbackend", disabled=not cuda,
                                 help="vllm: CUDA only, pip install -r requirements-vllm.txt." if cuda else
                                 "vllm needs an NVIDIA GPU and this machine has none: evals use transformers (hf).")
+    stop = c1.toggle("End at the Final line", base.stop_at_final, key=k + "stop",
+                     help="Once a completion has written `Final: <number>` and a newline, it ends there "
+                          "(sampling and eval; not with vLLM).")
     advanced = {}  # GRPOConfig field -> the form's value (text from text boxes, else the value itself)
     with st.expander("Advanced: every GRPOConfig option (TRL's help text on each)"):
         for tab, (group, group_fields) in zip(st.tabs(list(groups)), groups.items()):
@@ -95,7 +98,8 @@ wanted = {"model_name": model, "num_generations": int(kgen), "max_new_tokens": i
           "dataset.name": "gsm8k" if SOURCES[source] == "path" else SOURCES[source],
           "dataset.path": path.strip() or None if SOURCES[source] == "path" else None,
           "dataset.level": level, "runtime.use_wandb": use_wandb, "eval.enabled": do_eval,
-          "launch.num_processes": int(procs), "launch.accelerate_config": engine, "eval.backend": eval_backend}
+          "launch.num_processes": int(procs), "launch.accelerate_config": engine, "eval.backend": eval_backend,
+          "stop_at_final": stop}
 if check or go or save:
     try:
         for field_name, value in advanced.items():  # text from a text box, as the field's type
