@@ -273,6 +273,9 @@ def test_launch_check_shows_the_command_line(runs):
     loss.set_value("dr_grpo")
     at.button[0].click().run()
     assert "--set grpo.loss_type=dr_grpo" in texts(at)
+    at.toggle(key="tiny_cpu.yaml:stop").set_value(True)  # end completions at their Final line
+    at.button[0].click().run()
+    assert "--set stop_at_final=true" in texts(at)
     if not torch.cuda.is_available():
         assert at.toggle(key="tiny_cpu.yaml:use_vllm").disabled and at.selectbox(key="tiny_cpu.yaml:evalbackend").disabled
     at.text_input(key="tiny_cpu.yaml:num_iterations").set_value("two")
