@@ -88,7 +88,8 @@ QUESTIONS = """
 SELECT prompt_id, any_value(question) AS question FROM rollouts
 WHERE sample = 0 AND list_contains($prompt_ids, prompt_id) GROUP BY prompt_id
 """
-DROP_UNKEYED = "DELETE FROM rollouts WHERE prompt_id IS NULL"
+DROP_UNKEYED = "DELETE FROM rollouts WHERE rowid > $after AND prompt_id IS NULL"  # among the rows just read
+NEW_ATTEMPTS = "SELECT DISTINCT coalesce(attempt, 0) AS a FROM rollouts WHERE rowid > $after"
 DROP_FILE = "DELETE FROM rollouts WHERE file = $file"
 DROP_METRICS = "DELETE FROM metrics"
 DROP_PHASE = "DELETE FROM eval WHERE phase = $phase"
@@ -350,6 +351,7 @@ class RunStore:
         self.status: dict = {}
         self._tails: dict[Path, Tail] = {}
         self._file_ids: dict[str, int] = {}
+        self._attempts: set[int] = set()  # the attempts (core.train starts) among the rollouts read
         self._searches: dict[str, tuple[str, int, bool]] = {}  # search's regex → tables, last rowid searched, misses?
         self._searches_made = 0
         self._lock = threading.Lock()
@@ -362,7 +364,7 @@ class RunStore:
         `rollouts`, only the small files (metrics, evals, status): what the Runs page shows, at once,
         however large the run (the rollouts are read when a page first needs them)."""
         with self._lock:
-            before = self.count()
+            before, after = self.count(), self._last_rowid()
             followed = [path for path in self._tails if path.parent.name == "rollouts"]
             rollout_files = sorted((self.run_dir / "rollouts").glob("rollouts*.jsonl")) if rollouts else followed
             evals = sorted((self.run_dir / "eval").glob("*.jsonl"))  # before, after, any `core.evaluate --phase`
@@ -372,8 +374,11 @@ class RunStore:
                 del self._tails[path]
             for path in rollout_files if rollouts else ():
                 self._refresh_rollouts(path)
-            if self.count() != before:
-                self.con.execute(DROP_SUPERSEDED["rollouts"])
+            if self._last_rowid() > after:  # rows were read (DuckDB never reuses a rowid)
+                self._drop_unkeyed(after)
+                self._attempts |= {a for (a,) in self.con.execute(NEW_ATTEMPTS, {"after": after}).fetchall()}
+                if len(self._attempts) > 1:  # a run started again: only then can rows be superseded
+                    self.con.execute(DROP_SUPERSEDED["rollouts"])
             for path in [*evals, metrics]:
                 self._refresh_records(path)
             self.status = read_status(self.run_dir) or self.status  # {} if it went missing
@@ -420,7 +425,6 @@ class RunStore:
             self.con.execute(INSERT_ROLLOUTS.format(rows=READ_JSON), {"path": str(chunk), "file": self._file_id(key)})
         except duckdb.Error:  # a bad line: go line by line to skip just that one
             self._ingest_lines(chunk.read_bytes(), key)
-        self._drop_unkeyed()
 
     def _ingest_whole_file(self, key: str, end: int) -> bool:
         """Fast path for a first read: DuckDB reads the file itself. Exact only if the file ended
@@ -435,13 +439,14 @@ class RunStore:
             self.con.execute("ROLLBACK")
             raise
         self.con.execute("COMMIT" if exact else "ROLLBACK")
-        if exact:
-            self._drop_unkeyed()
         return exact
 
-    def _drop_unkeyed(self) -> None:
+    def _last_rowid(self) -> int:
+        return self.con.execute(LAST_ROWID).fetchall()[0][0]  # fetched to the end: the connection is free again
+
+    def _drop_unkeyed(self, after: int) -> None:
         """A JSON line that is not a rollout (`null`, an object without prompt_id) counts as skipped."""
-        self.skipped += self.con.execute(DROP_UNKEYED).fetchone()[0]
+        self.skipped += self.con.execute(DROP_UNKEYED, {"after": after}).fetchone()[0]
 
     def _ingest_lines(self, data: bytes, key: str) -> None:
         """Slow, exact path: decode each line in Python, skip and count the bad ones."""
@@ -562,7 +567,7 @@ class RunStore:
         letterless = max("".join(c if c.isascii() and not c.isalpha() else "\0" for c in search).split("\0"),
                          key=len)  # the longest part without letters
         params = {"regex": caseless_regex(search), "letterless": letterless,
-                  "upto": self.con.execute(LAST_ROWID).fetchone()[0]}
+                  "upto": self._last_rowid()}
         name, after, misses = self._searches.pop(params["regex"], (None, -1, None))  # `Final` and `final`: one search
         if name is None:
             name, self._searches_made = f"search_{self._searches_made}", self._searches_made + 1

@@ -387,6 +387,7 @@ LINES = {  # a line among good ones, with these values: (is it kept?, the value 
     "completion_a_list": ({"completion": [1, 2]}, False, None),
     "completion_a_number": ({"completion": 5}, False, None),
     "prompt_id_a_number": ({"prompt_id": 7}, False, None),
+    "prompt_id_null": ({"prompt_id": None}, False, None),  # no key: not a rollout
     # text that merely looks like other JSON is text: kept as written
     "completion_looks_like_a_list": ({"completion": "[1, 2]"}, True, "[1, 2]"),
     "completion_looks_like_a_number": ({"completion": "42"}, True, "42"),
