@@ -80,6 +80,8 @@ def main() -> None:
           f"(95% interval over seeds {100 * low:+.1f} to {100 * high:+.1f}; lowest seed {100 * min(gains):+.1f}), "
           f"mean reward {statistics.mean(r['early_reward'] for r in results):.3f} -> "
           f"{statistics.mean(r['late_reward'] for r in results):.3f}")
+    print(f"every seed at least +10 points: {'yes' if min(gains) >= 0.10 else 'no'}; mean at least +15 points: "
+          f"{'yes' if statistics.mean(gains) >= 0.15 else 'no'}; slowest seed {max(r['seconds'] for r in results):.0f} s")
 
 
 if __name__ == "__main__":
