@@ -31,10 +31,11 @@ def launch_preset(preset: str, prefix: str) -> None:
 
 left, right = st.columns([2, 3])
 with left:
-    st.subheader("Watch a model learn in four minutes")
+    st.subheader("Watch a model learn in five minutes")
     st.markdown("The demo runs offline on any CPU: a tiny built-in model that knows the answer format but "
-                "gets only about a third of single-digit additions right. In about four minutes of GRPO "
-                "its rewards rise and its eval accuracy climbs.")
+                "gets only about a third of single-digit additions right. In about five minutes of GRPO "
+                "(on a 2-core CPU) its rewards rise and its eval accuracy climbs, by 16 points on average "
+                "over five seeds; seeds differ, from +1 to +30.")
     if st.button("Launch the CPU demo", icon=":material/rocket_launch:", type="primary"):
         launch_preset("demo_cpu.yaml", "demo")
     st.subheader("A real language model, on this CPU")
@@ -46,8 +47,9 @@ with left:
     except ConfigError as e:  # what to install
         missing = str(e)
     st.markdown("SmolLM2-135M-Instruct writes fluent text and wrong arithmetic, and rarely ends with a "
-                "`Final:` line. About **20 minutes** of GRPO on a 2-core CPU (40 steps of 8 samples) teach it "
-                "the format: watch the well-formed share and the reward rise, and read what it writes.")
+                "`Final:` line. About **15 minutes** of GRPO on a 2-core CPU (40 steps of 8 samples, each ended at "
+                "its Final line) teach it the format within about ten steps: watch the well-formed share and "
+                "the reward rise, and read what it writes.")
     if st.button("Launch SmolLM2 on the CPU", icon=":material/rocket_launch:", disabled=missing is not None,
                  help=missing):
         launch_preset("smollm2_cpu.yaml", "smollm2")

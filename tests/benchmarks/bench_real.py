@@ -61,6 +61,12 @@ def main() -> None:
                                                                                       for r in rs))):
         print(f"{label:<32} {value(early):.3f} → {value(late):.3f}  (steps {order[0]}–{order[fifth - 1]} vs "
               f"{order[-fifth]}–{order[-1]})")
+    signal = [s for s in order if len({r["reward"] for r in steps[s]}) > 1]  # a group whose rewards differ
+    print(f"first step with a learning signal (rewards that differ within a group): "
+          f"{signal[0] if signal else 'none'}; steps with one: {len(signal)} of {len(order)}")
+    shares = [statistics.mean(r["prediction"] is not None for s in order[i:i + 5] for r in steps[s])
+              for i in range(0, len(order), 5)]
+    print("sampled well-formed share by 5 steps: " + " ".join(f"{share:.0%}" for share in shares))
     print(f"run folder: {out}")
 
 
