@@ -103,8 +103,11 @@ def test_grpo_passthrough_is_typed_from_grpo_config():
 SHIPPED_PRESETS = {  # preset: key values it exists for
     "tiny_cpu.yaml": {"model_name": "builtin:tiny", "dataset.name": "synthetic", "train.num_train_steps": 20,
                       "runtime.use_wandb": False},
-    "demo_cpu.yaml": {"model_name": "builtin:tiny", "dataset.level": 1, "train.num_train_steps": 500,
+    "demo_cpu.yaml": {"model_name": "builtin:tiny", "dataset.level": 1, "train.num_train_steps": 1500,
+                      "train.per_device_train_batch_size": 32, "grpo.generation_batch_size": 32,
                       "dataset.n_train": 256, "dataset.n_eval": 300, "grpo.temperature": 0.5, "runtime.use_wandb": False},
+    "smollm2_cpu.yaml": {"model_name": "builtin:smollm2-135m", "stop_at_final": True, "grpo.temperature": 0.7,
+                         "grpo.warmup_steps": 5, "runtime.use_wandb": False},
     "gpu.yaml": {"model_name": "Qwen/Qwen2.5-0.5B-Instruct", "dataset.name": "gsm8k", "num_generations": 8},
     "local_debug.yaml": {"model_name": "Qwen/Qwen2.5-0.5B-Instruct", "num_generations": 16,
                          "train.per_device_train_batch_size": 1},
