@@ -13,7 +13,9 @@ from core.runs import LIVE_STATES, list_runs, run_folder
 from core.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
-LIVE_SECONDS = 2  # how often live parts of a page refresh
+LIVE_SECONDS = 5  # how often a live page's text refreshes (progress, counts, tables)
+CHART_SECONDS = 15  # how often a live page's charts are drawn again: a browser spends 0.1 s of CPU or more
+# redrawing each changed chart, and on a 2-core machine that CPU is the trainer's (README, "Watching a run")
 CATEGORY_COLORS = {"malformed": "#bbbbbb", "wrong": "#f4a261", "correct": "#2a9d8f"}
 CHART_POINTS = 1000  # at most, per curve of TRL's metrics: a long run's steps are averaged in bins (TensorBoard draws 1,000)
 PROMPT_COLUMNS = 120  # at most, per prompt's accuracy curve and in the heatmap: readable, and small to send
@@ -149,9 +151,9 @@ def is_live(run: dict) -> bool:
     return run["state"] in LIVE_STATES
 
 
-def live_every(run: dict) -> float | None:
-    """`run_every` for st.fragment: refresh while the run is live, not after."""
-    return LIVE_SECONDS if is_live(run) else None
+def live_every(run: dict, seconds: float = LIVE_SECONDS) -> float | None:
+    """`run_every` for st.fragment: refresh every `seconds` while the run is live, not after."""
+    return seconds if is_live(run) else None
 
 
 def progress(run: dict, seconds_per_step: float | None) -> tuple[float, str]:

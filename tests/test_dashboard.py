@@ -5,6 +5,7 @@ import json
 import os
 import re
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -405,3 +406,49 @@ def test_the_doctor_looks_again_at_a_live_run_every_30_seconds_not_every_refresh
     assert calls == [0, 1024, 1024]
     assert DOCTOR_SECONDS <= 30
     store.close()
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_a_live_page_redraws_its_charts_less_often_than_its_text(runs, monkeypatch, live):
+    """A browser spends far more CPU on a chart than on text, and on a 2-core machine that CPU is the
+    trainer's (tests/benchmarks/bench_watch.py): a live page's charts refresh every CHART_SECONDS or
+    less often, its text (progress, tables) every LIVE_SECONDS; nothing refreshes after the run."""
+    import traceback
+
+    import streamlit as st
+    from streamlit.delta_generator import DeltaGenerator
+
+    from core.runs import process_started
+    from dashboard.common import CHART_SECONDS, LIVE_SECONDS
+    from tests.dashboard_fixtures import write_status
+
+    if live:
+        write_status(runs["learning"], state="running", pid=os.getpid(), pid_started=process_started(os.getpid()),
+                     ended_at=None, global_step=20, phase="training")
+    every, charted = {}, set()
+    real_fragment, real_chart = st.fragment, DeltaGenerator.plotly_chart
+
+    def fragment(func=None, *, run_every=None, **kwargs):
+        def register(f):
+            every[Path(f.__code__.co_filename).stem, f.__name__] = run_every  # (page, function)
+            return real_fragment(f, run_every=run_every, **kwargs)
+        return register(func) if func else register
+
+    def plotly_chart(self, *args, **kwargs):
+        charted.update(key for frame in traceback.extract_stack()
+                       if (key := (Path(frame.filename).stem, frame.name)) in every)
+        return real_chart(self, *args, **kwargs)
+
+    monkeypatch.setattr(st, "fragment", fragment)
+    monkeypatch.setattr(DeltaGenerator, "plotly_chart", plotly_chart)
+    monkeypatch.setattr(st, "plotly_chart", lambda *args, **kwargs: plotly_chart(st._main, *args, **kwargs))
+    for page in ("runs", "rollouts", "rewards", "prompts", "eval"):
+        open_page(page, run="learning")
+    assert {("runs", "key_charts"), ("runs", "other_charts"), ("rewards", "charts"), ("prompts", "view")} == charted
+    if not live:
+        assert set(every.values()) == {None}
+        return
+    assert all(every[key] >= CHART_SECONDS for key in charted)
+    text = {key: seconds for key, seconds in every.items() if key not in charted}
+    assert text[("runs", "live_status")] == text[("rollouts", "table")] == text[("eval", "view")] == LIVE_SECONDS
+    assert LIVE_SECONDS < CHART_SECONDS  # the progress bar moves between two drawings of the charts

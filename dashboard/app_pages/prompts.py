@@ -4,7 +4,7 @@ import plotly.express as px
 import streamlit as st
 
 from core.store import wilson_interval
-from dashboard.common import live_every, pick_run, step_bin, store_for
+from dashboard.common import CHART_SECONDS, live_every, pick_run, step_bin, store_for
 
 BOARDS = {"most_improved": "Most improved", "regressed": "Regressed", "never_solved": "Never solved",
           "always_solved": "Always solved"}
@@ -23,7 +23,7 @@ def open_rollouts(prompt_id: str, step: int | None = None) -> None:
     st.switch_page("app_pages/rollouts.py", query_params=query)
 
 
-@st.fragment(run_every=live_every(run))
+@st.fragment(run_every=live_every(run, CHART_SECONDS))
 def view():
     store = store_for(run["name"])
     if store.count() == 0:

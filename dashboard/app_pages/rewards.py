@@ -5,7 +5,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard.common import CATEGORY_COLORS, live_every, pick_run, step_window, store_for
+from dashboard.common import CHART_SECONDS, CATEGORY_COLORS, live_every, pick_run, step_window, store_for
 
 st.title("Rewards")
 run = pick_run()
@@ -13,7 +13,7 @@ if run is None:
     st.stop()
 
 
-@st.fragment(run_every=live_every(run))
+@st.fragment(run_every=live_every(run, CHART_SECONDS))
 def charts():
     store = store_for(run["name"])
     agg = store.step_aggregates()

@@ -6,16 +6,17 @@ import streamlit as st
 
 from core.config import ConfigError
 from core.runs import checkpoints, delete, list_runs, log_tail, resume, run_folder, stop
-from dashboard.common import (CHART_POINTS, LIVE_SECONDS, REPO, diagnosis, fmt_duration, fmt_pct, fmt_time, is_live,
+from dashboard.common import (CHART_POINTS, CHART_SECONDS, LIVE_SECONDS, REPO, diagnosis, fmt_duration, fmt_pct, fmt_time, is_live,
                               live_every, pick_run, progress, runs_root, show_findings, small_rollouts, smooth,
                               store_for)
 
 st.title("Runs")
 
 
-@st.fragment(run_every=LIVE_SECONDS if any(is_live(r) for r in list_runs(runs_root())) else None)
+@st.fragment(run_every=CHART_SECONDS if any(is_live(r) for r in list_runs(runs_root())) else None)
 def runs_table():
-    """Every run, live while any is: read from their small files alone (never their rollouts)."""
+    """Every run, refreshed every CHART_SECONDS while any is live (the selected run's progress bar below
+    follows it closely): read from their small files alone (never their rollouts)."""
     runs = list_runs(runs_root())
     if runs:
         st.dataframe(pd.DataFrame([{
@@ -96,7 +97,8 @@ smoothing = st.slider("Smoothing of TRL's metric curves", 0.0, 0.99, 0.0, 0.01, 
 
 
 @st.fragment(run_every=live_every(run))
-def live_view():
+def live_status():
+    """Progress and evals: text, redrawn every LIVE_SECONDS."""
     current = next((r for r in list_runs(runs_root()) if r["name"] == name), run)
     if current["state"] != run["state"]:
         st.rerun()  # the run ended: redraw the page (buttons, live refresh off)
@@ -113,37 +115,62 @@ def live_view():
             f"{label} {fmt_pct(before.get(key))} → {fmt_pct(after.get(key))}" for key, label in (
                 ("eval_accuracy", "strict accuracy"), ("eval_lenient_accuracy", "lenient accuracy (the last number)"),
                 ("eval_format_rate", "well-formed Final line"))))
-    show_findings(diagnosis(str(path), current["state"], bool(store.count()), store), name)
-    if not small and not store.count():
-        st.caption("The run doctor reads TRL's metrics and the evals here; the checks that need the rollouts "
-                   "themselves (format, degenerate completions, examples) join once a page has read them "
-                   "(Rollouts, Rewards).")
 
-    reward_parts = [n for n in store.metric_names() if n.startswith("rewards/") and n.endswith("/mean")]
-    charts = [(["reward"], "Mean reward (TRL's reward)"),
-              (["reward_std"], "Reward std within groups (TRL's reward_std)"),
-              (["loss"], "Loss"), (["kl"], "KL to the reference model (logged when grpo.beta > 0)"),
-              (["entropy"], "Entropy of the model's token choices"),
+
+KEY_CHARTS = [(["reward"], "Mean reward (TRL's reward)"),
               (["frac_reward_zero_std"], "Share of groups with no learning signal (all K rewards equal)"),
-              (["completions/mean_length"], "Completion length (tokens)"),
-              (["completions/clipped_ratio"], "Clipped ratio (hit max_new_tokens)"),
-              (["grad_norm"], "Gradient norm"), (["learning_rate"], "Learning rate"),
-              (["step_time"], "Seconds per step")]
-    if len(reward_parts) > 1:  # with one reward function its mean is the mean reward
-        charts.insert(1, (reward_parts, "Each reward function's mean"))
+              (["completions/mean_length"], "Completion length (tokens)")]
+OTHER_CHARTS = [(["reward_std"], "Reward std within groups (TRL's reward_std)"),
+                (["loss"], "Loss"), (["kl"], "KL to the reference model (logged when grpo.beta > 0)"),
+                (["entropy"], "Entropy of the model's token choices"),
+                (["completions/clipped_ratio"], "Clipped ratio (hit max_new_tokens)"),
+                (["grad_norm"], "Gradient norm"), (["learning_rate"], "Learning rate"),
+                (["step_time"], "Seconds per step")]
+OTHER_SECONDS = 60  # TRL's other metrics, while the run is live: a trend over a minute is what they show
+
+
+def draw_charts(store, charts: list[tuple[list[str], str]]) -> bool:
+    """TRL's metric curves, three a row; False if none of them was logged."""
     series = store.metric_series([name for names, _ in charts for name in names], points=CHART_POINTS)
-    if series.empty:
-        st.info("No training step logged yet: TRL's metrics appear after the first step. The Rewards page "
-                "shows the rollouts themselves.")
-    columns = st.columns(3)
-    shown = 0
+    columns, shown = st.columns(3), 0
     for names, title in charts:
         fig = metric_chart(series, names, title, smoothing)
         if fig is not None:
             columns[shown % 3].plotly_chart(fig, key=title)
             shown += 1
-    with st.expander("train.log (last lines)", expanded=current["state"] in ("failed", "crashed")):
+    return bool(shown)
+
+
+@st.fragment(run_every=live_every(run, CHART_SECONDS))
+def key_charts():
+    """The doctor's findings and the curves that say whether GRPO learns, redrawn every CHART_SECONDS (a
+    chart costs the browser far more than text; the doctor looks again every DOCTOR_SECONDS anyway)."""
+    small = small_rollouts(path)
+    store = store_for(name, rollouts=small)
+    show_findings(diagnosis(str(path), run["state"], bool(store.count()), store), name)
+    if not small and not store.count():
+        st.caption("The run doctor reads TRL's metrics and the evals here; the checks that need the rollouts "
+                   "themselves (format, degenerate completions, examples) join once a page has read them "
+                   "(Rollouts, Rewards).")
+    reward_parts = [n for n in store.metric_names() if n.startswith("rewards/") and n.endswith("/mean")]
+    charts = KEY_CHARTS[:1] + [(reward_parts, "Each reward function's mean")] + KEY_CHARTS[1:] \
+        if len(reward_parts) > 1 else KEY_CHARTS  # with one reward function its mean is the mean reward
+    if not draw_charts(store, charts):
+        st.info("No training step logged yet: TRL's metrics appear after the first step. The Rewards page "
+                "shows the rollouts themselves.")
+
+
+@st.fragment(run_every=live_every(run, OTHER_SECONDS))
+def other_charts():
+    """TRL's other metrics and the log, redrawn every OTHER_SECONDS while the run is live."""
+    if is_live(run):
+        st.caption(f"TRL's other metrics, redrawn every {OTHER_SECONDS} s while the run trains "
+                   f"(the charts above: every {CHART_SECONDS} s).")
+    draw_charts(store_for(name, rollouts=small_rollouts(path)), OTHER_CHARTS)
+    with st.expander("train.log (last lines)", expanded=run["state"] in ("failed", "crashed")):
         st.code(log_tail(path) or "(empty)", language=None)
 
 
-live_view()
+live_status()
+key_charts()
+other_charts()

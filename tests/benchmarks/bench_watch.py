@@ -1,0 +1,197 @@
+"""Does watching a run slow it down? The demo alone, then the same demo watched in Chromium.
+
+    python -m tests.benchmarks.bench_watch [--steps 400] [--walk runs,rollouts,rewards,prompts,eval,launch]
+
+Runs the CPU demo preset (configs/demo_cpu.yaml, shortened to --steps training steps) twice in a
+temporary runs folder, one after the other on this machine: first with nothing else running, then
+launched the way the Home page launches it while `streamlit run` serves the dashboard and Playwright
+drives Debian's Chromium through the pages a newcomer visits (--walk: the first by its address, the
+others by a click in the sidebar; --dwell seconds on each, a screenshot on each). It prints both wall times and their ratio, and the CPU seconds the trainer, the
+dashboard's server and the browser used in each. Nothing here asserts a timing: the figure is the
+ratio, taken on one machine in one run (the README's "Measured" names the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+from core.config import load_config
+from core.runs import LIVE_STATES, launch, read_status
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+PAGES = {  # address: what shows once the page has drawn
+    "runs": "Smoothing of TRL's metric curves", "rollouts": "rollouts match", "rewards": "Rewards",
+    "prompts": "Prompts", "eval": "Eval", "launch": "Launch", "": "Watch a model learn"}
+
+
+def start_server(runs: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
+                             "--server.headless", "true", "--server.fileWatcherType", "none"],
+                            cwd=ROOT, env={**os.environ, "RUNS_DIR": str(runs)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while True:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
+                return proc
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                raise SystemExit("streamlit did not start")
+            time.sleep(0.5)
+
+
+class CpuMeter:
+    """CPU seconds used by a set of processes and their children, sampled as they live (a process that
+    ended keeps what it last showed)."""
+
+    def __init__(self, *pids: int, names: tuple[str, ...] = ()):
+        self.roots = [psutil.Process(pid) for pid in pids]
+        self.names = names  # only processes with one of these in their name (all when empty)
+        self.seen: dict[int, float] = {}
+
+    def sample(self) -> float:
+        for root in self.roots:
+            try:
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+            for proc in procs:
+                try:
+                    if self.names and not any(n in proc.name() for n in self.names):
+                        continue
+                    times = proc.cpu_times()
+                    self.seen[proc.pid] = max(self.seen.get(proc.pid, 0.0), times.user + times.system)
+                except psutil.NoSuchProcess:
+                    pass
+        return sum(self.seen.values())
+
+
+def run_config(steps: int) -> dict:
+    config = load_config(ROOT / "configs" / "demo_cpu.yaml").to_dict()
+    config["train"]["num_train_steps"] = steps
+    return config
+
+
+def wait_done(run_dir: Path, on_tick=None) -> float:
+    """Wall seconds of the run, from its launch to its final state."""
+    start = time.time()
+    while read_status(run_dir).get("state") in (*LIVE_STATES, None):
+        if on_tick:
+            on_tick()
+        time.sleep(0.5)
+    status = read_status(run_dir)
+    if status.get("state") != "finished":
+        raise SystemExit(f"{run_dir.name} ended {status.get('state')}: {status.get('error')}")
+    return time.time() - start
+
+
+def trainer_meter(run_dir: Path) -> CpuMeter | None:
+    pid = read_status(run_dir).get("pid")
+    try:
+        return CpuMeter(pid) if pid else None
+    except psutil.NoSuchProcess:
+        return None
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=400, help="training steps of the demo (1,500 in the preset)")
+    parser.add_argument("--walk", default="runs,rollouts,rewards,prompts,eval,launch",
+                        help="pages visited in turn while the run trains, comma-separated")
+    parser.add_argument("--dwell", type=float, default=30, help="seconds on each page of the walk")
+    parser.add_argument("--skip-alone", action="store_true", help="only the watched run")
+    parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--screenshots", default=str(ROOT / "test-artifacts" / "bench_watch"))
+    args = parser.parse_args()
+    walk = [p.strip() for p in args.walk.split(",") if p.strip()]
+    unknown = [p for p in walk if p not in PAGES]
+    if unknown:
+        raise SystemExit(f"--walk: unknown page {unknown[0]!r}; choose among {', '.join(p for p in PAGES if p)}")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-watch-"))
+    runs = tmp / "runs"
+    shots = Path(args.screenshots)
+    shots.mkdir(parents=True, exist_ok=True)
+    config = run_config(args.steps)
+    rows = []
+
+    if not args.skip_alone:
+        run_dir = launch(config, runs, "alone", repo=ROOT)
+        time.sleep(1)
+        meter = trainer_meter(run_dir)
+        alone = wait_done(run_dir, meter.sample if meter else None)
+        rows.append(("alone: wall time", f"{alone:.1f} s", f"trainer CPU {sum(meter.seen.values()) if meter else float('nan'):.0f} s"))
+        print(*rows[-1], flush=True)
+
+    server = start_server(runs, args.port)
+    server_meter = CpuMeter(server.pid)
+    url = f"http://127.0.0.1:{args.port}"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run"])
+            browser_meter = CpuMeter(os.getpid(), names=("chrom", "node"))  # Playwright's driver and Chromium
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page.set_default_timeout(120_000)
+            page.goto(f"{url}/")
+            page.get_by_text(PAGES[""]).first.wait_for()
+            server_cpu, browser_cpu = server_meter.sample(), browser_meter.sample()
+            run_dir = launch(config, runs, "watched", repo=ROOT)
+            t0 = time.time()
+            time.sleep(1)
+            meter = trainer_meter(run_dir)
+            visits, last = 0, 0.0
+
+            def tick() -> None:
+                nonlocal visits, last
+                if meter:
+                    meter.sample()
+                server_meter.sample()
+                browser_meter.sample()
+                if os.environ.get("BENCH_WATCH_TRACE") and int(time.time()) % 10 == 0:
+                    print(f"{time.time() - t0:6.1f} s  {read_status(run_dir).get('phase')} step "
+                          f"{read_status(run_dir).get('global_step')}  server {sum(server_meter.seen.values()):.1f}  "
+                          f"browser {sum(browser_meter.seen.values()):.1f}", flush=True)
+                if time.time() - last >= args.dwell:
+                    name = walk[visits % len(walk)]
+                    if visits == 0:  # the first page by its address, the others from the sidebar, as a user moves
+                        page.goto(f"{url}/{name}?run=watched")
+                    else:
+                        page.get_by_role("link", name=name.capitalize() or "Home").click()
+                    page.get_by_text(PAGES[name]).first.wait_for()
+                    page.wait_for_timeout(2000)
+                    page.screenshot(path=str(shots / f"{visits:03d}-{name}.png"))
+                    visits, last = visits + 1, time.time()
+
+            watched = wait_done(run_dir, tick)
+            server_cpu, browser_cpu = server_meter.sample() - server_cpu, browser_meter.sample() - browser_cpu
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    rows.append(("watched: wall time", f"{watched:.1f} s",
+                 f"trainer CPU {sum(meter.seen.values()) if meter else float('nan'):.0f} s, "
+                 f"dashboard server CPU {server_cpu:.0f} s, browser CPU {browser_cpu:.0f} s, {visits} page visits"))
+    if not args.skip_alone:
+        rows.append(("watched / alone", f"{watched / alone:.2f}x", ""))
+    print(f"\nmachine: {os.cpu_count()} cores; demo preset, {args.steps} training steps; walk {','.join(walk)}, "
+          f"{args.dwell:.0f} s a page; screenshots in {shots}")
+    width = max(len(r[0]) for r in rows)
+    for what, figure, more in rows:
+        print(f"{what:<{width}}  {figure:>9}  {more}")
+
+
+if __name__ == "__main__":
+    main()
