@@ -15,39 +15,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
 
 from core.config import load_config
 from core.runs import LIVE_STATES, launch, read_status
+from tests.benchmarks.bench_live import CHROMIUM, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
 PAGES = {  # address: what shows once the page has drawn
     "runs": "Smoothing of TRL's metric curves", "rollouts": "rollouts match", "rewards": "Rewards",
     "prompts": "Prompts", "eval": "Eval", "launch": "Launch", "": "Watch a model learn"}
-
-
-def start_server(runs: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
-                             "--server.headless", "true", "--server.fileWatcherType", "none"],
-                            cwd=ROOT, env={**os.environ, "RUNS_DIR": str(runs)}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
-    while True:
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
-                return proc
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                raise SystemExit("streamlit did not start")
-            time.sleep(0.5)
 
 
 class CpuMeter:
