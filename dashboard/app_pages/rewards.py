@@ -5,7 +5,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard.common import CHART_SECONDS, CATEGORY_COLORS, live_every, pick_run, step_window, store_for
+from dashboard.common import CATEGORY_COLORS, CHART_SECONDS, live_every, pick_run, step_window, store_for
 
 st.title("Rewards")
 run = pick_run()

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.config import ConfigError
 from core.runs import checkpoints, delete, list_runs, log_tail, resume, run_folder, stop
-from dashboard.common import (CHART_POINTS, CHART_SECONDS, LIVE_SECONDS, REPO, diagnosis, fmt_duration, fmt_pct, fmt_time, is_live,
+from dashboard.common import (CHART_POINTS, CHART_SECONDS, REPO, diagnosis, fmt_duration, fmt_pct, fmt_time, is_live,
                               live_every, pick_run, progress, runs_root, show_findings, small_rollouts, smooth,
                               store_for)
 

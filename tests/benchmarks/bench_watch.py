@@ -84,6 +84,10 @@ def trainer_meter(run_dir: Path) -> CpuMeter | None:
         return None
 
 
+def trainer_cpu(meter: CpuMeter | None) -> float:
+    return meter.sample() if meter else float("nan")
+
+
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
@@ -112,7 +116,7 @@ def main() -> None:
         time.sleep(1)
         meter = trainer_meter(run_dir)
         alone = wait_done(run_dir, meter.sample if meter else None)
-        rows.append(("alone: wall time", f"{alone:.1f} s", f"trainer CPU {sum(meter.seen.values()) if meter else float('nan'):.0f} s"))
+        rows.append(("alone: wall time", f"{alone:.1f} s", f"trainer CPU {trainer_cpu(meter):.0f} s"))
         print(*rows[-1], flush=True)
 
     server = start_server(runs, args.port)
@@ -130,7 +134,6 @@ def main() -> None:
             page.get_by_text(PAGES[""]).first.wait_for()
             server_cpu, browser_cpu = server_meter.sample(), browser_meter.sample()
             run_dir = launch(config, runs, "watched", repo=ROOT)
-            t0 = time.time()
             time.sleep(1)
             meter = trainer_meter(run_dir)
             visits, last = 0, 0.0
@@ -141,10 +144,6 @@ def main() -> None:
                     meter.sample()
                 server_meter.sample()
                 browser_meter.sample()
-                if os.environ.get("BENCH_WATCH_TRACE") and int(time.time()) % 10 == 0:
-                    print(f"{time.time() - t0:6.1f} s  {read_status(run_dir).get('phase')} step "
-                          f"{read_status(run_dir).get('global_step')}  server {sum(server_meter.seen.values()):.1f}  "
-                          f"browser {sum(browser_meter.seen.values()):.1f}", flush=True)
                 if time.time() - last >= args.dwell:
                     name = walk[visits % len(walk)]
                     if visits == 0:  # the first page by its address, the others from the sidebar, as a user moves
@@ -163,7 +162,7 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
     rows.append(("watched: wall time", f"{watched:.1f} s",
-                 f"trainer CPU {sum(meter.seen.values()) if meter else float('nan'):.0f} s, "
+                 f"trainer CPU {trainer_cpu(meter):.0f} s, "
                  f"dashboard server CPU {server_cpu:.0f} s, browser CPU {browser_cpu:.0f} s, {visits} page visits"))
     if not args.skip_alone:
         rows.append(("watched / alone", f"{watched / alone:.2f}x", ""))
