@@ -65,9 +65,12 @@ def _checked(name: str, tp) -> str:
 
 
 _READ_AS = "{" + ", ".join(f"'{k}': '{'VARCHAR' if k in LONG_TEXT else 'JSON'}'" for k in ROLLOUT_FIELDS) + "}"
+# One query reads the new lines of every rollout file at once ($paths: the whole files, or copies of
+# their new lines); `file` is the number of the file each line came from ($file_ids, in $paths' order).
 READ_JSON = f"""
-SELECT {", ".join(f'{_checked(k, tp)} AS "{k}"' for k, tp in ROLLOUT_FIELDS.items())}
-FROM read_json($path, format = 'newline_delimited', columns = {_READ_AS})
+SELECT {", ".join(f'{_checked(k, tp)} AS "{k}"' for k, tp in ROLLOUT_FIELDS.items())},
+       $file_ids[list_position($paths, filename)] AS file
+FROM read_json($paths, format = 'newline_delimited', columns = {_READ_AS}, filename = true)
 """
 # A degenerate completion (what the run doctor looks for, core/doctor.py): a well-formed `Final:`
 # line with nothing before it, or text that repeats itself (its first 24 characters come again later
@@ -79,8 +82,7 @@ DEGENERATE = """(prediction IS NOT NULL AND starts_with(ltrim(completion), 'Fina
 # third less memory for a large run; PROMPT_TEXT looks it up. `file` numbers the file the row came
 # from (RunStore._file_id); `degenerate` is DEGENERATE.
 INSERT_ROLLOUTS = f"""
-INSERT INTO rollouts SELECT * REPLACE (CASE WHEN sample = 0 THEN prompt END AS prompt), $file,
-       {DEGENERATE}
+INSERT INTO rollouts SELECT * REPLACE (CASE WHEN sample = 0 THEN prompt END AS prompt), {DEGENERATE}
 FROM ({{rows}})
 """
 PROMPT_TEXT = "SELECT any_value(prompt) FROM rollouts WHERE prompt_id = $prompt_id AND prompt IS NOT NULL"
@@ -94,6 +96,7 @@ DROP_FILE = "DELETE FROM rollouts WHERE file = $file"
 DROP_METRICS = "DELETE FROM metrics"
 DROP_PHASE = "DELETE FROM eval WHERE phase = $phase"
 COUNT = "SELECT count(*) FROM rollouts"
+SIZE = "SELECT count(*), coalesce(max(rowid), -1) FROM rollouts"  # rows, and the last row id given out
 # A run started again (--resume after a crash) scores its first steps again: of each step, only the
 # latest attempt counts. Rows of an earlier attempt at or after a later attempt's first step go.
 DROP_SUPERSEDED = {table: f"""
@@ -364,7 +367,7 @@ class RunStore:
         `rollouts`, only the small files (metrics, evals, status): what the Runs page shows, at once,
         however large the run (the rollouts are read when a page first needs them)."""
         with self._lock:
-            before, after = self.count(), self._last_rowid()
+            before, after = self.con.execute(SIZE).fetchall()[0]
             followed = [path for path in self._tails if path.parent.name == "rollouts"]
             rollout_files = sorted((self.run_dir / "rollouts").glob("rollouts*.jsonl")) if rollouts else followed
             evals = sorted((self.run_dir / "eval").glob("*.jsonl"))  # before, after, any `core.evaluate --phase`
@@ -372,9 +375,7 @@ class RunStore:
             for path in set(self._tails) - {*rollout_files, *evals, metrics}:  # files that went away
                 self._drop(path)
                 del self._tails[path]
-            for path in rollout_files if rollouts else ():
-                self._refresh_rollouts(path)
-            if self._last_rowid() > after:  # rows were read (DuckDB never reuses a rowid)
+            if rollouts and self._refresh_rollouts(rollout_files):  # the new rows: rowid > after (never reused)
                 self._drop_unkeyed(after)
                 self._attempts |= {a for (a,) in self.con.execute(NEW_ATTEMPTS, {"after": after}).fetchall()}
                 if len(self._attempts) > 1:  # a run started again: only then can rows be superseded
@@ -396,50 +397,69 @@ class RunStore:
         else:
             self.con.execute(DROP_METRICS)
 
-    def _refresh_rollouts(self, path: Path) -> None:
-        tail = self._tail(path)
-        try:
-            f = open(path, "rb")
-        except FileNotFoundError:
-            return
-        with f:
-            replaced, start, end = tail.advance(f)
-            if replaced:
-                self._drop(path)
-            if end > start:
-                self._ingest(f, str(path), start, end)
+    def _refresh_rollouts(self, paths: list[Path]) -> int:
+        """Ingest the complete lines appended to the rollout files `paths`: all of them in one read
+        where every line is well formed, else file by file, and line by line for a file with a bad line.
+        Returns the rows added."""
+        reads = []  # (file, what DuckDB reads: the file itself or a copy of its new lines, the file's size then)
+        for path in paths:
+            try:
+                f = open(path, "rb")
+            except FileNotFoundError:
+                continue
+            with f:
+                replaced, start, end = self._tail(path).advance(f)
+                if replaced:
+                    self._drop(path)
+                if end > start:
+                    whole = start == 0 and os.fstat(f.fileno()).st_size == end
+                    reads.append((str(path), str(path) if whole else self._copy(f, start, end, str(path)), end))
+        added = self._read_json(reads) if reads else 0
+        if added is None:
+            added = 0
+            for key, source, end in reads:
+                if source == key:  # it grew while it was read: read just the lines it had
+                    with open(key, "rb") as f:
+                        source = self._copy(f, 0, end, key)
+                one = self._read_json([(key, source, end)])  # a bad line: go line by line to skip just that one
+                added += self._ingest_lines(Path(source).read_bytes(), key) if one is None else one
+        return added
 
-    def _ingest(self, f, key: str, start: int, end: int) -> None:
-        """Ingest the complete lines in bytes [start, end) of open file `f` (named `key`)."""
-        if start == 0 and os.fstat(f.fileno()).st_size == end and self._ingest_whole_file(key, end):
-            return
-        chunk = Path(self._tmp.name) / "chunk.jsonl"
-        with open(chunk, "wb") as out:  # DuckDB reads whole files: give it exactly this range
+    def _copy(self, f, start: int, end: int, key: str) -> str:
+        """Copy bytes [start, end) of open file `f` (named `key`) to a file of its own: DuckDB reads whole files."""
+        chunk = Path(self._tmp.name) / f"chunk{self._file_id(key)}.jsonl"
+        with open(chunk, "wb") as out:
             f.seek(start)
             remaining = end - start
             while remaining:
                 data = f.read(min(remaining, 1 << 24))
                 out.write(data)
                 remaining -= len(data)
-        try:
-            self.con.execute(INSERT_ROLLOUTS.format(rows=READ_JSON), {"path": str(chunk), "file": self._file_id(key)})
-        except duckdb.Error:  # a bad line: go line by line to skip just that one
-            self._ingest_lines(chunk.read_bytes(), key)
+        return str(chunk)
 
-    def _ingest_whole_file(self, key: str, end: int) -> bool:
-        """Fast path for a first read: DuckDB reads the file itself. Exact only if the file ended
-        with a newline and did not grow meanwhile (else it may have read a line twice over)."""
+    def _read_json(self, reads: list[tuple[str, str, int]]) -> int | None:
+        """The fast path: DuckDB reads every (file, source, size) in one statement. Returns the rows
+        added, or None when nothing was kept: a line did not fit, or a file read whole grew meanwhile
+        (it may have read a line twice over)."""
+        params = {"paths": [source for _, source, _ in reads], "file_ids": [self._file_id(key) for key, _, _ in reads]}
+        whole = [(key, end) for key, source, end in reads if source == key]
+        if not whole:  # copies cannot change under DuckDB, and one statement is all or nothing
+            try:
+                return self.con.execute(INSERT_ROLLOUTS.format(rows=READ_JSON), params).fetchall()[0][0]
+            except duckdb.Error:
+                return None
         self.con.execute("BEGIN TRANSACTION")
         try:
-            self.con.execute(INSERT_ROLLOUTS.format(rows=READ_JSON), {"path": key, "file": self._file_id(key)})
-            exact = os.path.getsize(key) == end
-        except duckdb.Error:  # a bad line: the exact path below handles it
-            exact = False
+            added = self.con.execute(INSERT_ROLLOUTS.format(rows=READ_JSON), params).fetchall()[0][0]
+            if any(os.path.getsize(key) != end for key, end in whole):
+                added = None
+        except duckdb.Error:
+            added = None
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
-        self.con.execute("COMMIT" if exact else "ROLLBACK")
-        return exact
+        self.con.execute("ROLLBACK" if added is None else "COMMIT")
+        return added
 
     def _last_rowid(self) -> int:
         return self.con.execute(LAST_ROWID).fetchall()[0][0]  # fetched to the end: the connection is free again
@@ -448,8 +468,8 @@ class RunStore:
         """A JSON line that is not a rollout (`null`, an object without prompt_id) counts as skipped."""
         self.skipped += self.con.execute(DROP_UNKEYED, {"after": after}).fetchone()[0]
 
-    def _ingest_lines(self, data: bytes, key: str) -> None:
-        """Slow, exact path: decode each line in Python, skip and count the bad ones."""
+    def _ingest_lines(self, data: bytes, key: str) -> int:
+        """Slow, exact path: decode each line in Python, skip and count the bad ones; returns the rows added."""
         import pyarrow as pa
 
         records, bad = parse_lines(data)
@@ -467,10 +487,12 @@ class RunStore:
                 rows[name].append(value)
         types = {"BIGINT": pa.int64(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(), "VARCHAR": pa.string(),
                  "MAP(VARCHAR, DOUBLE)": pa.map_(pa.string(), pa.float64())}
-        schema = pa.schema([(k, types[v]) for k, v in ROLLOUT_COLUMNS.items()])
+        schema = pa.schema([*((k, types[v]) for k, v in ROLLOUT_COLUMNS.items()), ("file", pa.int32())])
+        rows["file"] = [self._file_id(key)] * len(rows["step"])
         self.con.register("new_rows", pa.table(rows, schema=schema))
-        self.con.execute(INSERT_ROLLOUTS.format(rows="SELECT * FROM new_rows"), {"file": self._file_id(key)})
+        added = self.con.execute(INSERT_ROLLOUTS.format(rows="SELECT * FROM new_rows")).fetchall()[0][0]
         self.con.unregister("new_rows")
+        return added
 
     def _file_id(self, path: str) -> int:
         """The number that stands for file `path` in the rollouts' `file` column (a path on every row

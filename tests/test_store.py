@@ -106,6 +106,23 @@ def test_new_rank_file_mid_run(run_dir):
     assert sorted(store._query("SELECT rank FROM rollouts")["rank"]) == [0, 1, 1]
 
 
+
+def test_rank_files_read_together_keep_their_rows_apart(run_dir):
+    """Every rank file's new lines are read in one query; a bad line in one file costs that line only,
+    and each row remembers its file (a file replaced later takes exactly its own rows with it)."""
+    rank0, rank1 = run_dir / "rollouts" / "rollouts.jsonl", run_dir / "rollouts" / "rollouts.rank1.jsonl"
+    append(rank0, line(rank=0, sample=0) + line(rank=0, sample=1))
+    append(rank1, line(rank=1, sample=4))
+    store = RunStore(run_dir)
+    assert store.refresh() == 3
+    append(rank0, line(rank=0, sample=2))
+    append(rank1, line(rank=1, sample=5) + '{"step": 1, "prompt_id": "p", "correct": "false"}\n' + line(rank=1, sample=6))
+    assert store.refresh() == 3 and store.skipped == 1
+    rank1.write_text(line(rank=1, sample=7))  # rank 1 restarted: its file rewritten
+    store.refresh()
+    rows = store._query("SELECT rank, sample FROM rollouts ORDER BY sample").values.tolist()
+    assert rows == [[0, 0], [0, 1], [0, 2], [1, 7]]
+
 WRITER = """
 import json, sys, time
 path, n, rank = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
