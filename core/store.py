@@ -27,6 +27,7 @@ from pathlib import Path
 
 import duckdb
 
+from core.advantage import advantages, run_settings
 from core.evaluate import EVAL_FIELDS, EVAL_FIELDS_RENAMED
 from core.rollouts import ROLLOUT_FIELDS
 from core.runs import read_status
@@ -234,9 +235,14 @@ LEADERBOARDS = {  # which prompts each board lists, best first
     "most_changed": "ORDER BY abs(change) DESC, prompt_id",
 }
 GROUP = """
-SELECT sample, rank, reward, (reward - avg(reward) OVER ()) / (coalesce(stddev_samp(reward) OVER (), 0) + 1e-4)
-       AS advantage, correct, prediction, ground_truth, completion, completion_tokens, question
+SELECT sample, rank, reward, correct, prediction, ground_truth, completion, completion_tokens, question
 FROM rollouts WHERE prompt_id = $prompt_id AND step = $step ORDER BY sample, rank
+"""
+# A step's whole generation batch, group by group in GROUP's order, for the advantage
+# (core.advantage): each sample's total reward and each reward function's value.
+STEP_REWARDS = """
+SELECT prompt_id, reward, map_keys(rewards) AS names, map_values(rewards) AS reward_values
+FROM rollouts WHERE step = $step ORDER BY prompt_id, sample, rank
 """
 PROMPT_STEPS = "SELECT DISTINCT step FROM rollouts WHERE prompt_id = $prompt_id ORDER BY step"
 EVAL_FLIPS = """
@@ -638,9 +644,22 @@ class RunStore:
         board.insert(1, "question", board["prompt_id"].map(dict(zip(questions["prompt_id"], questions["question"]))))
         return board
 
-    def group(self, prompt_id: str, step: int):
-        """All K samples of one prompt at one step, with each one's group-relative advantage."""
-        return self._query(GROUP, {"prompt_id": prompt_id, "step": step})
+    def group(self, prompt_id: str, step: int, settings: dict | None = None):
+        """All K samples of one prompt at one step, with the advantage TRL gave each one under the
+        run's `settings` (core.advantage.run_settings; TRL's defaults when None)."""
+        settings = settings or run_settings({})
+        rows = self._query(GROUP, {"prompt_id": prompt_id, "step": step})
+        groups: dict[str, list[list[float]]] = {}
+        by_function = settings["aggregation"] == "normalize_then_sum"  # then each function's value counts
+        for pid, reward, names, values in self.con.cursor().execute(STEP_REWARDS, {"step": step}).fetchall():
+            per_function = dict(zip(names or [], values or []))
+            sample = [per_function.get(name, 0.0) for name in settings["weights"]] if by_function else [reward]
+            groups.setdefault(pid, []).append(sample)
+        weights = list(settings["weights"].values()) if by_function else None
+        computed = dict(zip(groups, advantages(list(groups.values()), weights, settings["scale_rewards"],
+                                               settings["aggregation"])))
+        rows.insert(3, "advantage", computed.get(prompt_id, [0.0] * len(rows))[: len(rows)])
+        return rows
 
     def prompt_steps(self, prompt_id: str) -> list[int]:
         return self._query(PROMPT_STEPS, {"prompt_id": prompt_id})["step"].tolist()

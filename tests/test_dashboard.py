@@ -188,7 +188,7 @@ def test_rollout_detail_and_group_show_model_text_as_text(runs):
     codes = [c.value for c in at.code]
     assert any("<script>window.__xss = 1</script>" in c for c in codes)  # literally, in a code block
     assert not any("<script>" in m.value for m in at.markdown)  # never in markdown/HTML
-    assert "Advantage" in texts(at) and "advantage **+0.87**" in texts(at)
+    assert "advantage = (reward − group mean) / (group std + 1e-4)" in texts(at) and "advantage **+0.87**" in texts(at)
 
 
 def test_rewards_prompts_eval_compare(runs):

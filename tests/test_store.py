@@ -10,6 +10,7 @@ from statistics import mean, pstdev, stdev
 
 import pytest
 
+from core.advantage import run_settings
 from core.evaluate import EVAL_FIELDS, EVAL_FIELDS_RENAMED
 from core.rollouts import ROLLOUT_FIELDS, rollout_record
 from core.store import RunStore, compare_step_aggregates, wilson_interval
@@ -467,6 +468,11 @@ def test_group_view_with_advantages(fixture_run):
     assert df["sample"].tolist() == list(range(8)) and df["reward"].tolist() == rewards
     expected = [(x - mean(rewards)) / (stdev(rewards) + 1e-4) for x in rewards]
     assert df["advantage"].tolist() == pytest.approx(expected)
+    # the run's scale_rewards: the step's whole batch gives the std (batch), or no std at all (none)
+    batch = [r["reward"] for r in records if r["step"] == step]
+    for setting, std in (("batch", stdev(batch) + 1e-4), ("none", 1.0)):
+        df = store.group(pid, step, run_settings({"grpo": {"scale_rewards": setting}}))
+        assert df["advantage"].tolist() == pytest.approx([(x - mean(rewards)) / std for x in rewards])
     assert store.prompt_steps(pid) == sorted({r["step"] for r in records if r["prompt_id"] == pid})
     one = store.rollout(pid, step, 3)
     assert one["completion"] == next(r["completion"] for r in group if r["sample"] == 3)

@@ -2,6 +2,8 @@
 
 import streamlit as st
 
+from core.advantage import formula, run_settings
+from core.runs import read_config
 from dashboard.common import live_every, pick_run, show_completion, step_window, store_for
 
 CATEGORY = {0.0: "0.0 · malformed", 0.1: "0.1 · wrong", 1.0: "1.0 · correct"}
@@ -127,8 +129,10 @@ with st.expander("Full prompt (as the model saw it)"):
 show_completion(rollout["completion"])
 
 st.subheader("Its group: all samples of this prompt at this step")
-group = store.group(prompt_id, step)
-st.caption("Advantage = (reward − group mean) / (group std + 1e-4): what GRPO pushes each sample by.")
+settings = run_settings(read_config(store.run_dir))
+group = store.group(prompt_id, step, settings)
+st.caption(f"The advantage TRL computed for this run's settings, {formula(settings)}: "
+           "GRPO pushes every token of a sample by it (more likely when positive, less when negative).")
 for start in range(0, len(group), 4):
     cols = st.columns(4)
     for col, (_, g) in zip(cols, group.iloc[start: start + 4].iterrows()):

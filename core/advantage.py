@@ -1,0 +1,88 @@
+"""The GRPO advantage: the number each sample's tokens are pushed by, computed from the rewards as
+TRL's GRPOTrainer computes it (`_generate_and_score_completions`, trl 1.16).
+
+A generation batch holds groups: the K samples of one prompt. A sample's reward r is the weighted
+sum of its reward functions' values, and its advantage compares r with its own group:
+
+    scale_rewards: group   A = (r - mean(group)) / (std(group) + 1e-4)    (GRPO, TRL's default)
+    scale_rewards: batch   A = (r - mean(group)) / (std(batch) + 1e-4)
+    scale_rewards: none    A =  r - mean(group)                           (Dr. GRPO: no division)
+
+std is the sample standard deviation (divided by n - 1, as torch.std). A group whose rewards are
+all equal has A = 0 for every sample: nothing is learned from it. With
+`multi_objective_aggregation: normalize_then_sum` each reward function is first normalised within
+the group, the weighted sum of those is normalised over the batch, and scale_rewards plays no part.
+"""
+
+from __future__ import annotations
+
+from statistics import fmean, stdev
+
+EPSILON = 1e-4  # TRL's: keeps a group of nearly equal rewards from dividing by ~0
+SCALE_REWARDS = ("group", "batch", "none")
+AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
+FORMULAS = {  # for captions: the advantage of the run's setting, in words a reader can check
+    "group": "advantage = (reward − group mean) / (group std + 1e-4)",
+    "batch": "advantage = (reward − group mean) / (std of the step's whole batch + 1e-4)",
+    "none": "advantage = reward − group mean (scale_rewards: none, no division by a std)",
+    "normalize_then_sum": "each reward function normalised in its group, (value − group mean) / (group std + 1e-4); "
+                          "advantage = their weighted sum, normalised over the step's batch the same way",
+}
+
+
+def _std(values: list[float]) -> float:
+    return stdev(values) if len(values) > 1 else 0.0
+
+
+def _normalised(values: list[float], mean: float, std: float) -> list[float]:
+    return [(v - mean) / (std + EPSILON) for v in values]
+
+
+def advantages(groups: list[list[list[float]]], weights: list[float] | None = None, scale_rewards: str = "group",
+               aggregation: str = "sum_then_normalize") -> list[list[float]]:
+    """The advantage of every sample of a generation batch. `groups[g][i][k]`: the value of reward
+    function k for sample i of group g; `weights[k]`: that function's weight (1 each by default).
+    Returns `[g][i]`, in the same order."""
+    if scale_rewards not in SCALE_REWARDS:
+        raise ValueError(f"scale_rewards must be one of {', '.join(SCALE_REWARDS)}, got {scale_rewards!r}")
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
+    functions = len(groups[0][0]) if groups and groups[0] else 0
+    weights = weights if weights is not None else [1.0] * functions
+
+    if aggregation == "normalize_then_sum":
+        summed = []
+        for group in groups:
+            columns = [[sample[k] for sample in group] for k in range(functions)]
+            scores = [_normalised(col, fmean(col), _std(col)) for col in columns]
+            summed.append([sum(w * scores[k][i] for k, w in enumerate(weights)) for i in range(len(group))])
+        batch = [s for group in summed for s in group]
+        return [_normalised(group, fmean(batch), _std(batch)) for group in summed]
+
+    rewards = [[sum(w * v for w, v in zip(weights, sample, strict=True)) for sample in group] for group in groups]
+    batch_std = _std([r for group in rewards for r in group])
+    result = []
+    for group in rewards:
+        mean = fmean(group)
+        if scale_rewards == "none":
+            result.append([r - mean for r in group])
+        else:
+            result.append(_normalised(group, mean, _std(group) if scale_rewards == "group" else batch_std))
+    return result
+
+
+def run_settings(config: dict) -> dict:
+    """What the advantage of a run depends on, from its run.yaml (`config`, a mapping; TRL's
+    defaults for what it does not say): scale_rewards, aggregation, and each reward function's weight."""
+    grpo = config.get("grpo") if isinstance(config.get("grpo"), dict) else {}
+    rewards = config.get("rewards") if isinstance(config.get("rewards"), list) else []
+    return {"scale_rewards": grpo.get("scale_rewards", "group"),
+            "aggregation": grpo.get("multi_objective_aggregation", "sum_then_normalize"),
+            "weights": {r["name"]: float(r.get("weight", 1.0)) for r in rewards if isinstance(r, dict) and "name" in r}}
+
+
+def formula(settings: dict) -> str:
+    """The advantage's formula for a run's settings, for a caption."""
+    if settings["aggregation"] == "normalize_then_sum":
+        return FORMULAS["normalize_then_sum"]
+    return FORMULAS[settings["scale_rewards"]]
