@@ -193,13 +193,24 @@ def test_a_live_run_shows_new_steps_as_they_arrive(server):
             page.get_by_text("1,024 rollouts match").wait_for()
             write_run(runs / "learning", 256, ranks=2, start=1024, prompts=20, ramp=20)  # steps 9 and 10
             page.get_by_text("1,280 rollouts match").wait_for(timeout=30_000)  # by the page's own live refresh
+            # a click while new rows arrive: the page just refreshed (5 s to the next); step 11 lands on
+            # the server and the second row shown is clicked before the browser sees the new rows
+            records = [json.loads(line) for f in sorted((runs / "learning" / "rollouts").glob("*.jsonl"))
+                       for line in f.read_text().splitlines()]
+            second = sorted(records, key=lambda r: (-r["step"], r["rank"], r["prompt_id"], r["sample"]))[1]
+            write_run(runs / "learning", 128, ranks=2, start=1280, prompts=20, ramp=20)  # step 11
+            box = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+            page.mouse.click(box["x"] + 16, box["y"] + 35 + 35 + 17)  # header 35 px, then rows of 35 px
+            page.get_by_text(f"Prompt {second['prompt_id']} · step {second['step']} · sample {second['sample']}",
+                             exact=True).wait_for(timeout=20_000)  # what was clicked is what opens
+            page.get_by_text("1,408 rollouts match").wait_for(timeout=30_000)
             page.get_by_role("button", name="next ▶").click()  # the second page, found by key
             page.get_by_text("rows 26–50").wait_for()
 
             page.goto(f"{url}/rewards?run=learning")
-            page.get_by_text("Reward histogram, steps 1–10").wait_for()
-            write_run(runs / "learning", 128, ranks=2, start=1280, prompts=20, ramp=20)  # step 11
-            page.get_by_text("Reward histogram, steps 1–11").wait_for(timeout=30_000)  # the window follows
+            page.get_by_text("Reward histogram, steps 1–11").wait_for()
+            write_run(runs / "learning", 128, ranks=2, start=1408, prompts=20, ramp=20)  # step 12
+            page.get_by_text("Reward histogram, steps 1–12").wait_for(timeout=30_000)  # the window follows
 
             page.goto(f"{url}/runs?run=learning")
             page.get_by_text("running · step 8/30").wait_for()

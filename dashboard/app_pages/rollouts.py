@@ -80,10 +80,13 @@ def table():
                          key=f"table_{version}",
                          column_config={"completion": st.column_config.TextColumn(width="large"),
                                         "question": st.column_config.TextColumn(width="medium")})
-    if event.selection.rows:  # a position in the rows shown just now: keep the rollout it names, not the position
-        row = page.iloc[event.selection.rows[0]]
-        st.session_state["focus"] = (row["prompt_id"], int(row["step"]), int(row["sample"]))
-        st.session_state["table_version"] = version + 1  # a fresh table, so new rows never move the selection
+    # A click names a position in the rows the browser showed: those drawn by the run before this one
+    # (a live run's new rows, fetched just now, may have moved every row down since).
+    drawn = st.session_state.get("drawn_rows", [])
+    st.session_state["drawn_rows"] = [(r.prompt_id, int(r.step), int(r.sample)) for r in page.itertuples()]
+    if event.selection.rows and event.selection.rows[0] < len(drawn):
+        st.session_state["focus"] = drawn[event.selection.rows[0]]  # the rollout clicked, not the position
+        st.session_state["table_version"] = version + 1  # a fresh table, with no selection
         st.rerun()  # the whole page: the rollout opens below at once
 
 
