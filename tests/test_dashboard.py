@@ -183,6 +183,16 @@ def test_rollouts_filters_change_the_rows(runs):
     assert at.dataframe[0].value.empty and "0 rollouts match" in texts(at)
 
 
+def test_the_open_rollout_is_marked_in_the_table(runs):
+    rows = open_page("rollouts", run="learning").dataframe[0].value
+    assert (rows["open"] == "").all()  # nothing open yet
+    third = rows.iloc[2]
+    at = open_page("rollouts", run="learning", prompt_id=third["prompt_id"], step=str(third["step"]),
+                   sample=str(third["sample"]))
+    assert at.dataframe[0].value["open"].tolist() == ["", "", "▶"] + [""] * 22
+    assert f"Prompt {third['prompt_id']} · step {third['step']} · sample {third['sample']}" in [h.value for h in at.subheader]
+
+
 def test_rollout_detail_and_group_show_model_text_as_text(runs):
     at = open_page("rollouts", run="html", prompt_id="xss", step="1")
     codes = [c.value for c in at.code]

@@ -43,6 +43,14 @@ if st.session_state.get("pager", {}).get("filters") != filters:  # other filters
     st.session_state["pager"] = {"filters": filters, "start": "first", "key": None, "first_row": 0}
 
 
+def opened() -> tuple[str, int, int] | None:
+    """The rollout open below the table: the one clicked last, or the one the address names."""
+    focus = st.session_state.get("focus")
+    if focus is None and params.get("prompt_id") and params.get("step"):
+        focus = (params["prompt_id"], int(params["step"]), int(params.get("sample", 0)))
+    return focus
+
+
 def turn(start: str, key, first_row: int) -> None:
     """A pager button: the page that starts there (its first row's number, for the caption)."""
     st.session_state["pager"].update(start=start, key=key, first_row=first_row)
@@ -75,10 +83,13 @@ def table():
                f"{store.skipped} undecodable lines skipped")
     shown = page[["step", "prompt_id", "sample", "rank", "reward", "prediction", "ground_truth",
                   "completion_tokens", "question", "completion"]]
+    shown.insert(0, "open", ["▶" if (r.prompt_id, int(r.step), int(r.sample)) == opened() else ""
+                             for r in page.itertuples()])  # the rollout open below, marked where it is
     version = st.session_state.get("table_version", 0)
     event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row",
                          key=f"table_{version}",
-                         column_config={"completion": st.column_config.TextColumn(width="large"),
+                         column_config={"open": st.column_config.TextColumn("", width=30),
+                                        "completion": st.column_config.TextColumn(width="large"),
                                         "question": st.column_config.TextColumn(width="medium")})
     # A click names a position in the rows the browser showed: those drawn by the run before this one
     # (a live run's new rows, fetched just now, may have moved every row down since).
@@ -92,9 +103,7 @@ def table():
 
 table()
 
-focus = st.session_state.get("focus")
-if focus is None and params.get("prompt_id") and params.get("step"):
-    focus = (params["prompt_id"], int(params["step"]), int(params.get("sample", 0)))
+focus = opened()
 if focus is None:
     st.caption("Select a row to read that rollout and its group.")
     st.stop()
