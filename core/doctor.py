@@ -311,6 +311,7 @@ def stalled(run: Run) -> Finding | None:
 
 CHECKS = [truncation, no_signal, format_not_learned, format_only, reward_hacking, length_change,
           entropy_collapse, eval_regression, stalled]
+CHECKED = [check.__name__.replace("_", " ") for check in CHECKS]  # what "no problem found" covers, in words
 
 
 def load(store: RunStore, config: dict) -> Run:

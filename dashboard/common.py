@@ -9,7 +9,8 @@ from pathlib import Path
 import streamlit as st
 
 from core.config import default_runs_dir
-from core.runs import LIVE_STATES, list_runs, run_folder
+from core.doctor import CHECKED, diagnose
+from core.runs import LIVE_STATES, list_runs, read_config, run_folder
 from core.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,15 +71,14 @@ def diagnosis(path: str, state: str, has_rollouts: bool, _store: RunStore) -> li
     """The run doctor's findings (core.doctor), looked at again after DOCTOR_SECONDS: a live page
     refreshes every LIVE_SECONDS, and trends over many steps need no fresher look than that. A new
     state of the run, or its rollouts read at last, gets a new diagnosis at once."""
-    from core.doctor import diagnose
-    from core.runs import read_config
-
     return diagnose(_store, read_config(Path(path)))
 
 
 def show_findings(findings, run_name: str) -> None:
     """The run doctor's findings (core.doctor), worst first: what is happening, the evidence, the fix,
-    and buttons that open the example rollouts (or eval questions)."""
+    and buttons that open the example rollouts (or eval questions); when all is well, what was checked."""
+    if not findings:
+        st.success(f"**The run doctor found no problem.** Checked: {', '.join(CHECKED)}.", icon=":material/stethoscope:")
     for i, f in enumerate(findings):
         steps = f" · steps {f.steps[0]}–{f.steps[1]}" if f.steps else ""
         {"problem": st.error, "warning": st.warning, "info": st.info}[f.severity](

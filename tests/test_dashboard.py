@@ -130,6 +130,10 @@ def test_runs_page_progress_tells_the_phase_and_the_time_left_from_training_step
 
 def test_runs_page_charts_for_a_finished_run(runs):
     at = open_page("runs", run="learning")
+    # nothing wrong with it: the doctor says so, and what it checked
+    assert [s.value for s in at.success] == ["**The run doctor found no problem.** Checked: truncation, no signal, "
+                                             "format not learned, format only, reward hacking, length change, "
+                                             "entropy collapse, eval regression, stalled."]
     shown = charts(at)
     assert "Reward categories per step" not in shown  # rollouts are the Rewards page's: Runs never reads them
     assert "Eval before → after: strict accuracy 25.0% → 75.0% · lenient accuracy (the last number) 50.0% → " \
@@ -399,12 +403,12 @@ def test_the_runs_page_reads_no_rollouts_and_a_status_rewrite_keeps_the_store(ru
 
 
 def test_the_doctor_looks_again_at_a_live_run_every_30_seconds_not_every_refresh(runs, monkeypatch):
-    import core.doctor
+    import dashboard.common
     from dashboard.common import DOCTOR_SECONDS, diagnosis
 
     calls = []
-    real = core.doctor.diagnose
-    monkeypatch.setattr(core.doctor, "diagnose", lambda store, config: calls.append(store.count()) or real(store, config))
+    real = dashboard.common.diagnose
+    monkeypatch.setattr(dashboard.common, "diagnose", lambda store, config: calls.append(store.count()) or real(store, config))
     store = RunStore(runs["learning"])
     store.refresh(rollouts=False)
     path = str(runs["learning"])
