@@ -103,8 +103,8 @@ def test_grpo_passthrough_is_typed_from_grpo_config():
 SHIPPED_PRESETS = {  # preset: key values it exists for
     "tiny_cpu.yaml": {"model_name": "builtin:tiny", "dataset.name": "synthetic", "train.num_train_steps": 20,
                       "runtime.use_wandb": False},
-    "demo_cpu.yaml": {"model_name": "builtin:tiny", "dataset.level": 1, "train.num_train_steps": 1500,
-                      "train.per_device_train_batch_size": 32, "grpo.generation_batch_size": 32,
+    "demo_cpu.yaml": {"model_name": "builtin:tiny", "dataset.level": 1, "train.num_train_steps": 700,
+                      "train.per_device_train_batch_size": 64, "grpo.generation_batch_size": 64,
                       "dataset.n_train": 256, "dataset.n_eval": 300, "grpo.temperature": 0.5, "runtime.use_wandb": False},
     "smollm2_cpu.yaml": {"model_name": "builtin:smollm2-135m", "stop_at_final": True, "grpo.temperature": 0.7,
                          "grpo.warmup_steps": 5, "runtime.use_wandb": False},

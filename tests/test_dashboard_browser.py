@@ -79,7 +79,7 @@ def test_launch_watch_and_read_in_a_real_browser(server):
 
         try:
             page.goto(f"{url}/")
-            page.get_by_text("Watch a model learn in five minutes").wait_for()
+            page.get_by_text("Watch a model learn in minutes").wait_for()
             shot("home")
 
             page.goto(f"{url}/launch")
