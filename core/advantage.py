@@ -30,19 +30,29 @@ FORMULAS = {  # for captions: the advantage of the run's setting, in words a rea
 }
 
 
-def _std(values: list[float]) -> float:
-    return stdev(values) if len(values) > 1 else 0.0
+def _mean_std(values: list[float | None]) -> tuple[float, float]:
+    """Mean and sample std of the values that are there (TRL's nanmean and nanstd; None is its NaN)."""
+    there = [v for v in values if v is not None]
+    return (fmean(there) if there else 0.0), (stdev(there) if len(there) > 1 else 0.0)
 
 
-def _normalised(values: list[float], mean: float, std: float) -> list[float]:
-    return [(v - mean) / (std + EPSILON) for v in values]
+def _normalised(values: list[float | None], mean: float, std: float) -> list[float | None]:
+    return [None if v is None else (v - mean) / (std + EPSILON) for v in values]
 
 
-def advantages(groups: list[list[list[float]]], weights: list[float] | None = None, scale_rewards: str = "group",
-               aggregation: str = "sum_then_normalize") -> list[list[float]]:
+def _weighted_sum(values: list[float | None], weights: list[float]) -> float | None:
+    """TRL's nansum of the weighted values; None when no reward function scored the sample."""
+    if all(v is None for v in values):
+        return None
+    return sum(w * v for w, v in zip(weights, values, strict=True) if v is not None)
+
+
+def advantages(groups: list[list[list[float | None]]], weights: list[float] | None = None,
+               scale_rewards: str = "group", aggregation: str = "sum_then_normalize") -> list[list[float]]:
     """The advantage of every sample of a generation batch. `groups[g][i][k]`: the value of reward
-    function k for sample i of group g; `weights[k]`: that function's weight (1 each by default).
-    Returns `[g][i]`, in the same order."""
+    function k for sample i of group g (None where it gave none); `weights[k]`: that function's
+    weight (1 each by default). Returns `[g][i]`, in the same order; a sample no function scored
+    gets 0, as in TRL."""
     if scale_rewards not in SCALE_REWARDS:
         raise ValueError(f"scale_rewards must be one of {', '.join(SCALE_REWARDS)}, got {scale_rewards!r}")
     if aggregation not in AGGREGATIONS:
@@ -50,25 +60,24 @@ def advantages(groups: list[list[list[float]]], weights: list[float] | None = No
     functions = len(groups[0][0]) if groups and groups[0] else 0
     weights = weights if weights is not None else [1.0] * functions
 
-    if aggregation == "normalize_then_sum":
+    if aggregation == "normalize_then_sum":  # each function normalised in its group, then summed
         summed = []
         for group in groups:
-            columns = [[sample[k] for sample in group] for k in range(functions)]
-            scores = [_normalised(col, fmean(col), _std(col)) for col in columns]
-            summed.append([sum(w * scores[k][i] for k, w in enumerate(weights)) for i in range(len(group))])
-        batch = [s for group in summed for s in group]
-        return [_normalised(group, fmean(batch), _std(batch)) for group in summed]
-
-    rewards = [[sum(w * v for w, v in zip(weights, sample, strict=True)) for sample in group] for group in groups]
-    batch_std = _std([r for group in rewards for r in group])
-    result = []
-    for group in rewards:
-        mean = fmean(group)
-        if scale_rewards == "none":
-            result.append([r - mean for r in group])
-        else:
-            result.append(_normalised(group, mean, _std(group) if scale_rewards == "group" else batch_std))
-    return result
+            scores = [_normalised(list(column), *_mean_std(list(column))) for column in zip(*group)]
+            summed.append([_weighted_sum(list(sample), weights) for sample in zip(*scores)])
+        mean, std = _mean_std([r for group in summed for r in group])
+        result = [_normalised(group, mean, std) for group in summed]
+    else:
+        rewards = [[_weighted_sum(sample, weights) for sample in group] for group in groups]
+        _, batch_std = _mean_std([r for group in rewards for r in group])
+        result = []
+        for group in rewards:
+            mean, group_std = _mean_std(group)
+            if scale_rewards == "none":
+                result.append([None if r is None else r - mean for r in group])
+            else:
+                result.append(_normalised(group, mean, group_std if scale_rewards == "group" else batch_std))
+    return [[0.0 if a is None else a for a in group] for group in result]
 
 
 def run_settings(config: dict) -> dict:

@@ -97,7 +97,7 @@ DROP_FILE = "DELETE FROM rollouts WHERE file = $file"
 DROP_METRICS = "DELETE FROM metrics"
 DROP_PHASE = "DELETE FROM eval WHERE phase = $phase"
 COUNT = "SELECT count(*) FROM rollouts"
-SIZE = "SELECT count(*), coalesce(max(rowid), -1) FROM rollouts"  # rows, and the last row id given out
+SIZE = "SELECT count(*), coalesce(max(rowid), -1) FROM rollouts"  # rows, and the highest row id (new rows get higher ones)
 # A run started again (--resume after a crash) scores its first steps again: of each step, only the
 # latest attempt counts. Rows of an earlier attempt at or after a later attempt's first step go.
 DROP_SUPERSEDED = {table: f"""
@@ -234,14 +234,11 @@ LEADERBOARDS = {  # which prompts each board lists, best first
     "always_solved": "AND min_accuracy = 1 ORDER BY n DESC, prompt_id",
     "most_changed": "ORDER BY abs(change) DESC, prompt_id",
 }
-GROUP = """
-SELECT sample, rank, reward, correct, prediction, ground_truth, completion, completion_tokens, question
-FROM rollouts WHERE prompt_id = $prompt_id AND step = $step ORDER BY sample, rank
-"""
-# A step's whole generation batch, group by group in GROUP's order, for the advantage
-# (core.advantage): each sample's total reward and each reward function's value.
-STEP_REWARDS = """
-SELECT prompt_id, reward, map_keys(rewards) AS names, map_values(rewards) AS reward_values
+# One step's whole generation batch, group by group: the group view shows one prompt's samples, and the
+# advantage (core.advantage) compares each sample with its group and, for some settings, the batch.
+STEP_GROUPS = """
+SELECT prompt_id, sample, rank, reward, map_keys(rewards) AS names, map_values(rewards) AS reward_values,
+       correct, prediction, ground_truth, completion, completion_tokens, question
 FROM rollouts WHERE step = $step ORDER BY prompt_id, sample, rank
 """
 PROMPT_STEPS = "SELECT DISTINCT step FROM rollouts WHERE prompt_id = $prompt_id ORDER BY step"
@@ -332,6 +329,11 @@ def wilson_interval(successes: float, n: float, z: float = 1.96) -> tuple[float,
     return max(0.0, (centre - spread) / (1 + z * z / n)), min(1.0, (centre + spread) / (1 + z * z / n))
 
 
+def _listed(value) -> list:
+    """A list column's value from a DataFrame row as a list ([] for null)."""
+    return [] if value is None or isinstance(value, float) else list(value)
+
+
 def _column_value(value, tp):
     """`value` as a column of field type `tp` holds it, only if it is of that field's own JSON type, as
     on the fast path (READ_JSON): text is never read as a number or a boolean ("false" is no boolean).
@@ -407,48 +409,47 @@ class RunStore:
         """Ingest the complete lines appended to the rollout files `paths`: all of them in one read
         where every line is well formed, else file by file, and line by line for a file with a bad line.
         Returns the rows added."""
-        reads = []  # (file, what DuckDB reads: the file itself or a copy of its new lines, the file's size then)
-        for path in paths:
-            try:
-                f = open(path, "rb")
-            except FileNotFoundError:
-                continue
-            with f:
+        with contextlib.ExitStack() as files:  # each file stays open: its lines are read from what the tail saw
+            reads = []  # (file, what DuckDB reads: the file itself or a copy of its new lines, the file's size then, it open)
+            for path in paths:
+                try:
+                    f = files.enter_context(open(path, "rb"))
+                except FileNotFoundError:
+                    continue
                 replaced, start, end = self._tail(path).advance(f)
                 if replaced:
                     self._drop(path)
                 if end > start:
                     whole = start == 0 and os.fstat(f.fileno()).st_size == end
-                    reads.append((str(path), str(path) if whole else self._copy(f, start, end, str(path)), end))
-        added = self._read_json(reads) if reads else 0
-        if added is None:
-            added = 0
-            for key, source, end in reads:
-                if source == key:  # it grew while it was read: read just the lines it had
-                    with open(key, "rb") as f:
+                    reads.append((str(path), str(path) if whole else self._copy(f, start, end, str(path)), end, f))
+            added = self._read_json(reads) if reads else 0
+            if added is None:
+                added = 0
+                for key, source, end, f in reads:
+                    if source == key:  # a file read whole: copy just the lines it had
                         source = self._copy(f, 0, end, key)
-                one = self._read_json([(key, source, end)])  # a bad line: go line by line to skip just that one
-                added += self._ingest_lines(Path(source).read_bytes(), key) if one is None else one
-        return added
+                    one = self._read_json([(key, source, end, f)])  # a bad line: go line by line to skip just that one
+                    added += self._ingest_lines(Path(source).read_bytes(), key) if one is None else one
+            return added
 
     def _copy(self, f, start: int, end: int, key: str) -> str:
-        """Copy bytes [start, end) of open file `f` (named `key`) to a file of its own: DuckDB reads whole files."""
+        """Copy bytes [start, end) of open file `f` (named `key`) to a file of its own: DuckDB reads whole
+        files. Stops short if the file was cut meanwhile (its cut lines come back when it is read again)."""
         chunk = Path(self._tmp.name) / f"chunk{self._file_id(key)}.jsonl"
         with open(chunk, "wb") as out:
             f.seek(start)
             remaining = end - start
-            while remaining:
-                data = f.read(min(remaining, 1 << 24))
+            while remaining and (data := f.read(min(remaining, 1 << 24))):
                 out.write(data)
                 remaining -= len(data)
         return str(chunk)
 
-    def _read_json(self, reads: list[tuple[str, str, int]]) -> int | None:
-        """The fast path: DuckDB reads every (file, source, size) in one statement. Returns the rows
-        added, or None when nothing was kept: a line did not fit, or a file read whole grew meanwhile
-        (it may have read a line twice over)."""
-        params = {"paths": [source for _, source, _ in reads], "file_ids": [self._file_id(key) for key, _, _ in reads]}
-        whole = [(key, end) for key, source, end in reads if source == key]
+    def _read_json(self, reads: list[tuple]) -> int | None:
+        """The fast path: DuckDB reads every (file, source, size, open file) in one statement. Returns
+        the rows added, or None when nothing was kept: a line did not fit, or a file read whole changed
+        meanwhile (it may have read a line twice over)."""
+        params = {"paths": [read[1] for read in reads], "file_ids": [self._file_id(read[0]) for read in reads]}
+        whole = [(f, end) for key, source, end, f in reads if source == key]
         if not whole:  # copies cannot change under DuckDB, and one statement is all or nothing
             try:
                 return self.con.execute(INSERT_ROLLOUTS.format(rows=READ_JSON), params).fetchall()[0][0]
@@ -457,9 +458,10 @@ class RunStore:
         self.con.execute("BEGIN TRANSACTION")
         try:
             added = self.con.execute(INSERT_ROLLOUTS.format(rows=READ_JSON), params).fetchall()[0][0]
-            if any(os.path.getsize(key) != end for key, end in whole):
+            if any(os.path.getsize(f.name) != end or os.stat(f.name).st_ino != os.fstat(f.fileno()).st_ino
+                   for f, end in whole):
                 added = None
-        except duckdb.Error:
+        except (duckdb.Error, OSError):  # a bad line, or the file went away
             added = None
         except BaseException:
             self.con.execute("ROLLBACK")
@@ -648,18 +650,22 @@ class RunStore:
         """All K samples of one prompt at one step, with the advantage TRL gave each one under the
         run's `settings` (core.advantage.run_settings; TRL's defaults when None)."""
         settings = settings or run_settings({})
-        rows = self._query(GROUP, {"prompt_id": prompt_id, "step": step})
-        groups: dict[str, list[list[float]]] = {}
+        batch = self._query(STEP_GROUPS, {"step": step})
         by_function = settings["aggregation"] == "normalize_then_sum"  # then each function's value counts
-        for pid, reward, names, values in self.con.cursor().execute(STEP_REWARDS, {"step": step}).fetchall():
-            per_function = dict(zip(names or [], values or []))
-            sample = [per_function.get(name, 0.0) for name in settings["weights"]] if by_function else [reward]
-            groups.setdefault(pid, []).append(sample)
+        groups: dict[str, list[list[float | None]]] = {}
+        for row in batch.itertuples():
+            if by_function:
+                scored = dict(zip(_listed(row.names), _listed(row.reward_values)))
+                sample = [scored.get(name) for name in settings["weights"]]
+            else:
+                sample = [row.reward]
+            groups.setdefault(row.prompt_id, []).append([None if v is None or v != v else float(v) for v in sample])
         weights = list(settings["weights"].values()) if by_function else None
-        computed = dict(zip(groups, advantages(list(groups.values()), weights, settings["scale_rewards"],
-                                               settings["aggregation"])))
-        rows.insert(3, "advantage", computed.get(prompt_id, [0.0] * len(rows))[: len(rows)])
-        return rows
+        computed = advantages(list(groups.values()), weights, settings["scale_rewards"], settings["aggregation"])
+        batch["advantage"] = [a for group in computed for a in group]  # batch's rows are in the groups' order
+        rows = batch[batch["prompt_id"] == prompt_id].reset_index(drop=True)
+        return rows[["sample", "rank", "reward", "advantage", "correct", "prediction", "ground_truth", "completion",
+                     "completion_tokens", "question"]]
 
     def prompt_steps(self, prompt_id: str) -> list[int]:
         return self._query(PROMPT_STEPS, {"prompt_id": prompt_id})["step"].tolist()

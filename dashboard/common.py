@@ -74,11 +74,14 @@ def diagnosis(path: str, state: str, has_rollouts: bool, _store: RunStore) -> li
     return diagnose(_store, read_config(Path(path)))
 
 
-def show_findings(findings, run_name: str) -> None:
+def show_findings(findings, run_name: str, read_rollouts: bool = True) -> None:
     """The run doctor's findings (core.doctor), worst first: what is happening, the evidence, the fix,
-    and buttons that open the example rollouts (or eval questions); when all is well, what was checked."""
+    and buttons that open the example rollouts (or eval questions); when all is well, what was checked
+    (`read_rollouts`: whether the checks on the rollouts themselves could run)."""
     if not findings:
-        st.success(f"**The run doctor found no problem.** Checked: {', '.join(CHECKED)}.", icon=":material/stethoscope:")
+        st.success(f"**The run doctor found no problem.** Checked: {', '.join(CHECKED)}"
+                   + ("." if read_rollouts else ", on TRL's metrics and the evals: the rollouts are not read yet."),
+                   icon=":material/stethoscope:")
     for i, f in enumerate(findings):
         steps = f" · steps {f.steps[0]}–{f.steps[1]}" if f.steps else ""
         {"problem": st.error, "warning": st.warning, "info": st.info}[f.severity](

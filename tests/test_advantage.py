@@ -27,12 +27,20 @@ def test_scale_rewards_batch_and_none_and_the_weights():
         advantages(groups, scale_rewards="std")
 
 
+def test_a_sample_no_function_scored_gets_zero_and_is_left_out():
+    got = advantages([[[1.0], [0.0], [None], [0.0]]])  # TRL's NaN: out of the mean (1/3) and the std
+    std = ((4 / 9 + 2 / 9) / 2) ** 0.5
+    assert got == [pytest.approx([(2 / 3) / (std + EPSILON), (-1 / 3) / (std + EPSILON), 0.0, (-1 / 3) / (std + EPSILON)])]
+    with pytest.raises(ValueError):  # a weight for each function, no more, no fewer
+        advantages([[[1.0, 0.0], [0.0, 1.0]]], weights=[1.0])
+
+
 def length_score(completions, **kwargs):
     return [len(c) % 5 / 4 for c in completions]
 
 
-def ones_score(completions, **kwargs):
-    return [float(c.count("1") % 2) for c in completions]
+def ones_score(completions, **kwargs):  # None (TRL: no score) for some: the NaN-aware means and stds
+    return [None if len(c) % 3 == 0 else float(c.count("1") % 2) for c in completions]
 
 
 @pytest.mark.slow
@@ -56,7 +64,8 @@ def test_equal_to_trls_own_advantage(tiny_model_dir, tmp_path, scale_rewards, ag
     trainer.train()
     table = pd.read_parquet(next((tmp_path / "completions").glob("*.parquet")))
     assert len(table) == 12 and table["advantage"].abs().sum() > 0  # 3 groups of 4, some with a signal
-    rows = table[["length_score", "ones_score"]].values.tolist()
+    rows = [[None if v != v else v for v in row] for row in table[["length_score", "ones_score"]].values.tolist()]
+    assert any(None in row for row in rows)  # NaN in TRL's table: a function that gave no score
     groups = [rows[i: i + k] for i in range(0, len(rows), k)]  # TRL's layout: a prompt's K samples in a row
     ours = [a for group in advantages(groups, weights, scale_rewards, aggregation) for a in group]
     assert ours == pytest.approx(table["advantage"].tolist(), rel=1e-4, abs=1e-5)

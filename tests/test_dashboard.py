@@ -128,6 +128,14 @@ def test_runs_page_progress_tells_the_phase_and_the_time_left_from_training_step
     assert [p.proto.text for p in at.get("progress")] == ["running · step 10/30 · about 0m20s left"]
 
 
+def test_the_doctors_all_clear_says_when_the_rollouts_were_not_read(runs, monkeypatch):
+    import dashboard.common
+
+    monkeypatch.setattr(dashboard.common, "RUNS_PAGE_READS_ROLLOUTS", 0)  # as for a run too large to read at once
+    (success,) = open_page("runs", run="learning").success
+    assert success.value.endswith("on TRL's metrics and the evals: the rollouts are not read yet.")
+
+
 def test_runs_page_charts_for_a_finished_run(runs):
     at = open_page("runs", run="learning")
     # nothing wrong with it: the doctor says so, and what it checked
@@ -195,6 +203,17 @@ def test_the_open_rollout_is_marked_in_the_table(runs):
                    sample=str(third["sample"]))
     assert at.dataframe[0].value["open"].tolist() == ["", "", "▶"] + [""] * 22
     assert f"Prompt {third['prompt_id']} · step {third['step']} · sample {third['sample']}" in [h.value for h in at.subheader]
+
+
+def test_the_rollout_open_on_one_run_does_not_follow_to_another(runs):
+    at = open_page("rollouts", run="learning")
+    first = at.dataframe[0].value.iloc[0]
+    at.session_state["focus"] = (first["prompt_id"], int(first["step"]), int(first["sample"]))  # as a click does
+    at.run()
+    assert at.dataframe[0].value["open"].iloc[0] == "▶" and len(at.subheader) > 0
+    at.selectbox(key="run").set_value("html").run()
+    assert "Select a row to read that rollout and its group." in texts(at)
+    assert not [h for h in at.subheader if h.value.startswith("Prompt ")]
 
 
 def test_rollout_detail_and_group_show_model_text_as_text(runs):

@@ -107,7 +107,6 @@ def test_new_rank_file_mid_run(run_dir):
     assert sorted(store._query("SELECT rank FROM rollouts")["rank"]) == [0, 1, 1]
 
 
-
 def test_rank_files_read_together_keep_their_rows_apart(run_dir):
     """Every rank file's new lines are read in one query; a bad line in one file costs that line only,
     and each row remembers its file (a file replaced later takes exactly its own rows with it)."""
@@ -123,6 +122,7 @@ def test_rank_files_read_together_keep_their_rows_apart(run_dir):
     store.refresh()
     rows = store._query("SELECT rank, sample FROM rollouts ORDER BY sample").values.tolist()
     assert rows == [[0, 0], [0, 1], [0, 2], [1, 7]]
+
 
 WRITER = """
 import json, sys, time
@@ -473,6 +473,15 @@ def test_group_view_with_advantages(fixture_run):
     for setting, std in (("batch", stdev(batch) + 1e-4), ("none", 1.0)):
         df = store.group(pid, step, run_settings({"grpo": {"scale_rewards": setting}}))
         assert df["advantage"].tolist() == pytest.approx([(x - mean(rewards)) / std for x in rewards])
+    # normalize_then_sum: each function's value (the `rewards` map) normalised in its group, then over the batch
+    by_group = defaultdict(list)
+    for r in sorted((r for r in records if r["step"] == step), key=lambda r: (r["prompt_id"], r["sample"])):
+        by_group[r["prompt_id"]].append(r["rewards"]["gsm8k"])
+    scores = {p: [(v - mean(vs)) / (stdev(vs) + 1e-4) for v in vs] for p, vs in by_group.items()}
+    every = [z for zs in scores.values() for z in zs]
+    df = store.group(pid, step, run_settings({"grpo": {"multi_objective_aggregation": "normalize_then_sum"},
+                                              "rewards": [{"name": "gsm8k", "weight": 1.0}]}))
+    assert df["advantage"].tolist() == pytest.approx([(z - mean(every)) / (stdev(every) + 1e-4) for z in scores[pid]])
     assert store.prompt_steps(pid) == sorted({r["step"] for r in records if r["prompt_id"] == pid})
     one = store.rollout(pid, step, 3)
     assert one["completion"] == next(r["completion"] for r in group if r["sample"] == 3)

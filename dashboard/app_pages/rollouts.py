@@ -15,6 +15,10 @@ if run is None:
     st.stop()
 store = store_for(run["name"])
 params = st.query_params
+if st.session_state.get("rollouts_of") != run["name"]:  # another run: what was open or drawn was the other's
+    st.session_state["rollouts_of"] = run["name"]
+    for key in ("focus", "drawn_rows"):
+        st.session_state.pop(key, None)
 
 steps = store.step_range()
 if steps is None:
@@ -83,7 +87,8 @@ def table():
                f"{store.skipped} undecodable lines skipped")
     shown = page[["step", "prompt_id", "sample", "rank", "reward", "prediction", "ground_truth",
                   "completion_tokens", "question", "completion"]]
-    shown.insert(0, "open", ["▶" if (r.prompt_id, int(r.step), int(r.sample)) == opened() else ""
+    focus = opened()
+    shown.insert(0, "open", ["▶" if (r.prompt_id, int(r.step), int(r.sample)) == focus else ""
                              for r in page.itertuples()])  # the rollout open below, marked where it is
     version = st.session_state.get("table_version", 0)
     event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row",
@@ -95,9 +100,10 @@ def table():
     # (a live run's new rows, fetched just now, may have moved every row down since).
     drawn = st.session_state.get("drawn_rows", [])
     st.session_state["drawn_rows"] = [(r.prompt_id, int(r.step), int(r.sample)) for r in page.itertuples()]
-    if event.selection.rows and event.selection.rows[0] < len(drawn):
-        st.session_state["focus"] = drawn[event.selection.rows[0]]  # the rollout clicked, not the position
-        st.session_state["table_version"] = version + 1  # a fresh table, with no selection
+    if event.selection.rows:
+        if event.selection.rows[0] < len(drawn):
+            st.session_state["focus"] = drawn[event.selection.rows[0]]  # the rollout clicked, not the position
+        st.session_state["table_version"] = version + 1  # a fresh table, with no selection left to act again
         st.rerun()  # the whole page: the rollout opens below at once
 
 
