@@ -458,7 +458,7 @@ class RunStore:
         self.con.execute("BEGIN TRANSACTION")
         try:
             added = self.con.execute(INSERT_ROLLOUTS.format(rows=READ_JSON), params).fetchall()[0][0]
-            if any(os.path.getsize(f.name) != end or os.stat(f.name).st_ino != os.fstat(f.fileno()).st_ino
+            if any((now := os.stat(f.name)).st_size != end or now.st_ino != os.fstat(f.fileno()).st_ino
                    for f, end in whole):
                 added = None
         except (duckdb.Error, OSError):  # a bad line, or the file went away

@@ -33,6 +33,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def newest_rollouts(run_dir: Path) -> list[dict]:
+    """The run's rollouts in the Rollouts table's default order, newest first."""
+    records = [json.loads(line) for f in sorted((run_dir / "rollouts").glob("*.jsonl"))
+               for line in f.read_text().splitlines()]
+    return sorted(records, key=lambda r: (-r["step"], r["rank"], r["prompt_id"], r["sample"]))
+
+
+def click_row(page, row: int) -> None:
+    """Click the selection checkbox of the table's row `row` (0 = the first): the grid is a canvas."""
+    box = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+    page.mouse.click(box["x"] + 16, box["y"] + 35 + 35 * row + 17)  # header 35 px, then rows of 35 px
+
+
 @pytest.fixture
 def server(tmp_path, tiny_model_dir):
     runs = tmp_path / "runs"
@@ -98,15 +111,12 @@ def test_launch_watch_and_read_in_a_real_browser(server):
             shot("runs")
 
             # click a row (the grid is a canvas: its selection checkbox, by position): that rollout opens at once
-            records = [json.loads(line) for line in
-                       (runs / "e2e_run" / "rollouts" / "rollouts.jsonl").read_text().splitlines()]
-            second = sorted(records, key=lambda r: (-r["step"], r["rank"], r["prompt_id"], r["sample"]))[1]
+            second = newest_rollouts(runs / "e2e_run")[1]
             page.goto(f"{url}/rollouts?run=e2e_run")
             grid = page.locator('[data-testid="stDataFrame"]').first
             grid.wait_for()
             page.wait_for_timeout(1000)
-            box = grid.bounding_box()
-            page.mouse.click(box["x"] + 16, box["y"] + 35 + 35 + 17)  # header 35 px, then rows of 35 px
+            click_row(page, 1)
             page.get_by_text(f"Prompt {second['prompt_id']} · step {second['step']} · sample {second['sample']}",
                              exact=True).wait_for(timeout=20_000)
             shot("rollouts_clicked")
@@ -195,12 +205,9 @@ def test_a_live_run_shows_new_steps_as_they_arrive(server):
             page.get_by_text("1,280 rollouts match").wait_for(timeout=30_000)  # by the page's own live refresh
             # a click while new rows arrive: the page just refreshed (5 s to the next); step 11 lands on
             # the server and the second row shown is clicked before the browser sees the new rows
-            records = [json.loads(line) for f in sorted((runs / "learning" / "rollouts").glob("*.jsonl"))
-                       for line in f.read_text().splitlines()]
-            second = sorted(records, key=lambda r: (-r["step"], r["rank"], r["prompt_id"], r["sample"]))[1]
+            second = newest_rollouts(runs / "learning")[1]
             write_run(runs / "learning", 128, ranks=2, start=1280, prompts=20, ramp=20)  # step 11
-            box = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
-            page.mouse.click(box["x"] + 16, box["y"] + 35 + 35 + 17)  # header 35 px, then rows of 35 px
+            click_row(page, 1)
             page.get_by_text(f"Prompt {second['prompt_id']} · step {second['step']} · sample {second['sample']}",
                              exact=True).wait_for(timeout=20_000)  # what was clicked is what opens
             page.get_by_text("1,408 rollouts match").wait_for(timeout=30_000)

@@ -87,9 +87,9 @@ def table():
                f"{store.skipped} undecodable lines skipped")
     shown = page[["step", "prompt_id", "sample", "rank", "reward", "prediction", "ground_truth",
                   "completion_tokens", "question", "completion"]]
+    rows = [(r.prompt_id, int(r.step), int(r.sample)) for r in page.itertuples()]  # the rollout of each row
     focus = opened()
-    shown.insert(0, "open", ["▶" if (r.prompt_id, int(r.step), int(r.sample)) == focus else ""
-                             for r in page.itertuples()])  # the rollout open below, marked where it is
+    shown.insert(0, "open", ["▶" if row == focus else "" for row in rows])  # the rollout open below, marked
     version = st.session_state.get("table_version", 0)
     event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row",
                          key=f"table_{version}",
@@ -98,8 +98,7 @@ def table():
                                         "question": st.column_config.TextColumn(width="medium")})
     # A click names a position in the rows the browser showed: those drawn by the run before this one
     # (a live run's new rows, fetched just now, may have moved every row down since).
-    drawn = st.session_state.get("drawn_rows", [])
-    st.session_state["drawn_rows"] = [(r.prompt_id, int(r.step), int(r.sample)) for r in page.itertuples()]
+    drawn, st.session_state["drawn_rows"] = st.session_state.get("drawn_rows", []), rows
     if event.selection.rows:
         if event.selection.rows[0] < len(drawn):
             st.session_state["focus"] = drawn[event.selection.rows[0]]  # the rollout clicked, not the position

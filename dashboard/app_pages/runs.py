@@ -147,8 +147,9 @@ def key_charts():
     chart costs the browser far more than text; the doctor looks again every DOCTOR_SECONDS anyway)."""
     small = small_rollouts(path)
     store = store_for(name, rollouts=small)
-    show_findings(diagnosis(str(path), run["state"], bool(store.count()), store), name, bool(store.count()))
-    if not small and not store.count():
+    read = bool(store.count())  # the rollouts are in the store: the doctor's checks on them can run
+    show_findings(diagnosis(str(path), run["state"], read, store), name, read)
+    if not small and not read:
         st.caption("The run doctor reads TRL's metrics and the evals here; the checks that need the rollouts "
                    "themselves (format, degenerate completions, examples) join once a page has read them "
                    "(Rollouts, Rewards).")
