@@ -11,6 +11,7 @@ a ConfigError that says what to use offline.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from core.config import ConfigError, RunConfig
@@ -66,6 +67,28 @@ def check_vllm(device: str, setting: str = "grpo.use_vllm=true") -> None:
         import vllm  # noqa: F401
     except ImportError:
         raise ConfigError(f"{setting} needs vLLM: pip install -r requirements-vllm.txt") from None
+
+
+def check_vllm_server(cfg: RunConfig) -> None:
+    """grpo.vllm_mode=server trains against a `trl vllm-serve` that must already answer."""
+    if not (cfg.grpo.get("use_vllm") and cfg.grpo.get("vllm_mode") == "server"):
+        return
+    host, port = cfg.grpo.get("vllm_server_host", "0.0.0.0"), int(cfg.grpo.get("vllm_server_port", 8000))
+    try:
+        socket.create_connection(("127.0.0.1" if host == "0.0.0.0" else host, port), timeout=3).close()
+    except OSError as e:
+        raise ConfigError(f"no vLLM server answers at {host}:{port} ({e.strerror or e}): start it first "
+                          "(trl vllm-serve --model <model>, on its own GPU or node), or fix grpo.vllm_server_host "
+                          "and grpo.vllm_server_port") from None
+
+
+def check_generation(cfg: RunConfig, device: str) -> None:
+    """What the run generates with (vLLM for training or eval) can run here; say so before anything loads."""
+    check_vllm_server(cfg)
+    if cfg.grpo.get("use_vllm"):
+        check_vllm(device)
+    if cfg.eval.enabled and cfg.eval.backend == "vllm":
+        check_vllm(device, "eval.backend=vllm")
 
 
 def model_folder(model_name: str) -> str:

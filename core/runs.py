@@ -342,7 +342,7 @@ def _start(run_dir: Path, args: list[str], repo: str | Path) -> subprocess.Popen
 
 def stop(run_dir: str | Path) -> bool:
     """Ask a live run to stop: SIGTERM to its trainer (rank 0), which ends training at the next
-    step boundary on every rank (core.train.any_rank). False if the run is not live."""
+    step boundary on every rank (core.lifecycle.any_rank). False if the run is not live."""
     status = read_status(run_dir)
     pid = run_process(status)
     if status.get("state") not in LIVE_STATES or pid is None:

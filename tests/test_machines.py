@@ -12,9 +12,12 @@ import time
 import pytest
 
 from core.config import ConfigError, load_config
+from core.lifecycle import launcher, machine_commands
+from core.model import check_vllm_server
 from core.runs import read_status, stop
-from core.train import check_vllm_server, launcher, machine_commands
 from tests.conftest import ROOT, TINY_SETS
+
+pytestmark = pytest.mark.slow  # it starts processes, trains or drives the dashboard: the full tier only
 
 
 def free_port() -> int:

@@ -20,6 +20,8 @@ from core.rollouts import ROLLOUT_FIELDS
 from core.runs import read_status
 from tests.conftest import ROOT, TINY_SETS, run_cli
 
+pytestmark = pytest.mark.slow  # it starts processes, trains or drives the dashboard: the full tier only
+
 
 def lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
@@ -276,7 +278,7 @@ def test_vllm_without_cuda_is_a_clear_error(tmp_path):
 
 
 def test_a_stop_that_lands_in_a_finaliser_is_raised_just_after_it(capfd):
-    from core.train import GracefulStop, StopRequested
+    from core.lifecycle import GracefulStop, StopRequested
 
     previous, hook = signal.getsignal(signal.SIGTERM), sys.unraisablehook
     try:

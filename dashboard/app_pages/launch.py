@@ -10,7 +10,7 @@ from core.config import (ConfigError, changed_settings, choices, format_value, l
 from core.model import has_cuda
 from core.data import LEVELS
 from core.runs import launch, run_folder, safe_run_name
-from core.train import machine_commands
+from core.lifecycle import machine_commands
 from dashboard.common import REPO, runs_root
 from dashboard.grpo_form import grpo_options, is_toggle
 
