@@ -21,6 +21,16 @@ TINY_SETS = ["train.num_train_steps=3", "num_generations=4", "max_new_tokens=32"
              "dataset.n_train=12", "dataset.n_eval=8", "eval.max_new_tokens=32"]
 
 
+# Tests that use these train or build a model: the full tier only (README: `pytest -m "not slow"` is the fast one).
+SLOW_FIXTURES = {"tiny_run", "tiny_model_dir"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
 def run_cli(*args, env=None, timeout=600):
     """`python -m core.train ...` as a real subprocess from the repo root."""
     return subprocess.run([sys.executable, "-m", "core.train", *args], cwd=ROOT, capture_output=True, text=True,

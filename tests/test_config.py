@@ -191,6 +191,7 @@ def test_missing_file_and_malformed_yaml(tmp_path):
         load_config(write(tmp_path, "train:\n  seed: [1, 2\n"))
 
 
+@pytest.mark.slow  # starts python -m core.train
 def test_cli_prints_one_line_and_exits_2(tmp_path):
     result = run_cli("--config", str(write(tmp_path, "num_generations: 1\n")))
     assert result.returncode == 2

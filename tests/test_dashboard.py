@@ -18,6 +18,8 @@ from core.store import RunStore, wilson_interval
 from tests.conftest import ROOT
 from tests.dashboard_fixtures import make_runs
 
+pytestmark = pytest.mark.slow  # it starts processes, trains or drives the dashboard: the full tier only
+
 APP = str(ROOT / "dashboard" / "app.py")
 
 

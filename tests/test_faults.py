@@ -16,6 +16,8 @@ from core.store import RunStore
 from tests.conftest import ROOT, TINY_SETS
 from tests.dashboard_fixtures import make_runs, write_status
 
+pytestmark = pytest.mark.slow  # it starts processes, trains or drives the dashboard: the full tier only
+
 PAGES = ["runs", "rollouts", "rewards", "prompts", "eval", "compare"]
 
 

@@ -12,6 +12,8 @@ from core.config import ConfigError
 from core.prompts import SYSTEM_PROMPT
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.slow  # it starts processes, trains or drives the dashboard: the full tier only
+
 SETS = ["model_name=builtin:smollm2-135m", "num_generations=4", "max_new_tokens=16", "eval.max_new_tokens=16",
         "train.num_train_steps=2", "train.per_device_train_batch_size=2", "train.gradient_accumulation_steps=4",
         "dataset.n_train=8", "dataset.n_eval=3", "train.learning_rate=1e-4",

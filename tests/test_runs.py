@@ -9,6 +9,8 @@ from core.config import load_config
 from core.runs import delete, effective_state, launch, list_runs, read_status, resume, run_path, safe_run_name, stop
 from tests.conftest import ROOT, TINY_SETS
 
+pytestmark = pytest.mark.slow  # it starts processes, trains or drives the dashboard: the full tier only
+
 
 @pytest.mark.parametrize("name, expected", [
     ("my run", "my_run"),

@@ -255,22 +255,23 @@ def test_rollouts_page_filters_order_and_total(fixture_run):
         ({"search": "question 1"}, lambda r: "question 1" in (r["question"] + "\0" + r["completion"]).lower()),
         ({"search": "(['%_"}, lambda r: False),  # regex and LIKE characters are taken literally
     ]
+    PAGE = 43  # pages end inside groups of K=8 and between ties
     for filters, keep in cases:
         expected = [(r["step"], r["rank"], r["prompt_id"], r["sample"]) for r in sorted(
             (r for r in records if keep(r)), key=lambda r: (-r["step"], r["rank"], r["prompt_id"], r["sample"]))]
         walked, page, total = [], None, None
         while page is None or len(page):  # page after page, each from the last key of the one before
             assert len(walked) <= len(records), filters  # never the same rows again
-            page, total = store.rollouts_page(**filters, limit=7, **(
+            page, total = store.rollouts_page(**filters, limit=PAGE, **(
                 {"start": "after", "key": page["key"].iloc[-1]} if page is not None else {}))
             walked += list(zip(page["step"], page["rank"], page["prompt_id"], page["sample"]))
         assert total == len(expected) and walked == expected, filters
-        last, _ = store.rollouts_page(**filters, limit=7, start="last")
-        assert list(zip(last["step"], last["rank"], last["prompt_id"], last["sample"])) == expected[-7:], filters
+        last, _ = store.rollouts_page(**filters, limit=PAGE, start="last")
+        assert list(zip(last["step"], last["rank"], last["prompt_id"], last["sample"])) == expected[-PAGE:], filters
         if len(last):
-            before, _ = store.rollouts_page(**filters, limit=7, start="before", key=last["key"].iloc[0])
+            before, _ = store.rollouts_page(**filters, limit=PAGE, start="before", key=last["key"].iloc[0])
             assert list(zip(before["step"], before["rank"], before["prompt_id"], before["sample"])) == \
-                expected[-14:-7], filters
+                expected[-2 * PAGE:-PAGE], filters
     page, total = store.rollouts_page(order="reward_high", limit=5)
     assert page["reward"].tolist() == sorted((r["reward"] for r in records), reverse=True)[:5]
     page, total = store.rollouts_page(order="longest", limit=300)
