@@ -5,7 +5,7 @@
 Pure functions over a run's store (TRL's metrics, the rollouts, the evals) and its run.yaml. Each
 check looks at the run and returns a Finding or None; `diagnose` runs them all (CHECKS). A check that
 has too little to go on says so ("not enough steps yet") instead of guessing. The thresholds are the
-named constants below, each with why. README, "Run doctor", lists the codes.
+named constants below, each with why. docs/doctor.md lists the codes.
 """
 
 from __future__ import annotations

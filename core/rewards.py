@@ -1,8 +1,8 @@
 """Rewards: the GSM8K reward (parse `Final: <number>` at the very end of a completion, compare
 numerically) and a few others to combine with it (`rewards:` in the config).
 
-Rules (README, "Reward"): after removing commas and trailing whitespace the completion must end with
-`Final:`, optional spaces and a number (`-?\\d+(\\.\\d+)?`). Reward 1.0 when that number equals
+Rules (docs/config.md, "Reward"): after removing commas and trailing whitespace the completion must
+end with `Final:`, optional spaces and a number (`-?\\d+(\\.\\d+)?`). Reward 1.0 when that number equals
 the ground truth, 0.1 when it is well-formed but wrong (or there is no ground truth), 0.0 when
 malformed. The same parser serves training rewards and evaluation.
 """

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from core.rewards import completion_text, extract_model_final, numbers_equal
 
-# One rollout record, a JSON line per scored completion: field -> type (README, "The run directory").
+# One rollout record, a JSON line per scored completion: field -> type (docs/run-directory.md).
 # The store's columns and the tests' expectations are derived from it.
 ROLLOUT_FIELDS = {
     "step": int,                  # the training step it was sampled for (1 = the first, as TRL's metrics count)

@@ -1,7 +1,7 @@
 """Run directories: status files, listing, launching, stopping and deleting runs.
 
 `status.json` holds state (starting, running, finished, failed, stopped), pid, started_at,
-ended_at, exit_code, error, global_step and max_steps (README, "The run directory").
+ended_at, exit_code, error, global_step and max_steps (docs/run-directory.md).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def read_status(run_dir: str | Path) -> dict:
 
 
 NUMBER = (int, float)
-# status.json: field -> the types its value may have (README, "The run directory").
+# status.json: field -> the types its value may have (docs/run-directory.md).
 STATUS_TYPES = {"state": (str,), "pid": (int,), "pid_started": NUMBER, "started_at": NUMBER, "ended_at": NUMBER,
                 "exit_code": (int,), "error": (str,), "global_step": (int,), "max_steps": (int,), "attempt": (int,),
                 "phase": (str,), "phase_done": (int,), "phase_total": (int,)}

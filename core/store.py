@@ -137,7 +137,7 @@ FILTERS = """
 # DuckDB never hands out a rowid twice); paging, sorting, other filters and a live run's refreshes
 # search nothing again. RE2 scans several times slower than an exact `contains`, so a completion is
 # tried only once it contains, exactly, the longest part of the search that has no letters
-# (`final: 42` → `: 42`: digits and punctuation have no case). (README, "Rollout store": RE2's own
+# (`final: 42` → `: 42`: digits and punctuation have no case). (docs/measured.md, "Rollout store": RE2's own
 # `i`, ILIKE, lower() and a lower-cased copy, measured.)
 SEARCH_TABLES = ["CREATE TABLE {name}_rows (id BIGINT)", "CREATE TABLE {name}_prompts (prompt_id VARCHAR)"]
 DROP_SEARCH = ["DROP TABLE {name}_rows", "DROP TABLE {name}_prompts"]

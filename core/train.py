@@ -8,8 +8,8 @@ for each question it samples `num_generations` (K) completions, scores each with
 functions, turns the rewards into advantages within the group (core/advantage.py shows how), and
 makes the tokens of better-than-average completions more likely and the others less.
 
-Everything the run produces lands in its run directory (`train.output_dir`; README, "The run
-directory"): run.yaml, status.json, metrics.jsonl, rollouts/, eval/, model/, train.log. The process
+Everything the run produces lands in its run directory (`train.output_dir`; docs/run-directory.md):
+run.yaml, status.json, metrics.jsonl, rollouts/, eval/, model/, train.log. The process
 around the run (the folder's lock, status.json, SIGTERM, train.log, several processes) is
 core/lifecycle.py's: `run` below is its handle, one line wherever the pipeline meets it. A bad
 config or data file prints one line and exits 2; SIGTERM stops the run (exit code 0, state

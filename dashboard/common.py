@@ -16,7 +16,7 @@ from core.store import RunStore
 REPO = Path(__file__).resolve().parents[1]
 LIVE_SECONDS = 5  # how often a live page's text refreshes (progress, counts, tables)
 CHART_SECONDS = 15  # how often a live page's charts are drawn again: a browser spends 0.1 s of CPU or more
-# redrawing each changed chart, and on a 2-core machine that CPU is the trainer's (README, "Watching a run")
+# redrawing each changed chart, and on a 2-core machine that CPU is the trainer's (docs/measured.md, "Watching a run")
 CATEGORY_COLORS = {"malformed": "#bbbbbb", "wrong": "#f4a261", "correct": "#2a9d8f"}
 CHART_POINTS = 1000  # at most, per curve of TRL's metrics: a long run's steps are averaged in bins (TensorBoard draws 1,000)
 PROMPT_COLUMNS = 120  # at most, per prompt's accuracy curve and in the heatmap: readable, and small to send

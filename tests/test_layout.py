@@ -2,6 +2,7 @@
 and holds no process control (that is core/lifecycle.py's)."""
 
 import ast
+import re
 
 import pytest
 
@@ -45,3 +46,12 @@ def test_train_builds_and_runs_the_trainer_on_its_first_screen():
             calls.setdefault(name, node.lineno - train.lineno)
     assert calls["GRPOTrainer"] < 60 and calls["train"] < 60, calls
     assert calls["GRPOTrainer"] < calls["train"]
+
+
+def test_the_readme_teaches_in_few_lines_and_every_link_resolves():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target:
+                assert (page.parent / target).exists(), f"{page.name} links to {target}, which does not exist"

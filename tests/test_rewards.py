@@ -1,4 +1,4 @@
-"""The reward's exact rules (README, "Reward"), table-driven, and its parser on the real GSM8K files."""
+"""The reward's exact rules (docs/config.md, "Reward"), table-driven, and its parser on the real GSM8K files."""
 
 import json
 import re

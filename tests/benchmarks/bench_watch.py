@@ -8,7 +8,7 @@ launched the way the Home page launches it while `streamlit run` serves the dash
 drives Debian's Chromium through the pages a newcomer visits (--walk: the first by its address, the
 others by a click in the sidebar; --dwell seconds on each, a screenshot on each). It prints both wall times and their ratio, and the CPU seconds the trainer, the
 dashboard's server and the browser used in each. Nothing here asserts a timing: the figure is the
-ratio, taken on one machine in one run (the README's "Measured" names the machine).
+ratio, taken on one machine in one run (docs/measured.md names the machine).
 """
 
 from __future__ import annotations
