@@ -27,9 +27,9 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration problem a user can fix; the message is one line that says how."""
+from core.builtin_models import BUILTIN_MODELS
+from core.errors import ConfigError
+from core.rewards import check_reward
 
 
 def _f(default, help: str):
@@ -390,8 +390,6 @@ def _apply(cfg: RunConfig, key: str, value: Any) -> None:
 
 def _reward_specs(value: Any) -> list[dict]:
     """`rewards:` as [{name, weight}], each name resolvable (built in, or importable)."""
-    from core.rewards import check_reward
-
     example = "e.g. rewards: [{name: gsm8k, weight: 1.0}, {name: format, weight: 0.2}]"
     if not isinstance(value, list) or not value:
         raise ConfigError(f"config key 'rewards' has value {value!r}, expected a non-empty list: {example}")
@@ -496,8 +494,6 @@ def validate(cfg: RunConfig) -> RunConfig:
     name = cfg.model_name
     looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
     if name.startswith("builtin:"):
-        from core.model import BUILTIN_MODELS
-
         if name not in BUILTIN_MODELS:
             raise ConfigError(f"config key 'model_name' has value {name!r}, but there is no such built-in model: "
                               f"use one of {', '.join(BUILTIN_MODELS)}")
@@ -632,20 +628,3 @@ def format_value(value: Any) -> str:
 def changed_settings(base: RunConfig, wanted: dict[str, Any]) -> list[str]:
     """`key=value` items (for --set) for the values in `wanted` that differ from those in effect in `base`."""
     return [f"{key}={format_value(value) or 'null'}" for key, value in wanted.items() if value != setting(base, key)]
-
-
-def save_preset(cfg: RunConfig, folder: str | Path, name: str, based_on: str) -> Path:
-    """Write cfg as preset `<name>.yaml` in `folder` (without its run folder, so each run gets its own)
-    and return its path; ConfigError if the name is unusable or taken."""
-    from core.runs import safe_run_name
-
-    try:
-        path = Path(folder) / f"{safe_run_name(name)}.yaml"
-    except ValueError as e:
-        raise ConfigError(f"preset {e}") from None
-    if path.exists():
-        raise ConfigError(f"{path.parent.name}/{path.name} already exists: choose another preset name")
-    data = cfg.to_dict()
-    data["train"]["output_dir"] = None
-    path.write_text(f"# Saved from the dashboard, based on {based_on}\n" + yaml.safe_dump(data, sort_keys=False))
-    return path

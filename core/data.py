@@ -12,7 +12,8 @@ import json
 import random
 from pathlib import Path
 
-from core.config import ConfigError, DatasetConfig
+from core.config import DatasetConfig
+from core.errors import ConfigError
 from core.prompts import build_prompt, prompt_id
 from core.rewards import extract_gsm8k_gt
 

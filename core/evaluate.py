@@ -21,8 +21,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from core.config import load_config, shards_weights
+from core.data import load_rows, to_dataset
+from core.errors import ConfigError
+from core.model import check_vllm, load_model, load_tokenizer, pick_device
 from core.rewards import CORRECT, last_number, numbers_equal, score
 from core.runs import read_json, write_json_atomic
+from core.stop_at_final import end_at_final_line
 
 # One eval record, a JSON line per question in eval/<phase>.jsonl: field -> type. The same names as
 # the rollout record's for the same ideas; the store's columns are derived from it.
@@ -126,8 +131,6 @@ def evaluate_run(cfg, run_dir: str | Path, model, tokenizer, eval_set, phase: st
     also writes the eval files; without, it is an eval during training. transformers (eval.backend
     hf) evaluates in this process; vLLM, and the eval after a run whose weights are spread over the
     workers (FSDP, ZeRO-3), in a process of its own, from a model folder."""
-    from core.config import shards_weights
-
     e = cfg.eval
     if e.backend == "hf" and not (phase == "after" and shards_weights(cfg)):
         records, summary = evaluate(model, tokenizer, eval_set, e.batch_size, e.max_new_tokens or cfg.max_new_tokens,
@@ -166,11 +169,6 @@ def evaluate_in_subprocess(run_dir: str | Path, model_dir: str | Path, phase: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.config import ConfigError, load_config
-    from core.data import load_rows, to_dataset
-    from core.model import check_vllm, load_model, load_tokenizer, pick_device
-    from core.stop_at_final import end_at_final_line
-
     parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", help="a run directory (its run.yaml names the eval set and settings)")
     parser.add_argument("--model", help="the model folder to evaluate (default: RUN_DIR/model)")

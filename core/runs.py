@@ -19,7 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from core.config import ENV_KEYS, ConfigError
+from core.config import ENV_KEYS, RunConfig, grpo_default, grpo_field_types
+from core.errors import ConfigError
 from core.tail import last_lines
 
 STATES = ("starting", "running", "finished", "failed", "stopped")
@@ -381,8 +382,6 @@ def _flatten(config: dict, prefix: str = "") -> dict:
 def settings_diff(run_dirs: dict[str, Path]) -> list[dict]:
     """The settings in which these runs differ (their folders apart): one row per dotted key, with
     each run's value in effect under its name."""
-    from core.config import grpo_default, grpo_field_types
-
     flat = {name: _flatten(read_config(path)) for name, path in run_dirs.items()}
     keys = sorted({k for f in flat.values() for k in f} - {"train.output_dir"})
 
@@ -398,3 +397,18 @@ def settings_diff(run_dirs: dict[str, Path]) -> list[dict]:
         if len({repr(v) for v in values.values()}) > 1:
             rows.append({"key": key, **{name: "–" if v is None else str(v) for name, v in values.items()}})
     return rows
+
+
+def save_preset(cfg: RunConfig, folder: str | Path, name: str, based_on: str) -> Path:
+    """Write cfg as preset `<name>.yaml` in `folder` (without its run folder, so each run gets its own)
+    and return its path; ConfigError if the name is unusable or taken."""
+    try:
+        path = Path(folder) / f"{safe_run_name(name)}.yaml"
+    except ValueError as e:
+        raise ConfigError(f"preset {e}") from None
+    if path.exists():
+        raise ConfigError(f"{path.parent.name}/{path.name} already exists: choose another preset name")
+    data = cfg.to_dict()
+    data["train"]["output_dir"] = None
+    path.write_text(f"# Saved from the dashboard, based on {based_on}\n" + yaml.safe_dump(data, sort_keys=False))
+    return path

@@ -14,7 +14,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from core.model import cache_root, save_model_folder
+from core.builtin_models import cache_root, save_model_folder
+from core.data import synthetic_rows
+from core.prompts import SYSTEM_PROMPT, build_prompt
+from core.rewards import extract_gsm8k_gt
 
 VERSION = "tiny-v4"  # bump when the recipe changes, so stale caches are not reused
 CHAT_TEMPLATE = (
@@ -32,9 +35,6 @@ def _train_tokenizer(seed: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from core.data import synthetic_rows
-    from core.prompts import SYSTEM_PROMPT
-
     rows = synthetic_rows(2000, seed)
     corpus = [SYSTEM_PROMPT] * 20 + [f"{r['question']}\n{r['answer']}\nFinal: 42" for r in rows]
     tok = Tokenizer(models.BPE())
@@ -50,8 +50,6 @@ def _train_tokenizer(seed: int):
 
 def short_solution(answer: str) -> str:
     """`30+28=58\n58-21=37\nFinal: 37` from a GSM8K answer's <<expr=result>> notes."""
-    from core.rewards import extract_gsm8k_gt
-
     steps = re.findall(r"<<([^>]*)>>", answer)
     return "\n".join(steps + [f"Final: {extract_gsm8k_gt(answer)}"])
 
@@ -59,9 +57,6 @@ def short_solution(answer: str) -> str:
 def warm_start(model, tokenizer, steps: int, seed: int, batch_size: int = 32, lr: float = 3e-3) -> list[float]:
     """Supervised fine-tuning on synthetic problems (loss on the answer tokens only); returns losses."""
     import torch
-
-    from core.data import synthetic_rows
-    from core.prompts import build_prompt
 
     per_level = steps * batch_size // 3 + 1  # every difficulty level, interleaved
     levels = [synthetic_rows(per_level, seed + level, level=level) for level in (1, 2, 3)]

@@ -25,8 +25,9 @@ import transformers
 from trl import GRPOConfig, GRPOTrainer
 
 from core import lifecycle
-from core.config import GRPO_FROM_CONFIG, ConfigError, RunConfig
+from core.config import GRPO_FROM_CONFIG, RunConfig
 from core.data import load_rows, to_dataset
+from core.errors import ConfigError
 from core.evaluate import evaluate_run
 from core.model import check_generation, load_model, pick_device
 from core.rewards import resolve_reward

@@ -55,3 +55,39 @@ def test_the_readme_teaches_in_few_lines_and_every_link_resolves():
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
             if "://" not in target:
                 assert (page.parent / target).exists(), f"{page.name} links to {target}, which does not exist"
+
+
+def core_imports() -> dict[str, tuple[set[str], set[str]]]:
+    """Each core module: (the core modules it imports at its top, those it imports inside a function)."""
+    found = {}
+    for path in sorted((ROOT / "core").glob("*.py")):
+        tree, top, inner = ast.parse(path.read_text()), set(), set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("core"):
+                names = {node.module.split(".")[1]} if "." in node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                names = {a.name.split(".")[1] for a in node.names if a.name.startswith("core.")}
+            else:
+                continue
+            (top if node in tree.body else inner).update(names)
+        found[path.stem] = top, inner
+    return found
+
+
+def test_core_imports_each_module_at_its_top_and_in_no_circle():
+    imports = core_imports()
+    assert {name: inner for name, (_, inner) in imports.items() if inner} == {}  # none hidden in a function
+    done, path = set(), []
+
+    def visit(name):  # depth first: a module met again on the current path closes a circle
+        assert name not in path, "import circle: " + " -> ".join(path[path.index(name):] + [name])
+        if name in done:
+            return
+        path.append(name)
+        for other in sorted(imports[name][0]):
+            visit(other)
+        path.pop()
+        done.add(name)
+
+    for name in imports:
+        visit(name)

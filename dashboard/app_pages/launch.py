@@ -5,12 +5,12 @@ import time
 
 import streamlit as st
 
-from core.config import (ConfigError, changed_settings, choices, format_value, load_config, parse_setting, save_preset,
-                         setting, web_form_problem)
-from core.model import has_cuda
+from core.config import (ConfigError, changed_settings, choices, format_value, load_config, parse_setting, setting,
+                         web_form_problem)
 from core.data import LEVELS
-from core.runs import launch, run_folder, safe_run_name
 from core.lifecycle import machine_commands
+from core.model import has_cuda
+from core.runs import launch, run_folder, safe_run_name, save_preset
 from dashboard.common import REPO, runs_root
 from dashboard.grpo_form import grpo_options, is_toggle
 
