@@ -226,9 +226,12 @@ def test_rollout_detail_and_group_show_model_text_as_text(runs):
     assert "advantage = (reward − group mean) / (group std + 1e-4)" in texts(at) and "advantage **+0.87**" in texts(at)
 
 
-def test_rewards_prompts_eval_compare(runs):
-    records = [json.loads(line) for f in sorted((runs["learning"] / "rollouts").glob("*.jsonl"))
-               for line in f.read_text().splitlines()]
+def rollout_records(run_dir) -> list[dict]:
+    return [json.loads(line) for f in sorted((run_dir / "rollouts").glob("*.jsonl")) for line in f.read_text().splitlines()]
+
+
+def test_rewards_page_charts_match_the_rollouts(runs):
+    records = rollout_records(runs["learning"])
     rewards = charts(open_page("rewards", run="learning"))
     assert len(rewards) == 5
     agg = RunStore(runs["learning"])
@@ -243,6 +246,10 @@ def test_rewards_prompts_eval_compare(runs):
     (hist,) = [v for k, v in rewards.items() if k.startswith("Reward histogram")]
     counts = Counter(r["reward"] for r in records)
     assert dict(zip(map(float, hist[0]["x"]), hist[0]["y"])) == counts  # the whole run: the default window
+
+
+def test_prompts_page_curves_match_the_rollouts(runs):
+    records = rollout_records(runs["learning"])
     prompts = open_page("prompts", run="learning")
     picked = prompts.multiselect(key="picked").value
     assert picked  # defaults to the prompts that changed most
@@ -260,6 +267,9 @@ def test_rewards_prompts_eval_compare(runs):
         assert curves[pid] == pytest.approx({step: sum(v) / len(v) for step, v in groups.items()})
     (heatmap,) = [v for k, v in shown.items() if k.startswith("Prompts × steps")]
     assert heatmap[0]["z"]  # a cell per prompt and step
+
+
+def test_eval_page_shows_before_after_flips_and_other_evaluations(runs):
     ev = open_page("eval", run="learning")
     metrics = {m.label: m.value for m in ev.metric}
     assert (metrics["Questions"], metrics["Strict accuracy, after"]) == ("4", "75.0%")
@@ -270,6 +280,9 @@ def test_rewards_prompts_eval_compare(runs):
     assert "Questions that flipped (2)" in "\n".join(h.value for h in ev.subheader)
     others = ev.dataframe[0].value  # an extra `core.evaluate --phase full_test`, beside before and after
     assert list(others.index) == ["full_test"] and others.loc["full_test", "accuracy"] == 1.0
+
+
+def test_compare_page_lists_the_settings_that_differ(runs):
     compare = open_page("compare")
     compare.multiselect(key="compare").set_value(["learning", "html"]).run()
     diff = compare.dataframe[-1].value
@@ -373,7 +386,7 @@ def test_rollouts_pages_by_key_first_next_last_previous(runs):
 
 
 def test_a_search_follows_the_run_as_it_goes_on(runs):
-    from tests.benchmarks.fake_run import write_run
+    from tests.fake_run import write_run
 
     def matches():
         return int(re.search(r"([\d,]+) rollouts match", texts(at)).group(1).replace(",", ""))
@@ -393,7 +406,7 @@ def test_a_search_follows_the_run_as_it_goes_on(runs):
 
 
 def test_a_step_window_at_the_edges_follows_new_steps_and_a_moved_one_stays(runs):
-    from tests.benchmarks.fake_run import write_run
+    from tests.fake_run import write_run
 
     at = open_page("rewards", run="learning")
     lo, hi = at.slider(key="window").value

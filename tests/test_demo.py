@@ -10,7 +10,7 @@ import pytest
 from core.doctor import diagnose
 from core.runs import read_config
 from core.store import RunStore
-from tests.benchmarks.bench_demo import run_demo
+from tests.demo_run import run_demo
 
 
 @pytest.mark.slow

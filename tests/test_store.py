@@ -14,7 +14,7 @@ from core.advantage import run_settings
 from core.evaluate import EVAL_FIELDS, EVAL_FIELDS_RENAMED
 from core.rollouts import ROLLOUT_FIELDS, rollout_record
 from core.store import RunStore, compare_step_aggregates, wilson_interval
-from tests.benchmarks.fake_run import write_run
+from tests.fake_run import write_run
 
 RECORD = rollout_record(step=0, prompt_id="p", prompt="P", question="Q", completion="Final: 1", prediction="1",
                         ground_truth="1", reward=1.0, correct=True, rank=0, sample=0, completion_tokens=3, time=1.0)

@@ -28,7 +28,7 @@ import psutil
 
 from core.config import load_config
 from core.runs import process_started, write_json_atomic
-from tests.benchmarks.fake_run import write_run
+from tests.fake_run import write_run
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"

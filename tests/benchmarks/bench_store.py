@@ -17,7 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
-from tests.benchmarks.fake_run import write_run
+from tests.fake_run import write_run
 
 
 def peak_mb() -> int:

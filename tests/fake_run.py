@@ -1,6 +1,6 @@
 """Write a large synthetic run directory for store benchmarks: realistic record sizes, K-sample groups.
 
-    python -m tests.benchmarks.fake_run OUT_DIR --rollouts 1000000 --ranks 2
+    python -m tests.fake_run OUT_DIR --rollouts 1000000 --ranks 2
 
 Prompts are ~600 characters (chat-templated), completions ~800; rewards follow a mix of
 malformed / wrong / correct that improves over steps, like a learning run.
