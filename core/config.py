@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from core import REPO
 from core.builtin_models import BUILTIN_MODELS
 from core.errors import ConfigError
 from core.rewards import check_reward
@@ -566,9 +567,6 @@ def web_form_problem(cfg: RunConfig) -> str | None:
             return (f"grpo.{name} cannot be set from the dashboard (it publishes, writes outside the run folder or "
                     "names files to load): run python -m core.train from a terminal for that")
     return None
-
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def default_runs_dir() -> Path:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.runs import read_config
+from core.stats import sign_test
 from core.store import RunStore
 
 MIN_STEPS = 10  # fewer logged steps than this: too few to tell a trend from noise
@@ -103,15 +104,6 @@ def late_from(series: pd.Series) -> int:
 
 def learning_rate(run: Run) -> float:
     return float((run.config.get("train") or {}).get("learning_rate") or 5e-6)
-
-
-def sign_test(worse: int, better: int) -> float:
-    """Two-sided exact sign test: how likely so lopsided a split of the flipped questions is by chance."""
-    n = worse + better
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(worse, better) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
 
 
 # ---- the checks ----------------------------------------------------------------------------------

@@ -319,16 +319,6 @@ def caseless_regex(text: str) -> str:
     return "".join(forms(c) for c in text)
 
 
-def wilson_interval(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval (95% by default) for a share of `successes` out of `n`: how sure an
-    accuracy measured on few samples is (for n = 0, the whole range)."""
-    if not n:
-        return 0.0, 1.0
-    p = successes / n
-    centre, spread = p + z * z / (2 * n), z * ((p * (1 - p) + z * z / (4 * n)) / n) ** 0.5
-    return max(0.0, (centre - spread) / (1 + z * z / n)), min(1.0, (centre + spread) / (1 + z * z / n))
-
-
 def _listed(value) -> list:
     """A list column's value from a DataFrame row as a list ([] for null)."""
     return [] if value is None or isinstance(value, float) else list(value)

@@ -13,7 +13,6 @@ from core.doctor import CHECKED, diagnose
 from core.runs import LIVE_STATES, list_runs, read_config, run_folder
 from core.store import RunStore
 
-REPO = Path(__file__).resolve().parents[1]
 LIVE_SECONDS = 5  # how often a live page's text refreshes (progress, counts, tables)
 CHART_SECONDS = 15  # how often a live page's charts are drawn again: a browser spends 0.1 s of CPU or more
 # redrawing each changed chart, and on a 2-core machine that CPU is the trainer's (docs/measured.md, "Watching a run")

@@ -3,11 +3,11 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from core import REPO as ROOT
+
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k"
 
 # Nothing in the tests may reach the network.

@@ -4,6 +4,7 @@ HTML, and a run that crashed."""
 import json
 from pathlib import Path
 
+from core import REPO
 from core.rollouts import rollout_record
 from tests.fake_run import write_run
 
@@ -20,7 +21,7 @@ def write_config(run_dir: Path, **changes) -> None:
 
     from core.config import load_config
 
-    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml").to_dict()
+    config = load_config(REPO / "configs" / "tiny_cpu.yaml").to_dict()
     config["train"]["output_dir"] = str(run_dir)
     config.update(changes)
     (run_dir / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

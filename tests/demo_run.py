@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from core import REPO as ROOT
+
 
 
 def run_demo(seed: int, out: Path, sets: list[str]) -> dict:

@@ -14,7 +14,8 @@ from streamlit.testing.v1 import AppTest
 
 from core.config import ConfigError, load_config
 from core.runs import list_runs
-from core.store import RunStore, wilson_interval
+from core.stats import wilson_interval
+from core.store import RunStore
 from tests.conftest import ROOT
 from tests.dashboard_fixtures import make_runs
 

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from core.doctor import CHECKS, diagnose, main, sign_test
+from core.doctor import CHECKS, diagnose, main
+from core.stats import sign_test
 from core.rollouts import rollout_record
 from core.runs import read_config
 from core.store import RunStore

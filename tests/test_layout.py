@@ -71,7 +71,8 @@ def core_imports() -> dict[str, tuple[set[str], set[str]]]:
                 continue
             (top if node in tree.body else inner).update(names)
         found[path.stem] = top, inner
-    return found
+    modules = set(found)
+    return {name: (top & modules, inner & modules) for name, (top, inner) in found.items()}
 
 
 def test_core_imports_each_module_at_its_top_and_in_no_circle():

@@ -13,7 +13,8 @@ import pytest
 from core.advantage import run_settings
 from core.evaluate import EVAL_FIELDS, EVAL_FIELDS_RENAMED
 from core.rollouts import ROLLOUT_FIELDS, rollout_record
-from core.store import RunStore, compare_step_aggregates, wilson_interval
+from core.stats import wilson_interval
+from core.store import RunStore, compare_step_aggregates
 from tests.fake_run import write_run
 
 RECORD = rollout_record(step=0, prompt_id="p", prompt="P", question="Q", completion="Final: 1", prediction="1",

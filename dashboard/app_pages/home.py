@@ -5,11 +5,12 @@ import time
 import pandas as pd
 import streamlit as st
 
+from core import REPO
 from core.config import load_config
 from core.errors import ConfigError
 from core.gguf_model import smollm2_file
 from core.runs import launch, list_runs
-from dashboard.common import REPO, fmt_pct, runs_root
+from dashboard.common import fmt_pct, runs_root
 
 st.title("simple_grpo")
 st.markdown(

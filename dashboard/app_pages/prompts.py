@@ -3,7 +3,7 @@
 import plotly.express as px
 import streamlit as st
 
-from core.store import wilson_interval
+from core.stats import wilson_interval
 from dashboard.common import CHART_SECONDS, live_every, pick_run, step_bin, store_for
 
 BOARDS = {"most_improved": "Most improved", "regressed": "Regressed", "never_solved": "Never solved",

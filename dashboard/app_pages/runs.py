@@ -4,9 +4,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.config import ConfigError
+from core import REPO
+from core.errors import ConfigError
 from core.runs import checkpoints, delete, list_runs, log_tail, resume, run_folder, stop
-from dashboard.common import (CHART_POINTS, CHART_SECONDS, REPO, diagnosis, fmt_duration, fmt_pct, fmt_time, is_live,
+from dashboard.common import (CHART_POINTS, CHART_SECONDS, diagnosis, fmt_duration, fmt_pct, fmt_time, is_live,
                               live_every, pick_run, progress, runs_root, show_findings, small_rollouts, smooth,
                               store_for)
 

@@ -27,11 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 logging.disable(logging.WARNING)  # Streamlit's bare-mode warnings, once per page run
 
+from core import REPO as ROOT
 from core.config import ConfigError, load_config  # noqa: E402
 from core.data import load_rows  # noqa: E402
 from core.rollouts import ROLLOUT_FIELDS  # noqa: E402

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import psutil
 
+from core import REPO as ROOT
 from core.config import load_config
 from core.runs import process_started, write_json_atomic
 from tests.fake_run import write_run
 
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 STEP = 128  # rollouts per step in fake_run (16 groups of K=8)
 

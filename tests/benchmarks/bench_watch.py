@@ -21,11 +21,11 @@ from pathlib import Path
 
 import psutil
 
+from core import REPO as ROOT
 from core.config import load_config
 from core.runs import LIVE_STATES, launch, read_status
 from tests.benchmarks.bench_live import CHROMIUM, start_server
 
-ROOT = Path(__file__).resolve().parents[2]
 PAGES = {  # address: what shows once the page has drawn
     "runs": "Smoothing of TRL's metric curves", "rollouts": "rollouts match", "rewards": "Rewards",
     "prompts": "Prompts", "eval": "Eval", "launch": "Launch", "": "Watch a model learn"}
