@@ -58,19 +58,22 @@ def test_the_readme_teaches_in_few_lines_and_every_link_resolves():
 
 
 def core_imports() -> dict[str, tuple[set[str], set[str]]]:
-    """Each core module: (the core modules it imports at its top, those it imports inside a function)."""
+    """Each core module (`store.ingest` for core/store/ingest.py): (the core modules it imports at its
+    top, those it imports inside a function)."""
     found = {}
-    for path in sorted((ROOT / "core").glob("*.py")):
+    for path in sorted((ROOT / "core").rglob("*.py")):
+        name = ".".join(path.relative_to(ROOT / "core").with_suffix("").parts).removesuffix(".__init__")
         tree, top, inner = ast.parse(path.read_text()), set(), set()
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("core"):
-                names = {node.module.split(".")[1]} if "." in node.module else {a.name for a in node.names}
+                package = node.module.removeprefix("core").removeprefix(".")
+                names = {package} if package else {a.name for a in node.names}
             elif isinstance(node, ast.Import):
-                names = {a.name.split(".")[1] for a in node.names if a.name.startswith("core.")}
+                names = {a.name.removeprefix("core.") for a in node.names if a.name.startswith("core.")}
             else:
                 continue
             (top if node in tree.body else inner).update(names)
-        found[path.stem] = top, inner
+        found[name] = top, inner
     modules = set(found)
     return {name: (top & modules, inner & modules) for name, (top, inner) in found.items()}
 

@@ -166,7 +166,7 @@ def main() -> None:
                 rows.append((f"{what}: server CPU per refresh", f"{per_refresh:.2f} s"))
 
             # A text search, typed as a user does: the first time it reads every completion, then its
-            # matches are kept (core/store.py) and a live run's refreshes search only the new rows.
+            # matches are kept (core/store/search.py) and a live run's refreshes search only the new rows.
             page.goto(f"{url}/rollouts?run={name}")
             pages["rollouts"]()
             count = page.get_by_text(re.compile(r"^[\d,]+ rollouts match")).first

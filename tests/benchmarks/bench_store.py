@@ -31,7 +31,7 @@ def files(run_dir: Path) -> list[str]:
 def duckdb_read_json(run_dir: Path, out) -> None:
     import duckdb
 
-    from core.store import ROLLOUT_COLUMNS
+    from core.store.ingest import ROLLOUT_COLUMNS
 
     columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in ROLLOUT_COLUMNS.items()) + "}"  # typed, unchecked
     con = duckdb.connect()

@@ -1,0 +1,58 @@
+"""DuckDB over a run directory: incremental, exact ingestion and the queries the dashboard needs.
+
+RunStore is three jobs, each in its own module: ingest.py (refresh: the run's files into tables),
+search.py (the text search, its matches kept), queries.py (each named query beside its method).
+
+    store = RunStore("runs/my_run")
+    store.refresh()                       # ingest what was appended since the last refresh
+    df, total = store.rollouts_page(step_min=10, search="Final: 42", limit=50)
+
+Tables: `rollouts` (the rollout record, core.rollouts.ROLLOUT_FIELDS, plus `file` and `degenerate`:
+ingest.INSERT_ROLLOUTS), `metrics` (long: step, time, name, value), `eval` (the eval record,
+core.evaluate.EVAL_FIELDS, plus `phase`). Each store holds its own in-memory DuckDB connection;
+queries run on a cursor per call, so threads may share a store.
+
+Exactly once: every file is followed by a core.tail.Tail, so a half-written last line waits for
+the next refresh; a line that is not a JSON object with a prompt_id is skipped and counted in
+`skipped`; a file that shrinks or is replaced (a run restarted under the same id) has its rows
+dropped and read again; new files are picked up as they appear and a file that disappears takes
+its rows with it. Every value in SQL is a bound parameter, file paths included.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import duckdb
+
+from core.store.ingest import SCHEMA, Ingestion
+from core.store.queries import Queries, compare_step_aggregates
+from core.store.search import SEARCHES_KEPT, Search, caseless_regex
+from core.tail import Tail
+
+__all__ = ["RunStore", "SEARCHES_KEPT", "caseless_regex", "compare_step_aggregates"]
+
+
+class RunStore(Ingestion, Search, Queries):
+    """One run directory in DuckDB (its rollouts, metrics and evals), refreshed incrementally."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.con = duckdb.connect(config={"threads": os.cpu_count() or 2})
+        self.con.execute(SCHEMA)
+        self.skipped = 0  # lines of the run's files that were not a valid record
+        self.status: dict = {}
+        self._tails: dict[Path, Tail] = {}
+        self._file_ids: dict[str, int] = {}
+        self._attempts: set[int] = set()  # the attempts (core.train starts) among the rollouts read
+        self._searches: dict[str, tuple[str, int, bool]] = {}  # search's regex → tables, last rowid searched, misses?
+        self._searches_made = 0
+        self._lock = threading.Lock()
+        self._tmp = tempfile.TemporaryDirectory(prefix="run-store-")
+
+    def close(self) -> None:
+        self.con.close()
+        self._tmp.cleanup()
