@@ -1,0 +1,95 @@
+"""Typed run configuration: YAML file < environment < `--set key=value`, validated up front.
+
+Four parts: schema.py (the dataclasses, ENV_KEYS), values.py (typing and parsing a key's value),
+checks.py (validate: values wrong together), trl_args.py (the mapping onto TRL's GRPOConfig). This
+file reads a config: load_config.
+
+    from core.config import load_config
+    cfg = load_config("configs/tiny_cpu.yaml", sets=["train.num_train_steps=5"])   # no environment layer
+    cfg = load_config(path, sets, env=os.environ)                                  # the CLI's precedence
+
+The seed's YAML shape loads unchanged (top-level `n_train`/`n_eval`, `dataset: gsm8k` as a
+string). Every bad value raises `ConfigError` with one sentence naming the key, the value and
+what would be valid; nothing here loads a model or a dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import typing
+from pathlib import Path
+
+import yaml
+
+from core import REPO
+from core.config.checks import NOT_FROM_A_WEB_FORM, shards_weights, validate, web_form_problem
+from core.config.schema import ENV_KEYS, SECTIONS, DatasetConfig, EvalConfig, LaunchConfig, RunConfig, RuntimeConfig, \
+    TrainConfig, field_types
+from core.config.trl_args import GRPO_CHOICES, GRPO_FROM_CONFIG, grpo_default, grpo_field_types
+from core.config.values import (apply_setting, changed_settings, choices, format_value, parse_setting, setting,
+                                text_value, value_kinds)
+from core.errors import ConfigError
+
+def normalize_seed_shape(raw: dict) -> dict:
+    """Map the seed's layout onto ours: `dataset: gsm8k` and top-level n_train/n_eval."""
+    raw = dict(raw)
+    if isinstance(raw.get("dataset"), str):
+        raw["dataset"] = {"name": raw["dataset"]}
+    for key in ("n_train", "n_eval"):
+        if key in raw:
+            raw.setdefault("dataset", {})
+            if not isinstance(raw["dataset"], dict):
+                break
+            raw["dataset"] = {**raw["dataset"], key: raw.pop(key)}
+    return raw
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file '{path}' does not exist: pass a YAML file such as configs/tiny_cpu.yaml")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"config file '{path}' is not valid YAML{at}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
+def default_runs_dir() -> Path:
+    """Where runs live unless a run says otherwise: RUNS_DIR, else the repository's runs/ folder.
+    The CLI writes there and the dashboard lists it, so a run started either way shows up in both."""
+    return Path(os.environ.get("RUNS_DIR") or REPO / "runs")
+
+
+def load_config(path: str | os.PathLike | None = None, sets: list[str] | tuple = (),
+                env: typing.Mapping[str, str] | None = None) -> RunConfig:
+    """Build a RunConfig: defaults < YAML file < environment (only when `env` is given: the CLI
+    passes os.environ) < `--set key=value` items."""
+    cfg = RunConfig()
+    if path is not None:
+        for key, value in normalize_seed_shape(read_yaml(path)).items():
+            apply_setting(cfg, key, value)
+    for var, key in ENV_KEYS.items():
+        if env and env.get(var, "") != "":
+            apply_setting(cfg, key, env[var])
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set '{item}' must look like key=value, e.g. --set train.num_train_steps=10")
+        apply_setting(cfg, key.strip(), text_value(key.strip(), value))
+    validate(cfg)
+    if cfg.train.output_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        cfg.train.output_dir = str(default_runs_dir() / f"{cfg.run_name}_{stamp}")
+    return cfg
+
+
+__all__ = ['ConfigError', 'DatasetConfig', 'ENV_KEYS', 'EvalConfig', 'GRPO_CHOICES', 'GRPO_FROM_CONFIG', 'LaunchConfig', 'NOT_FROM_A_WEB_FORM', 'RunConfig', 'RuntimeConfig', 'SECTIONS', 'TrainConfig', 'changed_settings', 'choices', 'default_runs_dir', 'field_types', 'format_value', 'grpo_default', 'grpo_field_types', 'load_config', 'parse_setting', 'setting', 'shards_weights', 'validate', 'value_kinds', 'web_form_problem']

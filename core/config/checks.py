@@ -1,0 +1,172 @@
+"""Checks of values that are each well typed but wrong, or wrong together (validate), and what a web
+form may not launch."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from core.builtin_models import BUILTIN_MODELS
+from core.config.schema import SECTIONS, RunConfig
+from core.config.trl_args import grpo_default
+from core.config.values import get_value
+from core.errors import ConfigError
+
+POSITIVE = ["max_new_tokens", "train.num_train_steps", "train.per_device_train_batch_size",
+            "train.gradient_accumulation_steps", "train.learning_rate", "train.logging_steps",
+            "dataset.n_train", "dataset.n_eval", "eval.batch_size", "eval.max_new_tokens", "launch.num_processes",
+            "launch.num_machines", "launch.main_process_port"]
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check values that are each well-typed but wrong, or wrong together."""
+    for key in POSITIVE:
+        value = get_value(cfg, key)
+        if value is not None and not value > 0:  # also NaN
+            raise ConfigError(f"config key '{key}' has value {value!r}, expected a number greater than 0")
+    numbers = [(f"{name}", getattr(cfg, name)) for name in ("max_new_tokens",)] + \
+        [(f"{section}.{name}", value) for section in SECTIONS
+         for name, value in vars(getattr(cfg, section)).items()] + \
+        [(f"grpo.{name}", value) for name, value in cfg.grpo.items()]
+    for key, value in numbers:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key '{key}' has value {value!r}, expected a finite number")
+    if cfg.grpo.get("num_iterations", 1) < 1:
+        raise ConfigError(f"config key 'grpo.num_iterations' has value {cfg.grpo['num_iterations']!r}, expected 1 "
+                          "or more: the number of updates per generation batch")
+    for key in ("train.save_steps", "train.eval_steps"):
+        if get_value(cfg, key) < 0:
+            raise ConfigError(f"config key '{key}' has value {get_value(cfg, key)!r}, expected 0 (off) or more")
+    if cfg.num_generations < 2:
+        raise ConfigError(f"config key 'num_generations' has value {cfg.num_generations}, expected at least 2: "
+                          "GRPO scores each completion against the others sampled for the same prompt")
+    batch = cfg.train.per_device_train_batch_size
+    gen_batch = cfg.grpo.get("generation_batch_size") or batch * cfg.num_generations
+    if gen_batch % cfg.num_generations:
+        raise ConfigError(
+            f"generation batch size {gen_batch} is not divisible by num_generations={cfg.num_generations}: TRL "
+            "generates whole groups of K completions per prompt, so the generation batch (by default "
+            "per_device_train_batch_size x num_generations) must be a multiple of K")
+    launch = cfg.launch
+    procs = launch.num_processes * launch.num_machines  # the world size
+    if gen_batch % (batch * procs):
+        raise ConfigError(
+            f"generation batch size {gen_batch} is not divisible by per_device_train_batch_size x num_processes x "
+            f"num_machines = {batch} x {launch.num_processes} x {launch.num_machines}: TRL splits each generation "
+            f"batch into equal micro-batches on every process, so with the default generation batch (batch x K) "
+            f"num_generations={cfg.num_generations} must be a multiple of the world size ({procs} processes)")
+    if not 0 <= launch.machine_rank < launch.num_machines:
+        raise ConfigError(f"config key 'launch.machine_rank' has value {launch.machine_rank}, expected 0 to "
+                          f"{launch.num_machines - 1}: each of the launch.num_machines={launch.num_machines} machines "
+                          "has its own rank, machine 0 first")
+    if launch.num_machines > 1 and not launch.main_process_ip:
+        raise ConfigError(f"launch.num_machines={launch.num_machines} needs launch.main_process_ip: the address of "
+                          "machine 0, where every machine meets (e.g. the first host of SLURM_JOB_NODELIST)")
+    if not 0 < launch.main_process_port < 65536:
+        raise ConfigError(f"config key 'launch.main_process_port' has value {launch.main_process_port}, expected a "
+                          "port number from 1 to 65535")
+    if cfg.dataset.level not in (1, 2, 3):
+        raise ConfigError(f"config key 'dataset.level' has value {cfg.dataset.level!r}, expected 1, 2 or 3")
+    if cfg.dataset.name not in ("gsm8k", "synthetic"):
+        raise ConfigError(f"config key 'dataset.name' has value {cfg.dataset.name!r}, expected gsm8k or synthetic")
+    if cfg.dataset.path is not None:
+        path = Path(cfg.dataset.path)
+        if cfg.dataset.name == "synthetic":
+            raise ConfigError(f"config key 'dataset.path' has value {cfg.dataset.path!r}, but dataset.name is "
+                              "synthetic, which generates its own problems: set dataset.name: gsm8k to read the file, "
+                              "or remove dataset.path")
+        if not path.exists():
+            raise ConfigError(f"config key 'dataset.path' has value {cfg.dataset.path!r}, but no such file or folder "
+                              "exists: point it at a GSM8K-format .jsonl/.parquet file or a folder of them")
+        if not (path.is_file() or path.is_dir()):
+            raise ConfigError(f"config key 'dataset.path' has value {cfg.dataset.path!r}, which is not a regular "
+                              "file or folder (a pipe or a device never ends): point it at a .jsonl/.parquet file")
+    if not 0.0 < cfg.eval.top_p <= 1.0 or cfg.eval.temperature < 0:
+        raise ConfigError(f"eval.temperature={cfg.eval.temperature} / eval.top_p={cfg.eval.top_p} are out of range: "
+                          "temperature must be >= 0 (0 = greedy), top_p in (0, 1]")
+    if cfg.stop_at_final and (cfg.grpo.get("use_vllm") or cfg.eval.backend == "vllm"):
+        raise ConfigError("stop_at_final ends completions inside transformers' generate, not vLLM's: set "
+                          "grpo.use_vllm=false and eval.backend=hf, or stop_at_final=false")
+    if cfg.eval.backend not in ("hf", "vllm"):
+        raise ConfigError(f"config key 'eval.backend' has value {cfg.eval.backend!r}, expected hf or vllm")
+    if not 0.0 < cfg.eval.vllm_gpu_memory_utilization < 1.0:
+        raise ConfigError(f"config key 'eval.vllm_gpu_memory_utilization' has value "
+                          f"{cfg.eval.vllm_gpu_memory_utilization!r}, expected a fraction between 0 and 1")
+    if cfg.launch.accelerate_config is not None:
+        _check_accelerate_config(cfg)
+    name = cfg.model_name
+    looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+    if name.startswith("builtin:"):
+        if name not in BUILTIN_MODELS:
+            raise ConfigError(f"config key 'model_name' has value {name!r}, but there is no such built-in model: "
+                              f"use one of {', '.join(BUILTIN_MODELS)}")
+    elif name.endswith(".gguf"):
+        if not Path(name).expanduser().is_file():
+            raise ConfigError(f"config key 'model_name' has value {name!r}, but there is no such GGUF file: give "
+                              "an existing .gguf file (it is converted once into a model folder)")
+    elif (looks_like_path or Path(name).expanduser().exists()) and not Path(name).expanduser().is_dir():
+        raise ConfigError(f"config key 'model_name' has value {name!r}, but that model folder does not exist: "
+                          "give an existing local folder, a Hub id like Qwen/Qwen2.5-0.5B-Instruct, or builtin:tiny")
+    return cfg
+
+
+def _check_accelerate_config(cfg: RunConfig) -> None:
+    """launch.accelerate_config must be a file `accelerate launch` accepts, able to start the
+    workers on this machine, with settings the run can keep."""
+    import importlib.util
+
+    import torch
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path, num_processes = cfg.launch.accelerate_config, cfg.launch.num_processes
+    key = f"config key 'launch.accelerate_config' ({path!r})"
+    if not Path(path).is_file():
+        raise ConfigError(f"{key} names no file: give an accelerate config such as configs/accelerate/fsdp.yaml")
+    try:
+        acc = load_config_from_file(path)
+    except Exception as e:  # accelerate's own check: YAML errors, unknown keys, bad values
+        problem = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{key} is not a valid accelerate config: {problem}") from None
+    if acc.use_cpu and num_processes > 1:
+        raise ConfigError(f"{key} sets use_cpu: true, with which accelerate launch starts one process, not "
+                          f"{num_processes}: set use_cpu: false (CPU workers then train together over gloo)")
+    if cfg.train.eval_steps and cfg.eval.enabled and shards_weights(cfg):
+        raise ConfigError(f"train.eval_steps={cfg.train.eval_steps} evaluates on rank 0 during training, but {path} "
+                          "spreads the weights over the workers: set train.eval_steps=0 (the evals before and "
+                          "after training still run)")
+    engine = {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed"}.get(acc.distributed_type)
+    if engine and not torch.cuda.is_available():
+        raise ConfigError(f"{key} uses {engine}, which accelerate applies on CUDA GPUs only and this machine has "
+                          "none: use configs/accelerate/ddp.yaml, or no accelerate config, to train on the CPU")
+    if engine == "DeepSpeed" and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(f"{key} uses DeepSpeed, which is not installed: pip install deepspeed")
+
+
+def shards_weights(cfg: RunConfig) -> bool:
+    """True when the run's accelerate config spreads the weights over the workers (FSDP, DeepSpeed
+    ZeRO-3): then no single rank holds the whole model during training."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    if not cfg.launch.accelerate_config:
+        return False
+    acc = load_config_from_file(cfg.launch.accelerate_config)
+    return acc.distributed_type == "FSDP" or \
+        (acc.distributed_type == "DEEPSPEED" and (acc.deepspeed_config or {}).get("zero_stage") == 3)
+
+
+# GRPOConfig fields a web form may not set (core.runs.launch refuses them for the dashboard): they
+# publish to the Hub or to a Trackio space, write outside the run folder, or name files to load.
+NOT_FROM_A_WEB_FORM = ("push_to_hub", "hub_token", "hub_private_repo", "hub_model_id", "hub_strategy",
+                       "hub_always_push", "hub_revision", "log_completions_hub_repo", "project", "trackio_space_id",
+                       "trackio_bucket_id", "trackio_static_space_id", "logging_dir", "deepspeed", "fsdp_config",
+                       "resume_from_checkpoint", "model_init_kwargs")
+
+
+def web_form_problem(cfg: RunConfig) -> str | None:
+    """Why the dashboard may not launch `cfg` (one line), or None: a web page is not a shell."""
+    for name in NOT_FROM_A_WEB_FORM:
+        if name in cfg.grpo and cfg.grpo[name] not in (None, False, "", grpo_default(name)):
+            return (f"grpo.{name} cannot be set from the dashboard (it publishes, writes outside the run folder or "
+                    "names files to load): run python -m core.train from a terminal for that")
+    return None
+

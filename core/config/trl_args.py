@@ -1,0 +1,63 @@
+"""The config's mapping onto TRL's GRPOConfig: the fields set from this config's own keys, the types
+and defaults of every other (the `grpo:` passthrough), and the values TRL's help text lists."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+from typing import Any
+
+from core.config.schema import field_types, fields_of
+
+# GRPOConfig fields set from this config's own keys: field -> (the key it comes from, its value for
+# TRL). `grpo:` may not set them again; core.train builds TRL's arguments from this same table.
+GRPO_FROM_CONFIG = {
+    "output_dir": ("train.output_dir", lambda c: str(c.train.output_dir)),
+    "max_steps": ("train.num_train_steps", lambda c: c.train.num_train_steps),
+    "per_device_train_batch_size": ("train.per_device_train_batch_size",
+                                    lambda c: c.train.per_device_train_batch_size),
+    "gradient_accumulation_steps": ("train.gradient_accumulation_steps",
+                                    lambda c: c.train.gradient_accumulation_steps),
+    "learning_rate": ("train.learning_rate", lambda c: c.train.learning_rate),
+    "logging_steps": ("train.logging_steps", lambda c: c.train.logging_steps),
+    "save_strategy": ("train.save_steps", lambda c: "steps" if c.train.save_steps > 0 else "no"),
+    "save_steps": ("train.save_steps", lambda c: c.train.save_steps or 500),  # TRL wants > 0 even when off
+    "seed": ("train.seed", lambda c: c.train.seed),
+    "data_seed": ("train.seed", lambda c: c.train.seed),
+    "num_generations": ("num_generations", lambda c: c.num_generations),
+    "max_completion_length": ("max_new_tokens", lambda c: c.max_new_tokens),
+    "report_to": ("runtime.use_wandb", lambda c: "wandb" if c.runtime.use_wandb else "none"),
+    "log_completions": ("runtime.use_wandb", lambda c: c.runtime.use_wandb),  # TRL's completions table, in W&B
+    "run_name": ("model_name", lambda c: os.environ.get("WANDB_NAME") or c.run_name),
+    "reward_weights": ("rewards", lambda c: [r["weight"] for r in c.rewards]),
+}
+
+
+def grpo_field_types() -> dict[str, Any]:
+    from trl import GRPOConfig  # heavy import, only when a `grpo:` key is checked
+
+    return field_types(GRPOConfig)
+
+
+def grpo_default(name: str) -> Any:
+    """GRPOConfig's default for field `name` (an enum as its plain value)."""
+    from trl import GRPOConfig
+
+    f = fields_of(GRPOConfig)[name]
+    value = f.default_factory() if f.default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING \
+        else None if f.default is dataclasses.MISSING else f.default
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+# GRPOConfig text fields with a fixed set of values, as TRL's help text for each lists them (TRL
+# checks none of them before training starts; a test checks each value still appears in that help).
+GRPO_CHOICES = {
+    "loss_type": ["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"],
+    "scale_rewards": ["group", "batch", "none"],
+    "importance_sampling_level": ["token", "sequence"],
+    "multi_objective_aggregation": ["sum_then_normalize", "normalize_then_sum"],
+    "vllm_mode": ["server", "colocate"],
+    "vllm_model_impl": ["transformers", "vllm"],
+}
+
