@@ -12,7 +12,7 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `core` lives beside `dashboard`
 
-from dashboard.common import allowed_host  # noqa: E402
+from dashboard.security import allowed_host  # noqa: E402
 
 st.set_page_config(page_title="simple_grpo", page_icon=":material/calculate:", layout="wide")
 if not allowed_host(st.context.headers.get("Host", "")):

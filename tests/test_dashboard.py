@@ -132,9 +132,9 @@ def test_runs_page_progress_tells_the_phase_and_the_time_left_from_training_step
 
 
 def test_the_doctors_all_clear_says_when_the_rollouts_were_not_read(runs, monkeypatch):
-    import dashboard.common
+    import dashboard.caches
 
-    monkeypatch.setattr(dashboard.common, "RUNS_PAGE_READS_ROLLOUTS", 0)  # as for a run too large to read at once
+    monkeypatch.setattr(dashboard.caches, "RUNS_PAGE_READS_ROLLOUTS", 0)  # as for a run too large to read at once
     (success,) = open_page("runs", run="learning").success
     assert success.value.endswith("on TRL's metrics and the evals: the rollouts are not read yet.")
 
@@ -171,8 +171,8 @@ def test_runs_page_charts_for_a_finished_run(runs):
 
 
 def test_a_long_runs_curves_are_binned_and_say_so(runs, monkeypatch):
-    monkeypatch.setattr("dashboard.common.CHART_POINTS", 10)  # as 1,000 points for a run of many thousand steps
-    monkeypatch.setattr("dashboard.common.PROMPT_COLUMNS", 5)
+    monkeypatch.setattr("dashboard.widgets.CHART_POINTS", 10)  # as 1,000 points for a run of many thousand steps
+    monkeypatch.setattr("dashboard.widgets.PROMPT_COLUMNS", 5)
     loss = charts(open_page("runs", run="learning"))["Loss"][0]
     assert loss["x"] == list(range(1, 31, 3)) and loss["y"] == pytest.approx(  # 30 steps in bins of 3
         [sum(0.1 / s for s in range(b, b + 3)) / 3 for b in range(1, 31, 3)])
@@ -424,9 +424,9 @@ def test_a_step_window_at_the_edges_follows_new_steps_and_a_moved_one_stays(runs
 
 def test_the_runs_page_reads_no_rollouts_and_a_status_rewrite_keeps_the_store(runs, monkeypatch):
     from core.runs import write_json_atomic
-    from dashboard.common import store_for
+    from dashboard.caches import store_for
 
-    monkeypatch.setattr("dashboard.common.RUNS_PAGE_READS_ROLLOUTS", 0)  # as for a large run
+    monkeypatch.setattr("dashboard.caches.RUNS_PAGE_READS_ROLLOUTS", 0)  # as for a large run
     open_page("runs", run="learning")
     metrics_only = store_for("learning", rollouts=False)  # the store the Runs page made, from the cache
     assert metrics_only.count() == 0 and len(metrics_only.metric_series(["loss"])) == 30
@@ -438,12 +438,12 @@ def test_the_runs_page_reads_no_rollouts_and_a_status_rewrite_keeps_the_store(ru
 
 
 def test_the_doctor_looks_again_at_a_live_run_every_30_seconds_not_every_refresh(runs, monkeypatch):
-    import dashboard.common
-    from dashboard.common import DOCTOR_SECONDS, diagnosis
+    import dashboard.caches
+    from dashboard.caches import DOCTOR_SECONDS, diagnosis
 
     calls = []
-    real = dashboard.common.diagnose
-    monkeypatch.setattr(dashboard.common, "diagnose", lambda store, config: calls.append(store.count()) or real(store, config))
+    real = dashboard.caches.diagnose
+    monkeypatch.setattr(dashboard.caches, "diagnose", lambda store, config: calls.append(store.count()) or real(store, config))
     store = RunStore(runs["learning"])
     store.refresh(rollouts=False)
     path = str(runs["learning"])
@@ -468,7 +468,7 @@ def test_a_live_page_redraws_its_charts_less_often_than_its_text(runs, monkeypat
     from streamlit.delta_generator import DeltaGenerator
 
     from core.runs import process_started
-    from dashboard.common import CHART_SECONDS, LIVE_SECONDS
+    from dashboard.widgets import CHART_SECONDS, LIVE_SECONDS
     from tests.dashboard_fixtures import write_status
 
     if live:

@@ -6,7 +6,8 @@ import streamlit as st
 
 from core.runs import list_runs, run_folder, settings_diff
 from core.store import compare_step_aggregates
-from dashboard.common import fmt_pct, runs_root, store_for
+from dashboard.caches import runs_root, store_for
+from dashboard.widgets import fmt_pct
 
 st.title("Compare runs")
 runs = list_runs(runs_root())

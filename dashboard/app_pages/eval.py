@@ -3,7 +3,8 @@ questions that flipped."""
 
 import streamlit as st
 
-from dashboard.common import fmt_pct, live_every, pick_run, show_completion, store_for
+from dashboard.caches import store_for
+from dashboard.widgets import fmt_pct, live_every, pick_run, show_completion
 
 st.title("Eval")
 run = pick_run()

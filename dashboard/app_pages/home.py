@@ -10,7 +10,8 @@ from core.config import load_config
 from core.errors import ConfigError
 from core.gguf_model import smollm2_file
 from core.runs import launch, list_runs
-from dashboard.common import fmt_pct, runs_root
+from dashboard.caches import runs_root
+from dashboard.widgets import fmt_pct
 
 st.title("simple_grpo")
 st.markdown(

@@ -12,7 +12,7 @@ from core.data import LEVELS
 from core.lifecycle import machine_commands
 from core.model import has_cuda
 from core.runs import launch, run_folder, safe_run_name, save_preset
-from dashboard.common import runs_root
+from dashboard.caches import runs_root
 from dashboard.grpo_form import grpo_options, is_toggle
 
 SOURCES = {"GSM8K (Hugging Face Hub)": "gsm8k", "Local file or folder": "path", "Synthetic (offline)": "synthetic"}

@@ -4,7 +4,8 @@ import plotly.express as px
 import streamlit as st
 
 from core.stats import wilson_interval
-from dashboard.common import CHART_SECONDS, live_every, pick_run, step_bin, store_for
+from dashboard.caches import store_for
+from dashboard.widgets import CHART_SECONDS, live_every, pick_run, step_bin
 
 BOARDS = {"most_improved": "Most improved", "regressed": "Regressed", "never_solved": "Never solved",
           "always_solved": "Always solved"}

@@ -5,7 +5,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard.common import CATEGORY_COLORS, CHART_SECONDS, live_every, pick_run, step_window, store_for
+from dashboard.caches import store_for
+from dashboard.widgets import CATEGORY_COLORS, CHART_SECONDS, live_every, pick_run, step_window
 
 st.title("Rewards")
 run = pick_run()

@@ -4,7 +4,8 @@ import streamlit as st
 
 from core.advantage import formula, run_settings
 from core.runs import read_config
-from dashboard.common import live_every, pick_run, show_completion, step_window, store_for
+from dashboard.caches import store_for
+from dashboard.widgets import live_every, pick_run, show_completion, step_window
 
 CATEGORY = {0.0: "0.0 · malformed", 0.1: "0.1 · wrong", 1.0: "1.0 · correct"}
 PAGE_SIZE = 25

@@ -1,17 +1,15 @@
-"""Shared drawing helpers for the pages: the runs folder, the selected run, cached stores."""
+"""The pages' widgets and formats: the run picker, the step window, the live refresh rates, progress,
+the doctor's findings, smoothing, and model text shown as text."""
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import streamlit as st
 
-from core.config import default_runs_dir
-from core.doctor import CHECKED, diagnose
-from core.runs import LIVE_STATES, list_runs, read_config, run_folder
-from core.store import RunStore
+from core.doctor import CHECKED
+from core.runs import LIVE_STATES, list_runs
+from dashboard.caches import runs_root
 
 LIVE_SECONDS = 5  # how often a live page's text refreshes (progress, counts, tables)
 CHART_SECONDS = 15  # how often a live page's charts are drawn again: a browser spends 0.1 s of CPU or more
@@ -19,58 +17,6 @@ CHART_SECONDS = 15  # how often a live page's charts are drawn again: a browser 
 CATEGORY_COLORS = {"malformed": "#bbbbbb", "wrong": "#f4a261", "correct": "#2a9d8f"}
 CHART_POINTS = 1000  # at most, per curve of TRL's metrics: a long run's steps are averaged in bins (TensorBoard draws 1,000)
 PROMPT_COLUMNS = 120  # at most, per prompt's accuracy curve and in the heatmap: readable, and small to send
-
-
-def allowed_host(host: str) -> bool:
-    """Whether a request's Host header names this machine: a loopback name or address, or a name the
-    user allowed in SIMPLE_GRPO_ALLOWED_HOSTS. An empty Host (no HTTP request: tests) is allowed."""
-    name = host.strip().lower()
-    name = name[1:].split("]")[0] if name.startswith("[") else name.rsplit(":", 1)[0] if name.count(":") == 1 else name
-    allowed = {h.strip().lower() for h in os.environ.get("SIMPLE_GRPO_ALLOWED_HOSTS", "").split(",") if h.strip()}
-    return name in ("", "localhost", "::1") or name in allowed or \
-        (name.startswith("127.") and name.replace(".", "").isdigit() and name.count(".") == 3)
-
-
-def runs_root() -> Path:
-    root = default_runs_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-@st.cache_resource(max_entries=16, on_release=RunStore.close)
-def _store(path: str, folder_id: tuple[int, int]) -> RunStore:
-    return RunStore(path)
-
-
-def store_for(name: str, rollouts: bool = True) -> RunStore:
-    """The run's store: one per run folder for the life of the server, shared by sessions and
-    refreshed incrementally (it reads a replaced file again by itself). A run deleted and made
-    again is a new folder (another inode) and gets a new store; an evicted store is closed. Without
-    `rollouts` only its metrics and evals are read (RunStore.refresh)."""
-    path = run_folder(runs_root(), name)
-    stat = path.stat()
-    store = _store(str(path), (stat.st_dev, stat.st_ino))  # not st_ctime: each status.json write changes it
-    store.refresh(rollouts)
-    return store
-
-
-RUNS_PAGE_READS_ROLLOUTS = 64 * 2**20  # rollout files this small are read for the Runs page's doctor: under a second
-
-
-def small_rollouts(path: Path) -> bool:
-    """Whether the run's rollout files are small enough for the Runs page to read at once."""
-    return sum(p.stat().st_size for p in (path / "rollouts").glob("rollouts*.jsonl")) <= RUNS_PAGE_READS_ROLLOUTS
-
-
-DOCTOR_SECONDS = 30  # how often the doctor looks again at a live run: it reads every rollout (0.1 s at 1M)
-
-
-@st.cache_data(ttl=DOCTOR_SECONDS, max_entries=64, show_spinner=False)
-def diagnosis(path: str, state: str, has_rollouts: bool, _store: RunStore) -> list:
-    """The run doctor's findings (core.doctor), looked at again after DOCTOR_SECONDS: a live page
-    refreshes every LIVE_SECONDS, and trends over many steps need no fresher look than that. A new
-    state of the run, or its rollouts read at last, gets a new diagnosis at once."""
-    return diagnose(_store, read_config(Path(path)))
 
 
 def show_findings(findings, run_name: str, read_rollouts: bool = True) -> None:

@@ -1,0 +1,55 @@
+"""What the pages share across reruns and sessions: the runs folder, one store per run folder (kept for
+the life of the server), and the run doctor's findings, looked at again every DOCTOR_SECONDS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from core.config import default_runs_dir
+from core.doctor import diagnose
+from core.runs import read_config, run_folder
+from core.store import RunStore
+
+
+def runs_root() -> Path:
+    root = default_runs_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@st.cache_resource(max_entries=16, on_release=RunStore.close)
+def _store(path: str, folder_id: tuple[int, int]) -> RunStore:
+    return RunStore(path)
+
+
+def store_for(name: str, rollouts: bool = True) -> RunStore:
+    """The run's store: one per run folder for the life of the server, shared by sessions and
+    refreshed incrementally (it reads a replaced file again by itself). A run deleted and made
+    again is a new folder (another inode) and gets a new store; an evicted store is closed. Without
+    `rollouts` only its metrics and evals are read (RunStore.refresh)."""
+    path = run_folder(runs_root(), name)
+    stat = path.stat()
+    store = _store(str(path), (stat.st_dev, stat.st_ino))  # not st_ctime: each status.json write changes it
+    store.refresh(rollouts)
+    return store
+
+
+RUNS_PAGE_READS_ROLLOUTS = 64 * 2**20  # rollout files this small are read for the Runs page's doctor: under a second
+
+
+def small_rollouts(path: Path) -> bool:
+    """Whether the run's rollout files are small enough for the Runs page to read at once."""
+    return sum(p.stat().st_size for p in (path / "rollouts").glob("rollouts*.jsonl")) <= RUNS_PAGE_READS_ROLLOUTS
+
+
+DOCTOR_SECONDS = 30  # how often the doctor looks again at a live run: it reads every rollout (0.1 s at 1M)
+
+
+@st.cache_data(ttl=DOCTOR_SECONDS, max_entries=64, show_spinner=False)
+def diagnosis(path: str, state: str, has_rollouts: bool, _store: RunStore) -> list:
+    """The run doctor's findings (core.doctor), looked at again after DOCTOR_SECONDS: a live page
+    refreshes every LIVE_SECONDS, and trends over many steps need no fresher look than that. A new
+    state of the run, or its rollouts read at last, gets a new diagnosis at once."""
+    return diagnose(_store, read_config(Path(path)))
