@@ -26,6 +26,7 @@ from core.data import load_rows, to_dataset
 from core.errors import ConfigError
 from core.model import check_vllm, load_model, load_tokenizer, pick_device
 from core.rewards import CORRECT, last_number, numbers_equal, score
+from core.rundir import config_path, eval_path, eval_summary_path, model_dir
 from core.runs import read_json, write_json_atomic
 from core.stop_at_final import end_at_final_line
 
@@ -33,10 +34,6 @@ from core.stop_at_final import end_at_final_line
 # the rollout record's for the same ideas; the store's columns are derived from it.
 # `correct` is the reward's strict reading (a well-formed `Final:` line); `lenient_correct` reads the last
 # number anywhere: the gap between them is what learning the format is worth.
-EVAL_FIELDS = {"prompt_id": str, "question": str, "prompt": str, "ground_truth": str, "prediction": str,
-               "completion": str, "correct": bool, "lenient_correct": bool, "completion_tokens": int}
-# What eval files written before that called these fields (the store still reads them).
-EVAL_FIELDS_RENAMED = {"gt": "ground_truth", "pred": "prediction", "new_tokens": "completion_tokens"}
 
 
 def generate_hf(model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int,
@@ -113,13 +110,13 @@ def evaluate(model, tokenizer, dataset, batch_size: int = 16, max_new_tokens: in
 def write_eval(run_dir: str | Path, phase: str, records: list[dict], summary: dict) -> None:
     """Write eval/<phase>.jsonl (atomically: readers see the old file or the new one, a new inode)
     and merge `summary` into eval/summary.json under `phase`."""
-    folder = Path(run_dir) / "eval"
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{phase}.jsonl.{os.getpid()}.tmp"
+    path = eval_path(run_dir, phase)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    tmp.replace(folder / f"{phase}.jsonl")
-    summary_path = folder / "summary.json"
+    tmp.replace(path)
+    summary_path = eval_summary_path(run_dir)
     summaries = read_json(summary_path) or {}  # the trainer owns this file: a damaged one is rewritten
     summaries[phase] = summary
     write_json_atomic(summary_path, summaries)
@@ -138,7 +135,7 @@ def evaluate_run(cfg, run_dir: str | Path, model, tokenizer, eval_set, phase: st
         if phase:
             write_eval(run_dir, phase, records, summary)
     elif phase == "after":  # the final weights, which the trainer has saved in model/
-        summary = evaluate_in_subprocess(run_dir, Path(run_dir) / "model", phase)
+        summary = evaluate_in_subprocess(run_dir, model_dir(run_dir), phase)
     else:  # the weights as they are now, saved for it
         with tempfile.TemporaryDirectory(dir=run_dir) as folder:
             model.save_pretrained(folder)
@@ -156,15 +153,15 @@ LAUNCHER_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_R
                 "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT")
 
 
-def evaluate_in_subprocess(run_dir: str | Path, model_dir: str | Path, phase: str | None = None) -> dict:
-    """Evaluate the model saved in `model_dir` in a fresh process (this module's CLI), away from
+def evaluate_in_subprocess(run_dir: str | Path, model_folder: str | Path, phase: str | None = None) -> dict:
+    """Evaluate the model saved in `model_folder` in a fresh process (this module's CLI), away from
     the training's GPU state and process group; returns the summary."""
     env = {k: v for k, v in os.environ.items()
            if k not in LAUNCHER_ENV and not k.startswith(("TORCHELASTIC_", "ACCELERATE_"))}
-    command = [sys.executable, "-m", "core.evaluate", str(run_dir), "--model", str(model_dir)]
+    command = [sys.executable, "-m", "core.evaluate", str(run_dir), "--model", str(model_folder)]
     result = subprocess.run(command + (["--phase", phase] if phase else []), env=env, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"evaluation of {model_dir} failed: {result.stderr.strip()[-2000:]}")
+        raise RuntimeError(f"evaluation of {model_folder} failed: {result.stderr.strip()[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -176,11 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of the run's config, e.g. --set dataset.n_eval=1319")
     args = parser.parse_args(argv)
-    model_dir = args.model or str(Path(args.run_dir) / "model")
+    folder = args.model or str(model_dir(args.run_dir))
     try:
-        if not (Path(args.run_dir) / "run.yaml").is_file():
+        if not config_path(args.run_dir).is_file():
             raise ConfigError(f"'{args.run_dir}' is not a run directory (it has no run.yaml): give one under runs/")
-        cfg = load_config(Path(args.run_dir) / "run.yaml", sets=[*args.set, f"model_name={model_dir}"])
+        cfg = load_config(config_path(args.run_dir), sets=[*args.set, f"model_name={folder}"])
         if args.phase and not args.phase.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"--phase {args.phase!r} must be a plain name such as after or full_test")
         device, e = pick_device(), cfg.eval

@@ -33,8 +33,8 @@ import yaml
 from core.config import RunConfig, load_config
 from core.errors import ConfigError
 from core.rollouts import RolloutRecorder
-from core.runs import (StatusFile, checked_status, checkpoints, latest_checkpoint, lock_run_dir, read_status,
-                       update_status)
+from core.rundir import checkpoints, config_path, latest_checkpoint, log_path, metrics_path
+from core.runs import StatusFile, checked_status, lock_run_dir, read_status, update_status
 
 
 class StopRequested(BaseException):
@@ -133,7 +133,7 @@ def attempt() -> int:
 
 
 def log_metrics(run_dir: Path, step: int, metrics: dict) -> None:
-    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+    with open(metrics_path(run_dir), "a", encoding="utf-8") as f:
         f.write(json.dumps({"step": step, "time": time.time(), "attempt": attempt(), **metrics}) + "\n")
 
 
@@ -257,9 +257,9 @@ def run_in_folder(pipeline, cfg: RunConfig, stop: GracefulStop, resume: Path | N
         if int(os.environ.get("RANK", "0")) == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
             if not os.environ.get("SIMPLE_GRPO_LOGGED"):  # started from a terminal: keep a train.log too
-                log = open(run_dir / "train.log", "a", encoding="utf-8", buffering=1)
+                log = open(log_path(run_dir), "a", encoding="utf-8", buffering=1)
                 sys.stdout, sys.stderr = Tee(sys.stdout, log), Tee(sys.stderr, log)
-            (run_dir / "run.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            config_path(run_dir).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             earlier = checked_status(run_dir)[0] if resume else {}
             start = {"started_at": earlier.get("started_at"), "global_step": earlier.get("global_step", 0)} \
                 if resume else {"started_at": time.time(), "global_step": 0}
@@ -324,7 +324,7 @@ def main(pipeline, description: str, argv: list[str] | None = None) -> int:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a launcher holds it until now (core.runs)
         resume = lock = None
         if args.resume:
-            config = args.config or Path(args.resume) / "run.yaml"
+            config = args.config or config_path(args.resume)
             cfg = load_config(config, [*args.set, f"train.output_dir={args.resume}"], env=os.environ) \
                 if Path(config).is_file() else None  # without one, latest_checkpoint says what is missing
             if Path(args.resume).is_dir():

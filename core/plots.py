@@ -14,6 +14,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from core.rundir import rollout_files
 from core.runs import read_config
 from core.tail import read_jsonl
 
@@ -22,7 +23,7 @@ def read_rollouts(source: str | Path) -> tuple[list[dict], int]:
     """(every rollout record in a rollouts file, or in every rank file of a run directory; how many
     lines were skipped: a half-written last line or a corrupt one)."""
     source = Path(source)
-    files = sorted((source / "rollouts").glob("rollouts*.jsonl")) if source.is_dir() else [source]
+    files = rollout_files(source) if source.is_dir() else [source]
     records, skipped = [], 0
     for file in files:
         found, bad = read_jsonl(file)

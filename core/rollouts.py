@@ -12,40 +12,7 @@ import time
 from pathlib import Path
 
 from core.rewards import completion_text, extract_model_final, numbers_equal
-
-# One rollout record, a JSON line per scored completion: field -> type (docs/run-directory.md).
-# The store's columns and the tests' expectations are derived from it.
-ROLLOUT_FIELDS = {
-    "step": int,                  # the training step it was sampled for (1 = the first, as TRL's metrics count)
-    "prompt_id": str,             # stable short hash of the prompt text
-    "prompt": str,
-    "question": str,
-    "completion": str,
-    "prediction": str,            # the number after `Final:`, or null when malformed
-    "ground_truth": str,
-    "reward": float,              # the weighted total of `rewards`
-    "rewards": dict[str, float],  # each reward function's value
-    "correct": bool,
-    "rank": int,                  # the process that sampled it
-    "sample": int,                # 0..K-1 within its group
-    "completion_tokens": int,
-    "time": float,
-    "attempt": int,               # which start of the run wrote it (1, then 2 after a resume, ...)
-}
-
-
-def rollout_record(**fields) -> dict:
-    """A rollout record: exactly ROLLOUT_FIELDS' keys, in their order (a field not given is null)."""
-    unknown = fields.keys() - ROLLOUT_FIELDS.keys()
-    if unknown:
-        raise ValueError(f"not rollout fields: {', '.join(sorted(unknown))}")
-    return {name: fields.get(name) for name in ROLLOUT_FIELDS}
-
-
-def rollouts_path(run_dir: str | Path, rank: int = 0) -> Path:
-    name = "rollouts.jsonl" if rank == 0 else f"rollouts.rank{rank}.jsonl"
-    return Path(run_dir) / "rollouts" / name
-
+from core.rundir import rollout_record, rollouts_path
 
 class RolloutRecorder:
     """Appends rollout records to this rank's file; never rewrites it."""

@@ -21,9 +21,10 @@ import yaml
 
 from core.config import ENV_KEYS, RunConfig, grpo_default, grpo_field_types
 from core.errors import ConfigError
+from core.rundir import (NUMBER, STATES, STATUS_TYPES, config_path, eval_summary_path, latest_checkpoint, lock_path,
+                         log_path, metrics_path, status_path)
 from core.tail import last_lines
 
-STATES = ("starting", "running", "finished", "failed", "stopped")
 
 
 def write_json_atomic(path: str | Path, data: dict) -> None:
@@ -34,19 +35,6 @@ def write_json_atomic(path: str | Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def checkpoints(run_dir: str | Path) -> list[Path]:
-    """The run's checkpoint-<step>/ folders, oldest first."""
-    found = [p for p in Path(run_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and p.is_dir()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path:
-    """The run's newest checkpoint-<step>/ folder; ConfigError when there is none to resume from."""
-    found = checkpoints(run_dir)
-    if not (Path(run_dir) / "run.yaml").is_file() or not found:
-        raise ConfigError(f"cannot resume '{run_dir}': it needs a run.yaml and a checkpoint-<step> folder "
-                          "(runs save one when stopped, and every train.save_steps steps)")
-    return found[-1]
 
 
 def read_json(path: str | Path) -> dict | None:
@@ -59,20 +47,15 @@ def read_json(path: str | Path) -> dict | None:
 
 
 def read_status(run_dir: str | Path) -> dict:
-    return read_json(Path(run_dir) / "status.json") or {}
+    return read_json(status_path(run_dir)) or {}
 
 
-NUMBER = (int, float)
-# status.json: field -> the types its value may have (docs/run-directory.md).
-STATUS_TYPES = {"state": (str,), "pid": (int,), "pid_started": NUMBER, "started_at": NUMBER, "ended_at": NUMBER,
-                "exit_code": (int,), "error": (str,), "global_step": (int,), "max_steps": (int,), "attempt": (int,),
-                "phase": (str,), "phase_done": (int,), "phase_total": (int,)}
 
 
 def checked_status(run_dir: str | Path) -> tuple[dict, str | None]:
     """(the run's status.json, or {} when it cannot be trusted; why not, in one line, or None when it
     is sound or absent), from one read of the file."""
-    path = Path(run_dir) / "status.json"
+    path = status_path(run_dir)
     if not path.exists():
         return {}, None
     status = read_json(path)
@@ -102,7 +85,7 @@ class StatusFile:
     the whole file (atomically) on every change, so a file damaged on disk is simply replaced."""
 
     def __init__(self, run_dir: str | Path, **fields):
-        self.path = Path(run_dir) / "status.json"
+        self.path = status_path(run_dir)
         pid = os.getpid()
         self.fields = {**fields, "pid": pid, "pid_started": process_started(pid)}
         self.update()
@@ -115,11 +98,10 @@ class StatusFile:
 def update_status(run_dir: str | Path, **fields) -> dict:
     """Merge `fields` into status.json (a damaged one is replaced) and write it back atomically."""
     status = {**checked_status(run_dir)[0], **fields}
-    write_json_atomic(Path(run_dir) / "status.json", status)
+    write_json_atomic(status_path(run_dir), status)
     return status
 
 
-LOCK = ".lock"  # held (flock) by the run's trainer for its whole life: one writer per run directory
 
 
 def _flock(fd: int, mode: int, wait: float) -> bool:
@@ -139,7 +121,7 @@ def lock_run_dir(run_dir: str | Path, wait: float = 1.0) -> int | None:
     """Take the run directory's exclusive lock and return its file descriptor (the lock lasts as
     long as the descriptor is open, across an exec too); None when another process holds it (a
     reader's brief look, is_locked, is over well within `wait`)."""
-    fd = os.open(Path(run_dir) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(lock_path(run_dir), os.O_RDWR | os.O_CREAT, 0o644)
     if _flock(fd, fcntl.LOCK_EX, wait):
         return fd
     os.close(fd)
@@ -150,7 +132,7 @@ def is_locked(run_dir: str | Path, wait: float = 0.0) -> bool:
     """Whether a live trainer holds the run directory's lock (after waiting up to `wait` seconds
     for it to let go: a trainer that wrote its final state is about to exit)."""
     try:
-        fd = os.open(Path(run_dir) / LOCK, os.O_RDONLY)
+        fd = os.open(lock_path(run_dir), os.O_RDONLY)
     except FileNotFoundError:
         return False
     try:
@@ -227,7 +209,7 @@ def effective_state(status: dict) -> str:
 
 def _last_metric(run_dir: Path, name: str):
     """The latest value of metric `name` in the run's metrics.jsonl (within its last 64 KiB)."""
-    for line in reversed(last_lines(run_dir / "metrics.jsonl")):
+    for line in reversed(last_lines(metrics_path(run_dir))):
         try:
             value = json.loads(line).get(name)
         except (ValueError, AttributeError):
@@ -239,7 +221,7 @@ def _last_metric(run_dir: Path, name: str):
 
 def _summary(run_dir: Path) -> tuple[dict, str | None]:
     """(eval/summary.json's phases, why it cannot be trusted or None)."""
-    path = run_dir / "eval" / "summary.json"
+    path = eval_summary_path(run_dir)
     if not path.exists():
         return {}, None
     summary = read_json(path)
@@ -260,7 +242,7 @@ def run_info(run_dir: Path) -> dict:
     `unreadable`, and `problem` names the file and why (a damaged eval summary only hides its evals)."""
     status, status_bad = checked_status(run_dir)
     config = read_config(run_dir)
-    config_bad = "run.yaml is not a mapping of settings" if (run_dir / "run.yaml").exists() and not config else \
+    config_bad = "run.yaml is not a mapping of settings" if config_path(run_dir).exists() and not config else \
         f"run.yaml has model_name {config['model_name']!r}, which is not text" \
         if not isinstance(config.get("model_name", ""), str) else None
     summary, summary_bad = _summary(run_dir)
@@ -283,7 +265,7 @@ def run_info(run_dir: Path) -> dict:
 def read_config(run_dir: Path) -> dict:
     """The run's run.yaml as a plain mapping; {} when it is missing, unreadable or not a mapping."""
     try:
-        config = yaml.safe_load((Path(run_dir) / "run.yaml").read_bytes())
+        config = yaml.safe_load(config_path(run_dir).read_bytes())
     except (OSError, yaml.YAMLError):
         return {}
     return config if isinstance(config, dict) else {}
@@ -295,7 +277,7 @@ def list_runs(root: str | Path) -> list[dict]:
     if not root.is_dir():
         return []
     runs = [run_info(p) for p in root.iterdir()  # a symlink is not listed: it could lead anywhere
-            if p.is_dir() and not p.is_symlink() and ((p / "run.yaml").exists() or (p / "status.json").exists())]
+            if p.is_dir() and not p.is_symlink() and (config_path(p).exists() or status_path(p).exists())]
     return sorted(runs, key=lambda r: r["started"] or 0, reverse=True)
 
 
@@ -307,10 +289,10 @@ def launch(config: dict, root: str | Path, name: str, repo: str | Path = ".") ->
         raise ValueError(f"a run named '{run_dir.name}' already exists: choose another name")
     run_dir.mkdir(parents=True)
     config = {**config, "train": {**config["train"], "output_dir": str(run_dir)}}
-    (run_dir / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    proc = _start(run_dir, ["--config", str(run_dir / "run.yaml")], repo)
-    if not (run_dir / "status.json").exists():  # the trainer overwrites this as soon as it starts
-        write_json_atomic(run_dir / "status.json", {
+    config_path(run_dir).write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = _start(run_dir, ["--config", str(config_path(run_dir))], repo)
+    if not status_path(run_dir).exists():  # the trainer overwrites this as soon as it starts
+        write_json_atomic(status_path(run_dir), {
             "state": "starting", "pid": proc.pid, "pid_started": process_started(proc.pid), "started_at": time.time(),
             "global_step": 0, "max_steps": config["train"]["num_train_steps"]})
     return run_dir
@@ -333,7 +315,7 @@ def _start(run_dir: Path, args: list[str], repo: str | Path) -> subprocess.Popen
     """`python -m core.train ARGS` in its own process group, output appended to train.log."""
     env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}  # run.yaml is the whole config
     env["SIMPLE_GRPO_LOGGED"] = "1"  # its output goes to train.log already
-    with open(run_dir / "train.log", "ab") as log:
+    with open(log_path(run_dir), "ab") as log:
         # SIGTERM is held (blocked) until core.train has its handler in place: a Stop right after Launch
         # then stops the run instead of killing a process that has not written its status yet
         return subprocess.Popen([sys.executable, "-m", "core.train", *args], cwd=repo, env=env, stdout=log,
@@ -364,7 +346,7 @@ def delete(run_dir: str | Path, root: str | Path) -> None:
 
 def log_tail(run_dir: str | Path, lines: int = 40) -> str:
     """The end of the run's train.log, a line still being written included (a progress bar)."""
-    return "\n".join(last_lines(Path(run_dir) / "train.log", 32768, partial=True)[-lines:])
+    return "\n".join(last_lines(log_path(run_dir), 32768, partial=True)[-lines:])
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:

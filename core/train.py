@@ -32,6 +32,7 @@ from core.evaluate import evaluate_run
 from core.model import check_generation, load_model, pick_device
 from core.rewards import resolve_reward
 from core.rollouts import logged_rewards
+from core.rundir import model_dir
 from core.stop_at_final import end_at_final_line
 
 
@@ -76,9 +77,9 @@ def train(cfg: RunConfig, run: lifecycle.Lifecycle, resume: Path | None = None) 
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
     run.phase("saving")
-    trainer.save_model(str(run.dir / "model"))
+    trainer.save_model(str(model_dir(run.dir)))
     if run.is_main:
-        tokenizer.save_pretrained(run.dir / "model")
+        tokenizer.save_pretrained(model_dir(run.dir))
     if run.stopped:
         return "stopped"
 

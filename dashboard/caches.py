@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.config import default_runs_dir
 from core.doctor import diagnose
+from core.rundir import rollout_files
 from core.runs import read_config, run_folder
 from core.store import RunStore
 
@@ -41,7 +42,7 @@ RUNS_PAGE_READS_ROLLOUTS = 64 * 2**20  # rollout files this small are read for t
 
 def small_rollouts(path: Path) -> bool:
     """Whether the run's rollout files are small enough for the Runs page to read at once."""
-    return sum(p.stat().st_size for p in (path / "rollouts").glob("rollouts*.jsonl")) <= RUNS_PAGE_READS_ROLLOUTS
+    return sum(p.stat().st_size for p in rollout_files(path)) <= RUNS_PAGE_READS_ROLLOUTS
 
 
 DOCTOR_SECONDS = 30  # how often the doctor looks again at a live run: it reads every rollout (0.1 s at 1M)

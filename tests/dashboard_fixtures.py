@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from core import REPO
-from core.rollouts import rollout_record
+from core.rundir import rollout_record
 from tests.fake_run import write_run
 
 XSS = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"> Final: 7'

@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 
 from core.prompts import SYSTEM_PROMPT, prompt_id
-from core.rollouts import rollout_record, rollouts_path
+from core.rundir import rollout_record, rollouts_path
 
 WORDS = ("so the total is then each of them buys more apples than before which means we add and subtract "
          "multiply the number by two because half of it goes to").split()

@@ -7,9 +7,9 @@ import random
 import pytest
 
 from core.doctor import CHECKS, diagnose, main
-from core.stats import sign_test
-from core.rollouts import rollout_record
+from core.rundir import rollout_record
 from core.runs import read_config
+from core.stats import sign_test
 from core.store import RunStore
 from tests.conftest import TINY_SETS, run_cli
 from tests.dashboard_fixtures import write_config

@@ -399,7 +399,7 @@ LINES = {  # a line among good ones, with these values: (is it kept?, the value 
 @pytest.mark.parametrize("slow", [False, True], ids=["duckdb", "line_by_line"])
 @pytest.mark.parametrize("case", list(LINES))
 def test_a_bad_rollout_line_is_skipped_and_counted_and_good_ones_keep_their_values(tmp_path, case, slow):
-    from core.rollouts import rollout_record
+    from core.rundir import rollout_record
 
     values, kept, value = LINES[case]
     good = rollout_record(step=0, prompt_id="p", prompt="P", question="Q", completion="Final: 1", prediction="1",

@@ -95,3 +95,24 @@ def test_core_imports_each_module_at_its_top_and_in_no_circle():
 
     for name in imports:
         visit(name)
+
+
+def test_only_the_run_directory_module_builds_the_paths_of_a_runs_files():
+    """Writers and readers take a run's paths from core/rundir.py: no other module joins one of its
+    names onto a folder itself (`run_dir / "status.json"`), and none lists its folders by pattern."""
+    from core import rundir
+
+    names = {rundir.CONFIG, rundir.STATUS, rundir.LOCK, rundir.METRICS, rundir.ROLLOUTS, rundir.EVAL,
+             rundir.EVAL_SUMMARY, rundir.MODEL, rundir.LOG, "rollouts.jsonl"}
+    found = []
+    for path in sorted([*(ROOT / "core").rglob("*.py"), *(ROOT / "dashboard").rglob("*.py")]):
+        if path.name == "rundir.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+                found += [f"{path.name}:{node.lineno}" for side in (node.left, node.right)
+                          if isinstance(side, ast.Constant) and side.value in names]
+            elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "glob" and node.args and \
+                    isinstance(node.args[0], ast.Constant) and node.args[0].value.startswith(("rollouts", "*.jsonl")):
+                found.append(f"{path.name}:{node.lineno}")
+    assert not found, f"run-directory paths built outside core/rundir.py: {found}"

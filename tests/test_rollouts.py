@@ -5,7 +5,8 @@ import typing
 from types import SimpleNamespace
 
 from core.rewards import format_reward, gsm8k_reward, length_penalty
-from core.rollouts import ROLLOUT_FIELDS, RolloutRecorder, logged_rewards
+from core.rollouts import RolloutRecorder, logged_rewards
+from core.rundir import ROLLOUT_FIELDS
 
 
 def logged_reward(fn, recorder, num_generations):

@@ -11,8 +11,7 @@ from statistics import mean, pstdev, stdev
 import pytest
 
 from core.advantage import run_settings
-from core.evaluate import EVAL_FIELDS, EVAL_FIELDS_RENAMED
-from core.rollouts import ROLLOUT_FIELDS, rollout_record
+from core.rundir import EVAL_FIELDS, EVAL_FIELDS_RENAMED, ROLLOUT_FIELDS, rollout_record
 from core.stats import wilson_interval
 from core.store import RunStore, compare_step_aggregates
 from tests.fake_run import write_run

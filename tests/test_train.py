@@ -14,9 +14,8 @@ import yaml
 from safetensors.torch import load_file
 
 from core.config import ConfigError, load_config
-from core.evaluate import EVAL_FIELDS
 from core.rewards import extract_model_final, score
-from core.rollouts import ROLLOUT_FIELDS
+from core.rundir import EVAL_FIELDS, ROLLOUT_FIELDS
 from core.runs import read_status
 from tests.conftest import ROOT, TINY_SETS, run_cli
 

@@ -7,9 +7,9 @@ search.py (the text search, its matches kept), queries.py (each named query besi
     store.refresh()                       # ingest what was appended since the last refresh
     df, total = store.rollouts_page(step_min=10, search="Final: 42", limit=50)
 
-Tables: `rollouts` (the rollout record, core.rollouts.ROLLOUT_FIELDS, plus `file` and `degenerate`:
+Tables: `rollouts` (the rollout record, core.rundir.ROLLOUT_FIELDS, plus `file` and `degenerate`:
 ingest.INSERT_ROLLOUTS), `metrics` (long: step, time, name, value), `eval` (the eval record,
-core.evaluate.EVAL_FIELDS, plus `phase`). Each store holds its own in-memory DuckDB connection;
+core.rundir.EVAL_FIELDS, plus `phase`). Each store holds its own in-memory DuckDB connection;
 queries run on a cursor per call, so threads may share a store.
 
 Exactly once: every file is followed by a core.tail.Tail, so a half-written last line waits for

@@ -13,8 +13,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from core.evaluate import EVAL_FIELDS, EVAL_FIELDS_RENAMED
-from core.rollouts import ROLLOUT_FIELDS
+from core.rundir import (EVAL, EVAL_FIELDS, ROLLOUT_FIELDS, ROLLOUTS, eval_files, metrics_path, read_eval_record,
+                         rollout_files)
 from core.runs import read_status
 from core.tail import Tail, parse_lines
 
@@ -110,14 +110,14 @@ class Ingestion:
         however large the run (the rollouts are read when a page first needs them)."""
         with self._lock:
             before, after = self.con.execute(SIZE).fetchall()[0]
-            followed = [path for path in self._tails if path.parent.name == "rollouts"]
-            rollout_files = sorted((self.run_dir / "rollouts").glob("rollouts*.jsonl")) if rollouts else followed
-            evals = sorted((self.run_dir / "eval").glob("*.jsonl"))  # before, after, any `core.evaluate --phase`
-            metrics = self.run_dir / "metrics.jsonl"
-            for path in set(self._tails) - {*rollout_files, *evals, metrics}:  # files that went away
+            followed = [path for path in self._tails if path.parent.name == ROLLOUTS]
+            rollouts_now = rollout_files(self.run_dir) if rollouts else followed
+            evals = eval_files(self.run_dir)  # before, after, any `core.evaluate --phase`
+            metrics = metrics_path(self.run_dir)
+            for path in set(self._tails) - {*rollouts_now, *evals, metrics}:  # files that went away
                 self._drop(path)
                 del self._tails[path]
-            if rollouts and self._refresh_rollouts(rollout_files):  # the new rows: rowid > after (never reused)
+            if rollouts and self._refresh_rollouts(rollouts_now):  # the new rows: rowid > after (never reused)
                 self._drop_unkeyed(after)
                 self._attempts |= {a for (a,) in self.con.execute(NEW_ATTEMPTS, {"after": after}).fetchall()}
                 if len(self._attempts) > 1:  # a run started again: only then can rows be superseded
@@ -132,9 +132,9 @@ class Ingestion:
 
     def _drop(self, path: Path) -> None:
         """Forget the rows read from `path`."""
-        if path.parent.name == "rollouts":
+        if path.parent.name == ROLLOUTS:
             self.con.execute(DROP_FILE, {"file": self._file_id(str(path))})
-        elif path.parent.name == "eval":
+        elif path.parent.name == EVAL:
             self.con.execute(DROP_PHASE, {"phase": path.stem})
         else:
             self.con.execute(DROP_METRICS)
@@ -252,12 +252,12 @@ class Ingestion:
         rows = []
         for record in records:
             try:
-                rows += self._eval_rows(path.stem, record) if path.parent.name == "eval" else self._metric_rows(record)
+                rows += self._eval_rows(path.stem, record) if path.parent.name == EVAL else self._metric_rows(record)
             except ValueError:
                 bad += 1
         self.skipped += bad
-        self._insert("eval" if path.parent.name == "eval" else "metrics", rows)
-        if rows and path.parent.name != "eval":
+        self._insert("eval" if path.parent.name == EVAL else "metrics", rows)
+        if rows and path.parent.name != EVAL:
             self.con.execute(DROP_SUPERSEDED["metrics"])
 
     @staticmethod
@@ -269,5 +269,5 @@ class Ingestion:
 
     @staticmethod
     def _eval_rows(phase: str, record: dict) -> list[dict]:
-        record = {EVAL_FIELDS_RENAMED.get(k, k): v for k, v in record.items()}  # files written before the rename
+        record = read_eval_record(record)  # as an earlier version may have written it (core.rundir.MIGRATIONS)
         return [{"phase": phase, **{k: _column_value(record.get(k), tp) for k, tp in EVAL_FIELDS.items()}}]

@@ -11,6 +11,7 @@ from core.config import (ConfigError, changed_settings, choices, format_value, l
 from core.data import LEVELS
 from core.lifecycle import machine_commands
 from core.model import has_cuda
+from core.rundir import config_path
 from core.runs import launch, run_folder, safe_run_name, save_preset
 from dashboard.caches import runs_root
 from dashboard.grpo_form import grpo_options, is_toggle
@@ -24,7 +25,7 @@ presets = sorted((REPO / "configs").glob("*.yaml"))
 from_run = st.query_params.get("from_run")
 bases = ([f"settings of run {from_run}"] if from_run else []) + [p.name for p in presets]
 choice = st.selectbox("Start from", bases, key="base", help="A preset from configs/, or an earlier run's settings.")
-base_path = run_folder(runs_root(), from_run) / "run.yaml" if choice.startswith("settings of") else \
+base_path = config_path(run_folder(runs_root(), from_run)) if choice.startswith("settings of") else \
     REPO / "configs" / choice
 base = load_config(base_path)  # a run's run.yaml is a complete config file too
 base_label = str(base_path.relative_to(REPO) if base_path.is_relative_to(REPO) else base_path)

@@ -6,7 +6,8 @@ import streamlit as st
 
 from core import REPO
 from core.errors import ConfigError
-from core.runs import checkpoints, delete, list_runs, log_tail, resume, run_folder, stop
+from core.rundir import checkpoints
+from core.runs import delete, list_runs, log_tail, resume, run_folder, stop
 from dashboard.caches import diagnosis, runs_root, small_rollouts, store_for
 from dashboard.widgets import (CHART_POINTS, CHART_SECONDS, fmt_duration, fmt_pct, fmt_time, is_live, live_every,
                                pick_run, progress, show_findings, smooth)

@@ -30,10 +30,10 @@ from pathlib import Path
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 logging.disable(logging.WARNING)  # Streamlit's bare-mode warnings, once per page run
 
-from core import REPO as ROOT
+from core import REPO as ROOT  # noqa: E402
 from core.config import ConfigError, load_config  # noqa: E402
 from core.data import load_rows  # noqa: E402
-from core.rollouts import ROLLOUT_FIELDS  # noqa: E402
+from core.rundir import ROLLOUT_FIELDS  # noqa: E402
 from core.runs import list_runs, read_status, stop  # noqa: E402
 from core.store import RunStore  # noqa: E402
 from tests.dashboard_fixtures import make_runs  # noqa: E402

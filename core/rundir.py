@@ -1,0 +1,164 @@
+"""The run directory: the one interface between the trainer and everything that reads a run (the
+store, the runs list, the doctor, core.plots, core.evaluate, the pages). Every file of it is named
+here, with the schema of its records; writers and readers take their paths from these functions.
+docs/run-directory.md describes each file for a reader.
+
+    <run>/run.yaml                          the fully resolved config                    config_path
+    <run>/status.json                       the trainer's state (STATUS_TYPES)           status_path
+    <run>/.lock                             held by the live trainer (flock)             lock_path
+    <run>/metrics.jsonl                     a line per TRL log event                     metrics_path
+    <run>/rollouts/rollouts.jsonl           a line per scored completion, rank 0         rollouts_path, rollout_files
+    <run>/rollouts/rollouts.rank<R>.jsonl   ... of rank R (ROLLOUT_FIELDS)
+    <run>/eval/<phase>.jsonl                a line per eval question (EVAL_FIELDS)       eval_path, eval_files
+    <run>/eval/summary.json                 each phase's summary                         eval_summary_path
+    <run>/model/                            the final model and tokenizer                model_dir
+    <run>/checkpoint-<step>/                what --resume continues from                 checkpoints
+    <run>/train.log                         the run's output                             log_path
+
+Runs written by earlier versions still read: MIGRATIONS lists, numbered and named, each change to a
+file's records and the function that reads the old form as the new. (A rollout or metrics line
+without `attempt`, from before runs were resumable, is attempt 0: the store's SQL reads a missing
+one so, `coalesce(attempt, 0)`.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.errors import ConfigError
+
+CONFIG = "run.yaml"
+STATUS = "status.json"
+LOCK = ".lock"  # held (flock) by the run's trainer for its whole life: one writer per run directory
+METRICS = "metrics.jsonl"
+ROLLOUTS = "rollouts"
+EVAL = "eval"
+EVAL_SUMMARY = "summary.json"
+MODEL = "model"
+LOG = "train.log"
+
+
+def config_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CONFIG
+
+
+def status_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / STATUS
+
+
+def lock_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / LOCK
+
+
+def metrics_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / METRICS
+
+
+def rollouts_path(run_dir: str | Path, rank: int = 0) -> Path:
+    """Rank `rank`'s rollout file: each rank appends to its own."""
+    name = "rollouts.jsonl" if rank == 0 else f"rollouts.rank{rank}.jsonl"
+    return Path(run_dir) / ROLLOUTS / name
+
+
+def rollout_files(run_dir: str | Path) -> list[Path]:
+    """Every rank's rollout file, in order."""
+    return sorted((Path(run_dir) / ROLLOUTS).glob("rollouts*.jsonl"))
+
+
+def eval_path(run_dir: str | Path, phase: str) -> Path:
+    return Path(run_dir) / EVAL / f"{phase}.jsonl"
+
+
+def eval_files(run_dir: str | Path) -> list[Path]:
+    """The eval files: before, after, and any `core.evaluate --phase`."""
+    return sorted((Path(run_dir) / EVAL).glob("*.jsonl"))
+
+
+def eval_summary_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / EVAL / EVAL_SUMMARY
+
+
+def model_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / MODEL
+
+
+def log_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / LOG
+
+
+def checkpoints(run_dir: str | Path) -> list[Path]:
+    """The run's checkpoint-<step>/ folders, oldest first."""
+    found = [p for p in Path(run_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and p.is_dir()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path:
+    """The run's newest checkpoint-<step>/ folder; ConfigError when there is none to resume from."""
+    found = checkpoints(run_dir)
+    if not (Path(run_dir) / "run.yaml").is_file() or not found:
+        raise ConfigError(f"cannot resume '{run_dir}': it needs a run.yaml and a checkpoint-<step> folder "
+                          "(runs save one when stopped, and every train.save_steps steps)")
+    return found[-1]
+
+
+# ---- the records -------------------------------------------------------------------------------
+
+STATES = ("starting", "running", "finished", "failed", "stopped")
+NUMBER = (int, float)
+# status.json: field -> the types its value may have (docs/run-directory.md).
+STATUS_TYPES = {"state": (str,), "pid": (int,), "pid_started": NUMBER, "started_at": NUMBER, "ended_at": NUMBER,
+                "exit_code": (int,), "error": (str,), "global_step": (int,), "max_steps": (int,), "attempt": (int,),
+                "phase": (str,), "phase_done": (int,), "phase_total": (int,)}
+
+# One rollout record, a JSON line per scored completion: field -> type (docs/run-directory.md).
+# The store's columns and the tests' expectations are derived from it.
+ROLLOUT_FIELDS = {
+    "step": int,                  # the training step it was sampled for (1 = the first, as TRL's metrics count)
+    "prompt_id": str,             # stable short hash of the prompt text
+    "prompt": str,
+    "question": str,
+    "completion": str,
+    "prediction": str,            # the number after `Final:`, or null when malformed
+    "ground_truth": str,
+    "reward": float,              # the weighted total of `rewards`
+    "rewards": dict[str, float],  # each reward function's value
+    "correct": bool,
+    "rank": int,                  # the process that sampled it
+    "sample": int,                # 0..K-1 within its group
+    "completion_tokens": int,
+    "time": float,
+    "attempt": int,               # which start of the run wrote it (1, then 2 after a resume, ...)
+}
+
+
+def rollout_record(**fields) -> dict:
+    """A rollout record: exactly ROLLOUT_FIELDS' keys, in their order (a field not given is null)."""
+    unknown = fields.keys() - ROLLOUT_FIELDS.keys()
+    if unknown:
+        raise ValueError(f"not rollout fields: {', '.join(sorted(unknown))}")
+    return {name: fields.get(name) for name in ROLLOUT_FIELDS}
+
+# One eval record, a JSON line per question of eval/<phase>.jsonl: field -> type.
+EVAL_FIELDS = {"prompt_id": str, "question": str, "prompt": str, "ground_truth": str, "prediction": str,
+               "completion": str, "correct": bool, "lenient_correct": bool, "completion_tokens": int}
+EVAL_FIELDS_RENAMED = {"gt": "ground_truth", "pred": "prediction", "new_tokens": "completion_tokens"}
+
+
+# ---- readers of older runs -----------------------------------------------------------------------
+
+def m001_eval_fields_renamed(record: dict) -> dict:
+    """Eval lines written before the eval record took the rollout record's names called ground_truth
+    `gt`, prediction `pred` and completion_tokens `new_tokens`."""
+    return {EVAL_FIELDS_RENAMED.get(k, k): v for k, v in record.items()}
+
+
+MIGRATIONS = {  # number -> (the file it applies to, how its old records are read)
+    1: ("eval/<phase>.jsonl", m001_eval_fields_renamed),
+}
+
+
+def read_eval_record(record: dict) -> dict:
+    """An eval line as the current EVAL_FIELDS name it, whichever version wrote it."""
+    for _, migrate in MIGRATIONS.values():
+        record = migrate(record)
+    return record
