@@ -21,9 +21,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import transformers
-from trl import GRPOConfig, GRPOTrainer
-
 from core import lifecycle
 from core.config import GRPO_FROM_CONFIG, RunConfig
 from core.data import load_rows, to_dataset
@@ -39,6 +36,11 @@ from core.stop_at_final import end_at_final_line
 def train(cfg: RunConfig, run: lifecycle.Lifecycle, resume: Path | None = None) -> str:
     """The run's steps; returns the final state (`finished` or `stopped`). With `resume`, training
     continues from that checkpoint and the eval before training is the one already on file."""
+    # TRL and transformers take seconds to import: imported here, once the stop handler is in place
+    # (lifecycle.main), so that a worker stopped while it starts is stopped, not killed
+    import transformers
+    from trl import GRPOTrainer
+
     device = pick_device()
     check_generation(cfg, device)
     rewards = reward_functions(cfg)
@@ -103,9 +105,11 @@ def reward_functions(cfg: RunConfig) -> list[tuple[str, object, float]]:
         raise ConfigError(str(err)) from None
 
 
-def grpo_args(cfg: RunConfig, device: str) -> GRPOConfig:
+def grpo_args(cfg: RunConfig, device: str):
     """TRL's GRPOConfig: the fields this config sets (config.GRPO_FROM_CONFIG), defaults for this
     device, and the `grpo:` passthrough."""
+    from trl import GRPOConfig
+
     defaults = dict(
         generation_batch_size=cfg.train.per_device_train_batch_size * cfg.num_generations,
         bf16=device == "cuda",
