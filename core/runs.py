@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -305,7 +306,8 @@ def resume(run_dir: str | Path, repo: str | Path = ".", num_train_steps: int | N
     _ensure_not_live(run_dir, "")
     latest_checkpoint(run_dir)  # fail here, with the reason, rather than in the subprocess
     steps = num_train_steps or (read_config(run_dir).get("train") or {}).get("num_train_steps")
-    old_pid = update_status(run_dir, state="starting", ended_at=None).get("pid")
+    old_pid = update_status(run_dir, state="starting", ended_at=None, exit_code=None, error=None, max_steps=steps,
+                            phase=None, phase_done=None, phase_total=None).get("pid")  # nothing of the last start
     proc = _start(run_dir, ["--resume", str(run_dir), "--set", f"train.num_train_steps={steps}"], repo)
     if read_status(run_dir).get("pid") == old_pid:  # unless the trainer already wrote its own
         update_status(run_dir, pid=proc.pid, pid_started=process_started(proc.pid))
@@ -318,9 +320,12 @@ def _start(run_dir: Path, args: list[str], repo: str | Path) -> subprocess.Popen
     with open(log_path(run_dir), "ab") as log:
         # SIGTERM is held (blocked) until core.train has its handler in place: a Stop right after Launch
         # then stops the run instead of killing a process that has not written its status yet
-        return subprocess.Popen([sys.executable, "-m", "core.train", *args], cwd=repo, env=env, stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "core.train", *args], cwd=repo, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                                 preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}))
+    # reaped when it ends, so that a finished run leaves no zombie process behind in the dashboard
+    threading.Thread(target=proc.wait, name=f"reap {run_dir.name}", daemon=True).start()
+    return proc
 
 
 def stop(run_dir: str | Path) -> bool:

@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `core` lives bes
 
 from dashboard.security import allowed_host  # noqa: E402
 
-st.set_page_config(page_title="simple_grpo", page_icon=":material/calculate:", layout="wide")
+# The tab icon is a file served by this server: a Material icon there would be fetched from fonts.gstatic.com.
+st.set_page_config(page_title="simple_grpo", page_icon=Path(__file__).parent / "icon.png", layout="wide")
 if not allowed_host(st.context.headers.get("Host", "")):
     # A page on another site that made its name resolve to this machine (DNS rebinding) must not
     # drive the Launch form: this dashboard answers only to the names of this machine.

@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.config import default_runs_dir
-from core.doctor import diagnose
+from core.doctor import MIN_STEPS, diagnose
 from core.rundir import rollout_files
 from core.runs import read_config, run_folder
 from core.store import RunStore
@@ -49,8 +49,10 @@ DOCTOR_SECONDS = 30  # how often the doctor looks again at a live run: it reads 
 
 
 @st.cache_data(ttl=DOCTOR_SECONDS, max_entries=64, show_spinner=False)
-def diagnosis(path: str, state: str, has_rollouts: bool, _store: RunStore) -> list:
+def diagnosis(path: str, state: str, has_rollouts: bool, _store: RunStore, early_steps: int = MIN_STEPS) -> list:
     """The run doctor's findings (core.doctor), looked at again after DOCTOR_SECONDS: a live page
     refreshes every LIVE_SECONDS, and trends over many steps need no fresher look than that. A new
-    state of the run, or its rollouts read at last, gets a new diagnosis at once."""
+    state of the run, or its rollouts read at last, gets a new diagnosis at once; so does each step
+    while the run has fewer than the doctor needs (`early_steps`: its steps so far, up to MIN_STEPS),
+    whose finding counts them."""
     return diagnose(_store, read_config(Path(path)))

@@ -3,8 +3,10 @@ the doctor's findings, smoothing, and model text shown as text."""
 
 from __future__ import annotations
 
+import textwrap
 import time
 
+import plotly.express as px
 import streamlit as st
 
 from core.doctor import CHECKED
@@ -119,6 +121,41 @@ def progress(run: dict, seconds_per_step: float | None) -> tuple[float, str]:
     if seconds_per_step and total > step:
         text += f" · about {fmt_duration(seconds_per_step * (total - step))} left"
     return (min(step, total) / total if total else 0.0), text
+
+
+SMOOTHING = 0.6  # TensorBoard's default
+COLORS = px.colors.qualitative.D3  # distinct hues: a chart's metrics, or Compare's runs, never two near-alike blues
+
+
+def smoothing_slider() -> float:
+    """The smoothing of the metric curves, as TensorBoard's: 0.6 at first, and the choice kept while the
+    browser tab stays open (a widget's own state goes when its page is left)."""
+    st.session_state.setdefault("smoothing_chosen", SMOOTHING)
+    value = st.slider("Smoothing of the metric curves", 0.0, 0.99, st.session_state["smoothing_chosen"], 0.01,
+                      key="smoothing", help="An exponential moving average, as TensorBoard draws it (0.6 at first, "
+                      "as there); the raw values stay behind, faint. 0: the raw values alone.")
+    st.session_state["smoothing_chosen"] = value
+    return value
+
+
+def add_curve(fig, x: list, y: list, name: str, color: str, smoothing: float) -> None:
+    """A metric's curve as TensorBoard draws it: smoothed, with the raw values faint behind it in the
+    same colour (smoothing 0: the raw values alone); markers on a short run only (they hide a long line)."""
+    if smoothing:
+        fig.add_scatter(x=x, y=y, mode="lines", name=f"{name} (raw)", opacity=0.25, line=dict(color=color, width=1),
+                        showlegend=False, hoverinfo="skip")
+    fig.add_scatter(x=x, y=smooth(y, smoothing), name=name, line=dict(color=color),
+                    mode="lines+markers" if len(x) <= 100 else "lines")
+
+
+def curve_layout(fig, title: str, height: int = 300):
+    """The layout of a chart of curves: its title over as many lines as it needs (never cut), the legend
+    below the plot (so that every chart of a row is as wide as the others), the x axis in steps."""
+    lines = textwrap.wrap(title, 45)  # about 45 characters a line: a chart a third of a wide page
+    fig.update_layout(title="<br>".join(lines), xaxis_title="step", height=height + 18 * (len(lines) - 1),
+                      margin=dict(t=40 + 18 * (len(lines) - 1), b=10),
+                      legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0))
+    return fig
 
 
 def smooth(values: list[float], weight: float) -> list[float]:

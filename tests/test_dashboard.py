@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from streamlit.proto.Metric_pb2 import Metric
 from streamlit.testing.v1 import AppTest
 
 from core.config import ConfigError, load_config
@@ -56,9 +57,10 @@ def charts(at) -> dict[str, list[dict]]:
     found = {}
     for chart in at.get("plotly_chart"):
         spec = json.loads(chart.proto.spec)
-        title = spec["layout"].get("title", {}).get("text", "")
+        title = spec["layout"].get("title", {}).get("text", "").replace("<br>", " ")  # a long title: several lines
         found[title] = [{"name": t.get("name"), "x": values(t.get("x")), "y": values(t.get("y")), "z": values(t.get("z")),
-                         "error_y": values((t.get("error_y") or {}).get("array")), "mode": t.get("mode")}
+                         "error_y": values((t.get("error_y") or {}).get("array")), "mode": t.get("mode"),
+                         "color": (t.get("line") or {}).get("color"), "opacity": t.get("opacity", 1)}
                         for t in spec["data"]]
     return found
 
@@ -111,7 +113,8 @@ def test_runs_page_lists_runs_and_shows_a_crash(runs):
     table = at.dataframe[0].value
     assert set(table["run"]) == {"learning", "html", "crashed"}
     assert dict(zip(table["run"], table["state"]))["crashed"] == "crashed"  # running, but its process is gone
-    assert dict(zip(table["run"], table["reward (last step)"]))["learning"] == 0.75  # the last logged reward
+    rewards = dict(zip(table["run"], table["reward (last step)"]))
+    assert rewards["learning"] == "0.750" and rewards["crashed"] == "–"  # the last logged reward; none logged yet
     assert "This run crashed" in texts(at) and "CUDA out of memory (pretend)" in texts(at)
     labels = [b.label for b in at.button]
     assert "Stop" in labels and "Launch again with these settings" in labels
@@ -160,23 +163,34 @@ def test_runs_page_charts_for_a_finished_run(runs):
             "Gradient norm", "Seconds per step"} <= set(shown)  # what TRL logs, each under what it means
     assert not [t for t in shown if t.startswith("KL")]  # not logged: no empty chart
     assert "Each reward function's mean" not in shown  # one reward function: its mean is the mean reward
-    at.slider(key="smoothing").set_value(0.5).run()  # TensorBoard's smoothing, raw values kept behind
+    def tensorboard(values, weight):  # TensorBoard's smoothing: a debiased exponential moving average
+        out, average = [], 0.0
+        for i, value in enumerate(values):
+            average = weight * average + (1 - weight) * value
+            out.append(average / (1 - weight ** (i + 1)))
+        return out
+
+    raw, smoothed = shown["Loss"]  # smoothed at first (0.6, as TensorBoard), the raw values faint behind
+    assert raw["y"] == pytest.approx([0.1 / s for s in range(1, 31)]) and raw["opacity"] < 0.5
+    assert smoothed["y"] == pytest.approx(tensorboard(raw["y"], 0.6)) and smoothed["color"] == raw["color"]
+    at.slider(key="smoothing").set_value(0.5).run()
     raw, smoothed = charts(at)["Loss"]
-    assert raw["y"] == pytest.approx([0.1 / s for s in range(1, 31)])
-    expected, average = [], 0.0
-    for i, value in enumerate(raw["y"]):
-        average = 0.5 * average + 0.5 * value
-        expected.append(average / (1 - 0.5 ** (i + 1)))
-    assert smoothed["y"] == pytest.approx(expected) and smoothed["y"][1] < raw["y"][0]
+    assert smoothed["y"] == pytest.approx(tensorboard(raw["y"], 0.5)) and smoothed["y"][1] < raw["y"][0]
+    at.switch_page("app_pages/rewards.py").run()
+    at.switch_page("app_pages/runs.py").run()  # back: the choice is kept while the tab is open
+    assert at.slider(key="smoothing").value == 0.5
+    at.slider(key="smoothing").set_value(0.0).run()
+    (line,) = charts(at)["Loss"]  # no smoothing: the raw values alone
+    assert line["y"] == pytest.approx([0.1 / s for s in range(1, 31)]) and line["opacity"] == 1
 
 
 def test_a_long_runs_curves_are_binned_and_say_so(runs, monkeypatch):
     monkeypatch.setattr("dashboard.widgets.CHART_POINTS", 10)  # as 1,000 points for a run of many thousand steps
     monkeypatch.setattr("dashboard.widgets.PROMPT_COLUMNS", 5)
-    loss = charts(open_page("runs", run="learning"))["Loss"][0]
+    loss, smoothed = charts(open_page("runs", run="learning"))["Loss"]
     assert loss["x"] == list(range(1, 31, 3)) and loss["y"] == pytest.approx(  # 30 steps in bins of 3
         [sum(0.1 / s for s in range(b, b + 3)) / 3 for b in range(1, 31, 3)])
-    assert loss["mode"] == "lines+markers"  # few points: each one marked
+    assert smoothed["mode"] == "lines+markers"  # few points: each one marked
     prompts = charts(open_page("prompts", run="learning"))
     (title,) = [t for t in prompts if t.startswith("Accuracy per")]
     assert title.startswith("Accuracy per ") and "steps (share of the prompt's samples there" in title
@@ -204,7 +218,9 @@ def test_the_open_rollout_is_marked_in_the_table(runs):
     third = rows.iloc[2]
     at = open_page("rollouts", run="learning", prompt_id=third["prompt_id"], step=str(third["step"]),
                    sample=str(third["sample"]))
-    assert at.dataframe[0].value["open"].tolist() == ["", "", "▶"] + [""] * 22
+    shown = at.dataframe[0].value  # opened at a step (as a Prompts point or a doctor's example does): that step
+    assert set(shown["step"]) == {third["step"]} and set(shown["prompt_id"]) == {third["prompt_id"]}
+    assert shown["open"].tolist() == ["▶" if s == third["sample"] else "" for s in shown["sample"]]
     assert f"Prompt {third['prompt_id']} · step {third['step']} · sample {third['sample']}" in [h.value for h in at.subheader]
 
 
@@ -278,9 +294,17 @@ def test_eval_page_shows_before_after_flips_and_other_evaluations(runs):
     assert metrics["Well-formed, after"] == "100.0%"
     deltas = {m.label: m.proto.delta for m in ev.metric}
     assert deltas["Strict accuracy, after"] == "+50.0 points"  # from 25% before
+    colors = {m.label: m.proto.color for m in ev.metric}  # a gain is green; no change, or tokens, grey
+    assert colors["Strict accuracy, after"] == Metric.MetricColor.GREEN
+    assert colors["Well-formed, after"] == colors["Mean new tokens, after"] == Metric.MetricColor.GRAY
+    assert deltas["Well-formed, after"] == "+0.0 points"
     assert "Questions that flipped (2)" in "\n".join(h.value for h in ev.subheader)
     others = ev.dataframe[0].value  # an extra `core.evaluate --phase full_test`, beside before and after
     assert list(others.index) == ["full_test"] and others.loc["full_test", "accuracy"] == 1.0
+    flips = ev.dataframe[1].value  # a row a question: what it was asked, its answers, its lengths
+    assert flips["question"].tolist() == ["What is 1 + 1?", "What is 2 + 2?"]
+    assert flips["answer before → after"].tolist() == ["0 → 2", "0 → 4"]
+    assert set(flips["flip"]) == {"wrong → right"} and set(flips["tokens before → after"]) == {"12 → 12"}
 
 
 def test_compare_page_lists_the_settings_that_differ(runs):
@@ -288,6 +312,10 @@ def test_compare_page_lists_the_settings_that_differ(runs):
     compare.multiselect(key="compare").set_value(["learning", "html"]).run()
     diff = compare.dataframe[-1].value
     assert list(diff["key"]) == ["max_new_tokens"] and list(diff["html"]) == ["64"]
+    curves = charts(compare)["Mean reward per step"]  # each run: its raw values faint, smoothed as on Runs
+    smoothed = {c["name"]: c for c in curves if not c["name"].endswith("(raw)")}
+    assert set(smoothed) == {"learning", "html"} and smoothed["learning"]["color"] != smoothed["html"]["color"]
+    assert {c["color"] for c in curves if c["name"] == "learning (raw)"} == {smoothed["learning"]["color"]}
 
 
 def test_launch_rejects_a_bad_value_and_launches_nothing(runs, tmp_path):
@@ -310,6 +338,8 @@ def test_launch_check_shows_the_command_line(runs):
     at.selectbox[0].set_value("tiny_cpu.yaml").run()
     at.number_input(key="tiny_cpu.yaml:steps").set_value(7)
     at.button[0].click().run()  # Check
+    # no name given: named from the settings the form holds now (7 steps), not from the preset's (20)
+    assert re.search(r"Run name: grpo_tiny_K4_steps7_\d{8}-\d{6} · equivalent command line", texts(at))
     assert "python -m core.train --config configs/tiny_cpu.yaml --set train.num_train_steps=7" in texts(at)
     assert "The settings are valid." in [s.value for s in at.success]
     # the Advanced section is generated from GRPOConfig: any field, checked by core.config
@@ -453,6 +483,10 @@ def test_the_doctor_looks_again_at_a_live_run_every_30_seconds_not_every_refresh
     diagnosis(path, "running", True, store)  # the rollouts were read: their checks join at once
     diagnosis(path, "finished", True, store)  # the run ended
     assert calls == [0, 1024, 1024]
+    diagnosis(path, "running", True, store, early_steps=3)  # fewer steps than the doctor needs: each new one
+    diagnosis(path, "running", True, store, early_steps=4)  # is looked at (its finding says how many)
+    diagnosis(path, "running", True, store, early_steps=4)
+    assert calls == [0, 1024, 1024, 1024, 1024]
     assert DOCTOR_SECONDS <= 30
     store.close()
 

@@ -41,9 +41,10 @@ def newest_rollouts(run_dir: Path) -> list[dict]:
     return sorted(records, key=lambda r: (-r["step"], r["rank"], r["prompt_id"], r["sample"]))
 
 
-def click_row(page, row: int) -> None:
-    """Click the selection checkbox of the table's row `row` (0 = the first): the grid is a canvas."""
-    box = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+def click_row(page, row: int, table: int = 0) -> None:
+    """Click the selection checkbox of row `row` (0 = the first) of the page's table `table` (0 = the
+    first): the grid is a canvas."""
+    box = page.locator('[data-testid="stDataFrame"]').nth(table).bounding_box()
     page.mouse.click(box["x"] + 16, box["y"] + 35 + 35 * row + 17)  # header 35 px, then rows of 35 px
 
 
@@ -86,6 +87,8 @@ def test_launch_watch_and_read_in_a_real_browser(server):
             "--disable-sync", "--no-first-run"])
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
         page.set_default_timeout(60_000)
+        elsewhere = []  # requests to anywhere but this server: offline they fail (the tab icon once did)
+        page.on("request", lambda r: elsewhere.append(r.url) if not r.url.startswith((url, "data:", "blob:")) else None)
 
         def shot(name):
             page.wait_for_timeout(1500)  # let charts draw
@@ -143,6 +146,16 @@ def test_launch_watch_and_read_in_a_real_browser(server):
                 page.wait_for_load_state("networkidle")
                 shot(name)
 
+            # Eval: the flipped questions are a table; a click opens both completions side by side
+            page.goto(f"{url}/eval?run=learning")
+            page.get_by_text("Click a row to read its completions").wait_for()
+            page.wait_for_timeout(1000)
+            click_row(page, 0, table=1)  # the first table lists the run's other evaluations
+            page.get_by_text("Before training", exact=True).wait_for(timeout=20_000)
+            page.get_by_text("After training", exact=True).wait_for()
+            page.locator("code").filter(has_text="Final: 2").first.wait_for()  # e1: wrong before, 2 after
+            shot("eval_flip_opened")
+
             # Delete: the popover closes after acting, says what happened, and nothing else is touched
             page.goto(f"{url}/runs?run=crashed")
             page.get_by_role("button", name="Delete").click()
@@ -152,6 +165,7 @@ def test_launch_watch_and_read_in_a_real_browser(server):
             assert not page.get_by_role("button", name="Yes, delete it").is_visible()
             shot("runs_after_delete")
             assert sorted(p.name for p in runs.iterdir()) == ["e2e_run", "html", "learning"]
+            assert not elsewhere, elsewhere
         except Exception:
             shot("failure")
             for name in ("", "launch", "runs", "rollouts", "rewards", "prompts", "eval", "compare"):

@@ -3,6 +3,7 @@ through its process group, crash detection, deleting."""
 
 import time
 
+import psutil
 import pytest
 
 from core.config import load_config
@@ -58,11 +59,18 @@ def test_launch_then_stop_through_the_process_group(tiny_model_dir, tmp_path):
     assert [r["state"] for r in list_runs(tmp_path)] == ["stopped"]
     assert not stop(run_dir)  # nothing left to stop
     resume(run_dir, ROOT, num_train_steps=status["global_step"] + 1)  # as the Runs page's Resume does
+    resumed = read_status(run_dir)  # at once: the new target, and nothing of the last start's phase
+    assert (resumed["state"], resumed["max_steps"]) == ("starting", status["global_step"] + 1)
+    assert resumed.get("phase") in (None, "loading data", "loading model") and resumed.get("exit_code") is None
     while effective_state(read_status(run_dir)) != "finished":
         assert time.time() < deadline and effective_state(read_status(run_dir)) != "failed", \
             (run_dir / "train.log").read_text()[-3000:]
         time.sleep(0.2)
     assert read_status(run_dir)["global_step"] == status["global_step"] + 1
+    pid = read_status(run_dir)["pid"]
+    while psutil.pid_exists(pid):  # the ended trainer is reaped: no zombie left in the process that started it
+        assert time.time() < deadline, psutil.Process(pid).status()
+        time.sleep(0.2)
     delete(run_dir, tmp_path)
     assert not run_dir.exists()
 

@@ -494,6 +494,7 @@ def test_eval_flips_and_summary(fixture_run):
     flips = store.eval_flips()
     assert list(zip(flips["prompt_id"], flips["flip"])) == [("e2", "wrong → right"), ("e0", "right → wrong")]
     assert flips.loc[0, "before_completion"] == "before 2" and flips.loc[0, "after_completion"] == "after 2"
+    assert (flips.loc[0, "before_tokens"], flips.loc[0, "after_tokens"]) == (12, 12)
     summary = store.eval_summary().set_index("phase")
     assert summary.loc["before", "accuracy"] == 0.5 and summary.loc["after", "mean_completion_tokens"] == 11.5
     assert summary.loc["full_test", "accuracy"] == 0.75 and len(summary) == 3
@@ -507,6 +508,11 @@ def test_length_by_category(fixture_run):
     df = store.length_by_category(bin=50)
     expected = {k: len(v) for k, v in by(records, lambda r: (category(r), r["completion_tokens"] // 50 * 50)).items()}
     assert {(c, t): n for c, t, n in df.itertuples(index=False)} == expected
+    lengths = [r["completion_tokens"] for r in records]
+    assert store.length_bin() == max(1, -(-(max(lengths) - min(lengths) + 1) // 30))  # at most 30 bins
+    window = [r["completion_tokens"] for r in records if r["step"] == 3]
+    assert store.length_bin(3, 3, bins=1000) == 1 and store.length_bin(3, 3, bins=1) == max(window) - min(window) + 1
+    assert store.length_bin(10**6, None) == 1  # an empty window
 
 
 @pytest.mark.parametrize("corrupt", [False, True])  # DuckDB's reader, and the line-by-line path

@@ -5,6 +5,7 @@ order, a board, a kind of example) are chosen from the constants here."""
 from __future__ import annotations
 
 import contextlib
+import math
 
 import pandas as pd
 
@@ -243,7 +244,7 @@ FROM rollouts WHERE step = $step ORDER BY prompt_id, sample, rank
 SELECT b.prompt_id, b.question, b.ground_truth, b.correct AS before_correct, a.correct AS after_correct,
        CASE WHEN a.correct THEN 'wrong → right' ELSE 'right → wrong' END AS flip,
        b.prediction AS before_prediction, a.prediction AS after_prediction, b.completion AS before_completion,
-       a.completion AS after_completion
+       a.completion AS after_completion, b.completion_tokens AS before_tokens, a.completion_tokens AS after_tokens
 FROM eval b JOIN eval a ON a.prompt_id = b.prompt_id AND a.phase = 'after'
 WHERE b.phase = 'before' AND b.correct <> a.correct ORDER BY flip DESC, b.prompt_id
 """
@@ -270,6 +271,17 @@ GROUP BY ALL ORDER BY category, tokens
 
     def length_by_category(self, bin: int = 16, step_min=None, step_max=None):
         return self._query(self.LENGTH_BY_CATEGORY, {"bin": bin, "step_min": step_min, "step_max": step_max})
+
+    LENGTH_RANGE = """
+SELECT min(completion_tokens), max(completion_tokens) FROM rollouts
+WHERE ($step_min::BIGINT IS NULL OR step >= $step_min) AND ($step_max::BIGINT IS NULL OR step <= $step_max)
+"""
+
+    def length_bin(self, step_min=None, step_max=None, bins: int = 30) -> int:
+        """A bin width for the completion lengths of a step window, from the lengths themselves: whole
+        tokens, at most `bins` bins (one token a bin for short completions)."""
+        lo, hi = self.con.cursor().execute(self.LENGTH_RANGE, {"step_min": step_min, "step_max": step_max}).fetchone()
+        return 1 if lo is None else max(1, math.ceil((hi - lo + 1) / bins))
 
     # What the run doctor (core/doctor.py) reads of the rollouts (`degenerate`: DEGENERATE).
     DOCTOR_STEPS = """

@@ -1,13 +1,13 @@
 """Compare: several runs' reward and accuracy curves overlaid, their evals, and their config diff."""
 
 import pandas as pd
-import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 
 from core.runs import list_runs, run_folder, settings_diff
 from core.store import compare_step_aggregates
 from dashboard.caches import runs_root, store_for
-from dashboard.widgets import fmt_pct
+from dashboard.widgets import COLORS, add_curve, curve_layout, fmt_pct, smoothing_slider
 
 st.title("Compare runs")
 runs = list_runs(runs_root())
@@ -20,13 +20,19 @@ if len(names) < 2:
     st.stop()
 
 agg = compare_step_aggregates({name: store_for(name) for name in names})
+smoothing = smoothing_slider()  # as on Runs, and the same choice
 c1, c2 = st.columns(2)
 if len(agg):
-    c1.plotly_chart(px.line(agg, x="step", y="mean_reward", color="run", markers=True, title="Mean reward per step"),
-                    key="reward")
-    fig = px.line(agg, x="step", y="accuracy", color="run", markers=True, title="Accuracy per step (sampled)")
-    fig.update_yaxes(range=[-0.02, 1.02])
-    c2.plotly_chart(fig, key="accuracy")
+    for column, (value, title) in zip((c1, c2), [("mean_reward", "Mean reward per step"),
+                                                ("accuracy", "Accuracy per step (sampled)")]):
+        fig = go.Figure()
+        for name, color in zip(names, COLORS * len(names)):  # a hue of its own for each run
+            part = agg[agg["run"] == name]
+            if len(part):
+                add_curve(fig, part["step"].tolist(), part[value].tolist(), name, color, smoothing)
+        if value == "accuracy":
+            fig.update_yaxes(range=[-0.02, 1.02])
+        column.plotly_chart(curve_layout(fig, title, height=380), key=value)
 
 info = {r["name"]: r for r in runs}
 st.subheader("Eval")

@@ -1,6 +1,7 @@
 """Eval: greedy accuracy (strict and lenient) and the well-formed share before vs after training, and the
 questions that flipped."""
 
+import pandas as pd
 import streamlit as st
 
 from dashboard.caches import store_for
@@ -37,9 +38,11 @@ def view():
             column.metric(f"{label}, before", fmt(before[name]))
         else:
             change = None if before is None or before[name] != before[name] else after[name] - before[name]
-            column.metric(f"{label}, after", fmt(after[name]), delta=None if change is None else (
-                f"{100 * change:+.1f} points" if fmt is fmt_pct else f"{change:+.1f}"),
-                help=None if before is None else f"before training: {fmt(before[name])}")
+            delta = None if change is None else f"{100 * change:+.1f} points" if fmt is fmt_pct else f"{change:+.1f}"
+            moved = delta is not None and delta.lstrip("+-").split()[0] != "0.0"
+            column.metric(f"{label}, after", fmt(after[name]), delta=delta,
+                          delta_color="normal" if moved and fmt is fmt_pct else "off",  # no change, or tokens: grey
+                          help=None if before is None else f"before training: {fmt(before[name])}")
     st.caption("Strict accuracy is what the reward pays for: a well-formed Final line with the right number. "
                "Lenient accuracy reads the last number anywhere; well-formed is the share of answers ending in a "
                "Final line. The gap between strict and lenient is what learning the answer format is worth.")
@@ -50,20 +53,29 @@ def view():
     st.subheader(f"Questions that flipped ({len(flips)})")
     if flips.empty:
         st.caption("No question changed from wrong to right or back.")
-    for kind in ("wrong → right", "right → wrong"):
-        part = flips[flips["flip"] == kind]
-        if part.empty:
-            continue
-        st.markdown(f"**{kind}** ({len(part)})")
-        for _, row in part.iterrows():
-            with st.expander(f"{row['prompt_id']} · ground truth {row['ground_truth']} · "
-                             f"{row['before_prediction'] or 'no answer'} → {row['after_prediction'] or 'no answer'}"):
-                st.text(row["question"])
-                left, right = st.columns(2)
-                with left:
-                    show_completion(row["before_completion"], "Before training")
-                with right:
-                    show_completion(row["after_completion"], "After training")
+        return
+    counts = flips["flip"].value_counts()
+    kind = st.segmented_control("Flipped", ["all", "wrong → right", "right → wrong"], default="all", key="flip_kind",
+                                format_func=lambda k: f"{k} ({len(flips) if k == 'all' else counts.get(k, 0)})")
+    part = (flips if kind in (None, "all") else flips[flips["flip"] == kind]).reset_index(drop=True)
+    table = pd.DataFrame({
+        "flip": part["flip"], "question": part["question"], "ground truth": part["ground_truth"],
+        "answer before → after": [f"{b or 'none'} → {a or 'none'}"
+                                  for b, a in zip(part["before_prediction"], part["after_prediction"])],
+        "tokens before → after": [f"{b} → {a}" for b, a in zip(part["before_tokens"], part["after_tokens"])]})
+    event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row",
+                         key=f"flips_{kind}", width="stretch")
+    if not event.selection.rows:
+        st.caption("Click a row to read its completions before and after training, side by side.")
+        return
+    row = part.iloc[event.selection.rows[0]]
+    st.markdown(f"**{row['flip']}** · question `{row['prompt_id']}` · ground truth `{row['ground_truth']}`")
+    st.text(row["question"])
+    left, right = st.columns(2)
+    with left:
+        show_completion(row["before_completion"], "Before training")
+    with right:
+        show_completion(row["after_completion"], "After training")
 
 
 view()

@@ -26,9 +26,11 @@ runs = list_runs(runs_root())
 
 
 def launch_preset(preset: str, prefix: str) -> None:
-    config = load_config(REPO / "configs" / preset).to_dict()
     name = f"{prefix}_{time.strftime('%Y%m%d-%H%M%S')}"
-    launch(config, runs_root(), name, repo=REPO)
+    # said at once: the first launch of a server reads TRL's settings for the first time (several seconds)
+    with st.spinner(f"Starting run {name}: reading its settings, then the Runs page follows it…", show_time=True):
+        config = load_config(REPO / "configs" / preset).to_dict()
+        launch(config, runs_root(), name, repo=REPO)
     st.session_state["selected_run"] = name
     st.switch_page("app_pages/runs.py", query_params={"run": name})
 

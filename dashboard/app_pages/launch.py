@@ -34,8 +34,9 @@ groups = grpo_options()
 cuda = has_cuda()
 k = f"{choice}:"  # widget keys per base, so switching presets resets the form
 with st.form("launch"):
-    name = st.text_input("Run name", value=f"{base.run_name}_{time.strftime('%Y%m%d-%H%M%S')}", key=k + "name",
-                         help="A folder under the runs folder; letters, digits, '.', '_' and '-'.")
+    name = st.text_input("Run name", key=k + "name", placeholder="from the settings: <model>_K<K>_steps<steps>_<time>",
+                         help="A folder under the runs folder; letters, digits, '.', '_' and '-'. Left empty, it is "
+                              "named from the settings launched (model, K, steps) and the time.")
     c1, c2, c3 = st.columns(3)
     model = c1.text_input("Model (Hub id, local folder, or builtin:tiny)", base.model_name, key=k + "model")
     # No bounds on the numbers: core.config checks them and says what is wrong under the form
@@ -109,7 +110,7 @@ if check or go or save:
             wanted[f"grpo.{field_name}"] = parse_setting(f"grpo.{field_name}", value) if text_box else value
         sets = changed_settings(base, wanted)
         cfg = load_config(base_path, sets=sets)
-        run_name = safe_run_name(name)
+        run_name = safe_run_name(name) if name.strip() else f"{cfg.run_name}_{time.strftime('%Y%m%d-%H%M%S')}"
         problem = web_form_problem(cfg)  # also settings the base itself carries
         if problem:
             raise ConfigError(problem)
@@ -125,7 +126,7 @@ if check or go or save:
         for rank, command in enumerate(machine_commands(cfg, args)):
             st.code(command, language="bash")
     else:
-        st.caption("Equivalent command line")
+        st.caption(f"Run name: {run_name} · equivalent command line")
         st.code(shlex.join(["python", "-m", "core.train", *args]), language="bash")
     if save:
         try:

@@ -43,9 +43,11 @@ def charts():
                  labels={"n": "completions"})
     fig.update_xaxes(type="category")
     c1.plotly_chart(fig, key="hist")
-    lengths = store.length_by_category(bin=8, step_min=step_min, step_max=step_max)
-    fig = px.bar(lengths, x="tokens", y="n", color="category", barmode="overlay", opacity=0.7,
-                 color_discrete_map=CATEGORY_COLORS, title="Completion length by category (tokens, bins of 8)",
+    width = store.length_bin(step_min, step_max)  # bins from the lengths: short completions get a bar a token
+    lengths = store.length_by_category(bin=width, step_min=step_min, step_max=step_max)
+    fig = px.bar(lengths, x="tokens", y="n", color="category", barmode="group",  # side by side: none hides another
+                 color_discrete_map=CATEGORY_COLORS, category_orders={"category": list(CATEGORY_COLORS)},
+                 title="Completion length by category (tokens" + (f", bins of {width})" if width > 1 else ")"),
                  labels={"n": "completions"})
     c2.plotly_chart(fig, key="lengths")
     fig = px.line(agg, x="step", y=["format_rate", "accuracy"], markers=True,

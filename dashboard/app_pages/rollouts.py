@@ -26,6 +26,12 @@ if steps is None:
     st.info("This run has no rollouts yet.")
     st.stop()
 lo, hi = steps
+arrival = (run["name"], params.get("prompt_id"), params.get("step"))
+if params.get("step", "").isdigit() and st.session_state.get("arrived") != arrival:
+    # opened at a step (a point of a Prompts curve, a doctor's example): the table starts at that step
+    st.session_state["arrived"] = arrival
+    at_step = min(max(int(params["step"]), lo), hi)
+    st.session_state["steps"], st.session_state["steps_edges"] = (at_step, at_step), (lo, hi)
 
 with st.container(border=True):
     c1, c2, c3, c4 = st.columns([3, 2, 1, 1])
@@ -84,7 +90,7 @@ def table():
               args=("after", last_key, first_row + len(page)))
     p4.button("last", icon=":material/last_page:", disabled=at_end, key="page_last", on_click=turn,
               args=("last", None, total))
-    p5.caption(f"{total:,} rollouts match · rows {first_row + 1 if len(page) else 0:,}–{first_row + len(page):,} · "
+    p5.caption(f"{total:,} {'rollout matches' if total == 1 else 'rollouts match'} · rows {first_row + 1 if len(page) else 0:,}–{first_row + len(page):,} · "
                f"{store.skipped} undecodable lines skipped")
     shown = page[["step", "prompt_id", "sample", "rank", "reward", "prediction", "ground_truth",
                   "completion_tokens", "question", "completion"]]

@@ -5,12 +5,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import REPO
+from core.doctor import MIN_STEPS
 from core.errors import ConfigError
 from core.rundir import checkpoints
 from core.runs import delete, list_runs, log_tail, resume, run_folder, stop
 from dashboard.caches import diagnosis, runs_root, small_rollouts, store_for
-from dashboard.widgets import (CHART_POINTS, CHART_SECONDS, fmt_duration, fmt_pct, fmt_time, is_live, live_every,
-                               pick_run, progress, show_findings, smooth)
+from dashboard.widgets import (CHART_POINTS, CHART_SECONDS, COLORS, add_curve, curve_layout, fmt_duration, fmt_pct,
+                               fmt_time, is_live, live_every, pick_run, progress, show_findings, smoothing_slider)
 
 st.title("Runs")
 
@@ -23,11 +24,12 @@ def runs_table():
     if runs:
         st.dataframe(pd.DataFrame([{
             "run": r["name"], "model": r["model"], "state": r["state"],
-            "progress": f"{r['step']}/{r['num_train_steps']}", "reward (last step)": r["reward"],
+            "progress": f"{r['step']}/{r['num_train_steps']}",
+            "reward (last step)": "–" if r["reward"] is None else f"{r['reward']:.3f}",  # a new run: none yet
             "eval before → after": f"{fmt_pct(r['eval_before'])} → {fmt_pct(r['eval_after'])}",
             "started": fmt_time(r["started"]), "duration": fmt_duration(r["duration"])} for r in runs]),
-            hide_index=True, column_config={"reward (last step)": st.column_config.NumberColumn(
-                format="%.3f", help="The mean reward TRL logged for the run's latest step")})
+            hide_index=True, column_config={"reward (last step)": st.column_config.TextColumn(
+                help="The mean reward TRL logged for the run's latest step")})
 
 
 runs_table()
@@ -82,20 +84,14 @@ with b2.popover("Delete", icon=":material/delete:", disabled=is_live(run), key=f
 
 def metric_chart(series: pd.DataFrame, names: list[str], title: str, smoothing: float):
     fig = go.Figure()
-    for metric in names:
+    for metric, color in zip(names, COLORS):
         part = series[series["name"] == metric]
         if len(part):
-            if smoothing:  # the raw values stay, faint, behind the smoothed line
-                fig.add_scatter(x=part["step"], y=part["value"], mode="lines", name=f"{metric} (raw)", opacity=0.3,
-                                showlegend=False)
-            fig.add_scatter(x=part["step"], y=smooth(part["value"].tolist(), smoothing), name=metric,
-                            mode="lines+markers" if len(part) <= 100 else "lines")  # a long run: markers hide the line
-    fig.update_layout(title=title, xaxis_title="step", height=300, margin=dict(t=40, b=10))
-    return fig if fig.data else None
+            add_curve(fig, part["step"].tolist(), part["value"].tolist(), metric, color, smoothing)
+    return curve_layout(fig, title) if fig.data else None
 
 
-smoothing = st.slider("Smoothing of TRL's metric curves", 0.0, 0.99, 0.0, 0.01, key="smoothing",
-                      help="An exponential moving average, as TensorBoard draws it; the raw values stay behind, faint.")
+smoothing = smoothing_slider()
 
 
 @st.fragment(run_every=live_every(run))
@@ -150,7 +146,8 @@ def key_charts():
     small = small_rollouts(path)
     store = store_for(name, rollouts=small)
     read = bool(store.count())  # the rollouts are in the store: the doctor's checks on them can run
-    show_findings(diagnosis(str(path), run["state"], read, store), name, read)
+    early = min(store.status.get("global_step") or 0, MIN_STEPS)  # "n logged" stays true while n is small
+    show_findings(diagnosis(str(path), run["state"], read, store, early), name, read)
     if not small and not read:
         st.caption("The run doctor reads TRL's metrics and the evals here; the checks that need the rollouts "
                    "themselves (format, degenerate completions, examples) join once a page has read them "
