@@ -3,28 +3,42 @@
 A byte-level BPE tokenizer trained here on synthetic GSM8K-style text (digits one per token, as
 Qwen does), Qwen's chat template, `<|im_end|>` as end of sequence, and a short supervised warm
 start on synthetic problems answered as `<equations>\nFinal: <number>`: enough to write the
-format and sometimes the right number, so GRPO has rewards to compare. Built once (under a
-minute on a laptop CPU) and cached under $SIMPLE_GRPO_CACHE or ~/.cache/simple_grpo.
+format and sometimes the right number, so GRPO has rewards to compare. Built once (about two and a
+half minutes on a 2-core CPU) and cached under $SIMPLE_GRPO_CACHE or ~/.cache/simple_grpo.
+
+Every x86 machine builds the same bytes. Left to itself, PyTorch sums floats in an order that
+depends on the CPU (AVX2 or AVX-512 kernels, MKL's code path) and on the number of threads, and
+420 steps of training turn a last-bit difference into a different model: one that starts the demo
+at 30.7% on one machine and 33.0% on another. So the build runs in a process of its own with
+PINNED_KERNELS, which fix that order (measured: docs/measured.md, "The tiny model").
 
     python -m core.tiny_model        # builds it and prints its folder
 """
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+from core import REPO
 from core.builtin_models import cache_root, save_model_folder
 from core.data import synthetic_rows
 from core.prompts import SYSTEM_PROMPT, build_prompt
 from core.rewards import extract_gsm8k_gt
 
-VERSION = "tiny-v4"  # bump when the recipe changes, so stale caches are not reused
+VERSION = "tiny-v5"  # bump when the recipe changes, so stale caches are not reused
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# MKL's conditional numerical reproducibility ("compatible": the same code path on every x86 CPU),
+# PyTorch's plain kernels rather than the AVX ones its dispatcher picks, and a fixed two threads.
+PINNED_KERNELS = {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "2",
+                  "MKL_NUM_THREADS": "2"}
 
 
 def cache_dir() -> Path:
@@ -86,13 +100,20 @@ def warm_start(model, tokenizer, steps: int, seed: int, batch_size: int = 32, lr
     return losses
 
 
+def build_tiny_model() -> Path:
+    """The tiny model's folder: built on first use, in a process with PINNED_KERNELS (they are read
+    when PyTorch starts, so this process, which may already run PyTorch, cannot build it itself)."""
+    folder = cache_dir()
+    if not ((folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()):
+        subprocess.run([sys.executable, "-m", "core.tiny_model", "--in-this-process"], check=True,
+                       cwd=REPO, env={**os.environ, **PINNED_KERNELS})
+    return folder
+
+
 # 420 warm-start steps: the model has just begun copying the numbers of a question into its sum
 # (about 30% right on single-digit additions, greedy): room for GRPO to show progress.
-def build_tiny_model(seed: int = 0, warm_steps: int = 420) -> Path:
-    """Build (or reuse) the tiny model folder and return its path."""
-    folder = cache_dir()
-    if (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file():
-        return folder
+def build_here(folder: Path, seed: int = 0, warm_steps: int = 420) -> Path:
+    """Build the tiny model into `folder` in this process (see PINNED_KERNELS)."""
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
@@ -110,4 +131,7 @@ def build_tiny_model(seed: int = 0, warm_steps: int = 420) -> Path:
 
 
 if __name__ == "__main__":
-    print(build_tiny_model())
+    if "--in-this-process" in sys.argv:  # what build_tiny_model starts
+        build_here(cache_dir())
+    else:
+        print(build_tiny_model())
