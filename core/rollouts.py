@@ -2,7 +2,8 @@
 
 `logged_rewards([(name, fn, weight), ...], recorder, num_generations)` wraps TRL reward functions
 so that each scored batch is also appended to `rollouts/rollouts.jsonl` (rank 0) or
-`rollouts/rollouts.rank<R>.jsonl` (rank R >= 1), with one buffered write and flush per batch.
+`rollouts/rollouts.rank<R>.jsonl` (rank R >= 1), with one buffered write and flush per batch; the
+token ids each completion was sampled as go, keyed the same way, to `tokens/` (core/tokens.py reads them).
 """
 
 from __future__ import annotations
@@ -12,23 +13,31 @@ import time
 from pathlib import Path
 
 from core.rewards import completion_text, extract_model_final, numbers_equal
-from core.rundir import rollout_record, rollouts_path
+from core.rundir import rollout_record, rollouts_path, tokens_path
 
 class RolloutRecorder:
     """Appends rollout records to this rank's file; never rewrites it."""
 
     def __init__(self, run_dir: str | Path, rank: int = 0, attempt: int = 1):
         self.rank, self.attempt = rank, attempt
-        self.path = rollouts_path(run_dir, rank)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.tokens = rollouts_path(run_dir, rank), tokens_path(run_dir, rank)
+        for path in (self.path, self.tokens):
+            path.parent.mkdir(parents=True, exist_ok=True)
 
-    def write(self, records: list[dict]) -> None:
+    def write(self, records: list[dict], token_ids: list[list[int]] | None = None) -> None:
         if not records:
             return
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
+        if token_ids is not None:  # first, so that a rollout on the page has its tokens
+            _append(self.tokens, [{"step": r["step"], "prompt_id": r["prompt_id"], "sample": r["sample"],
+                                   "attempt": r["attempt"], "ids": [int(i) for i in ids]} for r, ids in zip(records, token_ids)])
+        _append(self.path, records)
+
+
+def _append(path: Path, records: list[dict]) -> None:
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
 
 
 def logged_rewards(rewards: list[tuple[str, object, float]], recorder: RolloutRecorder, num_generations: int):
@@ -68,7 +77,7 @@ def logged_rewards(rewards: list[tuple[str, object, float]], recorder: RolloutRe
                 time=now,
                 attempt=recorder.attempt,
             ))
-        recorder.write(records)
+        recorder.write(records, completion_ids)
 
     def wrap(name, fn, last):
         def reward(prompts, completions, completion_ids=None, trainer_state=None, **kwargs):

@@ -9,6 +9,8 @@ docs/run-directory.md describes each file for a reader.
     <run>/metrics.jsonl                     a line per TRL log event                     metrics_path
     <run>/rollouts/rollouts.jsonl           a line per scored completion, rank 0         rollouts_path, rollout_files
     <run>/rollouts/rollouts.rank<R>.jsonl   ... of rank R (ROLLOUT_FIELDS)
+    <run>/tokens/tokens.jsonl               each scored completion's sampled token ids   tokens_path, token_files
+    <run>/tokens/tokens.rank<R>.jsonl       ... of rank R (TOKEN_FIELDS); the store never reads them
     <run>/eval/<phase>.jsonl                a line per eval question (EVAL_FIELDS)       eval_path, eval_files
     <run>/eval/summary.json                 each phase's summary                         eval_summary_path
     <run>/model/                            the final model and tokenizer                model_dir
@@ -32,6 +34,7 @@ STATUS = "status.json"
 LOCK = ".lock"  # held (flock) by the run's trainer for its whole life: one writer per run directory
 METRICS = "metrics.jsonl"
 ROLLOUTS = "rollouts"
+TOKENS = "tokens"
 EVAL = "eval"
 EVAL_SUMMARY = "summary.json"
 MODEL = "model"
@@ -63,6 +66,16 @@ def rollouts_path(run_dir: str | Path, rank: int = 0) -> Path:
 def rollout_files(run_dir: str | Path) -> list[Path]:
     """Every rank's rollout file, in order."""
     return sorted((Path(run_dir) / ROLLOUTS).glob("rollouts*.jsonl"))
+
+
+def tokens_path(run_dir: str | Path, rank: int = 0) -> Path:
+    """Rank `rank`'s file of sampled token ids, beside its rollout file."""
+    name = "tokens.jsonl" if rank == 0 else f"tokens.rank{rank}.jsonl"
+    return Path(run_dir) / TOKENS / name
+
+
+def token_files(run_dir: str | Path) -> list[Path]:
+    return sorted((Path(run_dir) / TOKENS).glob("tokens*.jsonl"))
 
 
 def eval_path(run_dir: str | Path, phase: str) -> Path:
@@ -137,6 +150,10 @@ def rollout_record(**fields) -> dict:
     if unknown:
         raise ValueError(f"not rollout fields: {', '.join(sorted(unknown))}")
     return {name: fields.get(name) for name in ROLLOUT_FIELDS}
+
+# A line of tokens/: the token ids a completion was sampled as (what TRL scored, end of message
+# included), keyed as its rollout record is. Kept apart from the rollouts: only the token view reads them.
+TOKEN_FIELDS = {"step": int, "prompt_id": str, "sample": int, "attempt": int, "ids": list[int]}
 
 # One eval record, a JSON line per question of eval/<phase>.jsonl: field -> type.
 EVAL_FIELDS = {"prompt_id": str, "question": str, "prompt": str, "ground_truth": str, "prediction": str,

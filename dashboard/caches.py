@@ -1,11 +1,14 @@
 """What the pages share across reruns and sessions: the runs folder, one store per run folder (kept for
-the life of the server), and the run doctor's findings, looked at again every DOCTOR_SECONDS."""
+the life of the server), the run doctor's findings, looked at again every DOCTOR_SECONDS, and the token
+view's models (two at most) and results (one per rollout and model)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import streamlit as st
+
+import core.tokens
 
 from core.config import default_runs_dir
 from core.doctor import MIN_STEPS, diagnose
@@ -56,3 +59,25 @@ def diagnosis(path: str, state: str, has_rollouts: bool, _store: RunStore, early
     while the run has fewer than the doctor needs (`early_steps`: its steps so far, up to MIN_STEPS),
     whose finding counts them."""
     return diagnose(_store, read_config(Path(path)))
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)  # at most two models in memory; an evicted one is freed
+def token_model(model: str, folder_id: tuple):
+    """(model, tokenizer) of `model` for the token view (core.tokens.load); `folder_id` tells a
+    folder made again apart from the one loaded."""
+    return core.tokens.load(model)
+
+
+def _folder_id(model: str) -> tuple:
+    path = Path(model)
+    return (path.stat().st_ino, path.stat().st_mtime_ns) if path.is_dir() else ()
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def token_view(run_path: str, prompt_id: str, step: int, sample: int, after: str, _rollout: dict) -> core.tokens.TokenView:
+    """The token view of one rollout against the run's model or checkpoint `after` (a label of
+    core.tokens.model_choices), computed once."""
+    choices = core.tokens.model_choices(run_path)
+    before, later = choices["before"], choices[after]
+    return core.tokens.token_view(run_path, _rollout, token_model(before, _folder_id(before)),
+                                  token_model(later, _folder_id(later)), after)

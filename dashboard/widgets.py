@@ -3,6 +3,7 @@ the doctor's findings, smoothing, and model text shown as text."""
 
 from __future__ import annotations
 
+import html
 import textwrap
 import time
 
@@ -197,3 +198,39 @@ def show_completion(text: str | None, label: str = "Completion") -> None:
     else:
         st.caption(f"{label} (no Final line)")
         st.code(text, language=None, wrap_lines=True)
+
+
+STRONGEST_CHANGE = 1.0  # a change in log-probability this large (in nats: 2.7x likelier) gets the fullest colour
+
+
+def show_tokens(tokens: list[dict]) -> None:
+    """The completion's tokens inline, green where training made a token more likely and red where
+    less (the stronger, the larger the change), each token's figures on hover. The model's text is
+    escaped: it shows as text, never as markup."""
+    spans = []
+    for t in tokens:
+        change = t["logprob_after"] - t["logprob_before"]
+        alpha = min(1.0, abs(change) / STRONGEST_CHANGE)
+        color = f"rgba(42,157,143,{alpha:.2f})" if change > 0 else f"rgba(230,57,70,{alpha:.2f})"
+        tip = (f"token {t['token']!r} (id {t['id']}) · log-probability {t['logprob_before']:.3f} -> "
+               f"{t['logprob_after']:.3f} ({change:+.3f}) · entropy {t['entropy_before']:.3f} -> {t['entropy_after']:.3f}")
+        spans.append(f'<span class="token" title="{html.escape(tip)}" data-id="{t["id"]}" '
+                     f'style="background:{color};border-radius:2px">{html.escape(t["token"]) or "&#8203;"}</span>')
+    st.html('<div style="font-family:monospace;white-space:pre-wrap;line-height:1.8">' + "".join(spans) + "</div>")
+
+
+def token_table(tokens: list[dict]):
+    """One row per token: its figures before and after, and the likeliest tokens at its place."""
+    import pandas as pd
+
+    def top(pairs):
+        return "  ".join(f"{token!r} {value:.2f}" for token, value in pairs)
+
+    return pd.DataFrame({"token": [repr(t["token"]) for t in tokens],
+                         "logprob before": [t["logprob_before"] for t in tokens],
+                         "logprob after": [t["logprob_after"] for t in tokens],
+                         "change": [t["logprob_after"] - t["logprob_before"] for t in tokens],
+                         "entropy before": [t["entropy_before"] for t in tokens],
+                         "entropy after": [t["entropy_after"] for t in tokens],
+                         "likeliest before": [top(t["top_before"]) for t in tokens],
+                         "likeliest after": [top(t["top_after"]) for t in tokens]})

@@ -132,6 +132,19 @@ def test_launch_watch_and_read_in_a_real_browser(server):
             page.locator("code").filter(has_text=first_line).first.wait_for()  # the completion, as text
             shot("rollouts")
 
+            # its token view: each token's figures, as `python -m core.tokens` gives them
+            page.get_by_text("What training did to each token").click()
+            page.locator("span.token").first.wait_for(timeout=120_000)
+            tokens = json.loads(subprocess.run(
+                [sys.executable, "-m", "core.tokens", str(runs / "e2e_run"), "--step", "1", "--prompt-id",
+                 first["prompt_id"], "--sample", "0", "--json"], cwd=ROOT, capture_output=True, text=True,
+                check=True).stdout)
+            titles = page.locator("span.token").evaluate_all("spans => spans.map(s => s.title)")
+            assert len(titles) == len(tokens)
+            for title, t in zip(titles, tokens):
+                assert f"log-probability {t['logprob_before']:.3f} -> {t['logprob_after']:.3f}" in title, (title, t)
+            shot("rollouts_tokens")
+
             page.goto(f"{url}/prompts?run=e2e_run")
             page.locator(".js-plotly-plot").first.wait_for()
             shot("prompts")

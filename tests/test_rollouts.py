@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from core.rewards import format_reward, gsm8k_reward, length_penalty
 from core.rollouts import RolloutRecorder, logged_rewards
-from core.rundir import ROLLOUT_FIELDS
+from core.rundir import ROLLOUT_FIELDS, TOKEN_FIELDS
 
 
 def logged_reward(fn, recorder, num_generations):
@@ -43,6 +43,10 @@ def test_records_every_field_and_returns_the_rewards(tmp_path):
     for r in records:  # every value has its declared type
         assert all(isinstance(r[name], typing.get_origin(tp) or tp) for name, tp in ROLLOUT_FIELDS.items()
                    if r[name] is not None), r
+    tokens = read(tmp_path / "tokens" / "tokens.jsonl")  # the sampled ids, keyed as the rollouts are
+    assert [list(t) for t in tokens] == [list(TOKEN_FIELDS)] * 4
+    assert [(t["step"], t["prompt_id"], t["sample"], t["ids"]) for t in tokens] == \
+        [(4, "a", 0, [1]), (4, "a", 1, [1, 1]), (4, "b", 0, [1, 1, 1]), (4, "b", 1, [1, 1, 1, 1])]
 
 
 def test_ranks_write_their_own_files_and_continue_the_group_numbering(tmp_path):

@@ -3,9 +3,11 @@
 import streamlit as st
 
 from core.advantage import formula, run_settings
+from core.errors import ConfigError
 from core.runs import read_config
-from dashboard.caches import store_for
-from dashboard.widgets import live_every, pick_run, show_completion, step_window
+from core.tokens import model_choices
+from dashboard.caches import store_for, token_view
+from dashboard.widgets import live_every, pick_run, show_completion, show_tokens, step_window, token_table
 
 CATEGORY = {0.0: "0.0 · malformed", 0.1: "0.1 · wrong", 1.0: "1.0 · correct"}
 PAGE_SIZE = 25
@@ -151,6 +153,32 @@ st.text(rollout["question"])
 with st.expander("Full prompt (as the model saw it)"):
     st.code(rollout["prompt"], language=None, wrap_lines=True)
 show_completion(rollout["completion"])
+
+if st.toggle("What training did to each token", key="token_view",
+             help="Each token's log-probability under the starting model and under the trained one (or a checkpoint)"):
+    choices = [c for c in model_choices(store.run_dir) if c != "before"]
+    if not choices:
+        st.info("This run has no saved model or checkpoint yet to compare with its starting model: "
+                "it saves model/ when it finishes (and checkpoint-<step>/ every train.save_steps steps).")
+    else:
+        after = st.selectbox("Compare the starting model with", choices[::-1], key="token_after",
+                             format_func=lambda c: "the trained model (model/)" if c == "after" else c)
+        try:
+            with st.spinner("Scoring the completion under both models…"):
+                view = token_view(str(store.run_dir), prompt_id, step, sample, after, rollout)
+        except ConfigError as e:
+            st.error(str(e))
+        else:
+            st.caption(
+                f"Green: the trained model finds the token likelier than the starting model did; red: less likely "
+                f"(hover a token for its figures; log-probabilities at the run's sampling temperature, {view.temperature:g}). "
+                f"GRPO pushes every token of a sample by that sample's advantage (below), so a sample better than its "
+                f"group's mean has all its tokens made likelier by that update; the run's other updates move them too."
+                + ("" if view.recorded else " This run did not record its sampled token ids: the text was tokenised again."))
+            show_tokens(view.tokens)
+            st.dataframe(token_table(view.tokens), hide_index=True,
+                         column_config={c: st.column_config.NumberColumn(format="%.3f") for c in
+                                        ("logprob before", "logprob after", "change", "entropy before", "entropy after")})
 
 st.subheader("Its group: all samples of this prompt at this step")
 settings = run_settings(read_config(store.run_dir))

@@ -1,0 +1,215 @@
+"""What training did to each token of a rollout: the token's log-probability and entropy under the
+model before training and after, and the five likeliest tokens at its place.
+
+    python -m core.tokens RUN_DIR --step S --prompt-id P --sample K [--checkpoint N] [--json]
+
+GRPO pushes every token of a sample by that sample's advantage: each token of a sample better than
+its group's mean is made more likely, each token of a worse one less likely, and the model's other
+updates move them too. This shows which tokens moved, and how far. "Before" is the run's starting
+model; "after" is its saved model (model/), or a checkpoint-<step>/ it kept. Log-probabilities are
+at the run's sampling temperature, as TRL computes them for the loss.
+
+The tokens are the ones sampled (tokens/, TRL's completion ids, end of message included); a run
+written before they were recorded has its completion text tokenised again, and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.config import grpo_default, load_config
+from core.errors import ConfigError
+from core.model import model_folder
+from core.rundir import checkpoints, config_path, model_dir, token_files
+from core.store import RunStore
+
+TOP = 5  # alternatives shown at each place
+MEMORY_SHARE = 0.8  # a model may take this share of the memory free now; the rest is the page's and the trainer's
+
+
+@dataclass
+class TokenView:
+    tokens: list[dict]  # one per completion token: token, id, logprob_/entropy_/top_ before and after
+    before: str         # the models compared, as the run names them
+    after: str
+    recorded: bool      # the sampled ids (True), or the completion text tokenised again
+    temperature: float
+
+
+def model_choices(run_dir: str | Path) -> dict[str, str]:
+    """What the token view can compare, label -> model: the starting model, each kept checkpoint, the
+    saved model (the labels: 'before', 'checkpoint-<step>', 'after')."""
+    cfg = load_config(config_path(run_dir))
+    choices = {"before": cfg.model_name}
+    choices |= {path.name: str(path) for path in checkpoints(run_dir)}
+    if (model_dir(run_dir) / "config.json").is_file():
+        choices["after"] = str(model_dir(run_dir))
+    return choices
+
+
+def sampled_ids(run_dir: str | Path, step: int, prompt_id: str, sample: int) -> list[int] | None:
+    """The token ids rollout (step, prompt_id, sample) was sampled as, of its latest attempt; None
+    when the run did not record them."""
+    found, needle = None, json.dumps(prompt_id)
+    for path in token_files(run_dir):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if needle not in line:
+                    continue
+                try:
+                    r = json.loads(line)
+                except ValueError:  # a torn last line
+                    continue
+                if (isinstance(r, dict) and (r.get("step"), r.get("prompt_id"), r.get("sample")) == (step, prompt_id, sample)
+                        and isinstance(r.get("ids"), list) and (found is None or (r.get("attempt") or 0) >= found[0])):
+                    found = (r.get("attempt") or 0, r["ids"])
+    return found[1] if found else None
+
+
+def weights_folder(model: str) -> Path:
+    """The local folder `model` loads from: a run's or a built-in model's folder, a converted .gguf,
+    a Hub model already in the local cache. ConfigError when there is none (nothing is downloaded)."""
+    try:
+        folder = Path(model_folder(model))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model '{model}' cannot be loaded here ({e})") from None
+    if folder.is_dir():
+        return folder
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception:  # not a Hub id, or not in the local cache: huggingface_hub's several errors
+        raise ConfigError(f"model '{model}' is neither a local folder nor in this machine's Hugging Face cache "
+                          "(the token view never downloads): download it once, or point at a local copy") from None
+
+
+def check_memory(folder: Path, name: str) -> None:
+    """ConfigError when the model, as float32, would not fit in MEMORY_SHARE of the memory free now."""
+    import psutil
+
+    stored = sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    need = stored * (2 if str(config.get("dtype") or config.get("torch_dtype")) in ("bfloat16", "float16") else 1)
+    free = psutil.virtual_memory().available
+    if need > MEMORY_SHARE * free:
+        raise ConfigError(f"model '{name}' needs about {need / 2**30:.1f} GiB as float32 and this machine has "
+                          f"{free / 2**30:.1f} GiB free: free memory (stop a run) or use a machine with more")
+
+
+def load(model: str):
+    """(model, tokenizer) for `model` (a name as run.yaml has it, or a folder), float32 on the CPU."""
+    folder = weights_folder(model)
+    check_memory(folder, model)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
+    except (OSError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"model '{model}' cannot be loaded here ({reason})") from None
+    return loaded.eval(), tokenizer
+
+
+def pieces(tokenizer, ids: list[int]) -> list[str]:
+    """Each token's text, so that the pieces joined are the decoded text (a character split across
+    tokens appears on its last one)."""
+    out, done = [], ""
+    for i in range(len(ids)):
+        text = tokenizer.decode(ids[: i + 1])
+        if text.endswith("\ufffd") or not text.startswith(done):
+            out.append("")
+            continue
+        out.append(text[len(done):])
+        done = text
+    return out
+
+
+def score(model, tokenizer, prompt_ids: list[int], ids: list[int], temperature: float) -> dict[str, list]:
+    """Under `model`: each completion token's log-probability, the entropy at its place, and the TOP
+    likeliest tokens there with their log-probabilities, at `temperature`."""
+    import torch
+
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids + ids])).logits[0, len(prompt_ids) - 1: -1].float()
+    logp = torch.log_softmax(logits / temperature, dim=-1)
+    top = logp.topk(TOP, dim=-1)
+    return {"logprob": logp.gather(-1, torch.tensor(ids)[:, None])[:, 0].tolist(),
+            "entropy": (-(logp.exp() * logp).nansum(-1)).tolist(),
+            "top": [[[tokenizer.decode([t]), v] for t, v in zip(row_ids, row_values)]
+                    for row_ids, row_values in zip(top.indices.tolist(), top.values.tolist())]}
+
+
+def token_view(run_dir: str | Path, rollout: dict, before, after, after_label: str = "after") -> TokenView:
+    """The token view of `rollout` (a record: step, prompt_id, sample, prompt, completion) between
+    loaded models `before` and `after`, each a (model, tokenizer) from load()."""
+    cfg = load_config(config_path(run_dir))
+    tokenizer = after[1]
+    ids = sampled_ids(run_dir, int(rollout["step"]), rollout["prompt_id"], int(rollout["sample"]))
+    recorded = ids is not None
+    if not recorded:
+        ids = tokenizer(rollout["completion"], add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(rollout["prompt"], add_special_tokens=False)["input_ids"]
+    temperature = float(cfg.grpo.get("temperature", grpo_default("temperature")))
+    was = score(*before, prompt_ids, ids, temperature)
+    now = score(*after, prompt_ids, ids, temperature)
+    tokens = [{"token": text, "id": token, "logprob_before": was["logprob"][i], "logprob_after": now["logprob"][i],
+               "entropy_before": was["entropy"][i], "entropy_after": now["entropy"][i],
+               "top_before": was["top"][i], "top_after": now["top"][i]}
+              for i, (text, token) in enumerate(zip(pieces(tokenizer, ids), ids))]
+    return TokenView(tokens, cfg.model_name, after_label, recorded, temperature)
+
+
+def find_rollout(run_dir: str | Path, step: int, prompt_id: str, sample: int) -> dict:
+    if not config_path(run_dir).is_file():
+        raise ConfigError(f"'{run_dir}' is not a run folder (it has no run.yaml): give a folder under runs/")
+    store = RunStore(run_dir)
+    store.refresh()
+    rollout = store.rollout(prompt_id, step, sample)
+    if rollout is None:
+        raise ConfigError(f"run '{run_dir}' has no rollout at step {step} with prompt id {prompt_id} and sample "
+                          f"{sample}: the Rollouts page lists them")
+    return rollout
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--step", type=int, required=True)
+    parser.add_argument("--prompt-id", required=True)
+    parser.add_argument("--sample", type=int, required=True)
+    parser.add_argument("--checkpoint", type=int, help="compare with checkpoint-<N>/ instead of the saved model")
+    parser.add_argument("--json", action="store_true", help="one JSON object per completion token")
+    args = parser.parse_args(argv)
+    try:
+        rollout = find_rollout(args.run_dir, args.step, args.prompt_id, args.sample)
+        choices = model_choices(args.run_dir)
+        label = f"checkpoint-{args.checkpoint}" if args.checkpoint is not None else "after"
+        if label not in choices:
+            kept = ", ".join(c for c in choices if c != "before") or "none"
+            raise ConfigError(f"run '{args.run_dir}' has no {label if args.checkpoint is not None else 'saved model (model/)'} "
+                              f"to compare with (it has: {kept}): choose one of those with --checkpoint, or let it finish")
+        view = token_view(args.run_dir, rollout, load(choices["before"]), load(choices[label]), label)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(view.tokens, ensure_ascii=False))
+        return 0
+    print(f"{'before' if view.recorded else 'tokenised again (the run did not record its token ids); before'}: "
+          f"{view.before}   after: {view.after}   log-probabilities at temperature {view.temperature}")
+    print(f"{'token':>16} {'logp before':>12} {'logp after':>11} {'change':>8} {'entropy before':>15} {'after':>7}")
+    for t in view.tokens:
+        print(f"{t['token']!r:>16} {t['logprob_before']:12.3f} {t['logprob_after']:11.3f} "
+              f"{t['logprob_after'] - t['logprob_before']:+8.3f} {t['entropy_before']:15.3f} {t['entropy_after']:7.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""core.tokens: each completion token's log-probability and entropy before and after training."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+import core.tokens
+from core.rundir import config_path, model_dir, tokens_path
+from core.store import RunStore
+from tests.conftest import ROOT
+
+
+def tokens_cli(*args):
+    return subprocess.run([sys.executable, "-m", "core.tokens", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def rollout(tiny_run):
+    store = RunStore(tiny_run)
+    store.refresh()
+    page, _ = store.rollouts_page()
+    row = page.iloc[len(page) // 2]
+    return store.rollout(row["prompt_id"], int(row["step"]), int(row["sample"]))
+
+
+def where(rollout):
+    return ["--step", rollout["step"], "--prompt-id", rollout["prompt_id"], "--sample", rollout["sample"]]
+
+
+def test_the_command_scores_the_sampled_tokens_as_a_forward_pass_does(tiny_run, rollout):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    result = tokens_cli(tiny_run, *where(rollout), "--json")
+    assert result.returncode == 0, result.stderr
+    tokens = json.loads(result.stdout)
+    ids = [t["id"] for t in tokens]
+    recorded = [json.loads(line) for line in tokens_path(tiny_run).read_text().splitlines()]
+    assert ids == next(r["ids"] for r in recorded if (r["step"], r["prompt_id"], r["sample"]) ==
+                       (rollout["step"], rollout["prompt_id"], rollout["sample"]))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir(tiny_run))
+    special = set(tokenizer.all_special_ids)
+    assert "".join(t["token"] for t in tokens if t["id"] not in special) == rollout["completion"]
+    # the figures "after" are a plain forward pass of the saved model at the run's temperature
+    temperature = yaml.safe_load(config_path(tiny_run).read_text())["grpo"].get("temperature", 1.0)  # TRL's default
+    prompt = tokenizer(rollout["prompt"], add_special_tokens=False)["input_ids"]
+    model = AutoModelForCausalLM.from_pretrained(model_dir(tiny_run))
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1: -1] / temperature
+    expected = torch.log_softmax(logits, -1)[range(len(ids)), ids]
+    assert torch.allclose(torch.tensor([t["logprob_after"] for t in tokens]), expected, atol=1e-4)
+    for t in tokens:
+        assert t["logprob_before"] <= 0 and t["logprob_after"] <= 0
+        assert t["entropy_before"] >= 0 and t["entropy_after"] >= 0
+        for top in (t["top_before"], t["top_after"]):
+            assert len(top) == 5 and [v for _, v in top] == sorted((v for _, v in top), reverse=True)
+    assert any(abs(t["logprob_after"] - t["logprob_before"]) > 1e-3 for t in tokens)  # training moved them
+    table = tokens_cli(tiny_run, *where(rollout))
+    assert table.returncode == 0 and "temperature" in table.stdout and len(table.stdout.splitlines()) == len(tokens) + 2
+
+
+def test_a_run_without_recorded_ids_has_its_text_tokenised_again(tiny_run, rollout, tmp_path):
+    run = tmp_path / "old"
+    shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "tokens")
+    choices = core.tokens.model_choices(run)
+    view = core.tokens.token_view(run, rollout, core.tokens.load(choices["before"]), core.tokens.load(choices["after"]))
+    assert not view.recorded and "".join(t["token"] for t in view.tokens) == rollout["completion"]
+
+
+def test_each_thing_that_cannot_be_shown_is_one_line_and_exit_2(tiny_run, rollout, tmp_path, monkeypatch, capsys):
+    hub = tmp_path / "hub"
+    shutil.copytree(tiny_run, hub)
+    config = yaml.safe_load(config_path(hub).read_text())
+    config_path(hub).write_text(yaml.safe_dump({**config, "model_name": "nobody/no-such-model"}))
+    cases = {"is not a run folder": [tmp_path / "nothing", *where(rollout)],
+             "has no rollout": [tiny_run, "--step", 999, "--prompt-id", rollout["prompt_id"], "--sample", 0],
+             "has no checkpoint-7": [tiny_run, *where(rollout), "--checkpoint", 7],
+             "Hugging Face cache": [hub, *where(rollout)]}
+    for words, args in cases.items():
+        result = tokens_cli(*args)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert words in result.stderr
+    monkeypatch.setattr(core.tokens, "MEMORY_SHARE", 1e-9)  # a model larger than the memory free
+    assert core.tokens.main([str(tiny_run), *map(str, where(rollout))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "GiB free" in err
