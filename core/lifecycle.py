@@ -182,7 +182,8 @@ class Lifecycle:
                 if any_rank(run.stop.requested, args.device):
                     run.stop.requested = True
                     control.should_training_stop = True
-                    control.should_save = True  # a checkpoint-<step>/ to --resume from
+                    control.should_save = True  # a checkpoint-<step>/ to --resume from,
+                    args.save_only_model = False  # with the optimizer's state, whatever the run keeps at its save steps
                 if state.is_world_process_zero:
                     run.status.update(global_step=state.global_step, phase_done=state.global_step)
                     if periodic_eval is not None:
