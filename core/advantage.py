@@ -12,6 +12,12 @@ std is the sample standard deviation (divided by n - 1, as torch.std). A group w
 all equal has A = 0 for every sample: nothing is learned from it. With
 `multi_objective_aggregation: normalize_then_sum` each reward function is first normalised within
 the group, the weighted sum of those is normalised over the batch, and scale_rewards plays no part.
+
+Then the loss spreads each sample's advantage over its tokens (TRL's `compute_loss`): the gradient
+on the log-probability of token t of sample i is A_i × w_i, where the weight w_i depends on
+`loss_type` (token_weight). On a batch's first update the ratio of new to old probabilities is 1,
+so nothing is clipped and these are exactly the weights; with num_iterations > 1 later updates
+multiply them by that ratio where it is inside the clip range.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ FORMULAS = {  # for captions: the advantage of the run's setting, in words a rea
 }
 
 
-def _mean_std(values: list[float | None]) -> tuple[float, float]:
+def mean_std(values: list[float | None]) -> tuple[float, float]:
     """Mean and sample std of the values that are there (TRL's nanmean and nanstd; None is its NaN)."""
     there = [v for v in values if v is not None]
     return (fmean(there) if there else 0.0), (stdev(there) if len(there) > 1 else 0.0)
@@ -63,16 +69,16 @@ def advantages(groups: list[list[list[float | None]]], weights: list[float] | No
     if aggregation == "normalize_then_sum":  # each function normalised in its group, then summed
         summed = []
         for group in groups:
-            scores = [_normalised(list(column), *_mean_std(list(column))) for column in zip(*group)]
+            scores = [_normalised(list(column), *mean_std(list(column))) for column in zip(*group)]
             summed.append([_weighted_sum(list(sample), weights) for sample in zip(*scores)])
-        mean, std = _mean_std([r for group in summed for r in group])
+        mean, std = mean_std([r for group in summed for r in group])
         result = [_normalised(group, mean, std) for group in summed]
     else:
         rewards = [[_weighted_sum(sample, weights) for sample in group] for group in groups]
-        _, batch_std = _mean_std([r for group in rewards for r in group])
+        _, batch_std = mean_std([r for group in rewards for r in group])
         result = []
         for group in rewards:
-            mean, group_std = _mean_std(group)
+            mean, group_std = mean_std(group)
             if scale_rewards == "none":
                 result.append([None if r is None else r - mean for r in group])
             else:
@@ -80,13 +86,42 @@ def advantages(groups: list[list[list[float | None]]], weights: list[float] | No
     return [[0.0 if a is None else a for a in group] for group in result]
 
 
+# How each loss_type spreads a sample's advantage over its tokens, in words (for the step's view).
+LOSS_SPREADS = {
+    "grpo": "1 / (the sample's tokens × the step's samples): every sample weighs the same, its tokens share it",
+    "sapo": "1 / (the sample's tokens × the step's samples), as grpo (its soft gate is 1 on a batch's first update)",
+    "dapo": "1 / (completion tokens of the whole step): every token of the step weighs the same",
+    "cispo": "1 / (completion tokens of the whole step), as dapo",
+    "bnpo": "1 / (completion tokens of the step), on average: each micro-batch divides by its own tokens",
+    "dr_grpo": "1 / (the step's samples × max_completion_length): a constant, so a longer sample weighs more",
+    "luspo": "1 / (the step's samples): each token of every sample the same, so a longer sample weighs more",
+}
+
+
+def token_weight(loss_type: str, length: int, samples: int, tokens: int, max_completion_length: int) -> float:
+    """The weight w on each token of a sample `length` tokens long, in a step of `samples` samples
+    holding `tokens` completion tokens (every rank's), for TRL's `loss_type` (LOSS_SPREADS)."""
+    if loss_type in ("grpo", "sapo"):
+        return 1 / (max(length, 1) * samples)
+    if loss_type in ("dapo", "cispo", "bnpo"):
+        return 1 / max(tokens, 1)
+    if loss_type == "dr_grpo":
+        return 1 / (samples * max_completion_length)
+    if loss_type == "luspo":
+        return 1 / samples
+    raise ValueError(f"loss_type must be one of {', '.join(LOSS_SPREADS)} to be shown, got {loss_type!r}")
+
+
 def run_settings(config: dict) -> dict:
-    """What the advantage of a run depends on, from its run.yaml (`config`, a mapping; TRL's
-    defaults for what it does not say): scale_rewards, aggregation, and each reward function's weight."""
+    """What the advantage of a run and its spread over tokens depend on, from its run.yaml (`config`,
+    a mapping; TRL's and this project's defaults for what it does not say): scale_rewards, aggregation,
+    loss_type, max_completion_length, beta (the KL term's weight), and each reward function's weight."""
     grpo = config.get("grpo") if isinstance(config.get("grpo"), dict) else {}
     rewards = config.get("rewards") if isinstance(config.get("rewards"), list) else []
     return {"scale_rewards": grpo.get("scale_rewards", "group"),
             "aggregation": grpo.get("multi_objective_aggregation", "sum_then_normalize"),
+            "loss_type": grpo.get("loss_type", "dapo"), "beta": grpo.get("beta", 0.0),
+            "max_completion_length": config.get("max_new_tokens") if isinstance(config.get("max_new_tokens"), int) else 256,
             "weights": {r["name"]: float(r.get("weight", 1.0)) for r in rewards if isinstance(r, dict) and "name" in r}}
 
 

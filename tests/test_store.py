@@ -489,6 +489,32 @@ def test_group_view_with_advantages(fixture_run):
     assert one["prompt"] == group[0]["prompt"]  # kept once per group, found for every sample
 
 
+@pytest.mark.parametrize("scale_rewards", ["group", "batch", "none"])
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo", "bnpo", "luspo"])
+def test_one_step_worked_through_matches_plain_python(fixture_run, scale_rewards, loss_type):
+    store, records = fixture_run
+    pid, step = records[5]["prompt_id"], records[5]["step"]
+    batch = [r for r in records if r["step"] == step]
+    group = sorted((r for r in batch if r["prompt_id"] == pid), key=lambda r: r["sample"])
+    rewards = [r["reward"] for r in group]
+    settings = run_settings({"grpo": {"scale_rewards": scale_rewards, "loss_type": loss_type}, "max_new_tokens": 300})
+    worked, facts = store.worked_step(pid, step, settings)
+    assert facts["group_mean"] == pytest.approx(mean(rewards)) and facts["group_std"] == pytest.approx(stdev(rewards))
+    assert facts["batch_std"] == pytest.approx(stdev([r["reward"] for r in batch]))
+    samples, tokens = len(batch), sum(r["completion_tokens"] for r in batch)
+    assert (facts["samples"], facts["tokens"]) == (samples, tokens)
+    std = {"group": stdev(rewards) + 1e-4, "batch": stdev([r["reward"] for r in batch]) + 1e-4, "none": 1.0}[scale_rewards]
+    advantage = [(x - mean(rewards)) / std for x in rewards]
+    weight = {"grpo": [1 / (r["completion_tokens"] * samples) for r in group], "dapo": [1 / tokens] * len(group),
+              "bnpo": [1 / tokens] * len(group), "dr_grpo": [1 / (samples * 300)] * len(group),
+              "luspo": [1 / samples] * len(group)}[loss_type]
+    assert worked["advantage"].tolist() == pytest.approx(advantage)
+    assert worked["token_weight"].tolist() == pytest.approx(weight)
+    assert worked["push"].tolist() == pytest.approx([a * w for a, w in zip(advantage, weight)])
+    assert worked["rewards"].tolist() == [r["rewards"] for r in group]
+    assert facts["metrics"] == {"loss": pytest.approx(0.5 / step)}  # what TRL logged for the step
+
+
 def test_eval_flips_and_summary(fixture_run):
     store, _ = fixture_run
     flips = store.eval_flips()

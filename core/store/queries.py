@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-from core.advantage import advantages, run_settings
+from core.advantage import advantages, mean_std, run_settings, token_weight
 
 
 def _listed(value) -> list:
@@ -209,7 +209,7 @@ SELECT * FROM summary WHERE n >= $min_samples
     # One step's whole generation batch, group by group: the group view shows one prompt's samples, and the
     # advantage (core.advantage) compares each sample with its group and, for some settings, the batch.
     STEP_GROUPS = """
-SELECT prompt_id, sample, rank, reward, map_keys(rewards) AS names, map_values(rewards) AS reward_values,
+SELECT prompt_id, sample, rank, reward, rewards, map_keys(rewards) AS names, map_values(rewards) AS reward_values,
        correct, prediction, ground_truth, completion, completion_tokens, question
 FROM rollouts WHERE step = $step ORDER BY prompt_id, sample, rank
 """
@@ -232,8 +232,32 @@ FROM rollouts WHERE step = $step ORDER BY prompt_id, sample, rank
         computed = advantages(list(groups.values()), weights, settings["scale_rewards"], settings["aggregation"])
         batch["advantage"] = [a for group in computed for a in group]  # batch's rows are in the groups' order
         rows = batch[batch["prompt_id"] == prompt_id].reset_index(drop=True)
-        return rows[["sample", "rank", "reward", "advantage", "correct", "prediction", "ground_truth", "completion",
-                     "completion_tokens", "question"]]
+        return rows[["sample", "rank", "reward", "rewards", "advantage", "correct", "prediction", "ground_truth",
+                     "completion", "completion_tokens", "question"]]
+
+    STEP_SIZE = """SELECT count(*) AS samples, coalesce(sum(completion_tokens), 0) AS tokens,
+coalesce(stddev_samp(reward), 0) AS batch_std FROM rollouts WHERE step = $step"""
+    STEP_METRICS = "SELECT name, value FROM metrics WHERE step = $step AND list_contains($names, name)"
+    WORKED_METRICS = ("loss", "kl", "entropy", "clip_ratio/region_mean", "grad_norm", "learning_rate")
+
+    def worked_step(self, prompt_id: str, step: int, settings: dict | None = None):
+        """One group of one step from rewards to the weight on each token: the group (self.group) with
+        `token_weight` (core.advantage.token_weight for the run's loss_type) and `push`, the advantage
+        times that weight (the gradient's factor on each of the sample's tokens' log-probabilities), and
+        what they came from: the group's mean and std of rewards, the step's samples and tokens, and
+        the metrics TRL logged for the step; the std of the whole step's rewards (scale_rewards: batch)."""
+        settings = settings or run_settings({})
+        group = self.group(prompt_id, step, settings)
+        size = self._query(self.STEP_SIZE, {"step": step}).iloc[0]
+        samples, tokens = int(size["samples"]), int(size["tokens"])
+        group["token_weight"] = [token_weight(settings["loss_type"], int(n or 0), samples, tokens,
+                                              settings["max_completion_length"]) for n in group["completion_tokens"]]
+        group["push"] = group["advantage"] * group["token_weight"]
+        mean, std = mean_std(group["reward"].tolist())
+        logged = self._query(self.STEP_METRICS, {"step": step, "names": list(self.WORKED_METRICS)})
+        return group, {"group_mean": mean, "group_std": std, "batch_std": float(size["batch_std"]),
+                       "samples": samples, "tokens": tokens,
+                       "metrics": dict(zip(logged["name"], logged["value"]))}
 
     PROMPT_STEPS = "SELECT DISTINCT step FROM rollouts WHERE prompt_id = $prompt_id ORDER BY step"
 

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.advantage import formula, run_settings
+from core.advantage import LOSS_SPREADS, formula, run_settings
 from core.errors import ConfigError
 from core.runs import read_config
 from core.tokens import model_choices
@@ -193,3 +193,45 @@ for start in range(0, len(group), 4):
             st.markdown(f"**{marker}sample {g['sample']}** · reward **{g['reward']:g}** · "
                         f"advantage **{g['advantage']:+.2f}**")
             st.code(g["completion"], language=None, wrap_lines=True)
+
+
+with st.expander("One GRPO step, worked through: from this group's rewards to the weight on each token"):
+    if settings["loss_type"] not in LOSS_SPREADS:
+        st.info(f"This run's loss_type, {settings['loss_type']}, weighs tokens in a way this view does not show.")
+        st.stop()
+    worked, facts = store.worked_step(prompt_id, step, settings)
+    names = list(settings["weights"]) or sorted({n for r in worked["rewards"] for n in (r or {})})
+    weights = {n: settings["weights"].get(n, 1.0) for n in names}
+    st.markdown("**1 · Rewards.** Each reward function scores the sample; its reward is their weighted sum: "
+                + " + ".join(f"{w:g} × {n}" for n, w in weights.items()) + ".")
+    if settings["aggregation"] == "normalize_then_sum":
+        st.markdown("**2 · The group.** This run normalises each reward function within the group first "
+                    "(multi_objective_aggregation: normalize_then_sum), then their weighted sum over the step's batch.")
+    else:
+        st.markdown(f"**2 · The group.** Its {len(worked)} samples' rewards have mean **{facts['group_mean']:.4f}** and "
+                    f"standard deviation **{facts['group_std']:.4f}** (divided by K − 1, as torch.std); the step's "
+                    f"whole batch of rewards, {facts['batch_std']:.4f}.")
+    st.markdown(f"**3 · Advantage.** {formula(settings)} (scale_rewards: {settings['scale_rewards']}): "
+                "above the group's mean is positive, below negative, and a group of equal rewards gives 0 to all.")
+    st.markdown(f"**4 · Spread over tokens.** loss_type {settings['loss_type']}: each token of a sample gets weight "
+                f"{LOSS_SPREADS[settings['loss_type']]}. This step had **{facts['samples']}** samples and "
+                f"**{facts['tokens']:,}** completion tokens on all ranks; max_completion_length {settings['max_completion_length']}.")
+    st.markdown("**5 · The push on each token** is advantage × weight: the loss's gradient on each of the sample's "
+                "token log-probabilities (the step's first update; nothing is clipped there, as the new and old "
+                "probabilities are equal). Positive: each token made likelier; negative: less likely."
+                + (f" The loss also holds each token near the starting model: a KL term of weight beta {settings['beta']:g}, "
+                   "not in these figures (its mean is the step's kl below)." if settings["beta"] else ""))
+    table = {"sample": worked["sample"]}
+    for n in names:
+        table[n] = [(r or {}).get(n) for r in worked["rewards"]]
+    table |= {"reward": worked["reward"], "advantage": worked["advantage"], "tokens": worked["completion_tokens"],
+              "weight per token": worked["token_weight"], "push per token": worked["push"],
+              "push × tokens": worked["push"] * worked["completion_tokens"].fillna(0)}
+    st.dataframe(table, hide_index=True, column_config={
+        "advantage": st.column_config.NumberColumn(format="%+.4f"),
+        "weight per token": st.column_config.NumberColumn(format="%.3e"),
+        "push per token": st.column_config.NumberColumn(format="%+.3e"),
+        "push × tokens": st.column_config.NumberColumn(format="%+.3e", help="the sample's whole share of the update")})
+    logged = facts["metrics"]
+    st.caption("What TRL logged for this step: " + (" · ".join(f"{name} {value:.4g}" for name, value in logged.items())
+                                                      if logged else "nothing (no metrics line for this step)"))
