@@ -51,7 +51,8 @@ def charts(at) -> dict[str, list[dict]]:
     """Each Plotly chart on the page by title: its traces as {name, x, y} with plain lists."""
     def values(v):
         if isinstance(v, dict) and "bdata" in v:  # Plotly's binary arrays
-            return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist()
+            flat = np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"])
+            return flat.reshape([int(n) for n in str(v["shape"]).split(",")]).tolist() if "shape" in v else flat.tolist()
         return v
 
     found = {}
@@ -191,7 +192,9 @@ def test_a_long_runs_curves_are_binned_and_say_so(runs, monkeypatch):
     assert loss["x"] == list(range(1, 31, 3)) and loss["y"] == pytest.approx(  # 30 steps in bins of 3
         [sum(0.1 / s for s in range(b, b + 3)) / 3 for b in range(1, 31, 3)])
     assert smoothed["mode"] == "lines+markers"  # few points: each one marked
-    prompts = charts(open_page("prompts", run="learning"))
+    page = open_page("prompts", run="learning")
+    page.radio(key="heat_x").set_value("training step").run()
+    prompts = charts(page)
     (title,) = [t for t in prompts if t.startswith("Accuracy per")]
     assert title.startswith("Accuracy per ") and "steps (share of the prompt's samples there" in title
     for trace in prompts[title]:
@@ -282,7 +285,11 @@ def test_prompts_page_curves_match_the_rollouts(runs):
             if r["prompt_id"] == pid:
                 groups[r["step"]].append(r["correct"])
         assert curves[pid] == pytest.approx({step: sum(v) / len(v) for step, v in groups.items()})
-    (heatmap,) = [v for k, v in shown.items() if k.startswith("Prompts × steps")]
+    (heatmap,) = [v for k, v in shown.items() if k.startswith("Prompts × visits")]  # by default: rows without gaps
+    visits = {pid: len({r["step"] for r in records if r["prompt_id"] == pid}) for pid in heatmap[0]["y"]}
+    assert [sum(v == v for v in row) for row in heatmap[0]["z"]] == [visits[pid] for pid in heatmap[0]["y"]]
+    prompts.radio(key="heat_x").set_value("training step").run()
+    (heatmap,) = [v for k, v in charts(prompts).items() if k.startswith("Prompts × steps")]
     assert heatmap[0]["z"]  # a cell per prompt and step
 
 

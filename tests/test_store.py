@@ -515,6 +515,19 @@ def test_one_step_worked_through_matches_plain_python(fixture_run, scale_rewards
     assert facts["metrics"] == {"loss": pytest.approx(0.5 / step)}  # what TRL logged for the step
 
 
+def test_prompt_visits_number_each_prompts_steps_in_order(fixture_run):
+    store, records = fixture_run
+    pids = sorted({r["prompt_id"] for r in records})[:3]
+    got = store.prompt_visits(pids)
+    for pid in pids:
+        steps = sorted({r["step"] for r in records if r["prompt_id"] == pid})
+        mine = got[got["prompt_id"] == pid]
+        assert mine["visit"].tolist() == list(range(1, len(steps) + 1)) and mine["step"].tolist() == steps
+        for step, accuracy in zip(steps, mine["accuracy"]):
+            at = [r["correct"] for r in records if r["prompt_id"] == pid and r["step"] == step]
+            assert accuracy == pytest.approx(sum(at) / len(at))
+
+
 def test_eval_flips_and_summary(fixture_run):
     store, _ = fixture_run
     flips = store.eval_flips()

@@ -166,6 +166,18 @@ WHERE list_contains($prompt_ids, prompt_id) GROUP BY ALL ORDER BY prompt_id, ste
     def prompt_accuracy(self, prompt_ids, bin: int = 1):
         return self._query(self.PROMPT_ACCURACY, {"prompt_ids": list(prompt_ids), "bin": bin})
 
+    # The same, by visit: a prompt's k-th sampled step is its visit k (a row of the heatmap without gaps).
+    PROMPT_VISITS = """
+SELECT prompt_id, row_number() OVER (PARTITION BY prompt_id ORDER BY step) AS visit, step, accuracy, n FROM (
+    SELECT prompt_id, step, avg(correct::INT) AS accuracy, count(*) AS n FROM rollouts
+    WHERE list_contains($prompt_ids, prompt_id) GROUP BY ALL)
+ORDER BY prompt_id, visit
+"""
+
+    def prompt_visits(self, prompt_ids):
+        """Each prompt's accuracy at its 1st, 2nd, ... sampled step (visit), with that step."""
+        return self._query(self.PROMPT_VISITS, {"prompt_ids": list(prompt_ids)})
+
     QUESTIONS = """
 SELECT prompt_id, any_value(question) AS question FROM rollouts
 WHERE sample = 0 AND list_contains($prompt_ids, prompt_id) GROUP BY prompt_id

@@ -55,13 +55,21 @@ def view():
         st.caption("Click a point to read that prompt's rollouts at that step." if bin == 1 else
                    "Click a point to read that prompt's rollouts.")
 
-    grid = store.prompt_accuracy(everyone.head(40)["prompt_id"].tolist(), bin=bin)
-    if len(grid):
-        heat = grid.pivot(index="prompt_id", columns="step", values="accuracy")
+    by_visit = st.radio("Heatmap columns", ["k-th visit of the prompt", "training step"], horizontal=True,
+                        key="heat_x", help="A prompt comes back every few steps: by visit, each row has no gaps.")
+    shown = everyone.head(40)["prompt_id"].tolist()
+    if by_visit.startswith("k-th"):
+        grid = store.prompt_visits(shown)
+        x, title, xlabel = "visit", f"Prompts × visits ({len(set(grid['prompt_id']))} most changed prompts)", "visit"
+    else:
+        grid = store.prompt_accuracy(shown, bin=bin)
         per = f", a column per {bin} steps" if bin > 1 else ""
+        x, title = "step", f"Prompts × steps ({len(set(grid['prompt_id']))} most changed prompts{per})"
+        xlabel = "step" if bin == 1 else "first step of the bin"
+    if len(grid):
+        heat = grid.pivot(index="prompt_id", columns=x, values="accuracy")
         fig = px.imshow(heat, aspect="auto", color_continuous_scale="RdYlGn", zmin=0, zmax=1,
-                        labels={"color": "accuracy", "x": "step" if bin == 1 else "first step of the bin"},
-                        title=f"Prompts × steps ({len(heat)} most changed prompts{per})")
+                        labels={"color": "accuracy", "x": xlabel}, title=title)
         st.plotly_chart(fig, key="heatmap")
 
     st.subheader("Leaderboards")
