@@ -247,3 +247,14 @@ def test_the_choices_are_those_trl_documents():
         assert grpo_default(name) in values, name
         for value in values:
             assert re.search(f"[`']{re.escape(value)}[`']", helps[name]), (name, value)  # quoted, as TRL writes it
+
+
+def test_problems_lists_every_problem_and_validate_reports_the_first():
+    from core.config import problems
+
+    cfg = load_config(sets=["num_generations=1", "train.learning_rate=0", "dataset.level=7"], check=False)
+    found = problems(cfg)
+    assert [key for key, _ in found] == ["train.learning_rate", "num_generations", "dataset.level"]
+    with pytest.raises(ConfigError) as e:
+        load_config(sets=["num_generations=1", "train.learning_rate=0", "dataset.level=7"])
+    assert str(e.value) == found[0][1]

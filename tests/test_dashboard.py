@@ -325,18 +325,28 @@ def test_compare_page_lists_the_settings_that_differ(runs):
     assert {c["color"] for c in curves if c["name"] == "learning (raw)"} == {smoothed["learning"]["color"]}
 
 
-def test_launch_rejects_a_bad_value_and_launches_nothing(runs, tmp_path):
+def test_launch_shows_every_problem_under_its_field_and_launches_nothing(runs, tmp_path):
     at = open_page("launch")
     at.selectbox[0].set_value("tiny_cpu.yaml").run()
     at.number_input(key="tiny_cpu.yaml:lr").set_value(0.0)
-    at.button[1].click().run()  # Launch
-    assert "'train.learning_rate' has value 0.0, expected a number greater than 0" in texts(at)
-    at.number_input(key="tiny_cpu.yaml:lr").set_value(1e-4)
     at.number_input(key="tiny_cpu.yaml:K").set_value(1)  # the form takes it; core.config says what is wrong
-    at.button[0].click().run()  # Check
-    assert [e.value for e in at.error] == ["config key 'num_generations' has value 1, expected at least 2: GRPO "
-                                          "scores each completion against the others sampled for the same prompt"]
-    assert not at.success
+    at.text_input(key="tiny_cpu.yaml:num_iterations").set_value("two")
+    at.button[1].click().run()  # Launch
+    *under_fields, summary = [e.value for e in at.error]
+    assert sorted(under_fields) == [  # in the form's words, each under its field
+        "'K: completions per prompt' has value 1, expected at least 2: GRPO scores each completion against the "
+        "others sampled for the same prompt",
+        "'Learning rate' has value 0.0, expected a number greater than 0",
+        "'num_iterations' has value 'two', expected a whole number"]
+    assert summary == ("3 settings to fix before this run can start: K: completions per prompt, Learning rate, "
+                       "num_iterations (Advanced), each explained under its field.")
+    assert {"config key: num_generations", "config key: train.learning_rate"} <= {c.value for c in at.caption}
+    assert not at.success and len(list_runs(tmp_path)) == 3
+    at.number_input(key="tiny_cpu.yaml:lr").set_value(1e-4)
+    at.number_input(key="tiny_cpu.yaml:K").set_value(4)
+    at.text_input(key="tiny_cpu.yaml:num_iterations").set_value("1")
+    at.button[0].click().run()  # Check: valid at once, and nothing left under the fields
+    assert not at.error and "The settings are valid." in [s.value for s in at.success]
     assert len(list_runs(tmp_path)) == 3
 
 
@@ -367,7 +377,8 @@ def test_launch_check_shows_the_command_line(runs):
         assert at.toggle(key="tiny_cpu.yaml:use_vllm").disabled and at.selectbox(key="tiny_cpu.yaml:evalbackend").disabled
     at.text_input(key="tiny_cpu.yaml:num_iterations").set_value("two")
     at.button[0].click().run()
-    assert "'grpo.num_iterations' has value 'two', expected a whole number" in texts(at)
+    assert "'num_iterations' has value 'two', expected a whole number" in texts(at)
+    assert "config key: grpo.num_iterations" in texts(at)
 
     # the engine: an accelerate config from configs/accelerate/, checked the same way
     at.text_input(key="tiny_cpu.yaml:num_iterations").set_value("1")

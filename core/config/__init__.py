@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from core import REPO
-from core.config.checks import NOT_FROM_A_WEB_FORM, shards_weights, validate, web_form_problem
+from core.config.checks import NOT_FROM_A_WEB_FORM, problems, shards_weights, validate, web_form_problem
 from core.config.schema import ENV_KEYS, SECTIONS, DatasetConfig, EvalConfig, LaunchConfig, RunConfig, RuntimeConfig, \
     TrainConfig, field_types
 from core.config.trl_args import GRPO_CHOICES, GRPO_FROM_CONFIG, grpo_default, grpo_field_types
@@ -70,9 +70,10 @@ def default_runs_dir() -> Path:
 
 
 def load_config(path: str | os.PathLike | None = None, sets: list[str] | tuple = (),
-                env: typing.Mapping[str, str] | None = None) -> RunConfig:
+                env: typing.Mapping[str, str] | None = None, check: bool = True) -> RunConfig:
     """Build a RunConfig: defaults < YAML file < environment (only when `env` is given: the CLI
-    passes os.environ) < `--set key=value` items."""
+    passes os.environ) < `--set key=value` items; validated unless `check` is False (then problems()
+    lists what is wrong)."""
     cfg = RunConfig()
     if path is not None:
         for key, value in normalize_seed_shape(read_yaml(path)).items():
@@ -85,11 +86,12 @@ def load_config(path: str | os.PathLike | None = None, sets: list[str] | tuple =
         if not sep or not key.strip():
             raise ConfigError(f"--set '{item}' must look like key=value, e.g. --set train.num_train_steps=10")
         apply_setting(cfg, key.strip(), text_value(key.strip(), value))
-    validate(cfg)
+    if check:
+        validate(cfg)
     if cfg.train.output_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         cfg.train.output_dir = str(default_runs_dir() / f"{cfg.run_name}_{stamp}")
     return cfg
 
 
-__all__ = ['ConfigError', 'DatasetConfig', 'ENV_KEYS', 'EvalConfig', 'GRPO_CHOICES', 'GRPO_FROM_CONFIG', 'LaunchConfig', 'NOT_FROM_A_WEB_FORM', 'RunConfig', 'RuntimeConfig', 'SECTIONS', 'TrainConfig', 'changed_settings', 'choices', 'default_runs_dir', 'field_types', 'format_value', 'grpo_default', 'grpo_field_types', 'load_config', 'parse_setting', 'setting', 'shards_weights', 'validate', 'value_kinds', 'web_form_problem']
+__all__ = ['ConfigError', 'DatasetConfig', 'ENV_KEYS', 'EvalConfig', 'GRPO_CHOICES', 'GRPO_FROM_CONFIG', 'LaunchConfig', 'NOT_FROM_A_WEB_FORM', 'RunConfig', 'RuntimeConfig', 'SECTIONS', 'TrainConfig', 'changed_settings', 'choices', 'default_runs_dir', 'field_types', 'format_value', 'grpo_default', 'grpo_field_types', 'load_config', 'parse_setting', 'problems', 'setting', 'shards_weights', 'validate', 'value_kinds', 'web_form_problem']

@@ -19,95 +19,115 @@ POSITIVE = ["max_new_tokens", "train.num_train_steps", "train.per_device_train_b
 
 
 def validate(cfg: RunConfig) -> RunConfig:
-    """Check values that are each well-typed but wrong, or wrong together."""
+    """Check values that are each well-typed but wrong, or wrong together: ConfigError with the first
+    problem (problems() lists them all)."""
+    for _, message in problems(cfg):
+        raise ConfigError(message)
+    return cfg
+
+
+def problems(cfg: RunConfig) -> list[tuple[str, str]]:
+    """Every problem of `cfg`, as (the config key it is about, one line saying what is wrong and how
+    to fix it), in the order validate() reports them: a form shows each under its field."""
+    return list(_problems(cfg))
+
+
+def _problems(cfg: RunConfig):
     for key in POSITIVE:
         value = get_value(cfg, key)
         if value is not None and not value > 0:  # also NaN
-            raise ConfigError(f"config key '{key}' has value {value!r}, expected a number greater than 0")
+            yield key, f"config key '{key}' has value {value!r}, expected a number greater than 0"
     numbers = [(f"{name}", getattr(cfg, name)) for name in ("max_new_tokens",)] + \
         [(f"{section}.{name}", value) for section in SECTIONS
          for name, value in vars(getattr(cfg, section)).items()] + \
         [(f"grpo.{name}", value) for name, value in cfg.grpo.items()]
     for key, value in numbers:
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"config key '{key}' has value {value!r}, expected a finite number")
+            yield key, f"config key '{key}' has value {value!r}, expected a finite number"
     if cfg.grpo.get("num_iterations", 1) < 1:
-        raise ConfigError(f"config key 'grpo.num_iterations' has value {cfg.grpo['num_iterations']!r}, expected 1 "
-                          "or more: the number of updates per generation batch")
+        yield "grpo.num_iterations", (f"config key 'grpo.num_iterations' has value {cfg.grpo['num_iterations']!r}, "
+                                      "expected 1 or more: the number of updates per generation batch")
     for key in ("train.save_steps", "train.eval_steps"):
         if get_value(cfg, key) < 0:
-            raise ConfigError(f"config key '{key}' has value {get_value(cfg, key)!r}, expected 0 (off) or more")
+            yield key, f"config key '{key}' has value {get_value(cfg, key)!r}, expected 0 (off) or more"
     if cfg.num_generations < 2:
-        raise ConfigError(f"config key 'num_generations' has value {cfg.num_generations}, expected at least 2: "
-                          "GRPO scores each completion against the others sampled for the same prompt")
+        yield "num_generations", (f"config key 'num_generations' has value {cfg.num_generations}, expected at least 2: "
+                                  "GRPO scores each completion against the others sampled for the same prompt")
     batch = cfg.train.per_device_train_batch_size
     gen_batch = cfg.grpo.get("generation_batch_size") or batch * cfg.num_generations
-    if gen_batch % cfg.num_generations:
-        raise ConfigError(
+    launch = cfg.launch
+    procs = launch.num_processes * launch.num_machines  # the world size
+    if cfg.num_generations >= 1 and gen_batch % cfg.num_generations:
+        yield "num_generations", (
             f"generation batch size {gen_batch} is not divisible by num_generations={cfg.num_generations}: TRL "
             "generates whole groups of K completions per prompt, so the generation batch (by default "
             "per_device_train_batch_size x num_generations) must be a multiple of K")
-    launch = cfg.launch
-    procs = launch.num_processes * launch.num_machines  # the world size
-    if gen_batch % (batch * procs):
-        raise ConfigError(
+    if batch > 0 and procs > 0 and gen_batch % (batch * procs):
+        yield "launch.num_processes", (
             f"generation batch size {gen_batch} is not divisible by per_device_train_batch_size x num_processes x "
             f"num_machines = {batch} x {launch.num_processes} x {launch.num_machines}: TRL splits each generation "
             f"batch into equal micro-batches on every process, so with the default generation batch (batch x K) "
             f"num_generations={cfg.num_generations} must be a multiple of the world size ({procs} processes)")
     if not 0 <= launch.machine_rank < launch.num_machines:
-        raise ConfigError(f"config key 'launch.machine_rank' has value {launch.machine_rank}, expected 0 to "
-                          f"{launch.num_machines - 1}: each of the launch.num_machines={launch.num_machines} machines "
-                          "has its own rank, machine 0 first")
+        yield "launch.machine_rank", (
+            f"config key 'launch.machine_rank' has value {launch.machine_rank}, expected 0 to "
+            f"{launch.num_machines - 1}: each of the launch.num_machines={launch.num_machines} machines "
+            "has its own rank, machine 0 first")
     if launch.num_machines > 1 and not launch.main_process_ip:
-        raise ConfigError(f"launch.num_machines={launch.num_machines} needs launch.main_process_ip: the address of "
-                          "machine 0, where every machine meets (e.g. the first host of SLURM_JOB_NODELIST)")
+        yield "launch.main_process_ip", (
+            f"launch.num_machines={launch.num_machines} needs launch.main_process_ip: the address of "
+            "machine 0, where every machine meets (e.g. the first host of SLURM_JOB_NODELIST)")
     if not 0 < launch.main_process_port < 65536:
-        raise ConfigError(f"config key 'launch.main_process_port' has value {launch.main_process_port}, expected a "
-                          "port number from 1 to 65535")
+        yield "launch.main_process_port", (f"config key 'launch.main_process_port' has value "
+                                           f"{launch.main_process_port}, expected a port number from 1 to 65535")
     if cfg.dataset.level not in (1, 2, 3):
-        raise ConfigError(f"config key 'dataset.level' has value {cfg.dataset.level!r}, expected 1, 2 or 3")
+        yield "dataset.level", f"config key 'dataset.level' has value {cfg.dataset.level!r}, expected 1, 2 or 3"
     if cfg.dataset.name not in ("gsm8k", "synthetic"):
-        raise ConfigError(f"config key 'dataset.name' has value {cfg.dataset.name!r}, expected gsm8k or synthetic")
+        yield "dataset.name", f"config key 'dataset.name' has value {cfg.dataset.name!r}, expected gsm8k or synthetic"
     if cfg.dataset.path is not None:
         path = Path(cfg.dataset.path)
         if cfg.dataset.name == "synthetic":
-            raise ConfigError(f"config key 'dataset.path' has value {cfg.dataset.path!r}, but dataset.name is "
-                              "synthetic, which generates its own problems: set dataset.name: gsm8k to read the file, "
-                              "or remove dataset.path")
-        if not path.exists():
-            raise ConfigError(f"config key 'dataset.path' has value {cfg.dataset.path!r}, but no such file or folder "
-                              "exists: point it at a GSM8K-format .jsonl/.parquet file or a folder of them")
-        if not (path.is_file() or path.is_dir()):
-            raise ConfigError(f"config key 'dataset.path' has value {cfg.dataset.path!r}, which is not a regular "
-                              "file or folder (a pipe or a device never ends): point it at a .jsonl/.parquet file")
+            yield "dataset.path", (
+                f"config key 'dataset.path' has value {cfg.dataset.path!r}, but dataset.name is synthetic, which "
+                "generates its own problems: set dataset.name: gsm8k to read the file, or remove dataset.path")
+        elif not path.exists():
+            yield "dataset.path", (
+                f"config key 'dataset.path' has value {cfg.dataset.path!r}, but no such file or folder exists: "
+                "point it at a GSM8K-format .jsonl/.parquet file or a folder of them")
+        elif not (path.is_file() or path.is_dir()):
+            yield "dataset.path", (
+                f"config key 'dataset.path' has value {cfg.dataset.path!r}, which is not a regular file or folder "
+                "(a pipe or a device never ends): point it at a .jsonl/.parquet file")
     if not 0.0 < cfg.eval.top_p <= 1.0 or cfg.eval.temperature < 0:
-        raise ConfigError(f"eval.temperature={cfg.eval.temperature} / eval.top_p={cfg.eval.top_p} are out of range: "
-                          "temperature must be >= 0 (0 = greedy), top_p in (0, 1]")
+        yield "eval.temperature", (f"eval.temperature={cfg.eval.temperature} / eval.top_p={cfg.eval.top_p} are out "
+                                   "of range: temperature must be >= 0 (0 = greedy), top_p in (0, 1]")
     if cfg.stop_at_final and (cfg.grpo.get("use_vllm") or cfg.eval.backend == "vllm"):
-        raise ConfigError("stop_at_final ends completions inside transformers' generate, not vLLM's: set "
-                          "grpo.use_vllm=false and eval.backend=hf, or stop_at_final=false")
+        yield "stop_at_final", ("stop_at_final ends completions inside transformers' generate, not vLLM's: set "
+                                "grpo.use_vllm=false and eval.backend=hf, or stop_at_final=false")
     if cfg.eval.backend not in ("hf", "vllm"):
-        raise ConfigError(f"config key 'eval.backend' has value {cfg.eval.backend!r}, expected hf or vllm")
+        yield "eval.backend", f"config key 'eval.backend' has value {cfg.eval.backend!r}, expected hf or vllm"
     if not 0.0 < cfg.eval.vllm_gpu_memory_utilization < 1.0:
-        raise ConfigError(f"config key 'eval.vllm_gpu_memory_utilization' has value "
-                          f"{cfg.eval.vllm_gpu_memory_utilization!r}, expected a fraction between 0 and 1")
-    if cfg.launch.accelerate_config is not None:
-        _check_accelerate_config(cfg)
+        yield "eval.vllm_gpu_memory_utilization", (
+            f"config key 'eval.vllm_gpu_memory_utilization' has value {cfg.eval.vllm_gpu_memory_utilization!r}, "
+            "expected a fraction between 0 and 1")
+    if cfg.launch.accelerate_config is not None and procs > 0:
+        try:
+            _check_accelerate_config(cfg)
+        except ConfigError as e:
+            yield "launch.accelerate_config", str(e)
     name = cfg.model_name
     looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
     if name.startswith("builtin:"):
         if name not in BUILTIN_MODELS:
-            raise ConfigError(f"config key 'model_name' has value {name!r}, but there is no such built-in model: "
-                              f"use one of {', '.join(BUILTIN_MODELS)}")
+            yield "model_name", (f"config key 'model_name' has value {name!r}, but there is no such built-in model: "
+                                 f"use one of {', '.join(BUILTIN_MODELS)}")
     elif name.endswith(".gguf"):
         if not Path(name).expanduser().is_file():
-            raise ConfigError(f"config key 'model_name' has value {name!r}, but there is no such GGUF file: give "
-                              "an existing .gguf file (it is converted once into a model folder)")
+            yield "model_name", (f"config key 'model_name' has value {name!r}, but there is no such GGUF file: give "
+                                 "an existing .gguf file (it is converted once into a model folder)")
     elif (looks_like_path or Path(name).expanduser().exists()) and not Path(name).expanduser().is_dir():
-        raise ConfigError(f"config key 'model_name' has value {name!r}, but that model folder does not exist: "
-                          "give an existing local folder, a Hub id like Qwen/Qwen2.5-0.5B-Instruct, or builtin:tiny")
-    return cfg
+        yield "model_name", (f"config key 'model_name' has value {name!r}, but that model folder does not exist: "
+                             "give an existing local folder, a Hub id like Qwen/Qwen2.5-0.5B-Instruct, or builtin:tiny")
 
 
 def _check_accelerate_config(cfg: RunConfig) -> None:

@@ -6,8 +6,9 @@ import time
 import streamlit as st
 
 from core import REPO
-from core.config import (ConfigError, changed_settings, choices, format_value, load_config, parse_setting, setting,
-                         web_form_problem)
+from core.config import (ConfigError, changed_settings, choices, format_value, load_config, parse_setting, problems,
+                         setting, web_form_problem)
+from core.config.values import apply_setting, text_value
 from core.data import LEVELS
 from core.lifecycle import machine_commands
 from core.model import has_cuda
@@ -17,6 +18,15 @@ from dashboard.caches import runs_root
 from dashboard.grpo_form import grpo_options, is_toggle
 
 SOURCES = {"GSM8K (Hugging Face Hub)": "gsm8k", "Local file or folder": "path", "Synthetic (offline)": "synthetic"}
+
+# The form's fields by config key: what a problem with that key is called under its field.
+FIELDS = {"model_name": "Model", "num_generations": "K: completions per prompt", "max_new_tokens": "Max new tokens",
+          "train.num_train_steps": "Training steps", "train.per_device_train_batch_size": "Per-device batch",
+          "train.gradient_accumulation_steps": "Gradient accumulation", "train.learning_rate": "Learning rate",
+          "dataset.n_train": "Training questions", "dataset.n_eval": "Eval questions", "train.seed": "Seed",
+          "dataset.name": "Data", "dataset.path": "Local data path", "dataset.level": "Synthetic difficulty",
+          "launch.num_processes": "Processes (GPUs)", "launch.accelerate_config": "Accelerate config",
+          "eval.backend": "Eval backend", "stop_at_final": "End at the Final line"}
 
 ACCELERATE_CONFIGS = [str(p.relative_to(REPO)) for p in sorted((REPO / "configs" / "accelerate").glob("*.yaml"))]
 
@@ -33,41 +43,64 @@ base_label = str(base_path.relative_to(REPO) if base_path.is_relative_to(REPO) e
 groups = grpo_options()
 cuda = has_cuda()
 k = f"{choice}:"  # widget keys per base, so switching presets resets the form
+errors = st.session_state.get(k + "errors", {})  # config key -> what is wrong, from the last Check or Launch
+
+
+def field(col, config_key: str, widget: str, /, *args, **kwargs):
+    """A form widget in column `col`, with the problem of its `config_key` (if any) right under it, in
+    the form's words, the key in small print."""
+    value = getattr(col, widget)(*args, **kwargs)
+    if config_key in errors:
+        label = FIELDS.get(config_key, config_key.removeprefix("grpo."))
+        col.error(errors[config_key].replace(f"config key '{config_key}'", f"'{label}'"))
+        col.caption(f"config key: {config_key}")
+    return value
+
+
 with st.form("launch"):
     name = st.text_input("Run name", key=k + "name", placeholder="from the settings: <model>_K<K>_steps<steps>_<time>",
                          help="A folder under the runs folder; letters, digits, '.', '_' and '-'. Left empty, it is "
                               "named from the settings launched (model, K, steps) and the time.")
     c1, c2, c3 = st.columns(3)
-    model = c1.text_input("Model (Hub id, local folder, or builtin:tiny)", base.model_name, key=k + "model")
+    model = field(c1, "model_name", "text_input", "Model (Hub id, local folder, or builtin:tiny)", base.model_name,
+                  key=k + "model")
     # No bounds on the numbers: core.config checks them and says what is wrong under the form
-    kgen = c2.number_input("K: completions per prompt", value=base.num_generations, key=k + "K")
-    tokens = c3.number_input("Max new tokens", value=base.max_new_tokens, key=k + "tokens")
-    steps = c1.number_input("Training steps", value=base.train.num_train_steps, key=k + "steps")
-    batch = c2.number_input("Per-device batch", value=base.train.per_device_train_batch_size, key=k + "batch")
-    accum = c3.number_input("Gradient accumulation", value=base.train.gradient_accumulation_steps, key=k + "accum")
-    lr = c1.number_input("Learning rate", value=base.train.learning_rate, format="%.2e", step=1e-6, key=k + "lr")
-    n_train = c2.number_input("Training questions", value=base.dataset.n_train, key=k + "ntrain")
-    n_eval = c3.number_input("Eval questions", value=base.dataset.n_eval, key=k + "neval")
-    seed = c1.number_input("Seed", value=base.train.seed, key=k + "seed")
+    kgen = field(c2, "num_generations", "number_input", "K: completions per prompt", value=base.num_generations,
+                 key=k + "K")
+    tokens = field(c3, "max_new_tokens", "number_input", "Max new tokens", value=base.max_new_tokens, key=k + "tokens")
+    steps = field(c1, "train.num_train_steps", "number_input", "Training steps", value=base.train.num_train_steps,
+                  key=k + "steps")
+    batch = field(c2, "train.per_device_train_batch_size", "number_input", "Per-device batch",
+                  value=base.train.per_device_train_batch_size, key=k + "batch")
+    accum = field(c3, "train.gradient_accumulation_steps", "number_input", "Gradient accumulation",
+                  value=base.train.gradient_accumulation_steps, key=k + "accum")
+    lr = field(c1, "train.learning_rate", "number_input", "Learning rate", value=base.train.learning_rate,
+               format="%.2e", step=1e-6, key=k + "lr")
+    n_train = field(c2, "dataset.n_train", "number_input", "Training questions", value=base.dataset.n_train,
+                    key=k + "ntrain")
+    n_eval = field(c3, "dataset.n_eval", "number_input", "Eval questions", value=base.dataset.n_eval, key=k + "neval")
+    seed = field(c1, "train.seed", "number_input", "Seed", value=base.train.seed, key=k + "seed")
     source_now = "path" if base.dataset.path else base.dataset.name
-    source = c2.selectbox("Data", list(SOURCES), index=list(SOURCES.values()).index(source_now), key=k + "source")
-    path = c3.text_input("Local data path (for 'Local file or folder')", base.dataset.path or "", key=k + "path")
+    source = field(c2, "dataset.name", "selectbox", "Data", list(SOURCES),
+                   index=list(SOURCES.values()).index(source_now), key=k + "source")
+    path = field(c3, "dataset.path", "text_input", "Local data path (for 'Local file or folder')",
+                 base.dataset.path or "", key=k + "path")
     use_wandb = c1.toggle("Weights & Biases", base.runtime.use_wandb, key=k + "wandb")
     do_eval = c2.toggle("Eval before and after", base.eval.enabled, key=k + "eval")
-    level = c3.selectbox("Synthetic difficulty", list(LEVELS), index=base.dataset.level - 1, key=k + "level",
+    level = field(c3, "dataset.level", "selectbox", "Synthetic difficulty", list(LEVELS), index=base.dataset.level - 1, key=k + "level",
                          format_func=lambda n: f"{n}: {LEVELS[n]}")
-    procs = c1.number_input("Processes (GPUs)", value=base.launch.num_processes, key=k + "procs",
+    procs = field(c1, "launch.num_processes", "number_input", "Processes (GPUs)", value=base.launch.num_processes, key=k + "procs",
                             help="More than 1 starts the workers with torchrun (or accelerate launch, given an "
                                  "accelerate config); K must be a multiple of it.")
     engines = list(dict.fromkeys([None, *ACCELERATE_CONFIGS, base.launch.accelerate_config]))  # the base's own too
-    engine = c2.selectbox("Accelerate config", engines, index=engines.index(base.launch.accelerate_config),
+    engine = field(c2, "launch.accelerate_config", "selectbox", "Accelerate config", engines, index=engines.index(base.launch.accelerate_config),
                           format_func=lambda e: e or "none (torchrun)", key=k + "engine",
                           help="DeepSpeed or FSDP through accelerate launch (configs/accelerate/).")
-    eval_backend = c3.selectbox("Eval backend", ["hf", "vllm"], index=["hf", "vllm"].index(base.eval.backend),
+    eval_backend = field(c3, "eval.backend", "selectbox", "Eval backend", ["hf", "vllm"], index=["hf", "vllm"].index(base.eval.backend),
                                 key=k + "evalbackend", disabled=not cuda,
                                 help="vllm: CUDA only, pip install -r requirements-vllm.txt." if cuda else
                                 "vllm needs an NVIDIA GPU and this machine has none: evals use transformers (hf).")
-    stop = c1.toggle("End at the Final line", base.stop_at_final, key=k + "stop",
+    stop = field(c1, "stop_at_final", "toggle", "End at the Final line", base.stop_at_final, key=k + "stop",
                      help="Once a completion has written `Final: <number>` and a newline, it ends there "
                           "(sampling and eval; not with vLLM).")
     advanced = {}  # GRPOConfig field -> the form's value (text from text boxes, else the value itself)
@@ -79,15 +112,17 @@ with st.form("launch"):
                 options, off = choices(f"grpo.{f.name}"), "vllm" in f.name and not cuda
                 if off:  # shown, so that a newcomer sees it exists, but not accepted here
                     help_text = f"Needs an NVIDIA GPU (vLLM runs on CUDA only); this machine has none. {help_text}"
+                col, grpo_key = cols[i % 3], f"grpo.{f.name}"
                 if is_toggle(f.name, value):
-                    advanced[f.name] = cols[i % 3].toggle(f.name, value, help=help_text, key=key, disabled=off)
+                    advanced[f.name] = field(col, grpo_key, "toggle", f.name, value, help=help_text, key=key,
+                                             disabled=off)
                 elif options:  # TRL's own choices
                     options = options if value in options else [value, *options]
-                    advanced[f.name] = cols[i % 3].selectbox(f.name, options, index=options.index(value),
-                                                             help=help_text, key=key, disabled=off)
+                    advanced[f.name] = field(col, grpo_key, "selectbox", f.name, options, index=options.index(value),
+                                             help=help_text, key=key, disabled=off)
                 else:
-                    advanced[f.name] = cols[i % 3].text_input(f.name, format_value(value), help=help_text, key=key,
-                                                              disabled=off)
+                    advanced[f.name] = field(col, grpo_key, "text_input", f.name, format_value(value), help=help_text,
+                                             key=key, disabled=off)
     b1, b2, b3 = st.columns([1, 1, 2])
     check = b1.form_submit_button("Check")
     go = b2.form_submit_button("Launch", type="primary")
@@ -103,20 +138,43 @@ wanted = {"model_name": model, "num_generations": int(kgen), "max_new_tokens": i
           "dataset.level": level, "runtime.use_wandb": use_wandb, "eval.enabled": do_eval,
           "launch.num_processes": int(procs), "launch.accelerate_config": engine, "eval.backend": eval_backend,
           "stop_at_final": stop}
-if check or go or save:
-    try:
-        for field_name, value in advanced.items():  # text from a text box, as the field's type
-            text_box = isinstance(value, str) and choices(f"grpo.{field_name}") is None
+# A button pressed, or the one pressed before the rerun that cleared the problems shown under the fields
+action = "go" if go else "save" if save else "check" if check else st.session_state.pop(k + "pending", None)
+if action:
+    found = {}  # config key -> what is wrong with it: every problem at once
+    for field_name, value in advanced.items():  # text from a text box, as the field's type
+        text_box = isinstance(value, str) and choices(f"grpo.{field_name}") is None
+        try:
             wanted[f"grpo.{field_name}"] = parse_setting(f"grpo.{field_name}", value) if text_box else value
-        sets = changed_settings(base, wanted)
-        cfg = load_config(base_path, sets=sets)
-        run_name = safe_run_name(name) if name.strip() else f"{cfg.run_name}_{time.strftime('%Y%m%d-%H%M%S')}"
-        problem = web_form_problem(cfg)  # also settings the base itself carries
-        if problem:
-            raise ConfigError(problem)
-    except (ConfigError, ValueError) as e:
-        st.error(str(e))
+        except (ConfigError, ValueError) as e:
+            found[f"grpo.{field_name}"] = str(e)
+    sets = changed_settings(base, wanted)
+    cfg = load_config(base_path, check=False)
+    for item in sets:
+        key, _, text = item.partition("=")
+        try:
+            apply_setting(cfg, key, text_value(key, text))
+        except (ConfigError, ValueError) as e:
+            found.setdefault(key, str(e))
+    for key, message in problems(cfg):  # a setting that does not parse keeps the base's value meanwhile
+        found.setdefault(key, message)
+    if web_form_problem(cfg):  # also settings the base itself carries
+        found.setdefault("launch from the dashboard", web_form_problem(cfg))
+    if found != errors:  # draw the form again, each problem under its field
+        st.session_state[k + "errors"], st.session_state[k + "pending"] = found, action
+        st.rerun()
+    if found:
+        named = [FIELDS[key] if key in FIELDS else f"{key.removeprefix('grpo.')} (Advanced)"  # in the form's order
+                 for key in sorted(found, key=lambda key: list(FIELDS).index(key) if key in FIELDS else len(FIELDS))
+                 if key in FIELDS or key.startswith("grpo.")]
+        st.error(f"{len(found)} setting{'s' if len(found) != 1 else ''} to fix before this run can start"
+                 + (f": {', '.join(named)}, each explained under its field." if named else "."))
+        for key, message in found.items():  # from the base's own settings: not a field of this form
+            if key not in FIELDS and not key.startswith("grpo."):
+                st.error(message)
         st.stop()
+    cfg = load_config(base_path, sets=sets)
+    run_name = safe_run_name(name) if name.strip() else f"{cfg.run_name}_{time.strftime('%Y%m%d-%H%M%S')}"
     args = ["--config", base_label, *[a for s in sets for a in ("--set", s)]]
     machines = cfg.launch.num_machines
     if machines > 1:  # started on each machine, not from here
@@ -128,17 +186,17 @@ if check or go or save:
     else:
         st.caption(f"Run name: {run_name} · equivalent command line")
         st.code(shlex.join(["python", "-m", "core.train", *args]), language="bash")
-    if save:
+    if action == "save":
         try:
             target = save_preset(cfg, REPO / "configs", preset_name, based_on=base_label)
         except ConfigError as e:
             st.error(str(e))
             st.stop()
         st.success(f"Saved configs/{target.name}")
-    elif go and machines > 1:
+    elif action == "go" and machines > 1:
         st.warning(f"A run on {machines} machines is not launched from here: run the commands above, one on "
                    "each machine (machine 0 first).")
-    elif go:
+    elif action == "go":
         try:
             launch(cfg.to_dict(), runs_root(), run_name, repo=REPO)
         except ValueError as e:

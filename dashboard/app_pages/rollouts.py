@@ -200,7 +200,8 @@ with st.expander("One GRPO step, worked through: from this group's rewards to th
         st.info(f"This run's loss_type, {settings['loss_type']}, weighs tokens in a way this view does not show.")
         st.stop()
     worked, facts = store.worked_step(prompt_id, step, settings)
-    names = list(settings["weights"]) or sorted({n for r in worked["rewards"] for n in (r or {})})
+    scored = [r if isinstance(r, dict) else {} for r in worked["rewards"]]  # a hand-written record may lack them
+    names = list(settings["weights"]) or sorted({n for r in scored for n in r})
     weights = {n: settings["weights"].get(n, 1.0) for n in names}
     st.markdown("**1 · Rewards.** Each reward function scores the sample; its reward is their weighted sum: "
                 + " + ".join(f"{w:g} × {n}" for n, w in weights.items()) + ".")
@@ -223,7 +224,7 @@ with st.expander("One GRPO step, worked through: from this group's rewards to th
                    "not in these figures (its mean is the step's kl below)." if settings["beta"] else ""))
     table = {"sample": worked["sample"]}
     for n in names:
-        table[n] = [(r or {}).get(n) for r in worked["rewards"]]
+        table[n] = [r.get(n) for r in scored]
     table |= {"reward": worked["reward"], "advantage": worked["advantage"], "tokens": worked["completion_tokens"],
               "weight per token": worked["token_weight"], "push per token": worked["push"],
               "push × tokens": worked["push"] * worked["completion_tokens"].fillna(0)}
