@@ -149,11 +149,25 @@ def add_curve(fig, x: list, y: list, name: str, color: str, smoothing: float) ->
                     mode="lines+markers" if len(x) <= 100 else "lines")
 
 
-def curve_layout(fig, title: str, height: int = 300):
+X_AXES = {"step": "step", "minutes": "minutes since the run started"}  # metric_series' columns -> axis titles
+
+
+def x_axis_choice() -> str:
+    """The metric charts' x axis, as TensorBoard offers it: steps, or wall-clock time since the start
+    (kept while the tab stays open, as the smoothing)."""
+    st.session_state.setdefault("x_axis_chosen", "step")
+    chosen = st.radio("x axis", list(X_AXES), index=list(X_AXES).index(st.session_state["x_axis_chosen"]),
+                      format_func=lambda x: {"step": "step", "minutes": "relative time"}[x], horizontal=True,
+                      key="x_axis", help="Relative time: minutes since the run's first step, pauses included.")
+    st.session_state["x_axis_chosen"] = chosen
+    return chosen
+
+
+def curve_layout(fig, title: str, height: int = 300, x: str = "step"):
     """The layout of a chart of curves: its title over as many lines as it needs (never cut), the legend
-    below the plot (so that every chart of a row is as wide as the others), the x axis in steps."""
+    below the plot (so that every chart of a row is as wide as the others), the x axis (X_AXES)."""
     lines = textwrap.wrap(title, 45)  # about 45 characters a line: a chart a third of a wide page
-    fig.update_layout(title="<br>".join(lines), xaxis_title="step", height=height + 18 * (len(lines) - 1),
+    fig.update_layout(title="<br>".join(lines), xaxis_title=X_AXES[x], height=height + 18 * (len(lines) - 1),
                       margin=dict(t=40 + 18 * (len(lines) - 1), b=10),
                       legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0))
     return fig

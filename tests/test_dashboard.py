@@ -553,3 +553,18 @@ def test_a_live_page_redraws_its_charts_less_often_than_its_text(runs, monkeypat
     text = {key: seconds for key, seconds in every.items() if key not in charted}
     assert text[("runs", "live_status")] == text[("rollouts", "table")] == text[("eval", "view")] == LIVE_SECONDS
     assert LIVE_SECONDS < CHART_SECONDS  # the progress bar moves between two drawings of the charts
+
+
+def test_runs_charts_overlay_other_runs_and_plot_against_relative_time(runs):
+    (runs["html"] / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "time": 1.8e9 + 30 * s, "loss": 0.2 / s}) + "\n" for s in range(1, 11)))
+    at = open_page("runs", run="learning")
+    at.multiselect(key="overlay").set_value(["html"]).run()
+    curves = {c["name"]: c for c in charts(at)["Loss"] if not c["name"].endswith("(raw)")}
+    assert set(curves) == {"learning", "html"} and curves["learning"]["color"] != curves["html"]["color"]
+    assert curves["html"]["x"] == list(range(1, 11))
+    at.radio(key="x_axis").set_value("minutes").run()
+    curves = {c["name"]: c for c in charts(at)["Loss"] if not c["name"].endswith("(raw)")}
+    assert curves["learning"]["x"] == pytest.approx([(s - 1) / 60 for s in range(1, 31)])  # a second a step
+    assert curves["html"]["x"] == pytest.approx([30 * (s - 1) / 60 for s in range(1, 11)])  # from its own start
+    assert at.get("plotly_chart")[0].proto.spec and '"minutes since the run started"' in at.get("plotly_chart")[0].proto.spec

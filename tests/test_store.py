@@ -234,12 +234,14 @@ def test_metric_series_of_a_long_run_is_binned_for_charts(run_dir):
     store.refresh(rollouts=False)
     every = store.metric_series(["loss"])
     assert every["step"].tolist() == list(range(1, 2501)) and every["value"].tolist() == [s % 7 for s in range(1, 2501)]
+    assert every["minutes"].tolist() == pytest.approx([(s - 1) / 60 for s in range(1, 2501)])  # since the first step
     binned = store.metric_series(["loss", "reward"], points=1000)
     for name, value in (("loss", lambda s: s % 7), ("reward", lambda s: 1 / s)):
         part = binned[binned["name"] == name]
         bins = [range(first, min(first + 3, 2501)) for first in range(1, 2501, 3)]  # 2,500 steps in <= 1,000 bins of 3
         assert part["step"].tolist() == [b[0] for b in bins]
         assert part["value"].tolist() == pytest.approx([mean(value(s) for s in b) for b in bins])
+        assert part["minutes"].tolist() == pytest.approx([(b[0] - 1) / 60 for b in bins])
 
 
 def test_rollouts_page_filters_order_and_total(fixture_run):

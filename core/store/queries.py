@@ -374,15 +374,19 @@ ORDER BY step DESC, prompt_id, sample LIMIT $limit
 
     # TRL's metrics by step; for a long run's charts, at most $points per metric: the mean of each bin of
     # steps, named after its first step (as TensorBoard, which draws a sample of 1,000 points).
+    # `minutes`: the wall-clock time since the run's first logged step, as TensorBoard's relative axis
+    # (a pause before a resume included), at the first step of each bin.
     METRIC_SERIES = """
-WITH picked AS (SELECT step, name, value FROM metrics WHERE list_contains($names, name)),
+WITH picked AS (SELECT step, name, value, time FROM metrics WHERE list_contains($names, name)),
 width AS (SELECT greatest(1, ceil((max(step) - min(step) + 1) / $points::BIGINT))::BIGINT AS bin FROM picked)
-SELECT (step - 1) // bin * bin + 1 AS step, name, avg(value) AS value FROM picked, width
-GROUP BY ALL ORDER BY name, step
+SELECT (step - 1) // bin * bin + 1 AS step, name, avg(value) AS value,
+       (min(time) - (SELECT min(time) FROM metrics)) / 60 AS minutes
+FROM picked, width GROUP BY ALL ORDER BY name, step
 """
 
     def metric_series(self, names, points: int | None = None):
-        """Each metric of `names` by step: every step, or at most `points` bins of steps (self.METRIC_SERIES)."""
+        """Each metric of `names` by step (and minutes since the run's start): every step, or at most
+        `points` bins of steps (self.METRIC_SERIES)."""
         return self._query(self.METRIC_SERIES, {"names": list(names), "points": points})
 
     METRIC_NAMES = "SELECT DISTINCT name FROM metrics ORDER BY name"

@@ -1,5 +1,7 @@
 """Compare: several runs' reward and accuracy curves overlaid, their evals, and their config diff."""
 
+import itertools
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -26,7 +28,7 @@ if len(agg):
     for column, (value, title) in zip((c1, c2), [("mean_reward", "Mean reward per step"),
                                                 ("accuracy", "Accuracy per step (sampled)")]):
         fig = go.Figure()
-        for name, color in zip(names, COLORS * len(names)):  # a hue of its own for each run
+        for name, color in zip(names, itertools.cycle(COLORS)):  # a hue of its own for each run
             part = agg[agg["run"] == name]
             if len(part):
                 add_curve(fig, part["step"].tolist(), part[value].tolist(), name, color, smoothing)

@@ -1,4 +1,7 @@
-"""Runs: every run at a glance; for the selected one, live progress, charts, log, stop/delete."""
+"""Runs: every run at a glance; for the selected one, live progress, charts (other runs overlaid on
+request), log, stop/delete."""
+
+import itertools
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -11,7 +14,8 @@ from core.rundir import checkpoints
 from core.runs import delete, list_runs, log_tail, resume, run_folder, stop
 from dashboard.caches import diagnosis, runs_root, small_rollouts, store_for
 from dashboard.widgets import (CHART_POINTS, CHART_SECONDS, COLORS, add_curve, curve_layout, fmt_duration, fmt_pct,
-                               fmt_time, is_live, live_every, pick_run, progress, show_findings, smoothing_slider)
+                               fmt_time, is_live, live_every, pick_run, progress, show_findings, smoothing_slider,
+                               x_axis_choice)
 
 st.title("Runs")
 
@@ -82,16 +86,27 @@ with b2.popover("Delete", icon=":material/delete:", disabled=is_live(run), key=f
             acted(f"Deleted {name}.")
 
 
-def metric_chart(series: pd.DataFrame, names: list[str], title: str, smoothing: float):
-    fig = go.Figure()
-    for metric, color in zip(names, COLORS):
-        part = series[series["name"] == metric]
-        if len(part):
-            add_curve(fig, part["step"].tolist(), part["value"].tolist(), metric, color, smoothing)
-    return curve_layout(fig, title) if fig.data else None
+def metric_chart(series: dict[str, pd.DataFrame], names: list[str], title: str, smoothing: float, x: str):
+    """The curves of metrics `names` of each run of `series` (run name -> its metric_series; this
+    run first), a colour each, against `x` (step or minutes)."""
+    fig, colors = go.Figure(), itertools.cycle(COLORS)
+    for run_name, of_run in series.items():
+        for metric in names:
+            part = of_run[of_run["name"] == metric]
+            label = metric if len(series) == 1 else run_name if len(names) == 1 else f"{run_name} · {metric}"
+            if len(part):
+                add_curve(fig, part[x].tolist(), part["value"].tolist(), label, next(colors), smoothing)
+    return curve_layout(fig, title, x=x) if fig.data else None
 
 
-smoothing = smoothing_slider()
+c_smooth, c_x, c_overlay = st.columns([2, 1, 3])
+with c_smooth:
+    smoothing = smoothing_slider()
+with c_x:
+    x_axis = x_axis_choice()
+overlay = c_overlay.multiselect("Overlay other runs", [r["name"] for r in list_runs(runs_root()) if r["name"] != name],
+                                key="overlay", help="Their curves on these charts, each in a colour of its own "
+                                                    "(Compare sets runs side by side in full).")
 
 
 @st.fragment(run_every=live_every(run))
@@ -128,11 +143,18 @@ OTHER_SECONDS = 60  # TRL's other metrics, while the run is live: a trend over a
 
 
 def draw_charts(store, charts: list[tuple[list[str], str]]) -> bool:
-    """TRL's metric curves, three a row; False if none of them was logged."""
-    series = store.metric_series([name for names, _ in charts for name in names], points=CHART_POINTS)
+    """TRL's metric curves, three a row, with the overlaid runs' (their metrics only: small files); False if
+    none of them was logged for this run."""
+    metrics = [name for names, _ in charts for name in names]
+    series = {name: store.metric_series(metrics, points=CHART_POINTS)}
+    if not len(series[name]):
+        return False
+    for other in overlay:
+        if run_folder(runs_root(), other).is_dir():  # deleted meanwhile: left out
+            series[other] = store_for(other, rollouts=False).metric_series(metrics, points=CHART_POINTS)
     columns, shown = st.columns(3), 0
     for names, title in charts:
-        fig = metric_chart(series, names, title, smoothing)
+        fig = metric_chart(series, names, title, smoothing, x_axis)
         if fig is not None:
             columns[shown % 3].plotly_chart(fig, key=title)
             shown += 1
