@@ -302,7 +302,7 @@ def test_the_launch_form_cannot_publish_or_write_outside_the_run_folder(tmp_path
 
 PHASE_SETS = {  # phase: settings that make it last long enough to be caught in it
     "loading data": ["dataset.level=3", "dataset.n_train=400000", "dataset.n_eval=8"],
-    "loading model": [],  # with an empty model cache: builtin:tiny is built (about a minute)
+    "loading model": [],  # with an empty model cache: builtin:tiny is built (minutes)
     "eval before": ["dataset.n_eval=256", "eval.batch_size=1"],
     "training": ["train.num_train_steps=500"],
     "eval after": ["train.num_train_steps=1", "dataset.n_eval=64", "eval.batch_size=1"],

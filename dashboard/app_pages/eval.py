@@ -39,7 +39,7 @@ def view():
         else:
             change = None if before is None or before[name] != before[name] else after[name] - before[name]
             delta = None if change is None else f"{100 * change:+.1f} points" if fmt is fmt_pct else f"{change:+.1f}"
-            moved = delta is not None and delta.lstrip("+-").split()[0] != "0.0"
+            moved = change is not None and round(100 * change, 1) != 0  # shown as +0.0 points: no colour
             column.metric(f"{label}, after", fmt(after[name]), delta=delta,
                           delta_color="normal" if moved and fmt is fmt_pct else "off",  # no change, or tokens: grey
                           help=None if before is None else f"before training: {fmt(before[name])}")
