@@ -91,19 +91,23 @@ LOSS_SPREADS = {
     "grpo": "1 / (the sample's tokens × the step's samples): every sample weighs the same, its tokens share it",
     "sapo": "1 / (the sample's tokens × the step's samples), as grpo (its soft gate is 1 on a batch's first update)",
     "dapo": "1 / (completion tokens of the whole step): every token of the step weighs the same",
-    "cispo": "1 / (completion tokens of the whole step), as dapo",
+    "cispo": "min(1, epsilon_high) / (completion tokens of the whole step): as dapo, times its clipped, detached ratio",
     "bnpo": "1 / (completion tokens of the step), on average: each micro-batch divides by its own tokens",
     "dr_grpo": "1 / (the step's samples × max_completion_length): a constant, so a longer sample weighs more",
     "luspo": "1 / (the step's samples): each token of every sample the same, so a longer sample weighs more",
 }
 
 
-def token_weight(loss_type: str, length: int, samples: int, tokens: int, max_completion_length: int) -> float:
+def token_weight(loss_type: str, length: int, samples: int, tokens: int, max_completion_length: int,
+                 epsilon_high: float = 0.2) -> float:
     """The weight w on each token of a sample `length` tokens long, in a step of `samples` samples
-    holding `tokens` completion tokens (every rank's), for TRL's `loss_type` (LOSS_SPREADS)."""
+    holding `tokens` completion tokens (every rank's), for TRL's `loss_type` (LOSS_SPREADS); cispo
+    multiplies by its ratio clipped at `epsilon_high` (TRL: epsilon_high, else epsilon, 0.2 by default)."""
     if loss_type in ("grpo", "sapo"):
         return 1 / (max(length, 1) * samples)
-    if loss_type in ("dapo", "cispo", "bnpo"):
+    if loss_type == "cispo":
+        return min(1.0, epsilon_high) / max(tokens, 1)
+    if loss_type in ("dapo", "bnpo"):
         return 1 / max(tokens, 1)
     if loss_type == "dr_grpo":
         return 1 / (samples * max_completion_length)
@@ -121,6 +125,7 @@ def run_settings(config: dict) -> dict:
     return {"scale_rewards": grpo.get("scale_rewards", "group"),
             "aggregation": grpo.get("multi_objective_aggregation", "sum_then_normalize"),
             "loss_type": grpo.get("loss_type", "dapo"), "beta": grpo.get("beta", 0.0),
+            "epsilon_high": grpo.get("epsilon_high") or grpo.get("epsilon", 0.2),
             "max_completion_length": config.get("max_new_tokens") if isinstance(config.get("max_new_tokens"), int) else 256,
             "weights": {r["name"]: float(r.get("weight", 1.0)) for r in rewards if isinstance(r, dict) and "name" in r}}
 

@@ -331,6 +331,9 @@ def main(pipeline, description: str, argv: list[str] | None = None) -> int:
             if Path(args.resume).is_dir():
                 lock = hold_run_dir(Path(args.resume), cfg.launch.machine_rank if cfg else 0)
             resume = latest_checkpoint(args.resume)
+            if not (resume / "optimizer.pt").is_file():  # a save of the weights only (grpo.save_only_model)
+                print(f"note: {resume.name} holds the model's weights only: training continues from them with a "
+                      "fresh optimizer and learning-rate schedule (a stopped run's checkpoint holds both)", flush=True)
         else:
             cfg = load_config(args.config, args.set, env=os.environ)
             lock = hold_run_dir(Path(cfg.train.output_dir), cfg.launch.machine_rank)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ class TokenView:
 def model_choices(run_dir: str | Path) -> dict[str, str]:
     """What the token view can compare, label -> model: the starting model, each kept checkpoint, the
     saved model (the labels: 'before', 'checkpoint-<step>', 'after')."""
-    cfg = load_config(config_path(run_dir))
+    cfg = load_config(config_path(run_dir), check=False)  # a run made on another machine is viewed as it was made
     choices = {"before": cfg.model_name}
     choices |= {path.name: str(path) for path in checkpoints(run_dir)}
     if (model_dir(run_dir) / "config.json").is_file():
@@ -75,7 +76,7 @@ def weights_folder(model: str) -> Path:
     a Hub model already in the local cache. ConfigError when there is none (nothing is downloaded)."""
     try:
         folder = Path(model_folder(model))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, subprocess.CalledProcessError) as e:  # a built-in model whose build failed
         raise ConfigError(f"model '{model}' cannot be loaded here ({e})") from None
     if folder.is_dir():
         return folder
@@ -92,13 +93,24 @@ def check_memory(folder: Path, name: str) -> None:
     """ConfigError when the model, as float32, would not fit in MEMORY_SHARE of the memory free now."""
     import psutil
 
-    stored = sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
+    weights = [p for p in folder.iterdir() if p.suffix == ".safetensors"] or [p for p in folder.iterdir() if p.suffix == ".bin"]
+    stored = sum(p.stat().st_size for p in weights)
     config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
     need = stored * (2 if str(config.get("dtype") or config.get("torch_dtype")) in ("bfloat16", "float16") else 1)
     free = psutil.virtual_memory().available
     if need > MEMORY_SHARE * free:
         raise ConfigError(f"model '{name}' needs about {need / 2**30:.1f} GiB as float32 and this machine has "
                           f"{free / 2**30:.1f} GiB free: free memory (stop a run) or use a machine with more")
+
+
+def fingerprint(model: str) -> tuple:
+    """What tells one state of a model folder's weights from another (sizes and times of its weight
+    files): a folder saved again is another model to a cache. () for a name that is not a folder."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return ()
+    return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()
+                        if p.suffix in (".safetensors", ".bin")))
 
 
 def load(model: str):
@@ -111,7 +123,7 @@ def load(model: str):
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # transformers' and safetensors' many errors (a half-written checkpoint): one line
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"model '{model}' cannot be loaded here ({reason})") from None
     return loaded.eval(), tokenizer
@@ -128,6 +140,8 @@ def pieces(tokenizer, ids: list[int]) -> list[str]:
             continue
         out.append(text[len(done):])
         done = text
+    if out and len(tokenizer.decode(ids)) > len(done):  # a last character left split: on the last token
+        out[-1] += tokenizer.decode(ids)[len(done):]
     return out
 
 
@@ -140,7 +154,7 @@ def score(model, tokenizer, prompt_ids: list[int], ids: list[int], temperature: 
         logits = model(torch.tensor([prompt_ids + ids])).logits[0, len(prompt_ids) - 1: -1].float()
     logp = torch.log_softmax(logits / temperature, dim=-1)
     top = logp.topk(TOP, dim=-1)
-    return {"logprob": logp.gather(-1, torch.tensor(ids)[:, None])[:, 0].tolist(),
+    return {"logprob": logp.gather(-1, torch.tensor(ids, dtype=torch.long)[:, None])[:, 0].tolist(),
             "entropy": (-(logp.exp() * logp).nansum(-1)).tolist(),
             "top": [[[tokenizer.decode([t]), v] for t, v in zip(row_ids, row_values)]
                     for row_ids, row_values in zip(top.indices.tolist(), top.values.tolist())]}
@@ -149,7 +163,7 @@ def score(model, tokenizer, prompt_ids: list[int], ids: list[int], temperature: 
 def token_view(run_dir: str | Path, rollout: dict, before, after, after_label: str = "after") -> TokenView:
     """The token view of `rollout` (a record: step, prompt_id, sample, prompt, completion) between
     loaded models `before` and `after`, each a (model, tokenizer) from load()."""
-    cfg = load_config(config_path(run_dir))
+    cfg = load_config(config_path(run_dir), check=False)
     tokenizer = after[1]
     ids = sampled_ids(run_dir, int(rollout["step"]), rollout["prompt_id"], int(rollout["sample"]))
     recorded = ids is not None

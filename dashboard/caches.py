@@ -61,23 +61,20 @@ def diagnosis(path: str, state: str, has_rollouts: bool, _store: RunStore, early
     return diagnose(_store, read_config(Path(path)))
 
 
-@st.cache_resource(max_entries=2, show_spinner=False)  # at most two models in memory; an evicted one is freed
-def token_model(model: str, folder_id: tuple):
-    """(model, tokenizer) of `model` for the token view (core.tokens.load); `folder_id` tells a
-    folder made again apart from the one loaded."""
+@st.cache_resource(max_entries=2, show_spinner=False)  # at most two models kept; an evicted one is freed
+def token_model(model: str, fingerprint: tuple):
+    """(model, tokenizer) of `model` for the token view (core.tokens.load); `fingerprint` tells a
+    folder saved again apart from the one loaded."""
     return core.tokens.load(model)
 
 
-def _folder_id(model: str) -> tuple:
-    path = Path(model)
-    return (path.stat().st_ino, path.stat().st_mtime_ns) if path.is_dir() else ()
-
-
 @st.cache_data(max_entries=64, show_spinner=False)
-def token_view(run_path: str, prompt_id: str, step: int, sample: int, after: str, _rollout: dict) -> core.tokens.TokenView:
-    """The token view of one rollout against the run's model or checkpoint `after` (a label of
-    core.tokens.model_choices), computed once."""
+def token_view(run_path: str, prompt_id: str, step: int, sample: int, attempt, completion: str, after: str,
+               models: tuple, _rollout: dict) -> core.tokens.TokenView:
+    """The token view of one rollout (a resumed run's later attempt at a step is another rollout) against
+    the run's model or checkpoint `after` (a label of core.tokens.model_choices), computed once for the
+    `models`' fingerprints."""
     choices = core.tokens.model_choices(run_path)
     before, later = choices["before"], choices[after]
-    return core.tokens.token_view(run_path, _rollout, token_model(before, _folder_id(before)),
-                                  token_model(later, _folder_id(later)), after)
+    return core.tokens.token_view(run_path, _rollout, token_model(before, models[0]), token_model(later, models[1]),
+                                  after)

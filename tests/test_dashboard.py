@@ -348,6 +348,10 @@ def test_launch_shows_every_problem_under_its_field_and_launches_nothing(runs, t
     at.button[0].click().run()  # Check: valid at once, and nothing left under the fields
     assert not at.error and "The settings are valid." in [s.value for s in at.success]
     assert len(list_runs(tmp_path)) == 3
+    at.text_input(key="tiny_cpu.yaml:name").set_value("///")  # a name that is no folder name: said, not a crash
+    at.button[1].click().run()
+    assert not at.exception and any("has no usable characters" in e.value for e in at.error)
+    assert len(list_runs(tmp_path)) == 3
 
 
 def test_launch_check_shows_the_command_line(runs):

@@ -492,7 +492,7 @@ def test_group_view_with_advantages(fixture_run):
 
 
 @pytest.mark.parametrize("scale_rewards", ["group", "batch", "none"])
-@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo", "bnpo", "luspo"])
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo", "bnpo", "luspo", "cispo"])
 def test_one_step_worked_through_matches_plain_python(fixture_run, scale_rewards, loss_type):
     store, records = fixture_run
     pid, step = records[5]["prompt_id"], records[5]["step"]
@@ -509,7 +509,7 @@ def test_one_step_worked_through_matches_plain_python(fixture_run, scale_rewards
     advantage = [(x - mean(rewards)) / std for x in rewards]
     weight = {"grpo": [1 / (r["completion_tokens"] * samples) for r in group], "dapo": [1 / tokens] * len(group),
               "bnpo": [1 / tokens] * len(group), "dr_grpo": [1 / (samples * 300)] * len(group),
-              "luspo": [1 / samples] * len(group)}[loss_type]
+              "luspo": [1 / samples] * len(group), "cispo": [0.2 / tokens] * len(group)}[loss_type]  # clipped at epsilon
     assert worked["advantage"].tolist() == pytest.approx(advantage)
     assert worked["token_weight"].tolist() == pytest.approx(weight)
     assert worked["push"].tolist() == pytest.approx([a * w for a, w in zip(advantage, weight)])

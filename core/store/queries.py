@@ -262,8 +262,9 @@ coalesce(stddev_samp(reward), 0) AS batch_std FROM rollouts WHERE step = $step""
         group = self.group(prompt_id, step, settings)
         size = self._query(self.STEP_SIZE, {"step": step}).iloc[0]
         samples, tokens = int(size["samples"]), int(size["tokens"])
-        group["token_weight"] = [token_weight(settings["loss_type"], int(n or 0), samples, tokens,
-                                              settings["max_completion_length"]) for n in group["completion_tokens"]]
+        group["token_weight"] = [token_weight(settings["loss_type"], 0 if pd.isna(n) else int(n), samples, tokens,
+                                              settings["max_completion_length"], settings.get("epsilon_high", 0.2))
+                                 for n in group["completion_tokens"]]
         group["push"] = group["advantage"] * group["token_weight"]
         mean, std = mean_std(group["reward"].tolist())
         logged = self._query(self.STEP_METRICS, {"step": step, "names": list(self.WORKED_METRICS)})

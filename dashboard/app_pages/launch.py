@@ -20,7 +20,7 @@ from dashboard.grpo_form import grpo_options, is_toggle
 SOURCES = {"GSM8K (Hugging Face Hub)": "gsm8k", "Local file or folder": "path", "Synthetic (offline)": "synthetic"}
 
 # The form's fields by config key: what a problem with that key is called under its field.
-FIELDS = {"model_name": "Model", "num_generations": "K: completions per prompt", "max_new_tokens": "Max new tokens",
+FIELDS = {"run name": "Run name", "model_name": "Model", "num_generations": "K: completions per prompt", "max_new_tokens": "Max new tokens",
           "train.num_train_steps": "Training steps", "train.per_device_train_batch_size": "Per-device batch",
           "train.gradient_accumulation_steps": "Gradient accumulation", "train.learning_rate": "Learning rate",
           "dataset.n_train": "Training questions", "dataset.n_eval": "Eval questions", "train.seed": "Seed",
@@ -53,12 +53,13 @@ def field(col, config_key: str, widget: str, /, *args, **kwargs):
     if config_key in errors:
         label = FIELDS.get(config_key, config_key.removeprefix("grpo."))
         col.error(errors[config_key].replace(f"config key '{config_key}'", f"'{label}'"))
-        col.caption(f"config key: {config_key}")
+        if " " not in config_key:  # the run name is no config key
+            col.caption(f"config key: {config_key}")
     return value
 
 
 with st.form("launch"):
-    name = st.text_input("Run name", key=k + "name", placeholder="from the settings: <model>_K<K>_steps<steps>_<time>",
+    name = field(st, "run name", "text_input", "Run name", key=k + "name", placeholder="from the settings: <model>_K<K>_steps<steps>_<time>",
                          help="A folder under the runs folder; letters, digits, '.', '_' and '-'. Left empty, it is "
                               "named from the settings launched (model, K, steps) and the time.")
     c1, c2, c3 = st.columns(3)
@@ -139,7 +140,9 @@ wanted = {"model_name": model, "num_generations": int(kgen), "max_new_tokens": i
           "launch.num_processes": int(procs), "launch.accelerate_config": engine, "eval.backend": eval_backend,
           "stop_at_final": stop}
 # A button pressed, or the one pressed before the rerun that cleared the problems shown under the fields
-action = "go" if go else "save" if save else "check" if check else st.session_state.pop(k + "pending", None)
+pressed = "go" if go else "save" if save else "check" if check else None
+pending = st.session_state.pop(k + "pending", None)  # (action, settings) left by the rerun that redrew the form
+action = pressed or (pending[0] if pending else None)
 if action:
     found = {}  # config key -> what is wrong with it: every problem at once
     for field_name, value in advanced.items():  # text from a text box, as the field's type
@@ -158,10 +161,16 @@ if action:
             found.setdefault(key, str(e))
     for key, message in problems(cfg):  # a setting that does not parse keeps the base's value meanwhile
         found.setdefault(key, message)
+    try:
+        run_name = safe_run_name(name) if name.strip() else None
+    except ValueError as e:
+        found["run name"] = str(e)
     if web_form_problem(cfg):  # also settings the base itself carries
         found.setdefault("launch from the dashboard", web_form_problem(cfg))
+    if not pressed and sets != pending[1]:  # the form changed since that click: act on a new click only
+        st.stop()
     if found != errors:  # draw the form again, each problem under its field
-        st.session_state[k + "errors"], st.session_state[k + "pending"] = found, action
+        st.session_state[k + "errors"], st.session_state[k + "pending"] = found, (action, sets)
         st.rerun()
     if found:
         named = [FIELDS[key] if key in FIELDS else f"{key.removeprefix('grpo.')} (Advanced)"  # in the form's order
@@ -174,7 +183,7 @@ if action:
                 st.error(message)
         st.stop()
     cfg = load_config(base_path, sets=sets)
-    run_name = safe_run_name(name) if name.strip() else f"{cfg.run_name}_{time.strftime('%Y%m%d-%H%M%S')}"
+    run_name = run_name or f"{cfg.run_name}_{time.strftime('%Y%m%d-%H%M%S')}"
     args = ["--config", base_label, *[a for s in sets for a in ("--set", s)]]
     machines = cfg.launch.num_machines
     if machines > 1:  # started on each machine, not from here

@@ -5,7 +5,7 @@ import streamlit as st
 from core.advantage import LOSS_SPREADS, formula, run_settings
 from core.errors import ConfigError
 from core.runs import read_config
-from core.tokens import model_choices
+from core.tokens import fingerprint, model_choices
 from dashboard.caches import store_for, token_view
 from dashboard.widgets import live_every, pick_run, show_completion, show_tokens, step_window, token_table
 
@@ -156,8 +156,15 @@ show_completion(rollout["completion"])
 
 if st.toggle("What training did to each token", key="token_view",
              help="Each token's log-probability under the starting model and under the trained one (or a checkpoint)"):
-    choices = [c for c in model_choices(store.run_dir) if c != "before"]
-    if not choices:
+    try:
+        models = model_choices(store.run_dir)
+    except ConfigError as e:  # a run.yaml that cannot be read: said, and the rest of the page still drawn
+        st.error(str(e))
+        models = {}
+    choices = [c for c in models if c != "before"]
+    if not models:
+        pass
+    elif not choices:
         st.info("This run has no saved model or checkpoint yet to compare with its starting model: "
                 "it saves model/ when it finishes (and checkpoint-<step>/ every train.save_steps steps).")
     else:
@@ -165,7 +172,9 @@ if st.toggle("What training did to each token", key="token_view",
                              format_func=lambda c: "the trained model (model/)" if c == "after" else c)
         try:
             with st.spinner("Scoring the completion under both models…"):
-                view = token_view(str(store.run_dir), prompt_id, step, sample, after, rollout)
+                view = token_view(str(store.run_dir), prompt_id, step, sample, rollout.get("attempt"),
+                                  rollout["completion"], after, (fingerprint(models["before"]), fingerprint(models[after])),
+                                  rollout)
         except ConfigError as e:
             st.error(str(e))
         else:
@@ -218,8 +227,8 @@ with st.expander("One GRPO step, worked through: from this group's rewards to th
                 f"{LOSS_SPREADS[settings['loss_type']]}. This step had **{facts['samples']}** samples and "
                 f"**{facts['tokens']:,}** completion tokens on all ranks; max_completion_length {settings['max_completion_length']}.")
     st.markdown("**5 · The push on each token** is advantage × weight: the loss's gradient on each of the sample's "
-                "token log-probabilities (the step's first update; nothing is clipped there, as the new and old "
-                "probabilities are equal). Positive: each token made likelier; negative: less likely."
+                "token log-probabilities on the step's first update (the new and old probabilities are equal there, "
+                "so PPO's clip leaves it whole). Positive: each token made likelier; negative: less likely."
                 + (f" The loss also holds each token near the starting model: a KL term of weight beta {settings['beta']:g}, "
                    "not in these figures (its mean is the step's kl below)." if settings["beta"] else ""))
     table = {"sample": worked["sample"]}
