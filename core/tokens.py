@@ -169,7 +169,7 @@ def token_view(run_dir: str | Path, rollout: dict, before, after, after_label: s
     recorded = ids is not None
     if not recorded:
         ids = tokenizer(rollout["completion"], add_special_tokens=False)["input_ids"]
-    prompt_ids = tokenizer(rollout["prompt"], add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(text=rollout["prompt"])["input_ids"]  # as TRL tokenises a text prompt (a BOS where the tokenizer adds one)
     temperature = float(cfg.grpo.get("temperature", grpo_default("temperature")))
     was = score(*before, prompt_ids, ids, temperature)
     now = score(*after, prompt_ids, ids, temperature)

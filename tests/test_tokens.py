@@ -48,7 +48,7 @@ def test_the_command_scores_the_sampled_tokens_as_a_forward_pass_does(tiny_run, 
     assert "".join(t["token"] for t in tokens if t["id"] not in special) == rollout["completion"]
     # the figures "after" are a plain forward pass of the saved model at the run's temperature
     temperature = yaml.safe_load(config_path(tiny_run).read_text())["grpo"].get("temperature", 1.0)  # TRL's default
-    prompt = tokenizer(rollout["prompt"], add_special_tokens=False)["input_ids"]
+    prompt = tokenizer(text=rollout["prompt"])["input_ids"]
     model = AutoModelForCausalLM.from_pretrained(model_dir(tiny_run))
     with torch.no_grad():
         logits = model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1: -1] / temperature
