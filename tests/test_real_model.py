@@ -99,3 +99,31 @@ def test_smollm2_answers_real_gsm8k_questions(smollm2_dir, gsm8k_dir):
     records, summary = evaluate(model, tokenizer, to_dataset(rows, tokenizer), batch_size=3, max_new_tokens=48)
     assert summary["n"] == 3 and all(r["ground_truth"] and r["question"] in r["prompt"] for r in records)
     assert all(len(r["completion"].split()) >= 5 for r in records)
+
+
+def test_the_final_line_gets_likelier_where_a_short_run_rewarded_it(smollm2_dir, tmp_path):
+    # Issue 25's check of the token view on a real model: the preset's first steps reward a well-formed
+    # Final line (its format reward), so in the late steps' well-formed samples the token that opens that
+    # line is likelier under the trained model than under the starting one, in most of them.
+    from core.store import RunStore
+    from core.tokens import load, model_choices, token_view
+
+    run = tmp_path / "run"
+    result = run_cli("--config", "configs/smollm2_cpu.yaml", "--set", f"train.output_dir={run}",
+                     "--set", "train.num_train_steps=8", "--set", "eval.enabled=false", "--set", "train.save_steps=0",
+                     timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    store = RunStore(run)
+    store.refresh()
+    page, _ = store.rollouts_page(step_min=5, limit=1000)
+    formed = page[page["prediction"].notna()].head(12)
+    assert len(formed), "no well-formed sample in steps 5-8"
+    choices = model_choices(run)
+    before, after = load(choices["before"]), load(choices["after"])
+    rises = []
+    for row in formed.itertuples():
+        view = token_view(run, store.rollout(row.prompt_id, int(row.step), int(row.sample)), before, after)
+        final = [t for t in view.tokens if t["token"].strip().startswith("Final")][-1]
+        rises.append(final["logprob_after"] > final["logprob_before"])
+    print(f"the Final token likelier in {sum(rises)} of {len(rises)} well-formed late samples")
+    assert sum(rises) > len(rises) / 2
