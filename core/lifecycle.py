@@ -30,10 +30,10 @@ from pathlib import Path
 
 import yaml
 
-from core.config import RunConfig, load_config
+from core.config import RunConfig, load_config, trackers
 from core.errors import ConfigError
 from core.rollouts import RolloutRecorder
-from core.rundir import checkpoints, config_path, latest_checkpoint, log_path, metrics_path
+from core.rundir import checkpoints, config_path, latest_checkpoint, log_path, metrics_path, tensorboard_dir
 from core.runs import StatusFile, checked_status, lock_run_dir, read_status, update_status
 
 
@@ -252,8 +252,10 @@ def run_in_folder(pipeline, cfg: RunConfig, stop: GracefulStop, resume: Path | N
     writes it) whatever happens; returns the exit code."""
     run_dir = Path(cfg.train.output_dir)
     status = None
-    if cfg.runtime.use_wandb:
+    if "wandb" in trackers(cfg):
         os.environ.setdefault("WANDB_PROJECT", "simple_grpo")
+    if "tensorboard" in trackers(cfg):  # transformers' TensorBoard callback writes there
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(tensorboard_dir(run_dir))
     try:
         if int(os.environ.get("RANK", "0")) == 0:
             run_dir.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,8 @@ docs/run-directory.md describes each file for a reader.
     <run>/model/                            the final model and tokenizer                model_dir
     <run>/checkpoint-<step>/                what --resume continues from                 checkpoints
     <run>/train.log                         the run's output                             log_path
+    <run>/tensorboard/                      TensorBoard's event files (report_to)        tensorboard_dir
+    <run>/completions/                      TRL's completions_<step>.parquet (W&B, Trackio)
 
 Runs written by earlier versions still read: MIGRATIONS lists, numbered and named, each change to a
 file's records and the function that reads the old form as the new. (A rollout or metrics line
@@ -39,6 +41,7 @@ EVAL = "eval"
 EVAL_SUMMARY = "summary.json"
 MODEL = "model"
 LOG = "train.log"
+TENSORBOARD = "tensorboard"
 
 
 def config_path(run_dir: str | Path) -> Path:
@@ -97,6 +100,10 @@ def model_dir(run_dir: str | Path) -> Path:
 
 def log_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / LOG
+
+
+def tensorboard_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / TENSORBOARD
 
 
 def checkpoints(run_dir: str | Path) -> list[Path]:

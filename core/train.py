@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from core import lifecycle
-from core.config import GRPO_FROM_CONFIG, RunConfig
+from core.config import GRPO_FROM_CONFIG, RunConfig, trackers
 from core.data import load_rows, to_dataset
 from core.errors import ConfigError
 from core.evaluate import evaluate_run
@@ -92,7 +92,7 @@ def train(cfg: RunConfig, run: lifecycle.Lifecycle, resume: Path | None = None) 
     if run.stopped:
         return "stopped"
     if run.is_main:
-        report_summaries(cfg, summaries)
+        report_summaries(cfg, trainer, summaries)
     return "finished"
 
 
@@ -114,6 +114,7 @@ def grpo_args(cfg: RunConfig, device: str):
         generation_batch_size=cfg.train.per_device_train_batch_size * cfg.num_generations,
         bf16=device == "cuda",
         use_cpu=device == "cpu",  # also makes several CPU processes (torchrun) train together over gloo
+        project="simple_grpo",  # Trackio's project
     )
     settings = {name: value(cfg) for name, (_, value) in GRPO_FROM_CONFIG.items()}
     return GRPOConfig(**{**defaults, **cfg.grpo, **settings})
@@ -133,15 +134,21 @@ def every_eval_steps(cfg: RunConfig, run: lifecycle.Lifecycle, model, tokenizer,
     return periodic_eval
 
 
-def report_summaries(cfg: RunConfig, summaries: dict) -> None:
-    """The eval before and after, as the W&B run's summary."""
-    if not cfg.runtime.use_wandb:
-        return
-    import wandb
+def report_summaries(cfg: RunConfig, trainer, summaries: dict) -> None:
+    """The eval before and after, to each tracker of runtime.report_to (through transformers' own
+    callback for it, at the last step), and as the W&B run's summary."""
+    from transformers.integrations import INTEGRATION_TO_CALLBACK
 
-    if wandb.run is not None:
-        wandb.run.summary.update({f"eval_{phase}/{k}": v for phase, s in summaries.items() for k, v in s.items()})
-        wandb.finish()
+    logs = {f"eval_{phase}/{k}": v for phase, s in summaries.items() for k, v in s.items()}
+    for callback in trainer.callback_handler.callbacks:
+        if logs and type(callback) in INTEGRATION_TO_CALLBACK.values():
+            callback.on_log(trainer.args, trainer.state, trainer.control, logs=dict(logs), model=trainer.model)
+    if "wandb" in trackers(cfg):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.run.summary.update(logs)
+            wandb.finish()
 
 
 def main(argv: list[str] | None = None) -> int:

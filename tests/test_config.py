@@ -176,6 +176,10 @@ def test_every_form_field_reads_back_its_own_text():
     ("launch: {accelerate_config: /nonexistent.yaml}\n", [], {}, "('/nonexistent.yaml') names no file"),
     ("", [f"launch.accelerate_config={ROOT}/configs/tiny_cpu.yaml"], {},
      "is not a valid accelerate config: A `distributed_type` must be specified in the config file."),
+    # trackers: transformers' names, installed here
+    ("runtime: {report_to: [tensorbord]}\n", [], {}, "names 'tensorbord', which is not a tracker transformers reports to"),
+    ("", ["runtime.report_to=[mlflow]"], {}, "names mlflow, which is not installed: pip install mlflow"),
+    ("", ["runtime.report_to=tensorboard"], {}, "'runtime.report_to' has value 'tensorboard', expected a list"),
     # malformed --set
     ("", ["train.num_train_steps"], {}, "must look like key=value"),
 ])
@@ -260,3 +264,19 @@ def test_problems_lists_every_problem_and_validate_reports_the_first():
     with pytest.raises(ConfigError) as e:
         load_config(sets=["num_generations=1", "train.learning_rate=0", "dataset.level=7"])
     assert str(e.value) == found[0][1]
+
+
+def test_trackers_are_transformers_own_and_use_wandb_means_wandb():
+    from transformers.integrations import INTEGRATION_TO_CALLBACK
+
+    from core.config import TRACKERS, trackers
+    from core.train import grpo_args
+
+    assert set(TRACKERS) == set(INTEGRATION_TO_CALLBACK)  # a transformers release that adds one fails here
+    assert trackers(load_config(sets=["runtime.use_wandb=true"])) == ["wandb"]
+    cfg = load_config(sets=["runtime.report_to=[tensorboard, trackio]", "runtime.use_wandb=true"])
+    assert trackers(cfg) == ["tensorboard", "trackio", "wandb"]
+    args = grpo_args(cfg, "cpu")
+    assert (args.report_to, args.log_completions, args.project) == (["tensorboard", "trackio", "wandb"], True, "simple_grpo")
+    args = grpo_args(load_config(sets=["runtime.report_to=[tensorboard]"]), "cpu")
+    assert (args.report_to, args.log_completions) == (["tensorboard"], False)

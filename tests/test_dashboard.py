@@ -377,6 +377,11 @@ def test_launch_check_shows_the_command_line(runs):
     at.toggle(key="tiny_cpu.yaml:stop").set_value(True)  # end completions at their Final line
     at.button[0].click().run()
     assert "--set stop_at_final=true" in texts(at)
+    trackers = at.multiselect(key="tiny_cpu.yaml:trackers")  # the trackers installed here
+    assert {"wandb", "tensorboard", "trackio"} <= set(trackers.options) and "mlflow" not in trackers.options
+    trackers.set_value(["tensorboard", "wandb"])
+    at.button[0].click().run()
+    assert "--set runtime.use_wandb=true --set 'runtime.report_to=[tensorboard]'" in texts(at)
     if not torch.cuda.is_available():
         assert at.toggle(key="tiny_cpu.yaml:use_vllm").disabled and at.selectbox(key="tiny_cpu.yaml:evalbackend").disabled
     at.text_input(key="tiny_cpu.yaml:num_iterations").set_value("two")

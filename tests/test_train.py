@@ -217,6 +217,43 @@ def test_wandb_offline_run_records_eval_and_completions(tiny_model_dir, tmp_path
     assert "completions/nrows" in summary  # TRL's completions table
 
 
+def test_tensorboard_and_trackio_get_the_metrics_and_the_evals(tiny_model_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, trackio_dir = tmp_path / "tracked", tmp_path / "trackio"
+    result = run_cli("--config", "configs/tiny_cpu.yaml", *[a for s in TINY_SETS for a in ("--set", s)],
+                     "--set", "train.num_train_steps=2", "--set", "runtime.report_to=[tensorboard, trackio]",
+                     "--set", f"train.output_dir={run_dir}", env={"TRACKIO_DIR": str(trackio_dir)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rewards = {m["step"]: m["reward"] for m in metrics if "reward" in m}
+    summary = json.loads((run_dir / "eval" / "summary.json").read_text())
+
+    scalars = {}  # TensorBoard's own reader, on the event files in <run>/tensorboard
+    for events in (run_dir / "tensorboard").glob("events.out.tfevents.*"):
+        reader = EventAccumulator(str(events))
+        reader.Reload()
+        for tag in reader.Tags()["scalars"]:
+            scalars.setdefault(tag, {}).update({e.step: e.value for e in reader.Scalars(tag)})
+    assert scalars["train/reward"] == pytest.approx(rewards)
+    for phase in ("before", "after"):  # each figure of the eval summary, at the last step
+        for key, value in summary[phase].items():
+            assert scalars[f"eval/{phase}/{key}"] == {2: pytest.approx(value)}
+
+    # Trackio's local database, read back with Trackio's own storage (a subprocess: it reads TRACKIO_DIR on import)
+    read = ("import json, sys; from trackio.sqlite_storage import SQLiteStorage as S; "
+            "print(json.dumps([S.get_runs('simple_grpo'), S.get_logs('simple_grpo', 'grpo_tiny_K4_steps2')]))")
+    out = subprocess.run([sys.executable, "-c", read], capture_output=True, text=True, check=True,
+                         env={**os.environ, "TRACKIO_DIR": str(trackio_dir)}).stdout
+    runs, logs = json.loads(out.strip().splitlines()[-1])
+    assert runs == ["grpo_tiny_K4_steps2"]
+    logged = {log["train/global_step"]: log["train/reward"] for log in logs if "train/reward" in log}
+    assert logged == pytest.approx(rewards)
+    for phase in ("before", "after"):
+        key = f"eval/{phase}/eval_avg_new_tokens"
+        assert [log[key] for log in logs if key in log] == [pytest.approx(summary[phase]["eval_avg_new_tokens"])]
+
+
 def test_model_that_cannot_be_loaded_fails_the_run_with_one_line(tmp_path):
     # conftest sets HF_HUB_OFFLINE=1, so a Hub id that is not cached cannot be loaded
     run_dir = tmp_path / "nohub"

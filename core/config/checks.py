@@ -8,7 +8,7 @@ from pathlib import Path
 
 from core.builtin_models import BUILTIN_MODELS
 from core.config.schema import SECTIONS, RunConfig
-from core.config.trl_args import grpo_default
+from core.config.trl_args import TRACKERS, grpo_default, installed_trackers
 from core.config.values import get_value
 from core.errors import ConfigError
 
@@ -115,6 +115,13 @@ def _problems(cfg: RunConfig):
             _check_accelerate_config(cfg)
         except ConfigError as e:
             yield "launch.accelerate_config", str(e)
+    for tracker in cfg.runtime.report_to:
+        if not isinstance(tracker, str) or tracker not in TRACKERS:
+            yield "runtime.report_to", (f"config key 'runtime.report_to' names {tracker!r}, which is not a tracker "
+                                        f"transformers reports to: use some of {', '.join(TRACKERS)}")
+        elif tracker not in installed_trackers():
+            yield "runtime.report_to", (f"config key 'runtime.report_to' names {tracker}, which is not installed: "
+                                        f"pip install {TRACKERS[tracker][1]}")
     name = cfg.model_name
     looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
     if name.startswith("builtin:"):

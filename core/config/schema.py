@@ -14,6 +14,10 @@ def _f(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
+def _f_list(help: str):
+    return field(default_factory=list, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
     output_dir: str | None = _f(None, "Run directory; default runs/<run name>_<time> under RUNS_DIR or ./runs.")
@@ -53,7 +57,10 @@ class EvalConfig:
 
 @dataclass
 class RuntimeConfig:
-    use_wandb: bool = _f(False, "Report to Weights & Biases (project WANDB_PROJECT, default simple_grpo).")
+    use_wandb: bool = _f(False, "Report to Weights & Biases (project WANDB_PROJECT, default simple_grpo); the same "
+                                "as wandb in report_to.")
+    report_to: list = _f_list("Trackers the metrics and the eval before/after also go to: transformers' "
+                              "integration names (wandb, trackio, tensorboard, mlflow, ...); empty: none.")
     mps_fallback: bool = _f(True, "On Apple MPS, fall back to the CPU for unsupported ops.")
 
 

@@ -27,11 +27,36 @@ GRPO_FROM_CONFIG = {
     "data_seed": ("train.seed", lambda c: c.train.seed),
     "num_generations": ("num_generations", lambda c: c.num_generations),
     "max_completion_length": ("max_new_tokens", lambda c: c.max_new_tokens),
-    "report_to": ("runtime.use_wandb", lambda c: "wandb" if c.runtime.use_wandb else "none"),
-    "log_completions": ("runtime.use_wandb", lambda c: c.runtime.use_wandb),  # TRL's completions table, in W&B
+    "report_to": ("runtime.report_to", lambda c: trackers(c) or "none"),
+    # TRL's completions table, in W&B and Trackio (it also writes completions/*.parquet in the run folder)
+    "log_completions": ("runtime.report_to", lambda c: bool({"wandb", "trackio"} & set(trackers(c)))),
     "run_name": ("model_name", lambda c: os.environ.get("WANDB_NAME") or c.run_name),
     "reward_weights": ("rewards", lambda c: [r["weight"] for r in c.rewards]),
 }
+
+
+# The trackers transformers reports to (its INTEGRATION_TO_CALLBACK names; a test checks this list
+# against it): name -> (the module it needs, what to pip install).
+TRACKERS = {
+    "wandb": ("wandb", "wandb"), "trackio": ("trackio", "trackio"), "tensorboard": ("tensorboard", "tensorboard"),
+    "mlflow": ("mlflow", "mlflow"), "comet_ml": ("comet_ml", "comet-ml"), "clearml": ("clearml", "clearml"),
+    "neptune": ("neptune", "neptune"), "dvclive": ("dvclive", "dvclive"), "swanlab": ("swanlab", "swanlab"),
+    "codecarbon": ("codecarbon", "codecarbon"), "azure_ml": ("azureml", "azureml-core"),
+    "dagshub": ("dagshub", "dagshub"), "flyte": ("flytekit", "flytekit"), "kubeflow": ("kubeflow", "kubeflow"),
+}
+
+
+def trackers(cfg) -> list[str]:
+    """The trackers a run reports to: runtime.report_to, with wandb when runtime.use_wandb is true."""
+    names = list(cfg.runtime.report_to)
+    return names + ["wandb"] if cfg.runtime.use_wandb and "wandb" not in names else names
+
+
+def installed_trackers() -> list[str]:
+    """The trackers whose package is installed here."""
+    import importlib.util
+
+    return [name for name, (module, _) in TRACKERS.items() if importlib.util.find_spec(module) is not None]
 
 
 def grpo_field_types() -> dict[str, Any]:

@@ -6,8 +6,8 @@ import time
 import streamlit as st
 
 from core import REPO
-from core.config import (ConfigError, changed_settings, choices, format_value, load_config, parse_setting, problems,
-                         setting, web_form_problem)
+from core.config import (ConfigError, changed_settings, choices, format_value, installed_trackers, load_config,
+                         parse_setting, problems, setting, trackers, web_form_problem)
 from core.config.values import apply_setting, text_value
 from core.data import LEVELS
 from core.lifecycle import machine_commands
@@ -26,7 +26,7 @@ FIELDS = {"run name": "Run name", "model_name": "Model", "num_generations": "K: 
           "dataset.n_train": "Training questions", "dataset.n_eval": "Eval questions", "train.seed": "Seed",
           "dataset.name": "Data", "dataset.path": "Local data path", "dataset.level": "Synthetic difficulty",
           "launch.num_processes": "Processes (GPUs)", "launch.accelerate_config": "Accelerate config",
-          "eval.backend": "Eval backend", "stop_at_final": "End at the Final line"}
+          "eval.backend": "Eval backend", "stop_at_final": "End at the Final line", "runtime.report_to": "Trackers"}
 
 ACCELERATE_CONFIGS = [str(p.relative_to(REPO)) for p in sorted((REPO / "configs" / "accelerate").glob("*.yaml"))]
 
@@ -86,7 +86,11 @@ with st.form("launch"):
                    index=list(SOURCES.values()).index(source_now), key=k + "source")
     path = field(c3, "dataset.path", "text_input", "Local data path (for 'Local file or folder')",
                  base.dataset.path or "", key=k + "path")
-    use_wandb = c1.toggle("Weights & Biases", base.runtime.use_wandb, key=k + "wandb")
+    tracked = trackers(base)
+    chosen = field(c1, "runtime.report_to", "multiselect", "Trackers", list(dict.fromkeys(installed_trackers() + tracked)),
+                   tracked, key=k + "trackers", help="Where the metrics and the eval before/after also go (the "
+                   "trackers installed here): TensorBoard writes into the run folder, Trackio into its local "
+                   "database, W&B to its project.")
     do_eval = c2.toggle("Eval before and after", base.eval.enabled, key=k + "eval")
     level = field(c3, "dataset.level", "selectbox", "Synthetic difficulty", list(LEVELS), index=base.dataset.level - 1, key=k + "level",
                          format_func=lambda n: f"{n}: {LEVELS[n]}")
@@ -136,7 +140,8 @@ wanted = {"model_name": model, "num_generations": int(kgen), "max_new_tokens": i
           "dataset.n_train": int(n_train), "dataset.n_eval": int(n_eval), "train.seed": int(seed),
           "dataset.name": "gsm8k" if SOURCES[source] == "path" else SOURCES[source],
           "dataset.path": path.strip() or None if SOURCES[source] == "path" else None,
-          "dataset.level": level, "runtime.use_wandb": use_wandb, "eval.enabled": do_eval,
+          "dataset.level": level, "runtime.use_wandb": "wandb" in chosen,
+          "runtime.report_to": [t for t in chosen if t != "wandb"], "eval.enabled": do_eval,
           "launch.num_processes": int(procs), "launch.accelerate_config": engine, "eval.backend": eval_backend,
           "stop_at_final": stop}
 # A button pressed, or the one pressed before the rerun that cleared the problems shown under the fields
