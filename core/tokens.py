@@ -47,7 +47,7 @@ def model_choices(run_dir: str | Path) -> dict[str, str]:
     cfg = load_config(config_path(run_dir), check=False)  # a run made on another machine is viewed as it was made
     choices = {"before": cfg.model_name}
     choices |= {path.name: str(path) for path in checkpoints(run_dir)}
-    if (model_dir(run_dir) / "config.json").is_file():
+    if any((model_dir(run_dir) / name).is_file() for name in ("config.json", "adapter_config.json")):  # LoRA: an adapter
         choices["after"] = str(model_dir(run_dir))
     return choices
 

@@ -63,9 +63,13 @@ def train(cfg: RunConfig, run: lifecycle.Lifecycle, resume: Path | None = None) 
         args=args,
         train_dataset=train_set,
         processing_class=tokenizer,
+        peft_config=lora_config(cfg),  # None: every weight trains
         callbacks=[run.callback(periodic_eval=every_eval_steps(cfg, run, model, tokenizer, eval_set))],
     )
     run.running(trainer)
+    model = trainer.model  # with LoRA, the model with its adapters (TRL wrapped it)
+    if cfg.peft.r > 0 and run.is_main:
+        model.print_trainable_parameters()  # "trainable params: ... || all params: ... || trainable%: ..."
 
     summaries = {}
     with run.stoppable_on_main():  # rank 0 evaluates; the others wait for it
@@ -118,6 +122,19 @@ def grpo_args(cfg: RunConfig, device: str):
     )
     settings = {name: value(cfg) for name, (_, value) in GRPO_FROM_CONFIG.items()}
     return GRPOConfig(**{**defaults, **cfg.grpo, **settings})
+
+
+def lora_config(cfg: RunConfig):
+    """PEFT's LoraConfig from the `peft:` section, or None when peft.r is 0 (full fine-tuning). TRL
+    wraps the model with it: the model's own weights are frozen and only the adapters train; with
+    grpo.beta > 0 the reference is the same model with its adapters switched off (no second copy)."""
+    if cfg.peft.r == 0:
+        return None
+    from peft import LoraConfig
+
+    p = cfg.peft
+    return LoraConfig(task_type="CAUSAL_LM", r=p.r, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
+                      target_modules=p.target_modules, bias=p.bias)
 
 
 def every_eval_steps(cfg: RunConfig, run: lifecycle.Lifecycle, model, tokenizer, eval_set):

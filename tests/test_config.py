@@ -110,6 +110,8 @@ SHIPPED_PRESETS = {  # preset: key values it exists for
     "smollm2_cpu.yaml": {"model_name": "builtin:smollm2-135m", "stop_at_final": True, "grpo.temperature": 0.7,
                          "grpo.warmup_steps": 5, "train.save_steps": 10, "grpo.save_only_model": True,
                          "runtime.use_wandb": False},
+    "smollm2_lora_cpu.yaml": {"model_name": "builtin:smollm2-135m", "peft.r": 16, "peft.target_modules": "all-linear",
+                              "train.learning_rate": 2e-4, "stop_at_final": True},
     "gpu.yaml": {"model_name": "Qwen/Qwen2.5-0.5B-Instruct", "dataset.name": "gsm8k", "num_generations": 8},
     "local_debug.yaml": {"model_name": "Qwen/Qwen2.5-0.5B-Instruct", "num_generations": 16,
                          "train.per_device_train_batch_size": 1},
@@ -180,6 +182,13 @@ def test_every_form_field_reads_back_its_own_text():
     ("runtime: {report_to: [tensorbord]}\n", [], {}, "names 'tensorbord', which is not a tracker transformers reports to"),
     ("", ["runtime.report_to=[mlflow]"], {}, "names mlflow, which is not installed: pip install mlflow"),
     ("", ["runtime.report_to=tensorboard"], {}, "'runtime.report_to' has value 'tensorboard', expected a list"),
+    # LoRA: PEFT's names and values
+    ("peft: {r: -2}\n", [], {}, "'peft.r' has value -2, expected 0 (full fine-tuning) or a LoRA rank above 0"),
+    ("peft: {r: 8, bias: some}\n", [], {}, "'peft.bias' has value 'some', expected none, all or lora_only"),
+    ("peft: {r: 8, lora_dropout: 1.5}\n", [], {}, "'peft.lora_dropout' has value 1.5, expected a fraction"),
+    ("peft: {r: 8, target_modules: []}\n", [], {}, "expected all-linear or a list of module names"),
+    ("peft: {rank: 8}\n", [], {}, "unknown config key 'peft.rank'"),
+    ("peft: {r: 8}\neval: {backend: vllm}\n", [], {}, "a LoRA run (peft.r > 0) saves an adapter: set eval.backend=hf"),
     # malformed --set
     ("", ["train.num_train_steps"], {}, "must look like key=value"),
 ])

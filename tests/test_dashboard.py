@@ -382,6 +382,13 @@ def test_launch_check_shows_the_command_line(runs):
     trackers.set_value(["tensorboard", "wandb"])
     at.button[0].click().run()
     assert "--set runtime.use_wandb=true --set 'runtime.report_to=[tensorboard]'" in texts(at)
+    at.number_input(key="tiny_cpu.yaml:lora_r").set_value(-1)  # LoRA: every weight of PEFT's own, checked
+    at.text_input(key="tiny_cpu.yaml:lora_targets").set_value("[q_proj, v_proj]")
+    at.button[0].click().run()
+    assert "'LoRA rank r' has value -1, expected 0 (full fine-tuning) or a LoRA rank above 0" in texts(at)
+    at.number_input(key="tiny_cpu.yaml:lora_r").set_value(8)
+    at.button[0].click().run()
+    assert "--set peft.r=8 --set 'peft.target_modules=[q_proj, v_proj]'" in texts(at)
     if not torch.cuda.is_available():
         assert at.toggle(key="tiny_cpu.yaml:use_vllm").disabled and at.selectbox(key="tiny_cpu.yaml:evalbackend").disabled
     at.text_input(key="tiny_cpu.yaml:num_iterations").set_value("two")

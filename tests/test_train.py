@@ -341,3 +341,66 @@ def test_a_stop_that_lands_in_a_finaliser_is_raised_just_after_it(capfd):
     finally:
         sys.unraisablehook = hook
         signal.signal(signal.SIGTERM, previous)
+
+
+def gsm8k_length(completions, **kwargs):  # a reward that differs within a group from the first step
+    return [len(c) % 7 / 6 for c in completions]
+
+
+def test_lora_trains_only_the_adapters_against_no_second_model(tiny_model_dir, tmp_path):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOTrainer
+
+    from core.train import grpo_args, lora_config
+
+    cfg = load_config(ROOT / "configs" / "tiny_cpu.yaml", sets=[
+        *TINY_SETS, "train.num_train_steps=2", "peft.r=4", "peft.target_modules=[q_proj, v_proj]", "grpo.beta=0.04",
+        "train.learning_rate=1e-2", f"train.output_dir={tmp_path}"])
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainer = GRPOTrainer(model=model, processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
+                          reward_funcs=[gsm8k_length], args=grpo_args(cfg, "cpu"), peft_config=lora_config(cfg),
+                          train_dataset=Dataset.from_dict({"prompt": [f"{a} + {a + 2} =" for a in range(1, 9)]}))
+    assert trainer.ref_model is None  # beta > 0: the reference is this model with its adapters off, not a copy
+    trainer.train()
+    adapters, frozen = {}, {}
+    for name, p in trainer.model.named_parameters():
+        (adapters if "lora_" in name else frozen)[name] = p
+    assert adapters and all(p.requires_grad for p in adapters.values())
+    assert {n.split(".")[-4] for n in adapters} == {"q_proj", "v_proj"}  # peft.target_modules
+    assert any(not torch.all(p == 0) for n, p in adapters.items() if "lora_B" in n)  # B starts at 0: it trained
+    assert len(frozen) == len(before)
+    for name, p in frozen.items():  # every weight of the model itself as it was
+        original = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+        assert not p.requires_grad and torch.equal(p, before[original]), name
+
+
+def test_a_lora_run_saves_its_adapter_evaluates_and_resumes(tiny_model_dir, tmp_path):
+    from safetensors import safe_open
+
+    run_dir = tmp_path / "lora"
+    sets = [*TINY_SETS, "train.num_train_steps=2", "peft.r=8", "train.learning_rate=1e-3", "train.save_steps=1",
+            f"train.output_dir={run_dir}"]
+    result = run_cli("--config", "configs/tiny_cpu.yaml", *[a for s in sets for a in ("--set", s)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = run_dir / "model"  # PEFT's own files: the adapter alone, on the base model it names
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in model.iterdir()}
+    assert not (model / "model.safetensors").exists()
+    assert json.loads((model / "adapter_config.json").read_text())["r"] == 8
+    with safe_open(model / "adapter_model.safetensors", "pt") as f:
+        assert f.keys() and all("lora_" in key for key in f.keys())
+    summary = json.loads((run_dir / "eval" / "summary.json").read_text())
+    assert summary["after"]["n"] == 8
+
+    # the saved adapter evaluates from its folder as the run did in memory (greedy: the same answers)
+    again = subprocess.run([sys.executable, "-m", "core.evaluate", str(run_dir)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == pytest.approx(summary["after"])
+
+    # Resume continues from the adapter's checkpoint
+    result = run_cli("--resume", str(run_dir), "--set", "train.num_train_steps=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "loss" in m and m["attempt"] == 2] == [3]

@@ -115,6 +115,24 @@ def _problems(cfg: RunConfig):
             _check_accelerate_config(cfg)
         except ConfigError as e:
             yield "launch.accelerate_config", str(e)
+    lora = cfg.peft
+    if lora.r < 0:
+        yield "peft.r", f"config key 'peft.r' has value {lora.r}, expected 0 (full fine-tuning) or a LoRA rank above 0"
+    if lora.r > 0:
+        if not lora.lora_alpha > 0:
+            yield "peft.lora_alpha", f"config key 'peft.lora_alpha' has value {lora.lora_alpha}, expected more than 0"
+        if not 0 <= lora.lora_dropout < 1:
+            yield "peft.lora_dropout", (f"config key 'peft.lora_dropout' has value {lora.lora_dropout}, expected a "
+                                        "fraction from 0 up to (not including) 1")
+        if lora.bias not in ("none", "all", "lora_only"):
+            yield "peft.bias", f"config key 'peft.bias' has value {lora.bias!r}, expected none, all or lora_only"
+        if not lora.target_modules or isinstance(lora.target_modules, list) and \
+                not all(isinstance(m, str) and m for m in lora.target_modules):
+            yield "peft.target_modules", (f"config key 'peft.target_modules' has value {lora.target_modules!r}, "
+                                          "expected all-linear or a list of module names such as [q_proj, v_proj]")
+        if cfg.eval.enabled and cfg.eval.backend == "vllm":
+            yield "eval.backend", ("eval.backend=vllm evaluates a model folder and a LoRA run (peft.r > 0) saves an "
+                                   "adapter: set eval.backend=hf, or peft.r=0")
     for tracker in cfg.runtime.report_to:
         if not isinstance(tracker, str) or tracker not in TRACKERS:
             yield "runtime.report_to", (f"config key 'runtime.report_to' names {tracker!r}, which is not a tracker "

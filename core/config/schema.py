@@ -65,6 +65,17 @@ class RuntimeConfig:
 
 
 @dataclass
+class PeftConfig:
+    r: int = _f(0, "LoRA rank: 0 trains every weight (full fine-tuning); more than 0 trains LoRA adapters of this "
+                   "rank and freezes the model's own weights (PEFT's LoraConfig, passed to TRL as peft_config).")
+    lora_alpha: int = _f(16, "LoRA scaling: the adapters' update is scaled by lora_alpha / r.")
+    lora_dropout: float = _f(0.0, "Dropout on the adapters' input during training.")
+    target_modules: str | list = _f("all-linear", "The layers that get adapters: module names (e.g. [q_proj, "
+                                                  "v_proj]) or all-linear (every linear layer but the output one).")
+    bias: str = _f("none", "Biases trained too: none, all or lora_only.")
+
+
+@dataclass
 class LaunchConfig:
     num_processes: int = _f(1, "Worker processes on each machine (one per GPU); more than 1 starts them with "
                                "torchrun.")
@@ -92,6 +103,7 @@ class RunConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     rewards: list = field(default_factory=lambda: [{"name": "gsm8k", "weight": 1.0}], metadata={
         "help": "Reward functions and weights: built-in names (gsm8k, gsm8k_lenient, format, length_penalty) "
@@ -108,7 +120,7 @@ class RunConfig:
 
 
 SECTIONS = {"train": TrainConfig, "dataset": DatasetConfig, "eval": EvalConfig, "runtime": RuntimeConfig,
-            "launch": LaunchConfig}
+            "peft": PeftConfig, "launch": LaunchConfig}
 
 ENV_KEYS = {
     "MODEL_NAME": "model_name",

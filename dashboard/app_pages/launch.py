@@ -26,7 +26,9 @@ FIELDS = {"run name": "Run name", "model_name": "Model", "num_generations": "K: 
           "dataset.n_train": "Training questions", "dataset.n_eval": "Eval questions", "train.seed": "Seed",
           "dataset.name": "Data", "dataset.path": "Local data path", "dataset.level": "Synthetic difficulty",
           "launch.num_processes": "Processes (GPUs)", "launch.accelerate_config": "Accelerate config",
-          "eval.backend": "Eval backend", "stop_at_final": "End at the Final line", "runtime.report_to": "Trackers"}
+          "eval.backend": "Eval backend", "stop_at_final": "End at the Final line", "runtime.report_to": "Trackers",
+          "peft.r": "LoRA rank r", "peft.lora_alpha": "lora_alpha", "peft.lora_dropout": "lora_dropout",
+          "peft.target_modules": "target_modules", "peft.bias": "bias"}
 
 ACCELERATE_CONFIGS = [str(p.relative_to(REPO)) for p in sorted((REPO / "configs" / "accelerate").glob("*.yaml"))]
 
@@ -108,6 +110,20 @@ with st.form("launch"):
     stop = field(c1, "stop_at_final", "toggle", "End at the Final line", base.stop_at_final, key=k + "stop",
                      help="Once a completion has written `Final: <number>` and a newline, it ends there "
                           "(sampling and eval; not with vLLM).")
+    with st.expander("LoRA: train adapters, not the whole model (PEFT)", expanded=base.peft.r > 0):
+        l1, l2, l3 = st.columns(3)
+        lora_r = field(l1, "peft.r", "number_input", "LoRA rank r (0: full fine-tuning)", value=base.peft.r,
+                       key=k + "lora_r", help="More than 0: the model's own weights stay frozen and adapters of "
+                       "this rank train (about 1% of the weights); a higher learning rate suits them (1e-4).")
+        lora_alpha = field(l2, "peft.lora_alpha", "number_input", "lora_alpha", value=base.peft.lora_alpha,
+                           key=k + "lora_alpha", help="The adapters' update is scaled by lora_alpha / r.")
+        lora_dropout = field(l3, "peft.lora_dropout", "number_input", "lora_dropout", value=base.peft.lora_dropout,
+                             key=k + "lora_dropout")
+        lora_targets = field(l1, "peft.target_modules", "text_input", "target_modules",
+                             format_value(base.peft.target_modules), key=k + "lora_targets",
+                             help="all-linear, or a list of layer names such as [q_proj, v_proj].")
+        lora_bias = field(l2, "peft.bias", "selectbox", "bias", ["none", "all", "lora_only"],
+                          index=["none", "all", "lora_only"].index(base.peft.bias), key=k + "lora_bias")
     advanced = {}  # GRPOConfig field -> the form's value (text from text boxes, else the value itself)
     with st.expander("Advanced: every GRPOConfig option (TRL's help text on each)"):
         for tab, (group, group_fields) in zip(st.tabs(list(groups)), groups.items()):
@@ -143,13 +159,18 @@ wanted = {"model_name": model, "num_generations": int(kgen), "max_new_tokens": i
           "dataset.level": level, "runtime.use_wandb": "wandb" in chosen,
           "runtime.report_to": [t for t in chosen if t != "wandb"], "eval.enabled": do_eval,
           "launch.num_processes": int(procs), "launch.accelerate_config": engine, "eval.backend": eval_backend,
-          "stop_at_final": stop}
+          "stop_at_final": stop, "peft.r": int(lora_r), "peft.lora_alpha": int(lora_alpha),
+          "peft.lora_dropout": float(lora_dropout), "peft.bias": lora_bias}
 # A button pressed, or the one pressed before the rerun that cleared the problems shown under the fields
 pressed = "go" if go else "save" if save else "check" if check else None
 pending = st.session_state.pop(k + "pending", None)  # (action, settings) left by the rerun that redrew the form
 action = pressed or (pending[0] if pending else None)
 if action:
     found = {}  # config key -> what is wrong with it: every problem at once
+    try:
+        wanted["peft.target_modules"] = parse_setting("peft.target_modules", lora_targets)
+    except (ConfigError, ValueError) as e:
+        found["peft.target_modules"] = str(e)
     for field_name, value in advanced.items():  # text from a text box, as the field's type
         text_box = isinstance(value, str) and choices(f"grpo.{field_name}") is None
         try:
