@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from core.config import ENV_KEYS, RunConfig, grpo_default, grpo_field_types
+from core import trl_runs
 from core.errors import ConfigError
 from core.rundir import (NUMBER, STATES, STATUS_TYPES, config_path, eval_summary_path, latest_checkpoint, lock_path,
                          log_path, metrics_path, status_path)
@@ -143,7 +144,10 @@ def is_locked(run_dir: str | Path, wait: float = 0.0) -> bool:
 
 
 def _ensure_not_live(run_dir: Path, action: str) -> None:
-    """ValueError unless the run is over: its state is final and no trainer holds its folder."""
+    """ValueError unless the run is over: its state is final and no trainer holds its folder; and
+    never for a plain TRL run, which this dashboard only reads."""
+    if trl_runs.is_trl_run(run_dir):
+        raise ValueError(f"run '{run_dir.name}' is {trl_runs.READ_ONLY}")
     if effective_state(read_status(run_dir)) in LIVE_STATES or is_locked(run_dir, wait=10):
         raise ValueError(f"run '{run_dir.name}' is still running{action}")
 
@@ -240,7 +244,10 @@ def _whole_number(value) -> int | None:
 
 def run_info(run_dir: Path) -> dict:
     """One row of the runs table. A run whose status.json or run.yaml cannot be trusted is
-    `unreadable`, and `problem` names the file and why (a damaged eval summary only hides its evals)."""
+    `unreadable`, and `problem` names the file and why (a damaged eval summary only hides its evals).
+    A plain TRL run (core/trl_runs.py) has `read_only` set: why it cannot be stopped or resumed here."""
+    if trl_runs.is_trl_run(run_dir):
+        return trl_run_info(run_dir)
     status, status_bad = checked_status(run_dir)
     config = read_config(run_dir)
     config_bad = "run.yaml is not a mapping of settings" if config_path(run_dir).exists() and not config else \
@@ -263,6 +270,21 @@ def run_info(run_dir: Path) -> dict:
     }
 
 
+def trl_run_info(run_dir: Path) -> dict:
+    """The runs table's row of a plain TRL run: what its files tell (no eval, no settings of ours)."""
+    status = trl_runs.status(run_dir)
+    history = trl_runs.metric_records(run_dir)
+    rewards = [m["reward"] for m in history if "reward" in m]
+    started, end = status["started_at"], status["ended_at"] or time.time()
+    return {
+        "name": run_dir.name, "model": trl_runs.model_name(run_dir), "state": status["state"],
+        "step": status["global_step"], "num_train_steps": status["max_steps"], "reward": rewards[-1] if rewards else None,
+        "eval_before": None, "eval_after": None, "evals": {}, "started": started,
+        "duration": end - started if started else None, "error": None, "problem": None, "path": str(run_dir),
+        "phase": None, "phase_done": None, "phase_total": None, "read_only": status["read_only"],
+    }
+
+
 def read_config(run_dir: Path) -> dict:
     """The run's run.yaml as a plain mapping; {} when it is missing, unreadable or not a mapping."""
     try:
@@ -273,12 +295,13 @@ def read_config(run_dir: Path) -> dict:
 
 
 def list_runs(root: str | Path) -> list[dict]:
-    """Every run under `root` (a folder with run.yaml or status.json), newest first."""
+    """Every run under `root` (a folder with run.yaml or status.json, or a plain TRL run's), newest first."""
     root = Path(root)
     if not root.is_dir():
         return []
     runs = [run_info(p) for p in root.iterdir()  # a symlink is not listed: it could lead anywhere
-            if p.is_dir() and not p.is_symlink() and (config_path(p).exists() or status_path(p).exists())]
+            if p.is_dir() and not p.is_symlink() and (config_path(p).exists() or status_path(p).exists()
+                                                      or trl_runs.is_trl_run(p))]
     return sorted(runs, key=lambda r: r["started"] or 0, reverse=True)
 
 

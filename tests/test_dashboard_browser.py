@@ -255,3 +255,39 @@ def test_a_live_run_shows_new_steps_as_they_arrive(server):
             page.screenshot(path=str(ARTIFACTS / "runs_live.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_a_trl_run_opens_read_only_in_a_real_browser(server, tiny_model_dir):
+    # a folder TRL's own GRPOTrainer wrote: listed, its metrics drawn, a clicked rollout opened, no controls
+    from core.store import RunStore
+    from tests.test_trl_runs import trl_run
+
+    url, runs = server
+    trl_run(tiny_model_dir, runs / "trl_plain", [f"{a} + {a + 2} =" for a in range(1, 9)], 3, "steps")
+    store = RunStore(runs / "trl_plain")
+    store.refresh()
+    second = store.rollouts_page(limit=2)[0].iloc[1]  # the table's second row, newest first
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.set_default_timeout(60_000)
+        try:
+            page.goto(f"{url}/runs?run=trl_plain")
+            page.get_by_text("trl_plain is a TRL run: this dashboard did not start it").wait_for()
+            page.get_by_text("Mean reward (TRL's reward)").first.wait_for()
+            assert page.get_by_role("button", name="Stop").count() == 0
+            assert page.get_by_role("button", name="Delete").count() == 0
+            page.screenshot(path=str(ARTIFACTS / "trl_run.png"), full_page=True)
+            page.goto(f"{url}/rollouts?run=trl_plain")
+            page.locator('[data-testid="stDataFrame"]').first.wait_for()
+            page.wait_for_timeout(1000)
+            click_row(page, 1)
+            page.get_by_text(f"Prompt {second['prompt_id']} · step {second['step']} · sample {second['sample']}",
+                             exact=True).wait_for(timeout=20_000)
+            page.get_by_text("The advantage TRL logged for each sample").wait_for()
+            page.screenshot(path=str(ARTIFACTS / "trl_rollout.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (runs / "trl_plain" / "trainer_state.json").is_file()  # nothing of it touched

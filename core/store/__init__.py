@@ -8,7 +8,7 @@ search.py (the text search, its matches kept), queries.py (each named query besi
     df, total = store.rollouts_page(step_min=10, search="Final: 42", limit=50)
 
 Tables: `rollouts` (the rollout record, core.rundir.ROLLOUT_FIELDS, plus `file` and `degenerate`:
-ingest.INSERT_ROLLOUTS), `metrics` (long: step, time, name, value), `eval` (the eval record,
+ingest.INSERT_ROLLOUTS; for a plain TRL run, TRL's `advantage`), `metrics` (long: step, time, name, value), `eval` (the eval record,
 core.rundir.EVAL_FIELDS, plus `phase`). Each store holds its own in-memory DuckDB connection;
 queries run on a cursor per call, so threads may share a store.
 
@@ -48,6 +48,8 @@ class RunStore(Ingestion, Search, Queries):
         self._tails: dict[Path, Tail] = {}
         self._file_ids: dict[str, int] = {}
         self._attempts: set[int] = set()  # the attempts (core.train starts) among the rollouts read
+        self._trl_files: dict[Path, tuple] = {}  # a plain TRL run's completion files read: their size and time then
+        self._trl_state = None  # ... and its trainer_state.json's path, size and time (core/trl_runs.py)
         self._searches: dict[str, tuple[str, int, bool]] = {}  # search's regex → tables, last rowid searched, misses?
         self._searches_made = 0
         self._lock = threading.Lock()

@@ -17,6 +17,8 @@ from core.rundir import (EVAL, EVAL_FIELDS, ROLLOUT_FIELDS, ROLLOUTS, eval_files
                          rollout_files)
 from core.runs import read_status
 from core.tail import Tail, parse_lines
+from core.trl_runs import completion_files, is_trl_run, metric_records, rollout_records, trainer_state_path
+from core.trl_runs import status as trl_status
 
 SQL_TYPES = {int: "BIGINT", float: "DOUBLE", str: "VARCHAR", bool: "BOOLEAN", dict[str, float]: "MAP(VARCHAR, DOUBLE)"}
 ROLLOUT_COLUMNS = {name: SQL_TYPES[tp] for name, tp in ROLLOUT_FIELDS.items()}
@@ -24,7 +26,7 @@ EVAL_COLUMNS = {name: SQL_TYPES[tp] for name, tp in EVAL_FIELDS.items()}
 
 SCHEMA = f"""
 CREATE TABLE rollouts ({", ".join(f'"{k}" {v}' for k, v in ROLLOUT_COLUMNS.items())}, file INTEGER,
-                       degenerate BOOLEAN);
+                       degenerate BOOLEAN, advantage DOUBLE);
 CREATE TABLE metrics (step BIGINT, time DOUBLE, name VARCHAR, value DOUBLE, attempt BIGINT);
 CREATE TABLE eval (phase VARCHAR, {", ".join(f'"{k}" {v}' for k, v in EVAL_COLUMNS.items())});
 """
@@ -66,9 +68,11 @@ DEGENERATE = """(prediction IS NOT NULL AND starts_with(ltrim(completion), 'Fina
 # How rollout records (from READ_JSON, or `new_rows` decoded line by line) become rows. The prompt
 # text (hundreds of characters, the same for all K samples of a group) is kept on sample 0 only: a
 # third less memory for a large run; PROMPT_TEXT looks it up. `file` numbers the file the row came
-# from (RunStore._file_id); `degenerate` is DEGENERATE.
+# from (RunStore._file_id); `degenerate` is DEGENERATE; `advantage` is TRL's own, given only for a
+# plain TRL run (core/trl_runs.py: this project's runs compute it, core/advantage.py).
 INSERT_ROLLOUTS = f"""
-INSERT INTO rollouts SELECT * REPLACE (CASE WHEN sample = 0 THEN prompt END AS prompt), {DEGENERATE}
+INSERT INTO rollouts BY NAME SELECT * REPLACE (CASE WHEN sample = 0 THEN prompt END AS prompt),
+       {DEGENERATE} AS degenerate
 FROM ({{rows}})
 """
 DROP_UNKEYED = "DELETE FROM rollouts WHERE rowid > $after AND prompt_id IS NULL"  # among the rows just read
@@ -109,6 +113,8 @@ class Ingestion:
         `rollouts`, only the small files (metrics, evals, status): what the Runs page shows, at once,
         however large the run (the rollouts are read when a page first needs them)."""
         with self._lock:
+            if is_trl_run(self.run_dir):
+                return self._refresh_trl(rollouts)
             before, after = self.con.execute(SIZE).fetchall()[0]
             followed = [path for path in self._tails if path.parent.name == ROLLOUTS]
             rollouts_now = rollout_files(self.run_dir) if rollouts else followed
@@ -211,25 +217,58 @@ class Ingestion:
         """Slow, exact path: decode each line in Python, skip and count the bad ones; returns the rows added."""
         records, bad = parse_lines(data)
         self.skipped += bad
-        rows = {name: [] for name in ROLLOUT_FIELDS}
+        rows = []
         for record in records:
             try:
                 if record.get("prompt_id") is None:
                     raise ValueError("not a rollout record")
-                values = {name: _column_value(record.get(name), tp) for name, tp in ROLLOUT_FIELDS.items()}
+                rows.append({name: _column_value(record.get(name), tp) for name, tp in ROLLOUT_FIELDS.items()})
             except ValueError:
                 self.skipped += 1
-                continue
-            for name, value in values.items():
-                rows[name].append(value)
+        return self._insert_rollouts(rows, key)
+
+    def _insert_rollouts(self, records: list[dict], key: str) -> int:
+        """Insert rollout records whose values fit their columns, from file `key`; returns the rows added."""
         types = {"BIGINT": pa.int64(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(), "VARCHAR": pa.string(),
                  "MAP(VARCHAR, DOUBLE)": pa.map_(pa.string(), pa.float64())}
-        schema = pa.schema([*((k, types[v]) for k, v in ROLLOUT_COLUMNS.items()), ("file", pa.int32())])
-        rows["file"] = [self._file_id(key)] * len(rows["step"])
+        columns = {**ROLLOUT_COLUMNS, **({"advantage": "DOUBLE"} if records and "advantage" in records[0] else {})}
+        rows = {name: [r[name] for r in records] for name in columns}
+        rows["file"] = [self._file_id(key)] * len(records)
+        schema = pa.schema([*((k, types[v]) for k, v in columns.items()), ("file", pa.int32())])
         self.con.register("new_rows", pa.table(rows, schema=schema))
         added = self.con.execute(INSERT_ROLLOUTS.format(rows="SELECT * FROM new_rows")).fetchall()[0][0]
         self.con.unregister("new_rows")
         return added
+
+    def _refresh_trl(self, rollouts: bool) -> int:
+        """A plain TRL run (core/trl_runs.py): each completions parquet file once, and again when it is
+        written anew (one still being written is read at the next refresh); the metrics of its newest
+        trainer_state.json whenever that changes. Returns the number of new rollouts."""
+        before = self.count()
+        if rollouts:
+            files = completion_files(self.run_dir)
+            for path in set(self._trl_files) - set(files):  # a file that went away takes its rows with it
+                self.con.execute(DROP_FILE, {"file": self._file_id(str(path))})
+                del self._trl_files[path]
+            for path in files:
+                try:
+                    seen = (path.stat().st_size, path.stat().st_mtime_ns)
+                    if self._trl_files.get(path) == seen:
+                        continue
+                    records = rollout_records(path)
+                except (OSError, ValueError):
+                    continue
+                self.con.execute(DROP_FILE, {"file": self._file_id(str(path))})
+                self._insert_rollouts(records, str(path))
+                self._trl_files[path] = seen
+        state = trainer_state_path(self.run_dir)
+        seen = (state, state.stat().st_size, state.stat().st_mtime_ns) if state else None
+        if seen != self._trl_state:
+            self.con.execute(DROP_METRICS)
+            self._insert("metrics", [row for record in metric_records(self.run_dir) for row in self._metric_rows(record)])
+            self._trl_state = seen
+        self.status = trl_status(self.run_dir)
+        return self.count() - before
 
     def _file_id(self, path: str) -> int:
         """The number that stands for file `path` in the rollouts' `file` column (a path on every row

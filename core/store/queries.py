@@ -178,6 +178,18 @@ ORDER BY prompt_id, visit
         """Each prompt's accuracy at its 1st, 2nd, ... sampled step (visit), with that step."""
         return self._query(self.PROMPT_VISITS, {"prompt_ids": list(prompt_ids)})
 
+    PROMPT_REWARDS = """
+SELECT prompt_id, any_value(question) FILTER (WHERE sample = 0) AS question, count(DISTINCT step) AS steps,
+       count(*) AS n, avg(reward) AS mean_reward, arg_min(reward, step) AS first_reward,
+       arg_max(reward, step) AS last_reward, min(step) AS first_step, max(step) AS last_step
+FROM rollouts GROUP BY prompt_id ORDER BY n DESC, prompt_id LIMIT $limit
+"""
+
+    def prompt_rewards(self, limit: int = 500):
+        """Each prompt's samples and mean reward, the most sampled first (a run without correctness:
+        a plain TRL run's)."""
+        return self._query(self.PROMPT_REWARDS, {"limit": limit})
+
     QUESTIONS = """
 SELECT prompt_id, any_value(question) AS question FROM rollouts
 WHERE sample = 0 AND list_contains($prompt_ids, prompt_id) GROUP BY prompt_id
@@ -222,15 +234,25 @@ SELECT * FROM summary WHERE n >= $min_samples
     # advantage (core.advantage) compares each sample with its group and, for some settings, the batch.
     STEP_GROUPS = """
 SELECT prompt_id, sample, rank, reward, rewards, map_keys(rewards) AS names, map_values(rewards) AS reward_values,
-       correct, prediction, ground_truth, completion, completion_tokens, question
+       correct, prediction, ground_truth, completion, completion_tokens, question, advantage AS trl_advantage
 FROM rollouts WHERE step = $step ORDER BY prompt_id, sample, rank
 """
 
     def group(self, prompt_id: str, step: int, settings: dict | None = None):
         """All K samples of one prompt at one step, with the advantage TRL gave each one under the
-        run's `settings` (core.advantage.run_settings; TRL's defaults when None)."""
+        run's `settings` (core.advantage.run_settings; TRL's defaults when None); for a plain TRL run,
+        the advantages TRL logged."""
         settings = settings or run_settings({})
         batch = self._query(self.STEP_GROUPS, {"step": step})
+        logged = len(batch) and batch["trl_advantage"].notna().all()
+        batch["advantage"] = batch["trl_advantage"] if logged else self._advantages(batch, settings)
+        rows = batch[batch["prompt_id"] == prompt_id].reset_index(drop=True)
+        return rows[["sample", "rank", "reward", "rewards", "advantage", "correct", "prediction", "ground_truth",
+                     "completion", "completion_tokens", "question"]]
+
+    @staticmethod
+    def _advantages(batch, settings: dict) -> list[float]:
+        """core.advantage's advantage of each row of a step's batch (STEP_GROUPS), in the rows' order."""
         by_function = settings["aggregation"] == "normalize_then_sum"  # then each function's value counts
         groups: dict[str, list[list[float | None]]] = {}
         for row in batch.itertuples():
@@ -242,10 +264,7 @@ FROM rollouts WHERE step = $step ORDER BY prompt_id, sample, rank
             groups.setdefault(row.prompt_id, []).append([None if v is None or v != v else float(v) for v in sample])
         weights = list(settings["weights"].values()) if by_function else None
         computed = advantages(list(groups.values()), weights, settings["scale_rewards"], settings["aggregation"])
-        batch["advantage"] = [a for group in computed for a in group]  # batch's rows are in the groups' order
-        rows = batch[batch["prompt_id"] == prompt_id].reset_index(drop=True)
-        return rows[["sample", "rank", "reward", "rewards", "advantage", "correct", "prediction", "ground_truth",
-                     "completion", "completion_tokens", "question"]]
+        return [a for group in computed for a in group]  # batch's rows are in the groups' order
 
     STEP_SIZE = """SELECT count(*) AS samples, coalesce(sum(completion_tokens), 0) AS tokens,
 coalesce(stddev_samp(reward), 0) AS batch_std FROM rollouts WHERE step = $step"""

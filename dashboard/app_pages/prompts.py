@@ -30,6 +30,16 @@ def view():
     if store.count() == 0:
         st.info("This run has no rollouts yet.")
         return
+    if run.get("read_only"):  # a plain TRL run: no correctness, so no accuracy per prompt
+        st.caption("A TRL run records no correctness, which the accuracy curves, the heatmap and the leaderboards "
+                   "need: here is each prompt's mean reward. Click a row to read its rollouts.")
+        rows = store.prompt_rewards()
+        event = st.dataframe(rows, hide_index=True, on_select="rerun", selection_mode="single-row", key="trl_prompts",
+                             column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                            for c in ("mean_reward", "first_reward", "last_reward")})
+        if event.selection.rows:
+            open_rollouts(rows.iloc[event.selection.rows[0]]["prompt_id"])
+        return
     min_samples = st.number_input("Minimum sampled completions per prompt", min_value=1, value=1, key="min_samples",
                                   help="Leave out prompts seen too rarely for their accuracy to mean much.")
     everyone = store.leaderboard("most_changed", limit=10_000, min_samples=min_samples)

@@ -34,6 +34,13 @@ def charts():
         go.Scatter(x=agg["step"], y=agg["mean_reward"], mode="lines+markers", name="mean reward")])
     fig.update_layout(title="Mean reward ± std (all sampled completions)", xaxis_title="step")
     c1.plotly_chart(fig, key="reward")
+    if run.get("read_only"):  # a plain TRL run: rewards only
+        c2.caption("A TRL run records no parsed answer or correctness: the categories (malformed, wrong, correct), "
+                   "the format rate and the accuracy need them. The histogram shows its rewards.")
+        hist = store.reward_histogram(step_min, step_max)
+        c2.plotly_chart(px.bar(hist, x="reward", y="n", title=f"Reward histogram, steps {first}–{last}",
+                               labels={"n": "completions"}), key="hist")
+        return
     long = store.categories_per_step().melt(id_vars="step", var_name="category", value_name="completions")
     c2.plotly_chart(px.bar(long, x="step", y="completions", color="category", title="Reward categories per step",
                            color_discrete_map=CATEGORY_COLORS, category_orders={"category": list(CATEGORY_COLORS)}),

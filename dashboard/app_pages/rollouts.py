@@ -18,6 +18,11 @@ if run is None:
     st.stop()
 store = store_for(run["name"])
 params = st.query_params
+trl = bool(run.get("read_only"))  # a plain TRL run: no ground truth, correctness, rank or token counts
+if trl:
+    st.caption("A TRL run: its completions table holds no ground truth, parsed answer, correctness, rank or token "
+               "count, so those columns are empty; the reward is the sum of its reward columns (the weights are not in its "
+               "files) and the advantage is TRL's own.")
 if st.session_state.get("rollouts_of") != run["name"]:  # another run: what was open or drawn was the other's
     st.session_state["rollouts_of"] = run["name"]
     for key in ("focus", "drawn_rows"):
@@ -40,8 +45,10 @@ with st.container(border=True):
     with c1:  # a window left at the run's edges follows the run: new steps show up as they arrive
         step_min, step_max = step_window("Steps", lo, hi, key="steps")
     rewards = [r for r in store.reward_histogram()["reward"]]
-    chosen = c2.multiselect("Reward", rewards, format_func=lambda r: CATEGORY.get(r, f"{r:g}"), key="rewards")
-    correct = c3.selectbox("Correct", ["any", "yes", "no"], key="correct")
+    labels = {} if trl else CATEGORY
+    chosen = c2.multiselect("Reward", rewards, format_func=lambda r: labels.get(r, f"{r:g}"), key="rewards")
+    correct = c3.selectbox("Correct", ["any", "yes", "no"], key="correct", disabled=trl,
+                           help="Not recorded for a TRL run." if trl else None)
     ranks = store.ranks()
     rank = c4.selectbox("Rank", ["any", *ranks], key="rank") if len(ranks) > 1 else "any"
     c5, c6, c7 = st.columns([2, 3, 1])
@@ -147,15 +154,16 @@ breakdown = " + ".join(f"{name} {value:g}" for name, value in parts.items())
 m1.metric("Reward", f"{rollout['reward']:g}", help=f"{breakdown} (before weights)" if parts else None)
 m2.metric("Prediction", rollout["prediction"] or "—")
 m3.metric("Ground truth", rollout["ground_truth"] or "—")
-m4.metric("Completion tokens", rollout["completion_tokens"])
+m4.metric("Completion tokens", "—" if rollout["completion_tokens"] is None else rollout["completion_tokens"])
 st.caption("Question")
 st.text(rollout["question"])
 with st.expander("Full prompt (as the model saw it)"):
     st.code(rollout["prompt"], language=None, wrap_lines=True)
 show_completion(rollout["completion"])
 
-if st.toggle("What training did to each token", key="token_view",
-             help="Each token's log-probability under the starting model and under the trained one (or a checkpoint)"):
+if not trl and st.toggle("What training did to each token", key="token_view",
+                         help="Each token's log-probability under the starting model and under the trained one "
+                              "(or a checkpoint)"):
     try:
         models = model_choices(store.run_dir)
     except ConfigError as e:  # a run.yaml that cannot be read: said, and the rest of the page still drawn
@@ -192,7 +200,8 @@ if st.toggle("What training did to each token", key="token_view",
 st.subheader("Its group: all samples of this prompt at this step")
 settings = run_settings(read_config(store.run_dir))
 group = store.group(prompt_id, step, settings)
-st.caption(f"The advantage TRL computed for this run's settings, {formula(settings)}: "
+st.caption(("The advantage TRL logged for each sample (its completions table): " if trl else
+            f"The advantage TRL computed for this run's settings, {formula(settings)}: ") +
            "GRPO pushes every token of a sample by it (more likely when positive, less when negative).")
 for start in range(0, len(group), 4):
     cols = st.columns(4)
@@ -205,6 +214,10 @@ for start in range(0, len(group), 4):
 
 
 with st.expander("One GRPO step, worked through: from this group's rewards to the weight on each token"):
+    if trl:
+        st.info("A TRL run keeps its settings in training_args.bin, a pickle this dashboard does not load (it could "
+                "run code), and no token counts: the worked step needs both. The advantages above are TRL's own.")
+        st.stop()
     if settings["loss_type"] not in LOSS_SPREADS:
         st.info(f"This run's loss_type, {settings['loss_type']}, weighs tokens in a way this view does not show.")
         st.stop()

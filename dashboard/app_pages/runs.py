@@ -55,35 +55,43 @@ def acted(message: str) -> None:
     st.rerun()
 
 
-b1, b2, b3, b4 = st.columns([1, 1, 2, 3])
-if b1.button("Stop", icon=":material/stop_circle:", disabled=not is_live(run),
-             help="During training: ends after the current step and saves a checkpoint to resume from. "
-                  "While loading or evaluating: ends at once."):
-    st.toast(f"Stopping {name}…" if stop(path) else "The run is not running.")
-resumable = not is_live(run) and bool(checkpoints(path))
-with b4.popover("Resume", icon=":material/play_circle:", disabled=not resumable, key=f"resume_{actions}"):
-    target = run["num_train_steps"] or 0
-    until = st.number_input("Train until step", 1, 10_000_000, target + 20 if run["state"] == "finished" else target)
-    if st.button("Resume from the latest checkpoint", type="primary"):
-        try:
-            resume(path, REPO, num_train_steps=int(until))
-        except (ValueError, ConfigError) as e:
-            st.error(str(e))
-        else:
-            acted(f"Resumed {name} from {checkpoints(path)[-1].name}, to step {int(until)}.")
-if b3.button("Launch again with these settings", icon=":material/replay:"):
-    st.switch_page("app_pages/launch.py", query_params={"from_run": name})
-with b2.popover("Delete", icon=":material/delete:", disabled=is_live(run), key=f"delete_{actions}"):
-    st.write(f"Delete **{name}** and all its files?")
-    if st.button("Yes, delete it", type="primary"):
-        try:
-            delete(path, runs_root())
-        except ValueError as e:
-            st.error(str(e))
-        else:
-            st.session_state.pop("selected_run", None)
-            st.query_params.clear()
-            acted(f"Deleted {name}.")
+def controls():
+    """Stop, Resume, Launch again, Delete; none for a run this dashboard only reads."""
+    b1, b2, b3, b4 = st.columns([1, 1, 2, 3])
+    if b1.button("Stop", icon=":material/stop_circle:", disabled=not is_live(run),
+                 help="During training: ends after the current step and saves a checkpoint to resume from. "
+                      "While loading or evaluating: ends at once."):
+        st.toast(f"Stopping {name}…" if stop(path) else "The run is not running.")
+    resumable = not is_live(run) and bool(checkpoints(path))
+    with b4.popover("Resume", icon=":material/play_circle:", disabled=not resumable, key=f"resume_{actions}"):
+        target = run["num_train_steps"] or 0
+        until = st.number_input("Train until step", 1, 10_000_000, target + 20 if run["state"] == "finished" else target)
+        if st.button("Resume from the latest checkpoint", type="primary"):
+            try:
+                resume(path, REPO, num_train_steps=int(until))
+            except (ValueError, ConfigError) as e:
+                st.error(str(e))
+            else:
+                acted(f"Resumed {name} from {checkpoints(path)[-1].name}, to step {int(until)}.")
+    if b3.button("Launch again with these settings", icon=":material/replay:"):
+        st.switch_page("app_pages/launch.py", query_params={"from_run": name})
+    with b2.popover("Delete", icon=":material/delete:", disabled=is_live(run), key=f"delete_{actions}"):
+        st.write(f"Delete **{name}** and all its files?")
+        if st.button("Yes, delete it", type="primary"):
+            try:
+                delete(path, runs_root())
+            except ValueError as e:
+                st.error(str(e))
+            else:
+                st.session_state.pop("selected_run", None)
+                st.query_params.clear()
+                acted(f"Deleted {name}.")
+
+
+if run.get("read_only"):
+    st.info(f"{name} is {run['read_only']}.")
+else:
+    controls()
 
 
 def metric_chart(series: dict[str, pd.DataFrame], names: list[str], title: str, smoothing: float, x: str):
@@ -189,8 +197,9 @@ def other_charts():
         st.caption(f"TRL's other metrics, redrawn every {OTHER_SECONDS} s while the run trains "
                    f"(the charts above: every {CHART_SECONDS} s).")
     draw_charts(store_for(name, rollouts=small_rollouts(path)), OTHER_CHARTS)
-    with st.expander("train.log (last lines)", expanded=run["state"] in ("failed", "crashed")):
-        st.code(log_tail(path) or "(empty)", language=None)
+    if not run.get("read_only"):  # a TRL run's output went where it was started
+        with st.expander("train.log (last lines)", expanded=run["state"] in ("failed", "crashed")):
+            st.code(log_tail(path) or "(empty)", language=None)
 
 
 live_status()

@@ -1,0 +1,159 @@
+"""Plain TRL runs (core/trl_runs.py): a real GRPOTrainer run with log_completions=True, made by TRL's
+own trainer (not core.train), listed, read into the store and opened read-only."""
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from core.runs import delete, list_runs, resume
+from core.store import RunStore
+from core.trl_runs import as_text, completion_files, is_trl_run
+
+pytestmark = pytest.mark.slow
+
+
+def ends_in_3(completions, **kwargs):  # two reward functions: a column each in TRL's table
+    return [float(str(c).rstrip().endswith("3")) for c in completions]
+
+
+def length_score(completions, **kwargs):
+    return [len(str(c)) % 5 / 4 for c in completions]
+
+
+def trl_run(model_dir, out, prompts, steps: int, save_strategy: str) -> None:
+    """TRL's GRPOTrainer as a TRL user runs it, with log_completions=True."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    args = GRPOConfig(output_dir=str(out), max_steps=steps, per_device_train_batch_size=8, num_generations=4,
+                      max_completion_length=12, learning_rate=1e-4, logging_steps=1, report_to="none",
+                      save_strategy=save_strategy, save_steps=2, log_completions=True, seed=1, bf16=False,
+                      reward_weights=[1.0, 0.5],  # not in TRL's files: its advantages, not ours, must show
+                      use_cpu=True)
+    trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir),
+                          processing_class=AutoTokenizer.from_pretrained(model_dir),
+                          reward_funcs=[ends_in_3, length_score], args=args,
+                          train_dataset=Dataset.from_dict({"prompt": prompts}))
+    trainer.train()
+    if save_strategy != "no":
+        trainer.save_state()  # trainer_state.json at the top, as TRL's scripts leave it
+
+
+@pytest.fixture(scope="module")
+def trl_runs(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("trl_root")
+    trl_run(tiny_model_dir, root / "trl_text", [f"{a} + {a + 2} =" for a in range(1, 9)], 3, "steps")
+    chats = [[{"role": "system", "content": "Add."}, {"role": "user", "content": f"What is {a} + 1?"}]
+             for a in range(1, 9)]
+    trl_run(tiny_model_dir, root / "trl_chat", chats, 2, "no")  # completions only: no trainer_state.json
+    return root
+
+
+def tables(folder) -> pd.DataFrame:
+    return pd.concat([pd.read_parquet(p) for p in completion_files(folder)], ignore_index=True)
+
+
+def test_a_trl_run_is_listed_read_only(trl_runs):
+    runs = {r["name"]: r for r in list_runs(trl_runs)}
+    assert set(runs) == {"trl_text", "trl_chat"}
+    text, chat = runs["trl_text"], runs["trl_chat"]
+    assert text["read_only"].startswith("a TRL run") and chat["read_only"]
+    assert (text["state"], text["step"], text["num_train_steps"]) == ("finished", 3, 3)
+    assert text["model"] and text["reward"] is not None and text["eval_before"] is None
+    assert chat["step"] == 2 and chat["num_train_steps"] is None  # no trainer_state.json: its steps from the files
+    for action in (lambda: delete(trl_runs / "trl_text", trl_runs), lambda: resume(trl_runs / "trl_text")):
+        with pytest.raises(ValueError, match="a TRL run: this dashboard did not start it"):
+            action()
+    assert (trl_runs / "trl_text" / "completions").is_dir()  # nothing deleted
+
+
+def test_every_rollout_and_metric_of_a_trl_run_arrives(trl_runs):
+    folder = trl_runs / "trl_text"
+    table = tables(folder)
+    store = RunStore(folder)
+    store.refresh()
+    assert store.count() == len(table) == 3 * 8 and store.skipped == 0
+    page, total = store.rollouts_page(order="oldest", limit=100)
+    assert total == len(table)
+    got = sorted((int(r.step), r.completion, round(float(r.reward), 6)) for r in page.itertuples())
+    want = sorted((int(r.step), r.completion, round(r.ends_in_3 + r.length_score, 6)) for r in table.itertuples())
+    assert got == want  # the reward: the sum of TRL's reward columns
+    first = page.iloc[0]
+    rollout = store.rollout(first["prompt_id"], int(first["step"]), int(first["sample"]))
+    assert set(rollout["rewards"]) == {"ends_in_3", "length_score"}
+    assert rollout["ground_truth"] is None and rollout["correct"] is None and rollout["rank"] is None
+    # each group: the step's samples of one prompt, with TRL's own advantages
+    for (step, prompt), rows in table.groupby(["step", "prompt"], sort=False):
+        group = store.group(page[page["question"] == prompt]["prompt_id"].iloc[0], int(step))
+        assert len(group) == 4 and list(group["sample"]) == [0, 1, 2, 3]
+        assert group["advantage"].tolist() == pytest.approx(rows["advantage"].tolist())
+    # the metrics: every entry of trainer_state.json's log_history
+    history = json.loads((folder / "trainer_state.json").read_text())["log_history"]
+    series = store.metric_series(["reward", "loss"])
+    for name in ("reward", "loss"):
+        logged = {h["step"]: h[name] for h in history if name in h}
+        assert dict(zip(*series[series["name"] == name][["step", "value"]].values.T)) == pytest.approx(logged)
+
+
+def test_conversations_read_as_their_messages(trl_runs):
+    folder = trl_runs / "trl_chat"
+    assert is_trl_run(folder) and not (folder / "trainer_state.json").exists()
+    table = tables(folder)
+    store = RunStore(folder)
+    store.refresh()
+    assert store.count() == len(table) == 2 * 8
+    page, _ = store.rollouts_page(limit=100)
+    assert set(page["question"]) <= {f"What is {a} + 1?" for a in range(1, 9)}
+    completions = {as_text(c)[0] for c in table["completion"]}  # the assistant's message, as text
+    assert set(page["completion"]) == completions and all(not c.startswith("[") for c in completions)
+    prompt = store.rollout(page.iloc[0]["prompt_id"], int(page.iloc[0]["step"]), 0)["prompt"]
+    assert prompt.startswith("system: Add.\n\nuser: What is")
+    assert store.metric_series(["reward"]).empty  # no trainer_state.json: no metrics, and no error
+
+
+def test_a_live_trl_run_is_followed_file_by_file(trl_runs, tmp_path):
+    source = completion_files(trl_runs / "trl_text")
+    folder = tmp_path / "live"
+    (folder / "completions").mkdir(parents=True)
+    store = RunStore(folder)
+    assert store.refresh() == 0
+    shutil.copy(source[0], folder / "completions" / source[0].name)
+    torn = folder / "completions" / source[1].name
+    torn.write_bytes(source[1].read_bytes()[: source[1].stat().st_size // 2])  # still being written
+    assert store.refresh() == 8 and store.count() == 8  # the torn file waits
+    torn.write_bytes(source[1].read_bytes())
+    shutil.copy(source[2], folder / "completions" / source[2].name)
+    assert store.refresh() == 16 and store.count() == 24 and store.step_range() == (1, 3)
+    assert store.refresh() == 0  # each file once
+    (folder / "completions" / source[2].name).unlink()  # a file that goes away takes its rows with it
+    store.refresh()
+    assert store.count() == 16 and store.status["state"] == "running"
+
+
+def test_the_pages_open_a_trl_run_read_only(trl_runs, monkeypatch):
+    from tests.test_dashboard import charts, open_page, texts
+
+    monkeypatch.setenv("RUNS_DIR", str(trl_runs))
+    at = open_page("runs", run="trl_text")
+    assert "trl_text is a TRL run: this dashboard did not start it" in texts(at)
+    assert not [b for b in at.button if b.label in ("Stop", "Yes, delete it", "Launch again with these settings")]
+    assert "Mean reward (TRL's reward)" in charts(at)
+    at = open_page("rollouts", run="trl_text")
+    assert "its completions table holds no ground truth" in texts(at)
+    assert at.selectbox(key="correct").disabled
+    page = at.dataframe[0].value
+    assert len(page) == 24 and page["ground_truth"].isna().all()
+    prompt_id, step = page.iloc[0]["prompt_id"], int(page.iloc[0]["step"])
+    at = open_page("rollouts", run="trl_text", prompt_id=prompt_id, step=str(step), sample="0")
+    assert "The advantage TRL logged for each sample" in texts(at) and not at.toggle
+    at = open_page("rewards", run="trl_text")
+    assert "records no parsed answer or correctness" in texts(at)
+    assert {"Mean reward ± std (all sampled completions)", "Reward histogram, steps 1–3"} <= set(charts(at))
+    at = open_page("prompts", run="trl_chat")
+    board = at.dataframe[0].value
+    assert len(board) == 4 and board["n"].sum() == 16  # 2 steps of 2 prompts x K=4 and board["question"].str.startswith("What is").all()
+    for page in ("eval", "compare", "home"):
+        open_page(page, run="trl_text")  # no exception
