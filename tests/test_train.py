@@ -399,6 +399,16 @@ def test_a_lora_run_saves_its_adapter_evaluates_and_resumes(tiny_model_dir, tmp_
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(again.stdout.strip().splitlines()[-1]) == pytest.approx(summary["after"])
 
+    # the token view loads the adapter on its base: the same tokens, log-probabilities that moved
+    last = json.loads((run_dir / "rollouts" / "rollouts.jsonl").read_text().splitlines()[-1])
+    view = subprocess.run([sys.executable, "-m", "core.tokens", str(run_dir), "--step", str(last["step"]),
+                           "--prompt-id", last["prompt_id"], "--sample", str(last["sample"]), "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert view.returncode == 0, view.stderr[-3000:]
+    tokens = json.loads(view.stdout)
+    assert "".join(t["token"] for t in tokens).startswith(last["completion"])
+    assert any(abs(t["logprob_after"] - t["logprob_before"]) > 1e-4 for t in tokens)
+
     # Resume continues from the adapter's checkpoint
     result = run_cli("--resume", str(run_dir), "--set", "train.num_train_steps=3")
     assert result.returncode == 0, result.stderr[-3000:]
