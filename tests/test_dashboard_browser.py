@@ -41,6 +41,13 @@ def newest_rollouts(run_dir: Path) -> list[dict]:
     return sorted(records, key=lambda r: (-r["step"], r["rank"], r["prompt_id"], r["sample"]))
 
 
+def chromium(p, *flags):
+    """Debian's Chromium, as this machine runs it (no sandbox, no GPU, nothing fetched in the background)."""
+    return p.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", *flags])
+
+
 def click_row(page, row: int, table: int = 0) -> None:
     """Click the selection checkbox of row `row` (0 = the first) of the page's table `table` (0 = the
     first): the grid is a canvas."""
@@ -82,9 +89,7 @@ def test_launch_watch_and_read_in_a_real_browser(server):
     url, runs = server
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = chromium(p)
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
         page.set_default_timeout(60_000)
         elsewhere = []  # requests to anywhere but this server: offline they fail (the tab icon once did)
@@ -194,9 +199,7 @@ def test_a_page_under_a_foreign_name_cannot_drive_the_dashboard(server):
     url, runs = server
     port = url.rsplit(":", 1)[1]
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--host-resolver-rules=MAP evil.example 127.0.0.1"])
+        browser = chromium(p, "--host-resolver-rules=MAP evil.example 127.0.0.1")
         page = browser.new_page()
         page.set_default_timeout(60_000)
         try:
@@ -221,9 +224,7 @@ def test_a_live_run_shows_new_steps_as_they_arrive(server):
     write_status(runs / "learning", state="running", pid=os.getpid(), pid_started=process_started(os.getpid()),
                  ended_at=None, global_step=8, max_steps=30)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = chromium(p)
         page = browser.new_page()
         page.set_default_timeout(60_000)
         try:
@@ -268,9 +269,7 @@ def test_a_trl_run_opens_read_only_in_a_real_browser(server, tiny_model_dir):
     store.refresh()
     second = store.rollouts_page(limit=2)[0].iloc[1]  # the table's second row, newest first
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = chromium(p)
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
         page.set_default_timeout(60_000)
         try:
