@@ -69,6 +69,12 @@ class Run:
     def max_tokens(self) -> int:
         return int(self.config.get("max_new_tokens") or 256)
 
+    @property
+    def limit(self) -> str:
+        """The completion length limit, in words: its value where the run's settings are known."""
+        return f"max_new_tokens ({self.max_tokens})" if "max_new_tokens" in self.config else \
+            "the completion length limit (max_completion_length)"
+
     def series(self, *names: str) -> pd.Series:
         """The first of `names` that the run has, per step: the rollouts' own figures (RunStore.doctor_steps)
         come first, TRL's metrics next; empty when it has none of them."""
@@ -115,10 +121,11 @@ def truncation(run: Run) -> Finding | None:
         return None
     return Finding(
         "truncation", "problem" if trend[1] >= 0.5 else "warning", trend[2],
-        f"{trend[1]:.0%} of the late completions hit max_new_tokens ({run.max_tokens}) and were cut off before "
+        f"{trend[1]:.0%} of the late completions hit {run.limit} and were cut off before "
         "a Final: line, so they score as malformed.",
-        {"late_truncated_share": round(trend[1], 3), "max_new_tokens": run.max_tokens},
-        f"raise max_new_tokens (e.g. max_new_tokens={run.max_tokens * 2}) or ask for shorter reasoning",
+        {"late_truncated_share": round(trend[1], 3), "max_new_tokens": run.config.get("max_new_tokens")},
+        f"raise max_new_tokens (e.g. max_new_tokens={run.max_tokens * 2}) or ask for shorter reasoning"
+        if "max_new_tokens" in run.config else "raise max_completion_length, or ask for shorter reasoning",
         run.store.examples("truncated", late_from(share), run.max_tokens) if len(run.steps) else [])
 
 
@@ -131,12 +138,13 @@ def no_signal(run: Run) -> Finding | None:
     if trend is None or trend[1] < NO_SIGNAL_SHARE:
         return None
     late = run.groups.loc[late_from(share):] if len(run.groups) else None
-    right = late is not None and late["all_right"].sum() > late["all_wrong"].sum()
-    malformed = late is not None and late["none_well_formed"].sum() > late["no_signal"].sum() / 2
+    judged = late is not None and "all_right" in late  # the rollouts say which answers were right
+    right = judged and late["all_right"].sum() > late["all_wrong"].sum()
+    malformed = judged and late["none_well_formed"].sum() > late["no_signal"].sum() / 2
     why = ("none well formed, with no Final: line: the format fails, not the difficulty" if malformed else
            "all right: the questions are too easy" if right else "all wrong: the questions are too hard")
     evidence = {"late_no_signal_share": round(trend[1], 3), "num_generations": run.config.get("num_generations")}
-    if late is not None:
+    if judged:
         evidence.update(late_all_right=int(late["all_right"].sum()), late_all_wrong=int(late["all_wrong"].sum()),
                         late_none_well_formed=int(late["none_well_formed"].sum()))
     if malformed:
@@ -145,11 +153,13 @@ def no_signal(run: Run) -> Finding | None:
                "reward (rewards=[{name: gsm8k, weight: 1.0}, {name: format, weight: 0.5}])")
     else:
         fix = ("use harder questions (dataset.level=3, or GSM8K)" if right else
-               "use easier questions (dataset.level=1) or a stronger model") + \
+               "use easier questions (dataset.level=1) or a stronger model" if judged else
+               "questions of a difficulty the model sometimes solves, rewards that tell completions apart") + \
             f", or more samples per prompt (num_generations={2 * int(run.config.get('num_generations') or 8)})"
     return Finding("no_signal", "problem" if trend[1] >= 0.9 else "warning", trend[2],
-                   f"In {trend[1]:.0%} of the late groups all K completions got the same reward (mostly {why}), "
-                   "so their advantages are 0 and those steps teach nothing.", evidence, fix,
+                   f"In {trend[1]:.0%} of the late groups all K completions got the same reward"
+                   + (f" (mostly {why})" if judged else "") + ", so their advantages are 0 and those steps teach "
+                   "nothing.", evidence, fix,
                    run.store.examples("no_signal", late_from(share)) if len(run.groups) else [])
 
 
@@ -215,7 +225,8 @@ def length_change(run: Run) -> Finding | None:
     if trend is None:
         return None
     early, late, steps = trend
-    if late >= LENGTH_NEAR_LIMIT * run.max_tokens and early <= LENGTH_WAS_BELOW * run.max_tokens:
+    known = "max_new_tokens" in run.config  # a plain TRL run's limit is not known here
+    if known and late >= LENGTH_NEAR_LIMIT * run.max_tokens and early <= LENGTH_WAS_BELOW * run.max_tokens:
         return Finding(
             "length_explosion", "problem", steps,
             f"Completions grew from {early:.0f} to {late:.0f} tokens on average, up to the limit of "
@@ -312,6 +323,10 @@ def load(store: RunStore, config: dict) -> Run:
     steps = store.doctor_steps(int(config.get("max_new_tokens") or 256)).set_index("step") if store.count() \
         else pd.DataFrame()
     groups = store.group_signal().set_index("step") if store.count() else pd.DataFrame()
+    if store.status.get("read_only"):  # a plain TRL run records no parsed answer or correctness (core/trl_runs.py)
+        steps = steps.drop(columns=["format_rate", "accuracy"], errors="ignore")
+        groups = groups.drop(columns=["all_right", "all_wrong", "none_well_formed"], errors="ignore")
+    steps = steps.dropna(axis=1, how="all")  # a figure the rollouts lack (token counts): TRL's metric instead
     return Run(store, config, metrics, steps, groups, store.eval_summary().set_index("phase"))
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from core.config import ENV_KEYS, RunConfig, grpo_default, grpo_field_types
 from core import trl_runs
+from core.config import ENV_KEYS, RunConfig, grpo_default, grpo_field_types
 from core.errors import ConfigError
 from core.rundir import (NUMBER, STATES, STATUS_TYPES, config_path, eval_summary_path, latest_checkpoint, lock_path,
                          log_path, metrics_path, status_path)
@@ -271,18 +271,22 @@ def run_info(run_dir: Path) -> dict:
 
 
 def trl_run_info(run_dir: Path) -> dict:
-    """The runs table's row of a plain TRL run: what its files tell (no eval, no settings of ours)."""
-    status = trl_runs.status(run_dir)
-    history = trl_runs.metric_records(run_dir)
-    rewards = [m["reward"] for m in history if "reward" in m]
-    started, end = status["started_at"], status["ended_at"] or time.time()
-    return {
-        "name": run_dir.name, "model": trl_runs.model_name(run_dir), "state": status["state"],
-        "step": status["global_step"], "num_train_steps": status["max_steps"], "reward": rewards[-1] if rewards else None,
-        "eval_before": None, "eval_after": None, "evals": {}, "started": started,
-        "duration": end - started if started else None, "error": None, "problem": None, "path": str(run_dir),
-        "phase": None, "phase_done": None, "phase_total": None, "read_only": status["read_only"],
-    }
+    """The runs table's row of a plain TRL run: what its files tell (no eval, no settings of ours); a
+    folder that cannot be read is `unreadable`, with the reason, never an error."""
+    row = {"name": run_dir.name, "model": None, "state": "unreadable", "step": 0, "num_train_steps": None,
+           "reward": None, "eval_before": None, "eval_after": None, "evals": {}, "started": None, "duration": None,
+           "error": None, "problem": None, "path": str(run_dir), "phase": None, "phase_done": None,
+           "phase_total": None, "read_only": trl_runs.READ_ONLY}
+    try:
+        status = trl_runs.status(run_dir)
+        rewards = [m["reward"] for m in trl_runs.metric_records(run_dir) or [] if "reward" in m]
+        started, end = status["started_at"], status["ended_at"] or time.time()
+        row.update(model=trl_runs.model_name(run_dir), state=status["state"], step=status["global_step"],
+                   num_train_steps=status["max_steps"], reward=rewards[-1] if rewards else None, started=started,
+                   duration=end - started if started else None)
+    except (OSError, ValueError, TypeError) as e:
+        row["problem"] = f"a TRL run whose files cannot be read ({e})"
+    return row
 
 
 def read_config(run_dir: Path) -> dict:

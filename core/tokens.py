@@ -89,14 +89,22 @@ def weights_folder(model: str) -> Path:
                           "(the token view never downloads): download it once, or point at a local copy") from None
 
 
-def check_memory(folder: Path, name: str) -> None:
-    """ConfigError when the model, as float32, would not fit in MEMORY_SHARE of the memory free now."""
-    import psutil
-
+def float32_bytes(folder: Path) -> int:
+    """The memory a model folder's weights take as float32; a LoRA adapter's, with its base model's."""
     weights = [p for p in folder.iterdir() if p.suffix == ".safetensors"] or [p for p in folder.iterdir() if p.suffix == ".bin"]
     stored = sum(p.stat().st_size for p in weights)
     config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
     need = stored * (2 if str(config.get("dtype") or config.get("torch_dtype")) in ("bfloat16", "float16") else 1)
+    adapter = folder / "adapter_config.json"
+    base = json.loads(adapter.read_text()).get("base_model_name_or_path") if adapter.is_file() else None
+    return need + (float32_bytes(weights_folder(base)) if base else 0)
+
+
+def check_memory(folder: Path, name: str) -> None:
+    """ConfigError when the model, as float32, would not fit in MEMORY_SHARE of the memory free now."""
+    import psutil
+
+    need = float32_bytes(folder)
     free = psutil.virtual_memory().available
     if need > MEMORY_SHARE * free:
         raise ConfigError(f"model '{name}' needs about {need / 2**30:.1f} GiB as float32 and this machine has "

@@ -151,14 +151,20 @@ def every_eval_steps(cfg: RunConfig, run: lifecycle.Lifecycle, model, tokenizer,
     return periodic_eval
 
 
+# The trackers whose transformers callback logs again once training has ended (it opens its run anew):
+# the eval after reaches them. The others (MLflow would start a second run) keep TRL's metrics only.
+LOG_AFTER_TRAINING = ("tensorboard", "trackio", "wandb")
+
+
 def report_summaries(cfg: RunConfig, trainer, summaries: dict) -> None:
-    """The eval before and after, to each tracker of runtime.report_to (through transformers' own
-    callback for it, at the last step), and as the W&B run's summary."""
+    """The eval before and after, to the trackers of LOG_AFTER_TRAINING (through transformers' own
+    callback for each, at the last step), and as the W&B run's summary."""
     from transformers.integrations import INTEGRATION_TO_CALLBACK
 
     logs = {f"eval_{phase}/{k}": v for phase, s in summaries.items() for k, v in s.items()}
+    wanted = tuple(INTEGRATION_TO_CALLBACK[name] for name in LOG_AFTER_TRAINING if name in trackers(cfg))
     for callback in trainer.callback_handler.callbacks:
-        if logs and type(callback) in INTEGRATION_TO_CALLBACK.values():
+        if logs and isinstance(callback, wanted):
             callback.on_log(trainer.args, trainer.state, trainer.control, logs=dict(logs), model=trainer.model)
     if "wandb" in trackers(cfg):
         import wandb

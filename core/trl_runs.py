@@ -20,8 +20,12 @@ generation batch of each logging step, so with logging_steps > 1 the steps betwe
 
 from __future__ import annotations
 
+import functools
 import json
+import math
+import statistics
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from core.prompts import prompt_id
@@ -30,7 +34,7 @@ from core.rundir import checkpoints, config_path, status_path
 COMPLETIONS = "completions"
 TRAINER_STATE = "trainer_state.json"
 NOT_REWARDS = ("step", "prompt", "completion", "advantage", "image", "images")  # TRL's other columns
-LIVE_SECONDS = 120  # a TRL run with a file written this recently is taken to be running
+WRITING_SECONDS = 120  # a TRL run with a file written this recently (at least) is taken to be running
 READ_ONLY = ("a TRL run: this dashboard did not start it, so it does not stop, resume or delete it, and it has no "
              "settings of this project's to launch from")
 
@@ -40,11 +44,25 @@ def completion_files(folder: str | Path) -> list[Path]:
     return sorted(Path(folder, COMPLETIONS).glob("completions_*.parquet"))
 
 
+def file_step(path: Path) -> int | None:
+    """The step in a completions_<step>.parquet file's name."""
+    tail = path.stem.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def _mtime(path: Path) -> float | None:
+    """When `path` was last written; None when it is gone (TRL deletes old checkpoints as it saves)."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
 def trainer_state_path(folder: str | Path) -> Path | None:
     """The newest trainer_state.json: the folder's own or its latest checkpoint's."""
-    found = [p for p in [Path(folder) / TRAINER_STATE, *(c / TRAINER_STATE for c in checkpoints(folder))]
-             if p.is_file()]
-    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+    found = [(t, p) for p in [Path(folder) / TRAINER_STATE, *(c / TRAINER_STATE for c in checkpoints(folder))]
+             if (t := _mtime(p)) is not None]
+    return max(found)[1] if found else None
 
 
 def is_trl_run(folder: str | Path) -> bool:
@@ -54,41 +72,74 @@ def is_trl_run(folder: str | Path) -> bool:
     return trainer_state_path(folder) is not None or bool(completion_files(folder))
 
 
-def trainer_state(folder: str | Path) -> dict:
-    """The newest trainer_state.json as a mapping; {} when there is none or it cannot be read."""
+def _whole(value) -> int | None:
+    return value if type(value) is int and 0 <= value < 2**62 else None
+
+
+def trainer_state(folder: str | Path) -> dict | None:
+    """The newest trainer_state.json as a mapping: {} when there is none, None when it cannot be read
+    (TRL rewrites it in place: a read may catch it half written)."""
     path = trainer_state_path(folder)
-    try:
-        state = json.loads(path.read_text(encoding="utf-8")) if path else {}
-    except (OSError, ValueError):
+    if path is None:
         return {}
-    return state if isinstance(state, dict) else {}
+    try:
+        stat = path.stat()
+        return _parsed_state(str(path), stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        return None
 
 
-def metric_records(folder: str | Path) -> list[dict]:
-    """log_history's entries as metrics.jsonl lines: step, time (unknown: None), attempt 0, the numbers."""
-    history = trainer_state(folder).get("log_history")
+@functools.lru_cache(maxsize=64)
+def _parsed_state(path: str, size: int, mtime_ns: int) -> dict | None:
+    """trainer_state.json parsed once per version of it (size and time): the runs list and the store both read it."""
+    try:
+        state = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) and isinstance(state.get("log_history", []), list) else None
+
+
+def metric_records(folder: str | Path) -> list[dict] | None:
+    """log_history's entries as metrics.jsonl lines: step, time (unknown: None), attempt 0, the numbers;
+    None when trainer_state.json cannot be read just now."""
+    state = trainer_state(folder)
+    if state is None:
+        return None
     records = []
-    for entry in history if isinstance(history, list) else []:
-        if isinstance(entry, dict) and isinstance(entry.get("step"), int):
-            numbers = {k: v for k, v in entry.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for entry in state.get("log_history", []):
+        if isinstance(entry, dict) and _whole(entry.get("step")) is not None:
+            numbers = {k: float(v) for k, v in entry.items() if _number(v) is not None}
             records.append({**numbers, "step": entry["step"], "time": None, "attempt": 0})
     return records
 
 
+def reward_names(folder: str | Path) -> list[str] | None:
+    """The reward functions' names, from the `rewards/<name>/mean` metrics TRL logs; None where no
+    metric tells them (then every numeric column of the completions table but step and advantage
+    counts as one: a reward function's extra logged columns would count too)."""
+    names = {key[len("rewards/"):-len("/mean")] for record in metric_records(folder) or []
+             for key in record if key.startswith("rewards/") and key.endswith("/mean")}
+    return sorted(names) or None
+
+
 def status(folder: str | Path) -> dict:
-    """A status.json's fields, as far as the folder tells them: running while its files are being
-    written, finished at its max_steps, stopped otherwise."""
-    state = trainer_state(folder)
-    files = completion_files(folder) + [p for p in [trainer_state_path(folder)] if p]
-    last_write = max((p.stat().st_mtime for p in files), default=None)
-    steps = [int(p.stem.rsplit("_", 1)[-1]) for p in completion_files(folder) if p.stem.rsplit("_", 1)[-1].isdigit()]
-    step = max([state.get("global_step") or 0, *steps])
-    max_steps = state.get("max_steps")
-    done = isinstance(max_steps, int) and max_steps > 0 and step >= max_steps
-    live = last_write is not None and time.time() - last_write < LIVE_SECONDS
+    """A status.json's fields, as far as the folder tells them: finished at its max_steps; running
+    while it writes (a file within WRITING_SECONDS, or within three of its usual gaps between completion
+    files, of a slow run); stopped otherwise."""
+    state = trainer_state(folder) or {}
+    written = sorted(t for p in completion_files(folder) if (t := _mtime(p)) is not None)
+    path = trainer_state_path(folder)
+    times = sorted(written + [t for t in [_mtime(path) if path else None] if t is not None])
+    steps = [n for p in completion_files(folder) if (n := file_step(p)) is not None]
+    step = max([_whole(state.get("global_step")) or 0, *steps])
+    max_steps = _whole(state.get("max_steps")) or None
+    gaps = [b - a for a, b in zip(written, written[1:])]
+    window = max(WRITING_SECONDS, 3 * statistics.median(gaps)) if gaps else WRITING_SECONDS
+    done = max_steps is not None and step >= max_steps
+    live = bool(times) and time.time() - times[-1] < window
     return {"state": "finished" if done else "running" if live else "stopped", "global_step": step,
-            "max_steps": max_steps, "started_at": min((p.stat().st_mtime for p in files), default=None),
-            "ended_at": None if live and not done else last_write, "read_only": READ_ONLY}
+            "max_steps": max_steps, "started_at": times[0] if times else None,
+            "ended_at": None if live and not done else (times[-1] if times else None), "read_only": READ_ONLY}
 
 
 def model_name(folder: str | Path) -> str | None:
@@ -113,43 +164,52 @@ def _content(message) -> str:
     return "" if content is None else str(content)
 
 
-def as_text(value) -> tuple[str, str]:
-    """(the text, the question) of a prompt or completion: text as it is; a conversation as its
-    messages, `role: content` each, and its last user message as the question."""
-    if isinstance(value, str) or value is None:
-        return value or "", value or ""
+def as_text(value, roles: bool = True) -> tuple[str, str]:
+    """(the text, the question) of a prompt or completion: text as it is; a conversation (a list of
+    messages, as pyarrow or pandas give it) as its messages, `role: content` each (or, without
+    `roles`, their contents alone: a completion's one message), and its last user message as the question."""
+    if isinstance(value, dict):
+        value = [value]
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):  # text, or anything else as its text
+        text = "" if value is None else str(value)
+        return text, text
     messages = list(value)
-    text = "\n\n".join(f"{m.get('role', '?')}: {_content(m)}" if isinstance(m, dict) else _content(m)
+    text = "\n\n".join(f"{m.get('role', '?')}: {_content(m)}" if roles and isinstance(m, dict) else _content(m)
                        for m in messages)
     users = [_content(m) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
     return text, users[-1] if users else text
 
 
 def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value else None
+    """`value` as a float when it is a number (not a boolean, not NaN), else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
+        return float(value)
+    return None
 
 
-def rollout_records(path: str | Path) -> list[dict]:
+def rollout_records(path: str | Path, rewards: list[str] | None = None) -> list[dict]:
     """One completions_<step>.parquet file's rows as rollout records (core.rundir.ROLLOUT_FIELDS), each
-    with TRL's `advantage`. Raises OSError or ValueError for a file that cannot be read (yet)."""
+    with TRL's `advantage`; `rewards` names the reward functions' columns (reward_names). Raises
+    ValueError for a file that cannot be read (yet)."""
     import pyarrow.parquet as pq
 
     try:
         table = pq.read_table(path)
     except Exception as e:  # pyarrow's errors for a file still being written: ArrowInvalid and others
         raise ValueError(f"{path}: {e}") from None
-    names = [n for n in table.column_names if n not in NOT_REWARDS and not n.startswith("__")]
-    mtime = Path(path).stat().st_mtime
+    names = [n for n in table.column_names if n not in NOT_REWARDS and not n.startswith("__")
+             and (rewards is None or n in rewards)]
+    mtime, in_name = _mtime(Path(path)), file_step(Path(path))
     seen: dict[tuple, int] = {}
     records = []
     for row in table.to_pylist():
         prompt, question = as_text(row.get("prompt"))
-        completion, _ = as_text(row.get("completion"))
+        completion, _ = as_text(row.get("completion"), roles=False)
         rewards = {n: v for n in names if (v := _number(row.get(n))) is not None}
-        step, pid = row.get("step"), prompt_id(prompt)
+        step, pid = _whole(row.get("step")) or in_name, prompt_id(prompt)
         sample = seen[(step, pid)] = seen.get((step, pid), -1) + 1
         records.append({
-            "step": step if isinstance(step, int) else None, "prompt_id": pid, "prompt": prompt, "question": question,
+            "step": step, "prompt_id": pid, "prompt": prompt, "question": question,
             "completion": completion, "prediction": None, "ground_truth": None,
             "reward": sum(rewards.values()) if rewards else None, "rewards": rewards, "correct": None, "rank": None,
             "sample": sample, "completion_tokens": None, "time": mtime, "attempt": 0,

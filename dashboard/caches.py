@@ -15,6 +15,7 @@ from core.doctor import MIN_STEPS, diagnose
 from core.rundir import rollout_files
 from core.runs import read_config, run_folder
 from core.store import RunStore
+from core.trl_runs import completion_files
 
 
 def runs_root() -> Path:
@@ -44,8 +45,9 @@ RUNS_PAGE_READS_ROLLOUTS = 64 * 2**20  # rollout files this small are read for t
 
 
 def small_rollouts(path: Path) -> bool:
-    """Whether the run's rollout files are small enough for the Runs page to read at once."""
-    return sum(p.stat().st_size for p in rollout_files(path)) <= RUNS_PAGE_READS_ROLLOUTS
+    """Whether the run's rollout files (or a plain TRL run's completion files) are small enough for the
+    Runs page to read at once."""
+    return sum(p.stat().st_size for p in [*rollout_files(path), *completion_files(path)]) <= RUNS_PAGE_READS_ROLLOUTS
 
 
 DOCTOR_SECONDS = 30  # how often the doctor looks again at a live run: it reads every rollout (0.1 s at 1M)

@@ -113,7 +113,7 @@ def progress(run: dict, seconds_per_step: float | None) -> tuple[float, str]:
     that phase, and its own progress where it has one (eval n/N)."""
     total, step = run["num_train_steps"] or 0, run["step"] or 0
     phase, done, of = run.get("phase"), run.get("phase_done"), run.get("phase_total")
-    text = f"{run['state']} · step {min(step, total)}/{total}"
+    text = f"{run['state']} · step " + (f"{min(step, total)}/{total}" if total else f"{step} (of an unknown total)")
     if run["state"] not in LIVE_STATES:
         return (min(step, total) / total if total else 0.0), text
     if phase and phase != "training":

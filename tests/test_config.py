@@ -188,6 +188,7 @@ def test_every_form_field_reads_back_its_own_text():
     ("peft: {r: 8, lora_dropout: 1.5}\n", [], {}, "'peft.lora_dropout' has value 1.5, expected a fraction"),
     ("peft: {r: 8, target_modules: []}\n", [], {}, "expected all-linear or a list of module names"),
     ("peft: {rank: 8}\n", [], {}, "unknown config key 'peft.rank'"),
+    ("peft: {r: 8, target_modules: q_proj}\n", [], {}, "expected all-linear or a list of module names"),
     ("peft: {r: 8}\neval: {backend: vllm}\n", [], {}, "a LoRA run (peft.r > 0) saves an adapter: set eval.backend=hf"),
     # malformed --set
     ("", ["train.num_train_steps"], {}, "must look like key=value"),

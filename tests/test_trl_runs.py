@@ -7,11 +7,10 @@ import shutil
 import pandas as pd
 import pytest
 
+from core.doctor import diagnose
 from core.runs import delete, list_runs, resume
 from core.store import RunStore
 from core.trl_runs import as_text, completion_files, is_trl_run
-
-pytestmark = pytest.mark.slow
 
 
 def ends_in_3(completions, **kwargs):  # two reward functions: a column each in TRL's table
@@ -107,7 +106,8 @@ def test_conversations_read_as_their_messages(trl_runs):
     assert store.count() == len(table) == 2 * 8
     page, _ = store.rollouts_page(limit=100)
     assert set(page["question"]) <= {f"What is {a} + 1?" for a in range(1, 9)}
-    completions = {as_text(c)[0] for c in table["completion"]}  # the assistant's message, as text
+    completions = {as_text(c, roles=False)[0] for c in table["completion"]}  # the assistant's message, as text
+    assert all(len(c) == 1 and c[0]["role"] == "assistant" for c in table["completion"])
     assert set(page["completion"]) == completions and all(not c.startswith("[") for c in completions)
     prompt = store.rollout(page.iloc[0]["prompt_id"], int(page.iloc[0]["step"]), 0)["prompt"]
     assert prompt.startswith("system: Add.\n\nuser: What is")
@@ -154,6 +154,62 @@ def test_the_pages_open_a_trl_run_read_only(trl_runs, monkeypatch):
     assert {"Mean reward ± std (all sampled completions)", "Reward histogram, steps 1–3"} <= set(charts(at))
     at = open_page("prompts", run="trl_chat")
     board = at.dataframe[0].value
-    assert len(board) == 4 and board["n"].sum() == 16  # 2 steps of 2 prompts x K=4 and board["question"].str.startswith("What is").all()
+    assert len(board) == 4 and board["n"].sum() == 16  # 2 steps of 2 prompts x K=4
+    assert board["question"].str.startswith("What is").all()
     for page in ("eval", "compare", "home"):
         open_page(page, run="trl_text")  # no exception
+
+
+# A TRL folder written by hand, as TRL lays it out: many steps at once, and damage TRL's files can suffer.
+
+def write_trl_folder(folder, steps: int, clipped: float = 0.0, extra: bool = False) -> None:
+    (folder / "completions").mkdir(parents=True)
+    history = []
+    for step in range(1, steps + 1):
+        rows = {"step": [step] * 8, "prompt": [f"q{step % 3}"] * 4 + [f"q{step % 3 + 3}"] * 4,
+                "completion": [f"answer {i}" for i in range(8)], "accuracy_reward": [1.0, 0.0] * 4,
+                "advantage": [0.5, -0.5] * 4}
+        if extra:  # a column a reward function logged beside its score (TRL's log_extra)
+            rows["tool_calls"] = [3.0] * 8
+        pd.DataFrame(rows).to_parquet(folder / "completions" / f"completions_{step:05d}.parquet")
+        history.append({"step": step, "reward": 0.5, "completions/clipped_ratio": clipped, "loss": 0.1,
+                        "rewards/accuracy_reward/mean": 0.5, "frac_reward_zero_std": 0.0})
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": steps, "max_steps": steps,
+                                                          "log_history": history}))
+
+
+def test_the_doctor_judges_a_trl_run_by_what_it_records(tmp_path):
+    folder = tmp_path / "trl"
+    write_trl_folder(folder, 30, clipped=0.8)
+    store = RunStore(folder)
+    store.refresh()
+    findings = {f.code: f for f in diagnose(store, {})}
+    # no parsed answers: never "the format is not learned"; the truncation from TRL's own clipped_ratio
+    assert "format_not_learned" not in findings and "format_only" not in findings
+    assert "truncation" in findings and "the completion length limit" in findings["truncation"].message
+    assert findings["truncation"].evidence["late_truncated_share"] == pytest.approx(0.8)
+
+
+def test_a_damaged_trl_folder_is_listed_and_never_breaks_a_page(tmp_path):
+    folder = tmp_path / "damaged"
+    write_trl_folder(folder, 3, extra=True)
+    store = RunStore(folder)
+    store.refresh()
+    first = store.rollouts_page(limit=1)[0].iloc[0]
+    rollout = store.rollout(first["prompt_id"], int(first["step"]), int(first["sample"]))
+    assert set(rollout["rewards"]) == {"accuracy_reward"}  # the reward functions TRL named, not tool_calls
+    assert len(store.metric_series(["reward"])) == 3
+    state = folder / "trainer_state.json"
+    state.write_text('{"global_step": "three", "max_steps": [], "log_history": [{"step": true, "loss": 1}]')  # torn
+    store.refresh()
+    assert len(store.metric_series(["reward"])) == 3  # a half-written state: the last good one stays
+    state.write_text('{"global_step": "three", "max_steps": [], "log_history": [{"step": true, "loss": 1}]}')
+    store.refresh()
+    (row,) = list_runs(tmp_path)
+    assert row["step"] == 3 and row["num_train_steps"] is None  # the steps from the file names
+    assert store.metric_series(["loss"]).empty  # a step that is no whole number: left out
+    (folder / "completions" / "completions_00004.parquet").write_bytes(b"PAR1 not yet")  # being written
+    pd.DataFrame({"step": [None], "prompt": [7], "completion": [float("nan")]}).to_parquet(
+        folder / "completions" / "completions_00005.parquet")  # odd types: read as text, the step from the name
+    assert store.refresh() == 1
+    assert store.step_range() == (1, 5)

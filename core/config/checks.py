@@ -8,7 +8,7 @@ from pathlib import Path
 
 from core.builtin_models import BUILTIN_MODELS
 from core.config.schema import SECTIONS, RunConfig
-from core.config.trl_args import TRACKERS, grpo_default, installed_trackers
+from core.config.trl_args import TRACKERS, grpo_default, installed_trackers, trackers
 from core.config.values import get_value
 from core.errors import ConfigError
 
@@ -126,14 +126,14 @@ def _problems(cfg: RunConfig):
                                         "fraction from 0 up to (not including) 1")
         if lora.bias not in ("none", "all", "lora_only"):
             yield "peft.bias", f"config key 'peft.bias' has value {lora.bias!r}, expected none, all or lora_only"
-        if not lora.target_modules or isinstance(lora.target_modules, list) and \
-                not all(isinstance(m, str) and m for m in lora.target_modules):
+        if lora.target_modules != "all-linear" and not (isinstance(lora.target_modules, list) and lora.target_modules
+                                                        and all(isinstance(m, str) and m for m in lora.target_modules)):
             yield "peft.target_modules", (f"config key 'peft.target_modules' has value {lora.target_modules!r}, "
                                           "expected all-linear or a list of module names such as [q_proj, v_proj]")
         if cfg.eval.enabled and cfg.eval.backend == "vllm":
             yield "eval.backend", ("eval.backend=vllm evaluates a model folder and a LoRA run (peft.r > 0) saves an "
                                    "adapter: set eval.backend=hf, or peft.r=0")
-    for tracker in cfg.runtime.report_to:
+    for tracker in trackers(cfg):
         if not isinstance(tracker, str) or tracker not in TRACKERS:
             yield "runtime.report_to", (f"config key 'runtime.report_to' names {tracker!r}, which is not a tracker "
                                         f"transformers reports to: use some of {', '.join(TRACKERS)}")

@@ -52,11 +52,17 @@ def trackers(cfg) -> list[str]:
     return names + ["wandb"] if cfg.runtime.use_wandb and "wandb" not in names else names
 
 
-def installed_trackers() -> list[str]:
-    """The trackers whose package is installed here."""
+# What the Launch form offers (those installed here): trackers that publish nowhere unless set up to,
+# and keep their files at a place of their own (W&B: ./wandb, Trackio: TRACKIO_DIR, TensorBoard: the
+# run folder); the others are for the command line.
+FORM_TRACKERS = ("wandb", "tensorboard", "trackio")
+
+
+def installed_trackers(among=tuple(TRACKERS)) -> list[str]:
+    """The trackers `among` whose package is installed here."""
     import importlib.util
 
-    return [name for name, (module, _) in TRACKERS.items() if importlib.util.find_spec(module) is not None]
+    return [name for name in among if importlib.util.find_spec(TRACKERS[name][0]) is not None]
 
 
 def grpo_field_types() -> dict[str, Any]:

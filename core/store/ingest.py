@@ -17,7 +17,8 @@ from core.rundir import (EVAL, EVAL_FIELDS, ROLLOUT_FIELDS, ROLLOUTS, eval_files
                          rollout_files)
 from core.runs import read_status
 from core.tail import Tail, parse_lines
-from core.trl_runs import completion_files, is_trl_run, metric_records, rollout_records, trainer_state_path
+from core.trl_runs import (completion_files, is_trl_run, metric_records, reward_names, rollout_records,
+                           trainer_state_path)
 from core.trl_runs import status as trl_status
 
 SQL_TYPES = {int: "BIGINT", float: "DOUBLE", str: "VARCHAR", bool: "BOOLEAN", dict[str, float]: "MAP(VARCHAR, DOUBLE)"}
@@ -227,11 +228,12 @@ class Ingestion:
                 self.skipped += 1
         return self._insert_rollouts(rows, key)
 
-    def _insert_rollouts(self, records: list[dict], key: str) -> int:
-        """Insert rollout records whose values fit their columns, from file `key`; returns the rows added."""
+    def _insert_rollouts(self, records: list[dict], key: str, advantage: bool = False) -> int:
+        """Insert rollout records whose values fit their columns, from file `key` (with TRL's `advantage`
+        where `advantage` is set); returns the rows added."""
         types = {"BIGINT": pa.int64(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(), "VARCHAR": pa.string(),
                  "MAP(VARCHAR, DOUBLE)": pa.map_(pa.string(), pa.float64())}
-        columns = {**ROLLOUT_COLUMNS, **({"advantage": "DOUBLE"} if records and "advantage" in records[0] else {})}
+        columns = {**ROLLOUT_COLUMNS, **({"advantage": "DOUBLE"} if advantage else {})}
         rows = {name: [r[name] for r in records] for name in columns}
         rows["file"] = [self._file_id(key)] * len(records)
         schema = pa.schema([*((k, types[v]) for k, v in columns.items()), ("file", pa.int32())])
@@ -243,29 +245,34 @@ class Ingestion:
     def _refresh_trl(self, rollouts: bool) -> int:
         """A plain TRL run (core/trl_runs.py): each completions parquet file once, and again when it is
         written anew (one still being written is read at the next refresh); the metrics of its newest
-        trainer_state.json whenever that changes. Returns the number of new rollouts."""
+        trainer_state.json whenever that changes (one caught half written is read at the next refresh).
+        Returns the number of new rollouts."""
         before = self.count()
         if rollouts:
-            files = completion_files(self.run_dir)
+            files, rewards = completion_files(self.run_dir), reward_names(self.run_dir)
             for path in set(self._trl_files) - set(files):  # a file that went away takes its rows with it
                 self.con.execute(DROP_FILE, {"file": self._file_id(str(path))})
                 del self._trl_files[path]
             for path in files:
                 try:
-                    seen = (path.stat().st_size, path.stat().st_mtime_ns)
-                    if self._trl_files.get(path) == seen:
+                    stat = path.stat()
+                    if self._trl_files.get(path) == (stat.st_size, stat.st_mtime_ns, rewards):
                         continue
-                    records = rollout_records(path)
+                    records = rollout_records(path, rewards)
                 except (OSError, ValueError):
                     continue
                 self.con.execute(DROP_FILE, {"file": self._file_id(str(path))})
-                self._insert_rollouts(records, str(path))
-                self._trl_files[path] = seen
+                self._insert_rollouts(records, str(path), advantage=True)
+                self._trl_files[path] = (stat.st_size, stat.st_mtime_ns, rewards)
         state = trainer_state_path(self.run_dir)
-        seen = (state, state.stat().st_size, state.stat().st_mtime_ns) if state else None
-        if seen != self._trl_state:
+        try:
+            seen = (state, state.stat().st_size, state.stat().st_mtime_ns) if state else None
+        except OSError:  # an old checkpoint deleted just now
+            seen = self._trl_state
+        records = metric_records(self.run_dir) if seen != self._trl_state else None
+        if records is not None:
             self.con.execute(DROP_METRICS)
-            self._insert("metrics", [row for record in metric_records(self.run_dir) for row in self._metric_rows(record)])
+            self._insert("metrics", [row for record in records for row in self._metric_rows(record)])
             self._trl_state = seen
         self.status = trl_status(self.run_dir)
         return self.count() - before

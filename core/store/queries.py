@@ -179,15 +179,20 @@ ORDER BY prompt_id, visit
         return self._query(self.PROMPT_VISITS, {"prompt_ids": list(prompt_ids)})
 
     PROMPT_REWARDS = """
-SELECT prompt_id, any_value(question) FILTER (WHERE sample = 0) AS question, count(DISTINCT step) AS steps,
-       count(*) AS n, avg(reward) AS mean_reward, arg_min(reward, step) AS first_reward,
+WITH per_step AS (
+    SELECT prompt_id, step, any_value(question) FILTER (WHERE sample = 0) AS question, avg(reward) AS reward,
+           count(*) AS n
+    FROM rollouts GROUP BY prompt_id, step
+)
+SELECT prompt_id, any_value(question) AS question, count(*) AS steps, sum(n) AS n,
+       sum(reward * n) / sum(n) AS mean_reward, arg_min(reward, step) AS first_reward,
        arg_max(reward, step) AS last_reward, min(step) AS first_step, max(step) AS last_step
-FROM rollouts GROUP BY prompt_id ORDER BY n DESC, prompt_id LIMIT $limit
+FROM per_step GROUP BY prompt_id ORDER BY n DESC, prompt_id LIMIT $limit
 """
 
     def prompt_rewards(self, limit: int = 500):
-        """Each prompt's samples and mean reward, the most sampled first (a run without correctness:
-        a plain TRL run's)."""
+        """Each prompt's samples and mean reward, and its group's mean reward at its first and last step,
+        the most sampled first (a run without correctness: a plain TRL run's)."""
         return self._query(self.PROMPT_REWARDS, {"limit": limit})
 
     QUESTIONS = """
@@ -244,7 +249,7 @@ FROM rollouts WHERE step = $step ORDER BY prompt_id, sample, rank
         the advantages TRL logged."""
         settings = settings or run_settings({})
         batch = self._query(self.STEP_GROUPS, {"step": step})
-        logged = len(batch) and batch["trl_advantage"].notna().all()
+        logged = len(batch) > 0 and batch["trl_advantage"].notna().all()  # a plain TRL run's own
         batch["advantage"] = batch["trl_advantage"] if logged else self._advantages(batch, settings)
         rows = batch[batch["prompt_id"] == prompt_id].reset_index(drop=True)
         return rows[["sample", "rank", "reward", "rewards", "advantage", "correct", "prediction", "ground_truth",

@@ -43,8 +43,14 @@ st.dataframe(pd.DataFrame([{"run": n, "state": info[n]["state"], "before": fmt_p
 
 
 st.subheader("Settings that differ")
-diff = settings_diff({n: run_folder(runs_root(), n) for n in names})
-if diff:
+unknown = [n for n in names if info[n].get("read_only")]
+if unknown:
+    st.caption(f"Left out: {', '.join(unknown)}, TRL run(s) whose settings are not in a file this dashboard reads "
+               "(training_args.bin is a pickle, which it does not load).")
+diff = settings_diff({n: run_folder(runs_root(), n) for n in names if n not in unknown})
+if len(names) - len(unknown) < 2:
+    pass
+elif diff:
     st.dataframe(pd.DataFrame(diff), hide_index=True)
 else:
     st.caption("These runs have the same settings (apart from their folders).")

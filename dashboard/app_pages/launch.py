@@ -6,8 +6,8 @@ import time
 import streamlit as st
 
 from core import REPO
-from core.config import (ConfigError, changed_settings, choices, format_value, installed_trackers, load_config,
-                         parse_setting, problems, setting, trackers, web_form_problem)
+from core.config import (FORM_TRACKERS, ConfigError, changed_settings, choices, format_value, installed_trackers,
+                         load_config, parse_setting, problems, setting, trackers, web_form_problem)
 from core.config.values import apply_setting, text_value
 from core.data import LEVELS
 from core.lifecycle import machine_commands
@@ -37,9 +37,13 @@ presets = sorted((REPO / "configs").glob("*.yaml"))
 from_run = st.query_params.get("from_run")
 bases = ([f"settings of run {from_run}"] if from_run else []) + [p.name for p in presets]
 choice = st.selectbox("Start from", bases, key="base", help="A preset from configs/, or an earlier run's settings.")
-base_path = config_path(run_folder(runs_root(), from_run)) if choice.startswith("settings of") else \
-    REPO / "configs" / choice
-base = load_config(base_path)  # a run's run.yaml is a complete config file too
+try:
+    base_path = config_path(run_folder(runs_root(), from_run)) if choice.startswith("settings of") else \
+        REPO / "configs" / choice
+    base = load_config(base_path)  # a run's run.yaml is a complete config file too
+except (ConfigError, ValueError) as e:  # no such run, one without settings of ours (a TRL run's), a damaged one
+    st.error(f"Cannot start from {choice}: {e}. Choose a preset above.")
+    st.stop()
 base_label = str(base_path.relative_to(REPO) if base_path.is_relative_to(REPO) else base_path)
 
 groups = grpo_options()
@@ -89,7 +93,7 @@ with st.form("launch"):
     path = field(c3, "dataset.path", "text_input", "Local data path (for 'Local file or folder')",
                  base.dataset.path or "", key=k + "path")
     tracked = trackers(base)
-    chosen = field(c1, "runtime.report_to", "multiselect", "Trackers", list(dict.fromkeys(installed_trackers() + tracked)),
+    chosen = field(c1, "runtime.report_to", "multiselect", "Trackers", list(dict.fromkeys(installed_trackers(FORM_TRACKERS) + tracked)),
                    tracked, key=k + "trackers", help="Where the metrics and the eval before/after also go (the "
                    "trackers installed here): TensorBoard writes into the run folder, Trackio into its local "
                    "database, W&B to its project.")

@@ -28,7 +28,7 @@ def runs_table():
     if runs:
         st.dataframe(pd.DataFrame([{
             "run": r["name"], "model": r["model"], "state": r["state"],
-            "progress": f"{r['step']}/{r['num_train_steps']}",
+            "progress": f"{r['step']}/{r['num_train_steps'] or '?'}",
             "reward (last step)": "–" if r["reward"] is None else f"{r['reward']:.3f}",  # a new run: none yet
             "eval before → after": f"{fmt_pct(r['eval_before'])} → {fmt_pct(r['eval_after'])}",
             "started": fmt_time(r["started"]), "duration": fmt_duration(r["duration"])} for r in runs]),
