@@ -1,6 +1,6 @@
-"""What the pages share across reruns and sessions: the runs folder, one store per run folder (kept for
-the life of the server), the run doctor's findings, looked at again every DOCTOR_SECONDS, and the token
-view's models (two at most) and results (one per rollout and model)."""
+"""What the pages share across reruns and sessions: the runs folder (and the TRL runs opened by path),
+one store per run folder (kept for the life of the server), the run doctor's findings, looked at again
+every DOCTOR_SECONDS, and the token view's models (two at most) and results (one per rollout and model)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,51 @@ import core.tokens
 from core.config import default_runs_dir
 from core.doctor import MIN_STEPS, diagnose
 from core.rundir import rollout_files
-from core.runs import read_config, run_folder
+from core.runs import list_runs, read_config, run_folder, run_info
 from core.store import RunStore
-from core.trl_runs import completion_files
+from core.trl_runs import completion_files, is_trl_run
 
 
 def runs_root() -> Path:
     root = default_runs_dir()
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+@st.cache_resource
+def opened_folders() -> dict[str, Path]:
+    """Plain TRL runs opened by path on the Runs page (name -> folder), for the life of the server:
+    read-only folders outside the runs folder (core/trl_runs.py)."""
+    return {}
+
+
+def open_folder(text: str) -> str:
+    """Add the TRL output folder at path `text` to the runs the pages list; returns the name it is
+    listed under. ValueError (one line) for a path that is no TRL run."""
+    folder = Path(text.strip()).expanduser().resolve()
+    if not folder.is_dir():
+        raise ValueError(f"no folder at {folder}: give the output_dir of a TRL GRPOTrainer run")
+    if not is_trl_run(folder):
+        raise ValueError(f"{folder} is not a TRL run's output folder: it needs a trainer_state.json (or a "
+                         "checkpoint-*/ with one) or completions/*.parquet, and no run.yaml (a run of this "
+                         "project's own opens from its runs folder)")
+    taken = {r["name"] for r in list_runs(runs_root())} | set(opened_folders())
+    name = folder.name if folder.name not in taken or opened_folders().get(folder.name) == folder else \
+        f"{folder.name}@{folder.parent.name}"
+    opened_folders()[name] = folder
+    return name
+
+
+def all_runs() -> list[dict]:
+    """The runs under the runs folder, then the TRL runs opened by path, each as core.runs.run_info."""
+    return list_runs(runs_root()) + [{**run_info(path), "name": name} for name, path in opened_folders().items()
+                                     if path.is_dir()]
+
+
+def folder_of(name: str) -> Path:
+    """The folder of run `name`: one opened by path, else that folder of the runs folder (ValueError
+    for a name that is not one plain folder name)."""
+    return opened_folders().get(name) or run_folder(runs_root(), name)
 
 
 @st.cache_resource(max_entries=16, on_release=RunStore.close)
@@ -34,7 +70,7 @@ def store_for(name: str, rollouts: bool = True) -> RunStore:
     refreshed incrementally (it reads a replaced file again by itself). A run deleted and made
     again is a new folder (another inode) and gets a new store; an evicted store is closed. Without
     `rollouts` only its metrics and evals are read (RunStore.refresh)."""
-    path = run_folder(runs_root(), name)
+    path = folder_of(name)
     stat = path.stat()
     store = _store(str(path), (stat.st_dev, stat.st_ino))  # not st_ctime: each status.json write changes it
     store.refresh(rollouts)

@@ -11,8 +11,8 @@ import plotly.express as px
 import streamlit as st
 
 from core.doctor import CHECKED
-from core.runs import LIVE_STATES, list_runs
-from dashboard.caches import runs_root
+from core.runs import LIVE_STATES
+from dashboard.caches import all_runs
 
 LIVE_SECONDS = 5  # how often a live page's text refreshes (progress, counts, tables)
 CHART_SECONDS = 15  # how often a live page's charts are drawn again: a browser spends 0.1 s of CPU or more
@@ -80,7 +80,7 @@ def step_bin(lo: int, hi: int) -> int:
 
 def pick_run(label: str = "Run", key: str = "run") -> dict | None:
     """A run picker shared by the pages (its choice follows the user from page to page)."""
-    runs = list_runs(runs_root())
+    runs = all_runs()
     if not runs:
         st.info("No runs yet. Start one on the **Launch** page, or from the command line: "
                 "`python -m core.train --config configs/tiny_cpu.yaml`.")

@@ -213,3 +213,26 @@ def test_a_damaged_trl_folder_is_listed_and_never_breaks_a_page(tmp_path):
         folder / "completions" / "completions_00005.parquet")  # odd types: read as text, the step from the name
     assert store.refresh() == 1
     assert store.step_range() == (1, 5)
+
+
+def test_a_trl_run_opens_by_path_on_the_runs_page(trl_runs, tmp_path, monkeypatch):
+    from dashboard.caches import opened_folders
+    from tests.test_dashboard import open_page, texts
+
+    monkeypatch.setenv("RUNS_DIR", str(tmp_path / "runs"))  # the TRL runs are elsewhere
+    try:
+        at = open_page("runs")
+        assert "No runs yet" in texts(at)
+        at.text_input[0].set_value(str(tmp_path / "nowhere"))
+        at.button[0].click().run()
+        assert f"no folder at {tmp_path / 'nowhere'}" in texts(at)
+        at.text_input[0].set_value(str(trl_runs))  # the folder above the runs: no TRL run itself
+        at.button[0].click().run()
+        assert "is not a TRL run's output folder" in texts(at)
+        at.text_input[0].set_value(str(trl_runs / "trl_text"))
+        at.button[0].click().run()
+        assert not at.exception and "trl_text is a TRL run: this dashboard did not start it" in texts(at)
+        at = open_page("rollouts", run="trl_text")  # every page lists it now
+        assert len(at.dataframe[0].value) == 24
+    finally:
+        opened_folders.clear()

@@ -6,13 +6,13 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.runs import list_runs, run_folder, settings_diff
+from core.runs import settings_diff
 from core.store import compare_step_aggregates
-from dashboard.caches import runs_root, store_for
+from dashboard.caches import all_runs, folder_of, store_for
 from dashboard.widgets import COLORS, add_curve, curve_layout, fmt_pct, smoothing_slider
 
 st.title("Compare runs")
-runs = list_runs(runs_root())
+runs = all_runs()
 if len(runs) < 2:
     st.info("Compare needs at least two runs.")
     st.stop()
@@ -47,7 +47,7 @@ unknown = [n for n in names if info[n].get("read_only")]
 if unknown:
     st.caption(f"Left out: {', '.join(unknown)}, TRL run(s) whose settings are not in a file this dashboard reads "
                "(training_args.bin is a pickle, which it does not load).")
-diff = settings_diff({n: run_folder(runs_root(), n) for n in names if n not in unknown})
+diff = settings_diff({n: folder_of(n) for n in names if n not in unknown})
 if len(names) - len(unknown) < 2:
     pass
 elif diff:

@@ -11,8 +11,8 @@ from core import REPO
 from core.doctor import MIN_STEPS
 from core.errors import ConfigError
 from core.rundir import checkpoints
-from core.runs import delete, list_runs, log_tail, resume, run_folder, stop
-from dashboard.caches import diagnosis, runs_root, small_rollouts, store_for
+from core.runs import delete, log_tail, resume, stop
+from dashboard.caches import all_runs, diagnosis, folder_of, open_folder, runs_root, small_rollouts, store_for
 from dashboard.widgets import (CHART_POINTS, CHART_SECONDS, COLORS, add_curve, curve_layout, fmt_duration, fmt_pct,
                                fmt_time, is_live, live_every, pick_run, progress, show_findings, smoothing_slider,
                                x_axis_choice)
@@ -20,11 +20,11 @@ from dashboard.widgets import (CHART_POINTS, CHART_SECONDS, COLORS, add_curve, c
 st.title("Runs")
 
 
-@st.fragment(run_every=CHART_SECONDS if any(is_live(r) for r in list_runs(runs_root())) else None)
+@st.fragment(run_every=CHART_SECONDS if any(is_live(r) for r in all_runs()) else None)
 def runs_table():
     """Every run, refreshed every CHART_SECONDS while any is live (the selected run's progress bar below
     follows it closely): read from their small files alone (never their rollouts)."""
-    runs = list_runs(runs_root())
+    runs = all_runs()
     if runs:
         st.dataframe(pd.DataFrame([{
             "run": r["name"], "model": r["model"], "state": r["state"],
@@ -37,11 +37,23 @@ def runs_table():
 
 
 runs_table()
+with st.expander("Open a TRL run by path"):
+    with st.form("open_path", border=False):
+        where = st.text_input("The output_dir of a TRL GRPOTrainer run", placeholder="~/my_trl_outputs/run1",
+                              help="Opened read-only and listed with the runs until the dashboard stops; or start "
+                                   "the dashboard with RUNS_DIR=<the folder holding your output_dirs>.")
+        if st.form_submit_button("Open") and where.strip():
+            try:
+                st.session_state["selected_run"] = open_folder(where)
+                st.query_params["run"] = st.session_state["selected_run"]
+                st.rerun()
+            except ValueError as e:
+                st.error(str(e))
 run = pick_run()
 if run is None:
     st.stop()
 name = run["name"]
-path = run_folder(runs_root(), name)
+path = folder_of(name)
 
 done_message = st.session_state.pop("runs_message", None)  # what the last action did, after the rerun
 if done_message:
@@ -112,7 +124,7 @@ with c_smooth:
     smoothing = smoothing_slider()
 with c_x:
     x_axis = x_axis_choice()
-overlay = c_overlay.multiselect("Overlay other runs", [r["name"] for r in list_runs(runs_root()) if r["name"] != name],
+overlay = c_overlay.multiselect("Overlay other runs", [r["name"] for r in all_runs() if r["name"] != name],
                                 key="overlay", help="Their curves on these charts, each in a colour of its own "
                                                     "(Compare sets runs side by side in full).")
 
@@ -120,7 +132,7 @@ overlay = c_overlay.multiselect("Overlay other runs", [r["name"] for r in list_r
 @st.fragment(run_every=live_every(run))
 def live_status():
     """Progress and evals: text, redrawn every LIVE_SECONDS."""
-    current = next((r for r in list_runs(runs_root()) if r["name"] == name), run)
+    current = next((r for r in all_runs() if r["name"] == name), run)
     if current["state"] != run["state"]:
         st.rerun()  # the run ended: redraw the page (buttons, live refresh off)
     small = small_rollouts(path)
@@ -158,7 +170,7 @@ def draw_charts(store, charts: list[tuple[list[str], str]]) -> bool:
     if not len(series[name]):
         return False
     for other in overlay:
-        if run_folder(runs_root(), other).is_dir():  # deleted meanwhile: left out
+        if folder_of(other).is_dir():  # deleted meanwhile: left out
             series[other] = store_for(other, rollouts=False).metric_series(metrics, points=CHART_POINTS)
     columns, shown = st.columns(3), 0
     for names, title in charts:
