@@ -126,11 +126,10 @@ def status(folder: str | Path) -> dict:
     """A status.json's fields, as far as the folder tells them: finished at its max_steps; running
     while it writes (a file within WRITING_SECONDS, or within three of its usual gaps between completion
     files, of a slow run); stopped otherwise."""
-    state = trainer_state(folder) or {}
-    written = sorted(t for p in completion_files(folder) if (t := _mtime(p)) is not None)
-    path = trainer_state_path(folder)
+    state, files, path = trainer_state(folder) or {}, completion_files(folder), trainer_state_path(folder)
+    written = sorted(t for p in files if (t := _mtime(p)) is not None)
     times = sorted(written + [t for t in [_mtime(path) if path else None] if t is not None])
-    steps = [n for p in completion_files(folder) if (n := file_step(p)) is not None]
+    steps = [n for p in files if (n := file_step(p)) is not None]
     step = max([_whole(state.get("global_step")) or 0, *steps])
     max_steps = _whole(state.get("max_steps")) or None
     gaps = [b - a for a, b in zip(written, written[1:])]

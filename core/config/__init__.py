@@ -24,8 +24,8 @@ import yaml
 
 from core import REPO
 from core.config.checks import NOT_FROM_A_WEB_FORM, problems, shards_weights, validate, web_form_problem
-from core.config.schema import ENV_KEYS, SECTIONS, DatasetConfig, EvalConfig, LaunchConfig, PeftConfig, RunConfig, \
-    RuntimeConfig, TrainConfig, field_types
+from core.config.schema import ENV_KEYS, LORA_BIASES, SECTIONS, DatasetConfig, EvalConfig, LaunchConfig, \
+    PeftConfig, RunConfig, RuntimeConfig, TrainConfig, field_types
 from core.config.trl_args import FORM_TRACKERS, GRPO_CHOICES, GRPO_FROM_CONFIG, TRACKERS, grpo_default, \
     grpo_field_types, installed_trackers, trackers
 from core.config.values import (apply_setting, changed_settings, choices, format_value, parse_setting, setting,
@@ -95,4 +95,4 @@ def load_config(path: str | os.PathLike | None = None, sets: list[str] | tuple =
     return cfg
 
 
-__all__ = ['ConfigError', 'DatasetConfig', 'ENV_KEYS', 'EvalConfig', 'FORM_TRACKERS', 'GRPO_CHOICES', 'GRPO_FROM_CONFIG', 'LaunchConfig', 'NOT_FROM_A_WEB_FORM', 'PeftConfig', 'RunConfig', 'RuntimeConfig', 'SECTIONS', 'TRACKERS', 'TrainConfig', 'changed_settings', 'choices', 'default_runs_dir', 'field_types', 'format_value', 'grpo_default', 'grpo_field_types', 'installed_trackers', 'load_config', 'parse_setting', 'problems', 'setting', 'shards_weights', 'trackers', 'validate', 'value_kinds', 'web_form_problem']
+__all__ = ['ConfigError', 'DatasetConfig', 'ENV_KEYS', 'EvalConfig', 'FORM_TRACKERS', 'GRPO_CHOICES', 'GRPO_FROM_CONFIG', 'LORA_BIASES', 'LaunchConfig', 'NOT_FROM_A_WEB_FORM', 'PeftConfig', 'RunConfig', 'RuntimeConfig', 'SECTIONS', 'TRACKERS', 'TrainConfig', 'changed_settings', 'choices', 'default_runs_dir', 'field_types', 'format_value', 'grpo_default', 'grpo_field_types', 'installed_trackers', 'load_config', 'parse_setting', 'problems', 'setting', 'shards_weights', 'trackers', 'validate', 'value_kinds', 'web_form_problem']

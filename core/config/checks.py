@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from core.builtin_models import BUILTIN_MODELS
-from core.config.schema import SECTIONS, RunConfig
+from core.config.schema import LORA_BIASES, SECTIONS, RunConfig
 from core.config.trl_args import TRACKERS, grpo_default, installed_trackers, trackers
 from core.config.values import get_value
 from core.errors import ConfigError
@@ -124,7 +124,7 @@ def _problems(cfg: RunConfig):
         if not 0 <= lora.lora_dropout < 1:
             yield "peft.lora_dropout", (f"config key 'peft.lora_dropout' has value {lora.lora_dropout}, expected a "
                                         "fraction from 0 up to (not including) 1")
-        if lora.bias not in ("none", "all", "lora_only"):
+        if lora.bias not in LORA_BIASES:
             yield "peft.bias", f"config key 'peft.bias' has value {lora.bias!r}, expected none, all or lora_only"
         if lora.target_modules != "all-linear" and not (isinstance(lora.target_modules, list) and lora.target_modules
                                                         and all(isinstance(m, str) and m for m in lora.target_modules)):
@@ -137,7 +137,7 @@ def _problems(cfg: RunConfig):
         if not isinstance(tracker, str) or tracker not in TRACKERS:
             yield "runtime.report_to", (f"config key 'runtime.report_to' names {tracker!r}, which is not a tracker "
                                         f"transformers reports to: use some of {', '.join(TRACKERS)}")
-        elif tracker not in installed_trackers():
+        elif not installed_trackers((tracker,)):
             yield "runtime.report_to", (f"config key 'runtime.report_to' names {tracker}, which is not installed: "
                                         f"pip install {TRACKERS[tracker][1]}")
     name = cfg.model_name

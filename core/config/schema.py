@@ -64,6 +64,9 @@ class RuntimeConfig:
     mps_fallback: bool = _f(True, "On Apple MPS, fall back to the CPU for unsupported ops.")
 
 
+LORA_BIASES = ("none", "all", "lora_only")  # PEFT's LoraConfig.bias
+
+
 @dataclass
 class PeftConfig:
     r: int = _f(0, "LoRA rank: 0 trains every weight (full fine-tuning); more than 0 trains LoRA adapters of this "

@@ -266,7 +266,8 @@ class Ingestion:
                 self._trl_files[path] = (stat.st_size, stat.st_mtime_ns, rewards)
         state = trainer_state_path(self.run_dir)
         try:
-            seen = (state, state.stat().st_size, state.stat().st_mtime_ns) if state else None
+            stat = state.stat() if state else None
+            seen = (state, stat.st_size, stat.st_mtime_ns) if stat else None
         except OSError:  # an old checkpoint deleted just now
             seen = self._trl_state
         records = metric_records(self.run_dir) if seen != self._trl_state else None

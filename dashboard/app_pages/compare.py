@@ -47,10 +47,9 @@ unknown = [n for n in names if info[n].get("read_only")]
 if unknown:
     st.caption(f"Left out: {', '.join(unknown)}, TRL run(s) whose settings are not in a file this dashboard reads "
                "(training_args.bin is a pickle, which it does not load).")
-diff = settings_diff({n: folder_of(n) for n in names if n not in unknown})
-if len(names) - len(unknown) < 2:
-    pass
-elif diff:
+known = [n for n in names if n not in unknown]
+diff = settings_diff({n: folder_of(n) for n in known}) if len(known) > 1 else None
+if diff:
     st.dataframe(pd.DataFrame(diff), hide_index=True)
-else:
+elif diff is not None:
     st.caption("These runs have the same settings (apart from their folders).")

@@ -6,8 +6,9 @@ import time
 import streamlit as st
 
 from core import REPO
-from core.config import (FORM_TRACKERS, ConfigError, changed_settings, choices, format_value, installed_trackers,
-                         load_config, parse_setting, problems, setting, trackers, web_form_problem)
+from core.config import (FORM_TRACKERS, LORA_BIASES, ConfigError, changed_settings, choices, format_value,
+                         installed_trackers, load_config, parse_setting, problems, setting, trackers,
+                         web_form_problem)
 from core.config.values import apply_setting, text_value
 from core.data import LEVELS
 from core.lifecycle import machine_commands
@@ -93,10 +94,10 @@ with st.form("launch"):
     path = field(c3, "dataset.path", "text_input", "Local data path (for 'Local file or folder')",
                  base.dataset.path or "", key=k + "path")
     tracked = trackers(base)
-    chosen = field(c1, "runtime.report_to", "multiselect", "Trackers", list(dict.fromkeys(installed_trackers(FORM_TRACKERS) + tracked)),
-                   tracked, key=k + "trackers", help="Where the metrics and the eval before/after also go (the "
-                   "trackers installed here): TensorBoard writes into the run folder, Trackio into its local "
-                   "database, W&B to its project.")
+    offered = list(dict.fromkeys(installed_trackers(FORM_TRACKERS) + tracked))  # and any the base already has
+    chosen = field(c1, "runtime.report_to", "multiselect", "Trackers", offered, tracked, key=k + "trackers",
+                   help="Where the metrics and the eval before/after also go (the trackers installed here): "
+                        "TensorBoard writes into the run folder, Trackio into its local database, W&B to its project.")
     do_eval = c2.toggle("Eval before and after", base.eval.enabled, key=k + "eval")
     level = field(c3, "dataset.level", "selectbox", "Synthetic difficulty", list(LEVELS), index=base.dataset.level - 1, key=k + "level",
                          format_func=lambda n: f"{n}: {LEVELS[n]}")
@@ -118,7 +119,8 @@ with st.form("launch"):
         l1, l2, l3 = st.columns(3)
         lora_r = field(l1, "peft.r", "number_input", "LoRA rank r (0: full fine-tuning)", value=base.peft.r,
                        key=k + "lora_r", help="More than 0: the model's own weights stay frozen and adapters of "
-                       "this rank train (about 1% of the weights); a higher learning rate suits them (1e-4).")
+                       "this rank train (a few % of the weights: 3.5% for SmolLM2 at r=16); a higher learning "
+                       "rate suits them (1e-4).")
         lora_alpha = field(l2, "peft.lora_alpha", "number_input", "lora_alpha", value=base.peft.lora_alpha,
                            key=k + "lora_alpha", help="The adapters' update is scaled by lora_alpha / r.")
         lora_dropout = field(l3, "peft.lora_dropout", "number_input", "lora_dropout", value=base.peft.lora_dropout,
@@ -126,8 +128,8 @@ with st.form("launch"):
         lora_targets = field(l1, "peft.target_modules", "text_input", "target_modules",
                              format_value(base.peft.target_modules), key=k + "lora_targets",
                              help="all-linear, or a list of layer names such as [q_proj, v_proj].")
-        lora_bias = field(l2, "peft.bias", "selectbox", "bias", ["none", "all", "lora_only"],
-                          index=["none", "all", "lora_only"].index(base.peft.bias), key=k + "lora_bias")
+        lora_bias = field(l2, "peft.bias", "selectbox", "bias", LORA_BIASES, index=LORA_BIASES.index(base.peft.bias),
+                          key=k + "lora_bias")
     advanced = {}  # GRPOConfig field -> the form's value (text from text boxes, else the value itself)
     with st.expander("Advanced: every GRPOConfig option (TRL's help text on each)"):
         for tab, (group, group_fields) in zip(st.tabs(list(groups)), groups.items()):
