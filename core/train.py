@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from core import lifecycle
-from core.config import GRPO_FROM_CONFIG, RunConfig, trackers
+from core.config import GRPO_FROM_CONFIG, RunConfig
 from core.data import load_rows, to_dataset
 from core.errors import ConfigError
 from core.evaluate import evaluate_run
@@ -31,6 +31,7 @@ from core.rewards import resolve_reward
 from core.rollouts import logged_rewards
 from core.rundir import model_dir
 from core.stop_at_final import end_at_final_line
+from core.trackers import TrackerRuns
 
 
 def train(cfg: RunConfig, run: lifecycle.Lifecycle, resume: Path | None = None) -> str:
@@ -67,6 +68,7 @@ def train(cfg: RunConfig, run: lifecycle.Lifecycle, resume: Path | None = None) 
         callbacks=[run.callback(periodic_eval=every_eval_steps(cfg, run, model, tokenizer, eval_set))],
     )
     run.running(trainer)
+    trackers = TrackerRuns(trainer)  # W&B, TensorBoard, MLflow...: open until the eval after is logged to them
     model = trainer.model  # with LoRA, the model with its adapters (TRL wrapped it)
     if cfg.peft.r > 0 and run.is_main:
         model.print_trainable_parameters()  # "trainable params: ... || all params: ... || trainable%: ..."
@@ -77,6 +79,7 @@ def train(cfg: RunConfig, run: lifecycle.Lifecycle, resume: Path | None = None) 
             summaries["before"] = evaluate_run(cfg, run.dir, model, tokenizer, eval_set, "before",
                                                progress=run.progress("eval before"))
     if run.stop_agreed(args.device):  # every rank agrees, before any of them trains
+        trackers.end(summaries)
         return "stopped"
 
     run.phase("training", 0, cfg.train.num_train_steps)
@@ -87,17 +90,15 @@ def train(cfg: RunConfig, run: lifecycle.Lifecycle, resume: Path | None = None) 
     if run.is_main:
         tokenizer.save_pretrained(model_dir(run.dir))
     if run.stopped:
+        trackers.end(summaries)
         return "stopped"
 
     with run.stoppable_on_main():  # the other ranks are done
         if cfg.eval.enabled and run.is_main:
             summaries["after"] = evaluate_run(cfg, run.dir, model, tokenizer, eval_set, "after",
                                               progress=run.progress("eval after"))
-    if run.stopped:
-        return "stopped"
-    if run.is_main:
-        report_summaries(cfg, trainer, summaries)
-    return "finished"
+    trackers.end(summaries)  # the eval before and after, at the last step
+    return "stopped" if run.stopped else "finished"
 
 
 def reward_functions(cfg: RunConfig) -> list[tuple[str, object, float]]:
@@ -149,29 +150,6 @@ def every_eval_steps(cfg: RunConfig, run: lifecycle.Lifecycle, model, tokenizer,
             run.log_metrics(step, {k: v for k, v in summary.items() if k != "n"})
 
     return periodic_eval
-
-
-# The trackers whose transformers callback logs again once training has ended (it opens its run anew):
-# the eval after reaches them. The others (MLflow would start a second run) keep TRL's metrics only.
-LOG_AFTER_TRAINING = ("tensorboard", "trackio", "wandb")
-
-
-def report_summaries(cfg: RunConfig, trainer, summaries: dict) -> None:
-    """The eval before and after, to the trackers of LOG_AFTER_TRAINING (through transformers' own
-    callback for each, at the last step), and as the W&B run's summary."""
-    from transformers.integrations import INTEGRATION_TO_CALLBACK
-
-    logs = {f"eval_{phase}/{k}": v for phase, s in summaries.items() for k, v in s.items()}
-    wanted = tuple(INTEGRATION_TO_CALLBACK[name] for name in LOG_AFTER_TRAINING if name in trackers(cfg))
-    for callback in trainer.callback_handler.callbacks:
-        if logs and isinstance(callback, wanted):
-            callback.on_log(trainer.args, trainer.state, trainer.control, logs=dict(logs), model=trainer.model)
-    if "wandb" in trackers(cfg):
-        import wandb
-
-        if wandb.run is not None:
-            wandb.run.summary.update(logs)
-            wandb.finish()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -180,7 +180,7 @@ def test_every_form_field_reads_back_its_own_text():
      "is not a valid accelerate config: A `distributed_type` must be specified in the config file."),
     # trackers: transformers' names, installed here
     ("runtime: {report_to: [tensorbord]}\n", [], {}, "names 'tensorbord', which is not a tracker transformers reports to"),
-    ("", ["runtime.report_to=[mlflow]"], {}, "names mlflow, which is not installed: pip install mlflow"),
+    ("", ["runtime.report_to=[comet_ml]"], {}, "names comet_ml, which is not installed: pip install comet-ml"),
     ("", ["runtime.report_to=tensorboard"], {}, "'runtime.report_to' has value 'tensorboard', expected a list"),
     # LoRA: PEFT's names and values
     ("peft: {r: -2}\n", [], {}, "'peft.r' has value -2, expected 0 (full fine-tuning) or a LoRA rank above 0"),

@@ -217,13 +217,14 @@ def test_wandb_offline_run_records_eval_and_completions(tiny_model_dir, tmp_path
     assert "completions/nrows" in summary  # TRL's completions table
 
 
-def test_tensorboard_and_trackio_get_the_metrics_and_the_evals(tiny_model_dir, tmp_path):
+def test_tensorboard_trackio_and_mlflow_get_the_metrics_and_the_evals(tiny_model_dir, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run_dir, trackio_dir = tmp_path / "tracked", tmp_path / "trackio"
+    run_dir, trackio_dir, mlruns = tmp_path / "tracked", tmp_path / "trackio", tmp_path / "mlruns"
+    mlflow_env = {"MLFLOW_TRACKING_URI": mlruns.as_uri(), "MLFLOW_ALLOW_FILE_STORE": "true"}  # a local folder
     result = run_cli("--config", "configs/tiny_cpu.yaml", *[a for s in TINY_SETS for a in ("--set", s)],
-                     "--set", "train.num_train_steps=2", "--set", "runtime.report_to=[tensorboard, trackio]",
-                     "--set", f"train.output_dir={run_dir}", env={"TRACKIO_DIR": str(trackio_dir)})
+                     "--set", "train.num_train_steps=2", "--set", "runtime.report_to=[tensorboard, trackio, mlflow]",
+                     "--set", f"train.output_dir={run_dir}", env={"TRACKIO_DIR": str(trackio_dir), **mlflow_env})
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rewards = {m["step"]: m["reward"] for m in metrics if "reward" in m}
@@ -252,6 +253,20 @@ def test_tensorboard_and_trackio_get_the_metrics_and_the_evals(tiny_model_dir, t
     for phase in ("before", "after"):
         key = f"eval/{phase}/eval_avg_new_tokens"
         assert [log[key] for log in logs if key in log] == [pytest.approx(summary[phase]["eval_avg_new_tokens"])]
+
+    # MLflow: one run (the eval after went to the run of the training, not to a second one), ended
+    read = ("import json, mlflow; c = mlflow.MlflowClient(); (run,) = mlflow.search_runs(search_all_experiments=True, "
+            "output_format='list'); h = lambda k: [(m.step, m.value) for m in c.get_metric_history(run.info.run_id, k)]; "
+            "print(json.dumps([run.info.run_name, run.info.status, h('reward'), "
+            "{k: h(k) for k in run.data.metrics if k.startswith('eval_')}]))")
+    out = subprocess.run([sys.executable, "-c", read], capture_output=True, text=True, env={**os.environ, **mlflow_env})
+    assert out.returncode == 0, out.stderr[-2000:]
+    name, state, reward, evals = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (name, state) == ("grpo_tiny_K4_steps2", "FINISHED")
+    assert dict(reward) == pytest.approx(rewards)
+    for phase in ("before", "after"):
+        for key, value in summary[phase].items():
+            assert evals[f"eval_{phase}/{key}"] == [[2, pytest.approx(value)]]
 
 
 def test_model_that_cannot_be_loaded_fails_the_run_with_one_line(tmp_path):
