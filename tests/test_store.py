@@ -47,6 +47,27 @@ def test_store_columns_are_the_rollout_record(run_dir):
     assert {name: got[name] for name in ROLLOUT_FIELDS} == record
 
 
+@pytest.mark.parametrize("path", ["fast", "exact"])
+def test_degenerate_flag_is_the_rule_in_plain_python(run_dir, path):
+    """DEGENERATE (core/store/ingest.py), on both ingestion paths: a well-formed Final line with nothing
+    but spaces before it, or a text of 100 characters or more whose first 24 come again later on."""
+    loop = "so the answer is so the answer is "
+    texts = ["Final: 4", "   Final: 4", "\tFinal: 4", "\n Final: 4", "final: 4", "2+2=4\nFinal: 4",
+             loop * 3, (loop * 3)[:99], "x" * 23 + "y" + "x" * 100, "ab" * 60, "é" * 24 + "a" * 60 + "é" * 24,
+             "Final: 4 " + "z" * 100 + "Final: 4 " + "z" * 15]
+    lines = [line(sample=i, completion=text, prediction=None if i % 5 == 4 else "4") for i, text in enumerate(texts)]
+    if path == "exact":
+        lines.append('{"step": 0, "prompt_id": "p", "sample": 1.5}\n')  # a bad line: this file goes line by line
+    append(run_dir / "rollouts" / "rollouts.jsonl", "".join(lines))
+    store = RunStore(run_dir)
+    store.refresh()
+    assert store.skipped == (path == "exact")
+    got = dict(store._query("SELECT sample, degenerate FROM rollouts").itertuples(index=False))
+    want = {i: (i % 5 != 4 and text.lstrip(" ").startswith("Final:")) or (len(text) >= 100 and text[:24] in text[24:])
+            for i, text in enumerate(texts)}
+    assert got == want and 0 < sum(want.values()) < len(texts)
+
+
 # ---- exactness -------------------------------------------------------------------------------
 
 def test_half_written_line_waits_for_its_newline(run_dir):

@@ -63,8 +63,9 @@ FROM read_json($paths, format = 'newline_delimited', columns = {_READ_AS}, filen
 """
 # A degenerate completion (what the run doctor looks for, core/doctor.py): a well-formed `Final:`
 # line with nothing before it, or text that repeats itself (its first 24 characters come again later
-# on: "so so so so ...", the same sentence over and over). Decided once per rollout, as it is read.
-DEGENERATE = """(prediction IS NOT NULL AND starts_with(ltrim(completion), 'Final:')
+# on: "so so so so ...", the same sentence over and over). Decided once per rollout, as it is read
+# (the anchored regex, not ltrim, which would copy each completion: a tenth of a cold load).
+DEGENERATE = """(prediction IS NOT NULL AND regexp_matches(completion, '^ *Final:')
     OR length(completion) >= 100 AND contains(substr(completion, 25), substr(completion, 1, 24)))"""
 # How rollout records (from READ_JSON, or `new_rows` decoded line by line) become rows. The prompt
 # text (hundreds of characters, the same for all K samples of a group) is kept on sample 0 only: a
