@@ -4,9 +4,11 @@ the doctor's findings, smoothing, and model text shown as text."""
 from __future__ import annotations
 
 import html
+import itertools
 import textwrap
 import time
 
+import pandas as pd
 import plotly.express as px
 import streamlit as st
 
@@ -139,16 +141,6 @@ def smoothing_slider() -> float:
     return value
 
 
-def add_curve(fig, x: list, y: list, name: str, color: str, smoothing: float) -> None:
-    """A metric's curve as TensorBoard draws it: smoothed, with the raw values faint behind it in the
-    same colour (smoothing 0: the raw values alone); markers on a short run only (they hide a long line)."""
-    if smoothing:
-        fig.add_scatter(x=x, y=y, mode="lines", name=f"{name} (raw)", opacity=0.25, line=dict(color=color, width=1),
-                        showlegend=False, hoverinfo="skip")
-    fig.add_scatter(x=x, y=smooth(y, smoothing), name=name, line=dict(color=color),
-                    mode="lines+markers" if len(x) <= 100 else "lines")
-
-
 X_AXES = {"step": "step", "minutes": "minutes since the run started"}  # metric_series' columns -> axis titles
 
 
@@ -163,14 +155,49 @@ def x_axis_choice() -> str:
     return chosen
 
 
-def curve_layout(fig, title: str, height: int = 300, x: str = "step"):
-    """The layout of a chart of curves: its title over as many lines as it needs (never cut), the legend
-    below the plot (so that every chart of a row is as wide as the others), the x axis (X_AXES)."""
-    lines = textwrap.wrap(title, 45)  # about 45 characters a line: a chart a third of a wide page
-    fig.update_layout(title="<br>".join(lines), xaxis_title=X_AXES[x], height=height + 18 * (len(lines) - 1),
-                      margin=dict(t=40 + 18 * (len(lines) - 1), b=10),
-                      legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0))
-    return fig
+def curve_grid(curves: pd.DataFrame, titles: list[str], smoothing: float, x: str = "step", columns: int = 2,
+               width: int = 380, height: int = 220):
+    """Charts of curves, a panel each, `columns` a row, as one Vega-Lite chart. `curves` has the columns
+    title (the panel, in `titles`' order), label (a curve: a metric or a run, a colour each), x and value.
+    Each curve as TensorBoard draws it: smoothed, the raw values faint behind it in the same colour
+    (smoothing 0: the raw values alone), markers on a short run only. Hovering a point marks its x on
+    every panel, with each curve's value there (W&B's synced hover). Streamlit updates a Vega-Lite
+    chart's data in place; a Plotly chart with new data is taken down and drawn anew, blank for a moment,
+    at each live refresh. None when there is no curve."""
+    import altair as alt
+
+    if curves.empty:
+        return None
+    smoothed = curves.groupby(["title", "label"], sort=False)["value"].transform(
+        lambda v: pd.Series(smooth(v.tolist(), smoothing), v.index))
+    # 12 significant digits: the average of a constant is that constant, not a wobble in its 16th digit
+    curves = curves.assign(title=curves["title"].map(wrapped), smoothed=smoothed.map(lambda v: float(f"{v:.12g}")))
+    labels = list(dict.fromkeys(curves["label"]))
+    color = alt.Color("label:N", title=None, scale=alt.Scale(domain=labels, range=[c for c, _ in zip(
+        itertools.cycle(COLORS), labels)]), legend=alt.Legend(orient="bottom") if len(labels) > 1 else None)
+    hover = alt.selection_point(name="hover", fields=["x"], nearest=True, on="pointerover", clear="pointerout",
+                                empty=False)
+    base = alt.Chart().encode(x=alt.X("x:Q", title=X_AXES[x]), color=color)
+    smoothed = base.encode(y=alt.Y("smoothed:Q", title=None, scale=alt.Scale(zero=False), axis=alt.Axis(format=",.6~g")))
+    few = curves.groupby(["title", "label"])["x"].count().max() <= 100
+    layers = [base.mark_line(opacity=0.25, strokeWidth=1).encode(y="value:Q")] if smoothing else []
+    tooltip = [alt.Tooltip("label:N", title="curve"), alt.Tooltip("x:Q", title=X_AXES[x], format=",.4~f"),
+               alt.Tooltip("smoothed:Q", title="smoothed" if smoothing else "value", format=",.4~g"),
+               *([alt.Tooltip("value:Q", title="raw", format=",.4~g")] if smoothing else [])]
+    layers += [smoothed.mark_line(point=bool(few)),
+               alt.Chart().mark_rule(color="gray").encode(x="x:Q").transform_filter(hover),
+               smoothed.mark_point(filled=True, size=60).transform_filter(hover),
+               smoothed.mark_point(opacity=0).encode(tooltip=tooltip).add_params(hover)]  # what the pointer is nearest to
+    header = alt.Header(title=None, labelExpr="split(datum.value, '\\n')", labelAnchor="start", labelAlign="left",
+                        labelFontSize=14, labelLimit=0)
+    return alt.layer(*layers).properties(width=width, height=height).facet(
+        alt.Facet("title:N", sort=[wrapped(t) for t in titles], header=header), data=curves, columns=columns,
+    ).resolve_scale(y="independent")
+
+
+def wrapped(title: str) -> str:
+    """A chart title over as many lines as it needs, never cut: about 45 characters a line."""
+    return "\n".join(textwrap.wrap(title, 45))
 
 
 def smooth(values: list[float], weight: float) -> list[float]:

@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from streamlit.proto.Metric_pb2 import Metric
@@ -48,7 +49,8 @@ def texts(at) -> str:
 
 
 def charts(at) -> dict[str, list[dict]]:
-    """Each Plotly chart on the page by title: its traces as {name, x, y} with plain lists."""
+    """Each chart on the page by title (a Plotly chart, or a panel of a Vega-Lite curve_grid): its traces
+    as {name, x, y, ...} with plain lists."""
     def values(v):
         if isinstance(v, dict) and "bdata" in v:  # Plotly's binary arrays
             flat = np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"])
@@ -63,6 +65,23 @@ def charts(at) -> dict[str, list[dict]]:
                          "error_y": values((t.get("error_y") or {}).get("array")), "mode": t.get("mode"),
                          "color": (t.get("line") or {}).get("color"), "opacity": t.get("opacity", 1)}
                         for t in spec["data"]]
+    for chart in at.get("vega_lite_chart"):  # dashboard.widgets.curve_grid
+        spec = json.loads(chart.proto.spec)
+        (dataset,) = chart.proto.datasets
+        data = pa.ipc.open_stream(dataset.data.data).read_pandas()
+        layers = spec["spec"]["layer"]
+        raw = [layer for layer in layers if layer["mark"]["type"] == "line" and layer["mark"].get("opacity", 1) < 1]
+        (line,) = [layer for layer in layers if layer["mark"]["type"] == "line" and layer not in raw]
+        scale = line["encoding"]["color"]["scale"]
+        colors = dict(zip(scale["domain"], scale["range"]))
+        for (title, label), curve in data.groupby(["title", "label"], sort=False):
+            traces = found.setdefault(title.replace("\n", " "), [])
+            common = {"x": curve["x"].tolist(), "color": colors[label], "z": None, "error_y": None}
+            if raw:
+                traces.append({"name": f"{label} (raw)", "y": curve["value"].tolist(), "mode": "lines",
+                               "opacity": raw[0]["mark"]["opacity"], **common})
+            traces.append({"name": label, "y": curve["smoothed"].tolist(), "opacity": 1,
+                           "mode": "lines+markers" if line["mark"].get("point") else "lines", **common})
     return found
 
 
@@ -77,7 +96,7 @@ def test_every_page_renders_without_runs(tmp_path, monkeypatch, page):
     at = open_page(page)
     shown = texts(at) + "\n".join(e.value for kind in ("title", "subheader") for e in getattr(at, kind))
     assert EMPTY_STATE[page] in shown
-    assert not at.get("plotly_chart") and not at.dataframe  # nothing drawn from data that is not there
+    assert not at.get("plotly_chart") and not at.get("vega_lite_chart") and not at.dataframe  # nothing drawn from data that is not there
 
 
 def test_home_offers_the_demo_when_there_are_no_runs(tmp_path, monkeypatch):
@@ -543,7 +562,7 @@ def test_a_live_page_redraws_its_charts_less_often_than_its_text(runs, monkeypat
         write_status(runs["learning"], state="running", pid=os.getpid(), pid_started=process_started(os.getpid()),
                      ended_at=None, global_step=20, phase="training")
     every, charted = {}, set()
-    real_fragment, real_chart = st.fragment, DeltaGenerator.plotly_chart
+    real_fragment, real_charts = st.fragment, {kind: getattr(DeltaGenerator, kind) for kind in ("plotly_chart", "altair_chart")}
 
     def fragment(func=None, *, run_every=None, **kwargs):
         def register(f):
@@ -551,14 +570,17 @@ def test_a_live_page_redraws_its_charts_less_often_than_its_text(runs, monkeypat
             return real_fragment(f, run_every=run_every, **kwargs)
         return register(func) if func else register
 
-    def plotly_chart(self, *args, **kwargs):
-        charted.update(key for frame in traceback.extract_stack()
-                       if (key := (Path(frame.filename).stem, frame.name)) in every)
-        return real_chart(self, *args, **kwargs)
+    def chart(kind):
+        def draw(self, *args, **kwargs):
+            charted.update(key for frame in traceback.extract_stack()
+                           if (key := (Path(frame.filename).stem, frame.name)) in every)
+            return real_charts[kind](self, *args, **kwargs)
+        return draw
 
     monkeypatch.setattr(st, "fragment", fragment)
-    monkeypatch.setattr(DeltaGenerator, "plotly_chart", plotly_chart)
-    monkeypatch.setattr(st, "plotly_chart", lambda *args, **kwargs: plotly_chart(st._main, *args, **kwargs))
+    for kind in real_charts:
+        monkeypatch.setattr(DeltaGenerator, kind, chart(kind))
+        monkeypatch.setattr(st, kind, lambda *args, kind=kind, **kwargs: chart(kind)(st._main, *args, **kwargs))
     for page in ("runs", "rollouts", "rewards", "prompts", "eval"):
         open_page(page, run="learning")
     assert {("runs", "key_charts"), ("runs", "other_charts"), ("rewards", "charts"), ("prompts", "view")} == charted
@@ -583,4 +605,4 @@ def test_runs_charts_overlay_other_runs_and_plot_against_relative_time(runs):
     curves = {c["name"]: c for c in charts(at)["Loss"] if not c["name"].endswith("(raw)")}
     assert curves["learning"]["x"] == pytest.approx([(s - 1) / 60 for s in range(1, 31)])  # a second a step
     assert curves["html"]["x"] == pytest.approx([30 * (s - 1) / 60 for s in range(1, 11)])  # from its own start
-    assert at.get("plotly_chart")[0].proto.spec and '"minutes since the run started"' in at.get("plotly_chart")[0].proto.spec
+    assert '"minutes since the run started"' in at.get("vega_lite_chart")[0].proto.spec  # the axis says so

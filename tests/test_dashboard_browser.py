@@ -290,3 +290,57 @@ def test_a_trl_run_opens_read_only_in_a_real_browser(server, tiny_model_dir):
         finally:
             browser.close()
     assert (runs / "trl_plain" / "trainer_state.json").is_file()  # nothing of it touched
+
+
+# Every animation frame, the page's charts (Vega-Lite and Plotly), each numbered the first time it is
+# seen: a chart that is taken down and put up anew at a refresh (blank for a moment) gets a new number.
+WATCH_CHARTS = """() => { window.chartFrames = []; const ids = new WeakMap(); let next = 0; const look = () => {
+    const charts = [...document.querySelectorAll('.vega-embed svg.marks, .js-plotly-plot')];
+    charts.forEach(c => { if (!ids.has(c)) ids.set(c, next++); });
+    window.chartFrames.push(charts.map(c => ids.get(c)));
+    requestAnimationFrame(look); }; look(); }"""
+FIRST_CURVE = "() => document.querySelector('.vega-embed .mark-line path').getAttribute('d')"
+
+
+def test_runs_charts_are_redrawn_in_place_and_hover_marks_every_chart(server):
+    """A live run's charts take new steps without being taken down (never blank, not drawn anew), and
+    hovering a step on one chart marks it on every chart of the grid, as W&B does."""
+    from core.runs import process_started
+    from tests.dashboard_fixtures import write_status
+
+    url, runs = server
+    write_status(runs / "learning", state="running", pid=os.getpid(), pid_started=process_started(os.getpid()),
+                 ended_at=None, global_step=30, max_steps=60)
+    with playwright.sync_playwright() as p:
+        browser = chromium(p)
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        page.set_default_timeout(60_000)
+        try:
+            page.goto(f"{url}/runs?run=learning")
+            page.get_by_text("Mean reward (TRL's reward)").wait_for()
+            page.wait_for_timeout(2000)
+            before = page.evaluate(FIRST_CURVE)
+            page.evaluate(WATCH_CHARTS)
+            with open(runs / "learning" / "metrics.jsonl", "a") as f:  # three more steps, as the trainer logs them
+                f.writelines(json.dumps({"step": s, "time": 1.8e9 + s, "reward": 0.8, "loss": 0.1 / s}) + "\n"
+                             for s in range(31, 34))
+            page.wait_for_function(f"() => ({FIRST_CURVE})() !== {json.dumps(before)}", timeout=40_000)
+            page.wait_for_timeout(1000)
+            frames = page.evaluate("window.chartFrames")
+
+            grid = page.locator(".vega-embed").first  # the key charts: one Vega-Lite chart, a panel each
+            marked = "() => [...document.querySelector('.vega-embed').querySelectorAll('g.mark-rule.role-mark')].map(" \
+                     "rule => rule.querySelectorAll('line').length)"  # a rule layer per panel: its lines shown
+            unmarked = page.evaluate(marked)
+            panel = grid.locator("g.mark-path.role-mark").first.bounding_box()  # the first panel's plot
+            page.mouse.move(panel["x"] + panel["width"] * 0.6, panel["y"] + panel["height"] / 2)
+            page.wait_for_timeout(500)
+            hovered = page.evaluate(marked)
+            page.screenshot(path=str(ARTIFACTS / "runs_hover.png"), full_page=True)
+        finally:
+            browser.close()
+    assert len(frames) > 100 and frames[0], frames[:3]
+    changed = [(i, frame) for i, frame in enumerate(frames) if frame != frames[0]]
+    assert not changed, f"in {len(changed)} of {len(frames)} frames the charts were not the ones first drawn: {changed[:3]}"
+    assert len(unmarked) >= 3 and not any(unmarked), unmarked
+    assert all(hovered), hovered  # the hovered step, on every chart of the grid

@@ -1,15 +1,12 @@
 """Compare: several runs' reward and accuracy curves overlaid, their evals, and their config diff."""
 
-import itertools
-
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from core.runs import settings_diff
 from core.store import compare_step_aggregates
 from dashboard.caches import all_runs, folder_of, store_for
-from dashboard.widgets import COLORS, add_curve, curve_layout, fmt_pct, smoothing_slider
+from dashboard.widgets import curve_grid, fmt_pct, smoothing_slider
 
 st.title("Compare runs")
 runs = all_runs()
@@ -23,18 +20,13 @@ if len(names) < 2:
 
 agg = compare_step_aggregates({name: store_for(name) for name in names})
 smoothing = smoothing_slider()  # as on Runs, and the same choice
-c1, c2 = st.columns(2)
-if len(agg):
-    for column, (value, title) in zip((c1, c2), [("mean_reward", "Mean reward per step"),
-                                                ("accuracy", "Accuracy per step (sampled)")]):
-        fig = go.Figure()
-        for name, color in zip(names, itertools.cycle(COLORS)):  # a hue of its own for each run
-            part = agg[agg["run"] == name]
-            if len(part):
-                add_curve(fig, part["step"].tolist(), part[value].tolist(), name, color, smoothing)
-        if value == "accuracy":
-            fig.update_yaxes(range=[-0.02, 1.02])
-        column.plotly_chart(curve_layout(fig, title, height=380), key=value)
+if len(agg):  # a curve per run, a hue of its own for each
+    charts = [("mean_reward", "Mean reward per step"), ("accuracy", "Accuracy per step (sampled)")]
+    curves = pd.concat([pd.DataFrame({"title": title, "label": agg["run"], "x": agg["step"], "value": agg[value]})
+                        for value, title in charts], ignore_index=True).dropna(subset=["value"])
+    chart = curve_grid(curves, [title for _, title in charts], smoothing, width=400, height=300)
+    if chart is not None:
+        st.altair_chart(chart, key="curves")
 
 info = {r["name"]: r for r in runs}
 st.subheader("Eval")

@@ -1,10 +1,7 @@
 """Runs: every run at a glance; for the selected one, live progress, charts (other runs overlaid on
 request), log, stop/delete."""
 
-import itertools
-
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from core import REPO
@@ -13,7 +10,7 @@ from core.errors import ConfigError
 from core.rundir import checkpoints
 from core.runs import delete, log_tail, resume, stop
 from dashboard.caches import all_runs, diagnosis, folder_of, open_folder, runs_root, small_rollouts, store_for
-from dashboard.widgets import (CHART_POINTS, CHART_SECONDS, COLORS, add_curve, curve_layout, fmt_duration, fmt_pct,
+from dashboard.widgets import (CHART_POINTS, CHART_SECONDS, curve_grid, fmt_duration, fmt_pct,
                                fmt_time, is_live, live_every, pick_run, progress, show_findings, smoothing_slider,
                                x_axis_choice)
 
@@ -106,17 +103,19 @@ else:
     controls()
 
 
-def metric_chart(series: dict[str, pd.DataFrame], names: list[str], title: str, smoothing: float, x: str):
-    """The curves of metrics `names` of each run of `series` (run name -> its metric_series; this
-    run first), a colour each, against `x` (step or minutes)."""
-    fig, colors = go.Figure(), itertools.cycle(COLORS)
-    for run_name, of_run in series.items():
-        for metric in names:
-            part = of_run[of_run["name"] == metric]
-            label = metric if len(series) == 1 else run_name if len(names) == 1 else f"{run_name} · {metric}"
-            if len(part):
-                add_curve(fig, part[x].tolist(), part["value"].tolist(), label, next(colors), smoothing)
-    return curve_layout(fig, title, x=x) if fig.data else None
+def metric_curves(series: dict[str, pd.DataFrame], charts: list[tuple[list[str], str]], x: str) -> pd.DataFrame:
+    """The curves of each chart (metric names, title) for curve_grid: of each run of `series` (run name ->
+    its metric_series; this run first), a curve per metric, against `x` (step or minutes). A curve is
+    named by its run (a colour per run on every chart), and by its metric where a chart has several."""
+    parts = []
+    for names, title in charts:
+        for run_name, of_run in series.items():
+            for metric in names:
+                part = of_run[of_run["name"] == metric]
+                label = run_name if len(names) == 1 else metric if len(series) == 1 else f"{run_name} · {metric}"
+                if len(part):
+                    parts.append(pd.DataFrame({"title": title, "label": label, "x": part[x], "value": part["value"]}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["title", "label", "x", "value"])
 
 
 c_smooth, c_x, c_overlay = st.columns([2, 1, 3])
@@ -163,7 +162,7 @@ OTHER_SECONDS = 60  # TRL's other metrics, while the run is live: a trend over a
 
 
 def draw_charts(store, charts: list[tuple[list[str], str]]) -> bool:
-    """TRL's metric curves, three a row, with the overlaid runs' (their metrics only: small files); False if
+    """TRL's metric curves, two a row, with the overlaid runs' (their metrics only: small files); False if
     none of them was logged for this run."""
     metrics = [name for names, _ in charts for name in names]
     series = {name: store.metric_series(metrics, points=CHART_POINTS)}
@@ -172,13 +171,11 @@ def draw_charts(store, charts: list[tuple[list[str], str]]) -> bool:
     for other in overlay:
         if folder_of(other).is_dir():  # deleted meanwhile: left out
             series[other] = store_for(other, rollouts=False).metric_series(metrics, points=CHART_POINTS)
-    columns, shown = st.columns(3), 0
-    for names, title in charts:
-        fig = metric_chart(series, names, title, smoothing, x_axis)
-        if fig is not None:
-            columns[shown % 3].plotly_chart(fig, key=title)
-            shown += 1
-    return bool(shown)
+    curves = metric_curves(series, charts, x_axis)
+    chart = curve_grid(curves, [title for _, title in charts], smoothing, x_axis)
+    if chart is not None:
+        st.altair_chart(chart, key=charts[0][1])
+    return chart is not None
 
 
 @st.fragment(run_every=live_every(run, CHART_SECONDS))

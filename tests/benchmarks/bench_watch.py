@@ -27,7 +27,7 @@ from core.runs import LIVE_STATES, launch, read_status
 from tests.benchmarks.bench_live import CHROMIUM, start_server
 
 PAGES = {  # address: what shows once the page has drawn
-    "runs": "Smoothing of TRL's metric curves", "rollouts": "rollouts match", "rewards": "Rewards",
+    "runs": "Smoothing of the metric curves", "rollouts": "rollouts match", "rewards": "Rewards",
     "prompts": "Prompts", "eval": "Eval", "launch": "Launch", "": "Watch a model learn"}
 
 
