@@ -5,6 +5,7 @@ on Rollouts, see a chart on Prompts, and check that a completion holding `<scrip
 text and never runs. Screenshots of every page visited go to test-artifacts/.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -41,11 +42,20 @@ def newest_rollouts(run_dir: Path) -> list[dict]:
     return sorted(records, key=lambda r: (-r["step"], r["rank"], r["prompt_id"], r["sample"]))
 
 
-def chromium(p, *flags):
-    """Debian's Chromium, as this machine runs it (no sandbox, no GPU, nothing fetched in the background)."""
-    return p.chromium.launch(executable_path=CHROMIUM, args=[
-        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", *flags])
+@contextlib.contextmanager
+def browser_page(*flags: str, viewport: dict | None = None):
+    """A page of Debian's Chromium, as this machine runs it (no sandbox, no GPU, nothing fetched in the
+    background; `flags` added), a minute's patience for each wait; the browser closes after."""
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", *flags])
+        try:
+            page = browser.new_page(**({"viewport": viewport} if viewport else {}))
+            page.set_default_timeout(60_000)
+            yield page
+        finally:
+            browser.close()
 
 
 def click_row(page, row: int, table: int = 0) -> None:
@@ -88,10 +98,7 @@ def server(tmp_path, tiny_model_dir):
 def test_launch_watch_and_read_in_a_real_browser(server):
     url, runs = server
     ARTIFACTS.mkdir(exist_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = chromium(p)
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        page.set_default_timeout(60_000)
+    with browser_page(viewport={"width": 1500, "height": 1100}) as page:
         elsewhere = []  # requests to anywhere but this server: offline they fail (the tab icon once did)
         page.on("request", lambda r: elsewhere.append(r.url) if not r.url.startswith((url, "data:", "blob:")) else None)
 
@@ -190,26 +197,18 @@ def test_launch_watch_and_read_in_a_real_browser(server):
                 page.goto(f"{url}/{name}?run=e2e_run")  # every page, as it looked when the test failed
                 shot(f"failure_{name or 'home'}")
             raise
-        finally:
-            browser.close()
 
 
 def test_a_page_under_a_foreign_name_cannot_drive_the_dashboard(server):
     # DNS rebinding: a site's name made to resolve to this machine. Chromium sends Host: evil.example.
     url, runs = server
     port = url.rsplit(":", 1)[1]
-    with playwright.sync_playwright() as p:
-        browser = chromium(p, "--host-resolver-rules=MAP evil.example 127.0.0.1")
-        page = browser.new_page()
-        page.set_default_timeout(60_000)
-        try:
-            page.goto(f"http://evil.example:{port}/launch")
-            page.get_by_text("This dashboard answers only to localhost").wait_for()
-            assert page.get_by_text("Launch a run").count() == 0  # no form to drive
-            page.goto(f"{url}/launch")  # the same server under its own name works
-            page.get_by_text("Launch a run").first.wait_for()
-        finally:
-            browser.close()
+    with browser_page("--host-resolver-rules=MAP evil.example 127.0.0.1") as page:
+        page.goto(f"http://evil.example:{port}/launch")
+        page.get_by_text("This dashboard answers only to localhost").wait_for()
+        assert page.get_by_text("Launch a run").count() == 0  # no form to drive
+        page.goto(f"{url}/launch")  # the same server under its own name works
+        page.get_by_text("Launch a run").first.wait_for()
     assert sorted(p.name for p in runs.iterdir()) == ["crashed", "html", "learning"]
 
 
@@ -223,39 +222,33 @@ def test_a_live_run_shows_new_steps_as_they_arrive(server):
     ARTIFACTS.mkdir(exist_ok=True)
     write_status(runs / "learning", state="running", pid=os.getpid(), pid_started=process_started(os.getpid()),
                  ended_at=None, global_step=8, max_steps=30)
-    with playwright.sync_playwright() as p:
-        browser = chromium(p)
-        page = browser.new_page()
-        page.set_default_timeout(60_000)
-        try:
-            page.goto(f"{url}/rollouts?run=learning")
-            page.get_by_text("1,024 rollouts match").wait_for()
-            write_run(runs / "learning", 256, ranks=2, start=1024, prompts=20, ramp=20)  # steps 9 and 10
-            page.get_by_text("1,280 rollouts match").wait_for(timeout=30_000)  # by the page's own live refresh
-            # a click while new rows arrive: the page just refreshed (5 s to the next); step 11 lands on
-            # the server and the second row shown is clicked before the browser sees the new rows
-            second = newest_rollouts(runs / "learning")[1]
-            write_run(runs / "learning", 128, ranks=2, start=1280, prompts=20, ramp=20)  # step 11
-            click_row(page, 1)
-            page.get_by_text(f"Prompt {second['prompt_id']} · step {second['step']} · sample {second['sample']}",
-                             exact=True).wait_for(timeout=20_000)  # what was clicked is what opens
-            page.get_by_text("1,408 rollouts match").wait_for(timeout=30_000)
-            page.get_by_role("button", name="next ▶").click()  # the second page, found by key
-            page.get_by_text("rows 26–50").wait_for()
+    with browser_page() as page:
+        page.goto(f"{url}/rollouts?run=learning")
+        page.get_by_text("1,024 rollouts match").wait_for()
+        write_run(runs / "learning", 256, ranks=2, start=1024, prompts=20, ramp=20)  # steps 9 and 10
+        page.get_by_text("1,280 rollouts match").wait_for(timeout=30_000)  # by the page's own live refresh
+        # a click while new rows arrive: the page just refreshed (5 s to the next); step 11 lands on
+        # the server and the second row shown is clicked before the browser sees the new rows
+        second = newest_rollouts(runs / "learning")[1]
+        write_run(runs / "learning", 128, ranks=2, start=1280, prompts=20, ramp=20)  # step 11
+        click_row(page, 1)
+        page.get_by_text(f"Prompt {second['prompt_id']} · step {second['step']} · sample {second['sample']}",
+                         exact=True).wait_for(timeout=20_000)  # what was clicked is what opens
+        page.get_by_text("1,408 rollouts match").wait_for(timeout=30_000)
+        page.get_by_role("button", name="next ▶").click()  # the second page, found by key
+        page.get_by_text("rows 26–50").wait_for()
 
-            page.goto(f"{url}/rewards?run=learning")
-            page.get_by_text("Reward histogram, steps 1–11").wait_for()
-            write_run(runs / "learning", 128, ranks=2, start=1408, prompts=20, ramp=20)  # step 12
-            page.get_by_text("Reward histogram, steps 1–12").wait_for(timeout=30_000)  # the window follows
+        page.goto(f"{url}/rewards?run=learning")
+        page.get_by_text("Reward histogram, steps 1–11").wait_for()
+        write_run(runs / "learning", 128, ranks=2, start=1408, prompts=20, ramp=20)  # step 12
+        page.get_by_text("Reward histogram, steps 1–12").wait_for(timeout=30_000)  # the window follows
 
-            page.goto(f"{url}/runs?run=learning")
-            page.get_by_text("running · step 8/30").wait_for()
-            write_status(runs / "learning", state="running", pid=os.getpid(), pid_started=process_started(os.getpid()),
-                         ended_at=None, global_step=11, max_steps=30)  # as the trainer does after each step
-            page.get_by_text("running · step 11/30").wait_for(timeout=30_000)
-            page.screenshot(path=str(ARTIFACTS / "runs_live.png"), full_page=True)
-        finally:
-            browser.close()
+        page.goto(f"{url}/runs?run=learning")
+        page.get_by_text("running · step 8/30").wait_for()
+        write_status(runs / "learning", state="running", pid=os.getpid(), pid_started=process_started(os.getpid()),
+                     ended_at=None, global_step=11, max_steps=30)  # as the trainer does after each step
+        page.get_by_text("running · step 11/30").wait_for(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "runs_live.png"), full_page=True)
 
 
 def test_a_trl_run_opens_read_only_in_a_real_browser(server, tiny_model_dir):
@@ -268,27 +261,21 @@ def test_a_trl_run_opens_read_only_in_a_real_browser(server, tiny_model_dir):
     store = RunStore(runs / "trl_plain")
     store.refresh()
     second = store.rollouts_page(limit=2)[0].iloc[1]  # the table's second row, newest first
-    with playwright.sync_playwright() as p:
-        browser = chromium(p)
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        page.set_default_timeout(60_000)
-        try:
-            page.goto(f"{url}/runs?run=trl_plain")
-            page.get_by_text("trl_plain is a TRL run: this dashboard did not start it").wait_for()
-            page.get_by_text("Mean reward (TRL's reward)").first.wait_for()
-            assert page.get_by_role("button", name="Stop").count() == 0
-            assert page.get_by_role("button", name="Delete").count() == 0
-            page.screenshot(path=str(ARTIFACTS / "trl_run.png"), full_page=True)
-            page.goto(f"{url}/rollouts?run=trl_plain")
-            page.locator('[data-testid="stDataFrame"]').first.wait_for()
-            page.wait_for_timeout(1000)
-            click_row(page, 1)
-            page.get_by_text(f"Prompt {second['prompt_id']} · step {second['step']} · sample {second['sample']}",
-                             exact=True).wait_for(timeout=20_000)
-            page.get_by_text("The advantage TRL logged for each sample").wait_for()
-            page.screenshot(path=str(ARTIFACTS / "trl_rollout.png"), full_page=True)
-        finally:
-            browser.close()
+    with browser_page(viewport={"width": 1500, "height": 1100}) as page:
+        page.goto(f"{url}/runs?run=trl_plain")
+        page.get_by_text("trl_plain is a TRL run: this dashboard did not start it").wait_for()
+        page.get_by_text("Mean reward (TRL's reward)").first.wait_for()
+        assert page.get_by_role("button", name="Stop").count() == 0
+        assert page.get_by_role("button", name="Delete").count() == 0
+        page.screenshot(path=str(ARTIFACTS / "trl_run.png"), full_page=True)
+        page.goto(f"{url}/rollouts?run=trl_plain")
+        page.locator('[data-testid="stDataFrame"]').first.wait_for()
+        page.wait_for_timeout(1000)
+        click_row(page, 1)
+        page.get_by_text(f"Prompt {second['prompt_id']} · step {second['step']} · sample {second['sample']}",
+                         exact=True).wait_for(timeout=20_000)
+        page.get_by_text("The advantage TRL logged for each sample").wait_for()
+        page.screenshot(path=str(ARTIFACTS / "trl_rollout.png"), full_page=True)
     assert (runs / "trl_plain" / "trainer_state.json").is_file()  # nothing of it touched
 
 
@@ -311,34 +298,28 @@ def test_runs_charts_are_redrawn_in_place_and_hover_marks_every_chart(server):
     url, runs = server
     write_status(runs / "learning", state="running", pid=os.getpid(), pid_started=process_started(os.getpid()),
                  ended_at=None, global_step=30, max_steps=60)
-    with playwright.sync_playwright() as p:
-        browser = chromium(p)
-        page = browser.new_page(viewport={"width": 1500, "height": 1000})
-        page.set_default_timeout(60_000)
-        try:
-            page.goto(f"{url}/runs?run=learning")
-            page.get_by_text("Mean reward (TRL's reward)").wait_for()
-            page.wait_for_timeout(2000)
-            before = page.evaluate(FIRST_CURVE)
-            page.evaluate(WATCH_CHARTS)
-            with open(runs / "learning" / "metrics.jsonl", "a") as f:  # three more steps, as the trainer logs them
-                f.writelines(json.dumps({"step": s, "time": 1.8e9 + s, "reward": 0.8, "loss": 0.1 / s}) + "\n"
-                             for s in range(31, 34))
-            page.wait_for_function(f"() => ({FIRST_CURVE})() !== {json.dumps(before)}", timeout=40_000)
-            page.wait_for_timeout(1000)
-            frames = page.evaluate("window.chartFrames")
+    with browser_page(viewport={"width": 1500, "height": 1000}) as page:
+        page.goto(f"{url}/runs?run=learning")
+        page.get_by_text("Mean reward (TRL's reward)").wait_for()
+        page.wait_for_timeout(2000)
+        before = page.evaluate(FIRST_CURVE)
+        page.evaluate(WATCH_CHARTS)
+        with open(runs / "learning" / "metrics.jsonl", "a") as f:  # three more steps, as the trainer logs them
+            f.writelines(json.dumps({"step": s, "time": 1.8e9 + s, "reward": 0.8, "loss": 0.1 / s}) + "\n"
+                         for s in range(31, 34))
+        page.wait_for_function(f"() => ({FIRST_CURVE})() !== {json.dumps(before)}", timeout=40_000)
+        page.wait_for_timeout(1000)
+        frames = page.evaluate("window.chartFrames")
 
-            grid = page.locator(".vega-embed").first  # the key charts: one Vega-Lite chart, a panel each
-            marked = "() => [...document.querySelector('.vega-embed').querySelectorAll('g.mark-rule.role-mark')].map(" \
-                     "rule => rule.querySelectorAll('line').length)"  # a rule layer per panel: its lines shown
-            unmarked = page.evaluate(marked)
-            panel = grid.locator("g.mark-path.role-mark").first.bounding_box()  # the first panel's plot
-            page.mouse.move(panel["x"] + panel["width"] * 0.6, panel["y"] + panel["height"] / 2)
-            page.wait_for_timeout(500)
-            hovered = page.evaluate(marked)
-            page.screenshot(path=str(ARTIFACTS / "runs_hover.png"), full_page=True)
-        finally:
-            browser.close()
+        grid = page.locator(".vega-embed").first  # the key charts: one Vega-Lite chart, a panel each
+        marked = "() => [...document.querySelector('.vega-embed').querySelectorAll('g.mark-rule.role-mark')].map(" \
+                 "rule => rule.querySelectorAll('line').length)"  # a rule layer per panel: its lines shown
+        unmarked = page.evaluate(marked)
+        panel = grid.locator("g.mark-path.role-mark").first.bounding_box()  # the first panel's plot
+        page.mouse.move(panel["x"] + panel["width"] * 0.6, panel["y"] + panel["height"] / 2)
+        page.wait_for_timeout(500)
+        hovered = page.evaluate(marked)
+        page.screenshot(path=str(ARTIFACTS / "runs_hover.png"), full_page=True)
     assert len(frames) > 100 and frames[0], frames[:3]
     changed = [(i, frame) for i, frame in enumerate(frames) if frame != frames[0]]
     assert not changed, f"in {len(changed)} of {len(frames)} frames the charts were not the ones first drawn: {changed[:3]}"
