@@ -257,26 +257,28 @@ def run_info(run_dir: Path) -> dict:
     started, ended = status.get("started_at"), status.get("ended_at")
     state = "unreadable" if status_bad or config_bad else effective_state(status)
     end = ended or (time.time() if state in LIVE_STATES else None)
-    return {
-        "name": run_dir.name, "model": config.get("model_name"), "state": state,
-        "step": status.get("global_step") or 0,
-        "num_train_steps": status.get("max_steps") or _whole_number((config.get("train") or {}).get("num_train_steps")),
-        "reward": _last_metric(run_dir, "reward"),
-        "eval_before": summary.get("before", {}).get("eval_accuracy"),
-        "eval_after": summary.get("after", {}).get("eval_accuracy"), "evals": summary,
-        "started": started, "duration": (end - started) if started and end else None,
-        "error": status.get("error"), "problem": status_bad or config_bad or summary_bad, "path": str(run_dir),
-        "phase": status.get("phase"), "phase_done": status.get("phase_done"), "phase_total": status.get("phase_total"),
-    }
+    return _row(
+        run_dir, model=config.get("model_name"), state=state, step=status.get("global_step") or 0,
+        num_train_steps=status.get("max_steps") or _whole_number((config.get("train") or {}).get("num_train_steps")),
+        reward=_last_metric(run_dir, "reward"), eval_before=summary.get("before", {}).get("eval_accuracy"),
+        eval_after=summary.get("after", {}).get("eval_accuracy"), evals=summary,
+        started=started, duration=(end - started) if started and end else None,
+        error=status.get("error"), problem=status_bad or config_bad or summary_bad,
+        phase=status.get("phase"), phase_done=status.get("phase_done"), phase_total=status.get("phase_total"))
+
+
+def _row(run_dir: Path, **values) -> dict:
+    """A row of the runs table: every key, `values` over what is known of any folder."""
+    return {"name": run_dir.name, "model": None, "state": "unreadable", "step": 0, "num_train_steps": None,
+            "reward": None, "eval_before": None, "eval_after": None, "evals": {}, "started": None, "duration": None,
+            "error": None, "problem": None, "path": str(run_dir), "phase": None, "phase_done": None,
+            "phase_total": None, **values}
 
 
 def trl_run_info(run_dir: Path) -> dict:
     """The runs table's row of a plain TRL run: what its files tell (no eval, no settings of ours); a
     folder that cannot be read is `unreadable`, with the reason, never an error."""
-    row = {"name": run_dir.name, "model": None, "state": "unreadable", "step": 0, "num_train_steps": None,
-           "reward": None, "eval_before": None, "eval_after": None, "evals": {}, "started": None, "duration": None,
-           "error": None, "problem": None, "path": str(run_dir), "phase": None, "phase_done": None,
-           "phase_total": None, "read_only": trl_runs.READ_ONLY}
+    row = _row(run_dir, read_only=trl_runs.READ_ONLY)
     try:
         status = trl_runs.status(run_dir)
         rewards = [m["reward"] for m in trl_runs.metric_records(run_dir) or [] if "reward" in m]
