@@ -178,16 +178,17 @@ def curve_grid(curves: pd.DataFrame, titles: list[str], smoothing: float, x: str
     hover = alt.selection_point(name="hover", fields=["x"], nearest=True, on="pointerover", clear="pointerout",
                                 empty=False)
     base = alt.Chart().encode(x=alt.X("x:Q", title=X_AXES[x]), color=color)
-    smoothed = base.encode(y=alt.Y("smoothed:Q", title=None, scale=alt.Scale(zero=False), axis=alt.Axis(format=",.6~g")))
+    on_smoothed = base.encode(y=alt.Y("smoothed:Q", title=None, scale=alt.Scale(zero=False),
+                                      axis=alt.Axis(format=",.6~g")))
     few = curves.groupby(["title", "label"])["x"].count().max() <= 100
     layers = [base.mark_line(opacity=0.25, strokeWidth=1).encode(y="value:Q")] if smoothing else []
     tooltip = [alt.Tooltip("label:N", title="curve"), alt.Tooltip("x:Q", title=X_AXES[x], format=",.4~f"),
                alt.Tooltip("smoothed:Q", title="smoothed" if smoothing else "value", format=",.4~g"),
                *([alt.Tooltip("value:Q", title="raw", format=",.4~g")] if smoothing else [])]
-    layers += [smoothed.mark_line(point=bool(few)),
+    layers += [on_smoothed.mark_line(point=bool(few)),
                alt.Chart().mark_rule(color="gray").encode(x="x:Q").transform_filter(hover),
-               smoothed.mark_point(filled=True, size=60).transform_filter(hover),
-               smoothed.mark_point(opacity=0).encode(tooltip=tooltip).add_params(hover)]  # what the pointer is nearest to
+               on_smoothed.mark_point(filled=True, size=60).transform_filter(hover),
+               on_smoothed.mark_point(opacity=0).encode(tooltip=tooltip).add_params(hover)]  # what the pointer is nearest to
     header = alt.Header(title=None, labelExpr="split(datum.value, '\\n')", labelAnchor="start", labelAlign="left",
                         labelFontSize=14, labelLimit=0)
     return alt.layer(*layers).properties(width=width, height=height).facet(
