@@ -2,12 +2,14 @@
 one writer per run folder, damaged metadata files, and a trainer that outlives damage to its own
 monitoring files."""
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -460,7 +462,15 @@ def test_the_dashboards_stop_ends_a_two_process_run_in_each_phase_before_trainin
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
         time.sleep(0.05)
     sent = time.time()
-    assert stop(run_dir)  # as the Runs page's Stop: SIGTERM to rank 0, proven to be the run's
+    if not stop(run_dir):  # as the Runs page's Stop: SIGTERM to rank 0, proven to be the run's
+        status = read_status(run_dir)  # why not, for the report: its state, or its pid's start time
+        found = process_started(status["pid"]) if isinstance(status.get("pid"), int) else None
+        launcher = psutil.Process(proc.pid)
+        for process in [*launcher.children(recursive=True), launcher]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        pytest.fail(f"stop() found no live run: status {status}, that pid started at {found}\n"
+                    f"{proc.communicate(timeout=60)[0][-3000:]}")
     output, _ = proc.communicate(timeout=120)
     took = time.time() - sent
     print(f"two processes, {phase}: stopped {took:.1f} s after SIGTERM")
