@@ -185,15 +185,23 @@ def curve_grid(curves: pd.DataFrame, titles: list[str], smoothing: float, x: str
     tooltip = [alt.Tooltip("label:N", title="curve"), alt.Tooltip("x:Q", title=X_AXES[x], format=",.4~f"),
                alt.Tooltip("smoothed:Q", title="smoothed" if smoothing else "value", format=",.4~g"),
                *([alt.Tooltip("value:Q", title="raw", format=",.4~g")] if smoothing else [])]
-    layers += [on_smoothed.mark_line(point=bool(few)),
-               alt.Chart().mark_rule(color="gray").encode(x="x:Q").transform_filter(hover),
-               on_smoothed.mark_point(filled=True, size=60).transform_filter(hover),
-               on_smoothed.mark_point(opacity=0).encode(tooltip=tooltip).add_params(hover)]  # what the pointer is nearest to
+    layers += [on_smoothed.mark_line(point=bool(few)), *hover_marks("x", on_smoothed, hover, tooltip)]
     header = alt.Header(title=None, labelExpr="split(datum.value, '\\n')", labelAnchor="start", labelAlign="left",
                         labelFontSize=14, labelLimit=0)
     return alt.layer(*layers).properties(width=width, height=height).facet(
         alt.Facet("title:N", sort=[wrapped(t) for t in titles], header=header), data=curves, columns=columns,
     ).resolve_scale(y="independent")
+
+
+def hover_marks(x: str, points, hover, tooltip) -> list:
+    """The layers of a chart's synced hover: a rule at the hovered `x` and a dot on each of `points`
+    there, and the points themselves, unseen, for the pointer to be nearest to (with `tooltip`).
+    Charts that share `hover` (a selection on `x`) mark the same x together."""
+    import altair as alt
+
+    return [alt.Chart().mark_rule(color="gray").encode(x=f"{x}:Q").transform_filter(hover),
+            points.mark_point(filled=True, size=60).transform_filter(hover),
+            points.mark_point(opacity=0).encode(tooltip=tooltip).add_params(hover)]
 
 
 def wrapped(title: str) -> str:

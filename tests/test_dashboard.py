@@ -4,10 +4,12 @@ import base64
 import json
 import os
 import re
+import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
@@ -67,6 +69,8 @@ def charts(at) -> dict[str, list[dict]]:
                         for t in spec["data"]]
     for chart in at.get("vega_lite_chart"):  # dashboard.widgets.curve_grid
         spec = json.loads(chart.proto.spec)
+        if "facet" not in spec:
+            continue  # another Vega-Lite chart: vega_views reads it
         (dataset,) = chart.proto.datasets
         data = pa.ipc.open_stream(dataset.data.data).read_pandas()
         layers = spec["spec"]["layer"]
@@ -82,6 +86,19 @@ def charts(at) -> dict[str, list[dict]]:
                                "opacity": raw[0]["mark"]["opacity"], **common})
             traces.append({"name": label, "y": curve["smoothed"].tolist(), "opacity": 1,
                            "mode": "lines+markers" if line["mark"].get("point") else "lines", **common})
+    return found
+
+
+def vega_views(at) -> dict[str, pd.DataFrame]:
+    """Each titled view of the page's Vega-Lite charts (a panel of a concatenated chart) by title: the
+    data it draws, as the page sent it."""
+    found = {}
+    for chart in at.get("vega_lite_chart"):
+        spec = json.loads(chart.proto.spec)
+        data = {d.name: pa.ipc.open_stream(d.data.data).read_pandas() for d in chart.proto.datasets}
+        for view in spec.get("concat") or spec.get("hconcat") or [spec]:
+            if "title" in view:
+                found[view["title"]] = data[(view.get("data") or spec["data"])["name"]]
     return found
 
 
@@ -271,20 +288,29 @@ def rollout_records(run_dir) -> list[dict]:
 
 def test_rewards_page_charts_match_the_rollouts(runs):
     records = rollout_records(runs["learning"])
-    rewards = charts(open_page("rewards", run="learning"))
-    assert len(rewards) == 5
-    agg = RunStore(runs["learning"])
-    agg.refresh()
-    steps = agg.step_aggregates()
-    upper, lower, mean = rewards["Mean reward ± std (all sampled completions)"]
-    assert mean["x"] == steps["step"].tolist() and mean["y"] == pytest.approx(steps["mean_reward"].tolist())
-    assert lower["y"] == pytest.approx((steps["mean_reward"] - steps["std_reward"]).clip(lower=0).tolist())
-    assert min(lower["y"]) >= 0 and max(upper["y"]) <= 1  # the band stays where rewards can be
-    categories = {t["name"]: t["y"] for t in rewards["Reward categories per step"]}
-    assert sum(map(sum, categories.values())) == 1024  # every rollout, in one category each
-    (hist,) = [v for k, v in rewards.items() if k.startswith("Reward histogram")]
-    counts = Counter(r["reward"] for r in records)
-    assert dict(zip(map(float, hist[0]["x"]), hist[0]["y"])) == counts  # the whole run: the default window
+    rewards = vega_views(open_page("rewards", run="learning"))
+    assert list(rewards) == ["Mean reward ± std (all sampled completions)", "Reward categories per step",
+                             "Format rate and accuracy over time", "Reward histogram", "Completion length by category"]
+    by_step = {}
+    for r in records:
+        by_step.setdefault(r["step"], []).append(r)
+    steps = rewards["Mean reward ± std (all sampled completions)"]  # the three charts over the steps: one table
+    assert steps["step"].tolist() == sorted(by_step)
+    for _, row in steps.iterrows():
+        group = by_step[row["step"]]
+        rewards_here = [r["reward"] for r in group]
+        assert row["mean_reward"] == pytest.approx(statistics.fmean(rewards_here))
+        band = statistics.pstdev(rewards_here)  # ± std, never past the rewards seen at that step
+        assert row["lower"] == pytest.approx(max(row["mean_reward"] - band, min(rewards_here)))
+        assert row["upper"] == pytest.approx(min(row["mean_reward"] + band, max(rewards_here)))
+        assert row["accuracy"] == pytest.approx(statistics.fmean(r["correct"] for r in group))
+        assert row["format_rate"] == pytest.approx(statistics.fmean(r["prediction"] is not None for r in group))
+        assert row["malformed"] + row["wrong"] + row["correct"] == len(group)  # each rollout in one category
+        assert row["correct"] == sum(r["correct"] for r in group)
+    hist = rewards["Reward histogram"]
+    assert dict(zip(hist["reward"], hist["n"])) == Counter(r["reward"] for r in records)  # the whole run: the default window
+    lengths = rewards["Completion length by category"]
+    assert lengths["n"].sum() == len(records)
 
 
 def test_prompts_page_curves_match_the_rollouts(runs):
@@ -501,8 +527,8 @@ def test_a_step_window_at_the_edges_follows_new_steps_and_a_moved_one_stays(runs
     write_run(runs["learning"], 128, ranks=2, start=1280, prompts=20, ramp=20)
     at.run()
     assert at.slider(key="window").value == (lo + 1, hi + 1)  # moved by the user: it stays
-    hist = next(v for k, v in charts(at).items() if k.startswith("Reward histogram"))
-    assert sum(hist[0]["y"]) == (hi + 1 - lo) * 128  # the window's steps alone (128 rollouts a step)
+    assert vega_views(at)["Reward histogram"]["n"].sum() == (hi + 1 - lo) * 128  # the window's steps alone (128 a step)
+    assert f"**Steps {lo + 1}–{hi + 1}**" in texts(at)
 
 
 def test_the_runs_page_reads_no_rollouts_and_a_status_rewrite_keeps_the_store(runs, monkeypatch):

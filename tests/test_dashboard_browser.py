@@ -239,9 +239,9 @@ def test_a_live_run_shows_new_steps_as_they_arrive(server):
         page.get_by_text("rows 26–50").wait_for()
 
         page.goto(f"{url}/rewards?run=learning")
-        page.get_by_text("Reward histogram, steps 1–11").wait_for()
+        page.get_by_text("Steps 1–11").wait_for()
         write_run(runs / "learning", 128, ranks=2, start=1408, prompts=20, ramp=20)  # step 12
-        page.get_by_text("Reward histogram, steps 1–12").wait_for(timeout=30_000)  # the window follows
+        page.get_by_text("Steps 1–12").wait_for(timeout=30_000)  # the window follows
 
         page.goto(f"{url}/runs?run=learning")
         page.get_by_text("running · step 8/30").wait_for()
@@ -289,7 +289,21 @@ WATCH_CHARTS = """() => { window.chartFrames = []; const ids = new WeakMap(); le
 FIRST_CURVE = "() => document.querySelector('.vega-embed .mark-line path').getAttribute('d')"
 
 
-def test_runs_charts_are_redrawn_in_place_and_hover_marks_every_chart(server):
+def more_metrics(run_dir):  # three more steps, as the trainer logs them
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.writelines(json.dumps({"step": s, "time": 1.8e9 + s, "reward": 0.8, "loss": 0.1 / s}) + "\n"
+                     for s in range(31, 34))
+
+
+def more_rollouts(run_dir):  # a ninth step of 128 rollouts, as the trainer writes them
+    from tests.fake_run import write_run
+
+    write_run(run_dir, 128, ranks=2, start=1024, prompts=20, ramp=20)
+
+
+@pytest.mark.parametrize("path, title, grow", [("runs", "Mean reward (TRL's reward)", more_metrics),
+                                               ("rewards", "Reward categories per step", more_rollouts)])
+def test_charts_are_redrawn_in_place_and_hover_marks_every_chart(server, path, title, grow):
     """A live run's charts take new steps without being taken down (never blank, not drawn anew), and
     hovering a step on one chart marks it on every chart of the grid, as W&B does."""
     from core.runs import process_started
@@ -299,14 +313,12 @@ def test_runs_charts_are_redrawn_in_place_and_hover_marks_every_chart(server):
     write_status(runs / "learning", state="running", pid=os.getpid(), pid_started=process_started(os.getpid()),
                  ended_at=None, global_step=30, max_steps=60)
     with browser_page(viewport={"width": 1500, "height": 1000}) as page:
-        page.goto(f"{url}/runs?run=learning")
-        page.get_by_text("Mean reward (TRL's reward)").wait_for()
+        page.goto(f"{url}/{path}?run=learning")
+        page.get_by_text(title).first.wait_for()
         page.wait_for_timeout(2000)
         before = page.evaluate(FIRST_CURVE)
         page.evaluate(WATCH_CHARTS)
-        with open(runs / "learning" / "metrics.jsonl", "a") as f:  # three more steps, as the trainer logs them
-            f.writelines(json.dumps({"step": s, "time": 1.8e9 + s, "reward": 0.8, "loss": 0.1 / s}) + "\n"
-                         for s in range(31, 34))
+        grow(runs / "learning")
         page.wait_for_function(f"() => ({FIRST_CURVE})() !== {json.dumps(before)}", timeout=40_000)
         page.wait_for_timeout(1000)
         frames = page.evaluate("window.chartFrames")
@@ -319,7 +331,7 @@ def test_runs_charts_are_redrawn_in_place_and_hover_marks_every_chart(server):
         page.mouse.move(panel["x"] + panel["width"] * 0.6, panel["y"] + panel["height"] / 2)
         page.wait_for_timeout(500)
         hovered = page.evaluate(marked)
-        page.screenshot(path=str(ARTIFACTS / "runs_hover.png"), full_page=True)
+        page.screenshot(path=str(ARTIFACTS / f"{path}_hover.png"), full_page=True)
     assert len(frames) > 100 and frames[0], frames[:3]
     changed = [(i, frame) for i, frame in enumerate(frames) if frame != frames[0]]
     assert not changed, f"in {len(changed)} of {len(frames)} frames the charts were not the ones first drawn: {changed[:3]}"
