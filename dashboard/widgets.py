@@ -9,7 +9,6 @@ import textwrap
 import time
 
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from core.doctor import CHECKED
@@ -127,7 +126,8 @@ def progress(run: dict, seconds_per_step: float | None) -> tuple[float, str]:
 
 
 SMOOTHING = 0.6  # TensorBoard's default
-COLORS = px.colors.qualitative.D3  # distinct hues: a chart's metrics, or Compare's runs, never two near-alike blues
+COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+          "#17becf"]  # D3's category10, distinct hues: a chart's curves, or Compare's runs, never two near-alike blues
 
 
 def smoothing_slider() -> float:

@@ -1,6 +1,5 @@
 """The dashboard through Streamlit's AppTest, from the entry point, over fixture run directories."""
 
-import base64
 import json
 import os
 import re
@@ -8,7 +7,6 @@ import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -51,23 +49,10 @@ def texts(at) -> str:
 
 
 def charts(at) -> dict[str, list[dict]]:
-    """Each chart on the page by title (a Plotly chart, or a panel of a Vega-Lite curve_grid): its traces
-    as {name, x, y, ...} with plain lists."""
-    def values(v):
-        if isinstance(v, dict) and "bdata" in v:  # Plotly's binary arrays
-            flat = np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"])
-            return flat.reshape([int(n) for n in str(v["shape"]).split(",")]).tolist() if "shape" in v else flat.tolist()
-        return v
-
+    """Each panel of the page's curve grids (dashboard.widgets.curve_grid) by title: its curves as
+    {name, x, y, color, mode, opacity} with plain lists, a faint raw curve before each smoothed one."""
     found = {}
-    for chart in at.get("plotly_chart"):
-        spec = json.loads(chart.proto.spec)
-        title = spec["layout"].get("title", {}).get("text", "").replace("<br>", " ")  # a long title: several lines
-        found[title] = [{"name": t.get("name"), "x": values(t.get("x")), "y": values(t.get("y")), "z": values(t.get("z")),
-                         "error_y": values((t.get("error_y") or {}).get("array")), "mode": t.get("mode"),
-                         "color": (t.get("line") or {}).get("color"), "opacity": t.get("opacity", 1)}
-                        for t in spec["data"]]
-    for chart in at.get("vega_lite_chart"):  # dashboard.widgets.curve_grid
+    for chart in at.get("vega_lite_chart"):
         spec = json.loads(chart.proto.spec)
         if "facet" not in spec:
             continue  # another Vega-Lite chart: vega_views reads it
@@ -80,7 +65,7 @@ def charts(at) -> dict[str, list[dict]]:
         colors = dict(zip(scale["domain"], scale["range"]))
         for (title, label), curve in data.groupby(["title", "label"], sort=False):
             traces = found.setdefault(title.replace("\n", " "), [])
-            common = {"x": curve["x"].tolist(), "color": colors[label], "z": None, "error_y": None}
+            common = {"x": curve["x"].tolist(), "color": colors[label]}
             if raw:
                 traces.append({"name": f"{label} (raw)", "y": curve["value"].tolist(), "mode": "lines",
                                "opacity": raw[0]["mark"]["opacity"], **common})
@@ -230,13 +215,12 @@ def test_a_long_runs_curves_are_binned_and_say_so(runs, monkeypatch):
     assert smoothed["mode"] == "lines+markers"  # few points: each one marked
     page = open_page("prompts", run="learning")
     page.radio(key="heat_x").set_value("training step").run()
-    prompts = charts(page)
+    prompts = vega_views(page)
     (title,) = [t for t in prompts if t.startswith("Accuracy per")]
     assert title.startswith("Accuracy per ") and "steps (share of the prompt's samples there" in title
-    for trace in prompts[title]:
-        assert len(trace["x"]) <= 5
-    (heatmap,) = [v for k, v in prompts.items() if k.startswith("Prompts × steps")]
-    assert len(heatmap[0]["x"]) <= 5
+    assert prompts[title].groupby("prompt_id")["step"].count().max() <= 5
+    heatmap = prompts["Prompts × steps"]
+    assert heatmap["first step of the bin"].nunique() <= 5 and "a column per" in texts(page)
 
 
 def test_rollouts_filters_change_the_rows(runs):
@@ -318,11 +302,11 @@ def test_prompts_page_curves_match_the_rollouts(runs):
     prompts = open_page("prompts", run="learning")
     picked = prompts.multiselect(key="picked").value
     assert picked  # defaults to the prompts that changed most
-    shown = charts(prompts)
-    traces = shown["Accuracy per step (share of the group's K samples that were correct; bars: 95% interval)"]
-    curves = {t["name"]: dict(zip(t["x"], t["y"])) for t in traces}
-    for t in traces:  # each point says how sure it is: the Wilson interval of its K samples
-        assert t["error_y"] == pytest.approx([wilson_interval(a * 8, 8)[1] - a for a in t["y"]])
+    shown = vega_views(prompts)
+    points = shown["Accuracy per step (share of the group's K samples that were correct; bars: 95% interval)"]
+    for point in points.itertuples():  # each point says how sure it is: the Wilson interval of its K samples
+        assert (point.low, point.high) == pytest.approx(wilson_interval(point.accuracy * 8, 8))
+    curves = {pid: dict(zip(p["step"], p["accuracy"])) for pid, p in points.groupby("prompt_id")}
     assert set(curves) == set(picked)
     for pid in picked:
         groups = defaultdict(list)
@@ -330,12 +314,15 @@ def test_prompts_page_curves_match_the_rollouts(runs):
             if r["prompt_id"] == pid:
                 groups[r["step"]].append(r["correct"])
         assert curves[pid] == pytest.approx({step: sum(v) / len(v) for step, v in groups.items()})
-    (heatmap,) = [v for k, v in shown.items() if k.startswith("Prompts × visits")]  # by default: rows without gaps
-    visits = {pid: len({r["step"] for r in records if r["prompt_id"] == pid}) for pid in heatmap[0]["y"]}
-    assert [sum(v == v for v in row) for row in heatmap[0]["z"]] == [visits[pid] for pid in heatmap[0]["y"]]
+    heatmap = shown["Prompts × visits"]  # by default: rows without gaps, the most changed prompt first
+    visits = {pid: len({r["step"] for r in records if r["prompt_id"] == pid}) for pid in heatmap["prompt_id"]}
+    for pid, row in heatmap.groupby("prompt_id"):
+        assert row["visit"].tolist() == list(range(1, visits[pid] + 1))
+    assert heatmap.sort_values("rank")["prompt_id"].iloc[0] == prompts.multiselect(key="picked").value[0]
     prompts.radio(key="heat_x").set_value("training step").run()
-    (heatmap,) = [v for k, v in charts(prompts).items() if k.startswith("Prompts × steps")]
-    assert heatmap[0]["z"]  # a cell per prompt and step
+    heatmap = vega_views(prompts)["Prompts × steps"]
+    cells = Counter((r["prompt_id"], r["step"]) for r in records if r["prompt_id"] in set(heatmap["prompt_id"]))
+    assert dict(zip(zip(heatmap["prompt_id"], heatmap["step"]), heatmap["n"])) == cells  # a cell per prompt and step
 
 
 def test_eval_page_shows_before_after_flips_and_other_evaluations(runs):

@@ -158,7 +158,7 @@ def test_launch_watch_and_read_in_a_real_browser(server):
             shot("rollouts_tokens")
 
             page.goto(f"{url}/prompts?run=e2e_run")
-            page.locator(".js-plotly-plot").first.wait_for()
+            page.locator(".vega-embed").first.wait_for()
             shot("prompts")
 
             page.goto(f"{url}/rollouts?run=html&prompt_id=xss&step=1")
@@ -301,9 +301,10 @@ def more_rollouts(run_dir):  # a ninth step of 128 rollouts, as the trainer writ
     write_run(run_dir, 128, ranks=2, start=1024, prompts=20, ramp=20)
 
 
-@pytest.mark.parametrize("path, title, grow", [("runs", "Mean reward (TRL's reward)", more_metrics),
-                                               ("rewards", "Reward categories per step", more_rollouts)])
-def test_charts_are_redrawn_in_place_and_hover_marks_every_chart(server, path, title, grow):
+@pytest.mark.parametrize("path, title, grow, panels", [("runs", "Mean reward (TRL's reward)", more_metrics, 3),
+                                                       ("rewards", "Reward categories per step", more_rollouts, 3),
+                                                       ("prompts", "Accuracy per step", more_rollouts, 1)])
+def test_charts_are_redrawn_in_place_and_hover_marks_every_chart(server, path, title, grow, panels):
     """A live run's charts take new steps without being taken down (never blank, not drawn anew), and
     hovering a step on one chart marks it on every chart of the grid, as W&B does."""
     from core.runs import process_started
@@ -335,5 +336,25 @@ def test_charts_are_redrawn_in_place_and_hover_marks_every_chart(server, path, t
     assert len(frames) > 100 and frames[0], frames[:3]
     changed = [(i, frame) for i, frame in enumerate(frames) if frame != frames[0]]
     assert not changed, f"in {len(changed)} of {len(frames)} frames the charts were not the ones first drawn: {changed[:3]}"
-    assert len(unmarked) >= 3 and not any(unmarked), unmarked
+    assert len(unmarked) >= panels and not any(unmarked), unmarked
     assert all(hovered), hovered  # the hovered step, on every chart of the grid
+
+
+def test_a_click_on_a_prompts_curve_opens_that_prompt_at_that_step(server):
+    """Prompts: clicking a point of a prompt's accuracy curve opens Rollouts on that prompt at that step."""
+    url, runs = server
+    with browser_page(viewport={"width": 1500, "height": 1000}) as page:
+        page.goto(f"{url}/prompts?run=learning")
+        curves = page.locator(".vega-embed").first
+        curves.locator("g.mark-symbol.role-mark path").first.wait_for()
+        points = curves.locator("g.mark-symbol.role-mark path[aria-label]")  # "step: 4; accuracy: 0.375; prompt: ..."
+        labels = points.evaluate_all("points => points.map(p => p.getAttribute('aria-label'))")
+        seen = [label for label in labels if label.count(": ") == 3]  # the points drawn (the others take the pointer)
+        where = [label.rsplit("; prompt: ", 1)[0] for label in seen]
+        alone = labels.index(next(label for label, at in zip(seen, where)  # a point no other curve shares, late on
+                                  if where.count(at) == 1 and not label.startswith(("step: 1;", "step: 2;"))))
+        fields = dict(part.split(": ") for part in labels[alone].split("; "))
+        box = points.nth(alone).bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.get_by_text(f"Prompt {fields['prompt']} · step {fields['step']} · sample 0", exact=True).wait_for()
+        assert "/rollouts?" in page.url

@@ -1,11 +1,12 @@
 """Prompts: per-prompt accuracy curves, a prompts × steps heatmap, leaderboards; click to read."""
 
-import plotly.express as px
+import altair as alt
+import pandas as pd
 import streamlit as st
 
 from core.stats import wilson_interval
 from dashboard.caches import store_for
-from dashboard.widgets import CHART_SECONDS, live_every, pick_run, step_bin
+from dashboard.widgets import CHART_SECONDS, COLORS, hover_marks, live_every, pick_run, step_bin
 
 BOARDS = {"most_improved": "Most improved", "regressed": "Regressed", "never_solved": "Never solved",
           "always_solved": "Always solved"}
@@ -22,6 +23,35 @@ def open_rollouts(prompt_id: str, step: int | None = None) -> None:
         query["step"] = str(step)
     st.session_state.pop("focus", None)
     st.switch_page("app_pages/rollouts.py", query_params=query)
+
+
+def accuracy_curves(curves: pd.DataFrame, title: str):
+    """Each picked prompt's accuracy over the steps, a colour each, with its 95% interval as a bar;
+    hovering a step marks it on every curve, clicking a point selects it (`pick`: its prompt and step)."""
+    hover = alt.selection_point(name="hover", fields=["step"], nearest=True, on="pointerover", clear="pointerout",
+                                empty=False)
+    pick = alt.selection_point(name="pick", fields=["prompt_id", "step"], nearest=True, on="click")
+    base = alt.Chart().encode(
+        x=alt.X("step:Q", title="step", scale=alt.Scale(nice=False, zero=False), axis=alt.Axis(format="d", tickMinStep=1)),
+        y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("prompt_id:N", title="prompt", scale=alt.Scale(range=COLORS)))
+    tooltip = [alt.Tooltip("prompt_id:N", title="prompt"), alt.Tooltip("step:Q"),
+               alt.Tooltip("accuracy:Q", format=".2f"), alt.Tooltip("n:Q", title="samples"),
+               alt.Tooltip("low:Q", title="95% from", format=".2f"), alt.Tooltip("high:Q", title="95% to", format=".2f")]
+    rule, dots, catcher = hover_marks("step", base, hover, tooltip)
+    return alt.layer(base.mark_bar(size=2, opacity=0.35).encode(y="low:Q", y2="high:Q"), base.mark_line(point=True),
+                     rule, dots, catcher.add_params(pick), data=curves).properties(title=title, height=360)
+
+
+def heatmap(grid: pd.DataFrame, x: str, title: str):
+    """Prompts (rows, in `rank` order) by `x` (visit, or step): each cell the accuracy there."""
+    return alt.Chart(grid).mark_rect().encode(
+        x=alt.X(f"{x}:O", title=x, axis=alt.Axis(labelAngle=0, labelOverlap="greedy")),
+        y=alt.Y("prompt_id:N", title="prompt", sort=alt.EncodingSortField("rank", op="min")),
+        color=alt.Color("accuracy:Q", scale=alt.Scale(scheme="redyellowgreen", domain=[0, 1])),
+        tooltip=[alt.Tooltip("prompt_id:N", title="prompt"), alt.Tooltip(f"{x}:O", title=x),
+                 alt.Tooltip("accuracy:Q", format=".2f"), alt.Tooltip("n:Q", title="samples")],
+    ).properties(title=title, height=alt.Step(14))
 
 
 @st.fragment(run_every=live_every(run, CHART_SECONDS))
@@ -50,18 +80,13 @@ def view():
     curves = store.prompt_accuracy(picked, bin=bin)
     if len(curves):
         bounds = [wilson_interval(a * n, n) for a, n in zip(curves["accuracy"], curves["n"])]
-        curves["above"] = [high - a for (_, high), a in zip(bounds, curves["accuracy"])]
-        curves["below"] = [a - low for (low, _), a in zip(bounds, curves["accuracy"])]
-        fig = px.line(curves, x="step", y="accuracy", color="prompt_id", markers=True, hover_data=["n"],
-                      custom_data=["prompt_id"], error_y="above", error_y_minus="below",
-                      title="Accuracy per step (share of the group's K samples that were correct; bars: 95% interval)"
-                      if bin == 1 else f"Accuracy per {bin} steps (share of the prompt's samples there that were correct; "
-                                       "bars: 95% interval)")
-        fig.update_yaxes(range=[-0.05, 1.05])
-        event = st.plotly_chart(fig, key="curves", on_select="rerun", selection_mode="points")
-        if event.selection.points:
-            point = event.selection.points[0]
-            open_rollouts(point["customdata"][0], int(point["x"]) if bin == 1 else None)
+        curves["low"], curves["high"] = [low for low, _ in bounds], [high for _, high in bounds]
+        title = "Accuracy per step (share of the group's K samples that were correct; bars: 95% interval)" if bin == 1 \
+            else f"Accuracy per {bin} steps (share of the prompt's samples there that were correct; bars: 95% interval)"
+        event = st.altair_chart(accuracy_curves(curves, title), key="curves", on_select="rerun", selection_mode="pick")
+        picked_point = event.selection["pick"]
+        if picked_point:
+            open_rollouts(picked_point[0]["prompt_id"], int(picked_point[0]["step"]) if bin == 1 else None)
         st.caption("Click a point to read that prompt's rollouts at that step." if bin == 1 else
                    "Click a point to read that prompt's rollouts.")
 
@@ -69,18 +94,16 @@ def view():
                         key="heat_x", help="A prompt comes back every few steps: by visit, each row has no gaps.")
     shown = everyone.head(40)["prompt_id"].tolist()
     if by_visit.startswith("k-th"):
-        grid = store.prompt_visits(shown)
-        x, title, xlabel = "visit", f"Prompts × visits ({len(set(grid['prompt_id']))} most changed prompts)", "visit"
+        grid, x, title = store.prompt_visits(shown), "visit", "Prompts × visits"
     else:
-        grid = store.prompt_accuracy(shown, bin=bin)
-        per = f", a column per {bin} steps" if bin > 1 else ""
-        x, title = "step", f"Prompts × steps ({len(set(grid['prompt_id']))} most changed prompts{per})"
-        xlabel = "step" if bin == 1 else "first step of the bin"
+        grid, title = store.prompt_accuracy(shown, bin=bin), "Prompts × steps"
+        x = "step" if bin == 1 else "first step of the bin"
+        grid = grid.rename(columns={"step": x})
     if len(grid):
-        heat = grid.pivot(index="prompt_id", columns=x, values="accuracy")
-        fig = px.imshow(heat, aspect="auto", color_continuous_scale="RdYlGn", zmin=0, zmax=1,
-                        labels={"color": "accuracy", "x": xlabel}, title=title)
-        st.plotly_chart(fig, key="heatmap")
+        st.caption(f"The {grid['prompt_id'].nunique()} prompts whose accuracy changed most, a row each"
+                   + (f"; a column per {bin} steps." if bin > 1 and x != "visit" else "."))
+        order = {p: i for i, p in enumerate(shown)}  # the most changed first
+        st.altair_chart(heatmap(grid.assign(rank=grid["prompt_id"].map(order)), x, title), key="heatmap")
 
     st.subheader("Leaderboards")
     tabs = st.tabs(list(BOARDS.values()))

@@ -27,7 +27,7 @@ def over_steps(steps: pd.DataFrame, graded: bool):
     ours, whose rollouts are graded) the reward categories, and the format rate and accuracy."""
     hover = alt.selection_point(name="hover", fields=["step"], nearest=True, on="pointerover", clear="pointerout",
                                 empty=False)
-    step = alt.X("step:Q", title="step", scale=alt.Scale(nice=False), axis=STEP_AXIS)
+    step = alt.X("step:Q", title="step", scale=alt.Scale(nice=False, zero=False), axis=STEP_AXIS)
     mean = alt.Chart().encode(x=step, y=alt.Y("mean_reward:Q", title="reward"))
     panels = [alt.layer(
         mean.mark_area(opacity=0.2, color=COLORS[0]).encode(y="lower:Q", y2="upper:Q"),

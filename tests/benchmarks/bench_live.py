@@ -118,7 +118,7 @@ def main() -> None:
             pages = {  # page: what shows once it has drawn
                 "runs": lambda: page.get_by_text(f"running · step {step}/").first.wait_for(),
                 "rollouts": lambda: page.get_by_text(f"{written:,} rollouts match").wait_for(),
-                "prompts": lambda: page.locator(".js-plotly-plot").first.wait_for(),
+                "prompts": lambda: page.locator(".vega-embed").first.wait_for(),
             }
             page.goto(f"{url}/")  # the server's own first start (its imports) is not a page's time
             page.get_by_text("Watch a model learn").first.wait_for()
