@@ -355,6 +355,9 @@ def test_compare_page_lists_the_settings_that_differ(runs):
     smoothed = {c["name"]: c for c in curves if not c["name"].endswith("(raw)")}
     assert set(smoothed) == {"learning", "html"} and smoothed["learning"]["color"] != smoothed["html"]["color"]
     assert {c["color"] for c in curves if c["name"] == "learning (raw)"} == {smoothed["learning"]["color"]}
+    compare.multiselect(key="compare").set_value(["html", "learning"]).run()  # the colours follow the list's order
+    shown = {c["name"]: c["color"] for c in charts(compare)["Mean reward per step"]}
+    assert (shown["html"], shown["learning"]) == (smoothed["learning"]["color"], smoothed["html"]["color"])
 
 
 def test_launch_shows_every_problem_under_its_field_and_launches_nothing(runs, tmp_path):
