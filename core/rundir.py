@@ -125,6 +125,13 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
 
 STATES = ("starting", "running", "finished", "failed", "stopped")
 NUMBER = (int, float)
+
+
+def whole_number(value) -> int | None:
+    """`value` when it is a whole number a step count can be (an int, not a bool, 0 to 2**62), else None."""
+    return value if type(value) is int and 0 <= value < 2**62 else None
+
+
 # status.json: field -> the types its value may have (docs/run-directory.md).
 STATUS_TYPES = {"state": (str,), "pid": (int,), "pid_started": NUMBER, "started_at": NUMBER, "ended_at": NUMBER,
                 "exit_code": (int,), "error": (str,), "global_step": (int,), "max_steps": (int,), "attempt": (int,),

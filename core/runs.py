@@ -24,7 +24,7 @@ from core import trl_runs
 from core.config import ENV_KEYS, RunConfig, grpo_default, grpo_field_types
 from core.errors import ConfigError
 from core.rundir import (NUMBER, STATES, STATUS_TYPES, config_path, eval_summary_path, latest_checkpoint, lock_path,
-                         log_path, metrics_path, status_path)
+                         log_path, metrics_path, status_path, whole_number)
 from core.tail import last_lines
 
 
@@ -238,10 +238,6 @@ def _summary(run_dir: Path) -> tuple[dict, str | None]:
     return summary, None
 
 
-def _whole_number(value) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def run_info(run_dir: Path) -> dict:
     """One row of the runs table. A run whose status.json or run.yaml cannot be trusted is
     `unreadable`, and `problem` names the file and why (a damaged eval summary only hides its evals).
@@ -259,7 +255,7 @@ def run_info(run_dir: Path) -> dict:
     end = ended or (time.time() if state in LIVE_STATES else None)
     return _row(
         run_dir, model=config.get("model_name"), state=state, step=status.get("global_step") or 0,
-        num_train_steps=status.get("max_steps") or _whole_number((config.get("train") or {}).get("num_train_steps")),
+        num_train_steps=status.get("max_steps") or whole_number((config.get("train") or {}).get("num_train_steps")),
         reward=_last_metric(run_dir, "reward"), eval_before=summary.get("before", {}).get("eval_accuracy"),
         eval_after=summary.get("after", {}).get("eval_accuracy"), evals=summary,
         started=started, duration=(end - started) if started and end else None,
@@ -305,9 +301,14 @@ def list_runs(root: str | Path) -> list[dict]:
     root = Path(root)
     if not root.is_dir():
         return []
-    runs = [run_info(p) for p in root.iterdir()  # a symlink is not listed: it could lead anywhere
-            if p.is_dir() and not p.is_symlink() and (config_path(p).exists() or status_path(p).exists()
-                                                      or trl_runs.is_trl_run(p))]
+    runs = []
+    for p in root.iterdir():
+        if not p.is_dir() or p.is_symlink():  # a symlink is not listed: it could lead anywhere
+            continue
+        if config_path(p).exists() or status_path(p).exists():
+            runs.append(run_info(p))
+        elif trl_runs.is_trl_run(p):  # asked once: it reads the folder's checkpoints and completions
+            runs.append(trl_run_info(p))
     return sorted(runs, key=lambda r: r["started"] or 0, reverse=True)
 
 

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from core.prompts import prompt_id
-from core.rundir import checkpoints, config_path, status_path
+from core.rundir import checkpoints, config_path, status_path, whole_number
 
 COMPLETIONS = "completions"
 TRAINER_STATE = "trainer_state.json"
@@ -72,10 +72,6 @@ def is_trl_run(folder: str | Path) -> bool:
     return trainer_state_path(folder) is not None or bool(completion_files(folder))
 
 
-def _whole(value) -> int | None:
-    return value if type(value) is int and 0 <= value < 2**62 else None
-
-
 def trainer_state(folder: str | Path) -> dict | None:
     """The newest trainer_state.json as a mapping: {} when there is none, None when it cannot be read
     (TRL rewrites it in place: a read may catch it half written)."""
@@ -107,7 +103,7 @@ def metric_records(folder: str | Path) -> list[dict] | None:
         return None
     records = []
     for entry in state.get("log_history", []):
-        if isinstance(entry, dict) and _whole(entry.get("step")) is not None:
+        if isinstance(entry, dict) and whole_number(entry.get("step")) is not None:
             numbers = {k: float(v) for k, v in entry.items() if _number(v) is not None}
             records.append({**numbers, "step": entry["step"], "time": None, "attempt": 0})
     return records
@@ -130,8 +126,8 @@ def status(folder: str | Path) -> dict:
     written = sorted(t for p in files if (t := _mtime(p)) is not None)
     times = sorted(written + [t for t in [_mtime(path) if path else None] if t is not None])
     steps = [n for p in files if (n := file_step(p)) is not None]
-    step = max([_whole(state.get("global_step")) or 0, *steps])
-    max_steps = _whole(state.get("max_steps")) or None
+    step = max([whole_number(state.get("global_step")) or 0, *steps])
+    max_steps = whole_number(state.get("max_steps")) or None
     gaps = [b - a for a, b in zip(written, written[1:])]
     window = max(WRITING_SECONDS, 3 * statistics.median(gaps)) if gaps else WRITING_SECONDS
     done = max_steps is not None and step >= max_steps
@@ -205,7 +201,7 @@ def rollout_records(path: str | Path, rewards: list[str] | None = None) -> list[
         prompt, question = as_text(row.get("prompt"))
         completion, _ = as_text(row.get("completion"), roles=False)
         rewards = {n: v for n in names if (v := _number(row.get(n))) is not None}
-        step, pid = _whole(row.get("step")) or in_name, prompt_id(prompt)
+        step, pid = whole_number(row.get("step")) or in_name, prompt_id(prompt)
         sample = seen[(step, pid)] = seen.get((step, pid), -1) + 1
         records.append({
             "step": step, "prompt_id": pid, "prompt": prompt, "question": question,
