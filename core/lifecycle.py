@@ -271,6 +271,7 @@ def run_in_folder(pipeline, cfg: RunConfig, stop: GracefulStop, resume: Path | N
         state = pipeline(cfg, Lifecycle(run_dir, stop, status), resume)
     except StopRequested:
         stop.interruptible = False  # from here on the run is ending: a further SIGTERM cuts nothing
+        end_children()
         state = "stopped"
     except ConfigError as e:
         if status:
@@ -292,6 +293,19 @@ def run_in_folder(pipeline, cfg: RunConfig, stop: GracefulStop, resume: Path | N
                 f"python -m core.train --resume {run_dir} continues from {found[-1].name}" if found else
                 "no checkpoint was saved yet, so there is nothing to resume: launch it again"), flush=True)
     return 0
+
+
+def end_children() -> None:
+    """Kill the processes this one started: a run stopped where it stands leaves none behind. A stop
+    that lands while a child starts (the tiny model's builder, at the start of loading) stops this
+    process before subprocess.run can kill the child, which would otherwise build on for minutes."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.Error:
+            pass  # gone already
 
 
 def hold_run_dir(run_dir: Path, machine_rank: int = 0) -> int | None:

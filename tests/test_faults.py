@@ -482,6 +482,35 @@ def test_the_dashboards_stop_ends_a_two_process_run_in_each_phase_before_trainin
     assert not (run_dir / "rollouts" / "rollouts.rank1.jsonl").exists()  # no rank trained
 
 
+def test_a_stop_leaves_no_child_process_of_the_run_behind(tmp_path, monkeypatch):
+    """A stop can land while the run starts a child process (the tiny model's builder, as loading
+    begins), after the child exists and before subprocess.run holds it to kill it: the stopped run
+    ends its children itself (a builder left behind would build on for minutes, and CI once waited
+    on its output)."""
+    import signal
+
+    from core.config import load_config
+    from core.lifecycle import GracefulStop, StopRequested, run_in_folder
+
+    monkeypatch.setenv("SIMPLE_GRPO_LOGGED", "1")  # the test's own output stays pytest's
+    cfg = load_config(ROOT / "configs" / "tiny_cpu.yaml", [f"train.output_dir={tmp_path / 'run'}"])
+    children = []
+
+    def pipeline(cfg, run, resume):  # the child started, the stop landing before anyone holds it
+        children.append(psutil.Process(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]).pid))
+        raise StopRequested
+
+    handler, hook = signal.getsignal(signal.SIGTERM), sys.unraisablehook
+    try:
+        assert run_in_folder(pipeline, cfg, GracefulStop()) == 0
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+        sys.unraisablehook = hook
+    assert read_status(tmp_path / "run")["state"] == "stopped"
+    (child,) = children
+    assert child.wait(timeout=10) == -signal.SIGKILL  # ended by the run, not left to sleep on
+
+
 def test_stop_right_after_launch_is_a_stop_not_a_crash(tiny_model_dir, tmp_path):
     from core.config import load_config
     from core.runs import launch
