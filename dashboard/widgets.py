@@ -175,8 +175,7 @@ def curve_grid(curves: pd.DataFrame, titles: list[str], smoothing: float, x: str
     labels = list(dict.fromkeys(curves["label"]))
     color = alt.Color("label:N", title=None, scale=alt.Scale(domain=labels, range=[c for c, _ in zip(
         itertools.cycle(COLORS), labels)]), legend=alt.Legend(orient="bottom") if len(labels) > 1 else None)
-    hover = alt.selection_point(name="hover", fields=["x"], nearest=True, on="pointerover", clear="pointerout",
-                                empty=False)
+    hover = hover_on("x")
     base = alt.Chart().encode(x=alt.X("x:Q", title=X_AXES[x]), color=color)
     on_smoothed = base.encode(y=alt.Y("smoothed:Q", title=None, scale=alt.Scale(zero=False),
                                       axis=alt.Axis(format=",.6~g")))
@@ -191,6 +190,14 @@ def curve_grid(curves: pd.DataFrame, titles: list[str], smoothing: float, x: str
     return alt.layer(*layers).properties(width=width, height=height).facet(
         alt.Facet("title:N", sort=[wrapped(t) for t in titles], header=header), data=curves, columns=columns,
     ).resolve_scale(y="independent")
+
+
+def hover_on(x: str):
+    """The selection of a synced hover: the `x` nearest the pointer, nothing once the pointer leaves."""
+    import altair as alt
+
+    return alt.selection_point(name="hover", fields=[x], nearest=True, on="pointerover", clear="pointerout",
+                               empty=False)
 
 
 def hover_marks(x: str, points, hover, tooltip) -> list:

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.stats import wilson_interval
 from dashboard.caches import store_for
-from dashboard.widgets import CHART_SECONDS, COLORS, hover_marks, live_every, pick_run, step_bin
+from dashboard.widgets import CHART_SECONDS, COLORS, hover_marks, hover_on, live_every, pick_run, step_bin
 
 BOARDS = {"most_improved": "Most improved", "regressed": "Regressed", "never_solved": "Never solved",
           "always_solved": "Always solved"}
@@ -28,8 +28,7 @@ def open_rollouts(prompt_id: str, step: int | None = None) -> None:
 def accuracy_curves(curves: pd.DataFrame, title: str):
     """Each picked prompt's accuracy over the steps, a colour each, with its 95% interval as a bar;
     hovering a step marks it on every curve, clicking a point selects it (`pick`: its prompt and step)."""
-    hover = alt.selection_point(name="hover", fields=["step"], nearest=True, on="pointerover", clear="pointerout",
-                                empty=False)
+    hover = hover_on("step")
     pick = alt.selection_point(name="pick", fields=["prompt_id", "step"], nearest=True, on="click")
     base = alt.Chart().encode(
         x=alt.X("step:Q", title="step", scale=alt.Scale(nice=False, zero=False), axis=alt.Axis(format="d", tickMinStep=1)),

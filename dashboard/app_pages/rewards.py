@@ -9,7 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.caches import store_for
-from dashboard.widgets import CATEGORY_COLORS, CHART_SECONDS, COLORS, hover_marks, live_every, pick_run, step_window
+from dashboard.widgets import (CATEGORY_COLORS, CHART_SECONDS, COLORS, hover_marks, hover_on, live_every, pick_run,
+                               step_window)
 
 st.title("Rewards")
 run = pick_run()
@@ -25,8 +26,7 @@ SHARES = {"format_rate": "format rate", "accuracy": "accuracy"}  # columns of st
 def over_steps(steps: pd.DataFrame, graded: bool):
     """The charts over the steps, one Vega-Lite chart: the mean reward ± std, and (`graded`: a run of
     ours, whose rollouts are graded) the reward categories, and the format rate and accuracy."""
-    hover = alt.selection_point(name="hover", fields=["step"], nearest=True, on="pointerover", clear="pointerout",
-                                empty=False)
+    hover = hover_on("step")
     step = alt.X("step:Q", title="step", scale=alt.Scale(nice=False, zero=False), axis=STEP_AXIS)
     mean = alt.Chart().encode(x=step, y=alt.Y("mean_reward:Q", title="reward"))
     panels = [alt.layer(
