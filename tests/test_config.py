@@ -105,7 +105,7 @@ SHIPPED_PRESETS = {  # preset: key values it exists for
                       "runtime.use_wandb": False},
     "demo_cpu.yaml": {"model_name": "builtin:tiny", "dataset.level": 1, "train.num_train_steps": 700,
                       "train.per_device_train_batch_size": 64, "grpo.generation_batch_size": 64,
-                      "dataset.n_train": 256, "dataset.n_eval": 300, "grpo.temperature": 0.5, "grpo.beta": 0.04,
+                      "dataset.n_train": 256, "dataset.n_eval": 300, "grpo.temperature": 0.3, "grpo.beta": 0.04,
                      "train.save_steps": 175, "grpo.save_only_model": True, "runtime.use_wandb": False},
     "smollm2_cpu.yaml": {"model_name": "builtin:smollm2-135m", "stop_at_final": True, "grpo.temperature": 0.7,
                          "grpo.warmup_steps": 5, "train.save_steps": 10, "grpo.save_only_model": True,
