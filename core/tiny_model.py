@@ -6,11 +6,12 @@ start on synthetic problems answered as `<equations>\nFinal: <number>`: enough t
 format and sometimes the right number, so GRPO has rewards to compare. Built once (about two and a
 half minutes on a 2-core CPU) and cached under $SIMPLE_GRPO_CACHE or ~/.cache/simple_grpo.
 
-Every x86 machine builds the same bytes. Left to itself, PyTorch sums floats in an order that
-depends on the CPU (AVX2 or AVX-512 kernels, MKL's code path) and on the number of threads, and
-420 steps of training turn a last-bit difference into a different model: one that starts the demo
-at 30.7% on one machine and 33.0% on another. So the build runs in a process of its own with
-PINNED_KERNELS, which fix that order (measured: docs/measured.md, "The tiny model").
+Left to itself, PyTorch sums floats in an order that depends on the CPU (AVX2 or AVX-512 kernels,
+MKL's code path) and on the number of threads, and 420 steps of training turn a last-bit difference
+into a different model: one that starts the demo at 30.7% on one machine and 33.0% on another. So
+the build runs in a process of its own with PINNED_KERNELS, which fix that order for a given CPU
+vendor: an Intel machine built the same bytes whatever MKL's code path, but an AMD one built other
+bytes (measured: docs/measured.md, "The tiny model"). The demo learns from both.
 
     python -m core.tiny_model        # builds it and prints its folder
 """

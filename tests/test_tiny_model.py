@@ -1,4 +1,4 @@
-"""builtin:tiny is the same model on every x86 machine: its build pins the kernels (core/tiny_model.py)."""
+"""builtin:tiny does not depend on the CPU's vector instructions: its build pins the kernels (core/tiny_model.py)."""
 
 import hashlib
 import os
