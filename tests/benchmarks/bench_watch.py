@@ -1,20 +1,23 @@
 """Does watching a run slow it down? The demo alone, then the same demo watched in Chromium.
 
-    python -m tests.benchmarks.bench_watch [--steps 400] [--walk runs,rollouts,rewards,prompts,eval,launch]
+    python -m tests.benchmarks.bench_watch [--steps 400] [--pairs 3] [--walk runs,rollouts,rewards,prompts,eval,launch]
 
 Runs the CPU demo preset (configs/demo_cpu.yaml, shortened to --steps training steps) twice in a
 temporary runs folder, one after the other on this machine: first with nothing else running, then
 launched the way the Home page launches it while `streamlit run` serves the dashboard and Playwright
 drives Debian's Chromium through the pages a newcomer visits (--walk: the first by its address, the
-others by a click in the sidebar; --dwell seconds on each, a screenshot on each). It prints both wall times and their ratio, and the CPU seconds the trainer, the
-dashboard's server and the browser used in each. Nothing here asserts a timing: the figure is the
-ratio, taken on one machine in one run (docs/measured.md names the machine).
+others by a click in the sidebar; --dwell seconds on each, a screenshot on each). It prints both wall
+times and their ratio, and the CPU seconds the trainer, the dashboard's server and the browser used in
+each; with --pairs, several such pairs in alternating order and the median of their ratios. Nothing
+here asserts a timing: the figure is the ratio, taken on one machine in one run (docs/measured.md names
+the machine).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -88,36 +91,17 @@ def trainer_cpu(meter: CpuMeter | None) -> float:
     return meter.sample() if meter else float("nan")
 
 
-def main() -> None:
+def run_alone(config: dict, runs: Path, name: str) -> tuple[float, float]:
+    """Wall and trainer CPU seconds of the demo with no dashboard open."""
+    run_dir = launch(config, runs, name, repo=ROOT)
+    time.sleep(1)
+    meter = trainer_meter(run_dir)
+    return wait_done(run_dir, meter.sample if meter else None), trainer_cpu(meter)
+
+
+def run_watched(config: dict, runs: Path, name: str, args, walk: list[str], shots: Path) -> dict:
+    """Wall and CPU seconds of the demo launched as Home launches it while Chromium walks the pages."""
     from playwright.sync_api import sync_playwright
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=400, help="training steps of the demo (1,500 in the preset)")
-    parser.add_argument("--walk", default="runs,rollouts,rewards,prompts,eval,launch",
-                        help="pages visited in turn while the run trains, comma-separated")
-    parser.add_argument("--dwell", type=float, default=30, help="seconds on each page of the walk")
-    parser.add_argument("--skip-alone", action="store_true", help="only the watched run")
-    parser.add_argument("--port", type=int, default=8766)
-    parser.add_argument("--screenshots", default=str(ROOT / "test-artifacts" / "bench_watch"))
-    args = parser.parse_args()
-    walk = [p.strip() for p in args.walk.split(",") if p.strip()]
-    unknown = [p for p in walk if p not in PAGES]
-    if unknown:
-        raise SystemExit(f"--walk: unknown page {unknown[0]!r}; choose among {', '.join(p for p in PAGES if p)}")
-    tmp = Path(tempfile.mkdtemp(prefix="bench-watch-"))
-    runs = tmp / "runs"
-    shots = Path(args.screenshots)
-    shots.mkdir(parents=True, exist_ok=True)
-    config = run_config(args.steps)
-    rows = []
-
-    if not args.skip_alone:
-        run_dir = launch(config, runs, "alone", repo=ROOT)
-        time.sleep(1)
-        meter = trainer_meter(run_dir)
-        alone = wait_done(run_dir, meter.sample if meter else None)
-        rows.append(("alone: wall time", f"{alone:.1f} s", f"trainer CPU {trainer_cpu(meter):.0f} s"))
-        print(*rows[-1], flush=True)
 
     server = start_server(runs, args.port)
     server_meter = CpuMeter(server.pid)
@@ -133,7 +117,7 @@ def main() -> None:
             page.goto(f"{url}/")
             page.get_by_text(PAGES[""]).first.wait_for()
             server_cpu, browser_cpu = server_meter.sample(), browser_meter.sample()
-            run_dir = launch(config, runs, "watched", repo=ROOT)
+            run_dir = launch(config, runs, name, repo=ROOT)
             time.sleep(1)
             meter = trainer_meter(run_dir)
             visits, last = 0, 0.0
@@ -145,32 +129,70 @@ def main() -> None:
                 server_meter.sample()
                 browser_meter.sample()
                 if time.time() - last >= args.dwell:
-                    name = walk[visits % len(walk)]
+                    page_name = walk[visits % len(walk)]
                     if visits == 0:  # the first page by its address, the others from the sidebar, as a user moves
-                        page.goto(f"{url}/{name}?run=watched")
+                        page.goto(f"{url}/{page_name}?run={name}")
                     else:
-                        page.get_by_role("link", name=name.capitalize() or "Home").click()
-                    page.get_by_text(PAGES[name]).first.wait_for()
+                        page.get_by_role("link", name=page_name.capitalize() or "Home").click()
+                    page.get_by_text(PAGES[page_name]).first.wait_for()
                     page.wait_for_timeout(2000)
-                    page.screenshot(path=str(shots / f"{visits:03d}-{name}.png"))
+                    page.screenshot(path=str(shots / f"{name}-{visits:03d}-{page_name}.png"))
                     visits, last = visits + 1, time.time()
 
-            watched = wait_done(run_dir, tick)
+            wall = wait_done(run_dir, tick)
             server_cpu, browser_cpu = server_meter.sample() - server_cpu, browser_meter.sample() - browser_cpu
             browser.close()
     finally:
         server.terminate()
         server.wait(timeout=30)
-    rows.append(("watched: wall time", f"{watched:.1f} s",
-                 f"trainer CPU {trainer_cpu(meter):.0f} s, "
-                 f"dashboard server CPU {server_cpu:.0f} s, browser CPU {browser_cpu:.0f} s, {visits} page visits"))
-    if not args.skip_alone:
-        rows.append(("watched / alone", f"{watched / alone:.2f}x", ""))
-    print(f"\nmachine: {os.cpu_count()} cores; demo preset, {args.steps} training steps; walk {','.join(walk)}, "
-          f"{args.dwell:.0f} s a page; screenshots in {shots}")
-    width = max(len(r[0]) for r in rows)
-    for what, figure, more in rows:
-        print(f"{what:<{width}}  {figure:>9}  {more}")
+    return {"wall": wall, "trainer": trainer_cpu(meter), "server": server_cpu, "browser": browser_cpu,
+            "visits": visits}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=400, help="training steps of the demo (700 in the preset)")
+    parser.add_argument("--walk", default="runs,rollouts,rewards,prompts,eval,launch",
+                        help="pages visited in turn while the run trains, comma-separated")
+    parser.add_argument("--dwell", type=float, default=30, help="seconds on each page of the walk")
+    parser.add_argument("--pairs", type=int, default=1,
+                        help="pairs of runs (alone, watched), in the order ABBA... so that a drift in the "
+                             "machine's pace weighs on both sides alike; one ratio a pair, and their median")
+    parser.add_argument("--skip-alone", action="store_true", help="only the watched run")
+    parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--screenshots", default=str(ROOT / "test-artifacts" / "bench_watch"))
+    args = parser.parse_args()
+    walk = [p.strip() for p in args.walk.split(",") if p.strip()]
+    unknown = [p for p in walk if p not in PAGES]
+    if unknown:
+        raise SystemExit(f"--walk: unknown page {unknown[0]!r}; choose among {', '.join(p for p in PAGES if p)}")
+    if args.pairs < 1:
+        raise SystemExit(f"--pairs {args.pairs}: give at least 1")
+    runs = Path(tempfile.mkdtemp(prefix="bench-watch-")) / "runs"
+    shots = Path(args.screenshots)
+    shots.mkdir(parents=True, exist_ok=True)
+    config = run_config(args.steps)
+    print(f"machine: {os.cpu_count()} cores; demo preset, {args.steps} training steps; walk {','.join(walk)}, "
+          f"{args.dwell:.0f} s a page; screenshots in {shots}", flush=True)
+    ratios = []
+    for i in range(args.pairs):
+        order = ["alone", "watched"] if i % 2 == 0 else ["watched", "alone"]
+        figures = {}
+        for side in order:
+            if side == "alone" and not args.skip_alone:
+                figures["alone"] = run_alone(config, runs, f"alone-{i}")
+                print(f"pair {i}: alone    {figures['alone'][0]:7.1f} s  trainer CPU {figures['alone'][1]:.0f} s",
+                      flush=True)
+            elif side == "watched":
+                w = figures["watched"] = run_watched(config, runs, f"watched-{i}", args, walk, shots)
+                print(f"pair {i}: watched  {w['wall']:7.1f} s  trainer CPU {w['trainer']:.0f} s, dashboard server CPU "
+                      f"{w['server']:.0f} s, browser CPU {w['browser']:.0f} s, {w['visits']} page visits", flush=True)
+        if "alone" in figures:
+            ratios.append(figures["watched"]["wall"] / figures["alone"][0])
+            print(f"pair {i}: watched / alone {ratios[-1]:.2f}x", flush=True)
+    if ratios:
+        print(f"\nwatched / alone over {len(ratios)} pairs: median {statistics.median(ratios):.2f}x, "
+              f"from {min(ratios):.2f}x to {max(ratios):.2f}x")
 
 
 if __name__ == "__main__":
