@@ -9,9 +9,9 @@ half minutes on a 2-core CPU) and cached under $SIMPLE_GRPO_CACHE or ~/.cache/si
 Left to itself, PyTorch sums floats in an order that depends on the CPU (AVX2 or AVX-512 kernels,
 MKL's code path) and on the number of threads, and 420 steps of training turn a last-bit difference
 into a different model: one that starts the demo at 30.7% on one machine and 33.0% on another. So
-the build runs in a process of its own with PINNED_KERNELS, which fix that order for a given CPU
-vendor: an Intel machine built the same bytes whatever MKL's code path, but an AMD one built other
-bytes (measured: docs/measured.md, "The tiny model"). The demo learns from both.
+the build runs in a process of its own with PINNED_KERNELS, which hold it steady on a given machine
+(the same bytes whatever MKL's code path), though the one Intel and the one AMD machine measured built
+different bytes (measured: docs/measured.md, "The tiny model"). The demo learns from both.
 
     python -m core.tiny_model        # builds it and prints its folder
 """
@@ -36,7 +36,8 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-# MKL's conditional numerical reproducibility ("compatible": the same code path on every x86 CPU),
+# MKL's conditional numerical reproducibility ("compatible": by MKL's account one code path on every x86 CPU,
+# yet an Intel and an AMD machine built different bytes),
 # PyTorch's plain kernels rather than the AVX ones its dispatcher picks, and a fixed two threads.
 PINNED_KERNELS = {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "2",
                   "MKL_NUM_THREADS": "2"}

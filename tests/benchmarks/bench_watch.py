@@ -1,16 +1,16 @@
 """Does watching a run slow it down? The demo alone, then the same demo watched in Chromium.
 
-    python -m tests.benchmarks.bench_watch [--steps 400] [--pairs 3] [--walk runs,rollouts,rewards,prompts,eval,launch]
+    python -m tests.benchmarks.bench_watch [--steps 400] [--pairs 4] [--walk runs,rollouts,rewards,prompts,eval,launch]
 
-Runs the CPU demo preset (configs/demo_cpu.yaml, shortened to --steps training steps) twice in a
-temporary runs folder, one after the other on this machine: first with nothing else running, then
-launched the way the Home page launches it while `streamlit run` serves the dashboard and Playwright
-drives Debian's Chromium through the pages a newcomer visits (--walk: the first by its address, the
-others by a click in the sidebar; --dwell seconds on each, a screenshot on each). It prints both wall
-times and their ratio, and the CPU seconds the trainer, the dashboard's server and the browser used in
-each; with --pairs, several such pairs in alternating order and the median of their ratios. Nothing
-here asserts a timing: the figure is the ratio, taken on one machine in one run (docs/measured.md names
-the machine).
+Runs the CPU demo preset (configs/demo_cpu.yaml, shortened to --steps training steps) in pairs
+(--pairs), each run in a runs folder of its own, one after the other on this machine: once with
+nothing else running, once launched the way the Home page launches it while `streamlit run` serves
+the dashboard and Playwright drives Debian's Chromium through the pages a newcomer visits (--walk: the
+first by its address, the others by a click in the sidebar; --dwell seconds on each, a screenshot on
+each). It prints both wall times and their ratio, and the CPU seconds the trainer, the dashboard's
+server and the browser used in each; with several pairs, the order alternates (an even count balances
+it) and it prints the median of their ratios. Nothing here asserts a timing: the figure is the ratio,
+taken on one machine in one run (docs/measured.md names the machine).
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ def trainer_cpu(meter: CpuMeter | None) -> float:
 
 def run_alone(config: dict, runs: Path, name: str) -> tuple[float, float]:
     """Wall and trainer CPU seconds of the demo with no dashboard open."""
+    runs.mkdir(parents=True, exist_ok=True)
     run_dir = launch(config, runs, name, repo=ROOT)
     time.sleep(1)
     meter = trainer_meter(run_dir)
@@ -103,6 +104,7 @@ def run_watched(config: dict, runs: Path, name: str, args, walk: list[str], shot
     """Wall and CPU seconds of the demo launched as Home launches it while Chromium walks the pages."""
     from playwright.sync_api import sync_playwright
 
+    runs.mkdir(parents=True, exist_ok=True)
     server = start_server(runs, args.port)
     server_meter = CpuMeter(server.pid)
     url = f"http://127.0.0.1:{args.port}"
@@ -156,8 +158,9 @@ def main() -> None:
                         help="pages visited in turn while the run trains, comma-separated")
     parser.add_argument("--dwell", type=float, default=30, help="seconds on each page of the walk")
     parser.add_argument("--pairs", type=int, default=1,
-                        help="pairs of runs (alone, watched), in the order ABBA... so that a drift in the "
-                             "machine's pace weighs on both sides alike; one ratio a pair, and their median")
+                        help="pairs of runs (alone, watched), in alternating order (AB BA AB ...: an even count "
+                             "balances it) so that a drift in the machine's pace weighs on both sides; one ratio a "
+                             "pair, and their median")
     parser.add_argument("--skip-alone", action="store_true", help="only the watched run")
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--screenshots", default=str(ROOT / "test-artifacts" / "bench_watch"))
@@ -168,7 +171,7 @@ def main() -> None:
         raise SystemExit(f"--walk: unknown page {unknown[0]!r}; choose among {', '.join(p for p in PAGES if p)}")
     if args.pairs < 1:
         raise SystemExit(f"--pairs {args.pairs}: give at least 1")
-    runs = Path(tempfile.mkdtemp(prefix="bench-watch-")) / "runs"
+    tmp = Path(tempfile.mkdtemp(prefix="bench-watch-"))  # a runs folder per run: each dashboard lists one run
     shots = Path(args.screenshots)
     shots.mkdir(parents=True, exist_ok=True)
     config = run_config(args.steps)
@@ -180,18 +183,18 @@ def main() -> None:
         figures = {}
         for side in order:
             if side == "alone" and not args.skip_alone:
-                figures["alone"] = run_alone(config, runs, f"alone-{i}")
+                figures["alone"] = run_alone(config, tmp / f"alone-{i}", f"alone-{i}")
                 print(f"pair {i}: alone    {figures['alone'][0]:7.1f} s  trainer CPU {figures['alone'][1]:.0f} s",
                       flush=True)
             elif side == "watched":
-                w = figures["watched"] = run_watched(config, runs, f"watched-{i}", args, walk, shots)
+                w = figures["watched"] = run_watched(config, tmp / f"watched-{i}", f"watched-{i}", args, walk, shots)
                 print(f"pair {i}: watched  {w['wall']:7.1f} s  trainer CPU {w['trainer']:.0f} s, dashboard server CPU "
                       f"{w['server']:.0f} s, browser CPU {w['browser']:.0f} s, {w['visits']} page visits", flush=True)
         if "alone" in figures:
             ratios.append(figures["watched"]["wall"] / figures["alone"][0])
             print(f"pair {i}: watched / alone {ratios[-1]:.2f}x", flush=True)
     if ratios:
-        print(f"\nwatched / alone over {len(ratios)} pairs: median {statistics.median(ratios):.2f}x, "
+        print(f"\nwatched / alone over {len(ratios)} pair(s): median {statistics.median(ratios):.2f}x, "
               f"from {min(ratios):.2f}x to {max(ratios):.2f}x")
 
 
