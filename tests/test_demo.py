@@ -3,9 +3,9 @@
 Slow (three to six minutes on a 2-core CPU); it runs in CI. It asserts what held on every run of the
 preset measured (docs/measured.md: eleven runs of five seeds on two machines, gains of +10 to +45 points,
 the mean reward up by 0.18 to 0.26): the gain in eval accuracy beyond the noise of 300 questions (its
-paired 95% interval above 0; the lowest of the eleven reached down to +2.5), the mean reward up by more than 0.1, and nothing
-wrong by the run doctor. The strong claim (every seed of 0-4 at least +10 points, +15 on average) is
-`tests/benchmarks/bench_demo.py`'s, which prints it for several seeds.
+paired 95% interval above 0; the lowest of the eleven reached down to +2.5), the mean reward up by more
+than 0.1, and nothing wrong by the run doctor. The strong claim (every seed of 0-4 at least +10 points,
++15 on average) is `tests/benchmarks/bench_demo.py`'s, which prints it for several seeds.
 """
 
 import pytest

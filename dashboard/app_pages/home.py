@@ -39,10 +39,10 @@ left, right = st.columns([2, 3])
 with left:
     st.subheader("Watch a model learn in minutes")
     st.markdown("The demo runs offline on any CPU: a tiny built-in model that knows the answer format but "
-                "gets only a third to two fifths of single-digit additions right. In three to six minutes of GRPO (on a "
-                "2-core CPU) its rewards rise and its eval accuracy on held-out questions climbs: by 10 to 45 "
-                "points in eleven runs of five seeds on two machines, 25 on average. Each run learns a different "
-                "amount; none collapsed.")
+                "gets only a third to two fifths of single-digit additions right. In three to six minutes of "
+                "GRPO (on a 2-core CPU) its rewards rise and its eval accuracy on held-out questions climbs: "
+                "by 10 to 45 points in eleven runs of five seeds on two machines, 25 on average. Each run "
+                "learns a different amount; none collapsed.")
     if st.button("Launch the CPU demo", icon=":material/rocket_launch:", type="primary"):
         launch_preset("demo_cpu.yaml", "demo")
     st.subheader("A real language model, on this CPU")

@@ -4,7 +4,8 @@ peak memory; against DuckDB's own read_json and a naive pandas reload of the sam
     python -m tests.benchmarks.bench_store [--rollouts 1000000] [--dir /tmp/simple_grpo_bench] [--cold-pairs 3]
 
 Each contender runs in its own process so peak resident memory is its own; the cold loads (a fresh
-process and store, the files in the OS's cache) alternate (--cold-pairs). Prints a table of measured figures; nothing here asserts a timing.
+process and store, the files in the OS's cache) alternate (--cold-pairs). Prints a table of measured
+figures; nothing here asserts a timing.
 """
 
 from __future__ import annotations

@@ -91,12 +91,16 @@ def trainer_cpu(meter: CpuMeter | None) -> float:
     return meter.sample() if meter else float("nan")
 
 
-def run_alone(config: dict, runs: Path, name: str) -> tuple[float, float]:
-    """Wall and trainer CPU seconds of the demo with no dashboard open."""
-    runs.mkdir(parents=True, exist_ok=True)
+def start_demo(config: dict, runs: Path, name: str) -> tuple[Path, CpuMeter | None]:
+    """The demo launched as Home launches it, and a meter on its trainer's CPU."""
     run_dir = launch(config, runs, name, repo=ROOT)
     time.sleep(1)
-    meter = trainer_meter(run_dir)
+    return run_dir, trainer_meter(run_dir)
+
+
+def run_alone(config: dict, runs: Path, name: str) -> tuple[float, float]:
+    """Wall and trainer CPU seconds of the demo with no dashboard open."""
+    run_dir, meter = start_demo(config, runs, name)
     return wait_done(run_dir, meter.sample if meter else None), trainer_cpu(meter)
 
 
@@ -104,7 +108,7 @@ def run_watched(config: dict, runs: Path, name: str, args, walk: list[str], shot
     """Wall and CPU seconds of the demo launched as Home launches it while Chromium walks the pages."""
     from playwright.sync_api import sync_playwright
 
-    runs.mkdir(parents=True, exist_ok=True)
+    runs.mkdir(parents=True, exist_ok=True)  # the server lists it before the run is launched into it
     server = start_server(runs, args.port)
     server_meter = CpuMeter(server.pid)
     url = f"http://127.0.0.1:{args.port}"
@@ -119,9 +123,7 @@ def run_watched(config: dict, runs: Path, name: str, args, walk: list[str], shot
             page.goto(f"{url}/")
             page.get_by_text(PAGES[""]).first.wait_for()
             server_cpu, browser_cpu = server_meter.sample(), browser_meter.sample()
-            run_dir = launch(config, runs, name, repo=ROOT)
-            time.sleep(1)
-            meter = trainer_meter(run_dir)
+            run_dir, meter = start_demo(config, runs, name)
             visits, last = 0, 0.0
 
             def tick() -> None:
