@@ -404,6 +404,11 @@ LINES = {  # a line among good ones, with these values: (is it kept?, the value 
     "completion_a_number": ({"completion": 5}, False, None),
     "prompt_id_a_number": ({"prompt_id": 7}, False, None),
     "prompt_id_null": ({"prompt_id": None}, False, None),  # no key: not a rollout
+    "a_reward_as_text": ({"rewards": {"x": "0.5"}}, False, None),
+    "a_reward_a_boolean": ({"rewards": {"x": True}}, False, None),
+    "step_a_whole_float": ({"step": 3.0}, False, None),
+    "completion_a_huge_number": ({"completion": 10**100}, False, None),  # DuckDB keeps its digits as they are
+    "reward_an_exponent": ({"reward": -1e300}, True, -1e300),
     # text that merely looks like other JSON is text: kept as written
     "completion_looks_like_a_list": ({"completion": "[1, 2]"}, True, "[1, 2]"),
     "completion_looks_like_a_number": ({"completion": "42"}, True, "42"),
@@ -429,6 +434,23 @@ def test_a_bad_rollout_line_is_skipped_and_counted_and_good_ones_keep_their_valu
     if kept:
         (column,) = values
         assert store.rollout("p", 0, 1)[column] == value
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["duckdb", "line_by_line"])
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "NAN", "-nan", "1E400", "Infinity", "-Infinity", "NaN"])
+def test_a_number_only_duckdb_reads_is_skipped_on_both_paths(tmp_path, value, slow):
+    """DuckDB's reader takes `inf` and `nan` as numbers; Python's json (the exact path), only NaN and
+    ±Infinity (as json.dumps writes them) and 1E400 (inf). Each path keeps the line only when the other would."""
+    good = '{"step": 0, "prompt_id": "p", "sample": %s, "reward": %s}'
+    lines = [good % (0, 1.0), good % (1, value), *(["not json"] if slow else []), good % (2, 0.0)]
+    (tmp_path / "rollouts").mkdir()
+    (tmp_path / "rollouts" / "rollouts.jsonl").write_text("\n".join(lines) + "\n")
+    kept = value in ("1E400", "Infinity", "-Infinity", "NaN")
+    store = RunStore(tmp_path)
+    store.refresh()
+    assert store.count() == 2 + kept and store.skipped == (not kept) + slow
+    if kept:
+        assert str(store.rollout("p", 0, 1)["reward"]).lower() in ("inf", "-inf", "nan")
 
 
 def test_bad_metrics_and_eval_lines_do_not_hide_good_ones(tmp_path):

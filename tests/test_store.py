@@ -47,10 +47,31 @@ def test_store_columns_are_the_rollout_record(run_dir):
     assert {name: got[name] for name in ROLLOUT_FIELDS} == record
 
 
+def test_good_lines_take_the_fast_path_and_keep_their_values(run_dir, monkeypatch):
+    """Values of every field's own type, as runs write them, are read by the one checked read_json
+    (READ_JSON); the exact path, line by line in Python, is only for lines that do not fit. (A check that
+    raised on good values would still give right rows, by the slow way: this test is what sees it.)"""
+    from core.store.ingest import Ingestion
+
+    monkeypatch.setattr(Ingestion, "_ingest_lines", lambda *args: pytest.fail("a good line went line by line"))
+    odd = {"step": -3, "completion": "7 apples, then 8", "prediction": "-2.5", "reward": 1, "time": 1.7e9,
+           "rewards": {"gsm8k": 0.1, "format": None, "length": -1e-5}, "correct": False, "question": "",
+           "prompt_id": 'a "quoted" \\ id \u00e9', "completion_tokens": 2**62, "attempt": None,
+           "ground_truth": "42", "prompt": "line one\nline two"}
+    records = [{**RECORD, "rewards": {"gsm8k": 1.0}}, {**RECORD, **odd, "sample": 1}]
+    append(run_dir / "rollouts" / "rollouts.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    store = RunStore(run_dir)
+    assert store.refresh() == 2 and store.skipped == 0
+    for record in records:
+        got = store.rollout(record["prompt_id"], record["step"], record["sample"])
+        assert {name: got[name] for name in ROLLOUT_FIELDS} == {**record, "prompt": got["prompt"]}
+
+
 @pytest.mark.parametrize("path", ["fast", "exact"])
 def test_degenerate_flag_is_the_rule_in_plain_python(run_dir, path):
-    """DEGENERATE (core/store/ingest.py), on both ingestion paths: a well-formed Final line with nothing
-    but spaces before it, or a text of 100 characters or more whose first 24 come again later on."""
+    """DECIDE_DEGENERATE (core/store/queries.py), on rows of both ingestion paths, when the doctor asks and
+    again for the rows read since: a well-formed Final line with nothing but spaces before it, or a text
+    of 100 characters or more whose first 24 come again later on."""
     loop = "so the answer is so the answer is "
     texts = ["Final: 4", "   Final: 4", "\tFinal: 4", "\n Final: 4", "final: 4", "2+2=4\nFinal: 4",
              loop * 3, (loop * 3)[:99], "x" * 23 + "y" + "x" * 100, "ab" * 60, "é" * 24 + "a" * 60 + "é" * 24,
@@ -58,13 +79,19 @@ def test_degenerate_flag_is_the_rule_in_plain_python(run_dir, path):
     lines = [line(sample=i, completion=text, prediction=None if i % 5 == 4 else "4") for i, text in enumerate(texts)]
     if path == "exact":
         lines.append('{"step": 0, "prompt_id": "p", "sample": 1.5}\n')  # a bad line: this file goes line by line
-    append(run_dir / "rollouts" / "rollouts.jsonl", "".join(lines))
+    half = len(lines) // 2
+    append(run_dir / "rollouts" / "rollouts.jsonl", "".join(lines[:half]))
     store = RunStore(run_dir)
     store.refresh()
-    assert store.skipped == (path == "exact")
-    got = dict(store._query("SELECT sample, degenerate FROM rollouts").itertuples(index=False))
+    store.doctor_steps(max_tokens=512)
+    append(run_dir / "rollouts" / "rollouts.jsonl", "".join(lines[half:]))
+    store.refresh()
+    assert store._query("SELECT count(*) FILTER (WHERE degenerate IS NULL) AS n FROM rollouts")["n"][0] == len(texts) - half
     want = {i: (i % 5 != 4 and text.lstrip(" ").startswith("Final:")) or (len(text) >= 100 and text[:24] in text[24:])
             for i, text in enumerate(texts)}
+    assert [r["sample"] for r in store.examples("degenerate", limit=20)] == [i for i in want if want[i]]
+    assert store.skipped == (path == "exact")
+    got = dict(store._query("SELECT sample, degenerate FROM rollouts").itertuples(index=False))
     assert got == want and 0 < sum(want.values()) < len(texts)
 
 

@@ -33,24 +33,41 @@ CREATE TABLE eval (phase VARCHAR, {", ".join(f'"{k}" {v}' for k, v in EVAL_COLUM
 """
 
 # DuckDB's JSON reader (the fast path) casts what does not fit a column: `1.5` into a whole number
-# becomes 2, `true` becomes 1, a list where text belongs becomes its JSON text. So it reads each value
-# as JSON and keeps it only when it is null or of its field's own JSON type; anything else raises, and
-# the line-by-line path (_column_value) decides for that chunk. The long texts are read as text (a
-# second parse of them would cost half as much again as the whole read): one that could be the JSON
-# text of a list, an object, a number or a boolean goes the exact way too.
+# becomes 2, `true` becomes 1, a list where text belongs becomes its JSON text, `{"x": "0.5"}` becomes a
+# map to 0.5. So it reads each short value as its JSON text and keeps it only when that text is of the
+# field's own JSON type; anything else raises, and the line-by-line path (_column_value) decides for that
+# chunk. The tests are on the text itself, where json_type would parse each value a second time (a
+# quarter of a cold load): JSON's own numbers start with a digit or '-' and a digit (not NaN, inf),
+# whole ones have no '.', 'e' or 'E'; a string starts with '"', an object with '{', and in an object
+# (written compact: `{"gsm8k":1.0}`) a number or null follows each `":`. The long texts are
+# read as text (a second parse of them would cost half as much again as the whole read): one that could
+# be the JSON text of a list, an object, a number or a boolean goes the exact way too (text with a space
+# in it is none of those).
 LONG_TEXT = ("prompt", "question", "completion")
-JSON_TYPES = {int: ("BIGINT", "UBIGINT"), float: ("BIGINT", "UBIGINT", "DOUBLE"), bool: ("BOOLEAN",),
-              str: ("VARCHAR",), dict[str, float]: ("OBJECT",)}
+
+
+def _number(text: str) -> str:
+    return f"({text} BETWEEN '0' AND ':' OR {text} BETWEEN '-0' AND '-:')"
 
 
 def _checked(name: str, tp) -> str:
     """The SQL that turns JSON column `name` into its field's value, or raises when it does not fit."""
+    fail = f"error('{name} is not a {ROLLOUT_COLUMNS[name]}')"
     if name in LONG_TEXT:
-        odd = f"left({name}, 1) IN ('[', '{{') OR try_cast({name} AS DOUBLE) IS NOT NULL OR {name} IN ('true', 'false')"
-    else:
-        odd = f"json_type({name}) NOT IN ({', '.join(repr(t) for t in JSON_TYPES[tp])})"
-    value = name if name in LONG_TEXT else f"{name} ->> '$'" if tp is str else f"{name}::{ROLLOUT_COLUMNS[name]}"
-    return f"CASE WHEN {name} IS NULL THEN NULL WHEN {odd} THEN error('{name} is not a {ROLLOUT_COLUMNS[name]}') ELSE {value} END"
+        return (f"CASE WHEN {name} IS NULL THEN NULL WHEN starts_with({name}, '[') OR starts_with({name}, '{{') THEN {fail} "
+                f"WHEN contains({name}, ' ') THEN {name} "
+                f"WHEN {name} IN ('true', 'false') OR try_cast({name} AS DOUBLE) IS NOT NULL THEN {fail} ELSE {name} END")
+    text = f"{name}::VARCHAR"
+    odd, value = {
+        int: (f"NOT {_number(text)} OR contains({text}, '.') OR contains({text}, 'e') OR contains({text}, 'E')",
+              f"{text}::BIGINT"),
+        float: (f"NOT {_number(text)}", f"{text}::DOUBLE"),
+        bool: (f"{text} NOT IN ('true', 'false')", f"{text} = 'true'"),
+        str: (f"NOT starts_with({text}, '\"')", f"{name} ->> '$'"),
+        dict[str, float]: (f"NOT starts_with({text}, '{{') OR regexp_matches({text}, '\":([^-0-9n]|-[^0-9]|n[^u])')",
+                           f"{name}::{ROLLOUT_COLUMNS[name]}"),
+    }[tp]
+    return f"CASE WHEN {name} IS NULL THEN NULL WHEN {odd} THEN {fail} ELSE {value} END"
 
 
 _READ_AS = "{" + ", ".join(f"'{k}': '{'VARCHAR' if k in LONG_TEXT else 'JSON'}'" for k in ROLLOUT_FIELDS) + "}"
@@ -61,21 +78,14 @@ SELECT {", ".join(f'{_checked(k, tp)} AS "{k}"' for k, tp in ROLLOUT_FIELDS.item
        $file_ids[list_position($paths, filename)] AS file
 FROM read_json($paths, format = 'newline_delimited', columns = {_READ_AS}, filename = true)
 """
-# A degenerate completion (what the run doctor looks for, core/doctor.py): a well-formed `Final:`
-# line with nothing before it, or text that repeats itself (its first 24 characters come again later
-# on: "so so so so ...", the same sentence over and over). Decided once per rollout, as it is read
-# (the anchored regex, not ltrim, which would copy each completion: a tenth of a cold load).
-DEGENERATE = """(prediction IS NOT NULL AND regexp_matches(completion, '^ *Final:')
-    OR length(completion) >= 100 AND contains(substr(completion, 25), substr(completion, 1, 24)))"""
 # How rollout records (from READ_JSON, or `new_rows` decoded line by line) become rows. The prompt
 # text (hundreds of characters, the same for all K samples of a group) is kept on sample 0 only: a
 # third less memory for a large run; PROMPT_TEXT looks it up. `file` numbers the file the row came
-# from (RunStore._file_id); `degenerate` is DEGENERATE; `advantage` is TRL's own, given only for a
-# plain TRL run (core/trl_runs.py: this project's runs compute it, core/advantage.py).
-INSERT_ROLLOUTS = f"""
-INSERT INTO rollouts BY NAME SELECT * REPLACE (CASE WHEN sample = 0 THEN prompt END AS prompt),
-       {DEGENERATE} AS degenerate
-FROM ({{rows}})
+# from (RunStore._file_id); `degenerate` is left for the run doctor to decide (Queries.DECIDE_DEGENERATE);
+# `advantage` is TRL's own, given only for a plain TRL run (core/trl_runs.py: this project's runs
+# compute it, core/advantage.py).
+INSERT_ROLLOUTS = """
+INSERT INTO rollouts BY NAME SELECT * REPLACE (CASE WHEN sample = 0 THEN prompt END AS prompt) FROM ({rows})
 """
 DROP_UNKEYED = "DELETE FROM rollouts WHERE rowid > $after AND prompt_id IS NULL"  # among the rows just read
 NEW_ATTEMPTS = "SELECT DISTINCT coalesce(attempt, 0) AS a FROM rollouts WHERE rowid > $after"

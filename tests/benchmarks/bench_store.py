@@ -4,8 +4,9 @@ peak memory; against DuckDB's own read_json and a naive pandas reload of the sam
     python -m tests.benchmarks.bench_store [--rollouts 1000000] [--dir /tmp/simple_grpo_bench] [--cold-pairs 3]
 
 Each contender runs in its own process so peak resident memory is its own; the cold loads (a fresh
-process and store, the files in the OS's cache) alternate (--cold-pairs). Prints a table of measured
-figures; nothing here asserts a timing.
+process and store, the files in the OS's cache) alternate (--cold-pairs). Then what each step of a
+cold load adds (the read, the type checks, the insert, the doctor's degenerate flag). Prints a table
+of measured figures; nothing here asserts a timing.
 """
 
 from __future__ import annotations
@@ -78,13 +79,19 @@ def store_run(run_dir: Path, total: int, out) -> None:
 
     store = RunStore(run_dir)
     rows = store.refresh()  # the cold loads are timed apart (store_cold), in alternation with read_json
+    start = time.perf_counter()
+    store.doctor_steps(max_tokens=512)  # the run doctor's first look decides each rollout's degenerate flag
+    doctor = [time.perf_counter() - start]
     increments = []
-    for i in range(9):  # a live run: 1,000 new rollouts land between two refreshes
+    for i in range(9):  # a live run: 1,000 new rollouts land between two refreshes, the doctor looks after each
         write_run(run_dir, 1000, ranks=2, start=total + i * 1000)
         start = time.perf_counter()
         added = store.refresh()
         increments.append(time.perf_counter() - start)
         assert added == 1000, added
+        start = time.perf_counter()
+        store.doctor_steps(max_tokens=512)
+        doctor.append(time.perf_counter() - start)
     pid = store._query("SELECT prompt_id FROM rollouts LIMIT 1")["prompt_id"][0]
     step = int(store._query("SELECT max(step) AS s FROM rollouts")["s"][0])
     top = store.leaderboard("most_changed", limit=10)["prompt_id"].tolist()
@@ -126,8 +133,45 @@ def store_run(run_dir: Path, total: int, out) -> None:
             lambda: store.rollouts_page(search=text, order="oldest"))
         searches[f"  `{text}` again, 1,000 new rollouts since"] = median_ms(
             lambda: store.rollouts_page(search=text), repeats=5, before=arrive)
-    out.put({"rows": rows, "incremental_ms": statistics.median(increments) * 1000,
-             "queries_ms": {**searches, **{name: median_ms(fn) for name, fn in queries.items()}}, "peak_mb": peak_mb()})
+    doctor_ms = {"the run doctor's per-step read, its first look": doctor[0] * 1000,
+                 "  again, 1,000 new rollouts since": statistics.median(doctor[1:]) * 1000}
+    out.put({"rows": rows, "incremental_ms": statistics.median(increments) * 1000, "peak_mb": peak_mb(),
+             "queries_ms": {**doctor_ms, **searches, **{name: median_ms(fn) for name, fn in queries.items()}}})
+
+
+def cold_steps(run_dir: Path, out, repeats: int = 3) -> None:
+    """What each step of a cold load costs: each form of the read in a fresh in-memory DuckDB, in turn,
+    `repeats` times; the medians, in seconds."""
+    import duckdb
+
+    from core.store.ingest import _READ_AS, INSERT_ROLLOUTS, READ_JSON, ROLLOUT_COLUMNS, SCHEMA
+    from core.store.queries import Queries
+
+    typed = "{" + ", ".join(f"'{k}': '{v}'" for k, v in ROLLOUT_COLUMNS.items()) + "}"
+    read = "FROM read_json($paths, format = 'newline_delimited', columns = {}, filename = true)"
+    steps = {  # (the SQL, whether it reads the store's own table)
+        "read_json, typed (the baseline)": (f"CREATE TABLE t AS SELECT * {read.format(typed)}", False),
+        "read_json, short values as JSON text, long ones as text": (f"CREATE TABLE t AS SELECT * {read.format(_READ_AS)}",
+                                                                    False),
+        "... each value checked against its field's JSON type": (f"CREATE TABLE t AS {READ_JSON}", False),
+        "... into the store's table, the prompt on sample 0 alone (the store)": (INSERT_ROLLOUTS.format(rows=READ_JSON),
+                                                                                  False),
+        "the run doctor's first look: each rollout's degenerate flag": (Queries.DECIDE_DEGENERATE, True),
+    }
+    params = {"paths": files(run_dir), "file_ids": list(range(len(files(run_dir))))}
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, (sql, after_load) in steps.items():
+            con = duckdb.connect(config={"threads": os.cpu_count() or 2})
+            con.execute("SET SESSION preserve_insertion_order = false")  # as RunStore's own connection
+            con.execute(SCHEMA)
+            if after_load:
+                con.execute(INSERT_ROLLOUTS.format(rows=READ_JSON), params)
+            start = time.perf_counter()
+            con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})
+            times[name].append(time.perf_counter() - start)
+            con.close()
+    out.put({name: statistics.median(t) for name, t in times.items()})
 
 
 def in_process(target, *args) -> dict:
@@ -175,6 +219,7 @@ def main() -> None:
               f"{cold[-1]['seconds'] / duck[-1]['seconds']:.2f}x", flush=True)
     ratios = [c["seconds"] / d["seconds"] for c, d in zip(cold, duck)]
     duck_s, cold_s = (statistics.median(r["seconds"] for r in rs) for rs in (duck, cold))
+    steps = in_process(cold_steps, run_dir)
     store = in_process(store_run, run_dir, args.rollouts)
     rows = [("DuckDB read_json into a table (baseline)", f"{duck_s:.2f} s median",
              f"{max(r['peak_mb'] for r in duck):,} MB"),
@@ -187,6 +232,8 @@ def main() -> None:
                      f"({naive['seconds'] / cold_s:.1f}x cold refresh, "
                      f"{naive['seconds'] * 1000 / store['incremental_ms']:,.0f}x incremental)",
                      f"{naive['peak_mb']:,} MB"))
+    rows += [(f"cold load, step by step: {name}", f"{seconds:.2f} s median ({seconds / steps[next(iter(steps))]:.2f}x "
+              "the first)", "") for name, seconds in steps.items()]
     rows += [(f"query: {name}", f"{ms:.1f} ms median", "") for name, ms in store["queries_ms"].items()]
     width, time_width = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
     print(f"\n{'what':<{width}}  {'time':<{time_width}}  peak RSS")
