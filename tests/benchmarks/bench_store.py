@@ -149,23 +149,25 @@ def cold_steps(run_dir: Path, out, repeats: int = 3) -> None:
 
     typed = "{" + ", ".join(f"'{k}': '{v}'" for k, v in ROLLOUT_COLUMNS.items()) + "}"
     read = "FROM read_json($paths, format = 'newline_delimited', columns = {}, filename = true)"
-    steps = {  # (the SQL, whether it reads the store's own table)
-        "read_json, typed (the baseline)": (f"CREATE TABLE t AS SELECT * {read.format(typed)}", False),
-        "read_json, short values as JSON text, long ones as text": (f"CREATE TABLE t AS SELECT * {read.format(_READ_AS)}",
-                                                                    False),
-        "... each value checked against its field's JSON type": (f"CREATE TABLE t AS {READ_JSON}", False),
-        "... into the store's table, the prompt on sample 0 alone (the store)": (INSERT_ROLLOUTS.format(rows=READ_JSON),
-                                                                                  False),
-        "the run doctor's first look: each rollout's degenerate flag": (Queries.DECIDE_DEGENERATE, True),
+    steps = {  # the SQL, and whether it runs without keeping the files' line order (as RunStore's own connection)
+        "read_json, typed, DuckDB's defaults (the baseline)": (f"CREATE TABLE t AS SELECT * {read.format(typed)}", False),
+        "... the files' line order not kept": (f"CREATE TABLE t AS SELECT * {read.format(typed)}", True),
+        "... short values read as JSON text, long ones as text": (
+            f"CREATE TABLE t AS SELECT * {read.format(_READ_AS)}", True),
+        "... each value checked against its field's JSON type": (f"CREATE TABLE t AS {READ_JSON}", True),
+        "... into the store's table, the prompt on sample 0 alone (the store)": (
+            INSERT_ROLLOUTS.format(rows=READ_JSON), True),
+        "then the run doctor's first look: each rollout's degenerate flag": (Queries.DECIDE_DEGENERATE, True),
     }
     params = {"paths": files(run_dir), "file_ids": list(range(len(files(run_dir))))}
     times = {name: [] for name in steps}
     for _ in range(repeats):
-        for name, (sql, after_load) in steps.items():
+        for name, (sql, unordered) in steps.items():
             con = duckdb.connect(config={"threads": os.cpu_count() or 2})
-            con.execute("SET SESSION preserve_insertion_order = false")  # as RunStore's own connection
+            if unordered:
+                con.execute("SET SESSION preserve_insertion_order = false")
             con.execute(SCHEMA)
-            if after_load:
+            if sql == Queries.DECIDE_DEGENERATE:  # on the rollouts the store read
                 con.execute(INSERT_ROLLOUTS.format(rows=READ_JSON), params)
             start = time.perf_counter()
             con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})
