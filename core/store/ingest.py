@@ -47,6 +47,7 @@ LONG_TEXT = ("prompt", "question", "completion")
 
 
 def _number(text: str) -> str:
+    """SQL: does JSON text `text` start as JSON's own numbers do (a digit, or '-' and a digit)?"""
     return f"({text} BETWEEN '0' AND ':' OR {text} BETWEEN '-0' AND '-:')"
 
 
