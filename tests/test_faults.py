@@ -409,6 +409,8 @@ LINES = {  # a line among good ones, with these values: (is it kept?, the value 
     "step_a_whole_float": ({"step": 3.0}, False, None),
     "completion_a_huge_number": ({"completion": 10**100}, False, None),  # DuckDB keeps its digits as they are
     "reward_an_exponent": ({"reward": -1e300}, True, -1e300),
+    "step_at_int64_max_plus_one": ({"step": 2**63}, False, None),
+    "a_reward_infinite": ({"rewards": {"x": float("inf")}}, True, {"x": float("inf")}),  # json.dumps: Infinity
     # text that merely looks like other JSON is text: kept as written
     "completion_looks_like_a_list": ({"completion": "[1, 2]"}, True, "[1, 2]"),
     "completion_looks_like_a_number": ({"completion": "42"}, True, "42"),
@@ -437,11 +439,13 @@ def test_a_bad_rollout_line_is_skipped_and_counted_and_good_ones_keep_their_valu
 
 
 @pytest.mark.parametrize("slow", [False, True], ids=["duckdb", "line_by_line"])
+@pytest.mark.parametrize("field", ["reward", "rewards"])
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan", "NAN", "-nan", "1E400", "Infinity", "-Infinity", "NaN"])
-def test_a_number_only_duckdb_reads_is_skipped_on_both_paths(tmp_path, value, slow):
+def test_a_number_only_duckdb_reads_is_skipped_on_both_paths(tmp_path, value, field, slow):
     """DuckDB's reader takes `inf` and `nan` as numbers; Python's json (the exact path), only NaN and
     ±Infinity (as json.dumps writes them) and 1E400 (inf). Each path keeps the line only when the other would."""
-    good = '{"step": 0, "prompt_id": "p", "sample": %s, "reward": %s}'
+    good = '{"step": 0, "prompt_id": "p", "sample": %s, "reward": %s}' if field == "reward" else \
+        '{"step": 0, "prompt_id": "p", "sample": %s, "rewards": {"x": %s}}'
     lines = [good % (0, 1.0), good % (1, value), *(["not json"] if slow else []), good % (2, 0.0)]
     (tmp_path / "rollouts").mkdir()
     (tmp_path / "rollouts" / "rollouts.jsonl").write_text("\n".join(lines) + "\n")
@@ -450,7 +454,8 @@ def test_a_number_only_duckdb_reads_is_skipped_on_both_paths(tmp_path, value, sl
     store.refresh()
     assert store.count() == 2 + kept and store.skipped == (not kept) + slow
     if kept:
-        assert str(store.rollout("p", 0, 1)["reward"]).lower() in ("inf", "-inf", "nan")
+        got = store.rollout("p", 0, 1)[field]
+        assert str(got if field == "reward" else got["x"]).lower() in ("inf", "-inf", "nan")
 
 
 def test_bad_metrics_and_eval_lines_do_not_hide_good_ones(tmp_path):

@@ -43,9 +43,10 @@ class RunStore(Ingestion, Search, Queries):
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
         self.con = duckdb.connect(config={"threads": os.cpu_count() or 2})
-        # Ingestion (this connection; queries run on cursors, which keep DuckDB's default) need not keep the
-        # files' line order: every query orders rows by what they are (step, rank, prompt, sample), and new
-        # rows still get higher row ids than those before them. A fifth of a cold load at 1M rollouts.
+        # What runs on this connection (ingestion, the search's kept matches, the degenerate flags; queries
+        # run on cursors, which keep DuckDB's default) need not keep the files' line order: every query
+        # orders rows by what they are (step, rank, prompt, sample), and new rows still get higher row ids
+        # than those before them. About 0.3x of read_json's time at 1M rollouts (bench_store's profile).
         self.con.execute("SET SESSION preserve_insertion_order = false")
         self.con.execute(SCHEMA)
         self.skipped = 0  # lines of the run's files that were not a valid record

@@ -4,9 +4,10 @@ peak memory; against DuckDB's own read_json and a naive pandas reload of the sam
     python -m tests.benchmarks.bench_store [--rollouts 1000000] [--dir /tmp/simple_grpo_bench] [--cold-pairs 3]
 
 Each contender runs in its own process so peak resident memory is its own; the cold loads (a fresh
-process and store, the files in the OS's cache) alternate (--cold-pairs). Then what each step of a
-cold load adds (the read, the type checks, the insert, the doctor's degenerate flag). Prints a table
-of measured figures; nothing here asserts a timing.
+process and store, the files in the OS's cache) alternate (--cold-pairs). Then a cold load step by
+step (read_json at DuckDB's defaults, without the line order, short values as JSON text, checked and
+cast, the store's INSERT, the doctor's degenerate flags). Prints a table of measured figures; nothing
+here asserts a timing.
 """
 
 from __future__ import annotations
@@ -141,7 +142,9 @@ def store_run(run_dir: Path, total: int, out) -> None:
 
 def cold_steps(run_dir: Path, out, repeats: int = 3) -> None:
     """What each step of a cold load costs: each form of the read in a fresh in-memory DuckDB, in turn,
-    `repeats` times; the medians, in seconds."""
+    `repeats` times, in one process; the medians, in seconds. Every form reads with `filename = true` as
+    the store does, so its first row is not quite the cold pairs' read_json (which reads without it, in
+    a process of its own): compare the rows with each other."""
     import duckdb
 
     from core.store.ingest import _READ_AS, INSERT_ROLLOUTS, READ_JSON, ROLLOUT_COLUMNS, SCHEMA
@@ -149,12 +152,12 @@ def cold_steps(run_dir: Path, out, repeats: int = 3) -> None:
 
     typed = "{" + ", ".join(f"'{k}': '{v}'" for k, v in ROLLOUT_COLUMNS.items()) + "}"
     read = "FROM read_json($paths, format = 'newline_delimited', columns = {}, filename = true)"
-    steps = {  # the SQL, and whether it runs without keeping the files' line order (as RunStore's own connection)
+    steps = {  # the SQL; whether it runs without keeping the files' line order (as RunStore's own connection)
         "read_json, typed, DuckDB's defaults (the baseline)": (f"CREATE TABLE t AS SELECT * {read.format(typed)}", False),
         "... the files' line order not kept": (f"CREATE TABLE t AS SELECT * {read.format(typed)}", True),
         "... short values read as JSON text, long ones as text": (
             f"CREATE TABLE t AS SELECT * {read.format(_READ_AS)}", True),
-        "... each value checked against its field's JSON type": (f"CREATE TABLE t AS {READ_JSON}", True),
+        "... each value checked against its field's JSON type and cast": (f"CREATE TABLE t AS {READ_JSON}", True),
         "... into the store's table, the prompt on sample 0 alone (the store)": (
             INSERT_ROLLOUTS.format(rows=READ_JSON), True),
         "then the run doctor's first look: each rollout's degenerate flag": (Queries.DECIDE_DEGENERATE, True),
@@ -167,7 +170,7 @@ def cold_steps(run_dir: Path, out, repeats: int = 3) -> None:
             if unordered:
                 con.execute("SET SESSION preserve_insertion_order = false")
             con.execute(SCHEMA)
-            if sql == Queries.DECIDE_DEGENERATE:  # on the rollouts the store read
+            if name.startswith("then"):  # on the rollouts the store read
                 con.execute(INSERT_ROLLOUTS.format(rows=READ_JSON), params)
             start = time.perf_counter()
             con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})
