@@ -32,16 +32,20 @@ def files(run_dir: Path) -> list[str]:
     return sorted(str(p) for p in (run_dir / "rollouts").glob("rollouts*.jsonl"))
 
 
+def typed_columns() -> str:
+    """read_json's `columns`: each rollout field as its store column's type (values cast, unchecked)."""
+    from core.store.ingest import ROLLOUT_COLUMNS
+
+    return "{" + ", ".join(f"'{k}': '{v}'" for k, v in ROLLOUT_COLUMNS.items()) + "}"
+
+
 def duckdb_read_json(run_dir: Path, out) -> None:
     import duckdb
 
-    from core.store.ingest import ROLLOUT_COLUMNS
-
-    columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in ROLLOUT_COLUMNS.items()) + "}"  # typed, unchecked
     con = duckdb.connect()
     start = time.perf_counter()
     con.execute("CREATE TABLE t AS SELECT * FROM "
-                f"read_json($f, format = 'newline_delimited', columns = {columns})", {"f": files(run_dir)})
+                f"read_json($f, format = 'newline_delimited', columns = {typed_columns()})", {"f": files(run_dir)})
     rows = con.execute("SELECT count(*) FROM t").fetchone()[0]
     out.put({"seconds": time.perf_counter() - start, "rows": rows, "peak_mb": peak_mb()})
 
@@ -147,10 +151,10 @@ def cold_steps(run_dir: Path, out, repeats: int = 3) -> None:
     a process of its own): compare the rows with each other."""
     import duckdb
 
-    from core.store.ingest import _READ_AS, INSERT_ROLLOUTS, READ_JSON, ROLLOUT_COLUMNS, SCHEMA
+    from core.store.ingest import _READ_AS, INSERT_ROLLOUTS, READ_JSON, SCHEMA
     from core.store.queries import Queries
 
-    typed = "{" + ", ".join(f"'{k}': '{v}'" for k, v in ROLLOUT_COLUMNS.items()) + "}"
+    typed = typed_columns()
     read = "FROM read_json($paths, format = 'newline_delimited', columns = {}, filename = true)"
     steps = {  # the SQL; whether it runs without keeping the files' line order (as RunStore's own connection)
         "read_json, typed, DuckDB's defaults (the baseline)": (f"CREATE TABLE t AS SELECT * {read.format(typed)}", False),
@@ -162,7 +166,8 @@ def cold_steps(run_dir: Path, out, repeats: int = 3) -> None:
             INSERT_ROLLOUTS.format(rows=READ_JSON), True),
         "then the run doctor's first look: each rollout's degenerate flag": (Queries.DECIDE_DEGENERATE, True),
     }
-    params = {"paths": files(run_dir), "file_ids": list(range(len(files(run_dir))))}
+    paths = files(run_dir)
+    params = {"paths": paths, "file_ids": list(range(len(paths)))}
     times = {name: [] for name in steps}
     for _ in range(repeats):
         for name, (sql, unordered) in steps.items():
