@@ -117,16 +117,23 @@ def learning_rate(run: Run) -> float:
 def truncation(run: Run) -> Finding | None:
     share = run.series("truncated", "completions/clipped_ratio")
     trend = early_late(share)
-    if trend is None or trend[1] < TRUNCATED_SHARE:
+    return None if trend is None else truncated(run, trend[1], trend[2], late_from(share))
+
+
+def truncated(run: Run, share: float, steps: tuple[int, int] | None, since: int,
+              which: str = "the late completions") -> Finding | None:
+    """The truncation finding for a share of `which` cut at the limit (from step `since` on), or None
+    below TRUNCATED_SHARE; the pre-flight (core/preflight.py) judges its samples with it too."""
+    if share < TRUNCATED_SHARE:
         return None
     return Finding(
-        "truncation", "problem" if trend[1] >= 0.5 else "warning", trend[2],
-        f"{trend[1]:.0%} of the late completions hit {run.limit} and were cut off before "
-        "a Final: line, so they score as malformed.",
-        {"late_truncated_share": round(trend[1], 3), "max_new_tokens": run.config.get("max_new_tokens")},
-        f"raise max_new_tokens (e.g. max_new_tokens={run.max_tokens * 2}) or ask for shorter reasoning"
+        "truncation", "problem" if share >= 0.5 else "warning", steps,
+        f"{share:.0%} of {which} hit {run.limit} and were cut off before a Final: line, so they score as malformed.",
+        {"truncated_share": round(share, 3), "max_new_tokens": run.config.get("max_new_tokens")},
+        f"raise max_new_tokens (e.g. max_new_tokens={run.max_tokens * 2}), end completions at their Final line "
+        "(stop_at_final=true) or ask for shorter reasoning"
         if "max_new_tokens" in run.config else "raise max_completion_length, or ask for shorter reasoning",
-        run.store.examples("truncated", late_from(share), run.max_tokens) if len(run.steps) else [])
+        run.store.examples("truncated", since, run.max_tokens) if len(run.steps) else [])
 
 
 def no_signal(run: Run) -> Finding | None:
@@ -135,19 +142,35 @@ def no_signal(run: Run) -> Finding | None:
     else:
         share = run.series("frac_reward_zero_std")
     trend = early_late(share)
-    if trend is None or trend[1] < NO_SIGNAL_SHARE:
+    if trend is None:
         return None
-    late = run.groups.loc[late_from(share):] if len(run.groups) else None
-    judged = late is not None and "all_right" in late  # the rollouts say which answers were right
-    right = judged and late["all_right"].sum() > late["all_wrong"].sum()
-    malformed = judged and late["none_well_formed"].sum() > late["no_signal"].sum() / 2
-    why = ("none well formed, with no Final: line: the format fails, not the difficulty" if malformed else
+    since = late_from(share)
+    return without_signal(run, trend[1], run.groups.loc[since:] if len(run.groups) else None, trend[2], since)
+
+
+def without_signal(run: Run, share: float, groups: pd.DataFrame | None, steps: tuple[int, int] | None, since: int,
+                   which: str = "the late groups") -> Finding | None:
+    """The no_signal finding for a share of `which` whose K rewards are all equal, or None below
+    NO_SIGNAL_SHARE; `groups` (RunStore.group_signal's rows from step `since` on) says why, where the
+    rollouts tell which answers were right. The pre-flight judges its samples with it too."""
+    if share < NO_SIGNAL_SHARE:
+        return None
+    judged = groups is not None and "all_right" in groups  # the rollouts say which answers were right
+    flat = groups["no_signal"].sum() if judged else 0
+    cut = judged and "all_truncated" in groups and groups["all_truncated"].sum() > flat / 2
+    malformed = judged and groups["none_well_formed"].sum() > flat / 2
+    right = judged and not malformed and groups["all_right"].sum() > groups["all_wrong"].sum()
+    why = ("all cut off at the token limit before a Final: line" if cut else
+           "none well formed, with no Final: line: the format fails, not the difficulty" if malformed else
            "all right: the questions are too easy" if right else "all wrong: the questions are too hard")
-    evidence = {"late_no_signal_share": round(trend[1], 3), "num_generations": run.config.get("num_generations")}
+    evidence = {"no_signal_share": round(share, 3), "num_generations": run.config.get("num_generations")}
     if judged:
-        evidence.update(late_all_right=int(late["all_right"].sum()), late_all_wrong=int(late["all_wrong"].sum()),
-                        late_none_well_formed=int(late["none_well_formed"].sum()))
-    if malformed:
+        evidence.update({f"{column}_groups": int(groups[column].sum()) for column in
+                         ("all_right", "all_wrong", "none_well_formed", "all_truncated") if column in groups})
+    if cut:
+        fix = (f"give it more room (max_new_tokens={run.max_tokens * 2}), end completions at their Final line "
+               "(stop_at_final=true), or ask for shorter reasoning")
+    elif malformed:
         fix = (f"stop generating at the end of the Final: line (stop_at_final=true), give it more room "
                f"(max_new_tokens={run.max_tokens * 2}), sample less wildly (grpo.temperature=0.7), or add a format "
                "reward (rewards=[{name: gsm8k, weight: 1.0}, {name: format, weight: 0.5}])")
@@ -156,11 +179,11 @@ def no_signal(run: Run) -> Finding | None:
                "use easier questions (dataset.level=1) or a stronger model" if judged else
                "questions of a difficulty the model sometimes solves, rewards that tell completions apart") + \
             f", or more samples per prompt (num_generations={2 * int(run.config.get('num_generations') or 8)})"
-    return Finding("no_signal", "problem" if trend[1] >= 0.9 else "warning", trend[2],
-                   f"In {trend[1]:.0%} of the late groups all K completions got the same reward"
+    return Finding("no_signal", "problem" if share >= 0.9 else "warning", steps,
+                   f"In {share:.0%} of {which} all K completions got the same reward"
                    + (f" (mostly {why})" if judged else "") + ", so their advantages are 0 and those steps teach "
                    "nothing.", evidence, fix,
-                   run.store.examples("no_signal", late_from(share)) if len(run.groups) else [])
+                   run.store.examples("no_signal", since) if len(run.groups) else [])
 
 
 def format_not_learned(run: Run) -> Finding | None:
@@ -320,12 +343,12 @@ CHECKED = [check.__name__.replace("_", " ") for check in CHECKS]  # what "no pro
 def load(store: RunStore, config: dict) -> Run:
     series = store.metric_series(store.metric_names())
     metrics = series.pivot_table(index="step", columns="name", values="value") if len(series) else pd.DataFrame()
-    steps = store.doctor_steps(int(config.get("max_new_tokens") or 256)).set_index("step") if store.count() \
-        else pd.DataFrame()
-    groups = store.group_signal().set_index("step") if store.count() else pd.DataFrame()
+    max_tokens = int(config.get("max_new_tokens") or 256)
+    steps = store.doctor_steps(max_tokens).set_index("step") if store.count() else pd.DataFrame()
+    groups = store.group_signal(max_tokens).set_index("step") if store.count() else pd.DataFrame()
     if store.status.get("read_only"):  # a plain TRL run records no parsed answer or correctness (core/trl_runs.py)
         steps = steps.drop(columns=["format_rate", "accuracy"], errors="ignore")
-        groups = groups.drop(columns=["all_right", "all_wrong", "none_well_formed"], errors="ignore")
+        groups = groups.drop(columns=["all_right", "all_wrong", "none_well_formed", "all_truncated"], errors="ignore")
     steps = steps.dropna(axis=1, how="all")  # a figure the rollouts lack (token counts): TRL's metric instead
     return Run(store, config, metrics, steps, groups, store.eval_summary().set_index("phase"))
 

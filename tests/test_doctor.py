@@ -126,20 +126,23 @@ def test_every_check_has_a_pathology():
     assert names == set(PATHOLOGIES) - {"length_explosion", "length_collapse"} | {"length_change"}
 
 
-@pytest.mark.parametrize("text, why, counted, fix", [
-    (WRONG, "too hard", "late_all_wrong", "dataset.level=1"),
-    (RIGHT, "too easy", "late_all_right", "dataset.level=3"),
-    (MALFORMED, "the format fails", "late_none_well_formed", "stop_at_final=true"),  # not the difficulty
-], ids=["too_hard", "too_easy", "format"])
-def test_no_signal_says_whether_the_questions_are_too_hard_too_easy_or_the_format_fails(tmp_path, text, why,
+@pytest.mark.parametrize("text, tokens, why, counted, fix", [
+    (WRONG, 20, "too hard", "all_wrong_groups", "dataset.level=1"),
+    (RIGHT, 20, "too easy", "all_right_groups", "dataset.level=3"),
+    (MALFORMED, 20, "the format fails", "none_well_formed_groups", "stop_at_final=true"),  # not the difficulty
+    (MALFORMED, MAX_TOKENS, "cut off at the token limit", "all_truncated_groups", f"max_new_tokens={2 * MAX_TOKENS}"),
+], ids=["too_hard", "too_easy", "format", "truncated"])
+def test_no_signal_says_whether_the_questions_are_too_hard_too_easy_or_the_format_fails(tmp_path, text, tokens, why,
                                                                                          counted, fix):
-    _, findings = findings_of(make_run(tmp_path, why.replace(" ", "_"), lambda s, g, k, rng: (text, 20)))
+    _, findings = findings_of(make_run(tmp_path, why.replace(" ", "_"), lambda s, g, k, rng: (text, tokens)))
     (finding,) = [f for f in findings if f.code == "no_signal"]
     assert why in finding.message and finding.severity == "problem"
     assert finding.evidence[counted] == 6 * GROUPS and fix in finding.fix
-    if text == MALFORMED:
+    if text == MALFORMED and tokens < MAX_TOKENS:
         assert "too hard" not in finding.message and "{name: format, weight: 0.5}" in finding.fix
         assert f"max_new_tokens={2 * MAX_TOKENS}" in finding.fix and "grpo.temperature=0.7" in finding.fix
+    elif text == MALFORMED:  # cut at the limit: room first, then the Final line
+        assert "too hard" not in finding.message and "stop_at_final=true" in finding.fix
     else:
         assert "format" not in finding.message and "stop_at_final" not in finding.fix
 

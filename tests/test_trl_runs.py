@@ -188,7 +188,7 @@ def test_the_doctor_judges_a_trl_run_by_what_it_records(tmp_path):
     # no parsed answers: never "the format is not learned"; the truncation from TRL's own clipped_ratio
     assert "format_not_learned" not in findings and "format_only" not in findings
     assert "truncation" in findings and "the completion length limit" in findings["truncation"].message
-    assert findings["truncation"].evidence["late_truncated_share"] == pytest.approx(0.8)
+    assert findings["truncation"].evidence["truncated_share"] == pytest.approx(0.8)
 
 
 def test_a_damaged_trl_folder_is_listed_and_never_breaks_a_page(tmp_path):

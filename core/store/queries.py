@@ -344,6 +344,37 @@ WHERE ($step_min::BIGINT IS NULL OR step >= $step_min) AND ($step_max::BIGINT IS
         lo, hi = self.con.cursor().execute(self.LENGTH_RANGE, {"step_min": step_min, "step_max": step_max}).fetchone()
         return 1 if lo is None else max(1, math.ceil((hi - lo + 1) / bins))
 
+    # Every rollout for core.replay, a few whole steps at a time, in the order TRL scores a step's groups.
+    # The prompt text is kept on sample 0 of each group (ingest.INSERT_ROLLOUTS): each sample gets it back.
+    STEP_SIZES = "SELECT step, count(*) AS n FROM rollouts GROUP BY step ORDER BY step"
+    STEPS_ROWS = """
+SELECT step, prompt_id, sample, rank, max(prompt) OVER (PARTITION BY step, prompt_id) AS prompt, question, completion,
+       ground_truth, reward, map_keys(rewards) AS names, map_values(rewards) AS "values"
+FROM rollouts WHERE step BETWEEN $first AND $last ORDER BY step, prompt_id, sample, rank, rowid
+"""
+
+    def rollout_batches(self, rows: int):
+        """Every rollout (STEPS_ROWS, as lists of dicts) in step order, whole steps at a time, about `rows`
+        in a batch (a larger step comes whole): what is held at once is bounded by `rows`, not the run."""
+        sizes = self.con.cursor().execute(self.STEP_SIZES).fetchall()
+        start = 0
+        while start < len(sizes):
+            end, count = start, sizes[start][1]
+            while end + 1 < len(sizes) and count + sizes[end + 1][1] <= rows:
+                end, count = end + 1, count + sizes[end + 1][1]
+            batch = self.con.cursor().sql(self.STEPS_ROWS, params={"first": sizes[start][0], "last": sizes[end][0]})
+            yield batch.to_arrow_table().to_pylist()
+            start = end + 1
+
+    COMPLETION_LENGTHS = """
+SELECT avg(completion_tokens) AS mean, median(completion_tokens) AS median, max(completion_tokens) AS max FROM rollouts
+"""
+
+    def completion_lengths(self) -> dict:
+        """The completions' lengths in tokens: mean, median and max (None each without token counts)."""
+        row = self._query(self.COMPLETION_LENGTHS).iloc[0]
+        return {name: None if pd.isna(row[name]) else round(float(row[name]), 1) for name in ("mean", "median", "max")}
+
     # A degenerate completion (what the run doctor looks for, core/doctor.py): a well-formed `Final:`
     # line with nothing before it, or text that repeats itself (its first 24 characters come again later
     # on: "so so so so ...", the same sentence over and over). Decided when the doctor asks, for the rows
@@ -378,21 +409,25 @@ FROM rollouts GROUP BY step ORDER BY step
 
     # Per step, the groups (a prompt's K samples) and those whose rewards are all equal: no advantage,
     # nothing learned from them; all right, or all not right, and of those, the ones where no completion
-    # is even well formed (no parsable `Final:` line: the format fails, not the math).
+    # is even well formed (no parsable `Final:` line: the format fails, not the math) and the ones where
+    # every completion was cut at the token limit ($max_tokens).
     GROUP_SIGNAL = """
 WITH groups AS (
     SELECT step, prompt_id, min(reward) = max(reward) AS flat, bool_and(correct) AS all_right,
-           NOT bool_or(correct) AS all_wrong, bool_and(prediction IS NULL) AS none_well_formed
+           NOT bool_or(correct) AS all_wrong, bool_and(prediction IS NULL) AS none_well_formed,
+           bool_and(completion_tokens >= $max_tokens) AS all_truncated
     FROM rollouts GROUP BY step, prompt_id
 )
 SELECT step, count(*) AS groups, count(*) FILTER (WHERE flat) AS no_signal,
        count(*) FILTER (WHERE flat AND all_right) AS all_right, count(*) FILTER (WHERE flat AND all_wrong) AS all_wrong,
-       count(*) FILTER (WHERE flat AND none_well_formed) AS none_well_formed
+       count(*) FILTER (WHERE flat AND none_well_formed) AS none_well_formed,
+       count(*) FILTER (WHERE flat AND all_truncated) AS all_truncated
 FROM groups GROUP BY step ORDER BY step
 """
 
-    def group_signal(self):
-        return self._query(self.GROUP_SIGNAL)
+    def group_signal(self, max_tokens: int):
+        """Per step: groups, those without a learning signal (no_signal), and why (GROUP_SIGNAL)."""
+        return self._query(self.GROUP_SIGNAL, {"max_tokens": max_tokens})
 
     EXAMPLES = {  # rollouts that show a finding: the latest ones from step $step_min on
         "truncated": "completion_tokens >= $max_tokens",
@@ -403,6 +438,8 @@ FROM groups GROUP BY step ORDER BY step
         "shortest": "completion_tokens <= (SELECT quantile_cont(completion_tokens, 0.1) FROM rollouts WHERE step >= $step_min)",
         "no_signal": "(step, prompt_id) IN (SELECT (step, prompt_id) FROM rollouts WHERE step >= $step_min "
                      "GROUP BY step, prompt_id HAVING min(reward) = max(reward)) AND sample = 0",
+        "best_of_signal": "(step, prompt_id, reward) IN (SELECT (step, prompt_id, max(reward)) FROM rollouts "
+                          "WHERE step >= $step_min GROUP BY step, prompt_id HAVING min(reward) < max(reward))",
     }
     EXAMPLE = """
 SELECT prompt_id, step, sample FROM rollouts WHERE step >= $step_min AND ({condition})
