@@ -450,11 +450,11 @@ def test_save_as_preset_writes_a_loadable_config(runs):
         at.selectbox[0].set_value("tiny_cpu.yaml").run()
         at.number_input(key="tiny_cpu.yaml:K").set_value(6)
         at.text_input(key="tiny_cpu.yaml:pname").set_value(name)
-        at.button[2].click().run()  # Save as preset
+        at.button[3].click().run()  # Save as preset
         assert f"Saved configs/{name}.yaml" in [s.value for s in at.success]
         cfg = load_config(target)
         assert cfg.num_generations == 6 and cfg.model_name == "builtin:tiny"
-        at.button[2].click().run()  # the same name again is refused, the file kept
+        at.button[3].click().run()  # the same name again is refused, the file kept
         assert f"configs/{name}.yaml already exists" in texts(at) and not at.success  # and nothing says "valid"
     finally:
         target.unlink(missing_ok=True)

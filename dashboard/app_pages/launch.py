@@ -1,5 +1,6 @@
 """Launch: a preset (or an earlier run's settings), a form with the main knobs, then a subprocess."""
 
+import re
 import shlex
 import time
 
@@ -12,11 +13,13 @@ from core.config import (FORM_TRACKERS, LORA_BIASES, ConfigError, changed_settin
 from core.config.values import apply_setting, text_value
 from core.data import LEVELS
 from core.lifecycle import machine_commands
+from core.preflight import in_subprocess
 from core.model import has_cuda
 from core.rundir import config_path
 from core.runs import launch, run_folder, safe_run_name, save_preset
 from dashboard.caches import runs_root
 from dashboard.grpo_form import grpo_options, is_toggle
+from dashboard.widgets import show_completion
 
 SOURCES = {"GSM8K (Hugging Face Hub)": "gsm8k", "Local file or folder": "path", "Synthetic (offline)": "synthetic"}
 
@@ -51,6 +54,53 @@ groups = grpo_options()
 cuda = has_cuda()
 k = f"{choice}:"  # widget keys per base, so switching presets resets the form
 errors = st.session_state.get(k + "errors", {})  # config key -> what is wrong, from the last Check or Launch
+
+
+def in_form_words(text: str) -> str:
+    """A fix that names config keys (`max_new_tokens=32`), in the form's words ('Max new tokens' = 32)."""
+    def label(match):
+        key = match.group(1)
+        name = FIELDS.get(key) or (f"{key.removeprefix('grpo.')} (Advanced)" if key.startswith("grpo.") else None)
+        return f"'{name}' = " if name else match.group(0)
+
+    return re.sub(r"\b([a-z_]+(?:\.[a-z_]+)?)=", label, text)
+
+
+def preflight_view(report: dict | None, why: str) -> None:
+    """The pre-flight's report (core.preflight's JSON), in the form's words."""
+    st.subheader("Before launch")
+    if report is None:
+        st.error(f"The check could not run: {in_form_words(why)}")
+        return
+    if report["can_learn"]:
+        st.success(f"A learning signal is expected: {1 - report['groups_without_signal']:.0%} of the starting model's "
+                   "groups got rewards that differ.")
+    else:
+        st.error("This run cannot learn as configured: almost every group of K samples got one reward for all.")
+    sure = report["sure"]
+    cols = st.columns(4)
+    for col, (name, label) in zip(cols, (("groups_without_signal", "Groups without a signal"),
+                                         ("well_formed", "Well-formed Final line"), ("correct", "Correct"),
+                                         ("truncated", "Cut at Max new tokens"))):
+        col.metric(label, f"{report[name]:.0%}", f"95%: {sure[name][0]:.0%}–{sure[name][1]:.0%}", delta_color="off")
+    st.caption(f"From {report['questions']} training questions × K = {report['samples']} samples of the starting "
+               f"model; reward mean {report['reward_mean']:.3f} (std {report['reward_std']:.3f}), mean |advantage| "
+               f"{report['mean_abs_advantage']:.3f}, completions of {report['completion_tokens']['mean']} tokens on average.")
+    c1, c2, c3 = st.columns(3)
+    c1.metric("A training step", f"{report['seconds_per_step']:.1f} s")
+    c2.metric("The whole run", f"about {report['minutes_total']:.0f} min" if report["minutes_total"] >= 2 else
+              f"about {report['minutes_total'] * 60:.0f} s", help="Its start, the evals, the steps and the saves, at "
+              "the starting model's completion lengths (a run whose completions shorten goes faster).")
+    c3.metric("Peak memory", f"{report['peak_memory_mb']:,.0f} MB", help=report["peak_memory_of"])
+    for f in report["findings"]:
+        {"problem": st.error, "warning": st.warning}.get(f["severity"], st.info)(
+            f"**{f['code']}**: {f['message']}  \nFix: {in_form_words(f['fix'])}")
+    for kind, label in (("best_of_signal", "From a group with a signal"), ("no_signal", "From a group without one")):
+        example = report["examples"].get(kind)
+        if example:
+            with st.expander(f"{label}: reward {example['reward']:g}, its group {example['group_rewards']}"):
+                st.text(example["question"])
+                show_completion(example["completion"])
 
 
 def field(col, config_key: str, widget: str, /, *args, **kwargs):
@@ -150,11 +200,14 @@ with st.form("launch"):
                 else:
                     advanced[f.name] = field(col, grpo_key, "text_input", f.name, format_value(value), help=help_text,
                                              key=key, disabled=off)
-    b1, b2, b3 = st.columns([1, 1, 2])
+    b1, b2, b3, b4 = st.columns([1, 1, 2, 3])
     check = b1.form_submit_button("Check")
     go = b2.form_submit_button("Launch", type="primary")
-    preset_name = b3.text_input("Preset name", placeholder="my_preset", label_visibility="collapsed", key=k + "pname")
-    save = b3.form_submit_button("Save as preset")
+    fly = b3.form_submit_button("Check before launch", help="Samples training questions × K from the starting model "
+                                "with these settings and scores them, times a training step, and says whether the "
+                                "run will get a learning signal and how long it will take (python -m core.preflight).")
+    preset_name = b4.text_input("Preset name", placeholder="my_preset", label_visibility="collapsed", key=k + "pname")
+    save = b4.form_submit_button("Save as preset")
 
 wanted = {"model_name": model, "num_generations": int(kgen), "max_new_tokens": int(tokens),
           "train.num_train_steps": int(steps), "train.per_device_train_batch_size": int(batch),
@@ -168,7 +221,7 @@ wanted = {"model_name": model, "num_generations": int(kgen), "max_new_tokens": i
           "stop_at_final": stop, "peft.r": int(lora_r), "peft.lora_alpha": int(lora_alpha),
           "peft.lora_dropout": float(lora_dropout), "peft.bias": lora_bias}
 # A button pressed, or the one pressed before the rerun that cleared the problems shown under the fields
-pressed = "go" if go else "save" if save else "check" if check else None
+pressed = "go" if go else "save" if save else "preflight" if fly else "check" if check else None
 pending = st.session_state.pop(k + "pending", None)  # (action, settings) left by the rerun that redrew the form
 action = pressed or (pending[0] if pending else None)
 if action:
@@ -245,5 +298,16 @@ if action:
             st.stop()
         st.session_state["selected_run"] = run_name
         st.switch_page("app_pages/runs.py", query_params={"run": run_name})
+    elif action == "preflight":
+        with st.status("Checking before launch: loading the model…", expanded=False) as status:
+            report, why = in_subprocess(cfg, progress=lambda line: status.update(label=f"Checking before launch: {line}"))
+            status.update(label="Checked before launch" if report else "The check could not run",
+                          state="complete" if report else "error")
+        st.session_state[k + "preflight"] = (report, why)
     else:
         st.success("The settings are valid.")
+    if action != "preflight":
+        st.session_state.pop(k + "preflight", None)  # a check of other settings, or none
+checked = st.session_state.get(k + "preflight")
+if checked:
+    preflight_view(*checked)
