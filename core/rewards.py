@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 
 FINAL_RE = re.compile(r"Final: *(-?\d+(?:\.\d+)?)$")
 # A Final line written to its end: the number, then a newline (what `stop_at_final` ends a completion at).
@@ -110,16 +111,21 @@ REWARDS = {"gsm8k": gsm8k_reward, "gsm8k_lenient": gsm8k_lenient_reward, "format
 
 
 def check_reward(name: str) -> None:
-    """ValueError unless `name` is a built-in reward or `package.module:function` whose module can be
-    found. Nothing is imported (a module may do anything when imported): resolve_reward does that,
-    when the run starts."""
+    """ValueError unless `name` is a built-in reward, `package.module:function` whose module can be
+    found, or `path/to/file.py:function` whose file exists. Nothing is imported (a module may do
+    anything when imported): resolve_reward does that, when the run starts."""
     if name in REWARDS:
         return
     import importlib.util
 
-    module, sep, attr = name.partition(":")
+    module, sep, attr = name.rpartition(":")
     if not sep or not module or not attr.isidentifier():
-        raise ValueError(f"unknown reward {name!r}: use one of {', '.join(REWARDS)} or package.module:function")
+        raise ValueError(f"unknown reward {name!r}: use one of {', '.join(REWARDS)}, package.module:function or "
+                         "path/to/file.py:function")
+    if module.endswith(".py"):
+        if not Path(module).is_file():
+            raise ValueError(f"reward {name!r}: there is no file {module!r}")
+        return
     try:
         found = importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
@@ -129,17 +135,24 @@ def check_reward(name: str) -> None:
 
 
 def resolve_reward(name: str):
-    """A reward function by built-in name, or by dotted path `package.module:function`."""
+    """A reward function by built-in name, by dotted path `package.module:function`, or from a file,
+    `path/to/file.py:function`."""
     check_reward(name)
     if name in REWARDS:
         return REWARDS[name]
-    import importlib
+    import importlib.util
 
-    module, _, attr = name.partition(":")
+    module, _, attr = name.rpartition(":")
     try:
-        fn = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"reward {name!r} could not be imported ({e})") from None
+        if module.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(Path(module).stem, module)
+            loaded = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(loaded)
+        else:
+            loaded = importlib.import_module(module)
+        fn = getattr(loaded, attr)
+    except Exception as e:  # whatever the module raises as it is imported: one line naming the reward
+        raise ValueError(f"reward {name!r} could not be imported ({type(e).__name__}: {e})") from None
     if not callable(fn):
         raise ValueError(f"reward {name!r} is not a function")
     return fn

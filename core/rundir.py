@@ -42,6 +42,7 @@ EVAL_SUMMARY = "summary.json"
 MODEL = "model"
 LOG = "train.log"
 TENSORBOARD = "tensorboard"
+REPLAYS = "replays"
 
 
 def config_path(run_dir: str | Path) -> Path:
@@ -104,6 +105,21 @@ def log_path(run_dir: str | Path) -> Path:
 
 def tensorboard_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / TENSORBOARD
+
+
+def replay_path(run_dir: str | Path, name: str) -> Path:
+    """A saved reward replay's scores (core/replay.py): a JSON line per rollout."""
+    return Path(run_dir) / REPLAYS / f"{name}.jsonl"
+
+
+def replay_report_path(run_dir: str | Path, name: str) -> Path:
+    """A saved reward replay's report: the rewards it scored with and what changed."""
+    return Path(run_dir) / REPLAYS / f"{name}.json"
+
+
+def replay_names(run_dir: str | Path) -> list[str]:
+    """The names of the run's saved replays whose report is complete."""
+    return sorted(p.stem for p in (Path(run_dir) / REPLAYS).glob("*.json"))
 
 
 def checkpoints(run_dir: str | Path) -> list[Path]:

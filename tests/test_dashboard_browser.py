@@ -358,3 +358,39 @@ def test_a_click_on_a_prompts_curve_opens_that_prompt_at_that_step(server):
         page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         page.get_by_text(f"Prompt {fields['prompt']} · step {fields['step']} · sample 0", exact=True).wait_for()
         assert "/rollouts?" in page.url
+
+
+def test_check_before_launch_and_try_another_reward_in_a_real_browser(server):
+    """Launch's "Check before launch" shows the pre-flight's verdict; Rewards' "Try another reward" replays a
+    reward, and a click on a changed row opens that rollout on Rollouts."""
+    from core.replay import reward_specs, run_replay
+
+    url, runs = server
+    ARTIFACTS.mkdir(exist_ok=True)
+    changed = run_replay(runs / "learning", reward_specs(["gsm8k_lenient", "format"], [1.0, 0.5])).changed_rows
+    with browser_page(viewport={"width": 1500, "height": 1100}) as page:
+        page.goto(f"{url}/launch")
+        page.get_by_role("combobox", name="Start from").click()
+        page.get_by_role("option", name="demo_cpu.yaml").click()
+        page.get_by_role("button", name="Check before launch").click()
+        page.get_by_text("A learning signal is expected").wait_for(timeout=300_000)
+        page.get_by_text("Peak memory").wait_for()
+        page.screenshot(path=str(ARTIFACTS / "launch_preflight.png"), full_page=True)
+        assert sorted(p.name for p in runs.iterdir()) == ["crashed", "html", "learning"]  # nothing launched
+
+        page.goto(f"{url}/rewards?run=learning")
+        page.get_by_text("Try another reward").wait_for()
+        page.get_by_role("textbox", name="Weights, in the same order").fill("1, 0.5")
+        page.get_by_role("combobox", name="Rewards").click()
+        page.get_by_role("option", name="format", exact=True).click()
+        page.keyboard.press("Escape")
+        page.get_by_role("button", name="Replay").click()
+        page.get_by_text("Samples whose reward changed").wait_for(timeout=60_000)
+        page.get_by_text("click a row to open the rollout on Rollouts").scroll_into_view_if_needed()
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(ARTIFACTS / "rewards_replay.png"), full_page=True)
+        click_row(page, 0)
+        first = changed[0]
+        page.get_by_text(f"Prompt {first['prompt_id']} · step {first['step']} · sample {first['sample']}",
+                         exact=True).wait_for(timeout=20_000)
+        assert "/rollouts?" in page.url

@@ -1,6 +1,7 @@
 """Rewards, from the rollouts themselves: over the steps, the mean ± std, the categories and the format
 rate (hovering a step marks it on each); then, over a step window, a histogram and the lengths per
-category. Vega-Lite charts with fixed specs, so that a live refresh updates their data in place."""
+category. Vega-Lite charts with fixed specs, so that a live refresh updates their data in place. Last,
+"Try another reward": core.replay scores every logged completion again with other rewards."""
 
 import warnings
 
@@ -8,9 +9,14 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboard.caches import store_for
-from dashboard.widgets import (CATEGORY_COLORS, CHART_SECONDS, COLORS, hover_marks, hover_on, live_every, pick_run,
-                               step_window)
+from core.errors import ConfigError
+from core.replay import as_json, run_replay, saved
+from core.rewards import REWARDS, resolve_reward
+from core.rundir import replay_names
+from core.runs import read_config
+from dashboard.caches import folder_of, store_for
+from dashboard.widgets import (CATEGORY_COLORS, CHART_SECONDS, COLORS, curve_grid, hover_marks, hover_on,
+                               live_every, pick_run, step_window)
 
 st.title("Rewards")
 run = pick_run()
@@ -113,4 +119,93 @@ def charts():
     st.altair_chart(in_window(store.reward_histogram(step_min, step_max), lengths), key="in_window")
 
 
+def replay_view(report: dict, run_name: str) -> None:
+    """A replay's report (core.replay's JSON): the counts, the curves before and after, the changed rows,
+    each a click away from its rollout."""
+    rewards = ", ".join(f"{r['name']} × {r['weight']:g}" for r in report["rewards"])
+    st.markdown(f"**Scored with {rewards}**: {report['rollouts']:,} rollouts in {report['seconds']:.1f} s")
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Samples whose reward changed", f"{report['changed']:,}",
+              f"{report['changed'] / max(report['rollouts'], 1):.1%} of all", delta_color="off")
+    c2.metric("Groups whose advantages change sign", f"{report['sign_flips']:,}", f"of {report['groups']:,} groups",
+              delta_color="off")
+    steps = pd.DataFrame(report["steps"])
+    flat = steps["no_signal_after"].mean() - steps["no_signal_before"].mean()
+    c3.metric("Groups without a signal", f"{steps['no_signal_after'].mean():.1%}", f"{flat:+.1%} points",
+              delta_color="inverse")
+    curves = pd.concat([steps.assign(title=title, label=label, x=steps["step"], value=steps[f"{column}_{label}"])
+                        for title, column in (("Mean reward", "mean"), ("Groups without a signal", "no_signal"))
+                        for label in ("before", "after")])
+    st.altair_chart(curve_grid(curves[["title", "label", "x", "value"]], ["Mean reward", "Groups without a signal"],
+                               0.0), key="replay_curves")
+    rows = pd.DataFrame(report["changed_rows"])
+    if rows.empty:
+        st.success("No sample's reward changed.")
+        return
+    shown = f"the first {len(rows):,} of {report['changed']:,}" if report["changed"] > len(rows) else "every one"
+    st.caption(f"Changed samples ({shown}): click a row to open the rollout on Rollouts.")
+    event = st.dataframe(rows.assign(reward=[f"{b:g} → {a:g}" if b is not None and a is not None else f"{b} → {a}"
+                                             for b, a in zip(rows["before"], rows["after"])])
+                         [["step", "prompt_id", "sample", "reward", "completion"]],
+                         hide_index=True, on_select="rerun", selection_mode="single-row", key="replay_rows",
+                         width="stretch")
+    if event.selection.rows:
+        row = rows.iloc[event.selection.rows[0]]
+        st.session_state.pop("focus", None)
+        st.switch_page("app_pages/rollouts.py", query_params={
+            "run": run_name, "prompt_id": row["prompt_id"], "step": str(row["step"]), "sample": str(row["sample"])})
+
+
+def try_another_reward() -> None:
+    """Choose rewards among the built-ins and the run's own, replay them on every logged completion (or
+    show a saved replay): what they would have scored, without training."""
+    st.subheader("Try another reward")
+    st.caption("Scores every logged completion again with the rewards chosen here, as TRL would call them; "
+               "nothing trains and nothing is written unless you name the replay to save. Your own function: "
+               "`python -m core.replay RUN --reward module:function --save NAME`, then pick it below.")
+    folder = folder_of(run["name"])
+    own = [r["name"] for r in read_config(folder).get("rewards") or [] if isinstance(r, dict) and "name" in r]
+    offered = list(dict.fromkeys([*REWARDS, *own]))
+    with st.form("replay"):
+        chosen = st.multiselect("Rewards", offered, default=["gsm8k_lenient"] if "gsm8k_lenient" in offered else None,
+                                help="The built-in rewards (docs/config.md) and the ones this run trained with.",
+                                key="replay_rewards")
+        weights = st.text_input("Weights, in the same order", "", placeholder="1.0 each", key="replay_weights",
+                                help="Numbers separated by commas, e.g. 1.0, 0.5; left empty, 1.0 each.")
+        name = st.text_input("Save as (optional)", "", placeholder="a name: saved in the run's replays/ folder",
+                             key="replay_name")
+        go = st.form_submit_button("Replay", type="primary")
+    names = replay_names(folder)
+
+    def show_saved():  # on choosing a saved replay (not at every rerun: a fresh replay stays shown until then)
+        pick = st.session_state["saved_replay"]
+        st.session_state["replay_shown"] = (run["name"], saved(folder, pick) or pick) if pick else None
+
+    st.selectbox("Or show a saved replay", ["", *names], format_func=lambda n: n or "—", key="saved_replay",
+                 disabled=not names, on_change=show_saved)
+    if go:
+        try:
+            numbers = [float(w) for w in weights.replace(",", " ").split()]
+            if len(numbers) not in (0, len(chosen)):
+                raise ConfigError(f"{len(numbers)} weights for {len(chosen)} rewards: give one for each, or none")
+            if not chosen:
+                raise ConfigError("choose at least one reward to replay with")
+            rewards = [(n, resolve_reward(n), w) for n, w in zip(chosen, numbers or [1.0] * len(chosen))]
+            bar = st.progress(0.0, "Replaying…")
+            report = run_replay(folder, rewards, name.strip() or None, store=store_for(run["name"]),
+                                progress=lambda done, total: bar.progress(min(1.0, done / total), f"{done:,} of {total:,} rollouts"))
+            bar.empty()
+        except (ConfigError, ValueError) as e:
+            st.error(str(e).splitlines()[0])
+            return
+        st.session_state["replay_shown"] = (run["name"], as_json(report))
+    shown = st.session_state.get("replay_shown")
+    if shown and shown[0] == run["name"]:
+        if isinstance(shown[1], str):
+            st.error(f"The saved replay {shown[1]} cannot be read (replays/{shown[1]}.json).")
+        else:
+            replay_view(shown[1], run["name"])
+
+
 charts()
+try_another_reward()
