@@ -3,10 +3,8 @@
     python -m core.train --config configs/tiny_cpu.yaml [--set train.num_train_steps=10 ...]
     python -m core.train --resume runs/<run> [--set train.num_train_steps=200]
 
-`train` below is the whole learning path; read it first. TRL's GRPOTrainer does the GRPO step:
-for each question it samples `num_generations` (K) completions, scores each with the reward
-functions, turns the rewards into advantages within the group (core/advantage.py shows how), and
-makes the tokens of better-than-average completions more likely and the others less.
+`train` below is the whole learning path; read it first. TRL's GRPOTrainer does each GRPO step (the
+README's "What GRPO does here" says what one does); this project records what it sampled and scored.
 
 Everything the run produces lands in its run directory (`train.output_dir`; docs/run-directory.md):
 run.yaml, status.json, metrics.jsonl, rollouts/, eval/, model/, train.log. The process
@@ -112,11 +110,11 @@ def reward_functions(cfg: RunConfig) -> list[tuple[str, object, float]]:
 
 def grpo_args(cfg: RunConfig, device: str):
     """TRL's GRPOConfig: the fields this config sets (config.GRPO_FROM_CONFIG), defaults for this
-    device, and the `grpo:` passthrough."""
+    device, and the `grpo:` passthrough. The generation batch is TRL's default, one optimizer step's
+    completions: every step trains on fresh samples unless `grpo:` asks for reuse."""
     from trl import GRPOConfig
 
     defaults = dict(
-        generation_batch_size=cfg.train.per_device_train_batch_size * cfg.num_generations,
         bf16=device == "cuda",
         use_cpu=device == "cpu",  # also makes several CPU processes (torchrun) train together over gloo
         project="simple_grpo",  # Trackio's project

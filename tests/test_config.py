@@ -9,7 +9,7 @@ import os
 import re
 
 from core.config import (ConfigError, RunConfig, changed_settings, default_runs_dir, format_value, load_config,
-                         grpo_default, parse_setting, setting, shards_weights)
+                         grpo_default, parse_setting, problems, setting, shards_weights)
 from tests.conftest import ROOT, run_cli
 
 SEED_YAML = """
@@ -39,23 +39,30 @@ def write(tmp_path, text, name="c.yaml"):
 
 
 def test_seed_shape_loads_unchanged(tmp_path):
-    cfg = load_config(write(tmp_path, SEED_YAML))
+    cfg = load_config(write(tmp_path, SEED_YAML), check=False)
     assert cfg.num_generations == 16 and cfg.max_new_tokens == 256
     assert cfg.train.learning_rate == 5e-6  # YAML reads `5e-6` as text; it must become a float
     assert cfg.train.output_dir == "runs/seed" and cfg.train.save_steps == 25
     assert cfg.runtime.use_wandb is True
     assert cfg.run_name == "grpo_Qwen2.5-0.5B-Instruct_K16_steps50"
+    # its values, K=16 with 1 x 4 completions a step, would train 4 steps on each batch of samples: refused,
+    # with the values that give every step fresh samples
+    assert problems(cfg) == [("train.gradient_accumulation_steps", (
+        "an optimizer step trains on per_device_train_batch_size x gradient_accumulation_steps x processes = 1 x 4 x 1 "
+        "= 4 completions, which must be whole groups of num_generations=16 for every step to train on fresh samples: "
+        "set train.gradient_accumulation_steps=16 (or train.per_device_train_batch_size=4), or ask for samples "
+        "reused over several steps with grpo.steps_per_generation"))]
 
 
 def test_seed_shape_with_dataset_string_and_later_mapping(tmp_path):
     # The seed wrote `dataset: gsm8k` and, further down, a `dataset:` mapping (YAML keeps the last).
     cfg = load_config(write(tmp_path, "dataset: gsm8k\n" + SEED_YAML + "dataset:\n  n_train: 7\n  n_eval: 3\n"),
-                      env={})
+                      env={}, check=False)
     assert (cfg.dataset.name, cfg.dataset.n_train, cfg.dataset.n_eval) == ("gsm8k", 7, 3)
 
 
 def test_seed_shape_with_top_level_subset_sizes(tmp_path):
-    cfg = load_config(write(tmp_path, SEED_YAML + "dataset: gsm8k\nn_train: 9\nn_eval: 4\n"))
+    cfg = load_config(write(tmp_path, SEED_YAML + "dataset: gsm8k\nn_train: 9\nn_eval: 4\n"), check=False)
     assert (cfg.dataset.name, cfg.dataset.n_train, cfg.dataset.n_eval) == ("gsm8k", 9, 4)
 
 
@@ -71,13 +78,13 @@ def test_precedence_defaults_yaml_env_set(tmp_path):
 
 def test_every_env_variable_maps_to_its_key():
     env = {"MODEL_NAME": "builtin:tiny", "OUTPUT_DIR": "runs/x", "MAX_STEPS": "3", "NUM_GENERATIONS": "6",
-           "MAX_NEW_TOKENS": "64", "BATCH_SIZE": "2", "GRAD_ACCUM": "5", "LR": "0.001", "N_TRAIN": "11",
+           "MAX_NEW_TOKENS": "64", "BATCH_SIZE": "2", "GRAD_ACCUM": "3", "LR": "0.001", "N_TRAIN": "11",
            "N_EVAL": "12", "SEED": "13"}
     cfg = load_config(env=env)
     assert (cfg.model_name, cfg.train.output_dir, cfg.train.num_train_steps, cfg.num_generations,
             cfg.max_new_tokens, cfg.train.per_device_train_batch_size, cfg.train.gradient_accumulation_steps,
             cfg.train.learning_rate, cfg.dataset.n_train, cfg.dataset.n_eval, cfg.train.seed) == \
-        ("builtin:tiny", "runs/x", 3, 6, 64, 2, 5, 0.001, 11, 12, 13)
+        ("builtin:tiny", "runs/x", 3, 6, 64, 2, 3, 0.001, 11, 12, 13)
 
 
 def test_default_output_dir_is_under_runs_dir(monkeypatch):
@@ -104,7 +111,7 @@ SHIPPED_PRESETS = {  # preset: key values it exists for
     "tiny_cpu.yaml": {"model_name": "builtin:tiny", "dataset.name": "synthetic", "train.num_train_steps": 20,
                       "runtime.use_wandb": False},
     "demo_cpu.yaml": {"model_name": "builtin:tiny", "dataset.level": 1, "train.num_train_steps": 700,
-                      "train.per_device_train_batch_size": 64, "grpo.generation_batch_size": 64,
+                      "train.per_device_train_batch_size": 64, "train.gradient_accumulation_steps": 1,
                       "dataset.n_train": 256, "dataset.n_eval": 300, "grpo.temperature": 0.3, "grpo.beta": 0.04,
                      "train.save_steps": 175, "grpo.save_only_model": True, "runtime.use_wandb": False},
     "smollm2_cpu.yaml": {"model_name": "builtin:smollm2-135m", "stop_at_final": True, "grpo.temperature": 0.7,
@@ -158,7 +165,14 @@ def test_every_form_field_reads_back_its_own_text():
     # a generation batch that is not a whole number of groups
     ("num_generations: 4\n", ["grpo.generation_batch_size=6"], {}, "not divisible by num_generations=4"),
     # ... or that several processes cannot share equally
-    ("num_generations: 3\n", ["launch.num_processes=2"], {}, "must be a multiple of the world size (2 processes)"),
+    ("num_generations: 4\n", ["launch.num_processes=3", "grpo.generation_batch_size=8"], {},
+     "is not divisible by per_device_train_batch_size x num_processes x num_machines = 1 x 3 x 1"),
+    # an optimizer step whose completions are not whole groups: fresh samples at every step are impossible
+    ("num_generations: 8\n", ["train.gradient_accumulation_steps=4"], {},
+     "= 1 x 4 x 1 = 4 completions, which must be whole groups of num_generations=8 for every step to train on "
+     "fresh samples: set train.gradient_accumulation_steps=8 (or train.per_device_train_batch_size=2)"),
+    ("num_generations: 3\n", ["launch.num_processes=2"], {}, "= 1 x 8 x 2 = 16 completions"),
+    ("", ["grpo.generation_batch_size=16", "grpo.steps_per_generation=2"], {}, "say the same thing two ways"),
     ("", ["launch.num_processes=0"], {}, "'launch.num_processes' has value 0"),
     # non-positive values
     ("train: {learning_rate: 0}\n", [], {}, "'train.learning_rate' has value 0.0, expected a number greater than 0"),

@@ -281,6 +281,21 @@ def test_model_that_cannot_be_loaded_fails_the_run_with_one_line(tmp_path):
     assert status["state"] == "failed" and "could not load model" in status["error"]
 
 
+@pytest.mark.parametrize("sets, sampled", [
+    ([], [1, 2, 3, 4]),  # the tiny preset with only K changed: fresh samples at every step
+    (["grpo.steps_per_generation=8"], [1, 3]),  # asked for: each batch of samples trains 2 updates
+], ids=["fresh", "reused"])
+def test_a_step_trains_on_fresh_samples_unless_the_config_asks_for_reuse(tiny_model_dir, tmp_path, sets, sampled):
+    run_dir = tmp_path / "k8"
+    result = run_cli("--config", "configs/tiny_cpu.yaml", "--set", "num_generations=8", "--set", "train.num_train_steps=4",
+                     "--set", "eval.enabled=false", "--set", f"train.output_dir={run_dir}", *[a for s in sets for a in ("--set", s)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    steps = sorted({json.loads(line)["step"] for line in (run_dir / "rollouts" / "rollouts.jsonl").read_text().splitlines()})
+    assert steps == sampled
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "frac_reward_zero_std" in m] == sampled  # TRL logs a batch where it sampled
+
+
 def test_grpo_passthrough_reaches_trl(tmp_path):
     from core.train import grpo_args
 
@@ -288,6 +303,7 @@ def test_grpo_passthrough_reaches_trl(tmp_path):
                                                                  f"train.output_dir={tmp_path}"])
     args = grpo_args(cfg, "cpu")
     assert (args.beta, args.top_p, args.num_generations, args.generation_batch_size) == (0.04, 0.9, 4, 16)
+    assert args.steps_per_generation == args.gradient_accumulation_steps  # one batch of samples a step
     assert (args.max_completion_length, args.max_steps, args.report_to) == (48, cfg.train.num_train_steps, [])
     assert (args.output_dir, args.save_strategy, args.use_cpu, args.reward_weights) == (str(tmp_path), "no", True, [1.0])
     # a device default may be overridden from grpo:, a field set from our own keys may not

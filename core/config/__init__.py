@@ -27,7 +27,7 @@ from core.config.checks import NOT_FROM_A_WEB_FORM, problems, shards_weights, va
 from core.config.schema import ENV_KEYS, LORA_BIASES, SECTIONS, DatasetConfig, EvalConfig, LaunchConfig, \
     PeftConfig, RunConfig, RuntimeConfig, TrainConfig, field_types
 from core.config.trl_args import FORM_TRACKERS, GRPO_CHOICES, GRPO_FROM_CONFIG, TRACKERS, grpo_default, \
-    grpo_field_types, installed_trackers, trackers
+    grpo_field_types, installed_trackers, trackers, updates_per_batch
 from core.config.values import (apply_setting, changed_settings, choices, format_value, parse_setting, setting,
                                 text_value, value_kinds)
 from core.errors import ConfigError
@@ -95,4 +95,4 @@ def load_config(path: str | os.PathLike | None = None, sets: list[str] | tuple =
     return cfg
 
 
-__all__ = ['ConfigError', 'DatasetConfig', 'ENV_KEYS', 'EvalConfig', 'FORM_TRACKERS', 'GRPO_CHOICES', 'GRPO_FROM_CONFIG', 'LORA_BIASES', 'LaunchConfig', 'NOT_FROM_A_WEB_FORM', 'PeftConfig', 'RunConfig', 'RuntimeConfig', 'SECTIONS', 'TRACKERS', 'TrainConfig', 'changed_settings', 'choices', 'default_runs_dir', 'field_types', 'format_value', 'grpo_default', 'grpo_field_types', 'installed_trackers', 'load_config', 'parse_setting', 'problems', 'setting', 'shards_weights', 'trackers', 'validate', 'value_kinds', 'web_form_problem']
+__all__ = ['ConfigError', 'DatasetConfig', 'ENV_KEYS', 'EvalConfig', 'FORM_TRACKERS', 'GRPO_CHOICES', 'GRPO_FROM_CONFIG', 'LORA_BIASES', 'LaunchConfig', 'NOT_FROM_A_WEB_FORM', 'PeftConfig', 'RunConfig', 'RuntimeConfig', 'SECTIONS', 'TRACKERS', 'TrainConfig', 'changed_settings', 'choices', 'default_runs_dir', 'field_types', 'format_value', 'grpo_default', 'grpo_field_types', 'installed_trackers', 'load_config', 'parse_setting', 'problems', 'setting', 'shards_weights', 'trackers', 'updates_per_batch', 'validate', 'value_kinds', 'web_form_problem']

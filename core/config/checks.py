@@ -32,6 +32,42 @@ def problems(cfg: RunConfig) -> list[tuple[str, str]]:
     return list(_problems(cfg))
 
 
+def _generation_batch_problems(cfg: RunConfig):
+    """Each optimizer step trains on fresh samples unless the config asks for reuse: TRL's default
+    generation batch is one step's completions (batch x accumulation x processes), which must then be
+    whole groups of K. A generation batch the config sets (grpo.generation_batch_size, or
+    grpo.steps_per_generation) must be whole groups, shared equally by the processes."""
+    batch, accum, k = cfg.train.per_device_train_batch_size, cfg.train.gradient_accumulation_steps, cfg.num_generations
+    procs = cfg.launch.num_processes * cfg.launch.num_machines  # the world size
+    if min(batch, accum, k, procs) < 1:
+        return  # said elsewhere
+    if cfg.grpo.get("generation_batch_size") and cfg.grpo.get("steps_per_generation"):
+        yield "grpo.steps_per_generation", ("grpo.generation_batch_size and grpo.steps_per_generation say the same "
+                                            "thing two ways (TRL takes one): keep one of them")
+        return
+    asked = cfg.grpo.get("generation_batch_size") or batch * procs * (cfg.grpo.get("steps_per_generation") or 0)
+    if not asked:
+        if batch * accum * procs % k:
+            accum_step, batch_step = k // math.gcd(batch * procs, k), k // math.gcd(accum * procs, k)
+            yield "train.gradient_accumulation_steps", (
+                f"an optimizer step trains on per_device_train_batch_size x gradient_accumulation_steps x processes "
+                f"= {batch} x {accum} x {procs} = {batch * accum * procs} completions, which must be whole groups of "
+                f"num_generations={k} for every step to train on fresh samples: set train.gradient_accumulation_steps="
+                f"{-(-accum // accum_step) * accum_step} (or train.per_device_train_batch_size="
+                f"{-(-batch // batch_step) * batch_step}), or ask for samples reused over several steps with "
+                "grpo.steps_per_generation")
+        return
+    if asked % k:
+        yield "num_generations", (
+            f"generation batch size {asked} is not divisible by num_generations={k}: TRL generates whole groups "
+            "of K completions per prompt, so the generation batch must be a multiple of K")
+    if asked % (batch * procs):
+        yield "launch.num_processes", (
+            f"generation batch size {asked} is not divisible by per_device_train_batch_size x num_processes x "
+            f"num_machines = {batch} x {cfg.launch.num_processes} x {cfg.launch.num_machines}: TRL splits each "
+            "generation batch into equal micro-batches on every process")
+
+
 def _problems(cfg: RunConfig):
     for key in POSITIVE:
         value = get_value(cfg, key)
@@ -53,21 +89,9 @@ def _problems(cfg: RunConfig):
     if cfg.num_generations < 2:
         yield "num_generations", (f"config key 'num_generations' has value {cfg.num_generations}, expected at least 2: "
                                   "GRPO scores each completion against the others sampled for the same prompt")
-    batch = cfg.train.per_device_train_batch_size
-    gen_batch = cfg.grpo.get("generation_batch_size") or batch * cfg.num_generations
+    yield from _generation_batch_problems(cfg)
     launch = cfg.launch
     procs = launch.num_processes * launch.num_machines  # the world size
-    if cfg.num_generations >= 1 and gen_batch % cfg.num_generations:
-        yield "num_generations", (
-            f"generation batch size {gen_batch} is not divisible by num_generations={cfg.num_generations}: TRL "
-            "generates whole groups of K completions per prompt, so the generation batch (by default "
-            "per_device_train_batch_size x num_generations) must be a multiple of K")
-    if batch > 0 and procs > 0 and gen_batch % (batch * procs):
-        yield "launch.num_processes", (
-            f"generation batch size {gen_batch} is not divisible by per_device_train_batch_size x num_processes x "
-            f"num_machines = {batch} x {launch.num_processes} x {launch.num_machines}: TRL splits each generation "
-            f"batch into equal micro-batches on every process, so with the default generation batch (batch x K) "
-            f"num_generations={cfg.num_generations} must be a multiple of the world size ({procs} processes)")
     if not 0 <= launch.machine_rank < launch.num_machines:
         yield "launch.machine_rank", (
             f"config key 'launch.machine_rank' has value {launch.machine_rank}, expected 0 to "

@@ -23,7 +23,8 @@ class TrainConfig:
     output_dir: str | None = _f(None, "Run directory; default runs/<run name>_<time> under RUNS_DIR or ./runs.")
     num_train_steps: int = _f(50, "Optimizer steps (TRL's max_steps).")
     per_device_train_batch_size: int = _f(1, "Completions per device per micro-step.")
-    gradient_accumulation_steps: int = _f(4, "Micro-steps per optimizer step.")
+    gradient_accumulation_steps: int = _f(8, "Micro-steps per optimizer step: a step trains on batch x accumulation "
+                                             "x processes completions, whole groups of K, freshly sampled.")
     learning_rate: float = _f(5e-6, "AdamW learning rate.")
     logging_steps: int = _f(1, "Write a metrics.jsonl line every N steps.")
     save_steps: int = _f(0, "Save a checkpoint every N steps; 0 saves only the final model.")

@@ -6,8 +6,9 @@ import streamlit as st
 
 from core import REPO
 from core.doctor import MIN_STEPS
+from core.config import load_config, updates_per_batch
 from core.errors import ConfigError
-from core.rundir import checkpoints
+from core.rundir import checkpoints, config_path
 from core.runs import delete, log_tail, resume, stop
 from dashboard.caches import all_runs, diagnosis, folder_of, open_folder, runs_root, small_rollouts, store_for
 from dashboard.widgets import (CHART_POINTS, CHART_SECONDS, curve_grid, fmt_duration, fmt_pct,
@@ -213,6 +214,20 @@ def other_charts():
             st.code(log_tail(path) or "(empty)", language=None)
 
 
+def reuse_note():
+    """What a run that reuses its samples over several updates does differently, said once above its charts."""
+    try:
+        updates = updates_per_batch(load_config(config_path(path), check=False))
+    except (ConfigError, OSError, ValueError):
+        return  # a TRL run, or a run.yaml that cannot be read: nothing to say
+    if updates > 1:
+        st.info(f"Each batch of samples trains {updates:g} updates (this run's grpo.steps_per_generation, "
+                "generation_batch_size or num_iterations): TRL samples only at the first of them, so rollouts and "
+                "the reward metrics are logged at those steps alone, and in the later updates the policy has moved "
+                "from the one that sampled, so PPO's clip can act (clip_ratio).", icon=":material/repeat:")
+
+
 live_status()
+reuse_note()
 key_charts()
 other_charts()
