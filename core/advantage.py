@@ -1,23 +1,15 @@
-"""The GRPO advantage: the number each sample's tokens are pushed by, computed from the rewards as
-TRL's GRPOTrainer computes it (`_generate_and_score_completions`, trl 1.16).
+"""The GRPO advantage of each sample, recomputed from the rewards as TRL's GRPOTrainer computes it
+(`_generate_and_score_completions`, trl 1.16): training uses TRL's own; the pages show these, and
+tests/test_advantage.py checks them equal to TRL's. What the advantage does: README, "What GRPO does here".
 
-A generation batch holds groups: the K samples of one prompt. A sample's reward r is the weighted
-sum of its reward functions' values, and its advantage compares r with its own group:
-
-    scale_rewards: group   A = (r - mean(group)) / (std(group) + 1e-4)    (GRPO, TRL's default)
+    scale_rewards: group   A = (r - mean(group)) / (std(group) + 1e-4)    (TRL's default)
     scale_rewards: batch   A = (r - mean(group)) / (std(batch) + 1e-4)
-    scale_rewards: none    A =  r - mean(group)                           (Dr. GRPO: no division)
+    scale_rewards: none    A =  r - mean(group)
 
-std is the sample standard deviation (divided by n - 1, as torch.std). A group whose rewards are
-all equal has A = 0 for every sample: nothing is learned from it. With
-`multi_objective_aggregation: normalize_then_sum` each reward function is first normalised within
-the group, the weighted sum of those is normalised over the batch, and scale_rewards plays no part.
-
-Then the loss spreads each sample's advantage over its tokens (TRL's `compute_loss`): the gradient
-on the log-probability of token t of sample i is A_i × w_i, where the weight w_i depends on
-`loss_type` (token_weight). On a batch's first update the ratio of new to old probabilities is 1,
-so nothing is clipped and these are exactly the weights; with num_iterations > 1 later updates
-multiply them by that ratio where it is inside the clip range.
+r is a sample's weighted reward, its group the K samples of its prompt, std the sample standard
+deviation (n - 1, as torch.std). With `multi_objective_aggregation: normalize_then_sum` each reward
+function is normalised within the group first, and their weighted sum over the batch. token_weight
+gives each loss_type's weight on a sample's tokens (the worked step on the Rollouts page).
 """
 
 from __future__ import annotations

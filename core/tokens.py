@@ -3,9 +3,8 @@ model before training and after, and the five likeliest tokens at its place.
 
     python -m core.tokens RUN_DIR --step S --prompt-id P --sample K [--checkpoint N] [--json]
 
-GRPO pushes every token of a sample by that sample's advantage: each token of a sample better than
-its group's mean is made more likely, each token of a worse one less likely, and the model's other
-updates move them too. This shows which tokens moved, and how far. "Before" is the run's starting
+This shows which tokens training moved, and how far (why they move: README, "What GRPO does
+here"; a token moves with every update of the run, not only its own sample's). "Before" is the run's starting
 model; "after" is its saved model (model/), or a checkpoint-<step>/ it kept. Log-probabilities are
 at the run's sampling temperature, as TRL computes them for the loss.
 

@@ -237,3 +237,27 @@ def test_a_trl_run_opens_by_path_on_the_runs_page(trl_runs, tmp_path, monkeypatc
         assert len(at.dataframe[0].value) == 24
     finally:
         opened_folders.clear()
+
+
+@pytest.mark.slow
+def test_an_advantage_the_page_computed_is_never_labelled_as_trls(tmp_path, monkeypatch):
+    from tests.test_dashboard import open_page, texts
+
+    monkeypatch.setenv("RUNS_DIR", str(tmp_path))
+    write_trl_folder(tmp_path / "logged", 2)
+    write_trl_folder(tmp_path / "unlogged", 2)
+    for path in completion_files(tmp_path / "unlogged"):  # a completions table without TRL's advantage column
+        pd.read_parquet(path).drop(columns="advantage").to_parquet(path)
+    at = open_page("rollouts", run="logged", prompt_id=_first_prompt(tmp_path / "logged"), step="1", sample="0")
+    assert "The advantage TRL logged for each sample" in texts(at)
+    at = open_page("rollouts", run="unlogged", prompt_id=_first_prompt(tmp_path / "unlogged"), step="1", sample="0")
+    shown = texts(at)
+    assert "recomputed here from the rewards by core/advantage.py" in shown and "TRL's default settings" in shown
+    assert "has no advantage column" in shown and "The advantage TRL logged for each sample" not in shown
+    assert "The advantages above are TRL's own" not in shown
+
+
+def _first_prompt(folder) -> str:
+    store = RunStore(folder)
+    store.refresh()
+    return store.rollouts_page(order="oldest", limit=1)[0].iloc[0]["prompt_id"]

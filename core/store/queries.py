@@ -244,16 +244,18 @@ FROM rollouts WHERE step = $step ORDER BY prompt_id, sample, rank
 """
 
     def group(self, prompt_id: str, step: int, settings: dict | None = None):
-        """All K samples of one prompt at one step, with the advantage TRL gave each one under the
-        run's `settings` (core.advantage.run_settings; TRL's defaults when None); for a plain TRL run,
-        the advantages TRL logged."""
+        """All K samples of one prompt at one step, with each one's advantage: the one TRL logged (a plain
+        TRL run's completions table), else recomputed by core.advantage for the run's `settings`
+        (core.advantage.run_settings; TRL's defaults when None). `.attrs["logged"]` says which."""
         settings = settings or run_settings({})
         batch = self._query(self.STEP_GROUPS, {"step": step})
-        logged = len(batch) > 0 and batch["trl_advantage"].notna().all()  # a plain TRL run's own
+        logged = bool(len(batch) > 0 and batch["trl_advantage"].notna().all())  # a plain TRL run's own
         batch["advantage"] = batch["trl_advantage"] if logged else self._advantages(batch, settings)
         rows = batch[batch["prompt_id"] == prompt_id].reset_index(drop=True)
-        return rows[["sample", "rank", "reward", "rewards", "advantage", "correct", "prediction", "ground_truth",
+        rows = rows[["sample", "rank", "reward", "rewards", "advantage", "correct", "prediction", "ground_truth",
                      "completion", "completion_tokens", "question"]]
+        rows.attrs["logged"] = logged
+        return rows
 
     @staticmethod
     def _advantages(batch, settings: dict) -> list[float]:

@@ -22,7 +22,7 @@ trl = bool(run.get("read_only"))  # a plain TRL run: no ground truth, correctnes
 if trl:
     st.caption("A TRL run: its completions table holds no ground truth, parsed answer, correctness, rank or token "
                "count, so those columns are empty; the reward is the sum of its reward columns (the weights are not in its "
-               "files) and the advantage is TRL's own.")
+               "files), and each group below says whether its advantages are the ones TRL logged.")
 if st.session_state.get("rollouts_of") != run["name"]:  # another run: what was open or drawn was the other's
     st.session_state["rollouts_of"] = run["name"]
     for key in ("focus", "drawn_rows"):
@@ -189,8 +189,7 @@ if not trl and st.toggle("What training did to each token", key="token_view",
             st.caption(
                 f"Green: the trained model finds the token likelier than the starting model did; red: less likely "
                 f"(hover a token for its figures; log-probabilities at the run's sampling temperature, {view.temperature:g}). "
-                f"GRPO pushes every token of a sample by that sample's advantage (below), so a sample better than its "
-                f"group's mean has all its tokens made likelier by that update; the run's other updates move them too."
+                f"Every update of the run moves them, not only this sample's (README: What GRPO does here)."
                 + ("" if view.recorded else " This run did not record its sampled token ids: the text was tokenised again."))
             show_tokens(view.tokens)
             st.dataframe(token_table(view.tokens), hide_index=True,
@@ -200,9 +199,11 @@ if not trl and st.toggle("What training did to each token", key="token_view",
 st.subheader("Its group: all samples of this prompt at this step")
 settings = run_settings(read_config(store.run_dir))
 group = store.group(prompt_id, step, settings)
-st.caption(("The advantage TRL logged for each sample (its completions table): " if trl else
-            f"The advantage TRL computed for this run's settings, {formula(settings)}: ") +
-           "GRPO pushes every token of a sample by it (more likely when positive, less when negative).")
+st.caption("The advantage TRL logged for each sample (its completions table)." if group.attrs["logged"] else
+           f"The advantage of each sample as TRL computes it, recomputed here from the rewards by core/advantage.py "
+           f"(tested equal to TRL's) for {'TRL' if trl else 'this run'}'s {'default ' if trl else ''}settings: "
+           f"{formula(settings)}"
+           + (". This TRL run's completions table has no advantage column." if trl else "."))
 for start in range(0, len(group), 4):
     cols = st.columns(4)
     for col, (_, g) in zip(cols, group.iloc[start: start + 4].iterrows()):
@@ -216,7 +217,8 @@ for start in range(0, len(group), 4):
 with st.expander("One GRPO step, worked through: from this group's rewards to the weight on each token"):
     if trl:
         st.info("A TRL run keeps its settings in training_args.bin, a pickle this dashboard does not load (it could "
-                "run code), and no token counts: the worked step needs both. The advantages above are TRL's own.")
+                "run code), and no token counts: the worked step needs both."
+                + (" The advantages above are TRL's own." if group.attrs["logged"] else ""))
         st.stop()
     if settings["loss_type"] not in LOSS_SPREADS:
         st.info(f"This run's loss_type, {settings['loss_type']}, weighs tokens in a way this view does not show.")
@@ -239,9 +241,10 @@ with st.expander("One GRPO step, worked through: from this group's rewards to th
     st.markdown(f"**4 · Spread over tokens.** loss_type {settings['loss_type']}: each token of a sample gets weight "
                 f"{LOSS_SPREADS[settings['loss_type']]}. This step had **{facts['samples']}** samples and "
                 f"**{facts['tokens']:,}** completion tokens on all ranks; max_completion_length {settings['max_completion_length']}.")
-    st.markdown("**5 · The push on each token** is advantage × weight: the loss's gradient on each of the sample's "
-                "token log-probabilities on the step's first update (the new and old probabilities are equal there, "
-                "so PPO's clip leaves it whole). Positive: each token made likelier; negative: less likely."
+    st.markdown("**5 · The push on each token** is advantage × weight, minus the loss's gradient with respect to each "
+                "of the sample's token log-probabilities (gradient descent moves each one by the learning rate times "
+                "it), on the first update of a batch of samples, where the new and old probabilities are equal and "
+                "PPO's clip leaves it whole. Positive: each token made likelier; negative: less likely."
                 + (f" The loss also holds each token near the starting model: a KL term of weight beta {settings['beta']:g}, "
                    "not in these figures (its mean is the step's kl below)." if settings["beta"] else ""))
     table = {"sample": worked["sample"]}
