@@ -8,8 +8,8 @@ tests/test_advantage.py checks them equal to TRL's. What the advantage does: REA
 
 r is a sample's weighted reward, its group the K samples of its prompt, std the sample standard
 deviation (n - 1, as torch.std). With `multi_objective_aggregation: normalize_then_sum` each reward
-function is normalised within the group first, and their weighted sum over the batch. token_weight
-gives each loss_type's weight on a sample's tokens (the worked step on the Rollouts page).
+function is normalised within the group first, and their weighted sum over the batch. The loss that
+uses the advantages: core/loss.py.
 """
 
 from __future__ import annotations
@@ -76,36 +76,6 @@ def advantages(groups: list[list[list[float | None]]], weights: list[float] | No
             else:
                 result.append(_normalised(group, mean, group_std if scale_rewards == "group" else batch_std))
     return [[0.0 if a is None else a for a in group] for group in result]
-
-
-# How each loss_type spreads a sample's advantage over its tokens, in words (for the step's view).
-LOSS_SPREADS = {
-    "grpo": "1 / (the sample's tokens × the step's samples): every sample weighs the same, its tokens share it",
-    "sapo": "1 / (the sample's tokens × the step's samples), as grpo (its soft gate is 1 on a batch's first update)",
-    "dapo": "1 / (completion tokens of the whole step): every token of the step weighs the same",
-    "cispo": "min(1, epsilon_high) / (completion tokens of the whole step): as dapo, times its clipped, detached ratio",
-    "bnpo": "1 / (completion tokens of the step), on average: each micro-batch divides by its own tokens",
-    "dr_grpo": "1 / (the step's samples × max_completion_length): a constant, so a longer sample weighs more",
-    "luspo": "1 / (the step's samples): each token of every sample the same, so a longer sample weighs more",
-}
-
-
-def token_weight(loss_type: str, length: int, samples: int, tokens: int, max_completion_length: int,
-                 epsilon_high: float = 0.2) -> float:
-    """The weight w on each token of a sample `length` tokens long, in a step of `samples` samples
-    holding `tokens` completion tokens (every rank's), for TRL's `loss_type` (LOSS_SPREADS); cispo
-    multiplies by its ratio clipped at `epsilon_high` (TRL: epsilon_high, else epsilon, 0.2 by default)."""
-    if loss_type in ("grpo", "sapo"):
-        return 1 / (max(length, 1) * samples)
-    if loss_type == "cispo":
-        return min(1.0, epsilon_high) / max(tokens, 1)
-    if loss_type in ("dapo", "bnpo"):
-        return 1 / max(tokens, 1)
-    if loss_type == "dr_grpo":
-        return 1 / (samples * max_completion_length)
-    if loss_type == "luspo":
-        return 1 / samples
-    raise ValueError(f"loss_type must be one of {', '.join(LOSS_SPREADS)} to be shown, got {loss_type!r}")
 
 
 def run_settings(config: dict) -> dict:

@@ -9,7 +9,8 @@ import math
 
 import pandas as pd
 
-from core.advantage import advantages, mean_std, run_settings, token_weight
+from core.advantage import advantages, mean_std, run_settings
+from core.loss import push
 
 
 def _listed(value) -> list:
@@ -247,15 +248,21 @@ FROM rollouts WHERE step = $step ORDER BY prompt_id, sample, rank
         """All K samples of one prompt at one step, with each one's advantage: the one TRL logged (a plain
         TRL run's completions table), else recomputed by core.advantage for the run's `settings`
         (core.advantage.run_settings; TRL's defaults when None). `.attrs["logged"]` says which."""
-        settings = settings or run_settings({})
+        batch = self._step_batch(step, settings or run_settings({}))
+        rows = batch[batch["prompt_id"] == prompt_id].reset_index(drop=True)[list(self.GROUP_COLUMNS)]
+        rows.attrs["logged"] = batch.attrs["logged"]
+        return rows
+
+    GROUP_COLUMNS = ("sample", "rank", "reward", "rewards", "advantage", "correct", "prediction", "ground_truth",
+                     "completion", "completion_tokens", "question")
+
+    def _step_batch(self, step: int, settings: dict):
+        """Every sample of a step (STEP_GROUPS) with its advantage, logged or recomputed (`.attrs["logged"]`)."""
         batch = self._query(self.STEP_GROUPS, {"step": step})
         logged = bool(len(batch) > 0 and batch["trl_advantage"].notna().all())  # a plain TRL run's own
         batch["advantage"] = batch["trl_advantage"] if logged else self._advantages(batch, settings)
-        rows = batch[batch["prompt_id"] == prompt_id].reset_index(drop=True)
-        rows = rows[["sample", "rank", "reward", "rewards", "advantage", "correct", "prediction", "ground_truth",
-                     "completion", "completion_tokens", "question"]]
-        rows.attrs["logged"] = logged
-        return rows
+        batch.attrs["logged"] = logged
+        return batch
 
     @staticmethod
     def _advantages(batch, settings: dict) -> list[float]:
@@ -273,30 +280,29 @@ FROM rollouts WHERE step = $step ORDER BY prompt_id, sample, rank
         computed = advantages(list(groups.values()), weights, settings["scale_rewards"], settings["aggregation"])
         return [a for group in computed for a in group]  # batch's rows are in the groups' order
 
-    STEP_SIZE = """SELECT count(*) AS samples, coalesce(sum(completion_tokens), 0) AS tokens,
-coalesce(stddev_samp(reward), 0) AS batch_std FROM rollouts WHERE step = $step"""
     STEP_METRICS = "SELECT name, value FROM metrics WHERE step = $step AND list_contains($names, name)"
     WORKED_METRICS = ("loss", "kl", "entropy", "clip_ratio/region_mean", "grad_norm", "learning_rate")
 
     def worked_step(self, prompt_id: str, step: int, settings: dict | None = None):
-        """One group of one step from rewards to the weight on each token: the group (self.group) with
-        `token_weight` (core.advantage.token_weight for the run's loss_type) and `push`, the advantage
-        times that weight (the gradient's factor on each of the sample's tokens' log-probabilities), and
-        what they came from: the group's mean and std of rewards, the step's samples and tokens, and
-        the metrics TRL logged for the step; the std of the whole step's rewards (scale_rewards: batch)."""
+        """One group of one step from rewards to the push on each token: the group (self.group) with
+        `push`, minus the gradient of the run's loss (core.loss.push, on the whole step's samples) with
+        respect to each of the sample's token log-probabilities on the first update of its batch of samples,
+        and `token_weight`, that push per unit of advantage; and what they came from: the group's mean and
+        std of rewards, the std of the whole step's (scale_rewards: batch), the step's samples and tokens,
+        and the metrics TRL logged for the step."""
         settings = settings or run_settings({})
-        group = self.group(prompt_id, step, settings)
-        size = self._query(self.STEP_SIZE, {"step": step}).iloc[0]
-        samples, tokens = int(size["samples"]), int(size["tokens"])
-        group["token_weight"] = [token_weight(settings["loss_type"], 0 if pd.isna(n) else int(n), samples, tokens,
-                                              settings["max_completion_length"], settings.get("epsilon_high", 0.2))
-                                 for n in group["completion_tokens"]]
-        group["push"] = group["advantage"] * group["token_weight"]
+        batch = self._step_batch(step, settings)
+        lengths = [0 if pd.isna(n) else int(n) for n in batch["completion_tokens"]]
+        spread = {"loss_type": settings["loss_type"], "max_completion_length": settings["max_completion_length"],
+                  "epsilon_high": settings.get("epsilon_high", 0.2)}
+        batch["push"] = push(lengths, batch["advantage"].tolist(), **spread)
+        batch["token_weight"] = push(lengths, [1.0] * len(batch), **spread)
+        group = batch[batch["prompt_id"] == prompt_id].reset_index(drop=True)
+        group = group[[*self.GROUP_COLUMNS, "token_weight", "push"]]
         mean, std = mean_std(group["reward"].tolist())
         logged = self._query(self.STEP_METRICS, {"step": step, "names": list(self.WORKED_METRICS)})
-        return group, {"group_mean": mean, "group_std": std, "batch_std": float(size["batch_std"]),
-                       "samples": samples, "tokens": tokens,
-                       "metrics": dict(zip(logged["name"], logged["value"]))}
+        return group, {"group_mean": mean, "group_std": std, "batch_std": mean_std(batch["reward"].tolist())[1],
+                       "samples": len(batch), "tokens": sum(lengths), "metrics": dict(zip(logged["name"], logged["value"]))}
 
     PROMPT_STEPS = "SELECT DISTINCT step FROM rollouts WHERE prompt_id = $prompt_id ORDER BY step"
 

@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from core.advantage import LOSS_SPREADS, formula, run_settings
+from core.advantage import formula, run_settings
 from core.errors import ConfigError
+from core.loss import LOSS_SPREADS
 from core.runs import read_config
 from core.tokens import fingerprint, model_choices
 from dashboard.caches import store_for, token_view
@@ -241,10 +242,10 @@ with st.expander("One GRPO step, worked through: from this group's rewards to th
     st.markdown(f"**4 · Spread over tokens.** loss_type {settings['loss_type']}: each token of a sample gets weight "
                 f"{LOSS_SPREADS[settings['loss_type']]}. This step had **{facts['samples']}** samples and "
                 f"**{facts['tokens']:,}** completion tokens on all ranks; max_completion_length {settings['max_completion_length']}.")
-    st.markdown("**5 · The push on each token** is advantage × weight, minus the loss's gradient with respect to each "
-                "of the sample's token log-probabilities (gradient descent moves each one by the learning rate times "
-                "it), on the first update of a batch of samples, where the new and old probabilities are equal and "
-                "PPO's clip leaves it whole. Positive: each token made likelier; negative: less likely."
+    st.markdown("**5 · The push on each token** is advantage × weight: minus the gradient of the run's loss "
+                "(core/loss.py, by autograd; tested equal to TRL's own) with respect to each of the sample's token "
+                "log-probabilities, on the first update of a batch of samples, where the new and old probabilities are "
+                "equal and PPO's clip leaves it whole. Positive: each token made likelier; negative: less likely."
                 + (f" The loss also holds each token near the starting model: a KL term of weight beta {settings['beta']:g}, "
                    "not in these figures (its mean is the step's kl below)." if settings["beta"] else ""))
     table = {"sample": worked["sample"]}
