@@ -43,7 +43,7 @@ from core.train import grpo_args, lora_config, reward_functions
 
 SURE = 0.1  # sample until every share is known to ±0.1 (its 95% Wilson interval's half-width) ...
 MIN_SAMPLES = 96  # ... from at least this many completions (a share near 1/2 of 96 is known to ±0.1) ...
-SAMPLING_SECONDS = 90  # ... or while the next call would end within this long: a slow model stops with what it has
+SAMPLING_SECONDS = 120  # ... or while the next call would end within this long: a slow model stops with what it has
 SAMPLE_ROWS = 32  # at least this many completions a generate call while sampling: a CPU makes them faster in a batch
 TIMED_STEPS, TIMING_SECONDS = 3, 10  # real training steps timed: up to 3, none begun after 10 s (the last counts)
 EVAL_PROBE_TOKENS = 16  # an eval batch is timed at 1 and at this many new tokens, then scaled to its budget

