@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.runs import read_config
+from core.rundir import read_config
 from core.stats import sign_test
 from core.store import RunStore
 

@@ -26,8 +26,7 @@ from core.data import load_rows, to_dataset
 from core.errors import ConfigError
 from core.model import check_vllm, load_model, load_tokenizer, pick_device
 from core.rewards import CORRECT, last_number, numbers_equal, score
-from core.rundir import config_path, eval_path, eval_summary_path, model_dir
-from core.runs import read_json, write_json_atomic
+from core.rundir import config_path, eval_path, eval_summary_path, model_dir, read_json, replaced, write_json_atomic
 from core.stop_at_final import end_at_final_line
 
 # One eval record, a JSON line per question in eval/<phase>.jsonl: field -> type. The same names as
@@ -112,10 +111,8 @@ def write_eval(run_dir: str | Path, phase: str, records: list[dict], summary: di
     and merge `summary` into eval/summary.json under `phase`."""
     path = eval_path(run_dir, phase)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with replaced(path) as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    tmp.replace(path)
     summary_path = eval_summary_path(run_dir)
     summaries = read_json(summary_path) or {}  # the trainer owns this file: a damaged one is rewritten
     summaries[phase] = summary

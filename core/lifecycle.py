@@ -1,9 +1,9 @@
-"""The process around a GRPO run, so that core/train.py holds the learning steps and nothing else.
+"""The process around a GRPO run, so that core/grpo.py holds the learning steps and nothing else.
 
-core/train.py's `train(cfg, run, resume)` learns; this module gives it `run`, a `Lifecycle`, and
+core/grpo.py's `train(cfg, run, resume)` learns; this module gives it `run`, a `Lifecycle`, and
 keeps everything a run needs that is not learning:
 
-- the run folder's lock (core.runs), taken first and held for the process's life, through the exec
+- the run folder's lock (core.runstate), taken first and held for the process's life, through the exec
   into a launcher too: one writer per run folder;
 - status.json (rank 0): state, phase and progress, the exit code and the error of a failed run;
 - stops: SIGTERM during training ends it at the next step boundary on every rank and saves a
@@ -33,8 +33,9 @@ import yaml
 from core.config import RunConfig, load_config, trackers
 from core.errors import ConfigError
 from core.rollouts import RolloutRecorder
-from core.rundir import checkpoints, config_path, latest_checkpoint, log_path, metrics_path, tensorboard_dir
-from core.runs import StatusFile, checked_status, lock_run_dir, read_status, update_status
+from core.rundir import (checked_status, checkpoints, config_path, latest_checkpoint, log_path, metrics_path,
+                         read_status, tensorboard_dir)
+from core.runstate import StatusFile, lock_run_dir, update_status
 
 
 class StopRequested(BaseException):
@@ -138,7 +139,7 @@ def log_metrics(run_dir: Path, step: int, metrics: dict) -> None:
 
 
 class Lifecycle:
-    """What core/train.py's `train` is given besides its config: where the run's files go, and a
+    """What core/grpo.py's `train` is given besides its config: where the run's files go, and a
     line each for what the process around it must know (the phase, when stops are honoured, when
     the workers meet)."""
 

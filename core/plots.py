@@ -3,55 +3,56 @@
     python -m core.plots prompt-accuracy --rollouts runs/<run> --prompt-id <id> --out acc.html
 
 `prompt-accuracy`: one prompt's accuracy (mean of `correct` over its group of K completions) at
-each step. A group with fewer than K completions (a run still writing, a crashed rank) is
-refused unless --allow-partial. `.html` is an interactive Plotly page, `.png` a static image.
+each step, as the store computes it for the Prompts page (the latest attempt of each step). A group
+with fewer than K completions (a run still writing, a crashed rank) is refused unless --allow-partial.
+`.html` is an interactive Plotly page, `.png` a static image.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections import defaultdict
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
-from core.rundir import rollout_files
-from core.runs import read_config
-from core.tail import read_jsonl
+from core.rundir import read_config, rollouts_path
+from core.store import RunStore
 
 
-def read_rollouts(source: str | Path) -> tuple[list[dict], int]:
-    """(every rollout record in a rollouts file, or in every rank file of a run directory; how many
-    lines were skipped: a half-written last line or a corrupt one)."""
-    source = Path(source)
-    files = rollout_files(source) if source.is_dir() else [source]
-    records, skipped = [], 0
-    for file in files:
-        found, bad = read_jsonl(file)
-        records += found
-        skipped += bad
-    return records, skipped
+@contextmanager
+def opened(source: Path):
+    """A RunStore of `source` (a run directory, or one rollouts file read as a run of one rank), refreshed."""
+    with tempfile.TemporaryDirectory(prefix="plots-") as folder:
+        if not source.is_dir():  # a rollouts file alone: a run folder around it
+            rollouts_path(folder).parent.mkdir()
+            rollouts_path(folder).symlink_to(source.resolve())
+        store = RunStore(source if source.is_dir() else folder)
+        store.refresh()
+        try:
+            yield store
+        finally:
+            store.close()
 
 
-def prompt_accuracy(records: list[dict], prompt_id: str, k: int, allow_partial: bool = False) -> list[tuple]:
-    """[(step, accuracy, completions)] for one prompt; ValueError names incomplete groups."""
-    groups = defaultdict(list)
-    for r in records:
-        if r.get("prompt_id") == prompt_id:
-            groups[r["step"]].append(bool(r["correct"]))
-    if not groups:
+def prompt_accuracy(store: RunStore, prompt_id: str, k: int, allow_partial: bool = False) -> list[tuple]:
+    """[(step, accuracy, completions)] for one prompt (RunStore.prompt_accuracy); ValueError names
+    incomplete groups."""
+    points = store.prompt_accuracy([prompt_id])
+    if points.empty:
         raise ValueError(f"no rollouts for prompt id '{prompt_id}'")
-    partial = {step: len(v) for step, v in groups.items() if len(v) % k}
+    partial = {int(step): int(n) for step, n in zip(points["step"], points["n"]) if n % k}
     if partial and not allow_partial:
         shown = ", ".join(f"step {s}: {n}" for s, n in sorted(partial.items())[:5])
         raise ValueError(f"prompt '{prompt_id}' has incomplete groups of K={k} completions ({shown}): the run may "
                          "still be writing them; pass --allow-partial to plot them anyway")
-    return [(step, sum(v) / len(v), len(v)) for step, v in sorted(groups.items())]
+    return [(int(step), float(a), int(n)) for step, a, n in zip(points["step"], points["accuracy"], points["n"])]
 
 
-def _group_size(source: Path, records: list[dict]) -> int:
+def _group_size(source: Path, store: RunStore) -> int:
     """K: the run's num_generations, else the largest sample index seen plus one."""
     k = read_config(source).get("num_generations") if source.is_dir() else None
-    return int(k) if k else max(r["sample"] for r in records) + 1
+    return int(k) if k else store.largest_group()
 
 
 def save_plot(points: list[tuple], prompt_id: str, out: Path) -> None:
@@ -94,13 +95,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--rollouts '{source}' does not exist: give a rollouts .jsonl file or a run directory")
         if out.suffix not in (".html", ".png"):
             raise ValueError(f"--out '{out}' must end in .html or .png")
-        records, skipped = read_rollouts(source)
-        if skipped:
-            print(f"skipped {skipped} line(s) that are not rollout records", file=sys.stderr)
-        if not records:
-            raise ValueError(f"no rollouts found in '{source}'")
-        k = args.num_generations or _group_size(source, records)
-        points = prompt_accuracy(records, args.prompt_id, k, args.allow_partial)
+        with opened(source) as store:
+            if store.skipped:
+                print(f"skipped {store.skipped} line(s) that are not rollout records", file=sys.stderr)
+            if not store.count():
+                raise ValueError(f"no rollouts found in '{source}'")
+            k = args.num_generations or _group_size(source, store)
+            points = prompt_accuracy(store, args.prompt_id, k, args.allow_partial)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -2,7 +2,7 @@
 
     python -m core.preflight --config configs/demo_cpu.yaml [--set key=value ...] [--questions N] [--json]
 
-It loads the model as core.train does, builds TRL's GRPOTrainer in a scratch folder, and has the
+It loads the model as a run does (core/grpo.py), builds TRL's GRPOTrainer in a scratch folder, and has the
 trainer sample and score training questions × K exactly as its steps do (the generation half of a
 step, no update). The samples are recorded as rollouts and judged by the run doctor's own checks
 (core/doctor.py: `truncated`, `without_signal`). Then it times real training steps, a save and an eval
@@ -39,7 +39,7 @@ from core.rollouts import RolloutRecorder, logged_rewards
 from core.stats import wilson_interval
 from core.store import RunStore
 from core.stop_at_final import end_at_final_line
-from core.train import grpo_args, lora_config, reward_functions
+from core.grpo import grpo_args, lora_config, reward_functions
 
 SURE = 0.1  # sample until every share is known to ±0.1 (its 95% Wilson interval's half-width) ...
 MIN_SAMPLES = 96  # ... from at least this many completions (a share near 1/2 of 96 is known to ±0.1) ...

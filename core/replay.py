@@ -14,6 +14,7 @@ scores) and `replays/<NAME>.json` (this report) in the run folder. Exit 2 for ba
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import itertools
 import json
@@ -31,8 +32,9 @@ import duckdb
 from core.advantage import advantages, run_settings
 from core.errors import ConfigError
 from core.rewards import resolve_reward
-from core.rundir import REPLAYS, replay_path, replay_report_path, token_files
-from core.runs import is_locked, read_config, safe_run_name, write_json_atomic
+from core.rundir import (REPLAYS, read_config, replay_path, replay_report_path, replaced, safe_run_name, token_files,
+                         write_json_atomic)
+from core.runstate import is_locked
 from core.store import RunStore
 from core.trl_runs import is_trl_run
 from core.trl_runs import status as trl_status
@@ -309,15 +311,15 @@ def run_replay(run_dir: Path, rewards: list[tuple[str, object, float]], save_as:
     if save_as is None:
         return replay(store, rewards, config, progress)
     path = replay_path(run_dir, save_as)
-    tmp = run_dir / f".{REPLAYS}-{save_as}.{os.getpid()}.tmp"  # beside replays/, which only a whole replay makes
+    path.parent.mkdir(exist_ok=True)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with replaced(path) as f:  # written whole or not at all
             report = replay(store, rewards, config, progress,
                             save=lambda rows: f.writelines(json.dumps(r) + "\n" for r in rows))
-        path.parent.mkdir(exist_ok=True)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()  # only when empty: a replay that failed leaves no folder behind
+        raise
     write_json_atomic(replay_report_path(run_dir, save_as), as_json(report))
     return report
 

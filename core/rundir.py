@@ -27,7 +27,13 @@ one so, `coalesce(attempt, 0)`.)
 
 from __future__ import annotations
 
+import json
+import os
+import re
+from contextlib import contextmanager
 from pathlib import Path
+
+import yaml
 
 from core.errors import ConfigError
 
@@ -209,3 +215,80 @@ def read_eval_record(record: dict) -> dict:
     for _, migrate in MIGRATIONS.values():
         record = migrate(record)
     return record
+
+
+# ---- reading and writing a run's files --------------------------------------------------------
+
+@contextmanager
+def replaced(path: str | Path, mode: str = "w"):
+    """Write `path` whole or not at all: into a temporary file beside it, renamed over it once the
+    block ends without an error (a reader sees the old file or the new one, a new inode); the temporary
+    file goes either way."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: str | Path, data: dict) -> None:
+    """Write JSON so that a reader sees the old file or the new one, never half of one."""
+    with replaced(path) as f:
+        f.write(json.dumps(data, indent=2))
+
+
+def read_json(path: str | Path) -> dict | None:
+    """A JSON file that should hold an object; None when it is missing, unreadable or something else."""
+    try:
+        data = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_status(run_dir: str | Path) -> dict:
+    """The run's status.json as it is (checked_status says whether it can be trusted)."""
+    return read_json(status_path(run_dir)) or {}
+
+
+
+
+def checked_status(run_dir: str | Path) -> tuple[dict, str | None]:
+    """(the run's status.json, or {} when it cannot be trusted; why not, in one line, or None when it
+    is sound or absent), from one read of the file."""
+    path = status_path(run_dir)
+    if not path.exists():
+        return {}, None
+    status = read_json(path)
+    if status is None:
+        return {}, "status.json is not a JSON object"
+    for name, value in status.items():
+        kinds = STATUS_TYPES.get(name)
+        if kinds and value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+            return {}, f"status.json has {name} {value!r}, which is not a {kinds[0].__name__}"
+    if status.get("state") not in STATES:
+        return {}, f"status.json has state {status.get('state')!r}, expected one of {', '.join(STATES)}"
+    return status, None
+
+
+def read_config(run_dir: Path) -> dict:
+    """The run's run.yaml as a plain mapping; {} when it is missing, unreadable or not a mapping."""
+    try:
+        config = yaml.safe_load(config_path(run_dir).read_bytes())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_run_name(name: str) -> str:
+    """A run name that is one plain folder name: letters, digits, '.', '_' and '-' only."""
+    cleaned = NAME_RE.sub("_", name.strip()).strip("._-")[:120]
+    if not cleaned:
+        raise ValueError(f"name {name!r} has no usable characters: use letters, digits, '.', '_' or '-'")
+    return cleaned

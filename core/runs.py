@@ -1,12 +1,10 @@
-"""Run directories: status files, listing, launching, stopping and deleting runs.
-
-`status.json` holds state (starting, running, finished, failed, stopped), pid, started_at,
-ended_at, exit_code, error, global_step and max_steps (docs/run-directory.md).
+"""Runs as the dashboard drives them: listing, launching, resuming, stopping and deleting run folders,
+their settings side by side, presets. A run's files are core/rundir.py's; its process state (status,
+lock, pid) core/runstate.py's.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -16,131 +14,22 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from core import trl_runs
-from core.config import ENV_KEYS, RunConfig, grpo_default, grpo_field_types
+from core.config import (ENV_KEYS, RunConfig, changed_settings, grpo_default, grpo_field_types, load_config,
+                         parse_setting, web_form_problem)
+from core.config import problems as config_problems
+from core.config.values import apply_setting, text_value
 from core.errors import ConfigError
-from core.rundir import (NUMBER, STATES, STATUS_TYPES, config_path, eval_summary_path, latest_checkpoint, lock_path,
-                         log_path, metrics_path, status_path, whole_number)
+from core.rundir import (NUMBER, checked_status, config_path, eval_summary_path, latest_checkpoint, log_path,
+                         metrics_path, read_config, read_json, read_status, safe_run_name, status_path,
+                         whole_number, write_json_atomic)
+from core.runstate import LIVE_STATES, effective_state, is_locked, process_started, run_process, update_status
 from core.tail import last_lines
-
-
-
-def write_json_atomic(path: str | Path, data: dict) -> None:
-    """Write JSON so that a reader sees the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
-
-
-
-
-def read_json(path: str | Path) -> dict | None:
-    """A JSON file that should hold an object; None when it is missing, unreadable or something else."""
-    try:
-        data = json.loads(Path(path).read_bytes())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def read_status(run_dir: str | Path) -> dict:
-    return read_json(status_path(run_dir)) or {}
-
-
-
-
-def checked_status(run_dir: str | Path) -> tuple[dict, str | None]:
-    """(the run's status.json, or {} when it cannot be trusted; why not, in one line, or None when it
-    is sound or absent), from one read of the file."""
-    path = status_path(run_dir)
-    if not path.exists():
-        return {}, None
-    status = read_json(path)
-    if status is None:
-        return {}, "status.json is not a JSON object"
-    for name, value in status.items():
-        kinds = STATUS_TYPES.get(name)
-        if kinds and value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
-            return {}, f"status.json has {name} {value!r}, which is not a {kinds[0].__name__}"
-    if status.get("state") not in STATES:
-        return {}, f"status.json has state {status.get('state')!r}, expected one of {', '.join(STATES)}"
-    return status, None
-
-
-def process_started(pid: int) -> float | None:
-    """When process `pid` started (seconds since the epoch); None when there is no such process."""
-    import psutil
-
-    try:
-        return psutil.Process(pid).create_time()
-    except (psutil.Error, ValueError, OverflowError):
-        return None
-
-
-class StatusFile:
-    """The trainer's status.json. The trainer owns it: it keeps the status in memory and rewrites
-    the whole file (atomically) on every change, so a file damaged on disk is simply replaced."""
-
-    def __init__(self, run_dir: str | Path, **fields):
-        self.path = status_path(run_dir)
-        pid = os.getpid()
-        self.fields = {**fields, "pid": pid, "pid_started": process_started(pid)}
-        self.update()
-
-    def update(self, **fields) -> None:
-        self.fields.update(fields)
-        write_json_atomic(self.path, self.fields)
-
-
-def update_status(run_dir: str | Path, **fields) -> dict:
-    """Merge `fields` into status.json (a damaged one is replaced) and write it back atomically."""
-    status = {**checked_status(run_dir)[0], **fields}
-    write_json_atomic(status_path(run_dir), status)
-    return status
-
-
-
-
-def _flock(fd: int, mode: int, wait: float) -> bool:
-    """Take lock `mode` (fcntl.LOCK_EX or LOCK_SH) on `fd`, trying for up to `wait` seconds."""
-    deadline = time.time() + wait
-    while True:
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.time() >= deadline:
-                return False
-            time.sleep(0.05)
-
-
-def lock_run_dir(run_dir: str | Path, wait: float = 1.0) -> int | None:
-    """Take the run directory's exclusive lock and return its file descriptor (the lock lasts as
-    long as the descriptor is open, across an exec too); None when another process holds it (a
-    reader's brief look, is_locked, is over well within `wait`)."""
-    fd = os.open(lock_path(run_dir), os.O_RDWR | os.O_CREAT, 0o644)
-    if _flock(fd, fcntl.LOCK_EX, wait):
-        return fd
-    os.close(fd)
-    return None
-
-
-def is_locked(run_dir: str | Path, wait: float = 0.0) -> bool:
-    """Whether a live trainer holds the run directory's lock (after waiting up to `wait` seconds
-    for it to let go: a trainer that wrote its final state is about to exit)."""
-    try:
-        fd = os.open(lock_path(run_dir), os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        return not _flock(fd, fcntl.LOCK_SH, wait)
-    finally:
-        os.close(fd)  # and with it our shared lock
 
 
 def _ensure_not_live(run_dir: Path, action: str) -> None:
@@ -154,16 +43,6 @@ def _ensure_not_live(run_dir: Path, action: str) -> None:
 
 # ---- listing, launching and stopping runs (the dashboard calls these) ------------------------
 
-NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
-LIVE_STATES = ("starting", "running")
-
-
-def safe_run_name(name: str) -> str:
-    """A run name that is one plain folder name: letters, digits, '.', '_' and '-' only."""
-    cleaned = NAME_RE.sub("_", name.strip()).strip("._-")[:120]
-    if not cleaned:
-        raise ValueError(f"name {name!r} has no usable characters: use letters, digits, '.', '_' or '-'")
-    return cleaned
 
 
 def run_folder(root: str | Path, name: str) -> Path:
@@ -183,33 +62,6 @@ def run_path(root: str | Path, name: str) -> Path:
     if path.parent != root:
         raise ValueError(f"run name {name!r} points outside the runs folder {root}")
     return path
-
-
-def run_process(status: dict) -> int | None:
-    """The pid of the run's own live process, or None. A pid is trusted only when it is above 1 and
-    that process started when status.json says it did: a pid the system has given to another
-    process since is never signalled (nor 0, -1 or a process group, which would reach others)."""
-    pid, started = status.get("pid"), status.get("pid_started")
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
-        return None
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)  # reap our own finished children (else they linger as zombies)
-        if done:
-            return None
-    except (ChildProcessError, OverflowError):
-        pass  # not our child
-    actual = process_started(pid)
-    if actual is None or not isinstance(started, NUMBER) or isinstance(started, bool) or abs(actual - started) > 1:
-        return None
-    return pid
-
-
-def effective_state(status: dict) -> str:
-    """The state to show: a run whose own process is gone without a final state has crashed."""
-    state = status.get("state", "unknown")
-    if state in LIVE_STATES and run_process(status) is None:
-        return "crashed"
-    return state
 
 
 def _last_metric(run_dir: Path, name: str):
@@ -287,15 +139,6 @@ def trl_run_info(run_dir: Path) -> dict:
     return row
 
 
-def read_config(run_dir: Path) -> dict:
-    """The run's run.yaml as a plain mapping; {} when it is missing, unreadable or not a mapping."""
-    try:
-        config = yaml.safe_load(config_path(run_dir).read_bytes())
-    except (OSError, yaml.YAMLError):
-        return {}
-    return config if isinstance(config, dict) else {}
-
-
 def list_runs(root: str | Path) -> list[dict]:
     """Every run under `root` (a folder with run.yaml or status.json, or a plain TRL run's), newest first."""
     root = Path(root)
@@ -312,15 +155,64 @@ def list_runs(root: str | Path) -> list[dict]:
     return sorted(runs, key=lambda r: r["started"] or 0, reverse=True)
 
 
+@dataclass
+class FormCheck:
+    """What the Launch form's settings make: the --set items over its base config (the equivalent command
+    line), the run's folder name (None: named from the settings when launched), and every problem at
+    once, config key (or "run name", "launch from the dashboard") -> one line saying what is wrong."""
+    sets: list[str]
+    name: str | None
+    problems: dict[str, str]
+
+
+def check_form(base_path: str | Path, values: dict, texts: dict[str, str], name: str) -> FormCheck:
+    """The Launch form's settings over the config at `base_path`: `values` by config key as the form's
+    widgets give them, `texts` the keys typed as text (parsed as that key's type here), `name` the run
+    name typed. A setting that does not parse keeps the base's value while the others are checked; what a
+    web form may not launch (config.web_form_problem) is a problem too."""
+    base, problems, values = load_config(base_path, check=False), {}, dict(values)
+    for key, text in texts.items():
+        try:
+            values[key] = parse_setting(key, text)
+        except (ConfigError, ValueError) as e:
+            problems[key] = str(e)
+            values.pop(key, None)  # the base's value meanwhile
+    sets = changed_settings(base, values)
+    cfg = load_config(base_path, check=False)
+    for item in sets:
+        key, _, text = item.partition("=")
+        try:
+            apply_setting(cfg, key, text_value(key, text))
+        except (ConfigError, ValueError) as e:
+            problems.setdefault(key, str(e))
+    for key, message in config_problems(cfg):
+        problems.setdefault(key, message)
+    try:
+        name = safe_run_name(name) if name.strip() else None
+    except ValueError as e:
+        problems["run name"] = str(e)
+    if web_form_problem(cfg):  # also settings the base itself carries
+        problems.setdefault("launch from the dashboard", web_form_problem(cfg))
+    return FormCheck(sets, name, problems)
+
+
 def launch(config: dict, root: str | Path, name: str, repo: str | Path = ".") -> Path:
-    """Start `python -m core.train` for `config` (a resolved config dict) as run `name`:
-    its own process group, output to train.log. Returns the run directory."""
+    """Start `python -m core.train` for `config` (a resolved config dict) as run `name`: its own
+    process group, output to train.log. Returns the run directory; ValueError, and no folder left,
+    for a name taken or a config a web form may not launch (config.web_form_problem)."""
     run_dir = run_path(root, name)
     if run_dir.exists():
         raise ValueError(f"a run named '{run_dir.name}' already exists: choose another name")
     run_dir.mkdir(parents=True)
     config = {**config, "train": {**config["train"], "output_dir": str(run_dir)}}
     config_path(run_dir).write_text(yaml.safe_dump(config, sort_keys=False))
+    try:
+        problem = web_form_problem(load_config(config_path(run_dir), check=False))
+    except ConfigError as e:
+        problem = str(e)
+    if problem:
+        shutil.rmtree(run_dir)
+        raise ValueError(problem)
     proc = _start(run_dir, ["--config", str(config_path(run_dir))], repo)
     if not status_path(run_dir).exists():  # the trainer overwrites this as soon as it starts
         write_json_atomic(status_path(run_dir), {

@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from core.doctor import CHECKED
-from core.runs import LIVE_STATES
+from core.runstate import LIVE_STATES
 from dashboard.caches import all_runs
 
 LIVE_SECONDS = 5  # how often a live page's text refreshes (progress, counts, tables)

@@ -294,7 +294,7 @@ def test_trackers_are_transformers_own_and_use_wandb_means_wandb():
     from transformers.integrations import INTEGRATION_TO_CALLBACK
 
     from core.config import TRACKERS, trackers
-    from core.train import grpo_args
+    from core.grpo import grpo_args
 
     assert set(TRACKERS) == set(INTEGRATION_TO_CALLBACK)  # a transformers release that adds one fails here
     assert trackers(load_config(sets=["runtime.use_wandb=true"])) == ["wandb"]

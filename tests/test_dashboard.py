@@ -143,7 +143,7 @@ def test_runs_page_lists_runs_and_shows_a_crash(runs):
 
 
 def test_runs_page_progress_tells_the_phase_and_the_time_left_from_training_steps(runs):
-    from core.runs import process_started
+    from core.runstate import process_started
     from tests.dashboard_fixtures import write_status
 
     live = {"state": "running", "pid": os.getpid(), "pid_started": process_started(os.getpid()), "ended_at": None}
@@ -448,12 +448,12 @@ def test_save_as_preset_writes_a_loadable_config(runs):
     try:
         at = open_page("launch")
         at.selectbox[0].set_value("tiny_cpu.yaml").run()
-        at.number_input(key="tiny_cpu.yaml:K").set_value(6)
+        at.number_input(key="tiny_cpu.yaml:K").set_value(8)
         at.text_input(key="tiny_cpu.yaml:pname").set_value(name)
         at.button[3].click().run()  # Save as preset
         assert f"Saved configs/{name}.yaml" in [s.value for s in at.success]
         cfg = load_config(target)
-        assert cfg.num_generations == 6 and cfg.model_name == "builtin:tiny"
+        assert cfg.num_generations == 8 and cfg.model_name == "builtin:tiny"
         at.button[3].click().run()  # the same name again is refused, the file kept
         assert f"configs/{name}.yaml already exists" in texts(at) and not at.success  # and nothing says "valid"
     finally:
@@ -522,7 +522,7 @@ def test_a_step_window_at_the_edges_follows_new_steps_and_a_moved_one_stays(runs
 
 
 def test_the_runs_page_reads_no_rollouts_and_a_status_rewrite_keeps_the_store(runs, monkeypatch):
-    from core.runs import write_json_atomic
+    from core.rundir import write_json_atomic
     from dashboard.caches import store_for
 
     monkeypatch.setattr("dashboard.caches.RUNS_PAGE_READS_ROLLOUTS", 0)  # as for a large run
@@ -570,7 +570,7 @@ def test_a_live_page_redraws_its_charts_less_often_than_its_text(runs, monkeypat
     import streamlit as st
     from streamlit.delta_generator import DeltaGenerator
 
-    from core.runs import process_started
+    from core.runstate import process_started
     from dashboard.widgets import CHART_SECONDS, LIVE_SECONDS
     from tests.dashboard_fixtures import write_status
 

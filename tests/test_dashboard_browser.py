@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from core.runs import read_status
+from core.rundir import read_status
 from tests.conftest import ROOT
 from tests.dashboard_fixtures import make_runs
 
@@ -214,7 +214,7 @@ def test_a_page_under_a_foreign_name_cannot_drive_the_dashboard(server):
 
 def test_a_live_run_shows_new_steps_as_they_arrive(server):
     # the trainer appends rollouts of new steps; the Rollouts page, left at its defaults, shows them
-    from core.runs import process_started
+    from core.runstate import process_started
     from tests.fake_run import write_run
     from tests.dashboard_fixtures import write_status
 
@@ -307,7 +307,7 @@ def more_rollouts(run_dir):  # a ninth step of 128 rollouts, as the trainer writ
 def test_charts_are_redrawn_in_place_and_hover_marks_every_chart(server, path, title, grow, panels):
     """A live run's charts take new steps without being taken down (never blank, not drawn anew), and
     hovering a step on one chart marks it on every chart of the grid, as W&B does."""
-    from core.runs import process_started
+    from core.runstate import process_started
     from tests.dashboard_fixtures import write_status
 
     url, runs = server

@@ -11,7 +11,7 @@ than 0.1, and nothing wrong by the run doctor. The strong claim (every seed of 0
 import pytest
 
 from core.doctor import diagnose
-from core.runs import read_config
+from core.rundir import read_config
 from core.store import RunStore
 from tests.demo_run import run_demo
 

@@ -8,7 +8,7 @@ import pytest
 
 from core.doctor import CHECKS, diagnose, main
 from core.rundir import rollout_record
-from core.runs import read_config
+from core.rundir import read_config
 from core.stats import sign_test
 from core.store import RunStore
 from tests.conftest import TINY_SETS, run_cli

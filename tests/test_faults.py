@@ -14,7 +14,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.rundir import checkpoints
-from core.runs import effective_state, list_runs, process_started, read_status, run_info, stop
+from core.rundir import read_status
+from core.runs import list_runs, run_info, stop
+from core.runstate import effective_state, process_started
 from core.store import RunStore
 from tests.conftest import ROOT, TINY_SETS
 from tests.dashboard_fixtures import make_runs, write_status

@@ -124,7 +124,7 @@ def test_push_by_hand():
 @pytest.mark.slow
 def test_the_worked_step_on_the_rollouts_page_shows_the_push(tmp_path, monkeypatch):
     from core.advantage import run_settings
-    from core.runs import read_config
+    from core.rundir import read_config
     from core.store import RunStore
     from tests.dashboard_fixtures import make_runs
     from tests.test_dashboard import open_page, texts

@@ -14,7 +14,8 @@ import pytest
 from core.config import ConfigError, load_config
 from core.lifecycle import launcher, machine_commands
 from core.model import check_vllm_server
-from core.runs import read_status, stop
+from core.rundir import read_status
+from core.runs import stop
 from tests.conftest import ROOT, TINY_SETS
 
 pytestmark = pytest.mark.slow  # it starts processes, trains or drives the dashboard: the full tier only
@@ -125,8 +126,8 @@ def test_a_four_machine_config_builds_what_the_engines_accept(engine):
 @pytest.mark.parametrize("sets, message", [
     (["launch.num_machines=2", "launch.machine_rank=2", "launch.main_process_ip=h0"], "expected 0 to 1"),
     (["launch.num_machines=2"], "needs launch.main_process_ip"),
-    (["launch.num_machines=3", "launch.main_process_ip=h0", "num_generations=8"],
-     "must be a multiple of the world size (3 processes)"),
+    (["launch.num_machines=3", "launch.main_process_ip=h0", "num_generations=16"],
+     "= 1 x 8 x 3 = 24 completions, which must be whole groups of num_generations=16"),
     (["launch.main_process_port=70000"], "expected a port number"),
 ])
 def test_impossible_machine_settings_are_one_line(sets, message):

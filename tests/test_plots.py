@@ -4,7 +4,8 @@ import json
 import subprocess
 import sys
 
-from core.plots import prompt_accuracy
+from core.plots import opened, prompt_accuracy
+from core.rundir import rollout_record
 from tests.conftest import ROOT
 
 
@@ -13,13 +14,18 @@ def plot(*args):
                           capture_output=True, text=True, timeout=120)
 
 
-def rows(prompt_id, step, correct):
-    return [{"prompt_id": prompt_id, "step": step, "correct": c, "sample": i} for i, c in enumerate(correct)]
+def rows(prompt_id, step, correct, attempt=1):
+    return [rollout_record(prompt_id=prompt_id, step=step, correct=bool(c), sample=i, attempt=attempt)
+            for i, c in enumerate(correct)]
 
 
-def test_accuracy_is_the_group_mean_per_step():
-    records = rows("a", 0, [0, 0, 1, 0]) + rows("a", 1, [1, 1, 0, 1]) + rows("b", 0, [1, 1, 1, 1])
-    assert prompt_accuracy(records, "a", k=4) == [(0, 0.25, 4), (1, 0.75, 4)]
+def test_accuracy_is_the_group_mean_per_step_of_the_latest_attempt(tmp_path):
+    path = tmp_path / "rollouts.jsonl"
+    records = rows("a", 1, [0, 0, 1, 0]) + rows("a", 2, [1, 1, 0, 1]) + rows("b", 1, [1, 1, 1, 1]) + \
+        rows("a", 2, [0, 0, 0, 1], attempt=2)  # a resumed run scored step 2 again: only that attempt counts
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with opened(path) as store:
+        assert prompt_accuracy(store, "a", k=4) == [(1, 0.25, 4), (2, 0.25, 4)]
 
 
 def test_html_and_png_from_a_real_run(tiny_run, tmp_path):

@@ -11,7 +11,7 @@ from core import replay as replay_module
 from core.replay import main, reward_specs, run_replay, saved
 from core.rewards import format_reward, gsm8k_lenient_reward, gsm8k_reward
 from core.rundir import replay_path, replay_report_path, rollout_record, rollouts_path
-from core.runs import lock_run_dir
+from core.runstate import lock_run_dir
 from tests.dashboard_fixtures import make_runs, write_config
 from tests.fake_run import write_run
 from tests.test_trl_runs import write_trl_folder

@@ -7,7 +7,9 @@ import psutil
 import pytest
 
 from core.config import load_config
-from core.runs import delete, effective_state, launch, list_runs, read_status, resume, run_path, safe_run_name, stop
+from core.rundir import read_status
+from core.runs import delete, launch, list_runs, resume, run_path, safe_run_name, stop
+from core.runstate import effective_state
 from tests.conftest import ROOT, TINY_SETS
 
 pytestmark = pytest.mark.slow  # it starts processes, trains or drives the dashboard: the full tier only
@@ -33,6 +35,13 @@ def test_unusable_name_is_a_clear_error(tmp_path):
 def test_a_live_state_without_its_process_is_crashed():
     assert effective_state({"state": "running", "pid": 2**22 + 4321}) == "crashed"
     assert effective_state({"state": "finished", "pid": 2**22 + 4321}) == "finished"
+
+
+def test_launch_refuses_what_a_web_form_may_not_start_and_leaves_no_folder(tmp_path):
+    config = load_config(ROOT / "configs" / "tiny_cpu.yaml", sets=["grpo.push_to_hub=true"], check=False).to_dict()
+    with pytest.raises(ValueError, match="grpo.push_to_hub cannot be set from the dashboard"):
+        launch(config, tmp_path, "pushing", repo=ROOT)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_launch_then_stop_through_the_process_group(tiny_model_dir, tmp_path):

@@ -468,11 +468,14 @@ def test_prompt_accuracy(fixture_run):
     picked = [r for r in records if r["prompt_id"] in ids]
     expected = {k: (sum(r["correct"] for r in v) / len(v), len(v))
                 for k, v in by(picked, lambda r: (r["prompt_id"], r["step"])).items()}
-    assert {(p, s): (a, n) for p, s, a, n in df.itertuples(index=False)} == expected
+    assert {(p, s): (a, n) for p, s, a, n, _, _ in df.itertuples(index=False)} == expected
+    # how sure each accuracy is: its 95% Wilson interval, from the same counts
+    assert [(lo, hi) for lo, hi in zip(df["low"], df["high"])] == \
+        [pytest.approx(wilson_interval(a * n, n)) for a, n in zip(df["accuracy"], df["n"])]
     binned = store.prompt_accuracy(ids, bin=3)  # steps 1-3, 4-6, ... named after their first step
     expected = {k: (round(sum(r["correct"] for r in v) / len(v), 9), len(v))
                 for k, v in by(picked, lambda r: (r["prompt_id"], (r["step"] - 1) // 3 * 3 + 1)).items()}
-    assert {(p, s): (round(a, 9), n) for p, s, a, n in binned.itertuples(index=False)} == expected
+    assert {(p, s): (round(a, 9), n) for p, s, a, n, _, _ in binned.itertuples(index=False)} == expected
 
 
 def test_leaderboards(fixture_run):

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from core.config import ConfigError, load_config
 from core.rewards import extract_model_final, score
 from core.rundir import EVAL_FIELDS, ROLLOUT_FIELDS
-from core.runs import read_status
+from core.rundir import read_status
 from tests.conftest import ROOT, TINY_SETS, run_cli
 
 pytestmark = pytest.mark.slow  # it starts processes, trains or drives the dashboard: the full tier only
@@ -297,7 +297,7 @@ def test_a_step_trains_on_fresh_samples_unless_the_config_asks_for_reuse(tiny_mo
 
 
 def test_grpo_passthrough_reaches_trl(tmp_path):
-    from core.train import grpo_args
+    from core.grpo import grpo_args
 
     cfg = load_config(ROOT / "configs" / "tiny_cpu.yaml", sets=["grpo.beta=0.04", "grpo.top_p=0.9",
                                                                  f"train.output_dir={tmp_path}"])
@@ -383,7 +383,7 @@ def test_lora_trains_only_the_adapters_against_no_second_model(tiny_model_dir, t
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOTrainer
 
-    from core.train import grpo_args, lora_config
+    from core.grpo import grpo_args, lora_config
 
     cfg = load_config(ROOT / "configs" / "tiny_cpu.yaml", sets=[
         *TINY_SETS, "train.num_train_steps=2", "peft.r=4", "peft.target_modules=[q_proj, v_proj]", "grpo.beta=0.04",

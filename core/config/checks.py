@@ -69,6 +69,13 @@ def _generation_batch_problems(cfg: RunConfig):
 
 
 def _problems(cfg: RunConfig):
+    for section in (_number_problems, _generation_batch_problems, _launch_problems, _dataset_problems,
+                    _eval_problems, _lora_problems, _tracker_problems, _model_problems):
+        yield from section(cfg)
+
+
+def _number_problems(cfg: RunConfig):
+    """Numbers out of their range: not positive, not finite, fewer than 1 iteration or 2 completions."""
     for key in POSITIVE:
         value = get_value(cfg, key)
         if value is not None and not value > 0:  # also NaN
@@ -89,7 +96,10 @@ def _problems(cfg: RunConfig):
     if cfg.num_generations < 2:
         yield "num_generations", (f"config key 'num_generations' has value {cfg.num_generations}, expected at least 2: "
                                   "GRPO scores each completion against the others sampled for the same prompt")
-    yield from _generation_batch_problems(cfg)
+
+
+def _launch_problems(cfg: RunConfig):
+    """The processes and machines of a run, and the accelerate config that starts them."""
     launch = cfg.launch
     procs = launch.num_processes * launch.num_machines  # the world size
     if not 0 <= launch.machine_rank < launch.num_machines:
@@ -104,6 +114,14 @@ def _problems(cfg: RunConfig):
     if not 0 < launch.main_process_port < 65536:
         yield "launch.main_process_port", (f"config key 'launch.main_process_port' has value "
                                            f"{launch.main_process_port}, expected a port number from 1 to 65535")
+    if cfg.launch.accelerate_config is not None and procs > 0:
+        try:
+            _check_accelerate_config(cfg)
+        except ConfigError as e:
+            yield "launch.accelerate_config", str(e)
+
+
+def _dataset_problems(cfg: RunConfig):
     if cfg.dataset.level not in (1, 2, 3):
         yield "dataset.level", f"config key 'dataset.level' has value {cfg.dataset.level!r}, expected 1, 2 or 3"
     if cfg.dataset.name not in ("gsm8k", "synthetic"):
@@ -122,6 +140,9 @@ def _problems(cfg: RunConfig):
             yield "dataset.path", (
                 f"config key 'dataset.path' has value {cfg.dataset.path!r}, which is not a regular file or folder "
                 "(a pipe or a device never ends): point it at a .jsonl/.parquet file")
+
+
+def _eval_problems(cfg: RunConfig):
     if not 0.0 < cfg.eval.top_p <= 1.0 or cfg.eval.temperature < 0:
         yield "eval.temperature", (f"eval.temperature={cfg.eval.temperature} / eval.top_p={cfg.eval.top_p} are out "
                                    "of range: temperature must be >= 0 (0 = greedy), top_p in (0, 1]")
@@ -134,11 +155,9 @@ def _problems(cfg: RunConfig):
         yield "eval.vllm_gpu_memory_utilization", (
             f"config key 'eval.vllm_gpu_memory_utilization' has value {cfg.eval.vllm_gpu_memory_utilization!r}, "
             "expected a fraction between 0 and 1")
-    if cfg.launch.accelerate_config is not None and procs > 0:
-        try:
-            _check_accelerate_config(cfg)
-        except ConfigError as e:
-            yield "launch.accelerate_config", str(e)
+
+
+def _lora_problems(cfg: RunConfig):
     lora = cfg.peft
     if lora.r < 0:
         yield "peft.r", f"config key 'peft.r' has value {lora.r}, expected 0 (full fine-tuning) or a LoRA rank above 0"
@@ -157,6 +176,9 @@ def _problems(cfg: RunConfig):
         if cfg.eval.enabled and cfg.eval.backend == "vllm":
             yield "eval.backend", ("eval.backend=vllm evaluates a model folder and a LoRA run (peft.r > 0) saves an "
                                    "adapter: set eval.backend=hf, or peft.r=0")
+
+
+def _tracker_problems(cfg: RunConfig):
     for tracker in trackers(cfg):
         if not isinstance(tracker, str) or tracker not in TRACKERS:
             yield "runtime.report_to", (f"config key 'runtime.report_to' names {tracker!r}, which is not a tracker "
@@ -164,6 +186,9 @@ def _problems(cfg: RunConfig):
         elif not installed_trackers((tracker,)):
             yield "runtime.report_to", (f"config key 'runtime.report_to' names {tracker}, which is not installed: "
                                         f"pip install {TRACKERS[tracker][1]}")
+
+
+def _model_problems(cfg: RunConfig):
     name = cfg.model_name
     looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
     if name.startswith("builtin:"):

@@ -1,7 +1,8 @@
 """DuckDB over a run directory: incremental, exact ingestion and the queries the dashboard needs.
 
-RunStore is three jobs, each in its own module: ingest.py (refresh: the run's files into tables),
-search.py (the text search, its matches kept), queries.py (each named query beside its method).
+RunStore is four jobs, each in its own module: ingest.py (refresh: the run's files into tables),
+search.py (the text search, its matches kept), queries.py (each named query beside its method),
+groups.py (a step's groups with their advantages, the worked step).
 
     store = RunStore("runs/my_run")
     store.refresh()                       # ingest what was appended since the last refresh
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import duckdb
 
+from core.store.groups import Groups
 from core.store.ingest import SCHEMA, Ingestion
 from core.store.queries import Queries, compare_step_aggregates
 from core.store.search import SEARCHES_KEPT, Search, caseless_regex
@@ -37,7 +39,7 @@ from core.tail import Tail
 __all__ = ["RunStore", "SEARCHES_KEPT", "caseless_regex", "compare_step_aggregates"]
 
 
-class RunStore(Ingestion, Search, Queries):
+class RunStore(Ingestion, Search, Queries, Groups):
     """One run directory in DuckDB (its rollouts, metrics and evals), refreshed incrementally."""
 
     def __init__(self, run_dir: str | Path):

@@ -9,13 +9,13 @@ import math
 
 import pandas as pd
 
-from core.advantage import advantages, mean_std, run_settings
-from core.loss import push
+from core.stats import wilson_interval
 
 
-def _listed(value) -> list:
-    """A list column's value from a DataFrame row as a list ([] for null)."""
-    return [] if value is None or isinstance(value, float) else list(value)
+def with_interval(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` (columns accuracy and n) with `low` and `high`: each accuracy's 95% Wilson interval."""
+    bounds = [wilson_interval(a * n, n) for a, n in zip(frame["accuracy"], frame["n"])]
+    return frame.assign(low=[low for low, _ in bounds], high=[high for _, high in bounds])
 
 
 class Queries:
@@ -64,6 +64,12 @@ SELECT median(dt / ds) FROM (
         """The recent training pace (None before two training steps were logged)."""
         value = self.con.cursor().execute(self.SECONDS_PER_STEP).fetchone()[0]
         return None if value is None or value != value else float(value)
+
+    LARGEST_GROUP = "SELECT max(sample) + 1 FROM rollouts"
+
+    def largest_group(self) -> int | None:
+        """The largest sample index seen plus one: K, where the run's settings do not say."""
+        return self.con.cursor().execute(self.LARGEST_GROUP).fetchone()[0]
 
     RANKS = "SELECT DISTINCT rank FROM rollouts ORDER BY rank"
 
@@ -165,7 +171,9 @@ WHERE list_contains($prompt_ids, prompt_id) GROUP BY ALL ORDER BY prompt_id, ste
 """
 
     def prompt_accuracy(self, prompt_ids, bin: int = 1):
-        return self._query(self.PROMPT_ACCURACY, {"prompt_ids": list(prompt_ids), "bin": bin})
+        """Each prompt's accuracy per step (or bin of `bin` steps), its samples `n`, and how sure the
+        accuracy is: `low` and `high`, its 95% Wilson interval (core.stats)."""
+        return with_interval(self._query(self.PROMPT_ACCURACY, {"prompt_ids": list(prompt_ids), "bin": bin}))
 
     # The same, by visit: a prompt's k-th sampled step is its visit k (a row of the heatmap without gaps).
     PROMPT_VISITS = """
@@ -226,7 +234,7 @@ SELECT * FROM summary WHERE n >= $min_samples
 
     def leaderboard(self, board: str, step_min=None, step_max=None, limit: int = 20, min_samples: int = 1):
         """The prompts of one board over a step window, among those with at least `min_samples` sampled
-        completions there; `correct` and `n` give how sure each accuracy is (wilson_interval)."""
+        completions there; `accuracy` over the window, `low` and `high` its 95% Wilson interval."""
         if board not in self.LEADERBOARDS:
             raise ValueError(f"board must be one of {', '.join(self.LEADERBOARDS)}, got {board!r}")
         sql = f"{self.PROMPT_SUMMARY} {self.LEADERBOARDS[board]} LIMIT $limit"  # both parts are constants
@@ -234,75 +242,7 @@ SELECT * FROM summary WHERE n >= $min_samples
                                   "min_samples": min_samples})
         questions = self._query(self.QUESTIONS, {"prompt_ids": board["prompt_id"].tolist()})
         board.insert(1, "question", board["prompt_id"].map(dict(zip(questions["prompt_id"], questions["question"]))))
-        return board
-
-    # One step's whole generation batch, group by group: the group view shows one prompt's samples, and the
-    # advantage (core.advantage) compares each sample with its group and, for some settings, the batch.
-    STEP_GROUPS = """
-SELECT prompt_id, sample, rank, reward, rewards, map_keys(rewards) AS names, map_values(rewards) AS reward_values,
-       correct, prediction, ground_truth, completion, completion_tokens, question, advantage AS trl_advantage
-FROM rollouts WHERE step = $step ORDER BY prompt_id, sample, rank
-"""
-
-    def group(self, prompt_id: str, step: int, settings: dict | None = None):
-        """All K samples of one prompt at one step, with each one's advantage: the one TRL logged (a plain
-        TRL run's completions table), else recomputed by core.advantage for the run's `settings`
-        (core.advantage.run_settings; TRL's defaults when None). `.attrs["logged"]` says which."""
-        batch = self._step_batch(step, settings or run_settings({}))
-        rows = batch[batch["prompt_id"] == prompt_id].reset_index(drop=True)[list(self.GROUP_COLUMNS)]
-        rows.attrs["logged"] = batch.attrs["logged"]
-        return rows
-
-    GROUP_COLUMNS = ("sample", "rank", "reward", "rewards", "advantage", "correct", "prediction", "ground_truth",
-                     "completion", "completion_tokens", "question")
-
-    def _step_batch(self, step: int, settings: dict):
-        """Every sample of a step (STEP_GROUPS) with its advantage, logged or recomputed (`.attrs["logged"]`)."""
-        batch = self._query(self.STEP_GROUPS, {"step": step})
-        logged = bool(len(batch) > 0 and batch["trl_advantage"].notna().all())  # a plain TRL run's own
-        batch["advantage"] = batch["trl_advantage"] if logged else self._advantages(batch, settings)
-        batch.attrs["logged"] = logged
-        return batch
-
-    @staticmethod
-    def _advantages(batch, settings: dict) -> list[float]:
-        """core.advantage's advantage of each row of a step's batch (STEP_GROUPS), in the rows' order."""
-        by_function = settings["aggregation"] == "normalize_then_sum"  # then each function's value counts
-        groups: dict[str, list[list[float | None]]] = {}
-        for row in batch.itertuples():
-            if by_function:
-                scored = dict(zip(_listed(row.names), _listed(row.reward_values)))
-                sample = [scored.get(name) for name in settings["weights"]]
-            else:
-                sample = [row.reward]
-            groups.setdefault(row.prompt_id, []).append([None if v is None or v != v else float(v) for v in sample])
-        weights = list(settings["weights"].values()) if by_function else None
-        computed = advantages(list(groups.values()), weights, settings["scale_rewards"], settings["aggregation"])
-        return [a for group in computed for a in group]  # batch's rows are in the groups' order
-
-    STEP_METRICS = "SELECT name, value FROM metrics WHERE step = $step AND list_contains($names, name)"
-    WORKED_METRICS = ("loss", "kl", "entropy", "clip_ratio/region_mean", "grad_norm", "learning_rate")
-
-    def worked_step(self, prompt_id: str, step: int, settings: dict | None = None):
-        """One group of one step from rewards to the push on each token: the group (self.group) with
-        `push`, minus the gradient of the run's loss (core.loss.push, on the whole step's samples) with
-        respect to each of the sample's token log-probabilities on the first update of its batch of samples,
-        and `token_weight`, that push per unit of advantage; and what they came from: the group's mean and
-        std of rewards, the std of the whole step's (scale_rewards: batch), the step's samples and tokens,
-        and the metrics TRL logged for the step."""
-        settings = settings or run_settings({})
-        batch = self._step_batch(step, settings)
-        lengths = [0 if pd.isna(n) else int(n) for n in batch["completion_tokens"]]
-        spread = {"loss_type": settings["loss_type"], "max_completion_length": settings["max_completion_length"],
-                  "epsilon_high": settings.get("epsilon_high", 0.2)}
-        batch["push"] = push(lengths, batch["advantage"].tolist(), **spread)
-        batch["token_weight"] = push(lengths, [1.0] * len(batch), **spread)
-        group = batch[batch["prompt_id"] == prompt_id].reset_index(drop=True)
-        group = group[[*self.GROUP_COLUMNS, "token_weight", "push"]]
-        mean, std = mean_std(group["reward"].tolist())
-        logged = self._query(self.STEP_METRICS, {"step": step, "names": list(self.WORKED_METRICS)})
-        return group, {"group_mean": mean, "group_std": std, "batch_std": mean_std(batch["reward"].tolist())[1],
-                       "samples": len(batch), "tokens": sum(lengths), "metrics": dict(zip(logged["name"], logged["value"]))}
+        return with_interval(board.assign(accuracy=board["correct"] / board["n"]))
 
     PROMPT_STEPS = "SELECT DISTINCT step FROM rollouts WHERE prompt_id = $prompt_id ORDER BY step"
 

@@ -7,16 +7,14 @@ import time
 import streamlit as st
 
 from core import REPO
-from core.config import (FORM_TRACKERS, LORA_BIASES, ConfigError, changed_settings, choices, format_value,
-                         installed_trackers, load_config, parse_setting, problems, setting, trackers,
-                         web_form_problem)
-from core.config.values import apply_setting, text_value
+from core.config import (FORM_TRACKERS, LORA_BIASES, ConfigError, choices, format_value, installed_trackers,
+                         load_config, setting, trackers)
 from core.data import LEVELS
 from core.lifecycle import machine_commands
 from core.preflight import in_subprocess
 from core.model import has_cuda
 from core.rundir import config_path
-from core.runs import launch, run_folder, safe_run_name, save_preset
+from core.runs import check_form, launch, run_folder, save_preset
 from dashboard.caches import runs_root
 from dashboard.grpo_form import grpo_options, is_toggle
 from dashboard.widgets import show_completion
@@ -225,33 +223,12 @@ pressed = "go" if go else "save" if save else "preflight" if fly else "check" if
 pending = st.session_state.pop(k + "pending", None)  # (action, settings) left by the rerun that redrew the form
 action = pressed or (pending[0] if pending else None)
 if action:
-    found = {}  # config key -> what is wrong with it: every problem at once
-    try:
-        wanted["peft.target_modules"] = parse_setting("peft.target_modules", lora_targets)
-    except (ConfigError, ValueError) as e:
-        found["peft.target_modules"] = str(e)
-    for field_name, value in advanced.items():  # text from a text box, as the field's type
-        text_box = isinstance(value, str) and choices(f"grpo.{field_name}") is None
-        try:
-            wanted[f"grpo.{field_name}"] = parse_setting(f"grpo.{field_name}", value) if text_box else value
-        except (ConfigError, ValueError) as e:
-            found[f"grpo.{field_name}"] = str(e)
-    sets = changed_settings(base, wanted)
-    cfg = load_config(base_path, check=False)
-    for item in sets:
-        key, _, text = item.partition("=")
-        try:
-            apply_setting(cfg, key, text_value(key, text))
-        except (ConfigError, ValueError) as e:
-            found.setdefault(key, str(e))
-    for key, message in problems(cfg):  # a setting that does not parse keeps the base's value meanwhile
-        found.setdefault(key, message)
-    try:
-        run_name = safe_run_name(name) if name.strip() else None
-    except ValueError as e:
-        found["run name"] = str(e)
-    if web_form_problem(cfg):  # also settings the base itself carries
-        found.setdefault("launch from the dashboard", web_form_problem(cfg))
+    texts = {f"grpo.{field_name}": value for field_name, value in advanced.items()  # text boxes: typed by core
+             if isinstance(value, str) and choices(f"grpo.{field_name}") is None}
+    form = check_form(base_path, {**wanted, "peft.target_modules": lora_targets,
+                                  **{f"grpo.{field_name}": v for field_name, v in advanced.items()}},
+                      {"peft.target_modules": lora_targets, **texts}, name)
+    sets, found, run_name = form.sets, form.problems, form.name
     if not pressed and sets != pending[1]:  # the form changed since that click: act on a new click only
         st.stop()
     if found != errors:  # draw the form again, each problem under its field

@@ -4,7 +4,6 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core.stats import wilson_interval
 from dashboard.caches import store_for
 from dashboard.widgets import CHART_SECONDS, COLORS, hover_marks, hover_on, live_every, pick_run, step_bin
 
@@ -78,8 +77,6 @@ def view():
     bin = step_bin(*store.step_range())  # a long run: a point per bin of steps, not per step
     curves = store.prompt_accuracy(picked, bin=bin)
     if len(curves):
-        bounds = [wilson_interval(a * n, n) for a, n in zip(curves["accuracy"], curves["n"])]
-        curves["low"], curves["high"] = [low for low, _ in bounds], [high for _, high in bounds]
         title = "Accuracy per step (share of the group's K samples that were correct; bars: 95% interval)" if bin == 1 \
             else f"Accuracy per {bin} steps (share of the prompt's samples there that were correct; bars: 95% interval)"
         event = st.altair_chart(accuracy_curves(curves, title), key="curves", on_select="rerun", selection_mode="pick")
@@ -112,9 +109,8 @@ def view():
             if rows.empty:
                 st.caption("No prompts here.")
                 continue
-            rows["accuracy (95% interval)"] = [
-                f"{c / n:.2f} [{low:.2f}, {high:.2f}]" for c, n in zip(rows["correct"], rows["n"])
-                for low, high in [wilson_interval(c, n)]]
+            rows["accuracy (95% interval)"] = [f"{a:.2f} [{low:.2f}, {high:.2f}]"
+                                               for a, low, high in zip(rows["accuracy"], rows["low"], rows["high"])]
             event = st.dataframe(
                 rows[["prompt_id", "question", "first_accuracy", "last_accuracy", "change",
                       "accuracy (95% interval)", "steps", "n"]],

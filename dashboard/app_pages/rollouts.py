@@ -5,7 +5,7 @@ import streamlit as st
 from core.advantage import formula, run_settings
 from core.errors import ConfigError
 from core.loss import LOSS_SPREADS
-from core.runs import read_config
+from core.rundir import read_config
 from core.tokens import fingerprint, model_choices
 from dashboard.caches import store_for, token_view
 from dashboard.widgets import live_every, pick_run, show_completion, show_tokens, step_window, token_table

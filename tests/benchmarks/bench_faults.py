@@ -34,7 +34,8 @@ from core import REPO as ROOT  # noqa: E402
 from core.config import ConfigError, load_config  # noqa: E402
 from core.data import load_rows  # noqa: E402
 from core.rundir import ROLLOUT_FIELDS  # noqa: E402
-from core.runs import list_runs, read_status, stop  # noqa: E402
+from core.rundir import read_status  # noqa: E402
+from core.runs import list_runs, stop
 from core.store import RunStore  # noqa: E402
 from tests.dashboard_fixtures import make_runs  # noqa: E402
 

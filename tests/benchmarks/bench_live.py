@@ -28,7 +28,8 @@ import psutil
 
 from core import REPO as ROOT
 from core.config import load_config
-from core.runs import process_started, write_json_atomic
+from core.rundir import write_json_atomic
+from core.runstate import process_started
 from tests.fake_run import write_run
 
 CHROMIUM = "/usr/bin/chromium"

@@ -26,7 +26,9 @@ import psutil
 
 from core import REPO as ROOT
 from core.config import load_config
-from core.runs import LIVE_STATES, launch, read_status
+from core.rundir import read_status
+from core.runs import launch
+from core.runstate import LIVE_STATES
 from tests.benchmarks.bench_live import CHROMIUM, start_server
 
 PAGES = {  # address: what shows once the page has drawn
