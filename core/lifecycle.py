@@ -33,8 +33,16 @@ import yaml
 from core.config import RunConfig, load_config, trackers
 from core.errors import ConfigError
 from core.rollouts import RolloutRecorder
-from core.rundir import (checked_status, checkpoints, config_path, latest_checkpoint, log_path, metrics_path,
-                         read_status, tensorboard_dir)
+from core.rundir import (
+    checked_status,
+    checkpoints,
+    config_path,
+    latest_checkpoint,
+    log_path,
+    metrics_path,
+    read_status,
+    tensorboard_dir,
+)
 from core.runstate import StatusFile, lock_run_dir, update_status
 
 

@@ -18,6 +18,7 @@ from core.config import RunConfig
 from core.errors import ConfigError
 from core.gguf_model import convert_gguf
 
+
 def pick_device() -> str:
     import torch
 

@@ -34,12 +34,12 @@ from core.data import load_rows, to_dataset
 from core.doctor import SEVERITIES, Finding, load, truncated, without_signal
 from core.errors import ConfigError
 from core.evaluate import generate_hf
+from core.grpo import grpo_args, lora_config, reward_functions
 from core.model import check_generation, load_model, pick_device
 from core.rollouts import RolloutRecorder, logged_rewards
 from core.stats import wilson_interval
-from core.store import RunStore
 from core.stop_at_final import end_at_final_line
-from core.grpo import grpo_args, lora_config, reward_functions
+from core.store import RunStore
 
 SURE = 0.1  # sample until every share is known to ±0.1 (its 95% Wilson interval's half-width) ...
 MIN_SAMPLES = 96  # ... from at least this many completions (a share near 1/2 of 96 is known to ±0.1) ...

@@ -32,8 +32,16 @@ import duckdb
 from core.advantage import advantages, run_settings
 from core.errors import ConfigError
 from core.rewards import resolve_reward
-from core.rundir import (REPLAYS, read_config, replay_path, replay_report_path, replaced, safe_run_name, token_files,
-                         write_json_atomic)
+from core.rundir import (
+    REPLAYS,
+    read_config,
+    replaced,
+    replay_path,
+    replay_report_path,
+    safe_run_name,
+    token_files,
+    write_json_atomic,
+)
 from core.runstate import is_locked
 from core.store import RunStore
 from core.trl_runs import is_trl_run

@@ -15,6 +15,7 @@ from pathlib import Path
 from core.rewards import completion_text, extract_model_final, numbers_equal
 from core.rundir import rollout_record, rollouts_path, tokens_path
 
+
 class RolloutRecorder:
     """Appends rollout records to this rank's file; never rewrites it."""
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -20,14 +19,35 @@ from pathlib import Path
 import yaml
 
 from core import trl_runs
-from core.config import (ENV_KEYS, RunConfig, changed_settings, grpo_default, grpo_field_types, load_config,
-                         parse_setting, web_form_problem)
+from core.config import (
+    ENV_KEYS,
+    RunConfig,
+    changed_settings,
+    grpo_default,
+    grpo_field_types,
+    load_config,
+    parse_setting,
+    web_form_problem,
+)
 from core.config import problems as config_problems
 from core.config.values import apply_setting, text_value
 from core.errors import ConfigError
-from core.rundir import (NUMBER, checked_status, config_path, eval_summary_path, latest_checkpoint, log_path,
-                         metrics_path, read_config, read_json, read_status, safe_run_name, status_path,
-                         whole_number, write_json_atomic)
+from core.rundir import (
+    NUMBER,
+    checked_status,
+    config_path,
+    eval_summary_path,
+    latest_checkpoint,
+    log_path,
+    metrics_path,
+    read_config,
+    read_json,
+    read_status,
+    safe_run_name,
+    status_path,
+    whole_number,
+    write_json_atomic,
+)
 from core.runstate import LIVE_STATES, effective_state, is_locked, process_started, run_process, update_status
 from core.tail import last_lines
 

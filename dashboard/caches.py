@@ -9,11 +9,9 @@ from pathlib import Path
 import streamlit as st
 
 import core.tokens
-
 from core.config import default_runs_dir
 from core.doctor import MIN_STEPS, diagnose
-from core.rundir import rollout_files
-from core.rundir import read_config
+from core.rundir import read_config, rollout_files
 from core.runs import list_runs, run_folder, run_info
 from core.store import RunStore
 from core.trl_runs import completion_files, is_trl_run

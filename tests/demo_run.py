@@ -13,7 +13,6 @@ from pathlib import Path
 from core import REPO as ROOT
 
 
-
 def run_demo(seed: int, out: Path, sets: list[str]) -> dict:
     """One demo run; returns its eval summary, early/late mean reward and wall time."""
     start = time.time()

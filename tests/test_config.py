@@ -1,15 +1,25 @@
 """Config loading: the seed's shapes, precedence, the grpo passthrough and every user error."""
 
+import os
+import re
 import textwrap
 
 import pytest
 import torch
 
-import os
-import re
-
-from core.config import (ConfigError, RunConfig, changed_settings, default_runs_dir, format_value, load_config,
-                         grpo_default, parse_setting, problems, setting, shards_weights)
+from core.config import (
+    ConfigError,
+    RunConfig,
+    changed_settings,
+    default_runs_dir,
+    format_value,
+    grpo_default,
+    load_config,
+    parse_setting,
+    problems,
+    setting,
+    shards_weights,
+)
 from tests.conftest import ROOT, run_cli
 
 SEED_YAML = """

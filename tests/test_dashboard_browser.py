@@ -215,8 +215,8 @@ def test_a_page_under_a_foreign_name_cannot_drive_the_dashboard(server):
 def test_a_live_run_shows_new_steps_as_they_arrive(server):
     # the trainer appends rollouts of new steps; the Rollouts page, left at its defaults, shows them
     from core.runstate import process_started
-    from tests.fake_run import write_run
     from tests.dashboard_fixtures import write_status
+    from tests.fake_run import write_run
 
     url, runs = server
     ARTIFACTS.mkdir(exist_ok=True)

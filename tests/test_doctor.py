@@ -7,8 +7,7 @@ import random
 import pytest
 
 from core.doctor import CHECKS, diagnose, main
-from core.rundir import rollout_record
-from core.rundir import read_config
+from core.rundir import read_config, rollout_record
 from core.stats import sign_test
 from core.store import RunStore
 from tests.conftest import TINY_SETS, run_cli

@@ -13,8 +13,7 @@ import psutil
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.rundir import checkpoints
-from core.rundir import read_status
+from core.rundir import checkpoints, read_status
 from core.runs import list_runs, run_info, stop
 from core.runstate import effective_state, process_started
 from core.store import RunStore

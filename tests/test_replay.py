@@ -9,7 +9,7 @@ import pytest
 
 from core import replay as replay_module
 from core.replay import main, reward_specs, run_replay, saved
-from core.rewards import format_reward, gsm8k_lenient_reward, gsm8k_reward
+from core.rewards import format_reward, gsm8k_lenient_reward
 from core.rundir import replay_path, replay_report_path, rollout_record, rollouts_path
 from core.runstate import lock_run_dir
 from tests.dashboard_fixtures import make_runs, write_config

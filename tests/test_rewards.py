@@ -5,8 +5,15 @@ import re
 
 import pytest
 
-from core.rewards import (extract_gsm8k_gt, extract_model_final, format_reward, gsm8k_lenient_reward, gsm8k_reward,
-                          length_penalty, resolve_reward)
+from core.rewards import (
+    extract_gsm8k_gt,
+    extract_model_final,
+    format_reward,
+    gsm8k_lenient_reward,
+    gsm8k_reward,
+    length_penalty,
+    resolve_reward,
+)
 
 FINAL_CASES = [
     ("Final: 18", "18"),                       # the plain format

@@ -15,8 +15,7 @@ from safetensors.torch import load_file
 
 from core.config import ConfigError, load_config
 from core.rewards import extract_model_final, score
-from core.rundir import EVAL_FIELDS, ROLLOUT_FIELDS
-from core.rundir import read_status
+from core.rundir import EVAL_FIELDS, ROLLOUT_FIELDS, read_status
 from tests.conftest import ROOT, TINY_SETS, run_cli
 
 pytestmark = pytest.mark.slow  # it starts processes, trains or drives the dashboard: the full tier only

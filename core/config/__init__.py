@@ -24,13 +24,42 @@ import yaml
 
 from core import REPO
 from core.config.checks import NOT_FROM_A_WEB_FORM, problems, shards_weights, validate, web_form_problem
-from core.config.schema import ENV_KEYS, LORA_BIASES, SECTIONS, DatasetConfig, EvalConfig, LaunchConfig, \
-    PeftConfig, RunConfig, RuntimeConfig, TrainConfig, field_types
-from core.config.trl_args import FORM_TRACKERS, GRPO_CHOICES, GRPO_FROM_CONFIG, TRACKERS, grpo_default, \
-    grpo_field_types, installed_trackers, trackers, updates_per_batch
-from core.config.values import (apply_setting, changed_settings, choices, format_value, parse_setting, setting,
-                                text_value, value_kinds)
+from core.config.schema import (
+    ENV_KEYS,
+    LORA_BIASES,
+    SECTIONS,
+    DatasetConfig,
+    EvalConfig,
+    LaunchConfig,
+    PeftConfig,
+    RunConfig,
+    RuntimeConfig,
+    TrainConfig,
+    field_types,
+)
+from core.config.trl_args import (
+    FORM_TRACKERS,
+    GRPO_CHOICES,
+    GRPO_FROM_CONFIG,
+    TRACKERS,
+    grpo_default,
+    grpo_field_types,
+    installed_trackers,
+    trackers,
+    updates_per_batch,
+)
+from core.config.values import (
+    apply_setting,
+    changed_settings,
+    choices,
+    format_value,
+    parse_setting,
+    setting,
+    text_value,
+    value_kinds,
+)
 from core.errors import ConfigError
+
 
 def normalize_seed_shape(raw: dict) -> dict:
     """Map the seed's layout onto ours: `dataset: gsm8k` and top-level n_train/n_eval."""

@@ -10,6 +10,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+
 def _f(default, help: str):
     return field(default=default, metadata={"help": help})
 

@@ -19,6 +19,7 @@ from core.config.trl_args import GRPO_CHOICES, GRPO_FROM_CONFIG, grpo_default, g
 from core.errors import ConfigError
 from core.rewards import check_reward
 
+
 def value_kinds(tp) -> set[type]:
     """The plain types a field of type `tp` accepts from YAML or text: a subset of None, bool, int,
     float, str, dict and list (an enum of strings counts as str); empty when none of them fits."""

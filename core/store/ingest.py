@@ -13,11 +13,26 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from core.rundir import (EVAL, EVAL_FIELDS, ROLLOUT_FIELDS, ROLLOUTS, eval_files, metrics_path, read_eval_record, read_status,
-                         rollout_files)
+from core.rundir import (
+    EVAL,
+    EVAL_FIELDS,
+    ROLLOUT_FIELDS,
+    ROLLOUTS,
+    eval_files,
+    metrics_path,
+    read_eval_record,
+    read_status,
+    rollout_files,
+)
 from core.tail import Tail, parse_lines
-from core.trl_runs import (completion_files, is_trl_run, metric_records, reward_names, rollout_records,
-                           trainer_state_path)
+from core.trl_runs import (
+    completion_files,
+    is_trl_run,
+    metric_records,
+    reward_names,
+    rollout_records,
+    trainer_state_path,
+)
 from core.trl_runs import status as trl_status
 
 SQL_TYPES = {int: "BIGINT", float: "DOUBLE", str: "VARCHAR", bool: "BOOLEAN", dict[str, float]: "MAP(VARCHAR, DOUBLE)"}

@@ -7,12 +7,21 @@ import time
 import streamlit as st
 
 from core import REPO
-from core.config import (FORM_TRACKERS, LORA_BIASES, ConfigError, choices, format_value, installed_trackers,
-                         load_config, setting, trackers)
+from core.config import (
+    FORM_TRACKERS,
+    LORA_BIASES,
+    ConfigError,
+    choices,
+    format_value,
+    installed_trackers,
+    load_config,
+    setting,
+    trackers,
+)
 from core.data import LEVELS
 from core.lifecycle import machine_commands
-from core.preflight import in_subprocess
 from core.model import has_cuda
+from core.preflight import in_subprocess
 from core.rundir import config_path
 from core.runs import check_form, launch, run_folder, save_preset
 from dashboard.caches import runs_root
@@ -180,7 +189,7 @@ with st.form("launch"):
                           key=k + "lora_bias")
     advanced = {}  # GRPOConfig field -> the form's value (text from text boxes, else the value itself)
     with st.expander("Advanced: every GRPOConfig option (TRL's help text on each)"):
-        for tab, (group, group_fields) in zip(st.tabs(list(groups)), groups.items()):
+        for tab, group_fields in zip(st.tabs(list(groups)), groups.values()):
             cols = tab.columns(3)
             for i, f in enumerate(group_fields):
                 value, help_text, key = setting(base, f"grpo.{f.name}"), f.metadata.get("help"), k + f.name
@@ -252,7 +261,7 @@ if action:
         st.caption(f"This run spans {machines} machines ({cfg.launch.num_processes} workers each, "
                    f"{machines * cfg.launch.num_processes} in all): start one command on each, with the run folder "
                    "on storage they all see (or use scripts/slurm_train.sh)")
-        for rank, command in enumerate(machine_commands(cfg, args)):
+        for command in machine_commands(cfg, args):
             st.code(command, language="bash")
     else:
         st.caption(f"Run name: {run_name} · equivalent command line")

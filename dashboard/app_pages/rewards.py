@@ -14,8 +14,17 @@ from core.replay import as_json, run_replay, saved
 from core.rewards import REWARDS, resolve_reward
 from core.rundir import read_config, replay_names
 from dashboard.caches import folder_of, store_for
-from dashboard.widgets import (CATEGORY_COLORS, CHART_SECONDS, COLORS, curve_grid, hover_marks, hover_on,
-                               live_every, pick_run, step_window)
+from dashboard.widgets import (
+    CATEGORY_COLORS,
+    CHART_SECONDS,
+    COLORS,
+    curve_grid,
+    hover_marks,
+    hover_on,
+    live_every,
+    pick_run,
+    step_window,
+)
 
 st.title("Rewards")
 run = pick_run()

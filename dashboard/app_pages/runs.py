@@ -5,15 +5,27 @@ import pandas as pd
 import streamlit as st
 
 from core import REPO
-from core.doctor import MIN_STEPS
 from core.config import load_config, updates_per_batch
+from core.doctor import MIN_STEPS
 from core.errors import ConfigError
 from core.rundir import checkpoints, config_path
 from core.runs import delete, log_tail, resume, stop
 from dashboard.caches import all_runs, diagnosis, folder_of, open_folder, runs_root, small_rollouts, store_for
-from dashboard.widgets import (CHART_POINTS, CHART_SECONDS, curve_grid, fmt_duration, fmt_pct,
-                               fmt_time, is_live, live_every, pick_run, progress, show_findings, smoothing_slider,
-                               x_axis_choice)
+from dashboard.widgets import (
+    CHART_POINTS,
+    CHART_SECONDS,
+    curve_grid,
+    fmt_duration,
+    fmt_pct,
+    fmt_time,
+    is_live,
+    live_every,
+    pick_run,
+    progress,
+    show_findings,
+    smoothing_slider,
+    x_axis_choice,
+)
 
 st.title("Runs")
 OTHER_SECONDS = 60  # the runs table and TRL's other metrics, while a run is live: a trend over a minute is what they show

@@ -30,12 +30,11 @@ from pathlib import Path
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 logging.disable(logging.WARNING)  # Streamlit's bare-mode warnings, once per page run
 
-from core import REPO as ROOT  # noqa: E402
+from core import REPO as ROOT  # noqa: E402  (after the environment above is set)
 from core.config import ConfigError, load_config  # noqa: E402
 from core.data import load_rows  # noqa: E402
-from core.rundir import ROLLOUT_FIELDS  # noqa: E402
-from core.rundir import read_status  # noqa: E402
-from core.runs import list_runs, stop
+from core.rundir import ROLLOUT_FIELDS, read_status  # noqa: E402
+from core.runs import list_runs, stop  # noqa: E402
 from core.store import RunStore  # noqa: E402
 from tests.dashboard_fixtures import make_runs  # noqa: E402
 

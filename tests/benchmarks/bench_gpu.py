@@ -23,7 +23,6 @@ from pathlib import Path
 from core import REPO as ROOT
 
 
-
 def qwen_shaped_model(folder: Path) -> Path:
     """Random weights in Qwen2.5-0.5B-Instruct's shapes, with the tiny tokenizer padded to its vocabulary."""
     import torch

@@ -69,7 +69,7 @@ def start_server(runs: Path, port: int) -> subprocess.Popen:
                 return proc
         except OSError:
             if time.time() > deadline or proc.poll() is not None:
-                raise SystemExit("streamlit did not start")
+                raise SystemExit("streamlit did not start") from None
             time.sleep(0.5)
 
 

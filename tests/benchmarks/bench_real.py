@@ -23,7 +23,6 @@ from pathlib import Path
 from core import REPO as ROOT
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=60)

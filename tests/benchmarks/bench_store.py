@@ -133,11 +133,11 @@ def store_run(run_dir: Path, total: int, out) -> None:
             if caseless_regex(text) in store._searches:
                 store._forget_search(caseless_regex(text))
         searches[f"rollouts page, a new text search (`{text}`), all steps"] = median_ms(
-            lambda: store.rollouts_page(search=text), repeats=5, before=forget)
+            lambda text=text: store.rollouts_page(search=text), repeats=5, before=forget)
         searches[f"  `{text}` again (another page, order or filter)"] = median_ms(
-            lambda: store.rollouts_page(search=text, order="oldest"))
+            lambda text=text: store.rollouts_page(search=text, order="oldest"))
         searches[f"  `{text}` again, 1,000 new rollouts since"] = median_ms(
-            lambda: store.rollouts_page(search=text), repeats=5, before=arrive)
+            lambda text=text: store.rollouts_page(search=text), repeats=5, before=arrive)
     doctor_ms = {"the run doctor's per-step read, its first look": doctor[0] * 1000,
                  "  again, 1,000 new rollouts since": statistics.median(doctor[1:]) * 1000}
     out.put({"rows": rows, "incremental_ms": statistics.median(increments) * 1000, "peak_mb": peak_mb(),
