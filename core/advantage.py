@@ -24,7 +24,7 @@ FORMULAS = {  # for captions: the advantage of the run's setting, in words a rea
     "batch": "advantage = (reward − group mean) / (std of the step's whole batch + 1e-4)",
     "none": "advantage = reward − group mean (scale_rewards: none, no division by a std)",
     "normalize_then_sum": "each reward function normalised in its group, (value − group mean) / (group std + 1e-4); "
-                          "advantage = their weighted sum, normalised over the step's batch the same way",
+    "advantage = their weighted sum, normalised over the step's batch the same way",
 }
 
 
@@ -45,8 +45,12 @@ def _weighted_sum(values: list[float | None], weights: list[float]) -> float | N
     return sum(w * v for w, v in zip(weights, values, strict=True) if v is not None)
 
 
-def advantages(groups: list[list[list[float | None]]], weights: list[float] | None = None,
-               scale_rewards: str = "group", aggregation: str = "sum_then_normalize") -> list[list[float]]:
+def advantages(
+    groups: list[list[list[float | None]]],
+    weights: list[float] | None = None,
+    scale_rewards: str = "group",
+    aggregation: str = "sum_then_normalize",
+) -> list[list[float]]:
     """The advantage of every sample of a generation batch. `groups[g][i][k]`: the value of reward
     function k for sample i of group g (None where it gave none); `weights[k]`: that function's
     weight (1 each by default). Returns `[g][i]`, in the same order; a sample no function scored
@@ -84,12 +88,15 @@ def run_settings(config: dict) -> dict:
     loss_type, max_completion_length, beta (the KL term's weight), and each reward function's weight."""
     grpo = config.get("grpo") if isinstance(config.get("grpo"), dict) else {}
     rewards = config.get("rewards") if isinstance(config.get("rewards"), list) else []
-    return {"scale_rewards": grpo.get("scale_rewards", "group"),
-            "aggregation": grpo.get("multi_objective_aggregation", "sum_then_normalize"),
-            "loss_type": grpo.get("loss_type", "dapo"), "beta": grpo.get("beta", 0.0),
-            "epsilon_high": grpo.get("epsilon_high") or grpo.get("epsilon", 0.2),
-            "max_completion_length": config.get("max_new_tokens") if isinstance(config.get("max_new_tokens"), int) else 256,
-            "weights": {r["name"]: float(r.get("weight", 1.0)) for r in rewards if isinstance(r, dict) and "name" in r}}
+    return {
+        "scale_rewards": grpo.get("scale_rewards", "group"),
+        "aggregation": grpo.get("multi_objective_aggregation", "sum_then_normalize"),
+        "loss_type": grpo.get("loss_type", "dapo"),
+        "beta": grpo.get("beta", 0.0),
+        "epsilon_high": grpo.get("epsilon_high") or grpo.get("epsilon", 0.2),
+        "max_completion_length": config.get("max_new_tokens") if isinstance(config.get("max_new_tokens"), int) else 256,
+        "weights": {r["name"]: float(r.get("weight", 1.0)) for r in rewards if isinstance(r, dict) and "name" in r},
+    }
 
 
 def formula(settings: dict) -> str:

@@ -9,8 +9,10 @@ import shutil
 from pathlib import Path
 
 # model_name -> "module:function" that builds (or finds in its cache) the model folder and returns its path.
-BUILTIN_MODELS = {"builtin:tiny": "core.tiny_model:build_tiny_model",
-                  "builtin:smollm2-135m": "core.gguf_model:build_smollm2"}
+BUILTIN_MODELS = {
+    "builtin:tiny": "core.tiny_model:build_tiny_model",
+    "builtin:smollm2-135m": "core.gguf_model:build_smollm2",
+}
 
 
 def cache_root() -> Path:

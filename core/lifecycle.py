@@ -81,8 +81,11 @@ class GracefulStop:
             self.check()
             return
         again, self.requested = self.requested, True
-        print(f"SIGTERM received: stopping {'now' if self.interruptible else 'after the current step'}",
-              file=sys.stderr, flush=True)
+        print(
+            f"SIGTERM received: stopping {'now' if self.interruptible else 'after the current step'}",
+            file=sys.stderr,
+            flush=True,
+        )
         if self.interruptible and self.launcher:
             import psutil
 
@@ -211,8 +214,10 @@ class Lifecycle:
         """The trainer is built: the run's state is `running` (status.json), and the log says how."""
         if self.is_main:
             self.status.update(state="running")
-            print(f"training with {trainer.args.world_size} process(es), "
-                  f"{trainer.accelerator.distributed_type.value}", flush=True)
+            print(
+                f"training with {trainer.args.world_size} process(es), {trainer.accelerator.distributed_type.value}",
+                flush=True,
+            )
 
     @contextmanager
     def stoppable_on_main(self):
@@ -273,10 +278,21 @@ def run_in_folder(pipeline, cfg: RunConfig, stop: GracefulStop, resume: Path | N
                 sys.stdout, sys.stderr = Tee(sys.stdout, log), Tee(sys.stderr, log)
             config_path(run_dir).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             earlier = checked_status(run_dir)[0] if resume else {}
-            start = {"started_at": earlier.get("started_at"), "global_step": earlier.get("global_step", 0)} \
-                if resume else {"started_at": time.time(), "global_step": 0}
-            status = StatusFile(run_dir, state="starting", ended_at=None, exit_code=None, error=None,
-                                max_steps=cfg.train.num_train_steps, attempt=attempt(), **start)
+            start = (
+                {"started_at": earlier.get("started_at"), "global_step": earlier.get("global_step", 0)}
+                if resume
+                else {"started_at": time.time(), "global_step": 0}
+            )
+            status = StatusFile(
+                run_dir,
+                state="starting",
+                ended_at=None,
+                exit_code=None,
+                error=None,
+                max_steps=cfg.train.num_train_steps,
+                attempt=attempt(),
+                **start,
+            )
         state = pipeline(cfg, Lifecycle(run_dir, stop, status), resume)
     except StopRequested:
         stop.interruptible = False  # from here on the run is ending: a further SIGTERM cuts nothing
@@ -296,11 +312,18 @@ def run_in_folder(pipeline, cfg: RunConfig, stop: GracefulStop, resume: Path | N
         print(f"run {state}: {run_dir}", flush=True)
         if state == "stopped":
             where, found = status.fields.get("phase"), checkpoints(run_dir)
-            print(f"stopped during {where}: " + (
-                f"training is done and model/ holds the result: python -m core.evaluate {run_dir} --phase after "
-                "evaluates it" if where == "eval after" else
-                f"python -m core.train --resume {run_dir} continues from {found[-1].name}" if found else
-                "no checkpoint was saved yet, so there is nothing to resume: launch it again"), flush=True)
+            print(
+                f"stopped during {where}: "
+                + (
+                    f"training is done and model/ holds the result: python -m core.evaluate {run_dir} --phase after "
+                    "evaluates it"
+                    if where == "eval after"
+                    else f"python -m core.train --resume {run_dir} continues from {found[-1].name}"
+                    if found
+                    else "no checkpoint was saved yet, so there is nothing to resume: launch it again"
+                ),
+                flush=True,
+            )
     return 0
 
 
@@ -328,8 +351,10 @@ def hold_run_dir(run_dir: Path, machine_rank: int = 0) -> int | None:
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = lock_run_dir(run_dir)
     if lock is None:
-        raise ConfigError(f"run folder '{run_dir}' is in use by a live run (pid {read_status(run_dir).get('pid')}): "
-                          "wait for it to end or stop it, or give this run another train.output_dir")
+        raise ConfigError(
+            f"run folder '{run_dir}' is in use by a live run (pid {read_status(run_dir).get('pid')}): "
+            "wait for it to end or stop it, or give this run another train.output_dir"
+        )
     os.set_inheritable(lock, True)  # kept through the exec into torchrun / accelerate launch
     return lock
 
@@ -339,10 +364,19 @@ def main(pipeline, description: str, argv: list[str] | None = None) -> int:
     `pipeline` in it, or become the launcher of its workers; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m core.train", description=description)
     parser.add_argument("--config", help="YAML config, e.g. configs/tiny_cpu.yaml (defaults apply without one)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set train.num_train_steps=10 (repeatable)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint, with its "
-                        "run.yaml (plus any --set, e.g. more steps); rollouts and metrics keep appending")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.num_train_steps=10 (repeatable)",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run from its latest checkpoint, with its "
+        "run.yaml (plus any --set, e.g. more steps); rollouts and metrics keep appending",
+    )
     args = parser.parse_args(argv)
     first_of_several = int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK") == "0"
     stop = GracefulStop(launcher=os.getppid() if first_of_several else None)  # first: a stop is never lost
@@ -351,14 +385,20 @@ def main(pipeline, description: str, argv: list[str] | None = None) -> int:
         resume = lock = None
         if args.resume:
             config = args.config or config_path(args.resume)
-            cfg = load_config(config, [*args.set, f"train.output_dir={args.resume}"], env=os.environ) \
-                if Path(config).is_file() else None  # without one, latest_checkpoint says what is missing
+            cfg = (
+                load_config(config, [*args.set, f"train.output_dir={args.resume}"], env=os.environ)
+                if Path(config).is_file()
+                else None
+            )  # without one, latest_checkpoint says what is missing
             if Path(args.resume).is_dir():
                 lock = hold_run_dir(Path(args.resume), cfg.launch.machine_rank if cfg else 0)
             resume = latest_checkpoint(args.resume)
             if not (resume / "optimizer.pt").is_file():  # a save of the weights only (grpo.save_only_model)
-                print(f"note: {resume.name} holds the model's weights only: training continues from them with a "
-                      "fresh optimizer and learning-rate schedule (a stopped run's checkpoint holds both)", flush=True)
+                print(
+                    f"note: {resume.name} holds the model's weights only: training continues from them with a "
+                    "fresh optimizer and learning-rate schedule (a stopped run's checkpoint holds both)",
+                    flush=True,
+                )
         else:
             cfg = load_config(args.config, args.set, env=os.environ)
             lock = hold_run_dir(Path(cfg.train.output_dir), cfg.launch.machine_rank)
@@ -377,11 +417,19 @@ def main(pipeline, description: str, argv: list[str] | None = None) -> int:
     if cfg.runtime.mps_fallback and sys.platform == "darwin":
         os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")  # before torch is imported
     launch = cfg.launch
-    if (launch.num_processes > 1 or launch.num_machines > 1 or launch.accelerate_config) and \
-            "LOCAL_RANK" not in os.environ:
+    if (
+        launch.num_processes > 1 or launch.num_machines > 1 or launch.accelerate_config
+    ) and "LOCAL_RANK" not in os.environ:
         # Become the launcher, which starts the workers: this same command, with the run folder fixed.
-        command = [sys.executable, *launcher(cfg), "-m", "core.train", *(sys.argv[1:] if argv is None else argv),
-                   "--set", f"train.output_dir={cfg.train.output_dir}"]
+        command = [
+            sys.executable,
+            *launcher(cfg),
+            "-m",
+            "core.train",
+            *(sys.argv[1:] if argv is None else argv),
+            "--set",
+            f"train.output_dir={cfg.train.output_dir}",
+        ]
         print(f"starting the workers: {shlex.join(command[1:])}", flush=True)
         os.execv(sys.executable, command)
     code = run_in_folder(pipeline, cfg, stop, resume)
@@ -403,19 +451,39 @@ def launcher(cfg: RunConfig) -> list[str]:
     else:
         port = launch.main_process_port
     if launch.accelerate_config:
-        machines = ["--machine_rank", str(launch.machine_rank), "--main_process_ip", launch.main_process_ip] \
-            if m > 1 else []
-        return ["-m", "accelerate.commands.launch", "--config_file", launch.accelerate_config,
-                "--num_processes", str(n * m), "--num_machines", str(m), *machines,  # accelerate counts all machines'
-                "--main_process_port", str(port)]
+        machines = (
+            ["--machine_rank", str(launch.machine_rank), "--main_process_ip", launch.main_process_ip] if m > 1 else []
+        )
+        return [
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            launch.accelerate_config,
+            "--num_processes",
+            str(n * m),
+            "--num_machines",
+            str(m),
+            *machines,  # accelerate counts all machines'
+            "--main_process_port",
+            str(port),
+        ]
     if m == 1:
         return ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
-    return ["-m", "torch.distributed.run", f"--nnodes={m}", f"--nproc_per_node={n}", f"--node_rank={launch.machine_rank}",
-            f"--master_addr={launch.main_process_ip}", f"--master_port={port}"]
+    return [
+        "-m",
+        "torch.distributed.run",
+        f"--nnodes={m}",
+        f"--nproc_per_node={n}",
+        f"--node_rank={launch.machine_rank}",
+        f"--master_addr={launch.main_process_ip}",
+        f"--master_port={port}",
+    ]
 
 
 def machine_commands(cfg: RunConfig, args: list[str]) -> list[str]:
     """For a run on several machines: the command to start on each one (`args`: the arguments of
     `python -m core.train`), machine 0 first."""
-    return [shlex.join(["python", "-m", "core.train", *args, "--set", f"launch.machine_rank={rank}"])
-            for rank in range(cfg.launch.num_machines)]
+    return [
+        shlex.join(["python", "-m", "core.train", *args, "--set", f"launch.machine_rank={rank}"])
+        for rank in range(cfg.launch.num_machines)
+    ]

@@ -43,7 +43,7 @@ def completion_logps(model, input_ids, attention_mask, completion_length: int, t
     import torch
 
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    logits = logits[:, -completion_length - 1: -1].float() / temperature  # position t predicts token t + 1
+    logits = logits[:, -completion_length - 1 : -1].float() / temperature  # position t predicts token t + 1
     return torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, -completion_length:, None]).squeeze(-1)
 
 
@@ -59,8 +59,17 @@ def gamma_weights(advantages, log_ratio, mask, k_pos=2.0, lambda_pos=3.0, k_neg=
         return torch.exp(lam + k * log_w - lam * torch.exp(log_w)).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def terms(logps, old_logps, advantages, loss_type: str, epsilon_low: float = 0.2, epsilon_high: float = 0.2,
-          mask=None, sapo_temperatures=(1.0, 1.05), vespo=(2.0, 3.0, 3.0, 2.0)):
+def terms(
+    logps,
+    old_logps,
+    advantages,
+    loss_type: str,
+    epsilon_low: float = 0.2,
+    epsilon_high: float = 0.2,
+    mask=None,
+    sapo_temperatures=(1.0, 1.05),
+    vespo=(2.0, 3.0, 3.0, 2.0),
+):
     """Each token's policy term (before the KL): [samples, tokens]; `advantages` is [samples, 1]."""
     import torch
 
@@ -76,9 +85,22 @@ def terms(logps, old_logps, advantages, loss_type: str, epsilon_low: float = 0.2
     return -torch.min(ratio * advantages, clipped * advantages)
 
 
-def grpo_loss(logps, old_logps, ref_logps, advantages, mask, loss_type: str = "dapo", beta: float = 0.0,
-              epsilon_low: float = 0.2, epsilon_high: float = 0.2, max_completion_length: int = 256,
-              step_tokens: float | None = None, accumulation: int = 1, kl_times_ratio: bool = True, **options):
+def grpo_loss(
+    logps,
+    old_logps,
+    ref_logps,
+    advantages,
+    mask,
+    loss_type: str = "dapo",
+    beta: float = 0.0,
+    epsilon_low: float = 0.2,
+    epsilon_high: float = 0.2,
+    max_completion_length: int = 256,
+    step_tokens: float | None = None,
+    accumulation: int = 1,
+    kl_times_ratio: bool = True,
+    **options,
+):
     """One micro-batch's loss as TRL computes it. `logps`, `old_logps`, `ref_logps` (None without the KL)
     and `mask` are [samples, tokens], `advantages` [samples]; `step_tokens` is the completion tokens of the
     whole optimizer step on this process (dapo, cispo, vespo divide by it), `accumulation` the
@@ -104,8 +126,9 @@ def grpo_loss(logps, old_logps, ref_logps, advantages, mask, loss_type: str = "d
     return masked.sum() / max(step_tokens if step_tokens is not None else float(mask.sum()), 1.0)
 
 
-def push(lengths: list[int], advantages: list[float], loss_type: str, max_completion_length: int,
-         epsilon_high: float = 0.2) -> list[float]:
+def push(
+    lengths: list[int], advantages: list[float], loss_type: str, max_completion_length: int, epsilon_high: float = 0.2
+) -> list[float]:
     """The push on each token of each sample of an optimizer step, on the first update of its batch of
     samples: minus the gradient of grpo_loss with respect to the token's log-probability (autograd), the
     step's samples `lengths` tokens long with `advantages`, as one batch. Every token of a sample gets
@@ -115,7 +138,15 @@ def push(lengths: list[int], advantages: list[float], loss_type: str, max_comple
     width = max([*lengths, 1])
     mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).float()
     logps = torch.zeros(len(lengths), width, requires_grad=True)
-    loss = grpo_loss(logps, logps.detach(), None, torch.tensor(advantages, dtype=torch.float32), mask, loss_type,
-                     epsilon_high=epsilon_high, max_completion_length=max_completion_length)
+    loss = grpo_loss(
+        logps,
+        logps.detach(),
+        None,
+        torch.tensor(advantages, dtype=torch.float32),
+        mask,
+        loss_type,
+        epsilon_high=epsilon_high,
+        max_completion_length=max_completion_length,
+    )
     loss.backward()
     return [-float(logps.grad[i, 0]) if n else 0.0 for i, n in enumerate(lengths)]

@@ -38,8 +38,10 @@ def has_cuda() -> bool:
 def check_vllm(device: str, setting: str = "grpo.use_vllm=true") -> None:
     """vLLM needs CUDA and the vllm package; say so before anything is loaded."""
     if device != "cuda":
-        raise ConfigError(f"{setting} needs an NVIDIA GPU (vLLM runs on CUDA only) and this machine has "
-                          f"{device}: generate with transformers instead (grpo.use_vllm=false, eval.backend=hf)")
+        raise ConfigError(
+            f"{setting} needs an NVIDIA GPU (vLLM runs on CUDA only) and this machine has "
+            f"{device}: generate with transformers instead (grpo.use_vllm=false, eval.backend=hf)"
+        )
     try:
         import vllm  # noqa: F401
     except ImportError:
@@ -54,9 +56,11 @@ def check_vllm_server(cfg: RunConfig) -> None:
     try:
         socket.create_connection(("127.0.0.1" if host == "0.0.0.0" else host, port), timeout=3).close()
     except OSError as e:
-        raise ConfigError(f"no vLLM server answers at {host}:{port} ({e.strerror or e}): start it first "
-                          "(trl vllm-serve --model <model>, on its own GPU or node), or fix grpo.vllm_server_host "
-                          "and grpo.vllm_server_port") from None
+        raise ConfigError(
+            f"no vLLM server answers at {host}:{port} ({e.strerror or e}): start it first "
+            "(trl vllm-serve --model <model>, on its own GPU or node), or fix grpo.vllm_server_host "
+            "and grpo.vllm_server_port"
+        ) from None
 
 
 def check_generation(cfg: RunConfig, device: str) -> None:
@@ -112,8 +116,11 @@ def load_model(cfg: RunConfig, device: str):
     from transformers import AutoModelForCausalLM
 
     local_rank = int(os.environ.get("LOCAL_RANK", -1))  # set by torchrun: one GPU per process
-    kwargs = {"dtype": torch.bfloat16, "device_map": {"": local_rank} if local_rank >= 0 else "auto"} \
-        if device == "cuda" else {"dtype": torch.float32}
+    kwargs = (
+        {"dtype": torch.bfloat16, "device_map": {"": local_rank} if local_rank >= 0 else "auto"}
+        if device == "cuda"
+        else {"dtype": torch.float32}
+    )
     tokenizer = load_tokenizer(cfg)
     model = _from_pretrained(AutoModelForCausalLM, cfg, **kwargs)
     if device != "cuda":

@@ -44,8 +44,10 @@ def prompt_accuracy(store: RunStore, prompt_id: str, k: int, allow_partial: bool
     partial = {int(step): int(n) for step, n in zip(points["step"], points["n"]) if n % k}
     if partial and not allow_partial:
         shown = ", ".join(f"step {s}: {n}" for s, n in sorted(partial.items())[:5])
-        raise ValueError(f"prompt '{prompt_id}' has incomplete groups of K={k} completions ({shown}): the run may "
-                         "still be writing them; pass --allow-partial to plot them anyway")
+        raise ValueError(
+            f"prompt '{prompt_id}' has incomplete groups of K={k} completions ({shown}): the run may "
+            "still be writing them; pass --allow-partial to plot them anyway"
+        )
     return [(int(step), float(a), int(n)) for step, a, n in zip(points["step"], points["accuracy"], points["n"])]
 
 
@@ -72,9 +74,15 @@ def save_plot(points: list[tuple], prompt_id: str, out: Path) -> None:
     else:
         import plotly.graph_objects as go
 
-        fig = go.Figure(go.Scatter(x=steps, y=accuracy, mode="lines+markers",
-                                   customdata=[p[2] for p in points],
-                                   hovertemplate="step %{x}<br>accuracy %{y:.2f}<br>%{customdata} completions"))
+        fig = go.Figure(
+            go.Scatter(
+                x=steps,
+                y=accuracy,
+                mode="lines+markers",
+                customdata=[p[2] for p in points],
+                hovertemplate="step %{x}<br>accuracy %{y:.2f}<br>%{customdata} completions",
+            )
+        )
         fig.update_layout(title=title, xaxis_title="step", yaxis_title="accuracy", yaxis_range=[-0.05, 1.05])
         fig.write_html(out, include_plotlyjs=True)
 

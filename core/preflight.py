@@ -102,9 +102,14 @@ def preflight(cfg: RunConfig, questions: int | None = None, progress=None, start
     train_set, eval_set = to_dataset(train_rows, tokenizer), to_dataset(eval_rows, tokenizer)
     with tempfile.TemporaryDirectory(prefix="preflight-") as scratch:
         args = grpo_args(scratch_config(cfg, scratch), device)
-        trainer = GRPOTrainer(model=model, args=args, train_dataset=train_set, processing_class=tokenizer,
-                              reward_funcs=logged_rewards(rewards, RolloutRecorder(scratch), cfg.num_generations),
-                              peft_config=lora_config(cfg))
+        trainer = GRPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_set,
+            processing_class=tokenizer,
+            reward_funcs=logged_rewards(rewards, RolloutRecorder(scratch), cfg.num_generations),
+            peft_config=lora_config(cfg),
+        )
         seconds_to_start = time.time() - started
         advantages, trl = sample(trainer, train_set, cfg, questions, progress)
         store = RunStore(scratch)
@@ -135,11 +140,13 @@ def sample(trainer, train_set, cfg: RunConfig, questions: int | None, progress) 
     rewards record each completion); returns TRL's advantages and its own figures of the samples."""
     k = cfg.num_generations
     per_call = max(trainer.args.generation_batch_size // k, math.ceil(SAMPLE_ROWS / k))
-    order = random.Random(cfg.train.seed).sample(range(len(train_set)), min(questions or len(train_set), len(train_set)))
+    order = random.Random(cfg.train.seed).sample(
+        range(len(train_set)), min(questions or len(train_set), len(train_set))
+    )
     trainer.model.train()  # TRL samples with the training settings in training mode
     advantages, figures, flat, started = [], {}, 0, time.perf_counter()
     for start in range(0, len(order), per_call):
-        rows = [train_set[i] for i in order[start: start + per_call]]
+        rows = [train_set[i] for i in order[start : start + per_call]]
         out = trainer._generate_and_score_completions([row for row in rows for _ in range(k)])  # TRL's step, first half
         advantages += out["advantages"].tolist()
         for name in ("frac_reward_zero_std", "completions/clipped_ratio"):
@@ -171,25 +178,41 @@ def judge(store: RunStore, cfg: RunConfig, advantages: list[float], trl: dict) -
     sure["groups_without_signal"] = wilson_interval(int(groups["no_signal"]), count)
     lengths = store.completion_lengths()
     which = "the starting model's completions"
-    findings = [f for f in (truncated(run, shares["truncated"], None, 1, which),
-                            without_signal(run, groups["no_signal"] / count, run.groups, None, 1,
-                                           "the starting model's groups")) if f is not None]
+    findings = [
+        f
+        for f in (
+            truncated(run, shares["truncated"], None, 1, which),
+            without_signal(run, groups["no_signal"] / count, run.groups, None, 1, "the starting model's groups"),
+        )
+        if f is not None
+    ]
     for f in findings:
         f.examples = []  # the samples live in a scratch folder: the report carries its examples itself
     return Report(
-        questions=count, samples=n, **{name: round(float(value), 4) for name, value in shares.items()},
+        questions=count,
+        samples=n,
+        **{name: round(float(value), 4) for name, value in shares.items()},
         groups_without_signal=round(groups["no_signal"] / count, 4),
-        why_without_signal={name: int(groups[name]) for name in ("all_right", "all_wrong", "none_well_formed",
-                                                                 "all_truncated")},
+        why_without_signal={
+            name: int(groups[name]) for name in ("all_right", "all_wrong", "none_well_formed", "all_truncated")
+        },
         reward_mean=round(float(steps["mean_reward"]), 4),
         reward_std=round(float(store.step_aggregates()["std_reward"].iloc[0]), 4),
         mean_abs_advantage=round(sum(map(abs, advantages)) / len(advantages), 4),
-        completion_tokens=lengths, sure={name: [round(lo, 3), round(hi, 3)] for name, (lo, hi) in sure.items()},
+        completion_tokens=lengths,
+        sure={name: [round(lo, 3), round(hi, 3)] for name, (lo, hi) in sure.items()},
         examples={kind: example(store, kind) for kind in ("best_of_signal", "no_signal")},
-        seconds_to_start=0.0, seconds_per_generation=0.0, seconds_per_step=0.0, seconds_per_eval=0.0,
-        seconds_per_save=0.0, minutes_total=0.0, peak_memory_mb=0.0, peak_memory_of="",
+        seconds_to_start=0.0,
+        seconds_per_generation=0.0,
+        seconds_per_step=0.0,
+        seconds_per_eval=0.0,
+        seconds_per_save=0.0,
+        minutes_total=0.0,
+        peak_memory_mb=0.0,
+        peak_memory_of="",
         trl={name: round(value, 4) for name, value in trl.items()},
-        findings=sorted(findings, key=lambda f: -SEVERITIES.index(f.severity)))
+        findings=sorted(findings, key=lambda f: -SEVERITIES.index(f.severity)),
+    )
 
 
 def example(store: RunStore, kind: str) -> dict | None:
@@ -200,8 +223,12 @@ def example(store: RunStore, kind: str) -> dict | None:
         return None
     row = store.rollout(found[0]["prompt_id"], found[0]["step"], found[0]["sample"])
     group = store.group(found[0]["prompt_id"], found[0]["step"])
-    return {"question": row["question"], "completion": row["completion"], "reward": row["reward"],
-            "group_rewards": [round(r, 3) for r in group["reward"]]}
+    return {
+        "question": row["question"],
+        "completion": row["completion"],
+        "reward": row["reward"],
+        "group_rewards": [round(r, 3) for r in group["reward"]],
+    }
 
 
 class StepTimer:
@@ -282,8 +309,12 @@ def run_seconds(cfg: RunConfig, report: Report) -> float:
     checkpoints = steps // t.save_steps if t.save_steps else 0
     weights_only = cfg.grpo.get("save_only_model", False)
     saves = 1 + checkpoints * (1 if weights_only else 3)  # a full checkpoint adds AdamW's two moments
-    return (report.seconds_to_start + evals * report.seconds_per_eval + steps * report.seconds_per_step
-            + saves * report.seconds_per_save)
+    return (
+        report.seconds_to_start
+        + evals * report.seconds_per_eval
+        + steps * report.seconds_per_step
+        + saves * report.seconds_per_save
+    )
 
 
 def peak_memory(device: str) -> tuple[float, str]:
@@ -307,8 +338,14 @@ def in_subprocess(cfg: RunConfig, progress=None, questions: int | None = None) -
             yaml.safe_dump(cfg.to_dict(), f)
         command = [sys.executable, "-m", "core.preflight", "--config", config, "--json"]
         with open(out, "w", encoding="utf-8") as stdout:
-            process = subprocess.Popen(command + (["--questions", str(questions)] if questions else []), cwd=REPO,
-                                       env=env, stdout=stdout, stderr=subprocess.PIPE, text=True)
+            process = subprocess.Popen(
+                command + (["--questions", str(questions)] if questions else []),
+                cwd=REPO,
+                env=env,
+                stdout=stdout,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             said = ""
             for line in process.stderr:
                 if line.startswith("preflight: ") and progress:
@@ -329,20 +366,24 @@ def as_json(report: Report) -> dict:
 def show(report: Report) -> str:
     """The report as text, for the terminal."""
     s = report.sure
-    lines = [f"{report.questions} questions × {report.samples // max(report.questions, 1)} samples "
-             f"(95% intervals in brackets)"]
+    lines = [
+        f"{report.questions} questions × {report.samples // max(report.questions, 1)} samples "
+        f"(95% intervals in brackets)"
+    ]
     for name in ("well_formed", "correct", "truncated", "groups_without_signal"):
         lines.append(f"  {name.replace('_', ' ')}: {getattr(report, name):.0%} [{s[name][0]:.0%}–{s[name][1]:.0%}]")
     why = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in report.why_without_signal.items() if n)
-    lines += [f"    of those groups: {why or 'none'}",
-              f"  reward: mean {report.reward_mean:.3f}, std {report.reward_std:.3f}; "
-              f"mean |advantage| {report.mean_abs_advantage:.3f}",
-              f"  completion tokens: mean {report.completion_tokens['mean']:.1f}, "
-              f"median {report.completion_tokens['median']:g}, max {report.completion_tokens['max']:g}",
-              f"time: {report.seconds_per_step:.1f} s a step (a generation batch {report.seconds_per_generation:.1f} s), "
-              f"an eval up to {report.seconds_per_eval:.1f} s, a save {report.seconds_per_save:.1f} s: "
-              f"the whole run about {report.minutes_total:.1f} minutes",
-              f"memory: peak {report.peak_memory_mb:,.0f} MB ({report.peak_memory_of})"]
+    lines += [
+        f"    of those groups: {why or 'none'}",
+        f"  reward: mean {report.reward_mean:.3f}, std {report.reward_std:.3f}; "
+        f"mean |advantage| {report.mean_abs_advantage:.3f}",
+        f"  completion tokens: mean {report.completion_tokens['mean']:.1f}, "
+        f"median {report.completion_tokens['median']:g}, max {report.completion_tokens['max']:g}",
+        f"time: {report.seconds_per_step:.1f} s a step (a generation batch {report.seconds_per_generation:.1f} s), "
+        f"an eval up to {report.seconds_per_eval:.1f} s, a save {report.seconds_per_save:.1f} s: "
+        f"the whole run about {report.minutes_total:.1f} minutes",
+        f"memory: peak {report.peak_memory_mb:,.0f} MB ({report.peak_memory_of})",
+    ]
     for kind, label in (("best_of_signal", "from a group with a signal"), ("no_signal", "from a group without")):
         if report.examples.get(kind):
             e = report.examples[kind]
@@ -350,27 +391,43 @@ def show(report: Report) -> str:
             lines += ["  | " + line for line in e["completion"].splitlines() or [""]]
     for f in report.findings:
         lines += [f"{f.severity.upper()} {f.code}: {f.message}", f"  fix: {f.fix}"]
-    lines.append("verdict: a learning signal is expected" if report.can_learn else
-                 "verdict: this run cannot learn as configured (see the findings above)")
+    lines.append(
+        "verdict: a learning signal is expected"
+        if report.can_learn
+        else "verdict: this run cannot learn as configured (see the findings above)"
+    )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.preflight", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="YAML config, e.g. configs/demo_cpu.yaml (defaults apply without one)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set max_new_tokens=64 (repeatable)")
-    parser.add_argument("--questions", type=int, metavar="N",
-                        help=f"sample N training questions (default: until each share is known to ±{SURE:g}, "
-                             f"at most about {SAMPLING_SECONDS} s of sampling)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set max_new_tokens=64 (repeatable)",
+    )
+    parser.add_argument(
+        "--questions",
+        type=int,
+        metavar="N",
+        help=f"sample N training questions (default: until each share is known to ±{SURE:g}, "
+        f"at most about {SAMPLING_SECONDS} s of sampling)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON (docs/preflight.md)")
     args = parser.parse_args(argv)
     try:
         if args.questions is not None and args.questions < 1:
             raise ConfigError(f"--questions {args.questions} must be at least 1")
         cfg = load_config(args.config, args.set, env=os.environ)
-        report = preflight(cfg, args.questions, progress=lambda line: print(f"preflight: {line}", file=sys.stderr, flush=True),
-                           started=psutil.Process().create_time())
+        report = preflight(
+            cfg,
+            args.questions,
+            progress=lambda line: print(f"preflight: {line}", file=sys.stderr, flush=True),
+            started=psutil.Process().create_time(),
+        )
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -80,6 +80,7 @@ class Replay:
 class TrainerState:
     """What TRL's `trainer_state` tells a reward that shapes by progress, at the step a batch was scored
     for: transformers' TrainerState fields of these names (its import alone takes seconds)."""
+
     global_step: int  # the optimizer steps done before the batch (its rollouts' step - 1)
     max_steps: int
 
@@ -132,8 +133,10 @@ QUALIFY row_number() OVER (PARTITION BY step, prompt_id, sample, rank ORDER BY a
 def reward_specs(names: list[str], weights: list[float]) -> list[tuple[str, object, float]]:
     """(name, function, weight) for each `--reward`, with its `--weight` (1.0 where none is given)."""
     if not names:
-        raise ConfigError("name a reward to replay with: --reward gsm8k_lenient (a built-in), --reward "
-                          "package.module:function or --reward path/to/file.py:function")
+        raise ConfigError(
+            "name a reward to replay with: --reward gsm8k_lenient (a built-in), --reward "
+            "package.module:function or --reward path/to/file.py:function"
+        )
     if len(weights) > len(names):
         raise ConfigError(f"{len(weights)} --weight for {len(names)} --reward: give each weight after its reward")
     weights = [*weights, *[1.0] * (len(names) - len(weights))]
@@ -148,8 +151,11 @@ def columns_of(rows: list[dict], trl: bool) -> dict[str, list]:
     plain TRL folder's completions table records none of this project's."""
     if trl:
         return {}
-    return {"question": [r["question"] for r in rows], "answer_final": [r["ground_truth"] for r in rows],
-            "prompt_id": [r["prompt_id"] for r in rows]}
+    return {
+        "question": [r["question"] for r in rows],
+        "answer_final": [r["ground_truth"] for r in rows],
+        "prompt_id": [r["prompt_id"] for r in rows],
+    }
 
 
 def check_arguments(name: str, fn, available: set[str], trl: bool) -> None:
@@ -163,8 +169,10 @@ def check_arguments(name: str, fn, available: set[str], trl: bool) -> None:
             continue
         what = "recorded no sampled token ids (tokens/)" if arg == "completion_ids" else f"has no column {arg!r}"
         has = ", ".join(sorted(available - TRL_ARGUMENTS)) or "none"
-        raise ConfigError(f"reward {name!r} reads {arg}, and this run {what}: " + (
-            "a plain TRL folder records only the prompts and completions" if trl else f"its columns are {has}"))
+        raise ConfigError(
+            f"reward {name!r} reads {arg}, and this run {what}: "
+            + ("a plain TRL folder records only the prompts and completions" if trl else f"its columns are {has}")
+        )
 
 
 def score(name: str, fn, rows: list[dict], kwargs: dict) -> tuple[list[float | None], float]:
@@ -177,12 +185,16 @@ def score(name: str, fn, rows: list[dict], kwargs: dict) -> tuple[list[float | N
         raise ReplayError(f"reward {name!r} raised {failure(e, kwargs)} on {first_failing(fn, rows, kwargs)}") from None
     seconds = time.perf_counter() - began
     if len(values) != len(rows):
-        raise ReplayError(f"reward {name!r} returned {len(values)} values for {len(rows)} completions (step "
-                          f"{rows[0]['step']}): it must return one per completion")
+        raise ReplayError(
+            f"reward {name!r} returned {len(values)} values for {len(rows)} completions (step "
+            f"{rows[0]['step']}): it must return one per completion"
+        )
     for value, row in zip(values, rows):
         if value is not None and not isinstance(value, numbers.Real):
-            raise ReplayError(f"reward {name!r} returned {value!r} ({type(value).__name__}) for {where(row)}: a "
-                              "reward is a number, or None where it does not apply")
+            raise ReplayError(
+                f"reward {name!r} returned {value!r} ({type(value).__name__}) for {where(row)}: a "
+                "reward is a number, or None where it does not apply"
+            )
     return [None if v is None or math.isnan(v) else float(v) for v in values], seconds
 
 
@@ -195,7 +207,7 @@ def failure(e: Exception, kwargs: dict) -> str:
 def first_failing(fn, rows: list[dict], kwargs: dict) -> str:
     """Where `fn` fails: the first row it raises on alone, else the step's batch."""
     for i, row in enumerate(rows):
-        one = {k: (v[i: i + 1] if isinstance(v, (list, TokenIds)) else v) for k, v in kwargs.items()}
+        one = {k: (v[i : i + 1] if isinstance(v, (list, TokenIds)) else v) for k, v in kwargs.items()}
         try:
             fn(**one)
         except Exception:
@@ -220,8 +232,7 @@ def signs(values: list[float]) -> list[int]:
     return [0 if abs(v) < SAME else (1 if v > 0 else -1) for v in values]
 
 
-def replay(store: RunStore, rewards: list[tuple[str, object, float]], config: dict, progress=None,
-           save=None) -> Replay:
+def replay(store: RunStore, rewards: list[tuple[str, object, float]], config: dict, progress=None, save=None) -> Replay:
     """Score every rollout of `store`'s run with `rewards`; `config` is its run.yaml (the advantage's
     settings, the step count); `progress(done, total)` after each batch; `save(rows)` gets each batch's
     new scores."""
@@ -239,12 +250,17 @@ def replay(store: RunStore, rewards: list[tuple[str, object, float]], config: di
     for batch in store.rollout_batches(BATCH_ROWS):
         for step, rows in itertools.groupby(batch, key=lambda r: r["step"]):  # a batch comes in step order
             rows = list(rows)
-            kwargs = {"prompts": [r["prompt"] for r in rows], "completions": [r["completion"] for r in rows],
-                      "completion_ids": TokenIds(tokens, [(r["step"], r["prompt_id"], r["sample"], r["rank"])
-                                                          for r in rows]) if tokens.files else None,
-                      "trainer_state": TrainerState(global_step=step - 1, max_steps=max_steps or 0),
-                      "log_extra": lambda column, values: None, "log_metric": lambda name, value: None,
-                      **columns_of(rows, trl)}
+            kwargs = {
+                "prompts": [r["prompt"] for r in rows],
+                "completions": [r["completion"] for r in rows],
+                "completion_ids": TokenIds(tokens, [(r["step"], r["prompt_id"], r["sample"], r["rank"]) for r in rows])
+                if tokens.files
+                else None,
+                "trainer_state": TrainerState(global_step=step - 1, max_steps=max_steps or 0),
+                "log_extra": lambda column, values: None,
+                "log_metric": lambda name, value: None,
+                **columns_of(rows, trl),
+            }
             values = []
             for name, fn, _ in rewards:
                 scored, seconds = score(name, fn, rows, kwargs)
@@ -252,9 +268,19 @@ def replay(store: RunStore, rewards: list[tuple[str, object, float]], config: di
                 report.reward_seconds += seconds
             compare(report, rows, values, rewards, settings)
             if save is not None:
-                save([{"step": r["step"], "prompt_id": r["prompt_id"], "sample": r["sample"], "rank": r["rank"],
-                       "reward": new, "rewards": dict(zip((n for n, _, _ in rewards), each))}
-                      for r, new, *each in zip(rows, weighted(values, [w for _, _, w in rewards]), *values)])
+                save(
+                    [
+                        {
+                            "step": r["step"],
+                            "prompt_id": r["prompt_id"],
+                            "sample": r["sample"],
+                            "rank": r["rank"],
+                            "reward": new,
+                            "rewards": dict(zip((n for n, _, _ in rewards), each)),
+                        }
+                        for r, new, *each in zip(rows, weighted(values, [w for _, _, w in rewards]), *values)
+                    ]
+                )
         report.rollouts += len(batch)
         if progress:
             progress(report.rollouts, total)
@@ -273,12 +299,19 @@ def compare(report: Replay, rows: list[dict], values: list[list], rewards: list[
         if (before is None) != (after[i] is None) or before is not None and abs(before - after[i]) > SAME:
             report.changed += 1
             if len(report.changed_rows) < CHANGED_KEPT:
-                report.changed_rows.append({**{k: row[k] for k in ("step", "prompt_id", "sample", "rank", "completion")},
-                                            "before": before, "after": after[i]})
-    old = advantages([[[rows[i]["reward"]] for i in members] for members in groups.values()],
-                     scale_rewards=settings["scale_rewards"])
-    new = advantages([[[after[i]] for i in members] for members in groups.values()],
-                     scale_rewards=settings["scale_rewards"])
+                report.changed_rows.append(
+                    {
+                        **{k: row[k] for k in ("step", "prompt_id", "sample", "rank", "completion")},
+                        "before": before,
+                        "after": after[i],
+                    }
+                )
+    old = advantages(
+        [[[rows[i]["reward"]] for i in members] for members in groups.values()], scale_rewards=settings["scale_rewards"]
+    )
+    new = advantages(
+        [[[after[i]] for i in members] for members in groups.values()], scale_rewards=settings["scale_rewards"]
+    )
     flat_before = flat_after = 0
     for pid, members, a, b in zip(groups, groups.values(), old, new):
         flat_before += len({rows[i]["reward"] for i in members}) == 1
@@ -289,13 +322,25 @@ def compare(report: Replay, rows: list[dict], values: list[list], rewards: list[
                 report.flipped_groups.append({"step": rows[0]["step"], "prompt_id": pid})
     mean = lambda xs: sum(x for x in xs if x is not None) / max(1, sum(x is not None for x in xs))  # noqa: E731
     report.groups += len(groups)
-    report.steps.append({"step": rows[0]["step"], "groups": len(groups),
-                         "mean_before": mean([r["reward"] for r in rows]), "mean_after": mean(after),
-                         "no_signal_before": flat_before / len(groups), "no_signal_after": flat_after / len(groups)})
+    report.steps.append(
+        {
+            "step": rows[0]["step"],
+            "groups": len(groups),
+            "mean_before": mean([r["reward"] for r in rows]),
+            "mean_after": mean(after),
+            "no_signal_before": flat_before / len(groups),
+            "no_signal_after": flat_after / len(groups),
+        }
+    )
 
 
-def run_replay(run_dir: Path, rewards: list[tuple[str, object, float]], save_as: str | None = None,
-               progress=None, store: RunStore | None = None) -> Replay:
+def run_replay(
+    run_dir: Path,
+    rewards: list[tuple[str, object, float]],
+    save_as: str | None = None,
+    progress=None,
+    store: RunStore | None = None,
+) -> Replay:
     """Replay `rewards` on the run in `run_dir` (through `store` when one is open); with `save_as`, save the
     scores and the report in its replays/ folder, written whole or not at all."""
     if not run_dir.is_dir():
@@ -307,14 +352,18 @@ def run_replay(run_dir: Path, rewards: list[tuple[str, object, float]], save_as:
             raise ConfigError(f"--save {e}") from None
         live = is_locked(run_dir) or is_trl_run(run_dir) and trl_status(run_dir)["state"] == "running"
         if live:
-            raise ConfigError(f"{run_dir} is still training, and only its trainer writes there while it does: "
-                              "save the replay once the run has ended, or replay without --save")
+            raise ConfigError(
+                f"{run_dir} is still training, and only its trainer writes there while it does: "
+                "save the replay once the run has ended, or replay without --save"
+            )
     if store is None:
         store = RunStore(run_dir)
         store.refresh()
     if store.count() == 0:
-        raise ConfigError(f"{run_dir} has no rollouts to replay (rollouts/*.jsonl, or a TRL run's "
-                          "completions/*.parquet written with log_completions=True)")
+        raise ConfigError(
+            f"{run_dir} has no rollouts to replay (rollouts/*.jsonl, or a TRL run's "
+            "completions/*.parquet written with log_completions=True)"
+        )
     config = {} if is_trl_run(run_dir) else read_config(run_dir)
     if save_as is None:
         return replay(store, rewards, config, progress)
@@ -322,8 +371,9 @@ def run_replay(run_dir: Path, rewards: list[tuple[str, object, float]], save_as:
     path.parent.mkdir(exist_ok=True)
     try:
         with replaced(path) as f:  # written whole or not at all
-            report = replay(store, rewards, config, progress,
-                            save=lambda rows: f.writelines(json.dumps(r) + "\n" for r in rows))
+            report = replay(
+                store, rewards, config, progress, save=lambda rows: f.writelines(json.dumps(r) + "\n" for r in rows)
+            )
     except BaseException:
         with contextlib.suppress(OSError):
             path.parent.rmdir()  # only when empty: a replay that failed leaves no folder behind
@@ -347,40 +397,60 @@ def saved(run_dir: Path, name: str) -> dict | None:
 def show(report: Replay, run_dir: Path) -> str:
     """The report as text, for the terminal."""
     with_ = ", ".join(f"{r['name']} × {r['weight']:g}" for r in report.rewards)
-    lines = [f"{report.rollouts:,} rollouts of {run_dir} scored with {with_} in {report.seconds:.1f} s "
-             f"({report.rollouts_per_second:,.0f} a second; {report.reward_seconds:.1f} s in the rewards)",
-             f"changed: {report.changed:,} of {report.rollouts:,} ({report.changed / max(report.rollouts, 1):.1%})",
-             f"groups whose advantages change sign: {report.sign_flips:,} of {report.groups:,}",
-             "step | groups | mean reward before → after | groups without a signal before → after"]
+    lines = [
+        f"{report.rollouts:,} rollouts of {run_dir} scored with {with_} in {report.seconds:.1f} s "
+        f"({report.rollouts_per_second:,.0f} a second; {report.reward_seconds:.1f} s in the rewards)",
+        f"changed: {report.changed:,} of {report.rollouts:,} ({report.changed / max(report.rollouts, 1):.1%})",
+        f"groups whose advantages change sign: {report.sign_flips:,} of {report.groups:,}",
+        "step | groups | mean reward before → after | groups without a signal before → after",
+    ]
     shown = report.steps if len(report.steps) <= 20 else report.steps[:10] + report.steps[-10:]
     for i, s in enumerate(shown):
         if len(report.steps) > 20 and i == 10:
             lines.append(f"  ... {len(report.steps) - 20} steps more (--json gives every one)")
-        lines.append(f"{s['step']} | {s['groups']} | {s['mean_before']:.3f} → {s['mean_after']:.3f} | "
-                     f"{s['no_signal_before']:.0%} → {s['no_signal_after']:.0%}")
+        lines.append(
+            f"{s['step']} | {s['groups']} | {s['mean_before']:.3f} → {s['mean_after']:.3f} | "
+            f"{s['no_signal_before']:.0%} → {s['no_signal_after']:.0%}"
+        )
     for row in report.changed_rows[:10]:
         last = (row["completion"].strip().splitlines() or [""])[-1][:60]
-        lines.append(f"changed: step {row['step']}, prompt {row['prompt_id']}, sample {row['sample']}: "
-                     f"{row['before']} → {row['after']}  ({last!r})")
+        lines.append(
+            f"changed: step {row['step']}, prompt {row['prompt_id']}, sample {row['sample']}: "
+            f"{row['before']} → {row['after']}  ({last!r})"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.replay", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path, help="a run folder of this project's, or a plain TRL output folder")
-    parser.add_argument("--reward", action="append", default=[], metavar="NAME",
-                        help="a built-in reward, package.module:function or path/to/file.py:function (repeatable)")
-    parser.add_argument("--weight", action="append", default=[], type=float, metavar="W",
-                        help="the weight of the --reward before it (default 1.0)")
+    parser.add_argument(
+        "--reward",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a built-in reward, package.module:function or path/to/file.py:function (repeatable)",
+    )
+    parser.add_argument(
+        "--weight",
+        action="append",
+        default=[],
+        type=float,
+        metavar="W",
+        help="the weight of the --reward before it (default 1.0)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--save", metavar="NAME", help=f"also save the scores and the report in {REPLAYS}/NAME.*")
     args = parser.parse_args(argv)
     sys.path.insert(0, os.getcwd())  # a user's module:function, from where the command runs
     try:
         rewards = reward_specs(args.reward, args.weight)
-        report = run_replay(args.run_dir, rewards, args.save,
-                            progress=lambda done, total: print(f"replay: {done:,} of {total:,} rollouts",
-                                                               file=sys.stderr, flush=True))
+        report = run_replay(
+            args.run_dir,
+            rewards,
+            args.save,
+            progress=lambda done, total: print(f"replay: {done:,} of {total:,} rollouts", file=sys.stderr, flush=True),
+        )
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -72,7 +72,6 @@ def gsm8k_reward(prompts, completions, answer_final=None, **kwargs) -> list[floa
     return [score(completion_text(c), gt)[1] for c, gt in zip(completions, truths, strict=True)]
 
 
-
 NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -101,13 +100,20 @@ def format_reward(prompts, completions, **kwargs) -> list[float]:
 def length_penalty(prompts, completions, completion_ids=None, **kwargs) -> list[float]:
     """Minus the completion's length in thousands of tokens (characters / 4 without token ids):
     with weight w, every 1,000 tokens cost w."""
-    lengths = [len(ids) for ids in completion_ids] if completion_ids is not None else \
-        [len(completion_text(c)) / 4 for c in completions]
+    lengths = (
+        [len(ids) for ids in completion_ids]
+        if completion_ids is not None
+        else [len(completion_text(c)) / 4 for c in completions]
+    )
     return [-n / 1000 for n in lengths]
 
 
-REWARDS = {"gsm8k": gsm8k_reward, "gsm8k_lenient": gsm8k_lenient_reward, "format": format_reward,
-           "length_penalty": length_penalty}
+REWARDS = {
+    "gsm8k": gsm8k_reward,
+    "gsm8k_lenient": gsm8k_lenient_reward,
+    "format": format_reward,
+    "length_penalty": length_penalty,
+}
 
 
 def check_reward(name: str) -> None:
@@ -120,8 +126,10 @@ def check_reward(name: str) -> None:
 
     module, sep, attr = name.rpartition(":")
     if not sep or not module or not attr.isidentifier():
-        raise ValueError(f"unknown reward {name!r}: use one of {', '.join(REWARDS)}, package.module:function or "
-                         "path/to/file.py:function")
+        raise ValueError(
+            f"unknown reward {name!r}: use one of {', '.join(REWARDS)}, package.module:function or "
+            "path/to/file.py:function"
+        )
     if module.endswith(".py"):
         if not Path(module).is_file():
             raise ValueError(f"reward {name!r}: there is no file {module!r}")

@@ -29,8 +29,19 @@ class RolloutRecorder:
         if not records:
             return
         if token_ids is not None:  # first, so that a rollout on the page has its tokens
-            _append(self.tokens, [{"step": r["step"], "prompt_id": r["prompt_id"], "sample": r["sample"],
-                                   "attempt": r["attempt"], "ids": [int(i) for i in ids]} for r, ids in zip(records, token_ids)])
+            _append(
+                self.tokens,
+                [
+                    {
+                        "step": r["step"],
+                        "prompt_id": r["prompt_id"],
+                        "sample": r["sample"],
+                        "attempt": r["attempt"],
+                        "ids": [int(i) for i in ids],
+                    }
+                    for r, ids in zip(records, token_ids)
+                ],
+            )
         _append(self.path, records)
 
 
@@ -61,29 +72,36 @@ def logged_rewards(rewards: list[tuple[str, object, float]], recorder: RolloutRe
             text = completion_text(completion)
             prediction = extract_model_final(text)
             parts = {name: values[name][i] for name, _, _ in rewards}
-            records.append(rollout_record(
-                step=step,
-                prompt_id=kwargs["prompt_id"][i],
-                prompt=prompt if isinstance(prompt, str) else json.dumps(prompt),
-                question=kwargs["question"][i],
-                completion=text,
-                prediction=prediction,
-                ground_truth=kwargs["answer_final"][i],
-                reward=sum(weight * (parts[name] or 0.0) for name, _, weight in rewards),
-                rewards=parts,
-                correct=numbers_equal(prediction, kwargs["answer_final"][i]),
-                rank=recorder.rank,
-                sample=(offset + i) % num_generations,
-                completion_tokens=len(completion_ids[i]) if completion_ids is not None else None,
-                time=now,
-                attempt=recorder.attempt,
-            ))
+            records.append(
+                rollout_record(
+                    step=step,
+                    prompt_id=kwargs["prompt_id"][i],
+                    prompt=prompt if isinstance(prompt, str) else json.dumps(prompt),
+                    question=kwargs["question"][i],
+                    completion=text,
+                    prediction=prediction,
+                    ground_truth=kwargs["answer_final"][i],
+                    reward=sum(weight * (parts[name] or 0.0) for name, _, weight in rewards),
+                    rewards=parts,
+                    correct=numbers_equal(prediction, kwargs["answer_final"][i]),
+                    rank=recorder.rank,
+                    sample=(offset + i) % num_generations,
+                    completion_tokens=len(completion_ids[i]) if completion_ids is not None else None,
+                    time=now,
+                    attempt=recorder.attempt,
+                )
+            )
         recorder.write(records, completion_ids)
 
     def wrap(name, fn, last):
         def reward(prompts, completions, completion_ids=None, trainer_state=None, **kwargs):
-            values[name] = fn(prompts=prompts, completions=completions, completion_ids=completion_ids,
-                              trainer_state=trainer_state, **kwargs)
+            values[name] = fn(
+                prompts=prompts,
+                completions=completions,
+                completion_ids=completion_ids,
+                trainer_state=trainer_state,
+                **kwargs,
+            )
             if last:
                 write(prompts, completions, completion_ids, trainer_state, kwargs)
             return values[name]

@@ -138,8 +138,10 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
     """The run's newest checkpoint-<step>/ folder; ConfigError when there is none to resume from."""
     found = checkpoints(run_dir)
     if not (Path(run_dir) / "run.yaml").is_file() or not found:
-        raise ConfigError(f"cannot resume '{run_dir}': it needs a run.yaml and a checkpoint-<step> folder "
-                          "(runs save one when stopped, and every train.save_steps steps)")
+        raise ConfigError(
+            f"cannot resume '{run_dir}': it needs a run.yaml and a checkpoint-<step> folder "
+            "(runs save one when stopped, and every train.save_steps steps)"
+        )
     return found[-1]
 
 
@@ -155,28 +157,40 @@ def whole_number(value) -> int | None:
 
 
 # status.json: field -> the types its value may have (docs/run-directory.md).
-STATUS_TYPES = {"state": (str,), "pid": (int,), "pid_started": NUMBER, "started_at": NUMBER, "ended_at": NUMBER,
-                "exit_code": (int,), "error": (str,), "global_step": (int,), "max_steps": (int,), "attempt": (int,),
-                "phase": (str,), "phase_done": (int,), "phase_total": (int,)}
+STATUS_TYPES = {
+    "state": (str,),
+    "pid": (int,),
+    "pid_started": NUMBER,
+    "started_at": NUMBER,
+    "ended_at": NUMBER,
+    "exit_code": (int,),
+    "error": (str,),
+    "global_step": (int,),
+    "max_steps": (int,),
+    "attempt": (int,),
+    "phase": (str,),
+    "phase_done": (int,),
+    "phase_total": (int,),
+}
 
 # One rollout record, a JSON line per scored completion: field -> type (docs/run-directory.md).
 # The store's columns and the tests' expectations are derived from it.
 ROLLOUT_FIELDS = {
-    "step": int,                  # the training step it was sampled for (1 = the first, as TRL's metrics count)
-    "prompt_id": str,             # stable short hash of the prompt text
+    "step": int,  # the training step it was sampled for (1 = the first, as TRL's metrics count)
+    "prompt_id": str,  # stable short hash of the prompt text
     "prompt": str,
     "question": str,
     "completion": str,
-    "prediction": str,            # the number after `Final:`, or null when malformed
+    "prediction": str,  # the number after `Final:`, or null when malformed
     "ground_truth": str,
-    "reward": float,              # the weighted total of `rewards`
+    "reward": float,  # the weighted total of `rewards`
     "rewards": dict[str, float],  # each reward function's value
     "correct": bool,
-    "rank": int,                  # the process that sampled it
-    "sample": int,                # 0..K-1 within its group
+    "rank": int,  # the process that sampled it
+    "sample": int,  # 0..K-1 within its group
     "completion_tokens": int,
     "time": float,
-    "attempt": int,               # which start of the run wrote it (1, then 2 after a resume, ...)
+    "attempt": int,  # which start of the run wrote it (1, then 2 after a resume, ...)
 }
 
 
@@ -187,17 +201,28 @@ def rollout_record(**fields) -> dict:
         raise ValueError(f"not rollout fields: {', '.join(sorted(unknown))}")
     return {name: fields.get(name) for name in ROLLOUT_FIELDS}
 
+
 # A line of tokens/: the token ids a completion was sampled as (what TRL scored, end of message
 # included), keyed as its rollout record is. Kept apart from the rollouts: only the token view reads them.
 TOKEN_FIELDS = {"step": int, "prompt_id": str, "sample": int, "attempt": int, "ids": list[int]}
 
 # One eval record, a JSON line per question of eval/<phase>.jsonl: field -> type.
-EVAL_FIELDS = {"prompt_id": str, "question": str, "prompt": str, "ground_truth": str, "prediction": str,
-               "completion": str, "correct": bool, "lenient_correct": bool, "completion_tokens": int}
+EVAL_FIELDS = {
+    "prompt_id": str,
+    "question": str,
+    "prompt": str,
+    "ground_truth": str,
+    "prediction": str,
+    "completion": str,
+    "correct": bool,
+    "lenient_correct": bool,
+    "completion_tokens": int,
+}
 EVAL_FIELDS_RENAMED = {"gt": "ground_truth", "pred": "prediction", "new_tokens": "completion_tokens"}
 
 
 # ---- readers of older runs -----------------------------------------------------------------------
+
 
 def m001_eval_fields_renamed(record: dict) -> dict:
     """Eval lines written before the eval record took the rollout record's names called ground_truth
@@ -218,6 +243,7 @@ def read_eval_record(record: dict) -> dict:
 
 
 # ---- reading and writing a run's files --------------------------------------------------------
+
 
 @contextmanager
 def replaced(path: str | Path, mode: str = "w"):
@@ -252,8 +278,6 @@ def read_json(path: str | Path) -> dict | None:
 def read_status(run_dir: str | Path) -> dict:
     """The run's status.json as it is (checked_status says whether it can be trusted)."""
     return read_json(status_path(run_dir)) or {}
-
-
 
 
 def checked_status(run_dir: str | Path) -> tuple[dict, str | None]:

@@ -64,7 +64,6 @@ def _ensure_not_live(run_dir: Path, action: str) -> None:
 # ---- listing, launching and stopping runs (the dashboard calls these) ------------------------
 
 
-
 def run_folder(root: str | Path, name: str) -> Path:
     """The folder of the listed run `name` under `root`, exactly as it is named (a run made from
     the command line may be called `exp 1`): never re-sanitised, never outside `root`, never a
@@ -118,29 +117,59 @@ def run_info(run_dir: Path) -> dict:
         return trl_run_info(run_dir)
     status, status_bad = checked_status(run_dir)
     config = read_config(run_dir)
-    config_bad = "run.yaml is not a mapping of settings" if config_path(run_dir).exists() and not config else \
-        f"run.yaml has model_name {config['model_name']!r}, which is not text" \
-        if not isinstance(config.get("model_name", ""), str) else None
+    config_bad = (
+        "run.yaml is not a mapping of settings"
+        if config_path(run_dir).exists() and not config
+        else f"run.yaml has model_name {config['model_name']!r}, which is not text"
+        if not isinstance(config.get("model_name", ""), str)
+        else None
+    )
     summary, summary_bad = _summary(run_dir)
     started, ended = status.get("started_at"), status.get("ended_at")
     state = "unreadable" if status_bad or config_bad else effective_state(status)
     end = ended or (time.time() if state in LIVE_STATES else None)
     return _row(
-        run_dir, model=config.get("model_name"), state=state, step=status.get("global_step") or 0,
+        run_dir,
+        model=config.get("model_name"),
+        state=state,
+        step=status.get("global_step") or 0,
         num_train_steps=status.get("max_steps") or whole_number((config.get("train") or {}).get("num_train_steps")),
-        reward=_last_metric(run_dir, "reward"), eval_before=summary.get("before", {}).get("eval_accuracy"),
-        eval_after=summary.get("after", {}).get("eval_accuracy"), evals=summary,
-        started=started, duration=(end - started) if started and end else None,
-        error=status.get("error"), problem=status_bad or config_bad or summary_bad,
-        phase=status.get("phase"), phase_done=status.get("phase_done"), phase_total=status.get("phase_total"))
+        reward=_last_metric(run_dir, "reward"),
+        eval_before=summary.get("before", {}).get("eval_accuracy"),
+        eval_after=summary.get("after", {}).get("eval_accuracy"),
+        evals=summary,
+        started=started,
+        duration=(end - started) if started and end else None,
+        error=status.get("error"),
+        problem=status_bad or config_bad or summary_bad,
+        phase=status.get("phase"),
+        phase_done=status.get("phase_done"),
+        phase_total=status.get("phase_total"),
+    )
 
 
 def _row(run_dir: Path, **values) -> dict:
     """A row of the runs table: every key, `values` over what is known of any folder."""
-    return {"name": run_dir.name, "model": None, "state": "unreadable", "step": 0, "num_train_steps": None,
-            "reward": None, "eval_before": None, "eval_after": None, "evals": {}, "started": None, "duration": None,
-            "error": None, "problem": None, "path": str(run_dir), "phase": None, "phase_done": None,
-            "phase_total": None, **values}
+    return {
+        "name": run_dir.name,
+        "model": None,
+        "state": "unreadable",
+        "step": 0,
+        "num_train_steps": None,
+        "reward": None,
+        "eval_before": None,
+        "eval_after": None,
+        "evals": {},
+        "started": None,
+        "duration": None,
+        "error": None,
+        "problem": None,
+        "path": str(run_dir),
+        "phase": None,
+        "phase_done": None,
+        "phase_total": None,
+        **values,
+    }
 
 
 def trl_run_info(run_dir: Path) -> dict:
@@ -151,9 +180,15 @@ def trl_run_info(run_dir: Path) -> dict:
         status = trl_runs.status(run_dir)
         rewards = [m["reward"] for m in trl_runs.metric_records(run_dir) or [] if "reward" in m]
         started, end = status["started_at"], status["ended_at"] or time.time()
-        row.update(model=trl_runs.model_name(run_dir), state=status["state"], step=status["global_step"],
-                   num_train_steps=status["max_steps"], reward=rewards[-1] if rewards else None, started=started,
-                   duration=end - started if started else None)
+        row.update(
+            model=trl_runs.model_name(run_dir),
+            state=status["state"],
+            step=status["global_step"],
+            num_train_steps=status["max_steps"],
+            reward=rewards[-1] if rewards else None,
+            started=started,
+            duration=end - started if started else None,
+        )
     except (OSError, ValueError, TypeError) as e:
         row["problem"] = f"a TRL run whose files cannot be read ({e})"
     return row
@@ -180,6 +215,7 @@ class FormCheck:
     """What the Launch form's settings make: the --set items over its base config (the equivalent command
     line), the run's folder name (None: named from the settings when launched), and every problem at
     once, config key (or "run name", "launch from the dashboard") -> one line saying what is wrong."""
+
     sets: list[str]
     name: str | None
     problems: dict[str, str]
@@ -235,9 +271,17 @@ def launch(config: dict, root: str | Path, name: str, repo: str | Path = ".") ->
         raise ValueError(problem)
     proc = _start(run_dir, ["--config", str(config_path(run_dir))], repo)
     if not status_path(run_dir).exists():  # the trainer overwrites this as soon as it starts
-        write_json_atomic(status_path(run_dir), {
-            "state": "starting", "pid": proc.pid, "pid_started": process_started(proc.pid), "started_at": time.time(),
-            "global_step": 0, "max_steps": config["train"]["num_train_steps"]})
+        write_json_atomic(
+            status_path(run_dir),
+            {
+                "state": "starting",
+                "pid": proc.pid,
+                "pid_started": process_started(proc.pid),
+                "started_at": time.time(),
+                "global_step": 0,
+                "max_steps": config["train"]["num_train_steps"],
+            },
+        )
     return run_dir
 
 
@@ -248,8 +292,17 @@ def resume(run_dir: str | Path, repo: str | Path = ".", num_train_steps: int | N
     _ensure_not_live(run_dir, "")
     latest_checkpoint(run_dir)  # fail here, with the reason, rather than in the subprocess
     steps = num_train_steps or (read_config(run_dir).get("train") or {}).get("num_train_steps")
-    old_pid = update_status(run_dir, state="starting", ended_at=None, exit_code=None, error=None, max_steps=steps,
-                            phase=None, phase_done=None, phase_total=None).get("pid")  # nothing of the last start
+    old_pid = update_status(
+        run_dir,
+        state="starting",
+        ended_at=None,
+        exit_code=None,
+        error=None,
+        max_steps=steps,
+        phase=None,
+        phase_done=None,
+        phase_total=None,
+    ).get("pid")  # nothing of the last start
     proc = _start(run_dir, ["--resume", str(run_dir), "--set", f"train.num_train_steps={steps}"], repo)
     if read_status(run_dir).get("pid") == old_pid:  # unless the trainer already wrote its own
         update_status(run_dir, pid=proc.pid, pid_started=process_started(proc.pid))
@@ -262,9 +315,16 @@ def _start(run_dir: Path, args: list[str], repo: str | Path) -> subprocess.Popen
     with open(log_path(run_dir), "ab") as log:
         # SIGTERM is held (blocked) until core.train has its handler in place: a Stop right after Launch
         # then stops the run instead of killing a process that has not written its status yet
-        proc = subprocess.Popen([sys.executable, "-m", "core.train", *args], cwd=repo, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "core.train", *args],
+            cwd=repo,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}),
+        )
     # reaped when it ends, so that a finished run leaves no zombie process behind in the dashboard
     threading.Thread(target=proc.wait, name=f"reap {run_dir.name}", daemon=True).start()
     return proc

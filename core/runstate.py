@@ -49,8 +49,6 @@ def update_status(run_dir: str | Path, **fields) -> dict:
     return status
 
 
-
-
 def _flock(fd: int, mode: int, wait: float) -> bool:
     """Take lock `mode` (fcntl.LOCK_EX or LOCK_SH) on `fd`, trying for up to `wait` seconds."""
     deadline = time.time() + wait

@@ -20,5 +20,5 @@ def sign_test(worse: int, better: int) -> float:
     n = worse + better
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(worse, better) + 1)) / 2 ** n
+    tail = sum(math.comb(n, k) for k in range(min(worse, better) + 1)) / 2**n
     return min(1.0, 2 * tail)

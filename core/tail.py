@@ -65,8 +65,9 @@ class Tail:
         stat = os.fstat(f.fileno())
         f.seek(0)
         head = f.read(HEAD_BYTES)
-        replaced = self.offset > 0 and (stat.st_ino != self.inode or stat.st_size < self.offset
-                                        or head[: len(self.head)] != self.head)
+        replaced = self.offset > 0 and (
+            stat.st_ino != self.inode or stat.st_size < self.offset or head[: len(self.head)] != self.head
+        )
         if replaced:
             self.offset = 0
         self.inode, self.head = stat.st_ino, head

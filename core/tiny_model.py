@@ -39,8 +39,12 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # MKL's conditional numerical reproducibility ("compatible": by MKL's account one code path on every x86 CPU,
 # yet an Intel and an AMD machine built different bytes),
 # PyTorch's plain kernels rather than the AVX ones its dispatcher picks, and a fixed two threads.
-PINNED_KERNELS = {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "2",
-                  "MKL_NUM_THREADS": "2"}
+PINNED_KERNELS = {
+    "MKL_CBWR": "COMPATIBLE",
+    "ATEN_CPU_CAPABILITY": "default",
+    "OMP_NUM_THREADS": "2",
+    "MKL_NUM_THREADS": "2",
+}
 
 
 def cache_dir() -> Path:
@@ -55,13 +59,23 @@ def _train_tokenizer(seed: int):
     corpus = [SYSTEM_PROMPT] * 20 + [f"{r['question']}\n{r['answer']}\nFinal: 42" for r in rows]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=1024,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(corpus, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   chat_template=CHAT_TEMPLATE, padding_side="left")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHAT_TEMPLATE,
+        padding_side="left",
+    )
 
 
 def short_solution(answer: str) -> str:
@@ -83,7 +97,7 @@ def warm_start(model, tokenizer, steps: int, seed: int, batch_size: int = 32, lr
     losses = []
     model.train()
     for i in range(steps):
-        batch = rows[i * batch_size: (i + 1) * batch_size]
+        batch = rows[i * batch_size : (i + 1) * batch_size]
         prompts = [build_prompt(tokenizer, r["question"]) for r in batch]
         texts = [p + short_solution(r["answer"]) + tokenizer.eos_token for p, r in zip(prompts, batch)]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -107,8 +121,12 @@ def build_tiny_model() -> Path:
     when PyTorch starts, so this process, which may already run PyTorch, cannot build it itself)."""
     folder = cache_dir()
     if not ((folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()):
-        subprocess.run([sys.executable, "-m", "core.tiny_model", "--in-this-process"], check=True,
-                       cwd=REPO, env={**os.environ, **PINNED_KERNELS})
+        subprocess.run(
+            [sys.executable, "-m", "core.tiny_model", "--in-this-process"],
+            check=True,
+            cwd=REPO,
+            env={**os.environ, **PINNED_KERNELS},
+        )
     return folder
 
 
@@ -122,13 +140,21 @@ def build_here(folder: Path, seed: int = 0, warm_steps: int = 420) -> Path:
     tokenizer = _train_tokenizer(seed)
     torch.manual_seed(seed)
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
     model = Qwen2ForCausalLM(config)
     warm_start(model, tokenizer, warm_steps, seed=seed + 1000)
-    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id,
-                                               pad_token_id=tokenizer.pad_token_id)
+    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     return save_model_folder(folder, model, tokenizer)
 
 

@@ -34,9 +34,9 @@ MEMORY_SHARE = 0.8  # a model may take this share of the memory free now; the re
 @dataclass
 class TokenView:
     tokens: list[dict]  # one per completion token: token, id, logprob_/entropy_/top_ before and after
-    before: str         # the models compared, as the run names them
+    before: str  # the models compared, as the run names them
     after: str
-    recorded: bool      # the sampled ids (True), or the completion text tokenised again
+    recorded: bool  # the sampled ids (True), or the completion text tokenised again
     temperature: float
 
 
@@ -46,7 +46,9 @@ def model_choices(run_dir: str | Path) -> dict[str, str]:
     cfg = load_config(config_path(run_dir), check=False)  # a run made on another machine is viewed as it was made
     choices = {"before": cfg.model_name}
     choices |= {path.name: str(path) for path in checkpoints(run_dir)}
-    if any((model_dir(run_dir) / name).is_file() for name in ("config.json", "adapter_config.json")):  # LoRA: an adapter
+    if any(
+        (model_dir(run_dir) / name).is_file() for name in ("config.json", "adapter_config.json")
+    ):  # LoRA: an adapter
         choices["after"] = str(model_dir(run_dir))
     return choices
 
@@ -64,8 +66,12 @@ def sampled_ids(run_dir: str | Path, step: int, prompt_id: str, sample: int) -> 
                     r = json.loads(line)
                 except ValueError:  # a torn last line
                     continue
-                if (isinstance(r, dict) and (r.get("step"), r.get("prompt_id"), r.get("sample")) == (step, prompt_id, sample)
-                        and isinstance(r.get("ids"), list) and (found is None or (r.get("attempt") or 0) >= found[0])):
+                if (
+                    isinstance(r, dict)
+                    and (r.get("step"), r.get("prompt_id"), r.get("sample")) == (step, prompt_id, sample)
+                    and isinstance(r.get("ids"), list)
+                    and (found is None or (r.get("attempt") or 0) >= found[0])
+                ):
                     found = (r.get("attempt") or 0, r["ids"])
     return found[1] if found else None
 
@@ -84,13 +90,17 @@ def weights_folder(model: str) -> Path:
     try:
         return Path(snapshot_download(model, local_files_only=True))
     except Exception:  # not a Hub id, or not in the local cache: huggingface_hub's several errors
-        raise ConfigError(f"model '{model}' is neither a local folder nor in this machine's Hugging Face cache "
-                          "(the token view never downloads): download it once, or point at a local copy") from None
+        raise ConfigError(
+            f"model '{model}' is neither a local folder nor in this machine's Hugging Face cache "
+            "(the token view never downloads): download it once, or point at a local copy"
+        ) from None
 
 
 def float32_bytes(folder: Path) -> int:
     """The memory a model folder's weights take as float32; a LoRA adapter's, with its base model's."""
-    weights = [p for p in folder.iterdir() if p.suffix == ".safetensors"] or [p for p in folder.iterdir() if p.suffix == ".bin"]
+    weights = [p for p in folder.iterdir() if p.suffix == ".safetensors"] or [
+        p for p in folder.iterdir() if p.suffix == ".bin"
+    ]
     stored = sum(p.stat().st_size for p in weights)
     config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
     need = stored * (2 if str(config.get("dtype") or config.get("torch_dtype")) in ("bfloat16", "float16") else 1)
@@ -106,8 +116,10 @@ def check_memory(folder: Path, name: str) -> None:
     need = float32_bytes(folder)
     free = psutil.virtual_memory().available
     if need > MEMORY_SHARE * free:
-        raise ConfigError(f"model '{name}' needs about {need / 2**30:.1f} GiB as float32 and this machine has "
-                          f"{free / 2**30:.1f} GiB free: free memory (stop a run) or use a machine with more")
+        raise ConfigError(
+            f"model '{name}' needs about {need / 2**30:.1f} GiB as float32 and this machine has "
+            f"{free / 2**30:.1f} GiB free: free memory (stop a run) or use a machine with more"
+        )
 
 
 def fingerprint(model: str) -> tuple:
@@ -116,8 +128,13 @@ def fingerprint(model: str) -> tuple:
     folder = Path(model)
     if not folder.is_dir():
         return ()
-    return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()
-                        if p.suffix in (".safetensors", ".bin")))
+    return tuple(
+        sorted(
+            (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.iterdir()
+            if p.suffix in (".safetensors", ".bin")
+        )
+    )
 
 
 def load(model: str):
@@ -145,10 +162,10 @@ def pieces(tokenizer, ids: list[int]) -> list[str]:
         if text.endswith("\ufffd") or not text.startswith(done):
             out.append("")
             continue
-        out.append(text[len(done):])
+        out.append(text[len(done) :])
         done = text
     if out and len(tokenizer.decode(ids)) > len(done):  # a last character left split: on the last token
-        out[-1] += tokenizer.decode(ids)[len(done):]
+        out[-1] += tokenizer.decode(ids)[len(done) :]
     return out
 
 
@@ -158,13 +175,17 @@ def score(model, tokenizer, prompt_ids: list[int], ids: list[int], temperature: 
     import torch
 
     with torch.no_grad():
-        logits = model(torch.tensor([prompt_ids + ids])).logits[0, len(prompt_ids) - 1: -1].float()
+        logits = model(torch.tensor([prompt_ids + ids])).logits[0, len(prompt_ids) - 1 : -1].float()
     logp = torch.log_softmax(logits / temperature, dim=-1)
     top = logp.topk(TOP, dim=-1)
-    return {"logprob": logp.gather(-1, torch.tensor(ids, dtype=torch.long)[:, None])[:, 0].tolist(),
-            "entropy": (-(logp.exp() * logp).nansum(-1)).tolist(),
-            "top": [[[tokenizer.decode([t]), v] for t, v in zip(row_ids, row_values)]
-                    for row_ids, row_values in zip(top.indices.tolist(), top.values.tolist())]}
+    return {
+        "logprob": logp.gather(-1, torch.tensor(ids, dtype=torch.long)[:, None])[:, 0].tolist(),
+        "entropy": (-(logp.exp() * logp).nansum(-1)).tolist(),
+        "top": [
+            [[tokenizer.decode([t]), v] for t, v in zip(row_ids, row_values)]
+            for row_ids, row_values in zip(top.indices.tolist(), top.values.tolist())
+        ],
+    }
 
 
 def token_view(run_dir: str | Path, rollout: dict, before, after, after_label: str = "after") -> TokenView:
@@ -176,14 +197,25 @@ def token_view(run_dir: str | Path, rollout: dict, before, after, after_label: s
     recorded = ids is not None
     if not recorded:
         ids = tokenizer(rollout["completion"], add_special_tokens=False)["input_ids"]
-    prompt_ids = tokenizer(text=rollout["prompt"])["input_ids"]  # as TRL tokenises a text prompt (a BOS where the tokenizer adds one)
+    prompt_ids = tokenizer(text=rollout["prompt"])[
+        "input_ids"
+    ]  # as TRL tokenises a text prompt (a BOS where the tokenizer adds one)
     temperature = float(cfg.grpo.get("temperature", grpo_default("temperature")))
     was = score(*before, prompt_ids, ids, temperature)
     now = score(*after, prompt_ids, ids, temperature)
-    tokens = [{"token": text, "id": token, "logprob_before": was["logprob"][i], "logprob_after": now["logprob"][i],
-               "entropy_before": was["entropy"][i], "entropy_after": now["entropy"][i],
-               "top_before": was["top"][i], "top_after": now["top"][i]}
-              for i, (text, token) in enumerate(zip(pieces(tokenizer, ids), ids))]
+    tokens = [
+        {
+            "token": text,
+            "id": token,
+            "logprob_before": was["logprob"][i],
+            "logprob_after": now["logprob"][i],
+            "entropy_before": was["entropy"][i],
+            "entropy_after": now["entropy"][i],
+            "top_before": was["top"][i],
+            "top_after": now["top"][i],
+        }
+        for i, (text, token) in enumerate(zip(pieces(tokenizer, ids), ids))
+    ]
     return TokenView(tokens, cfg.model_name, after_label, recorded, temperature)
 
 
@@ -194,8 +226,10 @@ def find_rollout(run_dir: str | Path, step: int, prompt_id: str, sample: int) ->
     store.refresh()
     rollout = store.rollout(prompt_id, step, sample)
     if rollout is None:
-        raise ConfigError(f"run '{run_dir}' has no rollout at step {step} with prompt id {prompt_id} and sample "
-                          f"{sample}: the Rollouts page lists them")
+        raise ConfigError(
+            f"run '{run_dir}' has no rollout at step {step} with prompt id {prompt_id} and sample "
+            f"{sample}: the Rollouts page lists them"
+        )
     return rollout
 
 
@@ -214,8 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         label = f"checkpoint-{args.checkpoint}" if args.checkpoint is not None else "after"
         if label not in choices:
             kept = ", ".join(c for c in choices if c != "before") or "none"
-            raise ConfigError(f"run '{args.run_dir}' has no {label if args.checkpoint is not None else 'saved model (model/)'} "
-                              f"to compare with (it has: {kept}): choose one of those with --checkpoint, or let it finish")
+            raise ConfigError(
+                f"run '{args.run_dir}' has no {label if args.checkpoint is not None else 'saved model (model/)'} "
+                f"to compare with (it has: {kept}): choose one of those with --checkpoint, or let it finish"
+            )
         view = token_view(args.run_dir, rollout, load(choices["before"]), load(choices[label]), label)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -223,12 +259,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(view.tokens, ensure_ascii=False))
         return 0
-    print(f"{'before' if view.recorded else 'tokenised again (the run did not record its token ids); before'}: "
-          f"{view.before}   after: {view.after}   log-probabilities at temperature {view.temperature}")
+    print(
+        f"{'before' if view.recorded else 'tokenised again (the run did not record its token ids); before'}: "
+        f"{view.before}   after: {view.after}   log-probabilities at temperature {view.temperature}"
+    )
     print(f"{'token':>16} {'logp before':>12} {'logp after':>11} {'change':>8} {'entropy before':>15} {'after':>7}")
     for t in view.tokens:
-        print(f"{t['token']!r:>16} {t['logprob_before']:12.3f} {t['logprob_after']:11.3f} "
-              f"{t['logprob_after'] - t['logprob_before']:+8.3f} {t['entropy_before']:15.3f} {t['entropy_after']:7.3f}")
+        print(
+            f"{t['token']!r:>16} {t['logprob_before']:12.3f} {t['logprob_after']:11.3f} "
+            f"{t['logprob_after'] - t['logprob_before']:+8.3f} {t['entropy_before']:15.3f} {t['entropy_after']:7.3f}"
+        )
     return 0
 
 

@@ -40,8 +40,13 @@ class TrackerRuns:
             if logs:
                 callback.on_log(trainer.args, trainer.state, trainer.control, logs=dict(logs), model=trainer.model)
             del callback.on_train_end
-            callback.on_train_end(trainer.args, trainer.state, trainer.control, model=trainer.model,
-                                  processing_class=trainer.processing_class)
+            callback.on_train_end(
+                trainer.args,
+                trainer.state,
+                trainer.control,
+                model=trainer.model,
+                processing_class=trainer.processing_class,
+            )
         if self.wandb:
             import wandb
 

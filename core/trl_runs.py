@@ -35,8 +35,10 @@ COMPLETIONS = "completions"
 TRAINER_STATE = "trainer_state.json"
 NOT_REWARDS = ("step", "prompt", "completion", "advantage", "image", "images")  # TRL's other columns
 WRITING_SECONDS = 120  # a TRL run with a file written this recently (at least) is taken to be running
-READ_ONLY = ("a TRL run: this dashboard did not start it, so it does not stop, resume or delete it, and it has no "
-             "settings of this project's to launch from")
+READ_ONLY = (
+    "a TRL run: this dashboard did not start it, so it does not stop, resume or delete it, and it has no "
+    "settings of this project's to launch from"
+)
 
 
 def completion_files(folder: str | Path) -> list[Path]:
@@ -60,8 +62,11 @@ def _mtime(path: Path) -> float | None:
 
 def trainer_state_path(folder: str | Path) -> Path | None:
     """The newest trainer_state.json: the folder's own or its latest checkpoint's."""
-    found = [(t, p) for p in [Path(folder) / TRAINER_STATE, *(c / TRAINER_STATE for c in checkpoints(folder))]
-             if (t := _mtime(p)) is not None]
+    found = [
+        (t, p)
+        for p in [Path(folder) / TRAINER_STATE, *(c / TRAINER_STATE for c in checkpoints(folder))]
+        if (t := _mtime(p)) is not None
+    ]
     return max(found)[1] if found else None
 
 
@@ -113,8 +118,12 @@ def reward_names(folder: str | Path) -> list[str] | None:
     """The reward functions' names, from the `rewards/<name>/mean` metrics TRL logs; None where no
     metric tells them (then every numeric column of the completions table but step and advantage
     counts as one: a reward function's extra logged columns would count too)."""
-    names = {key[len("rewards/"):-len("/mean")] for record in metric_records(folder) or []
-             for key in record if key.startswith("rewards/") and key.endswith("/mean")}
+    names = {
+        key[len("rewards/") : -len("/mean")]
+        for record in metric_records(folder) or []
+        for key in record
+        if key.startswith("rewards/") and key.endswith("/mean")
+    }
     return sorted(names) or None
 
 
@@ -132,9 +141,14 @@ def status(folder: str | Path) -> dict:
     window = max(WRITING_SECONDS, 3 * statistics.median(gaps)) if gaps else WRITING_SECONDS
     done = max_steps is not None and step >= max_steps
     live = bool(times) and time.time() - times[-1] < window
-    return {"state": "finished" if done else "running" if live else "stopped", "global_step": step,
-            "max_steps": max_steps, "started_at": times[0] if times else None,
-            "ended_at": None if live and not done else (times[-1] if times else None), "read_only": READ_ONLY}
+    return {
+        "state": "finished" if done else "running" if live else "stopped",
+        "global_step": step,
+        "max_steps": max_steps,
+        "started_at": times[0] if times else None,
+        "ended_at": None if live and not done else (times[-1] if times else None),
+        "read_only": READ_ONLY,
+    }
 
 
 def model_name(folder: str | Path) -> str | None:
@@ -169,8 +183,9 @@ def as_text(value, roles: bool = True) -> tuple[str, str]:
         text = "" if value is None else str(value)
         return text, text
     messages = list(value)
-    text = "\n\n".join(f"{m.get('role', '?')}: {_content(m)}" if roles and isinstance(m, dict) else _content(m)
-                       for m in messages)
+    text = "\n\n".join(
+        f"{m.get('role', '?')}: {_content(m)}" if roles and isinstance(m, dict) else _content(m) for m in messages
+    )
     users = [_content(m) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
     return text, users[-1] if users else text
 
@@ -192,8 +207,11 @@ def rollout_records(path: str | Path, rewards: list[str] | None = None) -> list[
         table = pq.read_table(path)
     except Exception as e:  # pyarrow's errors for a file still being written: ArrowInvalid and others
         raise ValueError(f"{path}: {e}") from None
-    names = [n for n in table.column_names if n not in NOT_REWARDS and not n.startswith("__")
-             and (rewards is None or n in rewards)]
+    names = [
+        n
+        for n in table.column_names
+        if n not in NOT_REWARDS and not n.startswith("__") and (rewards is None or n in rewards)
+    ]
     mtime, in_name = _mtime(Path(path)), file_step(Path(path))
     seen: dict[tuple, int] = {}
     records = []
@@ -203,10 +221,24 @@ def rollout_records(path: str | Path, rewards: list[str] | None = None) -> list[
         rewards = {n: v for n in names if (v := _number(row.get(n))) is not None}
         step, pid = whole_number(row.get("step")) or in_name, prompt_id(prompt)
         sample = seen[(step, pid)] = seen.get((step, pid), -1) + 1
-        records.append({
-            "step": step, "prompt_id": pid, "prompt": prompt, "question": question,
-            "completion": completion, "prediction": None, "ground_truth": None,
-            "reward": sum(rewards.values()) if rewards else None, "rewards": rewards, "correct": None, "rank": None,
-            "sample": sample, "completion_tokens": None, "time": mtime, "attempt": 0,
-            "advantage": _number(row.get("advantage"))})
+        records.append(
+            {
+                "step": step,
+                "prompt_id": pid,
+                "prompt": prompt,
+                "question": question,
+                "completion": completion,
+                "prediction": None,
+                "ground_truth": None,
+                "reward": sum(rewards.values()) if rewards else None,
+                "rewards": rewards,
+                "correct": None,
+                "rank": None,
+                "sample": sample,
+                "completion_tokens": None,
+                "time": mtime,
+                "attempt": 0,
+                "advantage": _number(row.get("advantage")),
+            }
+        )
     return records

@@ -37,20 +37,26 @@ def open_folder(text: str) -> str:
     if not folder.is_dir():
         raise ValueError(f"no folder at {folder}: give the output_dir of a TRL GRPOTrainer run")
     if not is_trl_run(folder):
-        raise ValueError(f"{folder} is not a TRL run's output folder: it needs a trainer_state.json (or a "
-                         "checkpoint-*/ with one) or completions/*.parquet, and no run.yaml (a run of this "
-                         "project's own opens from its runs folder)")
+        raise ValueError(
+            f"{folder} is not a TRL run's output folder: it needs a trainer_state.json (or a "
+            "checkpoint-*/ with one) or completions/*.parquet, and no run.yaml (a run of this "
+            "project's own opens from its runs folder)"
+        )
     taken = {r["name"] for r in list_runs(runs_root())} | set(opened_folders())
-    name = folder.name if folder.name not in taken or opened_folders().get(folder.name) == folder else \
-        f"{folder.name}@{folder.parent.name}"
+    name = (
+        folder.name
+        if folder.name not in taken or opened_folders().get(folder.name) == folder
+        else f"{folder.name}@{folder.parent.name}"
+    )
     opened_folders()[name] = folder
     return name
 
 
 def all_runs() -> list[dict]:
     """The runs under the runs folder, then the TRL runs opened by path, each as core.runs.run_info."""
-    return list_runs(runs_root()) + [{**run_info(path), "name": name} for name, path in opened_folders().items()
-                                     if path.is_dir()]
+    return list_runs(runs_root()) + [
+        {**run_info(path), "name": name} for name, path in opened_folders().items() if path.is_dir()
+    ]
 
 
 def folder_of(name: str) -> Path:
@@ -106,12 +112,22 @@ def token_model(model: str, fingerprint: tuple):
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def token_view(run_path: str, prompt_id: str, step: int, sample: int, attempt, completion: str, after: str,
-               models: tuple, _rollout: dict) -> core.tokens.TokenView:
+def token_view(
+    run_path: str,
+    prompt_id: str,
+    step: int,
+    sample: int,
+    attempt,
+    completion: str,
+    after: str,
+    models: tuple,
+    _rollout: dict,
+) -> core.tokens.TokenView:
     """The token view of one rollout (a resumed run's later attempt at a step is another rollout) against
     the run's model or checkpoint `after` (a label of core.tokens.model_choices), computed once for the
     `models`' fingerprints."""
     choices = core.tokens.model_choices(run_path)
     before, later = choices["before"], choices[after]
-    return core.tokens.token_view(run_path, _rollout, token_model(before, models[0]), token_model(later, models[1]),
-                                  after)
+    return core.tokens.token_view(
+        run_path, _rollout, token_model(before, models[0]), token_model(later, models[1]), after
+    )

@@ -8,8 +8,21 @@ import streamlit as st
 
 from core.config import GRPO_FROM_CONFIG, NOT_FROM_A_WEB_FORM, grpo_field_types, value_kinds
 
-COMMON_GRPO = ["beta", "loss_type", "temperature", "top_p", "top_k", "scale_rewards", "num_iterations", "epsilon",
-               "epsilon_high", "mask_truncated_completions", "repetition_penalty", "warmup_steps", "weight_decay"]
+COMMON_GRPO = [
+    "beta",
+    "loss_type",
+    "temperature",
+    "top_p",
+    "top_k",
+    "scale_rewards",
+    "num_iterations",
+    "epsilon",
+    "epsilon_high",
+    "mask_truncated_completions",
+    "repetition_penalty",
+    "warmup_steps",
+    "weight_decay",
+]
 
 
 @st.cache_resource
@@ -24,11 +37,22 @@ def grpo_options() -> dict[str, list[dataclasses.Field]]:
     groups = {"Common": [], "GRPO": [], "vLLM": [], "Trainer": []}
     order = {name: i for i, name in enumerate(COMMON_GRPO)}
     for f in sorted(dataclasses.fields(GRPOConfig), key=lambda f: (order.get(f.name, len(order)), f.name)):
-        if f.name in GRPO_FROM_CONFIG or f.name in NOT_FROM_A_WEB_FORM or f.name.startswith("_") or \
-                not value_kinds(types[f.name]) - {type(None)}:
+        if (
+            f.name in GRPO_FROM_CONFIG
+            or f.name in NOT_FROM_A_WEB_FORM
+            or f.name.startswith("_")
+            or not value_kinds(types[f.name]) - {type(None)}
+        ):
             continue
-        group = "Common" if f.name in COMMON_GRPO else "vLLM" if "vllm" in f.name else \
-            "Trainer" if f.name in inherited else "GRPO"
+        group = (
+            "Common"
+            if f.name in COMMON_GRPO
+            else "vLLM"
+            if "vllm" in f.name
+            else "Trainer"
+            if f.name in inherited
+            else "GRPO"
+        )
         groups[group].append(f)
     return groups
 

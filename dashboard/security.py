@@ -12,5 +12,8 @@ def allowed_host(host: str) -> bool:
     name = host.strip().lower()
     name = name[1:].split("]")[0] if name.startswith("[") else name.rsplit(":", 1)[0] if name.count(":") == 1 else name
     allowed = {h.strip().lower() for h in os.environ.get("SIMPLE_GRPO_ALLOWED_HOSTS", "").split(",") if h.strip()}
-    return name in ("", "localhost", "::1") or name in allowed or \
-        (name.startswith("127.") and name.replace(".", "").isdigit() and name.count(".") == 3)
+    return (
+        name in ("", "localhost", "::1")
+        or name in allowed
+        or (name.startswith("127.") and name.replace(".", "").isdigit() and name.count(".") == 3)
+    )

@@ -19,7 +19,9 @@ LIVE_SECONDS = 5  # how often a live page's text refreshes (progress, counts, ta
 CHART_SECONDS = 15  # how often a live page's charts are drawn again: a browser spends 0.1 s of CPU or more
 # redrawing each changed chart, and on a 2-core machine that CPU is the trainer's (docs/measured.md, "Watching a run")
 CATEGORY_COLORS = {"malformed": "#bbbbbb", "wrong": "#f4a261", "correct": "#2a9d8f"}
-CHART_POINTS = 1000  # at most, per curve of TRL's metrics: a long run's steps are averaged in bins (TensorBoard draws 1,000)
+CHART_POINTS = (
+    1000  # at most, per curve of TRL's metrics: a long run's steps are averaged in bins (TensorBoard draws 1,000)
+)
 PROMPT_COLUMNS = 120  # at most, per prompt's accuracy curve and in the heatmap: readable, and small to send
 
 
@@ -28,13 +30,16 @@ def show_findings(findings, run_name: str, read_rollouts: bool = True) -> None:
     and buttons that open the example rollouts (or eval questions); when all is well, what was checked
     (`read_rollouts`: whether the checks on the rollouts themselves could run)."""
     if not findings:
-        st.success(f"**The run doctor found no problem.** Checked: {', '.join(CHECKED)}"
-                   + ("." if read_rollouts else ", on TRL's metrics and the evals: the rollouts are not read yet."),
-                   icon=":material/stethoscope:")
+        st.success(
+            f"**The run doctor found no problem.** Checked: {', '.join(CHECKED)}"
+            + ("." if read_rollouts else ", on TRL's metrics and the evals: the rollouts are not read yet."),
+            icon=":material/stethoscope:",
+        )
     for i, f in enumerate(findings):
         steps = f" · steps {f.steps[0]}–{f.steps[1]}" if f.steps else ""
         {"problem": st.error, "warning": st.warning, "info": st.info}[f.severity](
-            f"**{f.code}**{steps}: {f.message}", icon=":material/stethoscope:")
+            f"**{f.code}**{steps}: {f.message}", icon=":material/stethoscope:"
+        )
         if f.code == "not_enough_steps":
             continue
         with st.expander(f"{f.code}: evidence, fix and examples"):
@@ -45,11 +50,20 @@ def show_findings(findings, run_name: str, read_rollouts: bool = True) -> None:
                 if e.get("eval"):
                     if st.button(f"Eval question {e['prompt_id']}", key=f"finding_{i}_{j}"):
                         st.switch_page("app_pages/eval.py", query_params={"run": run_name})
-                elif st.button(f"Rollout: prompt {e['prompt_id']} · step {e['step']} · sample {e['sample']}",
-                               key=f"finding_{i}_{j}"):
+                elif st.button(
+                    f"Rollout: prompt {e['prompt_id']} · step {e['step']} · sample {e['sample']}",
+                    key=f"finding_{i}_{j}",
+                ):
                     st.session_state.pop("focus", None)
-                    st.switch_page("app_pages/rollouts.py", query_params={
-                        "run": run_name, "prompt_id": e["prompt_id"], "step": str(e["step"]), "sample": str(e["sample"])})
+                    st.switch_page(
+                        "app_pages/rollouts.py",
+                        query_params={
+                            "run": run_name,
+                            "prompt_id": e["prompt_id"],
+                            "step": str(e["step"]),
+                            "sample": str(e["sample"]),
+                        },
+                    )
 
 
 def step_window(label: str, lo: int, hi: int, key: str) -> tuple[int | None, int | None]:
@@ -83,8 +97,10 @@ def pick_run(label: str = "Run", key: str = "run") -> dict | None:
     """A run picker shared by the pages (its choice follows the user from page to page)."""
     runs = all_runs()
     if not runs:
-        st.info("No runs yet. Start one on the **Launch** page, or from the command line: "
-                "`python -m core.train --config configs/tiny_cpu.yaml`.")
+        st.info(
+            "No runs yet. Start one on the **Launch** page, or from the command line: "
+            "`python -m core.train --config configs/tiny_cpu.yaml`."
+        )
         return None
     names = [r["name"] for r in runs]
     wanted = st.query_params.get("run") or st.session_state.get("selected_run")
@@ -94,8 +110,11 @@ def pick_run(label: str = "Run", key: str = "run") -> dict | None:
     st.query_params["run"] = name
     run = next(r for r in runs if r["name"] == name)
     if run["problem"]:
-        st.warning(f"{'This run is unreadable: ' if run['state'] == 'unreadable' else ''}{run['problem']}. "
-                   "What can be read is shown below.", icon=":material/warning:")
+        st.warning(
+            f"{'This run is unreadable: ' if run['state'] == 'unreadable' else ''}{run['problem']}. "
+            "What can be read is shown below.",
+            icon=":material/warning:",
+        )
     return run
 
 
@@ -126,17 +145,34 @@ def progress(run: dict, seconds_per_step: float | None) -> tuple[float, str]:
 
 
 SMOOTHING = 0.6  # TensorBoard's default
-COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-          "#17becf"]  # D3's category10, distinct hues: a chart's curves, or Compare's runs, never two near-alike blues
+COLORS = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]  # D3's category10, distinct hues: a chart's curves, or Compare's runs, never two near-alike blues
 
 
 def smoothing_slider() -> float:
     """The smoothing of the metric curves, as TensorBoard's: 0.6 at first, and the choice kept while the
     browser tab stays open (a widget's own state goes when its page is left)."""
     st.session_state.setdefault("smoothing_chosen", SMOOTHING)
-    value = st.slider("Smoothing of the metric curves", 0.0, 0.99, st.session_state["smoothing_chosen"], 0.01,
-                      key="smoothing", help="An exponential moving average, as TensorBoard draws it (0.6 at first, "
-                      "as there); the raw values stay behind, faint. 0: the raw values alone.")
+    value = st.slider(
+        "Smoothing of the metric curves",
+        0.0,
+        0.99,
+        st.session_state["smoothing_chosen"],
+        0.01,
+        key="smoothing",
+        help="An exponential moving average, as TensorBoard draws it (0.6 at first, "
+        "as there); the raw values stay behind, faint. 0: the raw values alone.",
+    )
     st.session_state["smoothing_chosen"] = value
     return value
 
@@ -148,15 +184,28 @@ def x_axis_choice() -> str:
     """The metric charts' x axis, as TensorBoard offers it: steps, or wall-clock time since the start
     (kept while the tab stays open, as the smoothing)."""
     st.session_state.setdefault("x_axis_chosen", "step")
-    chosen = st.radio("x axis", list(X_AXES), index=list(X_AXES).index(st.session_state["x_axis_chosen"]),
-                      format_func=lambda x: {"step": "step", "minutes": "relative time"}[x], horizontal=True,
-                      key="x_axis", help="Relative time: minutes since the run's first step, pauses included.")
+    chosen = st.radio(
+        "x axis",
+        list(X_AXES),
+        index=list(X_AXES).index(st.session_state["x_axis_chosen"]),
+        format_func=lambda x: {"step": "step", "minutes": "relative time"}[x],
+        horizontal=True,
+        key="x_axis",
+        help="Relative time: minutes since the run's first step, pauses included.",
+    )
     st.session_state["x_axis_chosen"] = chosen
     return chosen
 
 
-def curve_grid(curves: pd.DataFrame, titles: list[str], smoothing: float, x: str = "step", columns: int = 2,
-               width: int = 380, height: int = 220):
+def curve_grid(
+    curves: pd.DataFrame,
+    titles: list[str],
+    smoothing: float,
+    x: str = "step",
+    columns: int = 2,
+    width: int = 380,
+    height: int = 220,
+):
     """Charts of curves, a panel each, `columns` a row, as one Vega-Lite chart. `curves` has the columns
     title (the panel, in `titles`' order), label (a curve: a metric or a run, a colour each), x and value.
     Each curve as TensorBoard draws it: smoothed, the raw values faint behind it in the same colour
@@ -169,35 +218,58 @@ def curve_grid(curves: pd.DataFrame, titles: list[str], smoothing: float, x: str
     if curves.empty:
         return None
     smoothed = curves.groupby(["title", "label"], sort=False)["value"].transform(
-        lambda v: pd.Series(smooth(v.tolist(), smoothing), v.index))
+        lambda v: pd.Series(smooth(v.tolist(), smoothing), v.index)
+    )
     # 12 significant digits: the average of a constant is that constant, not a wobble in its 16th digit
     curves = curves.assign(title=curves["title"].map(wrapped), smoothed=smoothed.map(lambda v: float(f"{v:.12g}")))
     labels = list(dict.fromkeys(curves["label"]))
-    color = alt.Color("label:N", title=None, scale=alt.Scale(domain=labels, range=[c for c, _ in zip(
-        itertools.cycle(COLORS), labels)]), legend=alt.Legend(orient="bottom") if len(labels) > 1 else None)
+    color = alt.Color(
+        "label:N",
+        title=None,
+        scale=alt.Scale(domain=labels, range=[c for c, _ in zip(itertools.cycle(COLORS), labels)]),
+        legend=alt.Legend(orient="bottom") if len(labels) > 1 else None,
+    )
     hover = hover_on("x")
     base = alt.Chart().encode(x=alt.X("x:Q", title=X_AXES[x]), color=color)
-    on_smoothed = base.encode(y=alt.Y("smoothed:Q", title=None, scale=alt.Scale(zero=False),
-                                      axis=alt.Axis(format=",.6~g")))
+    on_smoothed = base.encode(
+        y=alt.Y("smoothed:Q", title=None, scale=alt.Scale(zero=False), axis=alt.Axis(format=",.6~g"))
+    )
     few = curves.groupby(["title", "label"])["x"].count().max() <= 100
     layers = [base.mark_line(opacity=0.25, strokeWidth=1).encode(y="value:Q")] if smoothing else []
-    tooltip = [alt.Tooltip("label:N", title="curve"), alt.Tooltip("x:Q", title=X_AXES[x], format=",.4~f"),
-               alt.Tooltip("smoothed:Q", title="smoothed" if smoothing else "value", format=",.4~g"),
-               *([alt.Tooltip("value:Q", title="raw", format=",.4~g")] if smoothing else [])]
+    tooltip = [
+        alt.Tooltip("label:N", title="curve"),
+        alt.Tooltip("x:Q", title=X_AXES[x], format=",.4~f"),
+        alt.Tooltip("smoothed:Q", title="smoothed" if smoothing else "value", format=",.4~g"),
+        *([alt.Tooltip("value:Q", title="raw", format=",.4~g")] if smoothing else []),
+    ]
     layers += [on_smoothed.mark_line(point=bool(few)), *hover_marks("x", on_smoothed, hover, tooltip)]
-    header = alt.Header(title=None, labelExpr="split(datum.value, '\\n')", labelAnchor="start", labelAlign="left",
-                        labelFontSize=14, labelLimit=0)
-    return alt.layer(*layers).properties(width=width, height=height).facet(
-        alt.Facet("title:N", sort=[wrapped(t) for t in titles], header=header), data=curves, columns=columns,
-    ).resolve_scale(y="independent")
+    header = alt.Header(
+        title=None,
+        labelExpr="split(datum.value, '\\n')",
+        labelAnchor="start",
+        labelAlign="left",
+        labelFontSize=14,
+        labelLimit=0,
+    )
+    return (
+        alt.layer(*layers)
+        .properties(width=width, height=height)
+        .facet(
+            alt.Facet("title:N", sort=[wrapped(t) for t in titles], header=header),
+            data=curves,
+            columns=columns,
+        )
+        .resolve_scale(y="independent")
+    )
 
 
 def hover_on(x: str):
     """The selection of a synced hover: the `x` nearest the pointer, nothing once the pointer leaves."""
     import altair as alt
 
-    return alt.selection_point(name="hover", fields=[x], nearest=True, on="pointerover", clear="pointerout",
-                               empty=False)
+    return alt.selection_point(
+        name="hover", fields=[x], nearest=True, on="pointerover", clear="pointerout", empty=False
+    )
 
 
 def hover_marks(x: str, points, hover, tooltip) -> list:
@@ -206,9 +278,11 @@ def hover_marks(x: str, points, hover, tooltip) -> list:
     Charts that share `hover` (a selection on `x`) mark the same x together."""
     import altair as alt
 
-    return [alt.Chart().mark_rule(color="gray").encode(x=f"{x}:Q").transform_filter(hover),
-            points.mark_point(filled=True, size=60).transform_filter(hover),
-            points.mark_point(opacity=0).encode(tooltip=tooltip).add_params(hover)]
+    return [
+        alt.Chart().mark_rule(color="gray").encode(x=f"{x}:Q").transform_filter(hover),
+        points.mark_point(filled=True, size=60).transform_filter(hover),
+        points.mark_point(opacity=0).encode(tooltip=tooltip).add_params(hover),
+    ]
 
 
 def wrapped(title: str) -> str:
@@ -269,10 +343,14 @@ def show_tokens(tokens: list[dict]) -> None:
         change = t["logprob_after"] - t["logprob_before"]
         alpha = min(1.0, abs(change) / STRONGEST_CHANGE)
         color = f"rgba(42,157,143,{alpha:.2f})" if change > 0 else f"rgba(230,57,70,{alpha:.2f})"
-        tip = (f"token {t['token']!r} (id {t['id']}) · log-probability {t['logprob_before']:.3f} -> "
-               f"{t['logprob_after']:.3f} ({change:+.3f}) · entropy {t['entropy_before']:.3f} -> {t['entropy_after']:.3f}")
-        spans.append(f'<span class="token" title="{html.escape(tip)}" data-id="{t["id"]}" '
-                     f'style="background:{color};border-radius:2px">{html.escape(t["token"]) or "&#8203;"}</span>')
+        tip = (
+            f"token {t['token']!r} (id {t['id']}) · log-probability {t['logprob_before']:.3f} -> "
+            f"{t['logprob_after']:.3f} ({change:+.3f}) · entropy {t['entropy_before']:.3f} -> {t['entropy_after']:.3f}"
+        )
+        spans.append(
+            f'<span class="token" title="{html.escape(tip)}" data-id="{t["id"]}" '
+            f'style="background:{color};border-radius:2px">{html.escape(t["token"]) or "&#8203;"}</span>'
+        )
     st.html('<div style="font-family:monospace;white-space:pre-wrap;line-height:1.8">' + "".join(spans) + "</div>")
 
 
@@ -283,11 +361,15 @@ def token_table(tokens: list[dict]):
     def top(pairs):
         return "  ".join(f"{token!r} {value:.2f}" for token, value in pairs)
 
-    return pd.DataFrame({"token": [repr(t["token"]) for t in tokens],
-                         "logprob before": [t["logprob_before"] for t in tokens],
-                         "logprob after": [t["logprob_after"] for t in tokens],
-                         "change": [t["logprob_after"] - t["logprob_before"] for t in tokens],
-                         "entropy before": [t["entropy_before"] for t in tokens],
-                         "entropy after": [t["entropy_after"] for t in tokens],
-                         "likeliest before": [top(t["top_before"]) for t in tokens],
-                         "likeliest after": [top(t["top_after"]) for t in tokens]})
+    return pd.DataFrame(
+        {
+            "token": [repr(t["token"]) for t in tokens],
+            "logprob before": [t["logprob_before"] for t in tokens],
+            "logprob after": [t["logprob_after"] for t in tokens],
+            "change": [t["logprob_after"] - t["logprob_before"] for t in tokens],
+            "entropy before": [t["entropy_before"] for t in tokens],
+            "entropy after": [t["entropy_after"] for t in tokens],
+            "likeliest before": [top(t["top_before"]) for t in tokens],
+            "likeliest after": [top(t["top_after"]) for t in tokens],
+        }
+    )

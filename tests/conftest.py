@@ -11,14 +11,22 @@ from core import REPO as ROOT
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k"
 
 # Nothing in the tests may reach the network.
-os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-                  TRANSFORMERS_VERBOSITY="error")
+os.environ.update(
+    HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error"
+)
 os.environ.pop("WANDB_API_KEY", None)
 
 # Shrunken settings for real runs: 3 steps of 4 prompts x K=4 completions, 32 new tokens.
-TINY_SETS = ["train.num_train_steps=3", "num_generations=4", "max_new_tokens=32",
-             "train.per_device_train_batch_size=4", "train.gradient_accumulation_steps=4",
-             "dataset.n_train=12", "dataset.n_eval=8", "eval.max_new_tokens=32"]
+TINY_SETS = [
+    "train.num_train_steps=3",
+    "num_generations=4",
+    "max_new_tokens=32",
+    "train.per_device_train_batch_size=4",
+    "train.gradient_accumulation_steps=4",
+    "dataset.n_train=12",
+    "dataset.n_eval=8",
+    "eval.max_new_tokens=32",
+]
 
 
 # Tests that use these train or build a model: the full tier only (README: `pytest -m "not slow"` is the fast one).
@@ -33,8 +41,14 @@ def pytest_collection_modifyitems(items):
 
 def run_cli(*args, env=None, timeout=600):
     """`python -m core.train ...` as a real subprocess from the repo root."""
-    return subprocess.run([sys.executable, "-m", "core.train", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "core.train", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -48,10 +62,17 @@ def tiny_model_dir():
 def tiny_run(tiny_model_dir, tmp_path_factory):
     """A finished run of the tiny preset (real GRPOTrainer), shared by the tests that read it."""
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    result = run_cli("--config", "configs/tiny_cpu.yaml", "--set", f"train.output_dir={run_dir}",
-                     "--set", "train.eval_steps=2",
-                     "--set", "rewards=[{name: gsm8k, weight: 1.0}, {name: format, weight: 0.5}]",
-                     *[a for s in TINY_SETS for a in ("--set", s)])
+    result = run_cli(
+        "--config",
+        "configs/tiny_cpu.yaml",
+        "--set",
+        f"train.output_dir={run_dir}",
+        "--set",
+        "train.eval_steps=2",
+        "--set",
+        "rewards=[{name: gsm8k, weight: 1.0}, {name: format, weight: 0.5}]",
+        *[a for s in TINY_SETS for a in ("--set", s)],
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 

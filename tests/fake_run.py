@@ -16,20 +16,25 @@ from pathlib import Path
 from core.prompts import SYSTEM_PROMPT, prompt_id
 from core.rundir import rollout_record, rollouts_path
 
-WORDS = ("so the total is then each of them buys more apples than before which means we add and subtract "
-         "multiply the number by two because half of it goes to").split()
+WORDS = (
+    "so the total is then each of them buys more apples than before which means we add and subtract "
+    "multiply the number by two because half of it goes to"
+).split()
 
 
-def records(n: int, rank: int, ranks: int, start: int = 0, k: int = 8, prompts: int = 500, ramp: int = 2000,
-            seed: int = 0):
+def records(
+    n: int, rank: int, ranks: int, start: int = 0, k: int = 8, prompts: int = 500, ramp: int = 2000, seed: int = 0
+):
     """Rollouts [start, start + n) of one rank: groups of K samples per prompt over the ranks, 16
     groups per step."""
     rng = random.Random(seed)  # the same prompts on every rank: a group's K samples span the ranks
     texts = []
     for p in range(prompts):
         question = f"Question {p}: " + " ".join(rng.choice(WORDS) for _ in range(40))
-        prompt = f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n" \
-                 "<|im_start|>assistant\n"
+        prompt = (
+            f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
+            "<|im_start|>assistant\n"
+        )
         texts.append((prompt_id(prompt), prompt, question, str(rng.randint(1, 500))))
     rng = random.Random(f"{seed}/{rank}/{start}")
     per_rank_group = k // ranks
@@ -46,10 +51,22 @@ def records(n: int, rank: int, ranks: int, start: int = 0, k: int = 8, prompts: 
             pred = gt if rng.random() < skill else str(rng.randint(1, 500))
             completion = " ".join(rng.choice(WORDS) for _ in range(140)) + f"\nFinal: {pred}"
             reward = 1.0 if pred == gt else 0.1
-        yield rollout_record(step=step, prompt_id=pid, prompt=prompt, question=question, completion=completion,
-                             prediction=pred, ground_truth=gt, reward=reward, rewards={"gsm8k": reward},
-                             correct=reward == 1.0, rank=rank, sample=rank * per_rank_group + sample,
-                             completion_tokens=len(completion) // 4, time=1.7e9 + i)
+        yield rollout_record(
+            step=step,
+            prompt_id=pid,
+            prompt=prompt,
+            question=question,
+            completion=completion,
+            prediction=pred,
+            ground_truth=gt,
+            reward=reward,
+            rewards={"gsm8k": reward},
+            correct=reward == 1.0,
+            rank=rank,
+            sample=rank * per_rank_group + sample,
+            completion_tokens=len(completion) // 4,
+            time=1.7e9 + i,
+        )
 
 
 def write_run(out: Path, n: int, ranks: int = 2, start: int = 0, **kwargs) -> None:

@@ -10,19 +10,24 @@ from core.advantage import EPSILON, advantages
 def test_a_group_is_compared_with_itself():
     # one right answer of four: mean 0.25, sample std 0.5
     got = advantages([[[1.0], [0.0], [0.0], [0.0]]])
-    assert got == [pytest.approx([0.75 / (0.5 + EPSILON), -0.25 / (0.5 + EPSILON), -0.25 / (0.5 + EPSILON),
-                                  -0.25 / (0.5 + EPSILON)])]
+    assert got == [
+        pytest.approx(
+            [0.75 / (0.5 + EPSILON), -0.25 / (0.5 + EPSILON), -0.25 / (0.5 + EPSILON), -0.25 / (0.5 + EPSILON)]
+        )
+    ]
     assert advantages([[[1.0]] * 4, [[0.0]] * 4]) == [[0.0] * 4, [0.0] * 4]  # all equal: no signal
 
 
 def test_scale_rewards_batch_and_none_and_the_weights():
     groups = [[[1.0, 1.0], [0.0, 1.0]], [[0.0, 0.0], [1.0, 0.0]]]  # two functions, weights 1 and 0.5
     # weighted totals 1.5, 0.5 | 0.0, 1.0: group means 1.0 and 0.5, group std sqrt(0.5) in both
-    group_std, batch_std = 0.5 ** 0.5, (1.25 / 3) ** 0.5  # the batch's 4 totals around their mean 0.75
+    group_std, batch_std = 0.5**0.5, (1.25 / 3) ** 0.5  # the batch's 4 totals around their mean 0.75
     assert advantages(groups, [1.0, 0.5], "none") == [[0.5, -0.5], [-0.5, 0.5]]
     scaled = {"group": advantages(groups, [1.0, 0.5], "group"), "batch": advantages(groups, [1.0, 0.5], "batch")}
     for setting, std in (("group", group_std), ("batch", batch_std)):
-        assert scaled[setting] == [pytest.approx([d / (std + EPSILON) for d in group]) for group in [[0.5, -0.5], [-0.5, 0.5]]]
+        assert scaled[setting] == [
+            pytest.approx([d / (std + EPSILON) for d in group]) for group in [[0.5, -0.5], [-0.5, 0.5]]
+        ]
     with pytest.raises(ValueError, match="scale_rewards must be one of group, batch, none"):
         advantages(groups, scale_rewards="std")
 
@@ -30,7 +35,9 @@ def test_scale_rewards_batch_and_none_and_the_weights():
 def test_a_sample_no_function_scored_gets_zero_and_is_left_out():
     got = advantages([[[1.0], [0.0], [None], [0.0]]])  # TRL's NaN: out of the mean (1/3) and the std
     std = ((4 / 9 + 2 / 9) / 2) ** 0.5
-    assert got == [pytest.approx([(2 / 3) / (std + EPSILON), (-1 / 3) / (std + EPSILON), 0.0, (-1 / 3) / (std + EPSILON)])]
+    assert got == [
+        pytest.approx([(2 / 3) / (std + EPSILON), (-1 / 3) / (std + EPSILON), 0.0, (-1 / 3) / (std + EPSILON)])
+    ]
     with pytest.raises(ValueError):  # a weight for each function, no more, no fewer
         advantages([[[1.0, 0.0], [0.0, 1.0]]], weights=[1.0])
 
@@ -44,28 +51,52 @@ def ones_score(completions, **kwargs):  # None (TRL: no score) for some: the NaN
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scale_rewards, aggregation", [("group", "sum_then_normalize"), ("batch", "sum_then_normalize"),
-                                                        ("none", "sum_then_normalize"), ("group", "normalize_then_sum")])
+@pytest.mark.parametrize(
+    "scale_rewards, aggregation",
+    [
+        ("group", "sum_then_normalize"),
+        ("batch", "sum_then_normalize"),
+        ("none", "sum_then_normalize"),
+        ("group", "normalize_then_sum"),
+    ],
+)
 def test_equal_to_trls_own_advantage(tiny_model_dir, tmp_path, scale_rewards, aggregation):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
     k, weights = 4, [1.0, 0.5]
-    args = GRPOConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=12, num_generations=k,
-                      max_completion_length=12, temperature=1.0, learning_rate=1e-5, logging_steps=1,
-                      report_to="none", save_strategy="no", log_completions=True, reward_weights=weights,
-                      scale_rewards=scale_rewards, multi_objective_aggregation=aggregation, seed=3,
-                      bf16=False, use_cpu=True)
-    trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                          processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
-                          reward_funcs=[length_score, ones_score], args=args,
-                          train_dataset=Dataset.from_dict({"prompt": [f"{a} + {a + 2} =" for a in range(1, 7)]}))
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        max_steps=1,
+        per_device_train_batch_size=12,
+        num_generations=k,
+        max_completion_length=12,
+        temperature=1.0,
+        learning_rate=1e-5,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        log_completions=True,
+        reward_weights=weights,
+        scale_rewards=scale_rewards,
+        multi_objective_aggregation=aggregation,
+        seed=3,
+        bf16=False,
+        use_cpu=True,
+    )
+    trainer = GRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
+        reward_funcs=[length_score, ones_score],
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": [f"{a} + {a + 2} =" for a in range(1, 7)]}),
+    )
     trainer.train()
     table = pd.read_parquet(next((tmp_path / "completions").glob("*.parquet")))
     assert len(table) == 12 and table["advantage"].abs().sum() > 0  # 3 groups of 4, some with a signal
     rows = [[None if v != v else v for v in row] for row in table[["length_score", "ones_score"]].values.tolist()]
     assert any(None in row for row in rows)  # NaN in TRL's table: a function that gave no score
-    groups = [rows[i: i + k] for i in range(0, len(rows), k)]  # TRL's layout: a prompt's K samples in a row
+    groups = [rows[i : i + k] for i in range(0, len(rows), k)]  # TRL's layout: a prompt's K samples in a row
     ours = [a for group in advantages(groups, weights, scale_rewards, aggregation) for a in group]
     assert ours == pytest.approx(table["advantage"].tolist(), rel=1e-4, abs=1e-5)

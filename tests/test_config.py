@@ -57,17 +57,24 @@ def test_seed_shape_loads_unchanged(tmp_path):
     assert cfg.run_name == "grpo_Qwen2.5-0.5B-Instruct_K16_steps50"
     # its values, K=16 with 1 x 4 completions a step, would train 4 steps on each batch of samples: refused,
     # with the values that give every step fresh samples
-    assert problems(cfg) == [("train.gradient_accumulation_steps", (
-        "an optimizer step trains on per_device_train_batch_size x gradient_accumulation_steps x processes = 1 x 4 x 1 "
-        "= 4 completions, which must be whole groups of num_generations=16 for every step to train on fresh samples: "
-        "set train.gradient_accumulation_steps=16 (or train.per_device_train_batch_size=4), or ask for samples "
-        "reused over several steps with grpo.steps_per_generation"))]
+    assert problems(cfg) == [
+        (
+            "train.gradient_accumulation_steps",
+            (
+                "an optimizer step trains on per_device_train_batch_size x gradient_accumulation_steps x processes = 1 x 4 x 1 "
+                "= 4 completions, which must be whole groups of num_generations=16 for every step to train on fresh samples: "
+                "set train.gradient_accumulation_steps=16 (or train.per_device_train_batch_size=4), or ask for samples "
+                "reused over several steps with grpo.steps_per_generation"
+            ),
+        )
+    ]
 
 
 def test_seed_shape_with_dataset_string_and_later_mapping(tmp_path):
     # The seed wrote `dataset: gsm8k` and, further down, a `dataset:` mapping (YAML keeps the last).
-    cfg = load_config(write(tmp_path, "dataset: gsm8k\n" + SEED_YAML + "dataset:\n  n_train: 7\n  n_eval: 3\n"),
-                      env={}, check=False)
+    cfg = load_config(
+        write(tmp_path, "dataset: gsm8k\n" + SEED_YAML + "dataset:\n  n_train: 7\n  n_eval: 3\n"), env={}, check=False
+    )
     assert (cfg.dataset.name, cfg.dataset.n_train, cfg.dataset.n_eval) == ("gsm8k", 7, 3)
 
 
@@ -87,14 +94,33 @@ def test_precedence_defaults_yaml_env_set(tmp_path):
 
 
 def test_every_env_variable_maps_to_its_key():
-    env = {"MODEL_NAME": "builtin:tiny", "OUTPUT_DIR": "runs/x", "MAX_STEPS": "3", "NUM_GENERATIONS": "6",
-           "MAX_NEW_TOKENS": "64", "BATCH_SIZE": "2", "GRAD_ACCUM": "3", "LR": "0.001", "N_TRAIN": "11",
-           "N_EVAL": "12", "SEED": "13"}
+    env = {
+        "MODEL_NAME": "builtin:tiny",
+        "OUTPUT_DIR": "runs/x",
+        "MAX_STEPS": "3",
+        "NUM_GENERATIONS": "6",
+        "MAX_NEW_TOKENS": "64",
+        "BATCH_SIZE": "2",
+        "GRAD_ACCUM": "3",
+        "LR": "0.001",
+        "N_TRAIN": "11",
+        "N_EVAL": "12",
+        "SEED": "13",
+    }
     cfg = load_config(env=env)
-    assert (cfg.model_name, cfg.train.output_dir, cfg.train.num_train_steps, cfg.num_generations,
-            cfg.max_new_tokens, cfg.train.per_device_train_batch_size, cfg.train.gradient_accumulation_steps,
-            cfg.train.learning_rate, cfg.dataset.n_train, cfg.dataset.n_eval, cfg.train.seed) == \
-        ("builtin:tiny", "runs/x", 3, 6, 64, 2, 3, 0.001, 11, 12, 13)
+    assert (
+        cfg.model_name,
+        cfg.train.output_dir,
+        cfg.train.num_train_steps,
+        cfg.num_generations,
+        cfg.max_new_tokens,
+        cfg.train.per_device_train_batch_size,
+        cfg.train.gradient_accumulation_steps,
+        cfg.train.learning_rate,
+        cfg.dataset.n_train,
+        cfg.dataset.n_eval,
+        cfg.train.seed,
+    ) == ("builtin:tiny", "runs/x", 3, 6, 64, 2, 3, 0.001, 11, 12, 13)
 
 
 def test_default_output_dir_is_under_runs_dir(monkeypatch):
@@ -112,26 +138,55 @@ def test_the_environment_layer_is_only_read_when_given(monkeypatch):
 
 
 def test_grpo_passthrough_is_typed_from_grpo_config():
-    cfg = load_config(sets=["grpo.beta=0.04", "grpo.loss_type=grpo", "grpo.mask_truncated_completions=true",
-                            "grpo.num_iterations=2"])
+    cfg = load_config(
+        sets=["grpo.beta=0.04", "grpo.loss_type=grpo", "grpo.mask_truncated_completions=true", "grpo.num_iterations=2"]
+    )
     assert cfg.grpo == {"beta": 0.04, "loss_type": "grpo", "mask_truncated_completions": True, "num_iterations": 2}
 
 
 SHIPPED_PRESETS = {  # preset: key values it exists for
-    "tiny_cpu.yaml": {"model_name": "builtin:tiny", "dataset.name": "synthetic", "train.num_train_steps": 20,
-                      "runtime.use_wandb": False},
-    "demo_cpu.yaml": {"model_name": "builtin:tiny", "dataset.level": 1, "train.num_train_steps": 700,
-                      "train.per_device_train_batch_size": 64, "train.gradient_accumulation_steps": 1,
-                      "dataset.n_train": 256, "dataset.n_eval": 300, "grpo.temperature": 0.3, "grpo.beta": 0.04,
-                     "train.save_steps": 175, "grpo.save_only_model": True, "runtime.use_wandb": False},
-    "smollm2_cpu.yaml": {"model_name": "builtin:smollm2-135m", "stop_at_final": True, "grpo.temperature": 0.7,
-                         "grpo.warmup_steps": 5, "train.save_steps": 10, "grpo.save_only_model": True,
-                         "runtime.use_wandb": False},
-    "smollm2_lora_cpu.yaml": {"model_name": "builtin:smollm2-135m", "peft.r": 16, "peft.target_modules": "all-linear",
-                              "train.learning_rate": 2e-4, "stop_at_final": True},
+    "tiny_cpu.yaml": {
+        "model_name": "builtin:tiny",
+        "dataset.name": "synthetic",
+        "train.num_train_steps": 20,
+        "runtime.use_wandb": False,
+    },
+    "demo_cpu.yaml": {
+        "model_name": "builtin:tiny",
+        "dataset.level": 1,
+        "train.num_train_steps": 700,
+        "train.per_device_train_batch_size": 64,
+        "train.gradient_accumulation_steps": 1,
+        "dataset.n_train": 256,
+        "dataset.n_eval": 300,
+        "grpo.temperature": 0.3,
+        "grpo.beta": 0.04,
+        "train.save_steps": 175,
+        "grpo.save_only_model": True,
+        "runtime.use_wandb": False,
+    },
+    "smollm2_cpu.yaml": {
+        "model_name": "builtin:smollm2-135m",
+        "stop_at_final": True,
+        "grpo.temperature": 0.7,
+        "grpo.warmup_steps": 5,
+        "train.save_steps": 10,
+        "grpo.save_only_model": True,
+        "runtime.use_wandb": False,
+    },
+    "smollm2_lora_cpu.yaml": {
+        "model_name": "builtin:smollm2-135m",
+        "peft.r": 16,
+        "peft.target_modules": "all-linear",
+        "train.learning_rate": 2e-4,
+        "stop_at_final": True,
+    },
     "gpu.yaml": {"model_name": "Qwen/Qwen2.5-0.5B-Instruct", "dataset.name": "gsm8k", "num_generations": 8},
-    "local_debug.yaml": {"model_name": "Qwen/Qwen2.5-0.5B-Instruct", "num_generations": 16,
-                         "train.per_device_train_batch_size": 1},
+    "local_debug.yaml": {
+        "model_name": "Qwen/Qwen2.5-0.5B-Instruct",
+        "num_generations": 16,
+        "train.per_device_train_batch_size": 1,
+    },
 }
 
 
@@ -153,70 +208,102 @@ def test_every_form_field_reads_back_its_own_text():
             key, value = f"grpo.{f.name}", setting(cfg, f"grpo.{f.name}")
             assert parse_setting(key, format_value(value)) == value, key
     assert changed_settings(cfg, {"grpo.beta": 0.0, "grpo.loss_type": "dapo", "train.seed": 42}) == []
-    assert changed_settings(cfg, {"grpo.beta": 0.04, "train.seed": 7, "dataset.path": None}) == \
-        ["grpo.beta=0.04", "train.seed=7"]
+    assert changed_settings(cfg, {"grpo.beta": 0.04, "train.seed": 7, "dataset.path": None}) == [
+        "grpo.beta=0.04",
+        "train.seed=7",
+    ]
 
 
-@pytest.mark.parametrize("yaml_text, sets, env, expected", [
-    # unknown key, with the closest valid one suggested
-    ("num_generation: 4\n", [], {}, "unknown config key 'num_generation': did you mean 'num_generations'?"),
-    ("train: {learning_rat: 1.0}\n", [], {}, "did you mean 'train.learning_rate'?"),
-    ("", ["grpo.betta=0.1"], {}, "did you mean 'grpo.beta'?"),
-    # a GRPOConfig field this config already sets elsewhere
-    ("", ["grpo.learning_rate=0.1"], {}, "'grpo.learning_rate' is set from 'train.learning_rate'"),
-    # wrong types
-    ("num_generations: four\n", [], {}, "'num_generations' has value 'four', expected a whole number"),
-    ("train: {learning_rate: [1]}\n", [], {}, "'train.learning_rate' has value [1], expected a number"),
-    ("runtime: {use_wandb: maybe}\n", [], {}, "'runtime.use_wandb' has value 'maybe', expected true/false"),
-    ("", [], {"MAX_STEPS": "ten"}, "'train.num_train_steps' has value 'ten', expected a whole number"),
-    ("train: 5\n", [], {}, "'train' must be a mapping"),
-    # K < 2: GRPO needs a group to compare within
-    ("num_generations: 1\n", [], {}, "'num_generations' has value 1, expected at least 2"),
-    # a generation batch that is not a whole number of groups
-    ("num_generations: 4\n", ["grpo.generation_batch_size=6"], {}, "not divisible by num_generations=4"),
-    # ... or that several processes cannot share equally
-    ("num_generations: 4\n", ["launch.num_processes=3", "grpo.generation_batch_size=8"], {},
-     "is not divisible by per_device_train_batch_size x num_processes x num_machines = 1 x 3 x 1"),
-    # an optimizer step whose completions are not whole groups: fresh samples at every step are impossible
-    ("num_generations: 8\n", ["train.gradient_accumulation_steps=4"], {},
-     "= 1 x 4 x 1 = 4 completions, which must be whole groups of num_generations=8 for every step to train on "
-     "fresh samples: set train.gradient_accumulation_steps=8 (or train.per_device_train_batch_size=2)"),
-    ("num_generations: 3\n", ["launch.num_processes=2"], {}, "= 1 x 8 x 2 = 16 completions"),
-    ("", ["grpo.generation_batch_size=16", "grpo.steps_per_generation=2"], {}, "say the same thing two ways"),
-    ("", ["launch.num_processes=0"], {}, "'launch.num_processes' has value 0"),
-    # non-positive values
-    ("train: {learning_rate: 0}\n", [], {}, "'train.learning_rate' has value 0.0, expected a number greater than 0"),
-    ("train: {num_train_steps: -1}\n", [], {}, "'train.num_train_steps' has value -1"),
-    ("max_new_tokens: 0\n", [], {}, "'max_new_tokens' has value 0"),
-    ("dataset: {n_train: 0}\n", [], {}, "'dataset.n_train' has value 0"),
-    ("n_eval: -3\n", [], {}, "'dataset.n_eval' has value -3"),
-    # data and model that do not exist
-    ("dataset: {path: /nonexistent/gsm8k.jsonl}\n", [], {}, "'dataset.path' has value '/nonexistent/gsm8k.jsonl'"),
-    ("dataset: {name: mnist}\n", [], {}, "expected gsm8k or synthetic"),
-    ("model_name: ./no/such/model\n", [], {}, "that model folder does not exist"),
-    ("model_name: builtin:huge\n", [], {}, "there is no such built-in model: use one of builtin:tiny"),
-    # eval backends
-    ("eval: {backend: tgi}\n", [], {}, "'eval.backend' has value 'tgi', expected hf or vllm"),
-    ("eval: {vllm_gpu_memory_utilization: 1.5}\n", [], {}, "expected a fraction between 0 and 1"),
-    # accelerate config files that accelerate launch would refuse, or that cannot start the workers
-    ("launch: {accelerate_config: /nonexistent.yaml}\n", [], {}, "('/nonexistent.yaml') names no file"),
-    ("", [f"launch.accelerate_config={ROOT}/configs/tiny_cpu.yaml"], {},
-     "is not a valid accelerate config: A `distributed_type` must be specified in the config file."),
-    # trackers: transformers' names, installed here
-    ("runtime: {report_to: [tensorbord]}\n", [], {}, "names 'tensorbord', which is not a tracker transformers reports to"),
-    ("", ["runtime.report_to=[comet_ml]"], {}, "names comet_ml, which is not installed: pip install comet-ml"),
-    ("", ["runtime.report_to=tensorboard"], {}, "'runtime.report_to' has value 'tensorboard', expected a list"),
-    # LoRA: PEFT's names and values
-    ("peft: {r: -2}\n", [], {}, "'peft.r' has value -2, expected 0 (full fine-tuning) or a LoRA rank above 0"),
-    ("peft: {r: 8, bias: some}\n", [], {}, "'peft.bias' has value 'some', expected none, all or lora_only"),
-    ("peft: {r: 8, lora_dropout: 1.5}\n", [], {}, "'peft.lora_dropout' has value 1.5, expected a fraction"),
-    ("peft: {r: 8, target_modules: []}\n", [], {}, "expected all-linear or a list of module names"),
-    ("peft: {rank: 8}\n", [], {}, "unknown config key 'peft.rank'"),
-    ("peft: {r: 8, target_modules: q_proj}\n", [], {}, "expected all-linear or a list of module names"),
-    ("peft: {r: 8}\neval: {backend: vllm}\n", [], {}, "a LoRA run (peft.r > 0) saves an adapter: set eval.backend=hf"),
-    # malformed --set
-    ("", ["train.num_train_steps"], {}, "must look like key=value"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, sets, env, expected",
+    [
+        # unknown key, with the closest valid one suggested
+        ("num_generation: 4\n", [], {}, "unknown config key 'num_generation': did you mean 'num_generations'?"),
+        ("train: {learning_rat: 1.0}\n", [], {}, "did you mean 'train.learning_rate'?"),
+        ("", ["grpo.betta=0.1"], {}, "did you mean 'grpo.beta'?"),
+        # a GRPOConfig field this config already sets elsewhere
+        ("", ["grpo.learning_rate=0.1"], {}, "'grpo.learning_rate' is set from 'train.learning_rate'"),
+        # wrong types
+        ("num_generations: four\n", [], {}, "'num_generations' has value 'four', expected a whole number"),
+        ("train: {learning_rate: [1]}\n", [], {}, "'train.learning_rate' has value [1], expected a number"),
+        ("runtime: {use_wandb: maybe}\n", [], {}, "'runtime.use_wandb' has value 'maybe', expected true/false"),
+        ("", [], {"MAX_STEPS": "ten"}, "'train.num_train_steps' has value 'ten', expected a whole number"),
+        ("train: 5\n", [], {}, "'train' must be a mapping"),
+        # K < 2: GRPO needs a group to compare within
+        ("num_generations: 1\n", [], {}, "'num_generations' has value 1, expected at least 2"),
+        # a generation batch that is not a whole number of groups
+        ("num_generations: 4\n", ["grpo.generation_batch_size=6"], {}, "not divisible by num_generations=4"),
+        # ... or that several processes cannot share equally
+        (
+            "num_generations: 4\n",
+            ["launch.num_processes=3", "grpo.generation_batch_size=8"],
+            {},
+            "is not divisible by per_device_train_batch_size x num_processes x num_machines = 1 x 3 x 1",
+        ),
+        # an optimizer step whose completions are not whole groups: fresh samples at every step are impossible
+        (
+            "num_generations: 8\n",
+            ["train.gradient_accumulation_steps=4"],
+            {},
+            "= 1 x 4 x 1 = 4 completions, which must be whole groups of num_generations=8 for every step to train on "
+            "fresh samples: set train.gradient_accumulation_steps=8 (or train.per_device_train_batch_size=2)",
+        ),
+        ("num_generations: 3\n", ["launch.num_processes=2"], {}, "= 1 x 8 x 2 = 16 completions"),
+        ("", ["grpo.generation_batch_size=16", "grpo.steps_per_generation=2"], {}, "say the same thing two ways"),
+        ("", ["launch.num_processes=0"], {}, "'launch.num_processes' has value 0"),
+        # non-positive values
+        (
+            "train: {learning_rate: 0}\n",
+            [],
+            {},
+            "'train.learning_rate' has value 0.0, expected a number greater than 0",
+        ),
+        ("train: {num_train_steps: -1}\n", [], {}, "'train.num_train_steps' has value -1"),
+        ("max_new_tokens: 0\n", [], {}, "'max_new_tokens' has value 0"),
+        ("dataset: {n_train: 0}\n", [], {}, "'dataset.n_train' has value 0"),
+        ("n_eval: -3\n", [], {}, "'dataset.n_eval' has value -3"),
+        # data and model that do not exist
+        ("dataset: {path: /nonexistent/gsm8k.jsonl}\n", [], {}, "'dataset.path' has value '/nonexistent/gsm8k.jsonl'"),
+        ("dataset: {name: mnist}\n", [], {}, "expected gsm8k or synthetic"),
+        ("model_name: ./no/such/model\n", [], {}, "that model folder does not exist"),
+        ("model_name: builtin:huge\n", [], {}, "there is no such built-in model: use one of builtin:tiny"),
+        # eval backends
+        ("eval: {backend: tgi}\n", [], {}, "'eval.backend' has value 'tgi', expected hf or vllm"),
+        ("eval: {vllm_gpu_memory_utilization: 1.5}\n", [], {}, "expected a fraction between 0 and 1"),
+        # accelerate config files that accelerate launch would refuse, or that cannot start the workers
+        ("launch: {accelerate_config: /nonexistent.yaml}\n", [], {}, "('/nonexistent.yaml') names no file"),
+        (
+            "",
+            [f"launch.accelerate_config={ROOT}/configs/tiny_cpu.yaml"],
+            {},
+            "is not a valid accelerate config: A `distributed_type` must be specified in the config file.",
+        ),
+        # trackers: transformers' names, installed here
+        (
+            "runtime: {report_to: [tensorbord]}\n",
+            [],
+            {},
+            "names 'tensorbord', which is not a tracker transformers reports to",
+        ),
+        ("", ["runtime.report_to=[comet_ml]"], {}, "names comet_ml, which is not installed: pip install comet-ml"),
+        ("", ["runtime.report_to=tensorboard"], {}, "'runtime.report_to' has value 'tensorboard', expected a list"),
+        # LoRA: PEFT's names and values
+        ("peft: {r: -2}\n", [], {}, "'peft.r' has value -2, expected 0 (full fine-tuning) or a LoRA rank above 0"),
+        ("peft: {r: 8, bias: some}\n", [], {}, "'peft.bias' has value 'some', expected none, all or lora_only"),
+        ("peft: {r: 8, lora_dropout: 1.5}\n", [], {}, "'peft.lora_dropout' has value 1.5, expected a fraction"),
+        ("peft: {r: 8, target_modules: []}\n", [], {}, "expected all-linear or a list of module names"),
+        ("peft: {rank: 8}\n", [], {}, "unknown config key 'peft.rank'"),
+        ("peft: {r: 8, target_modules: q_proj}\n", [], {}, "expected all-linear or a list of module names"),
+        (
+            "peft: {r: 8}\neval: {backend: vllm}\n",
+            [],
+            {},
+            "a LoRA run (peft.r > 0) saves an adapter: set eval.backend=hf",
+        ),
+        # malformed --set
+        ("", ["train.num_train_steps"], {}, "must look like key=value"),
+    ],
+)
 def test_bad_config_is_one_clear_config_error(tmp_path, yaml_text, sets, env, expected):
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, yaml_text), sets=sets, env=env)
@@ -250,8 +337,11 @@ def test_eval_during_training_needs_the_whole_model_on_rank_0(tmp_path):
     zero3 = tmp_path / "zero3.yaml"
     zero3.write_text("distributed_type: DEEPSPEED\ndeepspeed_config: {zero_stage: 3}\n")
     for path in (zero3, ROOT / "configs" / "accelerate" / "fsdp.yaml"):
-        with pytest.raises(ConfigError, match="train.eval_steps=5 evaluates on rank 0 during training, but .* "
-                                              "spreads the weights over the workers: set train.eval_steps=0"):
+        with pytest.raises(
+            ConfigError,
+            match="train.eval_steps=5 evaluates on rank 0 during training, but .* "
+            "spreads the weights over the workers: set train.eval_steps=0",
+        ):
             load_config(None, sets=[f"launch.accelerate_config={path}", "train.eval_steps=5"])
     cfg = RunConfig()
     for name, sharded in [("fsdp", True), ("zero2", False), ("ddp", False)]:  # ZeRO-2 keeps the whole model
@@ -269,8 +359,10 @@ def test_gpu_only_accelerate_config_on_a_cpu_machine(name, engine):
 def test_shipped_accelerate_configs_are_valid():
     from accelerate.commands.config.config_args import load_config_from_file
 
-    engines = {name: load_config_from_file(str(ROOT / "configs" / "accelerate" / f"{name}.yaml")).distributed_type
-               for name in ("ddp", "fsdp", "zero2")}
+    engines = {
+        name: load_config_from_file(str(ROOT / "configs" / "accelerate" / f"{name}.yaml")).distributed_type
+        for name in ("ddp", "fsdp", "zero2")
+    }
     assert engines == {"ddp": "MULTI_GPU", "fsdp": "FSDP", "zero2": "DEEPSPEED"}
 
 
@@ -311,6 +403,10 @@ def test_trackers_are_transformers_own_and_use_wandb_means_wandb():
     cfg = load_config(sets=["runtime.report_to=[tensorboard, trackio]", "runtime.use_wandb=true"])
     assert trackers(cfg) == ["tensorboard", "trackio", "wandb"]
     args = grpo_args(cfg, "cpu")
-    assert (args.report_to, args.log_completions, args.project) == (["tensorboard", "trackio", "wandb"], True, "simple_grpo")
+    assert (args.report_to, args.log_completions, args.project) == (
+        ["tensorboard", "trackio", "wandb"],
+        True,
+        "simple_grpo",
+    )
     args = grpo_args(load_config(sets=["runtime.report_to=[tensorboard]"]), "cpu")
     assert (args.report_to, args.log_completions) == (["tensorboard"], False)

@@ -44,8 +44,11 @@ def open_page(page: str, **query) -> AppTest:
 
 
 def texts(at) -> str:
-    return "\n".join(str(e.value) for kind in ("markdown", "caption", "code", "text", "info", "error", "metric")
-                     for e in getattr(at, kind))
+    return "\n".join(
+        str(e.value)
+        for kind in ("markdown", "caption", "code", "text", "info", "error", "metric")
+        for e in getattr(at, kind)
+    )
 
 
 def charts(at) -> dict[str, list[dict]]:
@@ -67,10 +70,24 @@ def charts(at) -> dict[str, list[dict]]:
             traces = found.setdefault(title.replace("\n", " "), [])
             common = {"x": curve["x"].tolist(), "color": colors[label]}
             if raw:
-                traces.append({"name": f"{label} (raw)", "y": curve["value"].tolist(), "mode": "lines",
-                               "opacity": raw[0]["mark"]["opacity"], **common})
-            traces.append({"name": label, "y": curve["smoothed"].tolist(), "opacity": 1,
-                           "mode": "lines+markers" if line["mark"].get("point") else "lines", **common})
+                traces.append(
+                    {
+                        "name": f"{label} (raw)",
+                        "y": curve["value"].tolist(),
+                        "mode": "lines",
+                        "opacity": raw[0]["mark"]["opacity"],
+                        **common,
+                    }
+                )
+            traces.append(
+                {
+                    "name": label,
+                    "y": curve["smoothed"].tolist(),
+                    "opacity": 1,
+                    "mode": "lines+markers" if line["mark"].get("point") else "lines",
+                    **common,
+                }
+            )
     return found
 
 
@@ -88,8 +105,16 @@ def vega_views(at) -> dict[str, pd.DataFrame]:
 
 
 NO_RUNS = "No runs yet. Start one on the **Launch** page"
-EMPTY_STATE = {"home": "No runs yet", "launch": "Launch a run", "runs": NO_RUNS, "rollouts": NO_RUNS,
-               "rewards": NO_RUNS, "prompts": NO_RUNS, "eval": NO_RUNS, "compare": "Compare needs at least two runs."}
+EMPTY_STATE = {
+    "home": "No runs yet",
+    "launch": "Launch a run",
+    "runs": NO_RUNS,
+    "rollouts": NO_RUNS,
+    "rewards": NO_RUNS,
+    "prompts": NO_RUNS,
+    "eval": NO_RUNS,
+    "compare": "Compare needs at least two runs.",
+}
 
 
 @pytest.mark.parametrize("page", list(EMPTY_STATE))
@@ -98,7 +123,9 @@ def test_every_page_renders_without_runs(tmp_path, monkeypatch, page):
     at = open_page(page)
     shown = texts(at) + "\n".join(e.value for kind in ("title", "subheader") for e in getattr(at, kind))
     assert EMPTY_STATE[page] in shown
-    assert not at.get("plotly_chart") and not at.get("vega_lite_chart") and not at.dataframe  # nothing drawn from data that is not there
+    assert (
+        not at.get("plotly_chart") and not at.get("vega_lite_chart") and not at.dataframe
+    )  # nothing drawn from data that is not there
 
 
 def test_home_offers_the_demo_when_there_are_no_runs(tmp_path, monkeypatch):
@@ -167,24 +194,33 @@ def test_the_doctors_all_clear_says_when_the_rollouts_were_not_read(runs, monkey
 def test_runs_page_charts_for_a_finished_run(runs):
     at = open_page("runs", run="learning")
     # nothing wrong with it: the doctor says so, and what it checked
-    assert [s.value for s in at.success] == ["**The run doctor found no problem.** Checked: truncation, no signal, "
-                                             "format not learned, format only, reward hacking, length change, "
-                                             "entropy collapse, eval regression, stalled."]
+    assert [s.value for s in at.success] == [
+        "**The run doctor found no problem.** Checked: truncation, no signal, "
+        "format not learned, format only, reward hacking, length change, "
+        "entropy collapse, eval regression, stalled."
+    ]
     shown = charts(at)
     assert "Reward categories per step" not in shown  # rollouts are the Rewards page's: Runs never reads them
-    assert "Eval before → after: strict accuracy 25.0% → 75.0% · lenient accuracy (the last number) 50.0% → " \
-           "100.0% · well-formed Final line 100.0% → 100.0%" in texts(at)
-    assert shown["Mean reward (TRL's reward)"][0]["y"] == pytest.approx(
-        [s / 40 for s in range(1, 31)])
+    assert (
+        "Eval before → after: strict accuracy 25.0% → 75.0% · lenient accuracy (the last number) 50.0% → "
+        "100.0% · well-formed Final line 100.0% → 100.0%" in texts(at)
+    )
+    assert shown["Mean reward (TRL's reward)"][0]["y"] == pytest.approx([s / 40 for s in range(1, 31)])
     # TRL's metrics, as metrics.jsonl has them (steps 1..30)
     assert shown["Loss"][0]["x"] == list(range(1, 31)) and shown["Loss"][0]["y"] == pytest.approx(
-        [0.1 / s for s in range(1, 31)])
+        [0.1 / s for s in range(1, 31)]
+    )
     assert shown["Learning rate"][0]["y"] == [1e-4] * 30
     assert shown["Completion length (tokens)"][0]["y"] == [20.0] * 30
-    assert {"Entropy of the model's token choices", "Share of groups with no learning signal (all K rewards equal)",
-            "Gradient norm", "Seconds per step"} <= set(shown)  # what TRL logs, each under what it means
+    assert {
+        "Entropy of the model's token choices",
+        "Share of groups with no learning signal (all K rewards equal)",
+        "Gradient norm",
+        "Seconds per step",
+    } <= set(shown)  # what TRL logs, each under what it means
     assert not [t for t in shown if t.startswith("KL")]  # not logged: no empty chart
     assert "Each reward function's mean" not in shown  # one reward function: its mean is the mean reward
+
     def tensorboard(values, weight):  # TensorBoard's smoothing: a debiased exponential moving average
         out, average = [], 0.0
         for i, value in enumerate(values):
@@ -211,7 +247,8 @@ def test_a_long_runs_curves_are_binned_and_say_so(runs, monkeypatch):
     monkeypatch.setattr("dashboard.widgets.PROMPT_COLUMNS", 5)
     loss, smoothed = charts(open_page("runs", run="learning"))["Loss"]
     assert loss["x"] == list(range(1, 31, 3)) and loss["y"] == pytest.approx(  # 30 steps in bins of 3
-        [sum(0.1 / s for s in range(b, b + 3)) / 3 for b in range(1, 31, 3)])
+        [sum(0.1 / s for s in range(b, b + 3)) / 3 for b in range(1, 31, 3)]
+    )
     assert smoothed["mode"] == "lines+markers"  # few points: each one marked
     page = open_page("prompts", run="learning")
     page.radio(key="heat_x").set_value("training step").run()
@@ -239,12 +276,15 @@ def test_the_open_rollout_is_marked_in_the_table(runs):
     rows = open_page("rollouts", run="learning").dataframe[0].value
     assert (rows["open"] == "").all()  # nothing open yet
     third = rows.iloc[2]
-    at = open_page("rollouts", run="learning", prompt_id=third["prompt_id"], step=str(third["step"]),
-                   sample=str(third["sample"]))
+    at = open_page(
+        "rollouts", run="learning", prompt_id=third["prompt_id"], step=str(third["step"]), sample=str(third["sample"])
+    )
     shown = at.dataframe[0].value  # opened at a step (as a Prompts point or a doctor's example does): that step
     assert set(shown["step"]) == {third["step"]} and set(shown["prompt_id"]) == {third["prompt_id"]}
     assert shown["open"].tolist() == ["▶" if s == third["sample"] else "" for s in shown["sample"]]
-    assert f"Prompt {third['prompt_id']} · step {third['step']} · sample {third['sample']}" in [h.value for h in at.subheader]
+    assert f"Prompt {third['prompt_id']} · step {third['step']} · sample {third['sample']}" in [
+        h.value for h in at.subheader
+    ]
 
 
 def test_the_rollout_open_on_one_run_does_not_follow_to_another(runs):
@@ -267,14 +307,21 @@ def test_rollout_detail_and_group_show_model_text_as_text(runs):
 
 
 def rollout_records(run_dir) -> list[dict]:
-    return [json.loads(line) for f in sorted((run_dir / "rollouts").glob("*.jsonl")) for line in f.read_text().splitlines()]
+    return [
+        json.loads(line) for f in sorted((run_dir / "rollouts").glob("*.jsonl")) for line in f.read_text().splitlines()
+    ]
 
 
 def test_rewards_page_charts_match_the_rollouts(runs):
     records = rollout_records(runs["learning"])
     rewards = vega_views(open_page("rewards", run="learning"))
-    assert list(rewards) == ["Mean reward ± std (all sampled completions)", "Reward categories per step",
-                             "Format rate and accuracy over time", "Reward histogram", "Completion length by category"]
+    assert list(rewards) == [
+        "Mean reward ± std (all sampled completions)",
+        "Reward categories per step",
+        "Format rate and accuracy over time",
+        "Reward histogram",
+        "Completion length by category",
+    ]
     by_step = {}
     for r in records:
         by_step.setdefault(r["step"], []).append(r)
@@ -292,7 +339,9 @@ def test_rewards_page_charts_match_the_rollouts(runs):
         assert row["malformed"] + row["wrong"] + row["correct"] == len(group)  # each rollout in one category
         assert row["correct"] == sum(r["correct"] for r in group)
     hist = rewards["Reward histogram"]
-    assert dict(zip(hist["reward"], hist["n"])) == Counter(r["reward"] for r in records)  # the whole run: the default window
+    assert dict(zip(hist["reward"], hist["n"])) == Counter(
+        r["reward"] for r in records
+    )  # the whole run: the default window
     lengths = rewards["Completion length by category"]
     assert lengths["n"].sum() == len(records)
 
@@ -372,9 +421,12 @@ def test_launch_shows_every_problem_under_its_field_and_launches_nothing(runs, t
         "'K: completions per prompt' has value 1, expected at least 2: GRPO scores each completion against the "
         "others sampled for the same prompt",
         "'Learning rate' has value 0.0, expected a number greater than 0",
-        "'num_iterations' has value 'two', expected a whole number"]
-    assert summary == ("3 settings to fix before this run can start: K: completions per prompt, Learning rate, "
-                       "num_iterations (Advanced), each explained under its field.")
+        "'num_iterations' has value 'two', expected a whole number",
+    ]
+    assert summary == (
+        "3 settings to fix before this run can start: K: completions per prompt, Learning rate, "
+        "num_iterations (Advanced), each explained under its field."
+    )
     assert {"config key: num_generations", "config key: train.learning_rate"} <= {c.value for c in at.caption}
     assert not at.success and len(list_runs(tmp_path)) == 3
     at.number_input(key="tiny_cpu.yaml:lr").set_value(1e-4)
@@ -425,7 +477,9 @@ def test_launch_check_shows_the_command_line(runs):
     at.button[0].click().run()
     assert "--set peft.r=8 --set 'peft.target_modules=[q_proj, v_proj]'" in texts(at)
     if not torch.cuda.is_available():
-        assert at.toggle(key="tiny_cpu.yaml:use_vllm").disabled and at.selectbox(key="tiny_cpu.yaml:evalbackend").disabled
+        assert (
+            at.toggle(key="tiny_cpu.yaml:use_vllm").disabled and at.selectbox(key="tiny_cpu.yaml:evalbackend").disabled
+        )
     at.text_input(key="tiny_cpu.yaml:num_iterations").set_value("two")
     at.button[0].click().run()
     assert "'num_iterations' has value 'two', expected a whole number" in texts(at)
@@ -462,9 +516,12 @@ def test_save_as_preset_writes_a_loadable_config(runs):
 
 def test_rollouts_pages_by_key_first_next_last_previous(runs):
     at = open_page("rollouts", run="learning")
+
     def rows(at):
-        return list(zip(at.dataframe[0].value["step"], at.dataframe[0].value["prompt_id"],
-                        at.dataframe[0].value["sample"]))
+        return list(
+            zip(at.dataframe[0].value["step"], at.dataframe[0].value["prompt_id"], at.dataframe[0].value["sample"])
+        )
+
     first = rows(at)
     assert "rows 1–25" in texts(at)
     at.button(key="page_after").click().run()
@@ -542,7 +599,9 @@ def test_the_doctor_looks_again_at_a_live_run_every_30_seconds_not_every_refresh
 
     calls = []
     real = dashboard.caches.diagnose
-    monkeypatch.setattr(dashboard.caches, "diagnose", lambda store, config: calls.append(store.count()) or real(store, config))
+    monkeypatch.setattr(
+        dashboard.caches, "diagnose", lambda store, config: calls.append(store.count()) or real(store, config)
+    )
     store = RunStore(runs["learning"])
     store.refresh(rollouts=False)
     path = str(runs["learning"])
@@ -575,22 +634,35 @@ def test_a_live_page_redraws_its_charts_less_often_than_its_text(runs, monkeypat
     from tests.dashboard_fixtures import write_status
 
     if live:
-        write_status(runs["learning"], state="running", pid=os.getpid(), pid_started=process_started(os.getpid()),
-                     ended_at=None, global_step=20, phase="training")
+        write_status(
+            runs["learning"],
+            state="running",
+            pid=os.getpid(),
+            pid_started=process_started(os.getpid()),
+            ended_at=None,
+            global_step=20,
+            phase="training",
+        )
     every, charted = {}, set()
-    real_fragment, real_charts = st.fragment, {kind: getattr(DeltaGenerator, kind) for kind in ("plotly_chart", "altair_chart")}
+    real_fragment, real_charts = (
+        st.fragment,
+        {kind: getattr(DeltaGenerator, kind) for kind in ("plotly_chart", "altair_chart")},
+    )
 
     def fragment(func=None, *, run_every=None, **kwargs):
         def register(f):
             every[Path(f.__code__.co_filename).stem, f.__name__] = run_every  # (page, function)
             return real_fragment(f, run_every=run_every, **kwargs)
+
         return register(func) if func else register
 
     def chart(kind):
         def draw(self, *args, **kwargs):
-            charted.update(key for frame in traceback.extract_stack()
-                           if (key := (Path(frame.filename).stem, frame.name)) in every)
+            charted.update(
+                key for frame in traceback.extract_stack() if (key := (Path(frame.filename).stem, frame.name)) in every
+            )
             return real_charts[kind](self, *args, **kwargs)
+
         return draw
 
     monkeypatch.setattr(st, "fragment", fragment)
@@ -610,8 +682,9 @@ def test_a_live_page_redraws_its_charts_less_often_than_its_text(runs, monkeypat
 
 
 def test_runs_charts_overlay_other_runs_and_plot_against_relative_time(runs):
-    (runs["html"] / "metrics.jsonl").write_text("".join(
-        json.dumps({"step": s, "time": 1.8e9 + 30 * s, "loss": 0.2 / s}) + "\n" for s in range(1, 11)))
+    (runs["html"] / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "time": 1.8e9 + 30 * s, "loss": 0.2 / s}) + "\n" for s in range(1, 11))
+    )
     at = open_page("runs", run="learning")
     at.multiselect(key="overlay").set_value(["html"]).run()
     curves = {c["name"]: c for c in charts(at)["Loss"] if not c["name"].endswith("(raw)")}

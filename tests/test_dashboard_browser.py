@@ -25,8 +25,10 @@ from tests.dashboard_fixtures import make_runs
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
 playwright = pytest.importorskip("playwright.sync_api")
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
+]
 
 
 def free_port() -> int:
@@ -37,8 +39,9 @@ def free_port() -> int:
 
 def newest_rollouts(run_dir: Path) -> list[dict]:
     """The run's rollouts in the Rollouts table's default order, newest first."""
-    records = [json.loads(line) for f in sorted((run_dir / "rollouts").glob("*.jsonl"))
-               for line in f.read_text().splitlines()]
+    records = [
+        json.loads(line) for f in sorted((run_dir / "rollouts").glob("*.jsonl")) for line in f.read_text().splitlines()
+    ]
     return sorted(records, key=lambda r: (-r["step"], r["rank"], r["prompt_id"], r["sample"]))
 
 
@@ -47,9 +50,18 @@ def browser_page(*flags: str, viewport: dict | None = None):
     """A page of Debian's Chromium, as this machine runs it (no sandbox, no GPU, nothing fetched in the
     background; `flags` added), a minute's patience for each wait; the browser closes after."""
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", *flags])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                *flags,
+            ],
+        )
         try:
             page = browser.new_page(**({"viewport": viewport} if viewport else {}))
             page.set_default_timeout(60_000)
@@ -70,10 +82,25 @@ def server(tmp_path, tiny_model_dir):
     runs = tmp_path / "runs"
     make_runs(runs)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
-                             "--server.headless", "true", "--server.fileWatcherType", "none"],
-                            cwd=ROOT, env={**os.environ, "RUNS_DIR": str(runs)}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "dashboard/app.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "RUNS_DIR": str(runs)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while True:
@@ -133,8 +160,9 @@ def test_launch_watch_and_read_in_a_real_browser(server):
             grid.wait_for()
             page.wait_for_timeout(1000)
             click_row(page, 1)
-            page.get_by_text(f"Prompt {second['prompt_id']} · step {second['step']} · sample {second['sample']}",
-                             exact=True).wait_for(timeout=20_000)
+            page.get_by_text(
+                f"Prompt {second['prompt_id']} · step {second['step']} · sample {second['sample']}", exact=True
+            ).wait_for(timeout=20_000)
             shot("rollouts_clicked")
 
             first = json.loads((runs / "e2e_run" / "rollouts" / "rollouts.jsonl").read_text().splitlines()[0])
@@ -147,10 +175,27 @@ def test_launch_watch_and_read_in_a_real_browser(server):
             # its token view: each token's figures, as `python -m core.tokens` gives them
             page.get_by_text("What training did to each token").click()
             page.locator("span.token").first.wait_for(timeout=120_000)
-            tokens = json.loads(subprocess.run(
-                [sys.executable, "-m", "core.tokens", str(runs / "e2e_run"), "--step", "1", "--prompt-id",
-                 first["prompt_id"], "--sample", "0", "--json"], cwd=ROOT, capture_output=True, text=True,
-                check=True).stdout)
+            tokens = json.loads(
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "core.tokens",
+                        str(runs / "e2e_run"),
+                        "--step",
+                        "1",
+                        "--prompt-id",
+                        first["prompt_id"],
+                        "--sample",
+                        "0",
+                        "--json",
+                    ],
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )
             titles = page.locator("span.token").evaluate_all("spans => spans.map(s => s.title)")
             assert len(titles) == len(tokens)
             for title, t in zip(titles, tokens):
@@ -220,8 +265,15 @@ def test_a_live_run_shows_new_steps_as_they_arrive(server):
 
     url, runs = server
     ARTIFACTS.mkdir(exist_ok=True)
-    write_status(runs / "learning", state="running", pid=os.getpid(), pid_started=process_started(os.getpid()),
-                 ended_at=None, global_step=8, max_steps=30)
+    write_status(
+        runs / "learning",
+        state="running",
+        pid=os.getpid(),
+        pid_started=process_started(os.getpid()),
+        ended_at=None,
+        global_step=8,
+        max_steps=30,
+    )
     with browser_page() as page:
         page.goto(f"{url}/rollouts?run=learning")
         page.get_by_text("1,024 rollouts match").wait_for()
@@ -232,8 +284,9 @@ def test_a_live_run_shows_new_steps_as_they_arrive(server):
         second = newest_rollouts(runs / "learning")[1]
         write_run(runs / "learning", 128, ranks=2, start=1280, prompts=20, ramp=20)  # step 11
         click_row(page, 1)
-        page.get_by_text(f"Prompt {second['prompt_id']} · step {second['step']} · sample {second['sample']}",
-                         exact=True).wait_for(timeout=20_000)  # what was clicked is what opens
+        page.get_by_text(
+            f"Prompt {second['prompt_id']} · step {second['step']} · sample {second['sample']}", exact=True
+        ).wait_for(timeout=20_000)  # what was clicked is what opens
         page.get_by_text("1,408 rollouts match").wait_for(timeout=30_000)
         page.get_by_role("button", name="next ▶").click()  # the second page, found by key
         page.get_by_text("rows 26–50").wait_for()
@@ -245,8 +298,15 @@ def test_a_live_run_shows_new_steps_as_they_arrive(server):
 
         page.goto(f"{url}/runs?run=learning")
         page.get_by_text("running · step 8/30").wait_for()
-        write_status(runs / "learning", state="running", pid=os.getpid(), pid_started=process_started(os.getpid()),
-                     ended_at=None, global_step=11, max_steps=30)  # as the trainer does after each step
+        write_status(
+            runs / "learning",
+            state="running",
+            pid=os.getpid(),
+            pid_started=process_started(os.getpid()),
+            ended_at=None,
+            global_step=11,
+            max_steps=30,
+        )  # as the trainer does after each step
         page.get_by_text("running · step 11/30").wait_for(timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "runs_live.png"), full_page=True)
 
@@ -272,8 +332,9 @@ def test_a_trl_run_opens_read_only_in_a_real_browser(server, tiny_model_dir):
         page.locator('[data-testid="stDataFrame"]').first.wait_for()
         page.wait_for_timeout(1000)
         click_row(page, 1)
-        page.get_by_text(f"Prompt {second['prompt_id']} · step {second['step']} · sample {second['sample']}",
-                         exact=True).wait_for(timeout=20_000)
+        page.get_by_text(
+            f"Prompt {second['prompt_id']} · step {second['step']} · sample {second['sample']}", exact=True
+        ).wait_for(timeout=20_000)
         page.get_by_text("The advantage TRL logged for each sample").wait_for()
         page.screenshot(path=str(ARTIFACTS / "trl_rollout.png"), full_page=True)
     assert (runs / "trl_plain" / "trainer_state.json").is_file()  # nothing of it touched
@@ -291,8 +352,9 @@ FIRST_CURVE = "() => document.querySelector('.vega-embed .mark-line path').getAt
 
 def more_metrics(run_dir):  # three more steps, as the trainer logs them
     with open(run_dir / "metrics.jsonl", "a") as f:
-        f.writelines(json.dumps({"step": s, "time": 1.8e9 + s, "reward": 0.8, "loss": 0.1 / s}) + "\n"
-                     for s in range(31, 34))
+        f.writelines(
+            json.dumps({"step": s, "time": 1.8e9 + s, "reward": 0.8, "loss": 0.1 / s}) + "\n" for s in range(31, 34)
+        )
 
 
 def more_rollouts(run_dir):  # a ninth step of 128 rollouts, as the trainer writes them
@@ -301,9 +363,14 @@ def more_rollouts(run_dir):  # a ninth step of 128 rollouts, as the trainer writ
     write_run(run_dir, 128, ranks=2, start=1024, prompts=20, ramp=20)
 
 
-@pytest.mark.parametrize("path, title, grow, panels", [("runs", "Mean reward (TRL's reward)", more_metrics, 3),
-                                                       ("rewards", "Reward categories per step", more_rollouts, 3),
-                                                       ("prompts", "Accuracy per step", more_rollouts, 1)])
+@pytest.mark.parametrize(
+    "path, title, grow, panels",
+    [
+        ("runs", "Mean reward (TRL's reward)", more_metrics, 3),
+        ("rewards", "Reward categories per step", more_rollouts, 3),
+        ("prompts", "Accuracy per step", more_rollouts, 1),
+    ],
+)
 def test_charts_are_redrawn_in_place_and_hover_marks_every_chart(server, path, title, grow, panels):
     """A live run's charts take new steps without being taken down (never blank, not drawn anew), and
     hovering a step on one chart marks it on every chart of the grid, as W&B does."""
@@ -311,8 +378,15 @@ def test_charts_are_redrawn_in_place_and_hover_marks_every_chart(server, path, t
     from tests.dashboard_fixtures import write_status
 
     url, runs = server
-    write_status(runs / "learning", state="running", pid=os.getpid(), pid_started=process_started(os.getpid()),
-                 ended_at=None, global_step=30, max_steps=60)
+    write_status(
+        runs / "learning",
+        state="running",
+        pid=os.getpid(),
+        pid_started=process_started(os.getpid()),
+        ended_at=None,
+        global_step=30,
+        max_steps=60,
+    )
     with browser_page(viewport={"width": 1500, "height": 1000}) as page:
         page.goto(f"{url}/{path}?run=learning")
         page.get_by_text(title).first.wait_for()
@@ -325,8 +399,10 @@ def test_charts_are_redrawn_in_place_and_hover_marks_every_chart(server, path, t
         frames = page.evaluate("window.chartFrames")
 
         grid = page.locator(".vega-embed").first  # the key charts: one Vega-Lite chart, a panel each
-        marked = "() => [...document.querySelector('.vega-embed').querySelectorAll('g.mark-rule.role-mark')].map(" \
-                 "rule => rule.querySelectorAll('line').length)"  # a rule layer per panel: its lines shown
+        marked = (
+            "() => [...document.querySelector('.vega-embed').querySelectorAll('g.mark-rule.role-mark')].map("
+            "rule => rule.querySelectorAll('line').length)"
+        )  # a rule layer per panel: its lines shown
         unmarked = page.evaluate(marked)
         panel = grid.locator("g.mark-path.role-mark").first.bounding_box()  # the first panel's plot
         page.mouse.move(panel["x"] + panel["width"] * 0.6, panel["y"] + panel["height"] / 2)
@@ -335,7 +411,9 @@ def test_charts_are_redrawn_in_place_and_hover_marks_every_chart(server, path, t
         page.screenshot(path=str(ARTIFACTS / f"{path}_hover.png"), full_page=True)
     assert len(frames) > 100 and frames[0], frames[:3]
     changed = [(i, frame) for i, frame in enumerate(frames) if frame != frames[0]]
-    assert not changed, f"in {len(changed)} of {len(frames)} frames the charts were not the ones first drawn: {changed[:3]}"
+    assert not changed, (
+        f"in {len(changed)} of {len(frames)} frames the charts were not the ones first drawn: {changed[:3]}"
+    )
     assert len(unmarked) >= panels and not any(unmarked), unmarked
     assert all(hovered), hovered  # the hovered step, on every chart of the grid
 
@@ -351,8 +429,13 @@ def test_a_click_on_a_prompts_curve_opens_that_prompt_at_that_step(server):
         labels = points.evaluate_all("points => points.map(p => p.getAttribute('aria-label'))")
         seen = [label for label in labels if label.count(": ") == 3]  # the points drawn (the others take the pointer)
         where = [label.rsplit("; prompt: ", 1)[0] for label in seen]
-        alone = labels.index(next(label for label, at in zip(seen, where)  # a point no other curve shares, late on
-                                  if where.count(at) == 1 and not label.startswith(("step: 1;", "step: 2;"))))
+        alone = labels.index(
+            next(
+                label
+                for label, at in zip(seen, where)  # a point no other curve shares, late on
+                if where.count(at) == 1 and not label.startswith(("step: 1;", "step: 2;"))
+            )
+        )
         fields = dict(part.split(": ") for part in labels[alone].split("; "))
         box = points.nth(alone).bounding_box()
         page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
@@ -391,6 +474,7 @@ def test_check_before_launch_and_try_another_reward_in_a_real_browser(server):
         page.screenshot(path=str(ARTIFACTS / "rewards_replay.png"), full_page=True)
         click_row(page, 0)
         first = changed[0]
-        page.get_by_text(f"Prompt {first['prompt_id']} · step {first['step']} · sample {first['sample']}",
-                         exact=True).wait_for(timeout=20_000)
+        page.get_by_text(
+            f"Prompt {first['prompt_id']} · step {first['step']} · sample {first['sample']}", exact=True
+        ).wait_for(timeout=20_000)
         assert "/rollouts?" in page.url

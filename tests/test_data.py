@@ -12,9 +12,11 @@ from core.rewards import extract_gsm8k_gt
 
 
 def test_system_prompt_is_verbatim():
-    assert SYSTEM_PROMPT == ("You are a helpful assistant. Solve the problem.\nShow your reasoning briefly.\n"
-                             "At the end, output exactly one line in this format:\nFinal: <number>\n"
-                             "Do not write anything after the Final line.")
+    assert SYSTEM_PROMPT == (
+        "You are a helpful assistant. Solve the problem.\nShow your reasoning briefly.\n"
+        "At the end, output exactly one line in this format:\nFinal: <number>\n"
+        "Do not write anything after the Final line."
+    )
 
 
 def test_synthetic_is_deterministic_varied_and_gsm8k_format():
@@ -22,8 +24,17 @@ def test_synthetic_is_deterministic_varied_and_gsm8k_format():
     assert rows == synthetic_rows(200, seed=3)
     assert rows != synthetic_rows(200, seed=4)
     assert len({r["question"] for r in rows}) == 200
-    templates = {re.sub(r"\d+|" + "|".join(["Ava", "Ben", "Carla", "Dev", "Elena", "Farid", "Grace", "Hugo",
-                                             "Ines", "Jamal", "Kira", "Liam"]), "#", r["question"])[:25] for r in rows}
+    templates = {
+        re.sub(
+            r"\d+|"
+            + "|".join(
+                ["Ava", "Ben", "Carla", "Dev", "Elena", "Farid", "Grace", "Hugo", "Ines", "Jamal", "Kira", "Liam"]
+            ),
+            "#",
+            r["question"],
+        )[:25]
+        for r in rows
+    }
     assert len(templates) >= 6  # varied templates, not one sentence with new numbers
     for row in rows:
         steps = re.findall(r"<<([^=]+)=(-?\d+)>>", row["answer"])

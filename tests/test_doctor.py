@@ -34,23 +34,40 @@ def healthy(step, group, sample, rng):
 HEALTHY_METRICS = {"entropy": lambda s: 0.8, "learning_rate": lambda s: 1e-5}
 
 PATHOLOGIES = {  # code: (completion at (step, group, sample), TRL's metrics per step, eval (before, after) right)
-    "truncation": (lambda s, g, k, rng: ("so " * 70, MAX_TOKENS) if rng.random() < share(s, 0.1, 0.8)
-                   else healthy(s, g, k, rng), {}, None),
+    "truncation": (
+        lambda s, g, k, rng: ("so " * 70, MAX_TOKENS) if rng.random() < share(s, 0.1, 0.8) else healthy(s, g, k, rng),
+        {},
+        None,
+    ),
     "no_signal": (lambda s, g, k, rng: (WRONG, 20) if g < 3 or rng.random() < 0.5 else (RIGHT, 20), {}, None),
     "format_not_learned": (lambda s, g, k, rng: (RIGHT, 20) if rng.random() < 0.05 else (MALFORMED, 20), {}, None),
-    "format_only": (lambda s, g, k, rng: (WRONG, 20) if rng.random() < share(s, 0.1, 0.9) else (MALFORMED, 20),
-                    {}, None),
-    "reward_hacking": (lambda s, g, k, rng: ("Final: 8", 3) if rng.random() < share(s, 0.0, 0.8)
-                       else healthy(s, g, k, rng), {}, None),
-    "length_explosion": (lambda s, g, k, rng: (RIGHT if rng.random() < 0.5 else WRONG,
-                                               int(share(s, 20, MAX_TOKENS))), {}, None),
-    "length_collapse": (lambda s, g, k, rng: (RIGHT if rng.random() < 0.5 else WRONG, int(share(s, 40, 4))), {},
-                        None),
-    "entropy_collapse": (lambda s, g, k, rng: (RIGHT if rng.random() < 0.4 else WRONG, 20),
-                         {"entropy": lambda s: max(0.01, 1 - s / 20)}, None),
+    "format_only": (
+        lambda s, g, k, rng: (WRONG, 20) if rng.random() < share(s, 0.1, 0.9) else (MALFORMED, 20),
+        {},
+        None,
+    ),
+    "reward_hacking": (
+        lambda s, g, k, rng: ("Final: 8", 3) if rng.random() < share(s, 0.0, 0.8) else healthy(s, g, k, rng),
+        {},
+        None,
+    ),
+    "length_explosion": (
+        lambda s, g, k, rng: (RIGHT if rng.random() < 0.5 else WRONG, int(share(s, 20, MAX_TOKENS))),
+        {},
+        None,
+    ),
+    "length_collapse": (lambda s, g, k, rng: (RIGHT if rng.random() < 0.5 else WRONG, int(share(s, 40, 4))), {}, None),
+    "entropy_collapse": (
+        lambda s, g, k, rng: (RIGHT if rng.random() < 0.4 else WRONG, 20),
+        {"entropy": lambda s: max(0.01, 1 - s / 20)},
+        None,
+    ),
     "eval_regression": (healthy, {}, (range(0, 20), range(12, 20))),
-    "stalled": (lambda s, g, k, rng: (RIGHT if rng.random() < 0.4 else WRONG, 20),
-                {"learning_rate": lambda s: max(0.0, 1e-5 * (1 - s / 10))}, None),
+    "stalled": (
+        lambda s, g, k, rng: (RIGHT if rng.random() < 0.4 else WRONG, 20),
+        {"learning_rate": lambda s: max(0.0, 1e-5 * (1 - s / 10))},
+        None,
+    ),
 }
 
 
@@ -69,12 +86,36 @@ def make_run(root, name, completion, metrics=None, evals=None, steps=STEPS, seed
                 prediction = text.rsplit("Final: ", 1)[1] if "Final: " in text else None
                 reward = 1.0 if prediction == "7" else 0.1 if prediction else 0.0
                 rewards.append(reward)
-                lines.append(json.dumps(rollout_record(
-                    step=step, prompt_id=f"p{group}", prompt=f"P{group}", question=f"q{group}", completion=text,
-                    prediction=prediction, ground_truth="7", reward=reward, rewards={"gsm8k": reward},
-                    correct=prediction == "7", rank=0, sample=sample, completion_tokens=tokens, time=step, attempt=1)))
-        logged.append({"step": step, "time": 1.7e9 + step, "reward": sum(rewards) / len(rewards), "loss": 0.1,
-                       **{k: f(step) for k, f in {**HEALTHY_METRICS, **(metrics or {})}.items()}})
+                lines.append(
+                    json.dumps(
+                        rollout_record(
+                            step=step,
+                            prompt_id=f"p{group}",
+                            prompt=f"P{group}",
+                            question=f"q{group}",
+                            completion=text,
+                            prediction=prediction,
+                            ground_truth="7",
+                            reward=reward,
+                            rewards={"gsm8k": reward},
+                            correct=prediction == "7",
+                            rank=0,
+                            sample=sample,
+                            completion_tokens=tokens,
+                            time=step,
+                            attempt=1,
+                        )
+                    )
+                )
+        logged.append(
+            {
+                "step": step,
+                "time": 1.7e9 + step,
+                "reward": sum(rewards) / len(rewards),
+                "loss": 0.1,
+                **{k: f(step) for k, f in {**HEALTHY_METRICS, **(metrics or {})}.items()},
+            }
+        )
     (run_dir / "rollouts" / "rollouts.jsonl").write_text("\n".join(lines) + "\n")
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in logged))
     write_config(run_dir, max_new_tokens=MAX_TOKENS, num_generations=K)
@@ -82,10 +123,24 @@ def make_run(root, name, completion, metrics=None, evals=None, steps=STEPS, seed
     before, after = evals or (range(0, 9), range(0, 15))
     (run_dir / "eval").mkdir()
     for phase, right in (("before", before), ("after", after)):
-        (run_dir / "eval" / f"{phase}.jsonl").write_text("".join(json.dumps(
-            {"prompt_id": f"e{i}", "question": f"q{i}", "prompt": "P", "ground_truth": "7",
-             "prediction": "7" if i in right else "8", "completion": "Final: 7" if i in right else "Final: 8",
-             "correct": i in right, "completion_tokens": 5}) + "\n" for i in range(30)))
+        (run_dir / "eval" / f"{phase}.jsonl").write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "prompt_id": f"e{i}",
+                        "question": f"q{i}",
+                        "prompt": "P",
+                        "ground_truth": "7",
+                        "prediction": "7" if i in right else "8",
+                        "completion": "Final: 7" if i in right else "Final: 8",
+                        "correct": i in right,
+                        "completion_tokens": 5,
+                    }
+                )
+                + "\n"
+                for i in range(30)
+            )
+        )
     return run_dir
 
 
@@ -116,8 +171,9 @@ def test_each_pathology_is_named_with_its_evidence_fix_and_examples(tmp_path, co
             assert store.rollout(example["prompt_id"], example["step"], example["sample"]) is not None
     if code not in ("entropy_collapse", "stalled", "eval_regression"):  # the ones about rollouts show some
         assert finding.examples
-    assert [f.severity for f in findings] == sorted((f.severity for f in findings),
-                                                    key=("problem", "warning", "info").index)  # worst first
+    assert [f.severity for f in findings] == sorted(
+        (f.severity for f in findings), key=("problem", "warning", "info").index
+    )  # worst first
 
 
 def test_every_check_has_a_pathology():
@@ -125,14 +181,25 @@ def test_every_check_has_a_pathology():
     assert names == set(PATHOLOGIES) - {"length_explosion", "length_collapse"} | {"length_change"}
 
 
-@pytest.mark.parametrize("text, tokens, why, counted, fix", [
-    (WRONG, 20, "too hard", "all_wrong_groups", "dataset.level=1"),
-    (RIGHT, 20, "too easy", "all_right_groups", "dataset.level=3"),
-    (MALFORMED, 20, "the format fails", "none_well_formed_groups", "stop_at_final=true"),  # not the difficulty
-    (MALFORMED, MAX_TOKENS, "cut off at the token limit", "all_truncated_groups", f"max_new_tokens={2 * MAX_TOKENS}"),
-], ids=["too_hard", "too_easy", "format", "truncated"])
-def test_no_signal_says_whether_the_questions_are_too_hard_too_easy_or_the_format_fails(tmp_path, text, tokens, why,
-                                                                                         counted, fix):
+@pytest.mark.parametrize(
+    "text, tokens, why, counted, fix",
+    [
+        (WRONG, 20, "too hard", "all_wrong_groups", "dataset.level=1"),
+        (RIGHT, 20, "too easy", "all_right_groups", "dataset.level=3"),
+        (MALFORMED, 20, "the format fails", "none_well_formed_groups", "stop_at_final=true"),  # not the difficulty
+        (
+            MALFORMED,
+            MAX_TOKENS,
+            "cut off at the token limit",
+            "all_truncated_groups",
+            f"max_new_tokens={2 * MAX_TOKENS}",
+        ),
+    ],
+    ids=["too_hard", "too_easy", "format", "truncated"],
+)
+def test_no_signal_says_whether_the_questions_are_too_hard_too_easy_or_the_format_fails(
+    tmp_path, text, tokens, why, counted, fix
+):
     _, findings = findings_of(make_run(tmp_path, why.replace(" ", "_"), lambda s, g, k, rng: (text, tokens)))
     (finding,) = [f for f in findings if f.code == "no_signal"]
     assert why in finding.message and finding.severity == "problem"
@@ -163,7 +230,7 @@ def test_an_eval_dip_within_noise_is_not_a_regression(tmp_path):
     # 3 questions right → wrong, 1 wrong → right: lower, but a sign test cannot tell it from luck
     _, findings = findings_of(make_run(tmp_path, "noise", healthy, evals=([0, 1, 2, 3], [3, 4])))
     assert "eval_regression" not in {f.code for f in findings}
-    assert sign_test(3, 1) == pytest.approx(0.625) and sign_test(12, 0) == pytest.approx(2 / 2 ** 12)
+    assert sign_test(3, 1) == pytest.approx(0.625) and sign_test(12, 0) == pytest.approx(2 / 2**12)
 
 
 def test_the_cli_prints_the_findings_and_json(tmp_path, capsys):
@@ -179,15 +246,24 @@ def test_the_cli_prints_the_findings_and_json(tmp_path, capsys):
 
 # ---- real tiny runs made to fail on purpose ----------------------------------------------------
 
-@pytest.mark.parametrize("sets, code", [
-    (["max_new_tokens=4", "eval.max_new_tokens=4"], "truncation"),  # no room for a Final: line
-    (["dataset.level=3"], "no_signal"),  # two-step problems: the tiny model gets every one wrong
-], ids=["truncation", "no_signal"])
+
+@pytest.mark.parametrize(
+    "sets, code",
+    [
+        (["max_new_tokens=4", "eval.max_new_tokens=4"], "truncation"),  # no room for a Final: line
+        (["dataset.level=3"], "no_signal"),  # two-step problems: the tiny model gets every one wrong
+    ],
+    ids=["truncation", "no_signal"],
+)
 def test_real_tiny_runs_that_fail_on_purpose(tiny_model_dir, tmp_path, sets, code):
     run_dir = tmp_path / code
-    result = run_cli("--config", "configs/tiny_cpu.yaml", "--set", f"train.output_dir={run_dir}",
-                     *[a for s in [*TINY_SETS, "train.num_train_steps=12", "eval.enabled=false", *sets]
-                       for a in ("--set", s)])
+    result = run_cli(
+        "--config",
+        "configs/tiny_cpu.yaml",
+        "--set",
+        f"train.output_dir={run_dir}",
+        *[a for s in [*TINY_SETS, "train.num_train_steps=12", "eval.enabled=false", *sets] for a in ("--set", s)],
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     _, findings = findings_of(run_dir)
     assert code in {f.code for f in findings}, [(f.code, f.message) for f in findings]

@@ -35,26 +35,31 @@ def no_signals(monkeypatch):
 
 # ---- the right process, or none -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("pid", [0, 1, -1, -4242, "123", True, None, 2**70])
 def test_a_pid_that_is_not_a_process_of_ours_is_never_signalled(tmp_path, no_signals, pid):
     write_status(tmp_path, state="running", pid=pid, pid_started=time.time(), ended_at=None)
     assert not stop(tmp_path) and no_signals == []
     assert effective_state(read_status(tmp_path)) in ("crashed", "running") and run_info(tmp_path)["state"] in (
-        "crashed", "unreadable")  # a pid that is not a number makes status.json unreadable
+        "crashed",
+        "unreadable",
+    )  # a pid that is not a number makes status.json unreadable
 
 
 def test_a_reused_pid_is_another_process_the_run_crashed(tmp_path, no_signals):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         # the run's trainer was pid N; it died, and N now belongs to an unrelated process
-        write_status(tmp_path, state="running", pid=sleeper.pid, pid_started=process_started(sleeper.pid) - 3600,
-                     ended_at=None)
+        write_status(
+            tmp_path, state="running", pid=sleeper.pid, pid_started=process_started(sleeper.pid) - 3600, ended_at=None
+        )
         assert run_info(tmp_path)["state"] == "crashed"
         assert not stop(tmp_path) and no_signals == []
         write_status(tmp_path, state="running", pid=sleeper.pid, ended_at=None)  # written before pid_started
         assert run_info(tmp_path)["state"] == "crashed" and not stop(tmp_path)
-        write_status(tmp_path, state="running", pid=sleeper.pid, pid_started=process_started(sleeper.pid),
-                     ended_at=None)  # proven: the same process that status.json names
+        write_status(
+            tmp_path, state="running", pid=sleeper.pid, pid_started=process_started(sleeper.pid), ended_at=None
+        )  # proven: the same process that status.json names
         assert run_info(tmp_path)["state"] == "running" and stop(tmp_path)
         assert no_signals == [(sleeper.pid, 15)]
     finally:
@@ -107,10 +112,16 @@ def test_a_damaged_metadata_file_makes_one_run_unreadable_and_breaks_no_page(tmp
 
 # ---- one writer per run folder; the trainer owns its monitoring files -------------------------
 
+
 def start(run_dir, *sets):
     args = [a for s in [*TINY_SETS, *sets, f"train.output_dir={run_dir}"] for a in ("--set", s)]
-    return subprocess.Popen([sys.executable, "-m", "core.train", "--config", "configs/tiny_cpu.yaml", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "core.train", "--config", "configs/tiny_cpu.yaml", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_step(proc, run_dir, step):
@@ -126,20 +137,26 @@ def test_a_second_trainer_on_a_live_run_folder_exits_2_and_touches_nothing(tiny_
     try:
         wait_for_step(first, run_dir, 1)
         files = {p: p.read_bytes() for p in (run_dir / "run.yaml", run_dir / "eval" / "before.jsonl")}
-        for args in (["--config", "configs/tiny_cpu.yaml", "--set", f"train.output_dir={run_dir}",
-                      "--set", "train.seed=7"], ["--resume", str(run_dir)]):
-            second = subprocess.run([sys.executable, "-m", "core.train", *args], cwd=ROOT, capture_output=True,
-                                    text=True, timeout=300)
+        for args in (
+            ["--config", "configs/tiny_cpu.yaml", "--set", f"train.output_dir={run_dir}", "--set", "train.seed=7"],
+            ["--resume", str(run_dir)],
+        ):
+            second = subprocess.run(
+                [sys.executable, "-m", "core.train", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+            )
             assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr[-3000:]
-            assert second.stderr.startswith(f"error: run folder '{run_dir}' is in use by a live run "
-                                            f"(pid {first.pid})"), second.stderr
+            assert second.stderr.startswith(
+                f"error: run folder '{run_dir}' is in use by a live run (pid {first.pid})"
+            ), second.stderr
         assert {p: p.read_bytes() for p in files} == files  # nothing rewritten
         assert read_status(run_dir)["pid"] == first.pid and first.poll() is None
     finally:
         first.terminate()
         first.communicate(timeout=120)
     assert read_status(run_dir)["state"] == "stopped"
-    seeds = {json.loads(line)["prompt_id"] for line in (run_dir / "rollouts" / "rollouts.jsonl").read_text().splitlines()}
+    seeds = {
+        json.loads(line)["prompt_id"] for line in (run_dir / "rollouts" / "rollouts.jsonl").read_text().splitlines()
+    }
     assert seeds  # one run's rollouts only (a second seed would have sampled other prompts into the file)
 
 
@@ -158,6 +175,7 @@ def test_the_trainer_rewrites_a_status_file_damaged_under_it(tiny_model_dir, tmp
 
 
 # ---- the right run: its real folder, whatever its name ---------------------------------------
+
 
 def test_a_run_folder_named_by_hand_is_the_run_every_page_and_action_uses(tmp_path, monkeypatch):
     runs = make_runs(tmp_path)
@@ -183,6 +201,7 @@ def test_a_run_folder_named_by_hand_is_the_run_every_page_and_action_uses(tmp_pa
     assert not (tmp_path / "exp 1").exists() and (tmp_path / "exp_1" / "rollouts").is_dir()
     with pytest.raises(ValueError, match="no run folder named 'elsewhere'"):
         from core.runs import delete
+
         delete(tmp_path / "elsewhere", tmp_path)
     assert (tmp_path / "exp_1" / "run.yaml").is_file()
 
@@ -233,24 +252,44 @@ def test_the_cli_refuses_bad_data_before_loading_a_model(tmp_path):
     # a Hub model that is not cached would be the first thing to fail if the model loaded first
     path = tmp_path / "data.jsonl"
     path.write_text(GOOD + "oops\n")
-    result = subprocess.run([sys.executable, "-m", "core.train", "--set", "model_name=nobody/not-cached",
-                             "--set", f"dataset.path={path}", "--set", f"train.output_dir={tmp_path / 'run'}"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == \
-        f"error: dataset file '{path}' line 2 is not a JSON object: each line must be " \
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "core.train",
+            "--set",
+            "model_name=nobody/not-cached",
+            "--set",
+            f"dataset.path={path}",
+            "--set",
+            f"train.output_dir={tmp_path / 'run'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (
+        result.returncode == 2
+        and result.stderr.strip().splitlines()[-1]
+        == f"error: dataset file '{path}' line 2 is not a JSON object: each line must be "
         '{"question": ..., "answer": "... #### <number>"}'
+    )
 
 
-@pytest.mark.parametrize("sets, expected", [
-    (["grpo.loss_type=bogus"], "'grpo.loss_type' has value 'bogus', expected one of grpo, dr_grpo, dapo"),
-    (["grpo.scale_rewards=sometimes"], "expected one of group, batch, none"),
-    (["grpo.lr_scheduler_type=nope"], "'grpo.lr_scheduler_type' has value 'nope', expected one of linear, cosine"),
-    (["train.learning_rate=nan"], "'train.learning_rate' has value nan, expected a number greater than 0"),
-    (["train.learning_rate=inf"], "'train.learning_rate' has value inf, expected a finite number"),
-    (["grpo.beta=.inf"], "'grpo.beta' has value inf, expected a finite number"),
-    (["grpo.num_iterations=0"], "'grpo.num_iterations' has value 0, expected 1 or more"),
-    (["rewards=[{name: 'no_such_module_anywhere:f'}]"], "there is no module 'no_such_module_anywhere'"),
-])
+@pytest.mark.parametrize(
+    "sets, expected",
+    [
+        (["grpo.loss_type=bogus"], "'grpo.loss_type' has value 'bogus', expected one of grpo, dr_grpo, dapo"),
+        (["grpo.scale_rewards=sometimes"], "expected one of group, batch, none"),
+        (["grpo.lr_scheduler_type=nope"], "'grpo.lr_scheduler_type' has value 'nope', expected one of linear, cosine"),
+        (["train.learning_rate=nan"], "'train.learning_rate' has value nan, expected a number greater than 0"),
+        (["train.learning_rate=inf"], "'train.learning_rate' has value inf, expected a finite number"),
+        (["grpo.beta=.inf"], "'grpo.beta' has value inf, expected a finite number"),
+        (["grpo.num_iterations=0"], "'grpo.num_iterations' has value 0, expected 1 or more"),
+        (["rewards=[{name: 'no_such_module_anywhere:f'}]"], "there is no module 'no_such_module_anywhere'"),
+    ],
+)
 def test_bad_values_are_one_line(sets, expected):
     from core.config import ConfigError, load_config
 
@@ -284,7 +323,8 @@ def test_the_launch_form_cannot_publish_or_write_outside_the_run_folder(tmp_path
 
     assert web_form_problem(load_config()) is None
     assert "grpo.push_to_hub cannot be set from the dashboard" in web_form_problem(
-        load_config(sets=["grpo.push_to_hub=true"]))
+        load_config(sets=["grpo.push_to_hub=true"])
+    )
     runs = make_runs(tmp_path)
     config = yaml.safe_load((runs["html"] / "run.yaml").read_text())
     config["grpo"]["hub_model_id"] = "someone/leak"  # a run made from a terminal may carry it
@@ -317,8 +357,14 @@ def test_sigterm_stops_the_run_in_every_phase(tiny_model_dir, tmp_path, phase):
     run_dir = tmp_path / "run"
     env = {**os.environ, "SIMPLE_GRPO_CACHE": str(tmp_path / "cache")} if phase == "loading model" else None
     args = [a for s in [*TINY_SETS, *PHASE_SETS[phase], f"train.output_dir={run_dir}"] for a in ("--set", s)]
-    proc = subprocess.Popen([sys.executable, "-m", "core.train", "--config", "configs/tiny_cpu.yaml", *args],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.train", "--config", "configs/tiny_cpu.yaml", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     deadline = time.time() + 300
     while read_status(run_dir).get("phase") != phase:
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
@@ -361,6 +407,7 @@ def test_a_run_that_keeps_only_weights_still_saves_all_that_resume_needs_when_st
 
 # ---- nothing lost, nothing doubled --------------------------------------------------------------
 
+
 def test_kill_9_then_resume_shows_one_attempt_of_each_step(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "killed"
     proc = start(run_dir, "train.num_train_steps=8", "train.save_steps=2")
@@ -368,8 +415,13 @@ def test_kill_9_then_resume_shows_one_attempt_of_each_step(tiny_model_dir, tmp_p
     proc.kill()  # kill -9: no handler runs, the status still says running
     proc.communicate()
     assert run_info(run_dir)["state"] == "crashed"
-    result = subprocess.run([sys.executable, "-m", "core.train", "--resume", str(run_dir)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "core.train", "--resume", str(run_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     status = read_status(run_dir)
     assert status["state"] == "finished" and status["global_step"] == 8 and status["attempt"] == 2
@@ -424,8 +476,21 @@ def test_a_bad_rollout_line_is_skipped_and_counted_and_good_ones_keep_their_valu
     from core.rundir import rollout_record
 
     values, kept, value = LINES[case]
-    good = rollout_record(step=0, prompt_id="p", prompt="P", question="Q", completion="Final: 1", prediction="1",
-                          ground_truth="1", reward=1.0, correct=True, rank=0, sample=0, completion_tokens=3, time=1.0)
+    good = rollout_record(
+        step=0,
+        prompt_id="p",
+        prompt="P",
+        question="Q",
+        completion="Final: 1",
+        prediction="1",
+        ground_truth="1",
+        reward=1.0,
+        correct=True,
+        rank=0,
+        sample=0,
+        completion_tokens=3,
+        time=1.0,
+    )
     odd = json.dumps({**good, "sample": 1, **values})
     lines = [json.dumps(good), odd, *(["not json"] if slow else []), json.dumps({**good, "sample": 2})]
     (tmp_path / "rollouts").mkdir()
@@ -433,7 +498,9 @@ def test_a_bad_rollout_line_is_skipped_and_counted_and_good_ones_keep_their_valu
     store = RunStore(tmp_path)
     store.refresh()
     assert store.count() == 2 + kept and store.skipped == (not kept) + slow
-    assert store._query("SELECT sample FROM rollouts ORDER BY sample")["sample"].tolist() == ([0, 1, 2] if kept else [0, 2])
+    assert store._query("SELECT sample FROM rollouts ORDER BY sample")["sample"].tolist() == (
+        [0, 1, 2] if kept else [0, 2]
+    )
     if kept:
         (column,) = values
         assert store.rollout("p", 0, 1)[column] == value
@@ -445,8 +512,11 @@ def test_a_bad_rollout_line_is_skipped_and_counted_and_good_ones_keep_their_valu
 def test_a_number_only_duckdb_reads_is_skipped_on_both_paths(tmp_path, value, field, slow):
     """DuckDB's reader takes `inf` and `nan` as numbers; Python's json (the exact path), only NaN and
     ±Infinity (as json.dumps writes them) and 1E400 (inf). Each path keeps the line only when the other would."""
-    good = '{"step": 0, "prompt_id": "p", "sample": %s, "reward": %s}' if field == "reward" else \
-        '{"step": 0, "prompt_id": "p", "sample": %s, "rewards": {"x": %s}}'
+    good = (
+        '{"step": 0, "prompt_id": "p", "sample": %s, "reward": %s}'
+        if field == "reward"
+        else '{"step": 0, "prompt_id": "p", "sample": %s, "rewards": {"x": %s}}'
+    )
     lines = [good % (0, 1.0), good % (1, value), *(["not json"] if slow else []), good % (2, 0.0)]
     (tmp_path / "rollouts").mkdir()
     (tmp_path / "rollouts" / "rollouts.jsonl").write_text("\n".join(lines) + "\n")
@@ -481,10 +551,17 @@ def test_the_dashboards_stop_ends_a_two_process_run_in_each_phase_before_trainin
     run_dir = tmp_path / "two"
     env = {**os.environ, "SIMPLE_GRPO_CACHE": str(tmp_path / "cache")} if phase == "loading model" else None
     sets = {"eval before": ["dataset.n_eval=256", "eval.batch_size=1"]}.get(phase, PHASE_SETS[phase])
-    args = [a for s in [*TINY_SETS, "launch.num_processes=2", *sets, f"train.output_dir={run_dir}"]
-            for a in ("--set", s)]
-    proc = subprocess.Popen([sys.executable, "-m", "core.train", "--config", "configs/tiny_cpu.yaml", *args],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    args = [
+        a for s in [*TINY_SETS, "launch.num_processes=2", *sets, f"train.output_dir={run_dir}"] for a in ("--set", s)
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.train", "--config", "configs/tiny_cpu.yaml", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     deadline = time.time() + 300
     while read_status(run_dir).get("phase") != phase:
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
@@ -497,8 +574,10 @@ def test_the_dashboards_stop_ends_a_two_process_run_in_each_phase_before_trainin
         for process in [*launcher.children(recursive=True), launcher]:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
-        pytest.fail(f"stop() found no live run: status {status}, that pid started at {found}\n"
-                    f"{proc.communicate(timeout=60)[0][-3000:]}")
+        pytest.fail(
+            f"stop() found no live run: status {status}, that pid started at {found}\n"
+            f"{proc.communicate(timeout=60)[0][-3000:]}"
+        )
     output, _ = proc.communicate(timeout=120)
     took = time.time() - sent
     print(f"two processes, {phase}: stopped {took:.1f} s after SIGTERM")

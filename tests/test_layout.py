@@ -11,12 +11,36 @@ import pytest
 from tests.conftest import ROOT
 
 # The modules a reader follows from core/grpo.py: what the run learns from and how.
-LEARNING_PATH = ["grpo", "prompts", "rewards", "data", "model", "tiny_model", "gguf_model", "advantage", "loss",
-                 "rollouts", "evaluate", "stop_at_final"]
+LEARNING_PATH = [
+    "grpo",
+    "prompts",
+    "rewards",
+    "data",
+    "model",
+    "tiny_model",
+    "gguf_model",
+    "advantage",
+    "loss",
+    "rollouts",
+    "evaluate",
+    "stop_at_final",
+]
 RUNTIME = {"lifecycle", "runstate", "runs", "train"}  # the process around a run, and the dashboard's control of it
 # Names that belong to the process around a run: signals, locks, exec, other processes, status.json.
-PROCESS_CONTROL = {"signal", "fcntl", "flock", "psutil", "execv", "execvp", "kill", "StatusFile", "update_status",
-                   "lock_run_dir", "GracefulStop", "StopRequested"}
+PROCESS_CONTROL = {
+    "signal",
+    "fcntl",
+    "flock",
+    "psutil",
+    "execv",
+    "execvp",
+    "kill",
+    "StatusFile",
+    "update_status",
+    "lock_run_dir",
+    "GracefulStop",
+    "StopRequested",
+}
 
 
 def names_used(tree: ast.AST) -> set[str]:
@@ -101,7 +125,7 @@ def test_core_imports_each_module_at_its_top_and_in_no_circle():
     done, path = set(), []
 
     def visit(name):  # depth first: a module met again on the current path closes a circle
-        assert name not in path, "import circle: " + " -> ".join(path[path.index(name):] + [name])
+        assert name not in path, "import circle: " + " -> ".join(path[path.index(name) :] + [name])
         if name in done:
             return
         path.append(name)
@@ -119,17 +143,35 @@ def test_only_the_run_directory_module_builds_the_paths_of_a_runs_files():
     names onto a folder itself (`run_dir / "status.json"`), and none lists its folders by pattern."""
     from core import rundir
 
-    names = {rundir.CONFIG, rundir.STATUS, rundir.LOCK, rundir.METRICS, rundir.ROLLOUTS, rundir.EVAL,
-             rundir.EVAL_SUMMARY, rundir.MODEL, rundir.LOG, "rollouts.jsonl"}
+    names = {
+        rundir.CONFIG,
+        rundir.STATUS,
+        rundir.LOCK,
+        rundir.METRICS,
+        rundir.ROLLOUTS,
+        rundir.EVAL,
+        rundir.EVAL_SUMMARY,
+        rundir.MODEL,
+        rundir.LOG,
+        "rollouts.jsonl",
+    }
     found = []
     for path in sorted([*(ROOT / "core").rglob("*.py"), *(ROOT / "dashboard").rglob("*.py")]):
         if path.name == "rundir.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
-                found += [f"{path.name}:{node.lineno}" for side in (node.left, node.right)
-                          if isinstance(side, ast.Constant) and side.value in names]
-            elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "glob" and node.args and \
-                    isinstance(node.args[0], ast.Constant) and node.args[0].value.startswith(("rollouts", "*.jsonl")):
+                found += [
+                    f"{path.name}:{node.lineno}"
+                    for side in (node.left, node.right)
+                    if isinstance(side, ast.Constant) and side.value in names
+                ]
+            elif (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", "") == "glob"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and node.args[0].value.startswith(("rollouts", "*.jsonl"))
+            ):
                 found.append(f"{path.name}:{node.lineno}")
     assert not found, f"run-directory paths built outside core/rundir.py: {found}"

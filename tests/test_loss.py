@@ -27,13 +27,30 @@ def batch_of(tiny_model_dir, tmp_path, num_iterations: int):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    args = GRPOConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=12, num_generations=4,
-                      gradient_accumulation_steps=1, num_iterations=num_iterations, max_completion_length=10,
-                      temperature=0.9, beta=0.04, learning_rate=1e-5, report_to="none", save_strategy="no",
-                      seed=5, bf16=False, use_cpu=True)
-    trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                          processing_class=AutoTokenizer.from_pretrained(tiny_model_dir), reward_funcs=[varied],
-                          args=args, train_dataset=prompts_dataset())
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        max_steps=1,
+        per_device_train_batch_size=12,
+        num_generations=4,
+        gradient_accumulation_steps=1,
+        num_iterations=num_iterations,
+        max_completion_length=10,
+        temperature=0.9,
+        beta=0.04,
+        learning_rate=1e-5,
+        report_to="none",
+        save_strategy="no",
+        seed=5,
+        bf16=False,
+        use_cpu=True,
+    )
+    trainer = GRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
+        reward_funcs=[varied],
+        args=args,
+        train_dataset=prompts_dataset(),
+    )
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1  # what TRL's training loop sets
     rows = [prompts_dataset()[i] for i in range(3) for _ in range(4)]
@@ -49,10 +66,20 @@ def ours(trainer, inputs, loss_type: str, beta: float):
     attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
     logps = completion_logps(trainer.model, ids, attention, width, trainer.temperature)
     old = inputs.get("old_per_token_logps")
-    return grpo_loss(logps, logps.detach() if old is None else old, inputs.get("ref_per_token_logps"),
-                     inputs["advantages"], inputs["completion_mask"].float(), loss_type, beta,
-                     trainer.epsilon_low, trainer.epsilon_high, trainer.max_completion_length,
-                     step_tokens=float(inputs["num_items_in_batch"]), accumulation=1)
+    return grpo_loss(
+        logps,
+        logps.detach() if old is None else old,
+        inputs.get("ref_per_token_logps"),
+        inputs["advantages"],
+        inputs["completion_mask"].float(),
+        loss_type,
+        beta,
+        trainer.epsilon_low,
+        trainer.epsilon_high,
+        trainer.max_completion_length,
+        step_tokens=float(inputs["num_items_in_batch"]),
+        accumulation=1,
+    )
 
 
 def trls(trainer, inputs, loss_type: str, beta: float):
@@ -75,8 +102,10 @@ def test_the_plain_loss_equals_trls_for_every_loss_type(tiny_model_dir, tmp_path
         ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
         attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
         with torch.no_grad():
-            ratio = (completion_logps(trainer.model, ids, attention, width, trainer.temperature)
-                     - inputs["old_per_token_logps"]).exp()[inputs["completion_mask"].bool()]
+            ratio = (
+                completion_logps(trainer.model, ids, attention, width, trainer.temperature)
+                - inputs["old_per_token_logps"]
+            ).exp()[inputs["completion_mask"].bool()]
         assert ((ratio < 0.8) | (ratio > 1.2)).any()  # some tokens are clipped
     for loss_type in LOSS_TYPES:
         for beta in (0.0, 0.04):
@@ -86,8 +115,7 @@ def test_the_plain_loss_equals_trls_for_every_loss_type(tiny_model_dir, tmp_path
 
 @pytest.mark.slow
 @pytest.mark.parametrize("beta", [0.0, 0.04])
-def test_trls_gradient_on_each_tokens_log_probability_is_minus_the_worked_steps_push(tiny_model_dir, tmp_path,
-                                                                                      beta):
+def test_trls_gradient_on_each_tokens_log_probability_is_minus_the_worked_steps_push(tiny_model_dir, tmp_path, beta):
     trainer, inputs = batch_of(tiny_model_dir, tmp_path, 1)
     lengths = inputs["completion_mask"].sum(1).tolist()
     advantages = inputs["advantages"].tolist()

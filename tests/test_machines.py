@@ -30,12 +30,31 @@ def free_port() -> int:
 def start_machines(run_dir, *sets):
     """Machine 0 and machine 1 of one run, each a `python -m core.train` with one worker."""
     port = free_port()
-    common = [*TINY_SETS, "launch.num_machines=2", "launch.main_process_ip=127.0.0.1",
-              f"launch.main_process_port={port}", f"train.output_dir={run_dir}", *sets]
-    return [subprocess.Popen([sys.executable, "-m", "core.train", "--config", "configs/tiny_cpu.yaml",
-                              *[a for s in [*common, f"launch.machine_rank={rank}"] for a in ("--set", s)]],
-                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for rank in (0, 1)]
+    common = [
+        *TINY_SETS,
+        "launch.num_machines=2",
+        "launch.main_process_ip=127.0.0.1",
+        f"launch.main_process_port={port}",
+        f"train.output_dir={run_dir}",
+        *sets,
+    ]
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "core.train",
+                "--config",
+                "configs/tiny_cpu.yaml",
+                *[a for s in [*common, f"launch.machine_rank={rank}"] for a in ("--set", s)],
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
 
 
 def finish(machines, timeout=600):
@@ -89,8 +108,9 @@ def test_the_dashboards_stop_on_machine_0_stops_both_machines_at_one_step(tiny_m
     assert [m.returncode for m in machines] == [0, 0], [o[-3000:] for o in outputs]
     status = read_status(run_dir)
     assert status["state"] == "stopped" and status["global_step"] < 300
-    steps = [{r["step"] for r in lines(run_dir / "rollouts" / name)} for name in ("rollouts.jsonl",
-                                                                                  "rollouts.rank1.jsonl")]
+    steps = [
+        {r["step"] for r in lines(run_dir / "rollouts" / name)} for name in ("rollouts.jsonl", "rollouts.rank1.jsonl")
+    ]
     assert steps[0] == steps[1]  # both machines stopped after the same step
 
 
@@ -105,31 +125,53 @@ def parsed(args):
     return vars(launch_command_parser().parse_args([*args[2:], "-m", "core.train"]))
 
 
-@pytest.mark.parametrize("engine", [[], ["launch.accelerate_config=configs/accelerate/ddp.yaml"]],
-                         ids=["torchrun", "accelerate"])
+@pytest.mark.parametrize(
+    "engine", [[], ["launch.accelerate_config=configs/accelerate/ddp.yaml"]], ids=["torchrun", "accelerate"]
+)
 def test_a_four_machine_config_builds_what_the_engines_accept(engine):
-    sets = ["launch.num_machines=4", "launch.num_processes=8", "launch.main_process_ip=10.0.0.1",
-            "launch.main_process_port=29555", "num_generations=32", *engine]
+    sets = [
+        "launch.num_machines=4",
+        "launch.num_processes=8",
+        "launch.main_process_ip=10.0.0.1",
+        "launch.main_process_port=29555",
+        "num_generations=32",
+        *engine,
+    ]
     for rank in range(4):
         cfg = load_config(sets=[*sets, f"launch.machine_rank={rank}"])
         args = parsed(launcher(cfg))
         if engine:
-            assert (args["num_processes"], args["num_machines"], args["machine_rank"], args["main_process_ip"],
-                    args["main_process_port"]) == (32, 4, rank, "10.0.0.1", 29555)  # accelerate counts all 32
+            assert (
+                args["num_processes"],
+                args["num_machines"],
+                args["machine_rank"],
+                args["main_process_ip"],
+                args["main_process_port"],
+            ) == (32, 4, rank, "10.0.0.1", 29555)  # accelerate counts all 32
         else:
-            assert (args["nnodes"], args["nproc_per_node"], args["node_rank"], args["master_addr"],
-                    args["master_port"]) == ("4", "8", rank, "10.0.0.1", 29555)
+            assert (
+                args["nnodes"],
+                args["nproc_per_node"],
+                args["node_rank"],
+                args["master_addr"],
+                args["master_port"],
+            ) == ("4", "8", rank, "10.0.0.1", 29555)
     commands = machine_commands(cfg, ["--config", "configs/gpu.yaml"])
     assert commands[3] == "python -m core.train --config configs/gpu.yaml --set launch.machine_rank=3"
 
 
-@pytest.mark.parametrize("sets, message", [
-    (["launch.num_machines=2", "launch.machine_rank=2", "launch.main_process_ip=h0"], "expected 0 to 1"),
-    (["launch.num_machines=2"], "needs launch.main_process_ip"),
-    (["launch.num_machines=3", "launch.main_process_ip=h0", "num_generations=16"],
-     "= 1 x 8 x 3 = 24 completions, which must be whole groups of num_generations=16"),
-    (["launch.main_process_port=70000"], "expected a port number"),
-])
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["launch.num_machines=2", "launch.machine_rank=2", "launch.main_process_ip=h0"], "expected 0 to 1"),
+        (["launch.num_machines=2"], "needs launch.main_process_ip"),
+        (
+            ["launch.num_machines=3", "launch.main_process_ip=h0", "num_generations=16"],
+            "= 1 x 8 x 3 = 24 completions, which must be whole groups of num_generations=16",
+        ),
+        (["launch.main_process_port=70000"], "expected a port number"),
+    ],
+)
 def test_impossible_machine_settings_are_one_line(sets, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_config(sets=sets)
@@ -138,14 +180,24 @@ def test_impossible_machine_settings_are_one_line(sets, message):
 def test_machine_settings_come_from_the_environment_a_slurm_script_fills():
     env = {"NUM_MACHINES": "2", "MACHINE_RANK": "1", "MAIN_PROCESS_IP": "node-a", "MAIN_PROCESS_PORT": "29600"}
     launch = load_config(env=env).launch
-    assert (launch.num_machines, launch.machine_rank, launch.main_process_ip, launch.main_process_port) == \
-        (2, 1, "node-a", 29600)
+    assert (launch.num_machines, launch.machine_rank, launch.main_process_ip, launch.main_process_port) == (
+        2,
+        1,
+        "node-a",
+        29600,
+    )
 
 
 def test_a_vllm_server_that_does_not_answer_is_one_line():
     port = free_port()  # nothing listens there
-    cfg = load_config(sets=["grpo.use_vllm=true", "grpo.vllm_mode=server", "grpo.vllm_server_host=127.0.0.1",
-                            f"grpo.vllm_server_port={port}"])
+    cfg = load_config(
+        sets=[
+            "grpo.use_vllm=true",
+            "grpo.vllm_mode=server",
+            "grpo.vllm_server_host=127.0.0.1",
+            f"grpo.vllm_server_port={port}",
+        ]
+    )
     with pytest.raises(ConfigError, match=f"no vLLM server answers at 127.0.0.1:{port}"):
         check_vllm_server(cfg)
     with socket.socket() as listening:  # something answers: no error
@@ -157,8 +209,15 @@ def test_a_vllm_server_that_does_not_answer_is_one_line():
 def test_the_slurm_script_is_valid_bash_and_uses_the_documented_variables():
     script = (ROOT / "scripts" / "slurm_train.sh").read_text()
     assert subprocess.run(["bash", "-n", str(ROOT / "scripts" / "slurm_train.sh")]).returncode == 0
-    for name in ("NUM_MACHINES", "MACHINE_RANK", "MAIN_PROCESS_IP", "SLURM_JOB_NODELIST", "SLURM_NODEID",
-                 "trl vllm-serve", "grpo.vllm_mode=server"):
+    for name in (
+        "NUM_MACHINES",
+        "MACHINE_RANK",
+        "MAIN_PROCESS_IP",
+        "SLURM_JOB_NODELIST",
+        "SLURM_NODEID",
+        "trl vllm-serve",
+        "grpo.vllm_mode=server",
+    ):
         assert name in script, name
     assert os.access(ROOT / "scripts" / "slurm_train.sh", os.X_OK)
 

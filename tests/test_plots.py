@@ -10,19 +10,30 @@ from tests.conftest import ROOT
 
 
 def plot(*args):
-    return subprocess.run([sys.executable, "-m", "core.plots", "prompt-accuracy", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "core.plots", "prompt-accuracy", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def rows(prompt_id, step, correct, attempt=1):
-    return [rollout_record(prompt_id=prompt_id, step=step, correct=bool(c), sample=i, attempt=attempt)
-            for i, c in enumerate(correct)]
+    return [
+        rollout_record(prompt_id=prompt_id, step=step, correct=bool(c), sample=i, attempt=attempt)
+        for i, c in enumerate(correct)
+    ]
 
 
 def test_accuracy_is_the_group_mean_per_step_of_the_latest_attempt(tmp_path):
     path = tmp_path / "rollouts.jsonl"
-    records = rows("a", 1, [0, 0, 1, 0]) + rows("a", 2, [1, 1, 0, 1]) + rows("b", 1, [1, 1, 1, 1]) + \
-        rows("a", 2, [0, 0, 0, 1], attempt=2)  # a resumed run scored step 2 again: only that attempt counts
+    records = (
+        rows("a", 1, [0, 0, 1, 0])
+        + rows("a", 2, [1, 1, 0, 1])
+        + rows("b", 1, [1, 1, 1, 1])
+        + rows("a", 2, [0, 0, 0, 1], attempt=2)
+    )  # a resumed run scored step 2 again: only that attempt counts
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     with opened(path) as store:
         assert prompt_accuracy(store, "a", k=4) == [(1, 0.25, 4), (2, 0.25, 4)]
@@ -34,8 +45,16 @@ def test_html_and_png_from_a_real_run(tiny_run, tmp_path):
     result = plot("--rollouts", str(tiny_run), "--prompt-id", first["prompt_id"], "--out", str(html))
     assert result.returncode == 0, result.stderr
     assert "plotly" in html.read_text() and first["prompt_id"] in html.read_text()
-    result = plot("--rollouts", str(tiny_run / "rollouts" / "rollouts.jsonl"), "--prompt-id", first["prompt_id"],
-                  "--num-generations", "4", "--out", str(png))
+    result = plot(
+        "--rollouts",
+        str(tiny_run / "rollouts" / "rollouts.jsonl"),
+        "--prompt-id",
+        first["prompt_id"],
+        "--num-generations",
+        "4",
+        "--out",
+        str(png),
+    )
     assert result.returncode == 0, result.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -48,8 +67,9 @@ def test_incomplete_groups_are_refused_unless_allowed(tmp_path):
     result = plot("--rollouts", str(path), "--prompt-id", "a", "--num-generations", "4", "--out", str(out))
     assert result.returncode == 2 and not out.exists()
     assert "incomplete groups of K=4 completions (step 1: 2)" in result.stderr and "--allow-partial" in result.stderr
-    result = plot("--rollouts", str(path), "--prompt-id", "a", "--num-generations", "4", "--allow-partial",
-                  "--out", str(out))
+    result = plot(
+        "--rollouts", str(path), "--prompt-id", "a", "--num-generations", "4", "--allow-partial", "--out", str(out)
+    )
     assert result.returncode == 0 and out.exists()
 
 

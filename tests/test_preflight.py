@@ -34,39 +34,52 @@ def test_the_demo_preset_is_predicted_to_learn(tiny_model_dir, capsys):
 
 
 def test_a_config_that_cannot_write_a_final_line_is_predicted_not_to_learn(tiny_model_dir, capsys):
-    code, report = preflight_json(capsys, "--config", "configs/demo_cpu.yaml", "--set", "max_new_tokens=3",
-                                  "--questions", "8")
+    code, report = preflight_json(
+        capsys, "--config", "configs/demo_cpu.yaml", "--set", "max_new_tokens=3", "--questions", "8"
+    )
     assert code == 1 and not report["can_learn"] and report["questions"] == 8
     assert report["well_formed"] == 0 and report["truncated"] == 1 and report["groups_without_signal"] == 1
     findings = {f["code"]: f for f in report["findings"]}
-    assert findings["no_signal"]["severity"] == "problem" and "cut off at the token limit" in findings["no_signal"]["message"]
+    assert (
+        findings["no_signal"]["severity"] == "problem"
+        and "cut off at the token limit" in findings["no_signal"]["message"]
+    )
     assert "max_new_tokens=6" in findings["no_signal"]["fix"] and findings["truncation"]["severity"] == "problem"
     main(["--config", "configs/demo_cpu.yaml", "--set", "max_new_tokens=3", "--questions", "8"])  # as text
     out = capsys.readouterr().out
     assert "verdict: this run cannot learn as configured" in out and "no_signal" in out
 
 
-@pytest.mark.parametrize("args, said", [
-    (["--config", "configs/no_such.yaml"], "config file 'configs/no_such.yaml' does not exist"),
-    (["--config", "configs/demo_cpu.yaml", "--set", "num_generations=1"], "num_generations"),
-    (["--config", "configs/demo_cpu.yaml", "--questions", "0"], "--questions 0 must be at least 1"),
-    (["--config", "configs/demo_cpu.yaml", "--set", "rewards=[{name: no_module_here:f}]"],
-     "there is no module 'no_module_here'"),
-])
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--config", "configs/no_such.yaml"], "config file 'configs/no_such.yaml' does not exist"),
+        (["--config", "configs/demo_cpu.yaml", "--set", "num_generations=1"], "num_generations"),
+        (["--config", "configs/demo_cpu.yaml", "--questions", "0"], "--questions 0 must be at least 1"),
+        (
+            ["--config", "configs/demo_cpu.yaml", "--set", "rewards=[{name: no_module_here:f}]"],
+            "there is no module 'no_module_here'",
+        ),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(capsys, args, said):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and said in err
 
 
-@pytest.mark.parametrize("flat, groups, k, enough", [
-    (3, 12, 8, False),  # 96 samples, but a share of 1/4 over 12 groups is known only to about ±0.23
-    (0, 12, 8, False),
-    (0, 16, 8, True),  # none of 16: [0, 0.19], ±0.097
-    (16, 16, 8, True),
-    (20, 64, 8, False), (20, 80, 8, True),
-    (0, 20, 4, False),  # 80 samples: fewer than MIN_SAMPLES
-])
+@pytest.mark.parametrize(
+    "flat, groups, k, enough",
+    [
+        (3, 12, 8, False),  # 96 samples, but a share of 1/4 over 12 groups is known only to about ±0.23
+        (0, 12, 8, False),
+        (0, 16, 8, True),  # none of 16: [0, 0.19], ±0.097
+        (16, 16, 8, True),
+        (20, 64, 8, False),
+        (20, 80, 8, True),
+        (0, 20, 4, False),  # 80 samples: fewer than MIN_SAMPLES
+    ],
+)
 def test_sampling_stops_once_the_share_without_a_signal_is_known_to_a_tenth(flat, groups, k, enough):
     assert sure_enough(flat, groups, k) == enough
 
@@ -80,8 +93,9 @@ def test_check_before_launch_shows_the_report_in_the_forms_words(tiny_model_dir,
     at.number_input(key="demo_cpu.yaml:tokens").set_value(3)  # no room for a Final line
     at.button[2].click().run(timeout=300)  # Check before launch
     assert not at.exception and [s.label for s in at.status] == ["Checked before launch"]
-    assert [e.value for e in at.error][0] == ("This run cannot learn as configured: almost every group of K "
-                                              "samples got one reward for all.")
+    assert [e.value for e in at.error][0] == (
+        "This run cannot learn as configured: almost every group of K samples got one reward for all."
+    )
     fixes = " ".join(e.value for e in at.error[1:])
     assert "'Max new tokens' = 6" in fixes and "max_new_tokens=" not in fixes  # the fix in the form's words
     metrics = {m.label: m.value for m in at.metric}
@@ -92,5 +106,6 @@ def test_check_before_launch_shows_the_report_in_the_forms_words(tiny_model_dir,
     assert [s.value for s in at.success][0].startswith("A learning signal is expected: ")
     assert {"A training step", "The whole run", "Peak memory"} <= {m.label for m in at.metric}
     at.button[0].click().run()  # Check: the settings are valid; the report of other settings goes
-    assert "The settings are valid." in [s.value for s in at.success] and "Before launch" not in \
-        [h.value for h in at.subheader]
+    assert "The settings are valid." in [s.value for s in at.success] and "Before launch" not in [
+        h.value for h in at.subheader
+    ]

@@ -14,10 +14,19 @@ from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow  # it starts processes, trains or drives the dashboard: the full tier only
 
-SETS = ["model_name=builtin:smollm2-135m", "num_generations=4", "max_new_tokens=16", "eval.max_new_tokens=16",
-        "train.num_train_steps=2", "train.per_device_train_batch_size=2", "train.gradient_accumulation_steps=4",
-        "dataset.n_train=8", "dataset.n_eval=3", "train.learning_rate=1e-4",
-        "rewards=[{name: gsm8k, weight: 1.0}, {name: gsm8k_lenient, weight: 1.0}]"]  # the last number: rewards differ
+SETS = [
+    "model_name=builtin:smollm2-135m",
+    "num_generations=4",
+    "max_new_tokens=16",
+    "eval.max_new_tokens=16",
+    "train.num_train_steps=2",
+    "train.per_device_train_batch_size=2",
+    "train.gradient_accumulation_steps=4",
+    "dataset.n_train=8",
+    "dataset.n_eval=3",
+    "train.learning_rate=1e-4",
+    "rewards=[{name: gsm8k, weight: 1.0}, {name: gsm8k_lenient, weight: 1.0}]",
+]  # the last number: rewards differ
 
 
 @pytest.fixture(scope="session")
@@ -43,19 +52,39 @@ def test_smollm2_converts_once_into_a_plain_model_folder(smollm2_dir):
 
 
 def test_a_missing_gguf_file_is_one_line(tmp_path):
-    result = run_cli("--config", "configs/tiny_cpu.yaml", "--set", f"model_name={tmp_path / 'nope.gguf'}",
-                     "--set", f"train.output_dir={tmp_path / 'run'}")
+    result = run_cli(
+        "--config",
+        "configs/tiny_cpu.yaml",
+        "--set",
+        f"model_name={tmp_path / 'nope.gguf'}",
+        "--set",
+        f"train.output_dir={tmp_path / 'run'}",
+    )
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
     assert "there is no such GGUF file" in result.stderr
 
 
 def test_grpo_trains_smollm2_end_to_end(smollm2_dir, tmp_path):
     run_dir = tmp_path / "smollm2"
-    result = run_cli("--config", "configs/tiny_cpu.yaml", "--set", f"train.output_dir={run_dir}",
-                     *[a for s in SETS for a in ("--set", s)])
+    result = run_cli(
+        "--config",
+        "configs/tiny_cpu.yaml",
+        "--set",
+        f"train.output_dir={run_dir}",
+        *[a for s in SETS for a in ("--set", s)],
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    for name in ("run.yaml", "status.json", "metrics.jsonl", "train.log", "eval/before.jsonl", "eval/after.jsonl",
-                 "eval/summary.json", "model/model.safetensors", "model/tokenizer.json"):
+    for name in (
+        "run.yaml",
+        "status.json",
+        "metrics.jsonl",
+        "train.log",
+        "eval/before.jsonl",
+        "eval/after.jsonl",
+        "eval/summary.json",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+    ):
         assert (run_dir / name).is_file(), name
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
     rollouts = [json.loads(line) for line in (run_dir / "rollouts" / "rollouts.jsonl").read_text().splitlines()]
@@ -109,9 +138,19 @@ def test_the_final_line_gets_likelier_where_a_short_run_rewarded_it(smollm2_dir,
     from core.tokens import load, model_choices, token_view
 
     run = tmp_path / "run"
-    result = run_cli("--config", "configs/smollm2_cpu.yaml", "--set", f"train.output_dir={run}",
-                     "--set", "train.num_train_steps=8", "--set", "eval.enabled=false", "--set", "train.save_steps=0",
-                     timeout=1800)
+    result = run_cli(
+        "--config",
+        "configs/smollm2_cpu.yaml",
+        "--set",
+        f"train.output_dir={run}",
+        "--set",
+        "train.num_train_steps=8",
+        "--set",
+        "eval.enabled=false",
+        "--set",
+        "train.save_steps=0",
+        timeout=1800,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     store = RunStore(run)
     store.refresh()

@@ -26,8 +26,11 @@ def run(tmp_path):
 
 
 def lines(folder):
-    return [json.loads(line) for path in sorted((folder / "rollouts").glob("*.jsonl"))
-            for line in path.read_text().splitlines()]
+    return [
+        json.loads(line)
+        for path in sorted((folder / "rollouts").glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
 
 
 def sign(x: float) -> int:
@@ -38,8 +41,10 @@ def rescored(records, rewards):
     """The replay's figures, computed here one record at a time: changed samples, per step (mean before,
     mean after, share of groups without a signal before and after), and groups whose rewards' signs
     against their group's mean flip (the sign of TRL's advantage, whatever it divides by)."""
-    after = [sum(w * fn([r["prompt"]], [r["completion"]], answer_final=[r["ground_truth"]])[0]
-                 for fn, w in rewards) for r in records]
+    after = [
+        sum(w * fn([r["prompt"]], [r["completion"]], answer_final=[r["ground_truth"]])[0] for fn, w in rewards)
+        for r in records
+    ]
     changed = sum(abs(r["reward"] - a) > 1e-9 for r, a in zip(records, after))
     groups = {}
     for r, a in zip(records, after):
@@ -53,14 +58,23 @@ def rescored(records, rewards):
         s["after"] += [a for _, a in pairs]
         s["flat_before"].append(len({b for b, _ in pairs}) == 1)
         s["flat_after"].append(len({a for _, a in pairs}) == 1)
-    per_step = [(step, fmean(s["before"]), fmean(s["after"]), fmean(s["flat_before"]), fmean(s["flat_after"]))
-                for step, s in sorted(steps.items())]
+    per_step = [
+        (step, fmean(s["before"]), fmean(s["after"]), fmean(s["flat_before"]), fmean(s["flat_after"]))
+        for step, s in sorted(steps.items())
+    ]
     return changed, per_step, flips, len(groups)
 
 
 def figures(report):
-    return (report.changed, [(s["step"], s["mean_before"], s["mean_after"], s["no_signal_before"],
-                              s["no_signal_after"]) for s in report.steps], report.sign_flips, report.groups)
+    return (
+        report.changed,
+        [
+            (s["step"], s["mean_before"], s["mean_after"], s["no_signal_before"], s["no_signal_after"])
+            for s in report.steps
+        ],
+        report.sign_flips,
+        report.groups,
+    )
 
 
 def test_replay_agrees_with_a_rescoring_in_plain_python(run):
@@ -94,7 +108,8 @@ def test_a_reward_gets_what_trl_passes(run, tmp_path):
         "    with open(os.environ['PROBE'], 'a') as f:\n"
         "        f.write(json.dumps([trainer_state.global_step, len(prompts), prompts[0][:40], answer_final[0],\n"
         "                            prompt_id[0], question[0][:20], sorted(kw)]) + '\\n')\n"
-        "    return [0.0] * len(completions)\n")
+        "    return [0.0] * len(completions)\n"
+    )
     os.environ["PROBE"] = str(tmp_path / "seen.jsonl")
     try:
         run_replay(run, reward_specs([f"{tmp_path / 'probe.py'}:probe"], []))
@@ -107,8 +122,12 @@ def test_a_reward_gets_what_trl_passes(run, tmp_path):
     state, count, prompt, truth, pid, question, others = seen[0]
     assert state == 0 and count == len(first)  # TRL's global_step before the update step 1 is 0
     group = sorted((r for r in first), key=lambda r: (r["prompt_id"], r["sample"]))[0]
-    assert (prompt, truth, pid, question) == (group["prompt"][:40], group["ground_truth"], group["prompt_id"],
-                                              group["question"][:20])  # every sample gets its group's prompt back
+    assert (prompt, truth, pid, question) == (
+        group["prompt"][:40],
+        group["ground_truth"],
+        group["prompt_id"],
+        group["question"][:20],
+    )  # every sample gets its group's prompt back
     assert others == ["completion_ids", "log_extra", "log_metric"]  # completion_ids: None, no tokens/ here
 
 
@@ -117,8 +136,10 @@ def test_replay_on_a_plain_trl_folder_scores_its_text_and_names_what_it_lacks(tm
     write_trl_folder(folder, 5)
     report = run_replay(folder, reward_specs(["format"], []))  # no completion ends with a Final line
     assert report.rollouts == 40 and report.changed == 20  # accuracy_reward 1.0 → 0 on half of them
-    with pytest.raises(replay_module.ConfigError, match="reads answer_final, and this run has no column "
-                                                        "'answer_final': a plain TRL folder records only"):
+    with pytest.raises(
+        replay_module.ConfigError,
+        match="reads answer_final, and this run has no column 'answer_final': a plain TRL folder records only",
+    ):
         run_replay(folder, reward_specs(["gsm8k"], []))
 
 
@@ -129,21 +150,29 @@ def test_save_writes_the_scores_and_the_report_the_rewards_page_reads(run):
     by_key = {(s["step"], s["prompt_id"], s["sample"]): s for s in scores}
     for r in lines(run)[:50]:
         s = by_key[(r["step"], r["prompt_id"], r["sample"])]
-        assert s["rewards"] == {"gsm8k_lenient": gsm8k_lenient_reward([], [r["completion"]], [r["ground_truth"]])[0],
-                                "format": format_reward([], [r["completion"]])[0]}
+        assert s["rewards"] == {
+            "gsm8k_lenient": gsm8k_lenient_reward([], [r["completion"]], [r["ground_truth"]])[0],
+            "format": format_reward([], [r["completion"]])[0],
+        }
         assert s["reward"] == pytest.approx(s["rewards"]["gsm8k_lenient"] + 0.5 * s["rewards"]["format"])
     shown = saved(run, "lenient")
     assert shown["changed"] == report.changed and shown["rewards"][1] == {"name": "format", "weight": 0.5}
 
 
 BAD_REWARDS = {
-    "raises": ("def f(prompts, completions, **kw):\n    return [1 / (('Final: 7' in c) - 1) for c in completions]\n",
-               "reward '{path}:f' raised ZeroDivisionError: division by zero on step {step}, prompt {pid}, sample"),
+    "raises": (
+        "def f(prompts, completions, **kw):\n    return [1 / (('Final: 7' in c) - 1) for c in completions]\n",
+        "reward '{path}:f' raised ZeroDivisionError: division by zero on step {step}, prompt {pid}, sample",
+    ),
     "count": ("def f(prompts, completions, **kw):\n    return [0.0]\n", "reward '{path}:f' returned 1 values for"),
-    "text": ("def f(prompts, completions, **kw):\n    return ['high'] * len(completions)\n",
-             "reward '{path}:f' returned 'high' (str) for step 1, prompt"),
-    "key": ("def f(prompts, completions, **kw):\n    return [kw['difficulty'] for c in completions]\n",
-            "reward '{path}:f' raised KeyError 'difficulty' (this run has no column 'difficulty') on step 1"),
+    "text": (
+        "def f(prompts, completions, **kw):\n    return ['high'] * len(completions)\n",
+        "reward '{path}:f' returned 'high' (str) for step 1, prompt",
+    ),
+    "key": (
+        "def f(prompts, completions, **kw):\n    return [kw['difficulty'] for c in completions]\n",
+        "reward '{path}:f' raised KeyError 'difficulty' (this run has no column 'difficulty') on step 1",
+    ),
 }
 
 
@@ -152,8 +181,11 @@ def test_a_reward_that_fails_is_one_line_naming_the_first_input_and_the_run_is_u
     code, said = BAD_REWARDS[bad]
     path = tmp_path / f"{bad}.py"
     path.write_text(code)
-    first = next(r for r in sorted(lines(run), key=lambda r: (r["step"], r["prompt_id"], r["sample"]))
-                 if "Final: 7" in r["completion"])
+    first = next(
+        r
+        for r in sorted(lines(run), key=lambda r: (r["step"], r["prompt_id"], r["sample"]))
+        if "Final: 7" in r["completion"]
+    )
     before = sorted(p.name for p in run.rglob("*"))
     assert main([str(run), "--reward", f"{path}:f", "--save", "bad"]) == 2
     err = capsys.readouterr().err
@@ -161,14 +193,17 @@ def test_a_reward_that_fails_is_one_line_naming_the_first_input_and_the_run_is_u
     assert sorted(p.name for p in run.rglob("*")) == before  # nothing saved, not even a part
 
 
-@pytest.mark.parametrize("args, said", [
-    ([], "name a reward to replay with"),
-    (["--reward", "no_such"], "unknown reward 'no_such'"),
-    (["--reward", "nomodule_here:f"], "there is no module 'nomodule_here'"),
-    (["--reward", "missing.py:f"], "there is no file 'missing.py'"),
-    (["--reward", "gsm8k", "--weight", "1", "--weight", "2"], "2 --weight for 1 --reward"),
-    (["--reward", "gsm8k", "--save", "///"], "--save name '///' has no usable characters"),
-])
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        ([], "name a reward to replay with"),
+        (["--reward", "no_such"], "unknown reward 'no_such'"),
+        (["--reward", "nomodule_here:f"], "there is no module 'nomodule_here'"),
+        (["--reward", "missing.py:f"], "there is no file 'missing.py'"),
+        (["--reward", "gsm8k", "--weight", "1", "--weight", "2"], "2 --weight for 1 --reward"),
+        (["--reward", "gsm8k", "--save", "///"], "--save name '///' has no usable characters"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(run, capsys, args, said):
     assert main([str(run), *args]) == 2
     err = capsys.readouterr().err
@@ -192,7 +227,9 @@ def test_a_folder_without_rollouts_or_a_live_run_is_refused(run, tmp_path, capsy
 
 
 def test_a_module_function_from_where_the_command_runs(run, tmp_path, monkeypatch, capsys):
-    (tmp_path / "my_rewards.py").write_text("def half(prompts, completions, **kw):\n    return [0.5] * len(completions)\n")
+    (tmp_path / "my_rewards.py").write_text(
+        "def half(prompts, completions, **kw):\n    return [0.5] * len(completions)\n"
+    )
     monkeypatch.chdir(tmp_path)
     assert main([str(run), "--reward", "my_rewards:half", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -203,20 +240,44 @@ def test_a_module_function_from_where_the_command_runs(run, tmp_path, monkeypatc
 
 def test_completion_ids_are_the_sampled_ones_from_tokens(tmp_path):
     folder = tmp_path / "run"
-    records = [rollout_record(step=1, prompt_id="p", prompt="P", question="Q", completion=f"Final: {i}",
-                              prediction=str(i), ground_truth="1", reward=float(i == 1), rewards={"gsm8k": 1.0},
-                              correct=i == 1, rank=0, sample=i, completion_tokens=i + 2, time=1.0, attempt=1)
-               for i in range(4)]
+    records = [
+        rollout_record(
+            step=1,
+            prompt_id="p",
+            prompt="P",
+            question="Q",
+            completion=f"Final: {i}",
+            prediction=str(i),
+            ground_truth="1",
+            reward=float(i == 1),
+            rewards={"gsm8k": 1.0},
+            correct=i == 1,
+            rank=0,
+            sample=i,
+            completion_tokens=i + 2,
+            time=1.0,
+            attempt=1,
+        )
+        for i in range(4)
+    ]
     rollouts_path(folder).parent.mkdir(parents=True)
     rollouts_path(folder).write_text("".join(json.dumps(r) + "\n" for r in records))
     (folder / "tokens").mkdir()
-    (folder / "tokens" / "tokens.jsonl").write_text("".join(  # an earlier attempt's ids are superseded
-        json.dumps({"step": 1, "prompt_id": "p", "sample": i, "attempt": a, "ids": list(range(i + 2 + 10 * (a == 0)))})
-        + "\n" for a in (0, 1) for i in range(4)))
+    (folder / "tokens" / "tokens.jsonl").write_text(
+        "".join(  # an earlier attempt's ids are superseded
+            json.dumps(
+                {"step": 1, "prompt_id": "p", "sample": i, "attempt": a, "ids": list(range(i + 2 + 10 * (a == 0)))}
+            )
+            + "\n"
+            for a in (0, 1)
+            for i in range(4)
+        )
+    )
     write_config(folder)
     report = run_replay(folder, reward_specs(["length_penalty"], []))
-    assert [r["after"] for r in sorted(report.changed_rows, key=lambda r: r["sample"])] == \
-        [-(i + 2) / 1000 for i in range(4)]
+    assert [r["after"] for r in sorted(report.changed_rows, key=lambda r: r["sample"])] == [
+        -(i + 2) / 1000 for i in range(4)
+    ]
 
 
 @pytest.mark.slow

@@ -16,25 +16,25 @@ from core.rewards import (
 )
 
 FINAL_CASES = [
-    ("Final: 18", "18"),                       # the plain format
-    ("3 + 15 = 18\nFinal: 18", "18"),          # reasoning first, Final line last
-    ("Final:18", "18"),                        # spaces after the colon are optional
-    ("Final:    18", "18"),                    # several spaces are fine too
-    ("Final: 18  \n\n", "18"),                 # trailing whitespace is removed first
-    ("Final: 1,080", "1080"),                  # commas are removed first
-    ("Final: -7", "-7"),                       # negative numbers
-    ("Final: 2.50", "2.50"),                   # decimals keep their digits
-    ("Final: 18.", None),                      # nothing may follow the number, not even a period
-    ("Final: 18 dollars", None),               # ... nor a unit
-    ("Final: **18**", None),                   # ... nor markdown
-    ("Final: $18", None),                      # a currency sign before the number is a miss
-    ("final: 18", None),                       # case-sensitive
-    ("Final: 18\nThanks!", None),              # the Final line must be the last thing
-    ("The answer is 18", None),                # no Final line at all
-    ("Final: .5", None),                       # a number needs digits before the point
-    ("Final: 1e3", None),                      # no exponents
-    ("Final: 12\nFinal: 13", "13"),            # the last Final line counts
-    ("", None),                                # empty completion
+    ("Final: 18", "18"),  # the plain format
+    ("3 + 15 = 18\nFinal: 18", "18"),  # reasoning first, Final line last
+    ("Final:18", "18"),  # spaces after the colon are optional
+    ("Final:    18", "18"),  # several spaces are fine too
+    ("Final: 18  \n\n", "18"),  # trailing whitespace is removed first
+    ("Final: 1,080", "1080"),  # commas are removed first
+    ("Final: -7", "-7"),  # negative numbers
+    ("Final: 2.50", "2.50"),  # decimals keep their digits
+    ("Final: 18.", None),  # nothing may follow the number, not even a period
+    ("Final: 18 dollars", None),  # ... nor a unit
+    ("Final: **18**", None),  # ... nor markdown
+    ("Final: $18", None),  # a currency sign before the number is a miss
+    ("final: 18", None),  # case-sensitive
+    ("Final: 18\nThanks!", None),  # the Final line must be the last thing
+    ("The answer is 18", None),  # no Final line at all
+    ("Final: .5", None),  # a number needs digits before the point
+    ("Final: 1e3", None),  # no exponents
+    ("Final: 12\nFinal: 13", "13"),  # the last Final line counts
+    ("", None),  # empty completion
 ]
 
 
@@ -45,9 +45,9 @@ def test_extract_model_final(text, expected):
 
 GT_CASES = [
     ("She has 3 + 4 = <<3+4=7>>7.\n#### 7", "7"),  # the usual GSM8K answer
-    ("...\n#### 1,080", "1080"),                 # commas removed
-    ("...\n####  -3 ", "-3"),                     # stripped
-    ("no marker here", None),                     # not a GSM8K answer
+    ("...\n#### 1,080", "1080"),  # commas removed
+    ("...\n####  -3 ", "-3"),  # stripped
+    ("no marker here", None),  # not a GSM8K answer
 ]
 
 
@@ -57,18 +57,18 @@ def test_extract_gsm8k_gt(answer, expected):
 
 
 REWARD_CASES = [
-    ("Final: 18", "18", 1.0),                                  # correct
-    ("Final: 18.00", "18", 1.0),                               # numeric comparison: 18.00 == 18
-    ("Final: 18", "18.0", 1.0),                                # ... either way round
-    ("Final: 1,080", "1080", 1.0),                             # commas do not matter
+    ("Final: 18", "18", 1.0),  # correct
+    ("Final: 18.00", "18", 1.0),  # numeric comparison: 18.00 == 18
+    ("Final: 18", "18.0", 1.0),  # ... either way round
+    ("Final: 1,080", "1080", 1.0),  # commas do not matter
     ("Final: 12345678901234567890", "12345678901234567890", 1.0),  # exact for long integers
     ("Final: 12345678901234567891", "12345678901234567890", 0.1),  # ... floats would call these equal
-    ("Final: 0.1000000000000000001", "0.1", 0.1),              # exact for long decimals too
-    ("Final: 17", "18", 0.1),                                  # well-formed but wrong
-    ("Final: 17", None, 0.1),                                  # well-formed, no ground truth
-    ("Final: 17", "n/a", 0.1),                                 # well-formed, ground truth not a number
-    ("18", "18", 0.0),                                         # right number, wrong format
-    ("Final: 18.", "18", 0.0),                                 # malformed
+    ("Final: 0.1000000000000000001", "0.1", 0.1),  # exact for long decimals too
+    ("Final: 17", "18", 0.1),  # well-formed but wrong
+    ("Final: 17", None, 0.1),  # well-formed, no ground truth
+    ("Final: 17", "n/a", 0.1),  # well-formed, ground truth not a number
+    ("18", "18", 0.0),  # right number, wrong format
+    ("Final: 18.", "18", 0.0),  # malformed
 ]
 
 
@@ -112,11 +112,11 @@ def test_reward_agrees_with_the_dataset_authors_grading(gsm8k_dir):
 
 OTHER_CASES = [
     # (completion, ground truth, lenient, format-only)
-    ("Final: 18", "18", 1.0, 1.0),                    # right and well-formed: both full
-    ("so the answer is 18.", "18", 1.0, 0.0),         # lenient takes the last number anywhere
-    ("3 + 15 = 18, not 17", "18", 0.1, 0.0),          # ... the last one, which is wrong here
-    ("no idea", "18", 0.0, 0.0),                      # no number at all
-    ("Final: 17", "18", 0.1, 1.0),                    # format-only ignores the number
+    ("Final: 18", "18", 1.0, 1.0),  # right and well-formed: both full
+    ("so the answer is 18.", "18", 1.0, 0.0),  # lenient takes the last number anywhere
+    ("3 + 15 = 18, not 17", "18", 0.1, 0.0),  # ... the last one, which is wrong here
+    ("no idea", "18", 0.0, 0.0),  # no number at all
+    ("Final: 17", "18", 0.1, 1.0),  # format-only ignores the number
 ]
 
 

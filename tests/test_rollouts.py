@@ -16,10 +16,16 @@ def logged_reward(fn, recorder, num_generations):
 
 def call(reward, step, completions, k=2):
     n = len(completions)
-    return reward(prompts=["P0"] * k + ["P1"] * (n - k), completions=completions,
-                  completion_ids=[[1] * (i + 1) for i in range(n)], trainer_state=SimpleNamespace(global_step=step),
-                  prompt_id=["a"] * k + ["b"] * (n - k), question=["q0"] * k + ["q1"] * (n - k),
-                  answer_final=["4"] * k + ["5"] * (n - k), log_metric=print)
+    return reward(
+        prompts=["P0"] * k + ["P1"] * (n - k),
+        completions=completions,
+        completion_ids=[[1] * (i + 1) for i in range(n)],
+        trainer_state=SimpleNamespace(global_step=step),
+        prompt_id=["a"] * k + ["b"] * (n - k),
+        question=["q0"] * k + ["q1"] * (n - k),
+        answer_final=["4"] * k + ["5"] * (n - k),
+        log_metric=print,
+    )
 
 
 def read(path):
@@ -41,12 +47,19 @@ def test_records_every_field_and_returns_the_rewards(tmp_path):
     assert records[3]["completion"] == "Final: 5" and records[2]["prompt_id"] == "b"
     assert records[0]["ground_truth"] == "4" and records[0]["question"] == "q0" and records[0]["rank"] == 0
     for r in records:  # every value has its declared type
-        assert all(isinstance(r[name], typing.get_origin(tp) or tp) for name, tp in ROLLOUT_FIELDS.items()
-                   if r[name] is not None), r
+        assert all(
+            isinstance(r[name], typing.get_origin(tp) or tp)
+            for name, tp in ROLLOUT_FIELDS.items()
+            if r[name] is not None
+        ), r
     tokens = read(tmp_path / "tokens" / "tokens.jsonl")  # the sampled ids, keyed as the rollouts are
     assert [list(t) for t in tokens] == [list(TOKEN_FIELDS)] * 4
-    assert [(t["step"], t["prompt_id"], t["sample"], t["ids"]) for t in tokens] == \
-        [(4, "a", 0, [1]), (4, "a", 1, [1, 1]), (4, "b", 0, [1, 1, 1]), (4, "b", 1, [1, 1, 1, 1])]
+    assert [(t["step"], t["prompt_id"], t["sample"], t["ids"]) for t in tokens] == [
+        (4, "a", 0, [1]),
+        (4, "a", 1, [1, 1]),
+        (4, "b", 0, [1, 1, 1]),
+        (4, "b", 1, [1, 1, 1, 1]),
+    ]
 
 
 def test_ranks_write_their_own_files_and_continue_the_group_numbering(tmp_path):
@@ -69,8 +82,11 @@ def test_append_only(tmp_path):
 
 
 def test_several_rewards_make_one_record_with_each_value_and_the_weighted_total(tmp_path):
-    funcs = logged_rewards([("gsm8k", gsm8k_reward, 1.0), ("format", format_reward, 0.5),
-                            ("length_penalty", length_penalty, 2.0)], RolloutRecorder(tmp_path), num_generations=2)
+    funcs = logged_rewards(
+        [("gsm8k", gsm8k_reward, 1.0), ("format", format_reward, 0.5), ("length_penalty", length_penalty, 2.0)],
+        RolloutRecorder(tmp_path),
+        num_generations=2,
+    )
     assert [f.__name__ for f in funcs] == ["gsm8k", "format", "length_penalty"]
     path = tmp_path / "rollouts" / "rollouts.jsonl"
     outputs = []
@@ -79,7 +95,9 @@ def test_several_rewards_make_one_record_with_each_value_and_the_weighted_total(
         assert path.exists() == (f is funcs[-1])  # written once, by the last
     assert outputs == [[1.0, 0.0], [1.0, 0.0], [-0.001, -0.002]]
     records = read(path)
-    assert [r["rewards"] for r in records] == [{"gsm8k": 1.0, "format": 1.0, "length_penalty": -0.001},
-                                               {"gsm8k": 0.0, "format": 0.0, "length_penalty": -0.002}]
+    assert [r["rewards"] for r in records] == [
+        {"gsm8k": 1.0, "format": 1.0, "length_penalty": -0.001},
+        {"gsm8k": 0.0, "format": 0.0, "length_penalty": -0.002},
+    ]
     assert [r["reward"] for r in records] == [1.0 + 0.5 - 0.002, -0.004]
     assert [r["correct"] for r in records] == [True, False]

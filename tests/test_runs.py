@@ -15,13 +15,16 @@ from tests.conftest import ROOT, TINY_SETS
 pytestmark = pytest.mark.slow  # it starts processes, trains or drives the dashboard: the full tier only
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("my run", "my_run"),
-    ("../../etc/passwd", "etc_passwd"),      # no way out of the runs folder
-    ("/abs/path", "abs_path"),
-    ("ok-name_1.2", "ok-name_1.2"),
-    ("<script>", "script"),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("my run", "my_run"),
+        ("../../etc/passwd", "etc_passwd"),  # no way out of the runs folder
+        ("/abs/path", "abs_path"),
+        ("ok-name_1.2", "ok-name_1.2"),
+        ("<script>", "script"),
+    ],
+)
 def test_run_names_stay_inside_the_runs_folder(tmp_path, name, expected):
     assert safe_run_name(name) == expected
     assert run_path(tmp_path, name) == (tmp_path / expected).resolve()
@@ -45,16 +48,18 @@ def test_launch_refuses_what_a_web_form_may_not_start_and_leaves_no_folder(tmp_p
 
 
 def test_launch_then_stop_through_the_process_group(tiny_model_dir, tmp_path):
-    config = load_config(ROOT / "configs" / "tiny_cpu.yaml", sets=TINY_SETS + ["train.num_train_steps=500"],
-                         env={}).to_dict()
+    config = load_config(
+        ROOT / "configs" / "tiny_cpu.yaml", sets=TINY_SETS + ["train.num_train_steps=500"], env={}
+    ).to_dict()
     run_dir = launch(config, tmp_path, "stop me", repo=ROOT)
     assert run_dir == tmp_path.resolve() / "stop_me"
     with pytest.raises(ValueError, match="already exists"):
         launch(config, tmp_path, "stop me", repo=ROOT)
     deadline = time.time() + 300
     while read_status(run_dir).get("global_step", 0) < 1:
-        assert time.time() < deadline and effective_state(read_status(run_dir)) in ("starting", "running"), \
-            (run_dir / "train.log").read_text()[-3000:]
+        assert time.time() < deadline and effective_state(read_status(run_dir)) in ("starting", "running"), (
+            run_dir / "train.log"
+        ).read_text()[-3000:]
         time.sleep(0.2)
     with pytest.raises(ValueError, match="still running"):
         delete(run_dir, tmp_path)
@@ -72,8 +77,9 @@ def test_launch_then_stop_through_the_process_group(tiny_model_dir, tmp_path):
     assert (resumed["state"], resumed["max_steps"]) == ("starting", status["global_step"] + 1)
     assert resumed.get("phase") in (None, "loading data", "loading model") and resumed.get("exit_code") is None
     while effective_state(read_status(run_dir)) != "finished":
-        assert time.time() < deadline and effective_state(read_status(run_dir)) != "failed", \
-            (run_dir / "train.log").read_text()[-3000:]
+        assert time.time() < deadline and effective_state(read_status(run_dir)) != "failed", (
+            run_dir / "train.log"
+        ).read_text()[-3000:]
         time.sleep(0.2)
     assert read_status(run_dir)["global_step"] == status["global_step"] + 1
     pid = read_status(run_dir)["pid"]
@@ -84,24 +90,31 @@ def test_launch_then_stop_through_the_process_group(tiny_model_dir, tmp_path):
     assert not run_dir.exists()
 
 
-@pytest.mark.parametrize("launcher", [[], ["launch.accelerate_config=configs/accelerate/ddp.yaml"]],
-                         ids=["torchrun", "accelerate"])
+@pytest.mark.parametrize(
+    "launcher", [[], ["launch.accelerate_config=configs/accelerate/ddp.yaml"]], ids=["torchrun", "accelerate"]
+)
 def test_stop_reaches_every_rank_of_a_two_process_run(launcher, tiny_model_dir, tmp_path):
-    config = load_config(ROOT / "configs" / "tiny_cpu.yaml", env={},
-                         sets=TINY_SETS + launcher + ["train.num_train_steps=500", "launch.num_processes=2"]).to_dict()
+    config = load_config(
+        ROOT / "configs" / "tiny_cpu.yaml",
+        env={},
+        sets=TINY_SETS + launcher + ["train.num_train_steps=500", "launch.num_processes=2"],
+    ).to_dict()
     run_dir = launch(config, tmp_path, "two", repo=ROOT)
     deadline = time.time() + 300
     while read_status(run_dir).get("global_step", 0) < 2:
-        assert time.time() < deadline and effective_state(read_status(run_dir)) in ("starting", "running"), \
-            (run_dir / "train.log").read_text()[-3000:]
+        assert time.time() < deadline and effective_state(read_status(run_dir)) in ("starting", "running"), (
+            run_dir / "train.log"
+        ).read_text()[-3000:]
         time.sleep(0.2)
     assert stop(run_dir)  # SIGTERM to rank 0; the ranks agree at the next step boundary
     while effective_state(read_status(run_dir)) in ("starting", "running"):
         assert time.time() < deadline, (run_dir / "train.log").read_text()[-3000:]
         time.sleep(0.2)
     assert read_status(run_dir)["state"] == "stopped"
-    counts = [len((run_dir / "rollouts" / name).read_text().splitlines())
-              for name in ("rollouts.jsonl", "rollouts.rank1.jsonl")]
+    counts = [
+        len((run_dir / "rollouts" / name).read_text().splitlines())
+        for name in ("rollouts.jsonl", "rollouts.rank1.jsonl")
+    ]
     assert counts[0] == counts[1] > 0  # both ranks stopped at the same step
     assert (run_dir / "model" / "model.safetensors").is_file()
 

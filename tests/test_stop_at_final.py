@@ -9,14 +9,14 @@ from core.rewards import ends_final_line
 from core.stop_at_final import EndAtFinalLine, end_at_final_line
 
 ENDS = [
-    ("4+5=9\nFinal: 9\n", True),               # the line and its newline: nothing may follow
+    ("4+5=9\nFinal: 9\n", True),  # the line and its newline: nothing may follow
     ("So 1,080 in all.\nFinal: 1,080\n", True),  # commas, as the reward reads them
-    ("Final: -2.5 \n\n", True),                # a decimal, spaces and blank lines after it
-    ("Final: 9", False),                       # the number may go on: 9 → 95
-    ("Final: 9.", False),                      # "9." is no number yet: 9.5, or a malformed line
-    ("Final: 9 apples\n", False),              # malformed already: let it write on
-    ("Final:\n", False),                       # no number yet
-    ("final: 9\n", False),                     # case-sensitive, as the reward
+    ("Final: -2.5 \n\n", True),  # a decimal, spaces and blank lines after it
+    ("Final: 9", False),  # the number may go on: 9 → 95
+    ("Final: 9.", False),  # "9." is no number yet: 9.5, or a malformed line
+    ("Final: 9 apples\n", False),  # malformed already: let it write on
+    ("Final:\n", False),  # no number yet
+    ("final: 9\n", False),  # case-sensitive, as the reward
 ]
 
 
@@ -36,7 +36,7 @@ def test_after_a_final_line_only_the_end_of_the_message_can_follow(tiny_model_di
     rows = torch.tensor([prompt + pad * (width - len(done)) + done, prompt + pad * (width - len(going)) + going])
     processor = EndAtFinalLine(tokenizer)
     vocab = len(tokenizer)
-    processor(rows[:, :len(prompt)], torch.zeros(2, vocab))  # the first call: the prompts alone
+    processor(rows[:, : len(prompt)], torch.zeros(2, vocab))  # the first call: the prompts alone
     scores = processor(rows, torch.zeros(2, vocab))
     assert scores[0].argmax() == tokenizer.eos_token_id and torch.isinf(scores[0]).sum() == vocab - 1
     assert not torch.isinf(scores[1]).any()  # the number may go on
@@ -61,15 +61,22 @@ def test_generate_ends_each_completion_at_its_final_line(tiny_model_dir):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2+3?"}], tokenize=False,
-                                         add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is 2+3?"}], tokenize=False, add_generation_prompt=True
+    )
     enc = tokenizer([text], return_tensors="pt", add_special_tokens=False)
     ids = tokenizer("Final: 5\nSo 5.", add_special_tokens=False)["input_ids"]  # a Final line, then more
 
     def completion():
-        out = model.generate(**enc, max_new_tokens=len(ids) + 2, do_sample=False, logits_processor=[Writes(ids)],
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        return tokenizer.decode(out[0, enc["input_ids"].shape[1]:])
+        out = model.generate(
+            **enc,
+            max_new_tokens=len(ids) + 2,
+            do_sample=False,
+            logits_processor=[Writes(ids)],
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        return tokenizer.decode(out[0, enc["input_ids"].shape[1] :])
 
     assert completion().startswith("Final: 5\nSo 5.")  # left alone, it writes on after the Final line
     end_at_final_line(model, tokenizer)

@@ -16,8 +16,21 @@ from core.stats import wilson_interval
 from core.store import RunStore, compare_step_aggregates
 from tests.fake_run import write_run
 
-RECORD = rollout_record(step=0, prompt_id="p", prompt="P", question="Q", completion="Final: 1", prediction="1",
-                        ground_truth="1", reward=1.0, correct=True, rank=0, sample=0, completion_tokens=3, time=1.0)
+RECORD = rollout_record(
+    step=0,
+    prompt_id="p",
+    prompt="P",
+    question="Q",
+    completion="Final: 1",
+    prediction="1",
+    ground_truth="1",
+    reward=1.0,
+    correct=True,
+    rank=0,
+    sample=0,
+    completion_tokens=3,
+    time=1.0,
+)
 
 
 def line(**fields):
@@ -54,10 +67,21 @@ def test_good_lines_take_the_fast_path_and_keep_their_values(run_dir, monkeypatc
     from core.store.ingest import Ingestion
 
     monkeypatch.setattr(Ingestion, "_ingest_lines", lambda *args: pytest.fail("a good line went line by line"))
-    odd = {"step": -3, "completion": "7 apples, then 8", "prediction": "-2.5", "reward": 1, "time": 1.7e9,
-           "rewards": {"gsm8k": 0.1, "format": None, "length": -1e-5}, "correct": False, "question": "",
-           "prompt_id": 'a "quoted" \\ id \u00e9', "completion_tokens": 2**62, "attempt": None,
-           "ground_truth": "42", "prompt": "line one\nline two"}
+    odd = {
+        "step": -3,
+        "completion": "7 apples, then 8",
+        "prediction": "-2.5",
+        "reward": 1,
+        "time": 1.7e9,
+        "rewards": {"gsm8k": 0.1, "format": None, "length": -1e-5},
+        "correct": False,
+        "question": "",
+        "prompt_id": 'a "quoted" \\ id \u00e9',
+        "completion_tokens": 2**62,
+        "attempt": None,
+        "ground_truth": "42",
+        "prompt": "line one\nline two",
+    }
     records = [{**RECORD, "rewards": {"gsm8k": 1.0}}, {**RECORD, **odd, "sample": 1}]
     append(run_dir / "rollouts" / "rollouts.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     store = RunStore(run_dir)
@@ -73,9 +97,20 @@ def test_degenerate_flag_is_the_rule_in_plain_python(run_dir, path):
     again for the rows read since: a well-formed Final line with nothing but spaces before it, or a text
     of 100 characters or more whose first 24 come again later on."""
     loop = "so the answer is so the answer is "
-    texts = ["Final: 4", "   Final: 4", "\tFinal: 4", "\n Final: 4", "final: 4", "2+2=4\nFinal: 4",
-             loop * 3, (loop * 3)[:99], "x" * 23 + "y" + "x" * 100, "ab" * 60, "é" * 24 + "a" * 60 + "é" * 24,
-             "Final: 4 " + "z" * 100 + "Final: 4 " + "z" * 15]
+    texts = [
+        "Final: 4",
+        "   Final: 4",
+        "\tFinal: 4",
+        "\n Final: 4",
+        "final: 4",
+        "2+2=4\nFinal: 4",
+        loop * 3,
+        (loop * 3)[:99],
+        "x" * 23 + "y" + "x" * 100,
+        "ab" * 60,
+        "é" * 24 + "a" * 60 + "é" * 24,
+        "Final: 4 " + "z" * 100 + "Final: 4 " + "z" * 15,
+    ]
     lines = [line(sample=i, completion=text, prediction=None if i % 5 == 4 else "4") for i, text in enumerate(texts)]
     if path == "exact":
         lines.append('{"step": 0, "prompt_id": "p", "sample": 1.5}\n')  # a bad line: this file goes line by line
@@ -86,9 +121,14 @@ def test_degenerate_flag_is_the_rule_in_plain_python(run_dir, path):
     store.doctor_steps(max_tokens=512)
     append(run_dir / "rollouts" / "rollouts.jsonl", "".join(lines[half:]))
     store.refresh()
-    assert store._query("SELECT count(*) FILTER (WHERE degenerate IS NULL) AS n FROM rollouts")["n"][0] == len(texts) - half
-    want = {i: (i % 5 != 4 and text.lstrip(" ").startswith("Final:")) or (len(text) >= 100 and text[:24] in text[24:])
-            for i, text in enumerate(texts)}
+    assert (
+        store._query("SELECT count(*) FILTER (WHERE degenerate IS NULL) AS n FROM rollouts")["n"][0]
+        == len(texts) - half
+    )
+    want = {
+        i: (i % 5 != 4 and text.lstrip(" ").startswith("Final:")) or (len(text) >= 100 and text[:24] in text[24:])
+        for i, text in enumerate(texts)
+    }
     assert [r["sample"] for r in store.examples("degenerate", limit=20)] == [i for i in want if want[i]]
     assert store.skipped == (path == "exact")
     got = dict(store._query("SELECT sample, degenerate FROM rollouts").itertuples(index=False))
@@ -96,6 +136,7 @@ def test_degenerate_flag_is_the_rule_in_plain_python(run_dir, path):
 
 
 # ---- exactness -------------------------------------------------------------------------------
+
 
 def test_half_written_line_waits_for_its_newline(run_dir):
     path = run_dir / "rollouts" / "rollouts.jsonl"
@@ -118,8 +159,18 @@ def test_a_complete_object_without_its_newline_is_not_ingested_yet(run_dir):
     assert store.refresh() == 1 and store.count() == 2
 
 
-@pytest.mark.parametrize("bad", ['{"step": 1, "prom', "42", "null", "[1, 2]", '{"step": "abc", "prompt_id": "x"}',
-                                 '{"step": 3}', '{"prompt_id": "p"} trailing'])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '{"step": 1, "prom',
+        "42",
+        "null",
+        "[1, 2]",
+        '{"step": "abc", "prompt_id": "x"}',
+        '{"step": 3}',
+        '{"prompt_id": "p"} trailing',
+    ],
+)
 def test_corrupt_lines_are_skipped_and_counted_never_rows_of_nulls(run_dir, bad):
     path = run_dir / "rollouts" / "rollouts.jsonl"
     append(path, line(sample=0) + bad + "\n" + line(sample=1) + "\n")  # a blank line is not a record either
@@ -166,7 +217,9 @@ def test_rank_files_read_together_keep_their_rows_apart(run_dir):
     store = RunStore(run_dir)
     assert store.refresh() == 3
     append(rank0, line(rank=0, sample=2))
-    append(rank1, line(rank=1, sample=5) + '{"step": 1, "prompt_id": "p", "correct": "false"}\n' + line(rank=1, sample=6))
+    append(
+        rank1, line(rank=1, sample=5) + '{"step": 1, "prompt_id": "p", "correct": "false"}\n' + line(rank=1, sample=6)
+    )
     assert store.refresh() == 3 and store.skipped == 1
     rank1.write_text(line(rank=1, sample=7))  # rank 1 restarted: its file rewritten
     store.refresh()
@@ -193,8 +246,10 @@ with open(path, "a") as f:
 
 def test_live_writers_and_a_refreshing_reader_agree_exactly(run_dir):
     n = 3000
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(run_dir / "rollouts" / name), str(n), str(rank)])
-               for rank, name in enumerate(["rollouts.jsonl", "rollouts.rank1.jsonl"])]
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(run_dir / "rollouts" / name), str(n), str(rank)])
+        for rank, name in enumerate(["rollouts.jsonl", "rollouts.rank1.jsonl"])
+    ]
     store = RunStore(run_dir)
     refreshes = 0
     while any(w.poll() is None for w in writers):
@@ -232,27 +287,49 @@ def test_threads_share_a_store(run_dir):
 
 # ---- the named queries against plain Python ---------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def fixture_run(tmp_path_factory):
     """~2,000 rollouts over 2 ranks (groups of K=8), metrics, and eval files with flips."""
     run_dir = tmp_path_factory.mktemp("fixture")
     write_run(run_dir, 2048, ranks=2, prompts=40, ramp=40)
-    (run_dir / "metrics.jsonl").write_text("".join(
-        json.dumps({"step": s, "time": 1.0 + s, "loss": 0.5 / s, "reward": s / 10, "note": "text"}) + "\n"
-        for s in range(1, 6)))
+    (run_dir / "metrics.jsonl").write_text(
+        "".join(
+            json.dumps({"step": s, "time": 1.0 + s, "loss": 0.5 / s, "reward": s / 10, "note": "text"}) + "\n"
+            for s in range(1, 6)
+        )
+    )
     (run_dir / "eval").mkdir()
     for phase, right in (("before", {0, 1}), ("after", {1, 2}), ("full_test", {0, 1, 2})):  # + a core.evaluate
         # full_test is written with the names eval files had before
         names = {new: old for old, new in EVAL_FIELDS_RENAMED.items()} if phase == "full_test" else {}
-        (run_dir / "eval" / f"{phase}.jsonl").write_text("".join(json.dumps({names.get(k, k): v for k, v in {
-            "prompt_id": f"e{i}", "question": f"q{i}", "prompt": "P", "ground_truth": "1",
-            "prediction": "1" if i in right else "2", "completion": f"{phase} {i}", "correct": i in right,
-            "completion_tokens": 10 + i}.items()}) + "\n" for i in range(4)))
+        (run_dir / "eval" / f"{phase}.jsonl").write_text(
+            "".join(
+                json.dumps(
+                    {
+                        names.get(k, k): v
+                        for k, v in {
+                            "prompt_id": f"e{i}",
+                            "question": f"q{i}",
+                            "prompt": "P",
+                            "ground_truth": "1",
+                            "prediction": "1" if i in right else "2",
+                            "completion": f"{phase} {i}",
+                            "correct": i in right,
+                            "completion_tokens": 10 + i,
+                        }.items()
+                    }
+                )
+                + "\n"
+                for i in range(4)
+            )
+        )
     (run_dir / "status.json").write_text(json.dumps({"state": "finished", "global_step": 5}))
     store = RunStore(run_dir)
     store.refresh()
-    records = [json.loads(x) for f in sorted((run_dir / "rollouts").glob("*.jsonl"))
-               for x in f.read_text().splitlines()]
+    records = [
+        json.loads(x) for f in sorted((run_dir / "rollouts").glob("*.jsonl")) for x in f.read_text().splitlines()
+    ]
     return store, records
 
 
@@ -278,8 +355,9 @@ def test_counts_status_and_metrics(fixture_run):
 
 
 def test_metric_series_of_a_long_run_is_binned_for_charts(run_dir):
-    (run_dir / "metrics.jsonl").write_text("".join(
-        json.dumps({"step": s, "time": s, "loss": s % 7, "reward": 1 / s}) + "\n" for s in range(1, 2501)))
+    (run_dir / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "time": s, "loss": s % 7, "reward": 1 / s}) + "\n" for s in range(1, 2501))
+    )
     store = RunStore(run_dir)
     store.refresh(rollouts=False)
     every = store.metric_series(["loss"])
@@ -309,21 +387,28 @@ def test_rollouts_page_filters_order_and_total(fixture_run):
     ]
     PAGE = 43  # pages end inside groups of K=8 and between ties
     for filters, keep in cases:
-        expected = [(r["step"], r["rank"], r["prompt_id"], r["sample"]) for r in sorted(
-            (r for r in records if keep(r)), key=lambda r: (-r["step"], r["rank"], r["prompt_id"], r["sample"]))]
+        expected = [
+            (r["step"], r["rank"], r["prompt_id"], r["sample"])
+            for r in sorted(
+                (r for r in records if keep(r)), key=lambda r: (-r["step"], r["rank"], r["prompt_id"], r["sample"])
+            )
+        ]
         walked, page, total = [], None, None
         while page is None or len(page):  # page after page, each from the last key of the one before
             assert len(walked) <= len(records), filters  # never the same rows again
-            page, total = store.rollouts_page(**filters, limit=PAGE, **(
-                {"start": "after", "key": page["key"].iloc[-1]} if page is not None else {}))
+            page, total = store.rollouts_page(
+                **filters, limit=PAGE, **({"start": "after", "key": page["key"].iloc[-1]} if page is not None else {})
+            )
             walked += list(zip(page["step"], page["rank"], page["prompt_id"], page["sample"]))
         assert total == len(expected) and walked == expected, filters
         last, _ = store.rollouts_page(**filters, limit=PAGE, start="last")
         assert list(zip(last["step"], last["rank"], last["prompt_id"], last["sample"])) == expected[-PAGE:], filters
         if len(last):
             before, _ = store.rollouts_page(**filters, limit=PAGE, start="before", key=last["key"].iloc[0])
-            assert list(zip(before["step"], before["rank"], before["prompt_id"], before["sample"])) == \
-                expected[-2 * PAGE:-PAGE], filters
+            assert (
+                list(zip(before["step"], before["rank"], before["prompt_id"], before["sample"]))
+                == expected[-2 * PAGE : -PAGE]
+            ), filters
     page, total = store.rollouts_page(order="reward_high", limit=5)
     assert page["reward"].tolist() == sorted((r["reward"] for r in records), reverse=True)[:5]
     page, total = store.rollouts_page(order="longest", limit=300)
@@ -338,29 +423,45 @@ def test_rollouts_page_filters_order_and_total(fixture_run):
 
 def test_keyset_paging_keeps_every_row_once_with_ties_and_nulls(run_dir):
     # the same prompt twice at one step (a small prompt set), and rows without a reward or a length
-    append(run_dir / "rollouts" / "rollouts.jsonl", "".join(
-        line(step=s, sample=k % 2, reward=None if k == 3 else 1.0, completion_tokens=None if k == 2 else k)
-        for s in (1, 2) for k in range(5)))
+    append(
+        run_dir / "rollouts" / "rollouts.jsonl",
+        "".join(
+            line(step=s, sample=k % 2, reward=None if k == 3 else 1.0, completion_tokens=None if k == 2 else k)
+            for s in (1, 2)
+            for k in range(5)
+        ),
+    )
     store = RunStore(run_dir)
     store.refresh()
     for order in ("newest", "reward_high", "longest"):
         seen, page = [], None
         while page is None or len(page):
             assert len(seen) <= 10, order
-            page, total = store.rollouts_page(order=order, limit=3, **(
-                {"start": "after", "key": page["key"].iloc[-1]} if page is not None else {}))
+            page, total = store.rollouts_page(
+                order=order, limit=3, **({"start": "after", "key": page["key"].iloc[-1]} if page is not None else {})
+            )
             seen += [tuple(k.values()) for k in page["key"]]
         assert total == 10 and len(seen) == len(set(seen)) == 10, order
 
 
 def test_search_matches_each_letter_in_either_case_and_the_rest_exactly(run_dir):
     texts = ["Cost €5 — Ünd so", "COST €5 — ÜND SO", "cost €5 - und so", "cost 5 — ünd", "ſo Kelvin", "a.b*c (x)"]
-    append(run_dir / "rollouts" / "rollouts.jsonl", "".join(
-        line(step=1, sample=i, completion=t, question="Q") for i, t in enumerate(texts)))
+    append(
+        run_dir / "rollouts" / "rollouts.jsonl",
+        "".join(line(step=1, sample=i, completion=t, question="Q") for i, t in enumerate(texts)),
+    )
     store = RunStore(run_dir)
     store.refresh()
-    for search, expected in (("cost €5 — ünd", [0, 1]), ("ÜND so", [0, 1]), ("€", [0, 1, 2]), ("—", [0, 1, 3]),
-                             ("so", [0, 1, 2]), ("kelvin", [4]), ("A.B*C (X)", [5]), ("a.b.c", [])):
+    for search, expected in (
+        ("cost €5 — ünd", [0, 1]),
+        ("ÜND so", [0, 1]),
+        ("€", [0, 1, 2]),
+        ("—", [0, 1, 3]),
+        ("so", [0, 1, 2]),
+        ("kelvin", [4]),
+        ("A.B*C (X)", [5]),
+        ("a.b.c", []),
+    ):
         page, total = store.rollouts_page(search=search, order="oldest")
         assert page["sample"].tolist() == expected and total == len(expected), search
 
@@ -378,15 +479,21 @@ def test_a_searchs_matches_are_kept_and_brought_up_to_date_as_rows_arrive(run_di
     def found(search):  # the rows a search shows, and plain Python's
         page, total = store.rollouts_page(search=search, order="oldest", limit=100)
         prompts = {r["prompt_id"] for r in records if r["sample"] == 0 and search.lower() in r["question"].lower()}
-        expected = [(r["step"], r["prompt_id"], r["sample"]) for r in sorted(
-            (r for r in records if search.lower() in r["completion"].lower() or r["prompt_id"] in prompts),
-            key=lambda r: (r["step"], r["rank"], r["prompt_id"], r["sample"]))]
+        expected = [
+            (r["step"], r["prompt_id"], r["sample"])
+            for r in sorted(
+                (r for r in records if search.lower() in r["completion"].lower() or r["prompt_id"] in prompts),
+                key=lambda r: (r["step"], r["rank"], r["prompt_id"], r["sample"]),
+            )
+        ]
         assert total == len(page)
         return list(zip(page["step"], page["prompt_id"], page["sample"])), expected
 
-    add(dict(step=1, prompt_id="a", sample=0, question="How many apples?", completion="so the total is 4"),
+    add(
+        dict(step=1, prompt_id="a", sample=0, question="How many apples?", completion="so the total is 4"),
         dict(step=1, prompt_id="a", sample=1, question="How many apples?", completion="no idea"),
-        dict(step=1, prompt_id="b", sample=0, question="Other", completion="So The Total: 5"))
+        dict(step=1, prompt_id="b", sample=0, question="Other", completion="So The Total: 5"),
+    )
     store = RunStore(run_dir)
     store.refresh()
     for search in ("so the total", "APPLES"):
@@ -397,9 +504,11 @@ def test_a_searchs_matches_are_kept_and_brought_up_to_date_as_rows_arrive(run_di
     assert found("so the total")[0] == [(1, "a", 0), (1, "b", 0)]
     assert store.rollouts_page(search="so the total", correct=True, limit=1, start="last")[1] == 2
     # the rows that arrive are searched as they come, a matching question's prompt included
-    add(dict(step=2, prompt_id="a", sample=0, question="How many apples?", completion="none"),
+    add(
+        dict(step=2, prompt_id="a", sample=0, question="How many apples?", completion="none"),
         dict(step=2, prompt_id="a", sample=1, question="How many apples?", completion="SO THE TOTAL"),
-        dict(step=2, prompt_id="c", sample=0, question="Apples again", completion="x"))
+        dict(step=2, prompt_id="c", sample=0, question="Apples again", completion="x"),
+    )
     store.refresh()
     assert found("so the total")[0] == [(1, "a", 0), (1, "b", 0), (2, "a", 1)]
     got, expected = found("apples")
@@ -440,7 +549,8 @@ def test_reward_histogram_and_categories(fixture_run):
     for _, row in cats.iterrows():
         step = [r for r in records if r["step"] == row["step"]]
         assert (row["malformed"], row["wrong"], row["correct"]) == tuple(
-            sum(category(r) == c for r in step) for c in ("malformed", "wrong", "correct"))
+            sum(category(r) == c for r in step) for c in ("malformed", "wrong", "correct")
+        )
     assert cats["step"].tolist() == sorted({r["step"] for r in records})
 
 
@@ -466,15 +576,20 @@ def test_prompt_accuracy(fixture_run):
     ids = sorted({r["prompt_id"] for r in records})[:3]
     df = store.prompt_accuracy(ids)
     picked = [r for r in records if r["prompt_id"] in ids]
-    expected = {k: (sum(r["correct"] for r in v) / len(v), len(v))
-                for k, v in by(picked, lambda r: (r["prompt_id"], r["step"])).items()}
+    expected = {
+        k: (sum(r["correct"] for r in v) / len(v), len(v))
+        for k, v in by(picked, lambda r: (r["prompt_id"], r["step"])).items()
+    }
     assert {(p, s): (a, n) for p, s, a, n, _, _ in df.itertuples(index=False)} == expected
     # how sure each accuracy is: its 95% Wilson interval, from the same counts
-    assert [(lo, hi) for lo, hi in zip(df["low"], df["high"])] == \
-        [pytest.approx(wilson_interval(a * n, n)) for a, n in zip(df["accuracy"], df["n"])]
+    assert [(lo, hi) for lo, hi in zip(df["low"], df["high"])] == [
+        pytest.approx(wilson_interval(a * n, n)) for a, n in zip(df["accuracy"], df["n"])
+    ]
     binned = store.prompt_accuracy(ids, bin=3)  # steps 1-3, 4-6, ... named after their first step
-    expected = {k: (round(sum(r["correct"] for r in v) / len(v), 9), len(v))
-                for k, v in by(picked, lambda r: (r["prompt_id"], (r["step"] - 1) // 3 * 3 + 1)).items()}
+    expected = {
+        k: (round(sum(r["correct"] for r in v) / len(v), 9), len(v))
+        for k, v in by(picked, lambda r: (r["prompt_id"], (r["step"] - 1) // 3 * 3 + 1)).items()
+    }
     assert {(p, s): (round(a, 9), n) for p, s, a, n, _, _ in binned.itertuples(index=False)} == expected
 
 
@@ -487,8 +602,9 @@ def test_leaderboards(fixture_run):
         accs = list(per_step.values())
         summary[pid] = {"change": accs[-1] - accs[0], "min": min(accs), "max": max(accs), "n": len(rows)}
     boards = {
-        "most_improved": [p for p, s in sorted(summary.items(), key=lambda x: (-x[1]["change"], x[0]))
-                          if s["change"] > 0],
+        "most_improved": [
+            p for p, s in sorted(summary.items(), key=lambda x: (-x[1]["change"], x[0])) if s["change"] > 0
+        ],
         "regressed": [p for p, s in sorted(summary.items(), key=lambda x: (x[1]["change"], x[0])) if s["change"] < 0],
         "never_solved": [p for p, s in sorted(summary.items(), key=lambda x: (-x[1]["n"], x[0])) if s["max"] == 0],
         "always_solved": [p for p, s in sorted(summary.items(), key=lambda x: (-x[1]["n"], x[0])) if s["min"] == 1],
@@ -535,8 +651,16 @@ def test_group_view_with_advantages(fixture_run):
         by_group[r["prompt_id"]].append(r["rewards"]["gsm8k"])
     scores = {p: [(v - mean(vs)) / (stdev(vs) + 1e-4) for v in vs] for p, vs in by_group.items()}
     every = [z for zs in scores.values() for z in zs]
-    df = store.group(pid, step, run_settings({"grpo": {"multi_objective_aggregation": "normalize_then_sum"},
-                                              "rewards": [{"name": "gsm8k", "weight": 1.0}]}))
+    df = store.group(
+        pid,
+        step,
+        run_settings(
+            {
+                "grpo": {"multi_objective_aggregation": "normalize_then_sum"},
+                "rewards": [{"name": "gsm8k", "weight": 1.0}],
+            }
+        ),
+    )
     assert df["advantage"].tolist() == pytest.approx([(z - mean(every)) / (stdev(every) + 1e-4) for z in scores[pid]])
     assert store.prompt_steps(pid) == sorted({r["step"] for r in records if r["prompt_id"] == pid})
     one = store.rollout(pid, step, 3)
@@ -558,11 +682,18 @@ def test_one_step_worked_through_matches_plain_python(fixture_run, scale_rewards
     assert facts["batch_std"] == pytest.approx(stdev([r["reward"] for r in batch]))
     samples, tokens = len(batch), sum(r["completion_tokens"] for r in batch)
     assert (facts["samples"], facts["tokens"]) == (samples, tokens)
-    std = {"group": stdev(rewards) + 1e-4, "batch": stdev([r["reward"] for r in batch]) + 1e-4, "none": 1.0}[scale_rewards]
+    std = {"group": stdev(rewards) + 1e-4, "batch": stdev([r["reward"] for r in batch]) + 1e-4, "none": 1.0}[
+        scale_rewards
+    ]
     advantage = [(x - mean(rewards)) / std for x in rewards]
-    weight = {"grpo": [1 / (r["completion_tokens"] * samples) for r in group], "dapo": [1 / tokens] * len(group),
-              "bnpo": [1 / tokens] * len(group), "dr_grpo": [1 / (samples * 300)] * len(group),
-              "luspo": [1 / samples] * len(group), "cispo": [0.2 / tokens] * len(group)}[loss_type]  # clipped at epsilon
+    weight = {
+        "grpo": [1 / (r["completion_tokens"] * samples) for r in group],
+        "dapo": [1 / tokens] * len(group),
+        "bnpo": [1 / tokens] * len(group),
+        "dr_grpo": [1 / (samples * 300)] * len(group),
+        "luspo": [1 / samples] * len(group),
+        "cispo": [0.2 / tokens] * len(group),
+    }[loss_type]  # clipped at epsilon
     assert worked["advantage"].tolist() == pytest.approx(advantage)
     assert worked["token_weight"].tolist() == pytest.approx(weight)
     assert worked["push"].tolist() == pytest.approx([a * w for a, w in zip(advantage, weight)])
@@ -625,13 +756,15 @@ def test_a_resumed_run_shows_only_the_latest_attempt_of_each_step(run_dir):
     path = run_dir / "rollouts" / "rollouts.jsonl"
     # attempt 1 was killed after scoring step 9 (its last checkpoint: step 8); attempt 2 resumed there
     append(path, "".join(line(step=s, sample=k, attempt=1, completion=f"a1 {s}") for s in range(10) for k in range(2)))
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0, "attempt": 1}) + "\n"
-                                                   for s in range(1, 11)))
+    (run_dir / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "loss": 1.0, "attempt": 1}) + "\n" for s in range(1, 11))
+    )
     store = RunStore(run_dir)
     store.refresh()
     assert store.count() == 20
-    append(path, "".join(line(step=s, sample=k, attempt=2, completion=f"a2 {s}") for s in range(8, 12)
-                         for k in range(2)))
+    append(
+        path, "".join(line(step=s, sample=k, attempt=2, completion=f"a2 {s}") for s in range(8, 12) for k in range(2))
+    )
     with open(run_dir / "metrics.jsonl", "a") as f:
         f.writelines(json.dumps({"step": s, "loss": 2.0, "attempt": 2}) + "\n" for s in range(9, 13))
     store.refresh()

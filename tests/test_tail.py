@@ -18,7 +18,7 @@ def test_complete_lines_once_and_a_half_line_waits(tmp_path):
     path.write_text(lines({"a": 1}) + '{"a": ')
     assert tail.read_records() == (False, [{"a": 1}], 0)
     with open(path, "a") as f:
-        f.write('2}\r\n' + "not json\n" + "[1, 2]\n\n")  # \r\n is a line end; a list is not a record
+        f.write("2}\r\n" + "not json\n" + "[1, 2]\n\n")  # \r\n is a line end; a list is not a record
     assert tail.read_records() == (False, [{"a": 2}], 2)
     assert tail.read_records() == (False, [], 0)
 

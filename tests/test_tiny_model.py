@@ -18,8 +18,9 @@ BUILD = "import sys; from pathlib import Path; from core.tiny_model import build
 
 def build(folder, **env) -> str:
     """md5 of the weights a 40-step build writes into `folder` under `env`."""
-    subprocess.run([sys.executable, "-c", BUILD, str(folder)], cwd=ROOT, check=True, timeout=600,
-                   env={**os.environ, **env})
+    subprocess.run(
+        [sys.executable, "-c", BUILD, str(folder)], cwd=ROOT, check=True, timeout=600, env={**os.environ, **env}
+    )
     return hashlib.md5((folder / "model.safetensors").read_bytes()).hexdigest()
 
 

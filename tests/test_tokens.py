@@ -15,8 +15,9 @@ from tests.conftest import ROOT
 
 
 def tokens_cli(*args):
-    return subprocess.run([sys.executable, "-m", "core.tokens", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "core.tokens", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +42,11 @@ def test_the_command_scores_the_sampled_tokens_as_a_forward_pass_does(tiny_run, 
     tokens = json.loads(result.stdout)
     ids = [t["id"] for t in tokens]
     recorded = [json.loads(line) for line in tokens_path(tiny_run).read_text().splitlines()]
-    assert ids == next(r["ids"] for r in recorded if (r["step"], r["prompt_id"], r["sample"]) ==
-                       (rollout["step"], rollout["prompt_id"], rollout["sample"]))
+    assert ids == next(
+        r["ids"]
+        for r in recorded
+        if (r["step"], r["prompt_id"], r["sample"]) == (rollout["step"], rollout["prompt_id"], rollout["sample"])
+    )
     tokenizer = AutoTokenizer.from_pretrained(model_dir(tiny_run))
     special = set(tokenizer.all_special_ids)
     assert "".join(t["token"] for t in tokens if t["id"] not in special) == rollout["completion"]
@@ -51,7 +55,7 @@ def test_the_command_scores_the_sampled_tokens_as_a_forward_pass_does(tiny_run, 
     prompt = tokenizer(text=rollout["prompt"])["input_ids"]
     model = AutoModelForCausalLM.from_pretrained(model_dir(tiny_run))
     with torch.no_grad():
-        logits = model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1: -1] / temperature
+        logits = model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1 : -1] / temperature
     expected = torch.log_softmax(logits, -1)[range(len(ids)), ids]
     assert torch.allclose(torch.tensor([t["logprob_after"] for t in tokens]), expected, atol=1e-4)
     for t in tokens:
@@ -78,10 +82,12 @@ def test_each_thing_that_cannot_be_shown_is_one_line_and_exit_2(tiny_run, rollou
     shutil.copytree(tiny_run, hub)
     config = yaml.safe_load(config_path(hub).read_text())
     config_path(hub).write_text(yaml.safe_dump({**config, "model_name": "nobody/no-such-model"}))
-    cases = {"is not a run folder": [tmp_path / "nothing", *where(rollout)],
-             "has no rollout": [tiny_run, "--step", 999, "--prompt-id", rollout["prompt_id"], "--sample", 0],
-             "has no checkpoint-7": [tiny_run, *where(rollout), "--checkpoint", 7],
-             "Hugging Face cache": [hub, *where(rollout)]}
+    cases = {
+        "is not a run folder": [tmp_path / "nothing", *where(rollout)],
+        "has no rollout": [tiny_run, "--step", 999, "--prompt-id", rollout["prompt_id"], "--sample", 0],
+        "has no checkpoint-7": [tiny_run, *where(rollout), "--checkpoint", 7],
+        "Hugging Face cache": [hub, *where(rollout)],
+    }
     for words, args in cases.items():
         result = tokens_cli(*args)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr

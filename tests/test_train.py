@@ -68,8 +68,13 @@ def test_tiny_run_writes_the_whole_run_directory(tiny_run):
     assert (tiny_run / "model" / "model.safetensors").is_file()
     assert (tiny_run / "model" / "tokenizer.json").is_file()
     log = (tiny_run / "train.log").read_text()  # started from a terminal, it keeps a log all the same
-    assert all(f"phase: {p}" in log for p in ("loading data", "loading model", "eval before", "training", "saving",
-                                               "eval after")) and f"run finished: {tiny_run}" in log
+    assert (
+        all(
+            f"phase: {p}" in log
+            for p in ("loading data", "loading model", "eval before", "training", "saving", "eval after")
+        )
+        and f"run finished: {tiny_run}" in log
+    )
     assert status["phase"] == "eval after" and status["phase_done"] == status["phase_total"] == 8
 
 
@@ -119,8 +124,12 @@ def test_evaluate_cli_reevaluates_a_saved_model_like_the_run_did(tiny_run):
     (tiny_run / "eval" / "again.jsonl").unlink()  # leave the shared run as it was
     summary_file.write_text(kept)
     # without --phase it only prints the summary; --set changes the eval set
-    result = subprocess.run([sys.executable, "-m", "core.evaluate", str(tiny_run), "--set", "dataset.n_eval=3"],
-                            cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "core.evaluate", str(tiny_run), "--set", "dataset.n_eval=3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.splitlines()[-1])["n"] == 3
     assert sorted(p.name for p in (tiny_run / "eval").iterdir()) == ["after.jsonl", "before.jsonl", "summary.json"]
@@ -138,9 +147,20 @@ def test_vllm_eval_without_cuda_is_a_clear_error(command, tiny_run, tmp_path):
 def test_sigterm_stops_gracefully_then_resume_continues(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "stopme"
     sets = TINY_SETS + ["train.num_train_steps=500", f"train.output_dir={run_dir}"]
-    proc = subprocess.Popen([sys.executable, "-m", "core.train", "--config", "configs/tiny_cpu.yaml",
-                             *[a for s in sets for a in ("--set", s)]], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "core.train",
+            "--config",
+            "configs/tiny_cpu.yaml",
+            *[a for s in sets for a in ("--set", s)],
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 300
     while read_status(run_dir).get("global_step", 0) < 2:
         assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
@@ -190,8 +210,8 @@ def wandb_records(path, block=32768):
         if block - pos % block < 7:
             pos += block - pos % block  # too little room for a chunk header: padding
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos: pos + 7])
-        chunk += data[pos + 7: pos + 7 + length]
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # a full record, or the last chunk of one
             record = wandb_internal_pb2.Record()
@@ -202,10 +222,18 @@ def wandb_records(path, block=32768):
 
 def test_wandb_offline_run_records_eval_and_completions(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "wb"
-    result = run_cli("--config", "configs/tiny_cpu.yaml", *[a for s in TINY_SETS for a in ("--set", s)],
-                     "--set", "train.num_train_steps=1", "--set", "runtime.use_wandb=true",
-                     "--set", f"train.output_dir={run_dir}",
-                     env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_RUN_GROUP": "tests"})
+    result = run_cli(
+        "--config",
+        "configs/tiny_cpu.yaml",
+        *[a for s in TINY_SETS for a in ("--set", s)],
+        "--set",
+        "train.num_train_steps=1",
+        "--set",
+        "runtime.use_wandb=true",
+        "--set",
+        f"train.output_dir={run_dir}",
+        env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_RUN_GROUP": "tests"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (log,) = (tmp_path / "wandb").glob("offline-run-*/*.wandb")
     records = list(wandb_records(log))
@@ -221,9 +249,18 @@ def test_tensorboard_trackio_and_mlflow_get_the_metrics_and_the_evals(tiny_model
 
     run_dir, trackio_dir, mlruns = tmp_path / "tracked", tmp_path / "trackio", tmp_path / "mlruns"
     mlflow_env = {"MLFLOW_TRACKING_URI": mlruns.as_uri(), "MLFLOW_ALLOW_FILE_STORE": "true"}  # a local folder
-    result = run_cli("--config", "configs/tiny_cpu.yaml", *[a for s in TINY_SETS for a in ("--set", s)],
-                     "--set", "train.num_train_steps=2", "--set", "runtime.report_to=[tensorboard, trackio, mlflow]",
-                     "--set", f"train.output_dir={run_dir}", env={"TRACKIO_DIR": str(trackio_dir), **mlflow_env})
+    result = run_cli(
+        "--config",
+        "configs/tiny_cpu.yaml",
+        *[a for s in TINY_SETS for a in ("--set", s)],
+        "--set",
+        "train.num_train_steps=2",
+        "--set",
+        "runtime.report_to=[tensorboard, trackio, mlflow]",
+        "--set",
+        f"train.output_dir={run_dir}",
+        env={"TRACKIO_DIR": str(trackio_dir), **mlflow_env},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rewards = {m["step"]: m["reward"] for m in metrics if "reward" in m}
@@ -241,10 +278,17 @@ def test_tensorboard_trackio_and_mlflow_get_the_metrics_and_the_evals(tiny_model
             assert scalars[f"eval/{phase}/{key}"] == {2: pytest.approx(value)}
 
     # Trackio's local database, read back with Trackio's own storage (a subprocess: it reads TRACKIO_DIR on import)
-    read = ("import json, sys; from trackio.sqlite_storage import SQLiteStorage as S; "
-            "print(json.dumps([S.get_runs('simple_grpo'), S.get_logs('simple_grpo', 'grpo_tiny_K4_steps2')]))")
-    out = subprocess.run([sys.executable, "-c", read], capture_output=True, text=True, check=True,
-                         env={**os.environ, "TRACKIO_DIR": str(trackio_dir)}).stdout
+    read = (
+        "import json, sys; from trackio.sqlite_storage import SQLiteStorage as S; "
+        "print(json.dumps([S.get_runs('simple_grpo'), S.get_logs('simple_grpo', 'grpo_tiny_K4_steps2')]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", read],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "TRACKIO_DIR": str(trackio_dir)},
+    ).stdout
     runs, logs = json.loads(out.strip().splitlines()[-1])
     assert runs == ["grpo_tiny_K4_steps2"]
     logged = {log["train/global_step"]: log["train/reward"] for log in logs if "train/reward" in log}
@@ -254,10 +298,12 @@ def test_tensorboard_trackio_and_mlflow_get_the_metrics_and_the_evals(tiny_model
         assert [log[key] for log in logs if key in log] == [pytest.approx(summary[phase]["eval_avg_new_tokens"])]
 
     # MLflow: one run (the eval after went to the run of the training, not to a second one), ended
-    read = ("import json, mlflow; c = mlflow.MlflowClient(); (run,) = mlflow.search_runs(search_all_experiments=True, "
-            "output_format='list'); h = lambda k: [(m.step, m.value) for m in c.get_metric_history(run.info.run_id, k)]; "
-            "print(json.dumps([run.info.run_name, run.info.status, h('reward'), "
-            "{k: h(k) for k in run.data.metrics if k.startswith('eval_')}]))")
+    read = (
+        "import json, mlflow; c = mlflow.MlflowClient(); (run,) = mlflow.search_runs(search_all_experiments=True, "
+        "output_format='list'); h = lambda k: [(m.step, m.value) for m in c.get_metric_history(run.info.run_id, k)]; "
+        "print(json.dumps([run.info.run_name, run.info.status, h('reward'), "
+        "{k: h(k) for k in run.data.metrics if k.startswith('eval_')}]))"
+    )
     out = subprocess.run([sys.executable, "-c", read], capture_output=True, text=True, env={**os.environ, **mlflow_env})
     assert out.returncode == 0, out.stderr[-2000:]
     name, state, reward, evals = json.loads(out.stdout.strip().splitlines()[-1])
@@ -271,8 +317,14 @@ def test_tensorboard_trackio_and_mlflow_get_the_metrics_and_the_evals(tiny_model
 def test_model_that_cannot_be_loaded_fails_the_run_with_one_line(tmp_path):
     # conftest sets HF_HUB_OFFLINE=1, so a Hub id that is not cached cannot be loaded
     run_dir = tmp_path / "nohub"
-    result = run_cli("--set", "model_name=nobody/no-such-model", "--set", f"train.output_dir={run_dir}",
-                     "--set", "dataset.name=synthetic")
+    result = run_cli(
+        "--set",
+        "model_name=nobody/no-such-model",
+        "--set",
+        f"train.output_dir={run_dir}",
+        "--set",
+        "dataset.name=synthetic",
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: could not load model 'nobody/no-such-model'")
     assert "builtin:tiny" in result.stderr and "Traceback" not in result.stderr
@@ -280,16 +332,33 @@ def test_model_that_cannot_be_loaded_fails_the_run_with_one_line(tmp_path):
     assert status["state"] == "failed" and "could not load model" in status["error"]
 
 
-@pytest.mark.parametrize("sets, sampled", [
-    ([], [1, 2, 3, 4]),  # the tiny preset with only K changed: fresh samples at every step
-    (["grpo.steps_per_generation=8"], [1, 3]),  # asked for: each batch of samples trains 2 updates
-], ids=["fresh", "reused"])
+@pytest.mark.parametrize(
+    "sets, sampled",
+    [
+        ([], [1, 2, 3, 4]),  # the tiny preset with only K changed: fresh samples at every step
+        (["grpo.steps_per_generation=8"], [1, 3]),  # asked for: each batch of samples trains 2 updates
+    ],
+    ids=["fresh", "reused"],
+)
 def test_a_step_trains_on_fresh_samples_unless_the_config_asks_for_reuse(tiny_model_dir, tmp_path, sets, sampled):
     run_dir = tmp_path / "k8"
-    result = run_cli("--config", "configs/tiny_cpu.yaml", "--set", "num_generations=8", "--set", "train.num_train_steps=4",
-                     "--set", "eval.enabled=false", "--set", f"train.output_dir={run_dir}", *[a for s in sets for a in ("--set", s)])
+    result = run_cli(
+        "--config",
+        "configs/tiny_cpu.yaml",
+        "--set",
+        "num_generations=8",
+        "--set",
+        "train.num_train_steps=4",
+        "--set",
+        "eval.enabled=false",
+        "--set",
+        f"train.output_dir={run_dir}",
+        *[a for s in sets for a in ("--set", s)],
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    steps = sorted({json.loads(line)["step"] for line in (run_dir / "rollouts" / "rollouts.jsonl").read_text().splitlines()})
+    steps = sorted(
+        {json.loads(line)["step"] for line in (run_dir / "rollouts" / "rollouts.jsonl").read_text().splitlines()}
+    )
     assert steps == sampled
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "frac_reward_zero_std" in m] == sampled  # TRL logs a batch where it sampled
@@ -298,30 +367,49 @@ def test_a_step_trains_on_fresh_samples_unless_the_config_asks_for_reuse(tiny_mo
 def test_grpo_passthrough_reaches_trl(tmp_path):
     from core.grpo import grpo_args
 
-    cfg = load_config(ROOT / "configs" / "tiny_cpu.yaml", sets=["grpo.beta=0.04", "grpo.top_p=0.9",
-                                                                 f"train.output_dir={tmp_path}"])
+    cfg = load_config(
+        ROOT / "configs" / "tiny_cpu.yaml", sets=["grpo.beta=0.04", "grpo.top_p=0.9", f"train.output_dir={tmp_path}"]
+    )
     args = grpo_args(cfg, "cpu")
     assert (args.beta, args.top_p, args.num_generations, args.generation_batch_size) == (0.04, 0.9, 4, 16)
     assert args.steps_per_generation == args.gradient_accumulation_steps  # one batch of samples a step
     assert (args.max_completion_length, args.max_steps, args.report_to) == (48, cfg.train.num_train_steps, [])
-    assert (args.output_dir, args.save_strategy, args.use_cpu, args.reward_weights) == (str(tmp_path), "no", True, [1.0])
+    assert (args.output_dir, args.save_strategy, args.use_cpu, args.reward_weights) == (
+        str(tmp_path),
+        "no",
+        True,
+        [1.0],
+    )
     # a device default may be overridden from grpo:, a field set from our own keys may not
     assert grpo_args(load_config(sets=["grpo.generation_batch_size=32"]), "cpu").generation_batch_size == 32
     with pytest.raises(ConfigError, match="'grpo.data_seed' is set from 'train.seed'"):
         load_config(sets=["grpo.data_seed=3"])
 
 
-@pytest.mark.parametrize("launcher, command", [
-    ([], "starting the workers: -m torch.distributed.run --standalone --nproc_per_node=2 -m core.train"),
-    (["launch.accelerate_config=configs/accelerate/ddp.yaml"],
-     "starting the workers: -m accelerate.commands.launch --config_file configs/accelerate/ddp.yaml --num_processes 2"),
-], ids=["torchrun", "accelerate"])
+@pytest.mark.parametrize(
+    "launcher, command",
+    [
+        ([], "starting the workers: -m torch.distributed.run --standalone --nproc_per_node=2 -m core.train"),
+        (
+            ["launch.accelerate_config=configs/accelerate/ddp.yaml"],
+            "starting the workers: -m accelerate.commands.launch --config_file configs/accelerate/ddp.yaml --num_processes 2",
+        ),
+    ],
+    ids=["torchrun", "accelerate"],
+)
 def test_two_processes(launcher, command, tiny_model_dir, tmp_path):
     # launch.num_processes=2: core.train becomes torchrun (or accelerate launch, given an accelerate
     # config), and two CPU workers train together over gloo
     run_dir = tmp_path / "two"
-    result = run_cli("--config", "configs/tiny_cpu.yaml", *[a for s in TINY_SETS + launcher for a in ("--set", s)],
-                     "--set", "launch.num_processes=2", "--set", f"train.output_dir={run_dir}")
+    result = run_cli(
+        "--config",
+        "configs/tiny_cpu.yaml",
+        *[a for s in TINY_SETS + launcher for a in ("--set", s)],
+        "--set",
+        "launch.num_processes=2",
+        "--set",
+        f"train.output_dir={run_dir}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("run finished") == 1  # rank 0 reports, and alone writes the run's files
     assert command in result.stdout and "training with 2 process(es), MULTI_CPU" in result.stdout
@@ -335,12 +423,17 @@ def test_two_processes(launcher, command, tiny_model_dir, tmp_path):
 
 
 def test_vllm_without_cuda_is_a_clear_error(tmp_path):
-    result = run_cli("--config", "configs/tiny_cpu.yaml", "--set", "grpo.use_vllm=true", "--set",
-                     f"train.output_dir={tmp_path / 'v'}")
+    result = run_cli(
+        "--config",
+        "configs/tiny_cpu.yaml",
+        "--set",
+        "grpo.use_vllm=true",
+        "--set",
+        f"train.output_dir={tmp_path / 'v'}",
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: grpo.use_vllm=true needs an NVIDIA GPU")
     assert read_status(tmp_path / "v")["state"] == "failed"
-
 
 
 def test_a_stop_that_lands_in_a_finaliser_is_raised_just_after_it(capfd):
@@ -366,7 +459,7 @@ def test_a_stop_that_lands_in_a_finaliser_is_raised_just_after_it(capfd):
         with pytest.raises(StopRequested):  # and until the run has caught it, each phase boundary raises it
             stop.check()
         stop._handle(signal.SIGTERM, None)  # a second SIGTERM while the first unwinds: the flag alone
-        stop.interruptible = False          # as the run does once it has caught the stop
+        stop.interruptible = False  # as the run does once it has caught the stop
         stop.check()
     finally:
         sys.unraisablehook = hook
@@ -384,14 +477,28 @@ def test_lora_trains_only_the_adapters_against_no_second_model(tiny_model_dir, t
 
     from core.grpo import grpo_args, lora_config
 
-    cfg = load_config(ROOT / "configs" / "tiny_cpu.yaml", sets=[
-        *TINY_SETS, "train.num_train_steps=2", "peft.r=4", "peft.target_modules=[q_proj, v_proj]", "grpo.beta=0.04",
-        "train.learning_rate=1e-2", f"train.output_dir={tmp_path}"])
+    cfg = load_config(
+        ROOT / "configs" / "tiny_cpu.yaml",
+        sets=[
+            *TINY_SETS,
+            "train.num_train_steps=2",
+            "peft.r=4",
+            "peft.target_modules=[q_proj, v_proj]",
+            "grpo.beta=0.04",
+            "train.learning_rate=1e-2",
+            f"train.output_dir={tmp_path}",
+        ],
+    )
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    trainer = GRPOTrainer(model=model, processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
-                          reward_funcs=[gsm8k_length], args=grpo_args(cfg, "cpu"), peft_config=lora_config(cfg),
-                          train_dataset=Dataset.from_dict({"prompt": [f"{a} + {a + 2} =" for a in range(1, 9)]}))
+    trainer = GRPOTrainer(
+        model=model,
+        processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
+        reward_funcs=[gsm8k_length],
+        args=grpo_args(cfg, "cpu"),
+        peft_config=lora_config(cfg),
+        train_dataset=Dataset.from_dict({"prompt": [f"{a} + {a + 2} =" for a in range(1, 9)]}),
+    )
     assert trainer.ref_model is None  # beta > 0: the reference is this model with its adapters off, not a copy
     trainer.train()
     adapters, frozen = {}, {}
@@ -410,8 +517,14 @@ def test_a_lora_run_saves_its_adapter_evaluates_and_resumes(tiny_model_dir, tmp_
     from safetensors import safe_open
 
     run_dir = tmp_path / "lora"
-    sets = [*TINY_SETS, "train.num_train_steps=2", "peft.r=8", "train.learning_rate=1e-3", "train.save_steps=1",
-            f"train.output_dir={run_dir}"]
+    sets = [
+        *TINY_SETS,
+        "train.num_train_steps=2",
+        "peft.r=8",
+        "train.learning_rate=1e-3",
+        "train.save_steps=1",
+        f"train.output_dir={run_dir}",
+    ]
     result = run_cli("--config", "configs/tiny_cpu.yaml", *[a for s in sets for a in ("--set", s)])
     assert result.returncode == 0, result.stderr[-3000:]
     model = run_dir / "model"  # PEFT's own files: the adapter alone, on the base model it names
@@ -424,16 +537,33 @@ def test_a_lora_run_saves_its_adapter_evaluates_and_resumes(tiny_model_dir, tmp_
     assert summary["after"]["n"] == 8
 
     # the saved adapter evaluates from its folder as the run did in memory (greedy: the same answers)
-    again = subprocess.run([sys.executable, "-m", "core.evaluate", str(run_dir)], cwd=ROOT, capture_output=True,
-                           text=True, timeout=600)
+    again = subprocess.run(
+        [sys.executable, "-m", "core.evaluate", str(run_dir)], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(again.stdout.strip().splitlines()[-1]) == pytest.approx(summary["after"])
 
     # the token view loads the adapter on its base: the same tokens, log-probabilities that moved
     last = json.loads((run_dir / "rollouts" / "rollouts.jsonl").read_text().splitlines()[-1])
-    view = subprocess.run([sys.executable, "-m", "core.tokens", str(run_dir), "--step", str(last["step"]),
-                           "--prompt-id", last["prompt_id"], "--sample", str(last["sample"]), "--json"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    view = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "core.tokens",
+            str(run_dir),
+            "--step",
+            str(last["step"]),
+            "--prompt-id",
+            last["prompt_id"],
+            "--sample",
+            str(last["sample"]),
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert view.returncode == 0, view.stderr[-3000:]
     tokens = json.loads(view.stdout)
     assert "".join(t["token"] for t in tokens).startswith(last["completion"])

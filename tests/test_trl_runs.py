@@ -27,15 +27,30 @@ def trl_run(model_dir, out, prompts, steps: int, save_strategy: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    args = GRPOConfig(output_dir=str(out), max_steps=steps, per_device_train_batch_size=8, num_generations=4,
-                      max_completion_length=12, learning_rate=1e-4, logging_steps=1, report_to="none",
-                      save_strategy=save_strategy, save_steps=2, log_completions=True, seed=1, bf16=False,
-                      reward_weights=[1.0, 0.5],  # not in TRL's files: its advantages, not ours, must show
-                      use_cpu=True)
-    trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir),
-                          processing_class=AutoTokenizer.from_pretrained(model_dir),
-                          reward_funcs=[ends_in_3, length_score], args=args,
-                          train_dataset=Dataset.from_dict({"prompt": prompts}))
+    args = GRPOConfig(
+        output_dir=str(out),
+        max_steps=steps,
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=12,
+        learning_rate=1e-4,
+        logging_steps=1,
+        report_to="none",
+        save_strategy=save_strategy,
+        save_steps=2,
+        log_completions=True,
+        seed=1,
+        bf16=False,
+        reward_weights=[1.0, 0.5],  # not in TRL's files: its advantages, not ours, must show
+        use_cpu=True,
+    )
+    trainer = GRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(model_dir),
+        processing_class=AutoTokenizer.from_pretrained(model_dir),
+        reward_funcs=[ends_in_3, length_score],
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": prompts}),
+    )
     trainer.train()
     if save_strategy != "no":
         trainer.save_state()  # trainer_state.json at the top, as TRL's scripts leave it
@@ -45,8 +60,9 @@ def trl_run(model_dir, out, prompts, steps: int, save_strategy: str) -> None:
 def trl_runs(tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("trl_root")
     trl_run(tiny_model_dir, root / "trl_text", [f"{a} + {a + 2} =" for a in range(1, 9)], 3, "steps")
-    chats = [[{"role": "system", "content": "Add."}, {"role": "user", "content": f"What is {a} + 1?"}]
-             for a in range(1, 9)]
+    chats = [
+        [{"role": "system", "content": "Add."}, {"role": "user", "content": f"What is {a} + 1?"}] for a in range(1, 9)
+    ]
     trl_run(tiny_model_dir, root / "trl_chat", chats, 2, "no")  # completions only: no trainer_state.json
     return root
 
@@ -163,20 +179,34 @@ def test_the_pages_open_a_trl_run_read_only(trl_runs, monkeypatch):
 
 # A TRL folder written by hand, as TRL lays it out: many steps at once, and damage TRL's files can suffer.
 
+
 def write_trl_folder(folder, steps: int, clipped: float = 0.0, extra: bool = False) -> None:
     (folder / "completions").mkdir(parents=True)
     history = []
     for step in range(1, steps + 1):
-        rows = {"step": [step] * 8, "prompt": [f"q{step % 3}"] * 4 + [f"q{step % 3 + 3}"] * 4,
-                "completion": [f"answer {i}" for i in range(8)], "accuracy_reward": [1.0, 0.0] * 4,
-                "advantage": [0.5, -0.5] * 4}
+        rows = {
+            "step": [step] * 8,
+            "prompt": [f"q{step % 3}"] * 4 + [f"q{step % 3 + 3}"] * 4,
+            "completion": [f"answer {i}" for i in range(8)],
+            "accuracy_reward": [1.0, 0.0] * 4,
+            "advantage": [0.5, -0.5] * 4,
+        }
         if extra:  # a column a reward function logged beside its score (TRL's log_extra)
             rows["tool_calls"] = [3.0] * 8
         pd.DataFrame(rows).to_parquet(folder / "completions" / f"completions_{step:05d}.parquet")
-        history.append({"step": step, "reward": 0.5, "completions/clipped_ratio": clipped, "loss": 0.1,
-                        "rewards/accuracy_reward/mean": 0.5, "frac_reward_zero_std": 0.0})
-    (folder / "trainer_state.json").write_text(json.dumps({"global_step": steps, "max_steps": steps,
-                                                          "log_history": history}))
+        history.append(
+            {
+                "step": step,
+                "reward": 0.5,
+                "completions/clipped_ratio": clipped,
+                "loss": 0.1,
+                "rewards/accuracy_reward/mean": 0.5,
+                "frac_reward_zero_std": 0.0,
+            }
+        )
+    (folder / "trainer_state.json").write_text(
+        json.dumps({"global_step": steps, "max_steps": steps, "log_history": history})
+    )
 
 
 def test_the_doctor_judges_a_trl_run_by_what_it_records(tmp_path):
@@ -211,7 +241,8 @@ def test_a_damaged_trl_folder_is_listed_and_never_breaks_a_page(tmp_path):
     assert store.metric_series(["loss"]).empty  # a step that is no whole number: left out
     (folder / "completions" / "completions_00004.parquet").write_bytes(b"PAR1 not yet")  # being written
     pd.DataFrame({"step": [None], "prompt": [7], "completion": [float("nan")]}).to_parquet(
-        folder / "completions" / "completions_00005.parquet")  # odd types: read as text, the step from the name
+        folder / "completions" / "completions_00005.parquet"
+    )  # odd types: read as text, the step from the name
     assert store.refresh() == 1
     assert store.step_range() == (1, 5)
 

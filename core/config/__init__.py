@@ -99,8 +99,12 @@ def default_runs_dir() -> Path:
     return Path(os.environ.get("RUNS_DIR") or REPO / "runs")
 
 
-def load_config(path: str | os.PathLike | None = None, sets: list[str] | tuple = (),
-                env: typing.Mapping[str, str] | None = None, check: bool = True) -> RunConfig:
+def load_config(
+    path: str | os.PathLike | None = None,
+    sets: list[str] | tuple = (),
+    env: typing.Mapping[str, str] | None = None,
+    check: bool = True,
+) -> RunConfig:
     """Build a RunConfig: defaults < YAML file < environment (only when `env` is given: the CLI
     passes os.environ) < `--set key=value` items; validated unless `check` is False (then problems()
     lists what is wrong)."""
@@ -124,4 +128,39 @@ def load_config(path: str | os.PathLike | None = None, sets: list[str] | tuple =
     return cfg
 
 
-__all__ = ['ConfigError', 'DatasetConfig', 'ENV_KEYS', 'EvalConfig', 'FORM_TRACKERS', 'GRPO_CHOICES', 'GRPO_FROM_CONFIG', 'LORA_BIASES', 'LaunchConfig', 'NOT_FROM_A_WEB_FORM', 'PeftConfig', 'RunConfig', 'RuntimeConfig', 'SECTIONS', 'TRACKERS', 'TrainConfig', 'changed_settings', 'choices', 'default_runs_dir', 'field_types', 'format_value', 'grpo_default', 'grpo_field_types', 'installed_trackers', 'load_config', 'parse_setting', 'problems', 'setting', 'shards_weights', 'trackers', 'updates_per_batch', 'validate', 'value_kinds', 'web_form_problem']
+__all__ = [
+    "ConfigError",
+    "DatasetConfig",
+    "ENV_KEYS",
+    "EvalConfig",
+    "FORM_TRACKERS",
+    "GRPO_CHOICES",
+    "GRPO_FROM_CONFIG",
+    "LORA_BIASES",
+    "LaunchConfig",
+    "NOT_FROM_A_WEB_FORM",
+    "PeftConfig",
+    "RunConfig",
+    "RuntimeConfig",
+    "SECTIONS",
+    "TRACKERS",
+    "TrainConfig",
+    "changed_settings",
+    "choices",
+    "default_runs_dir",
+    "field_types",
+    "format_value",
+    "grpo_default",
+    "grpo_field_types",
+    "installed_trackers",
+    "load_config",
+    "parse_setting",
+    "problems",
+    "setting",
+    "shards_weights",
+    "trackers",
+    "updates_per_batch",
+    "validate",
+    "value_kinds",
+    "web_form_problem",
+]

@@ -24,8 +24,11 @@ class TrainConfig:
     output_dir: str | None = _f(None, "Run directory; default runs/<run name>_<time> under RUNS_DIR or ./runs.")
     num_train_steps: int = _f(50, "Optimizer steps (TRL's max_steps).")
     per_device_train_batch_size: int = _f(1, "Completions per device per micro-step.")
-    gradient_accumulation_steps: int = _f(8, "Micro-steps per optimizer step: a step trains on batch x accumulation "
-                                             "x processes completions, whole groups of K, freshly sampled.")
+    gradient_accumulation_steps: int = _f(
+        8,
+        "Micro-steps per optimizer step: a step trains on batch x accumulation "
+        "x processes completions, whole groups of K, freshly sampled.",
+    )
     learning_rate: float = _f(5e-6, "AdamW learning rate.")
     logging_steps: int = _f(1, "Write a metrics.jsonl line every N steps.")
     save_steps: int = _f(0, "Save a checkpoint every N steps; 0 saves only the final model.")
@@ -51,18 +54,24 @@ class EvalConfig:
     max_new_tokens: int | None = _f(None, "Token budget per answer; default: the top-level max_new_tokens.")
     temperature: float = _f(0.0, "0 = greedy decoding; > 0 samples.")
     top_p: float = _f(1.0, "Nucleus sampling mass when temperature > 0.")
-    backend: str = _f("hf", "hf (transformers generate, batched) or vllm (CUDA only; "
-                            "pip install -r requirements-vllm.txt).")
-    vllm_gpu_memory_utilization: float = _f(0.3, "With backend vllm: the share of GPU memory eval's vLLM may take "
-                                                 "beside training.")
+    backend: str = _f(
+        "hf", "hf (transformers generate, batched) or vllm (CUDA only; pip install -r requirements-vllm.txt)."
+    )
+    vllm_gpu_memory_utilization: float = _f(
+        0.3, "With backend vllm: the share of GPU memory eval's vLLM may take beside training."
+    )
 
 
 @dataclass
 class RuntimeConfig:
-    use_wandb: bool = _f(False, "Report to Weights & Biases (project WANDB_PROJECT, default simple_grpo); the same "
-                                "as wandb in report_to.")
-    report_to: list = _f_list("Trackers the metrics and the eval before/after also go to: transformers' "
-                              "integration names (wandb, trackio, tensorboard, mlflow, ...); empty: none.")
+    use_wandb: bool = _f(
+        False,
+        "Report to Weights & Biases (project WANDB_PROJECT, default simple_grpo); the same as wandb in report_to.",
+    )
+    report_to: list = _f_list(
+        "Trackers the metrics and the eval before/after also go to: transformers' "
+        "integration names (wandb, trackio, tensorboard, mlflow, ...); empty: none."
+    )
     mps_fallback: bool = _f(True, "On Apple MPS, fall back to the CPU for unsupported ops.")
 
 
@@ -71,48 +80,72 @@ LORA_BIASES = ("none", "all", "lora_only")  # PEFT's LoraConfig.bias
 
 @dataclass
 class PeftConfig:
-    r: int = _f(0, "LoRA rank: 0 trains every weight (full fine-tuning); more than 0 trains LoRA adapters of this "
-                   "rank and freezes the model's own weights (PEFT's LoraConfig, passed to TRL as peft_config).")
+    r: int = _f(
+        0,
+        "LoRA rank: 0 trains every weight (full fine-tuning); more than 0 trains LoRA adapters of this "
+        "rank and freezes the model's own weights (PEFT's LoraConfig, passed to TRL as peft_config).",
+    )
     lora_alpha: int = _f(16, "LoRA scaling: the adapters' update is scaled by lora_alpha / r.")
     lora_dropout: float = _f(0.0, "Dropout on the adapters' input during training.")
-    target_modules: str | list = _f("all-linear", "The layers that get adapters: module names (e.g. [q_proj, "
-                                                  "v_proj]) or all-linear (every linear layer but the output one).")
+    target_modules: str | list = _f(
+        "all-linear",
+        "The layers that get adapters: module names (e.g. [q_proj, "
+        "v_proj]) or all-linear (every linear layer but the output one).",
+    )
     bias: str = _f("none", "Biases trained too: none, all or lora_only.")
 
 
 @dataclass
 class LaunchConfig:
-    num_processes: int = _f(1, "Worker processes on each machine (one per GPU); more than 1 starts them with "
-                               "torchrun.")
-    accelerate_config: str | None = _f(None, "An accelerate config file (DeepSpeed, FSDP; e.g. "
-                                             "configs/accelerate/fsdp.yaml): the workers start with accelerate launch.")
-    num_machines: int = _f(1, "Machines the run spans, each with launch.num_processes workers; its run folder must "
-                              "be on storage every machine sees.")
-    machine_rank: int = _f(0, "This machine's place among them, 0 to num_machines - 1; machine 0 hosts the "
-                              "rendezvous, holds the run folder's lock and writes the run's files.")
-    main_process_ip: str | None = _f(None, "The address of machine 0, which every machine can reach (needed with "
-                                           "several machines).")
+    num_processes: int = _f(1, "Worker processes on each machine (one per GPU); more than 1 starts them with torchrun.")
+    accelerate_config: str | None = _f(
+        None,
+        "An accelerate config file (DeepSpeed, FSDP; e.g. "
+        "configs/accelerate/fsdp.yaml): the workers start with accelerate launch.",
+    )
+    num_machines: int = _f(
+        1,
+        "Machines the run spans, each with launch.num_processes workers; its run folder must "
+        "be on storage every machine sees.",
+    )
+    machine_rank: int = _f(
+        0,
+        "This machine's place among them, 0 to num_machines - 1; machine 0 hosts the "
+        "rendezvous, holds the run folder's lock and writes the run's files.",
+    )
+    main_process_ip: str | None = _f(
+        None, "The address of machine 0, which every machine can reach (needed with several machines)."
+    )
     main_process_port: int = _f(29500, "The rendezvous port on machine 0 (several machines).")
 
 
 @dataclass
 class RunConfig:
-    model_name: str = _f("Qwen/Qwen2.5-0.5B-Instruct", "Hub id, local model folder, a .gguf file, builtin:tiny or "
-                         "builtin:smollm2-135m (offline).")
+    model_name: str = _f(
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        "Hub id, local model folder, a .gguf file, builtin:tiny or builtin:smollm2-135m (offline).",
+    )
     max_new_tokens: int = _f(256, "Completion length limit during training (TRL's max_completion_length).")
     num_generations: int = _f(8, "K: completions sampled per prompt; GRPO compares them within the group.")
-    stop_at_final: bool = _f(False, "End each completion at its Final line: once `Final: <number>` and a newline "
-                             "are written, the next token is the end of the message, in sampling and in eval "
-                             "(transformers generation).")
+    stop_at_final: bool = _f(
+        False,
+        "End each completion at its Final line: once `Final: <number>` and a newline "
+        "are written, the next token is the end of the message, in sampling and in eval "
+        "(transformers generation).",
+    )
     train: TrainConfig = field(default_factory=TrainConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     peft: PeftConfig = field(default_factory=PeftConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
-    rewards: list = field(default_factory=lambda: [{"name": "gsm8k", "weight": 1.0}], metadata={
-        "help": "Reward functions and weights: built-in names (gsm8k, gsm8k_lenient, format, length_penalty) "
-                "or package.module:function; TRL adds them up with these weights."})
+    rewards: list = field(
+        default_factory=lambda: [{"name": "gsm8k", "weight": 1.0}],
+        metadata={
+            "help": "Reward functions and weights: built-in names (gsm8k, gsm8k_lenient, format, length_penalty) "
+            "or package.module:function; TRL adds them up with these weights."
+        },
+    )
     grpo: dict = field(default_factory=dict, metadata={"help": "Any other GRPOConfig field, passed to TRL."})
 
     @property
@@ -124,8 +157,14 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-SECTIONS = {"train": TrainConfig, "dataset": DatasetConfig, "eval": EvalConfig, "runtime": RuntimeConfig,
-            "peft": PeftConfig, "launch": LaunchConfig}
+SECTIONS = {
+    "train": TrainConfig,
+    "dataset": DatasetConfig,
+    "eval": EvalConfig,
+    "runtime": RuntimeConfig,
+    "peft": PeftConfig,
+    "launch": LaunchConfig,
+}
 
 ENV_KEYS = {
     "MODEL_NAME": "model_name",
@@ -155,4 +194,3 @@ def fields_of(cls) -> dict[str, dataclasses.Field]:
 def field_types(cls) -> dict[str, Any]:
     """A dataclass's field types, resolved (`typing.get_type_hints`)."""
     return typing.get_type_hints(cls)
-

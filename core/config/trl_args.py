@@ -15,10 +15,8 @@ from core.config.schema import field_types, fields_of
 GRPO_FROM_CONFIG = {
     "output_dir": ("train.output_dir", lambda c: str(c.train.output_dir)),
     "max_steps": ("train.num_train_steps", lambda c: c.train.num_train_steps),
-    "per_device_train_batch_size": ("train.per_device_train_batch_size",
-                                    lambda c: c.train.per_device_train_batch_size),
-    "gradient_accumulation_steps": ("train.gradient_accumulation_steps",
-                                    lambda c: c.train.gradient_accumulation_steps),
+    "per_device_train_batch_size": ("train.per_device_train_batch_size", lambda c: c.train.per_device_train_batch_size),
+    "gradient_accumulation_steps": ("train.gradient_accumulation_steps", lambda c: c.train.gradient_accumulation_steps),
     "learning_rate": ("train.learning_rate", lambda c: c.train.learning_rate),
     "logging_steps": ("train.logging_steps", lambda c: c.train.logging_steps),
     "save_strategy": ("train.save_steps", lambda c: "steps" if c.train.save_steps > 0 else "no"),
@@ -41,19 +39,29 @@ def updates_per_batch(cfg) -> float:
     asks for reuse; fractional when a step trains on several batches."""
     t, launch = cfg.train, cfg.launch
     per_micro = t.per_device_train_batch_size * launch.num_processes * launch.num_machines
-    generation = cfg.grpo.get("generation_batch_size") or per_micro * (cfg.grpo.get("steps_per_generation")
-                                                                       or t.gradient_accumulation_steps)
+    generation = cfg.grpo.get("generation_batch_size") or per_micro * (
+        cfg.grpo.get("steps_per_generation") or t.gradient_accumulation_steps
+    )
     return generation / (per_micro * t.gradient_accumulation_steps) * (cfg.grpo.get("num_iterations") or 1)
 
 
 # The trackers transformers reports to (its INTEGRATION_TO_CALLBACK names; a test checks this list
 # against it): name -> (the module it needs, what to pip install).
 TRACKERS = {
-    "wandb": ("wandb", "wandb"), "trackio": ("trackio", "trackio"), "tensorboard": ("tensorboard", "tensorboard"),
-    "mlflow": ("mlflow", "mlflow"), "comet_ml": ("comet_ml", "comet-ml"), "clearml": ("clearml", "clearml"),
-    "neptune": ("neptune", "neptune"), "dvclive": ("dvclive", "dvclive"), "swanlab": ("swanlab", "swanlab"),
-    "codecarbon": ("codecarbon", "codecarbon"), "azure_ml": ("azureml", "azureml-core"),
-    "dagshub": ("dagshub", "dagshub"), "flyte": ("flytekit", "flytekit"), "kubeflow": ("kubeflow", "kubeflow"),
+    "wandb": ("wandb", "wandb"),
+    "trackio": ("trackio", "trackio"),
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "mlflow": ("mlflow", "mlflow"),
+    "comet_ml": ("comet_ml", "comet-ml"),
+    "clearml": ("clearml", "clearml"),
+    "neptune": ("neptune", "neptune"),
+    "dvclive": ("dvclive", "dvclive"),
+    "swanlab": ("swanlab", "swanlab"),
+    "codecarbon": ("codecarbon", "codecarbon"),
+    "azure_ml": ("azureml", "azureml-core"),
+    "dagshub": ("dagshub", "dagshub"),
+    "flyte": ("flytekit", "flytekit"),
+    "kubeflow": ("kubeflow", "kubeflow"),
 }
 
 
@@ -87,8 +95,13 @@ def grpo_default(name: str) -> Any:
     from trl import GRPOConfig
 
     f = fields_of(GRPOConfig)[name]
-    value = f.default_factory() if f.default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING \
-        else None if f.default is dataclasses.MISSING else f.default
+    value = (
+        f.default_factory()
+        if f.default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING
+        else None
+        if f.default is dataclasses.MISSING
+        else f.default
+    )
     return value.value if isinstance(value, enum.Enum) else value
 
 
@@ -102,4 +115,3 @@ GRPO_CHOICES = {
     "vllm_mode": ["server", "colocate"],
     "vllm_model_impl": ["transformers", "vllm"],
 }
-

@@ -63,14 +63,24 @@ def field_type(key: str):
 def unknown_key(key: str, valid) -> ConfigError:
     name = key.rsplit(".", 1)[-1]
     close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
-    hint = f"did you mean '{key[: len(key) - len(name)]}{close[0]}'?" if close else \
-        f"valid keys here: {', '.join(sorted(valid))}"
+    hint = (
+        f"did you mean '{key[: len(key) - len(name)]}{close[0]}'?"
+        if close
+        else f"valid keys here: {', '.join(sorted(valid))}"
+    )
     return ConfigError(f"unknown config key '{key}': {hint}")
 
 
 _BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
-_KIND_WORDS = {bool: "true/false", int: "a whole number", float: "a number", str: "text", dict: "a mapping",
-               list: "a list", type(None): "null"}
+_KIND_WORDS = {
+    bool: "true/false",
+    int: "a whole number",
+    float: "a number",
+    str: "text",
+    dict: "a mapping",
+    list: "a list",
+    type(None): "null",
+}
 
 
 def coerce(key: str, value: Any, tp) -> Any:
@@ -147,8 +157,7 @@ def apply_setting(cfg: RunConfig, key: str, value: Any) -> None:
         value = coerce(key, value, types_[name])
         allowed = choices(key)
         if allowed is not None and value is not None and value not in allowed:
-            raise ConfigError(f"config key '{key}' has value {value!r}, expected one of "
-                              f"{', '.join(map(str, allowed))}")
+            raise ConfigError(f"config key '{key}' has value {value!r}, expected one of {', '.join(map(str, allowed))}")
         cfg.grpo[name] = value
         return
     if key == "rewards":
@@ -195,6 +204,7 @@ def get_value(cfg: RunConfig, key: str) -> Any:
 
 # Settings as a form edits them: one dotted key at a time.
 
+
 def setting(cfg: RunConfig, key: str) -> Any:
     """The value in effect for dotted `key` (a `grpo.` field not set in cfg has GRPOConfig's default)."""
     section, _, name = key.rpartition(".")
@@ -221,4 +231,3 @@ def format_value(value: Any) -> str:
 def changed_settings(base: RunConfig, wanted: dict[str, Any]) -> list[str]:
     """`key=value` items (for --set) for the values in `wanted` that differ from those in effect in `base`."""
     return [f"{key}={format_value(value) or 'null'}" for key, value in wanted.items() if value != setting(base, key)]
-

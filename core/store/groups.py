@@ -34,8 +34,19 @@ FROM rollouts WHERE step = $step ORDER BY prompt_id, sample, rank
         rows.attrs["logged"] = batch.attrs["logged"]
         return rows
 
-    GROUP_COLUMNS = ("sample", "rank", "reward", "rewards", "advantage", "correct", "prediction", "ground_truth",
-                     "completion", "completion_tokens", "question")
+    GROUP_COLUMNS = (
+        "sample",
+        "rank",
+        "reward",
+        "rewards",
+        "advantage",
+        "correct",
+        "prediction",
+        "ground_truth",
+        "completion",
+        "completion_tokens",
+        "question",
+    )
 
     def _step_batch(self, step: int, settings: dict):
         """Every sample of a step (STEP_GROUPS) with its advantage, logged or recomputed (`.attrs["logged"]`)."""
@@ -74,14 +85,22 @@ FROM rollouts WHERE step = $step ORDER BY prompt_id, sample, rank
         settings = settings or run_settings({})
         batch = self._step_batch(step, settings)
         lengths = [0 if pd.isna(n) else int(n) for n in batch["completion_tokens"]]
-        spread = {"loss_type": settings["loss_type"], "max_completion_length": settings["max_completion_length"],
-                  "epsilon_high": settings.get("epsilon_high", 0.2)}
+        spread = {
+            "loss_type": settings["loss_type"],
+            "max_completion_length": settings["max_completion_length"],
+            "epsilon_high": settings.get("epsilon_high", 0.2),
+        }
         batch["push"] = push(lengths, batch["advantage"].tolist(), **spread)
         batch["token_weight"] = push(lengths, [1.0] * len(batch), **spread)
         group = batch[batch["prompt_id"] == prompt_id].reset_index(drop=True)
         group = group[[*self.GROUP_COLUMNS, "token_weight", "push"]]
         mean, std = mean_std(group["reward"].tolist())
         logged = self._query(self.STEP_METRICS, {"step": step, "names": list(self.WORKED_METRICS)})
-        return group, {"group_mean": mean, "group_std": std, "batch_std": mean_std(batch["reward"].tolist())[1],
-                       "samples": len(batch), "tokens": sum(lengths), "metrics": dict(zip(logged["name"], logged["value"]))}
-
+        return group, {
+            "group_mean": mean,
+            "group_std": std,
+            "batch_std": mean_std(batch["reward"].tolist())[1],
+            "samples": len(batch),
+            "tokens": sum(lengths),
+            "metrics": dict(zip(logged["name"], logged["value"])),
+        }

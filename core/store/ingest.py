@@ -69,18 +69,24 @@ def _checked(name: str, tp) -> str:
     """The SQL that turns JSON column `name` into its field's value, or raises when it does not fit."""
     fail = f"error('{name} is not a {ROLLOUT_COLUMNS[name]}')"
     if name in LONG_TEXT:
-        return (f"CASE WHEN {name} IS NULL THEN NULL WHEN starts_with({name}, '[') OR starts_with({name}, '{{') THEN {fail} "
-                f"WHEN contains({name}, ' ') THEN {name} "
-                f"WHEN {name} IN ('true', 'false') OR try_cast({name} AS DOUBLE) IS NOT NULL THEN {fail} ELSE {name} END")
+        return (
+            f"CASE WHEN {name} IS NULL THEN NULL WHEN starts_with({name}, '[') OR starts_with({name}, '{{') THEN {fail} "
+            f"WHEN contains({name}, ' ') THEN {name} "
+            f"WHEN {name} IN ('true', 'false') OR try_cast({name} AS DOUBLE) IS NOT NULL THEN {fail} ELSE {name} END"
+        )
     text = f"{name}::VARCHAR"
     odd, value = {
-        int: (f"NOT {_number(text)} OR contains({text}, '.') OR contains({text}, 'e') OR contains({text}, 'E')",
-              f"{text}::BIGINT"),
+        int: (
+            f"NOT {_number(text)} OR contains({text}, '.') OR contains({text}, 'e') OR contains({text}, 'E')",
+            f"{text}::BIGINT",
+        ),
         float: (f"NOT {_number(text)}", f"{text}::DOUBLE"),
         bool: (f"{text} NOT IN ('true', 'false')", f"{text} = 'true'"),
         str: (f"NOT starts_with({text}, '\"')", f"{name} ->> '$'"),
-        dict[str, float]: (f"NOT starts_with({text}, '{{') OR regexp_matches({text}, '\":([^-0-9n]|-[^0-9]|n[^u])')",
-                           f"{name}::{ROLLOUT_COLUMNS[name]}"),
+        dict[str, float]: (
+            f"NOT starts_with({text}, '{{') OR regexp_matches({text}, '\":([^-0-9n]|-[^0-9]|n[^u])')",
+            f"{name}::{ROLLOUT_COLUMNS[name]}",
+        ),
     }[tp]
     return f"CASE WHEN {name} IS NULL THEN NULL WHEN {odd} THEN {fail} ELSE {value} END"
 
@@ -107,14 +113,21 @@ NEW_ATTEMPTS = "SELECT DISTINCT coalesce(attempt, 0) AS a FROM rollouts WHERE ro
 DROP_FILE = "DELETE FROM rollouts WHERE file = $file"
 DROP_METRICS = "DELETE FROM metrics"
 DROP_PHASE = "DELETE FROM eval WHERE phase = $phase"
-SIZE = "SELECT count(*), coalesce(max(rowid), -1) FROM rollouts"  # rows, and the highest row id (new rows get higher ones)
+SIZE = (
+    "SELECT count(*), coalesce(max(rowid), -1) FROM rollouts"  # rows, and the highest row id (new rows get higher ones)
+)
 # A run started again (--resume after a crash) scores its first steps again: of each step, only the
 # latest attempt counts. Rows of an earlier attempt at or after a later attempt's first step go.
-DROP_SUPERSEDED = {table: f"""
+DROP_SUPERSEDED = {
+    table: f"""
 DELETE FROM {table} WHERE EXISTS (
     SELECT 1 FROM (SELECT coalesce(attempt, 0) AS a, min(step) AS first FROM {table} GROUP BY 1) later
     WHERE later.a > coalesce({table}.attempt, 0) AND {table}.step >= later.first)
-""" for table in ("rollouts", "metrics")}
+"""
+    for table in ("rollouts", "metrics")
+}
+
+
 def _column_value(value, tp):
     """`value` as a column of field type `tp` holds it, only if it is of that field's own JSON type, as
     on the fast path (READ_JSON): text is never read as a number or a boolean ("false" is no boolean).
@@ -123,7 +136,7 @@ def _column_value(value, tp):
         return None
     if tp is bool and isinstance(value, bool) or tp is str and isinstance(value, str):
         return value
-    if tp is int and isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63:
+    if tp is int and isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
         return value
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -225,8 +238,9 @@ class Ingestion:
         self.con.execute("BEGIN TRANSACTION")
         try:
             added = self.con.execute(INSERT_ROLLOUTS.format(rows=READ_JSON), params).fetchall()[0][0]
-            if any((now := os.stat(f.name)).st_size != end or now.st_ino != os.fstat(f.fileno()).st_ino
-                   for f, end in whole):
+            if any(
+                (now := os.stat(f.name)).st_size != end or now.st_ino != os.fstat(f.fileno()).st_ino for f, end in whole
+            ):
                 added = None
         except (duckdb.Error, OSError):  # a bad line, or the file went away
             added = None
@@ -257,8 +271,13 @@ class Ingestion:
     def _insert_rollouts(self, records: list[dict], key: str, advantage: bool = False) -> int:
         """Insert rollout records whose values fit their columns, from file `key` (with TRL's `advantage`
         where `advantage` is set); returns the rows added."""
-        types = {"BIGINT": pa.int64(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(), "VARCHAR": pa.string(),
-                 "MAP(VARCHAR, DOUBLE)": pa.map_(pa.string(), pa.float64())}
+        types = {
+            "BIGINT": pa.int64(),
+            "DOUBLE": pa.float64(),
+            "BOOLEAN": pa.bool_(),
+            "VARCHAR": pa.string(),
+            "MAP(VARCHAR, DOUBLE)": pa.map_(pa.string(), pa.float64()),
+        }
         columns = {**ROLLOUT_COLUMNS, **({"advantage": "DOUBLE"} if advantage else {})}
         rows = {name: [r[name] for r in records] for name in columns}
         rows["file"] = [self._file_id(key)] * len(records)
@@ -337,8 +356,11 @@ class Ingestion:
     def _metric_rows(record: dict) -> list[dict]:
         step, time_ = _column_value(record.get("step"), int), _column_value(record.get("time"), float)
         attempt = _column_value(record.get("attempt"), int)
-        return [{"step": step, "time": time_, "name": k, "value": float(v), "attempt": attempt}
-                for k, v in record.items() if k not in ("step", "time", "attempt") and isinstance(v, (int, float))]
+        return [
+            {"step": step, "time": time_, "name": k, "value": float(v), "attempt": attempt}
+            for k, v in record.items()
+            if k not in ("step", "time", "attempt") and isinstance(v, (int, float))
+        ]
 
     @staticmethod
     def _eval_rows(phase: str, record: dict) -> list[dict]:

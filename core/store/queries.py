@@ -88,8 +88,10 @@ SELECT median(dt / ds) FROM (
         "longest": "{'tokens': -completion_tokens, 'step': -step, 'prompt_id': prompt_id, 'sample': sample, 'id': rowid}",
     }
     PAGE_FROM = {  # where a page starts: the first rows, those after a key or before one, the last rows
-        "first": "ORDER BY key LIMIT $limit", "after": "AND key > $key ORDER BY key LIMIT $limit",
-        "before": "AND key < $key ORDER BY key DESC LIMIT $limit", "last": "ORDER BY key DESC LIMIT $limit",
+        "first": "ORDER BY key LIMIT $limit",
+        "after": "AND key > $key ORDER BY key LIMIT $limit",
+        "before": "AND key < $key ORDER BY key DESC LIMIT $limit",
+        "last": "ORDER BY key DESC LIMIT $limit",
     }
     # One scan finds the matching rows' keys; the page's full rows are fetched for those alone.
     ROLLOUTS_PAGE = """
@@ -103,8 +105,20 @@ SELECT r.step, r.prompt_id, r.question, r.completion, r.prediction, r.ground_tru
 FROM page JOIN rollouts r ON r.rowid = page.id ORDER BY page.key
 """
 
-    def rollouts_page(self, step_min=None, step_max=None, rewards=None, correct=None, prompt_id=None,
-                      search=None, rank=None, order="newest", limit=50, start="first", key=None):
+    def rollouts_page(
+        self,
+        step_min=None,
+        step_max=None,
+        rewards=None,
+        correct=None,
+        prompt_id=None,
+        search=None,
+        rank=None,
+        order="newest",
+        limit=50,
+        start="first",
+        key=None,
+    ):
         """(one page of rollouts as a DataFrame, total matching rows). The page holds the first `limit`
         rows in `order`, or (`start`) those just after or just before `key` (a row's `key` column, from
         an earlier page), or the last ones."""
@@ -112,13 +126,21 @@ FROM page JOIN rollouts r ON r.rowid = page.id ORDER BY page.key
             raise ValueError(f"order must be one of {', '.join(self.ORDERS)}, got {order!r}")
         if start not in self.PAGE_FROM:
             raise ValueError(f"start must be one of {', '.join(self.PAGE_FROM)}, got {start!r}")
-        params = {"step_min": step_min, "step_max": step_max, "rewards": list(rewards) if rewards else None,
-                  "correct": correct, "prompt_id": prompt_id or None, "rank": rank,
-                  "limit": limit, **({"key": key} if start in ("after", "before") else {})}
+        params = {
+            "step_min": step_min,
+            "step_max": step_max,
+            "rewards": list(rewards) if rewards else None,
+            "correct": correct,
+            "prompt_id": prompt_id or None,
+            "rank": rank,
+            "limit": limit,
+            **({"key": key} if start in ("after", "before") else {}),
+        }
         with self._lock if search else contextlib.nullcontext():  # a search's tables stay while it reads them
             searched = self._searched(search) if search else ""
-            sql = self.ROLLOUTS_PAGE.format(order=self.ORDERS[order], filters=self.FILTERS, searched=searched,
-                                       page_from=self.PAGE_FROM[start])
+            sql = self.ROLLOUTS_PAGE.format(
+                order=self.ORDERS[order], filters=self.FILTERS, searched=searched, page_from=self.PAGE_FROM[start]
+            )
             page = self._query(sql, params)
         if len(page) or start == "first":
             return page.drop(columns="total"), int(page["total"].iloc[0]) if len(page) else 0
@@ -238,8 +260,9 @@ SELECT * FROM summary WHERE n >= $min_samples
         if board not in self.LEADERBOARDS:
             raise ValueError(f"board must be one of {', '.join(self.LEADERBOARDS)}, got {board!r}")
         sql = f"{self.PROMPT_SUMMARY} {self.LEADERBOARDS[board]} LIMIT $limit"  # both parts are constants
-        board = self._query(sql, {"step_min": step_min, "step_max": step_max, "limit": limit,
-                                  "min_samples": min_samples})
+        board = self._query(
+            sql, {"step_min": step_min, "step_max": step_max, "limit": limit, "min_samples": min_samples}
+        )
         questions = self._query(self.QUESTIONS, {"prompt_ids": board["prompt_id"].tolist()})
         board.insert(1, "question", board["prompt_id"].map(dict(zip(questions["prompt_id"], questions["question"]))))
         return with_interval(board.assign(accuracy=board["correct"] / board["n"]))
@@ -385,9 +408,9 @@ FROM groups GROUP BY step ORDER BY step
         "longest": "completion_tokens >= (SELECT quantile_cont(completion_tokens, 0.9) FROM rollouts WHERE step >= $step_min)",
         "shortest": "completion_tokens <= (SELECT quantile_cont(completion_tokens, 0.1) FROM rollouts WHERE step >= $step_min)",
         "no_signal": "(step, prompt_id) IN (SELECT (step, prompt_id) FROM rollouts WHERE step >= $step_min "
-                     "GROUP BY step, prompt_id HAVING min(reward) = max(reward)) AND sample = 0",
+        "GROUP BY step, prompt_id HAVING min(reward) = max(reward)) AND sample = 0",
         "best_of_signal": "(step, prompt_id, reward) IN (SELECT (step, prompt_id, max(reward)) FROM rollouts "
-                          "WHERE step >= $step_min GROUP BY step, prompt_id HAVING min(reward) < max(reward))",
+        "WHERE step >= $step_min GROUP BY step, prompt_id HAVING min(reward) < max(reward))",
     }
     EXAMPLE = """
 SELECT prompt_id, step, sample FROM rollouts WHERE step >= $step_min AND ({condition})

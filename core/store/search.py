@@ -21,27 +21,32 @@ COMPLETION_MATCHES = "contains(completion, $letterless) AND regexp_matches(compl
 MATCH_SHARE = f"SELECT avg(coalesce({COMPLETION_MATCHES}, false)::INT) > 0.5 FROM rollouts WHERE rowid > $upto - 2000"
 SEARCH_ROWS = {  # the matching rows, or (misses) those that do not match: each written as a filter DuckDB cuts short
     False: f"INSERT INTO {{name}}_rows SELECT rowid FROM rollouts WHERE rowid > $after AND rowid <= $upto "
-           f"AND {COMPLETION_MATCHES}",
+    f"AND {COMPLETION_MATCHES}",
     True: "INSERT INTO {name}_rows SELECT rowid FROM rollouts WHERE rowid > $after AND rowid <= $upto "
-          "AND (completion IS NULL OR NOT contains(completion, $letterless) OR NOT regexp_matches(completion, $regex))",
+    "AND (completion IS NULL OR NOT contains(completion, $letterless) OR NOT regexp_matches(completion, $regex))",
 }
 SEARCH_PROMPTS = """
 INSERT INTO {name}_prompts SELECT DISTINCT prompt_id FROM rollouts
 WHERE rowid > $after AND rowid <= $upto AND sample = 0 AND regexp_matches(question, $regex)
       AND prompt_id NOT IN (SELECT prompt_id FROM {name}_prompts)
 """
-SEARCHED = {False: "AND (rowid IN (SELECT id FROM {name}_rows) OR prompt_id IN (SELECT prompt_id FROM {name}_prompts))",
-            True: "AND (rowid NOT IN (SELECT id FROM {name}_rows) OR prompt_id IN (SELECT prompt_id FROM {name}_prompts))"}
+SEARCHED = {
+    False: "AND (rowid IN (SELECT id FROM {name}_rows) OR prompt_id IN (SELECT prompt_id FROM {name}_prompts))",
+    True: "AND (rowid NOT IN (SELECT id FROM {name}_rows) OR prompt_id IN (SELECT prompt_id FROM {name}_prompts))",
+}
 SEARCHES_KEPT = 8  # the latest searches of a store whose matches are kept
+
 
 def caseless_regex(text: str) -> str:
     """A regular expression (RE2) that matches `text` literally, except that each letter also matches
     its other case: `Final` → `[Ff][Ii][Nn][Aa][Ll]`; ASCII punctuation is escaped (RE2 refuses an
     escaped `€`). Not RE2's own `i`, which also folds `s` into `ſ`
     and `k` into the Kelvin sign, and then scans up to 4 times slower."""
+
     def forms(c: str) -> str:
         cases = sorted({c, *(v for v in (c.lower(), c.upper()) if len(v) == 1)})
         return f"[{''.join(cases)}]" if len(cases) > 1 else "\\" + c if c.isascii() and not c.isalnum() else c
+
     return "".join(forms(c) for c in text)
 
 
@@ -56,10 +61,10 @@ class Search:
         only the rows that arrived since it was last asked for are searched. A search keeps the rows
         that do not match if most of the latest 2,000 rows match. The latest SEARCHES_KEPT searches are
         kept. Called with the lock held: searches are updated one at a time, never beside an ingestion."""
-        letterless = max("".join(c if c.isascii() and not c.isalpha() else "\0" for c in search).split("\0"),
-                         key=len)  # the longest part without letters
-        params = {"regex": caseless_regex(search), "letterless": letterless,
-                  "upto": self._last_rowid()}
+        letterless = max(
+            "".join(c if c.isascii() and not c.isalpha() else "\0" for c in search).split("\0"), key=len
+        )  # the longest part without letters
+        params = {"regex": caseless_regex(search), "letterless": letterless, "upto": self._last_rowid()}
         name, after, misses = self._searches.pop(params["regex"], (None, -1, None))  # `Final` and `final`: one search
         if name is None:
             name, self._searches_made = f"search_{self._searches_made}", self._searches_made + 1

@@ -22,23 +22,42 @@ agg = compare_step_aggregates({name: store_for(name) for name in names})
 smoothing = smoothing_slider()  # as on Runs, and the same choice
 if len(agg):  # a curve per run, a hue of its own for each
     charts = [("mean_reward", "Mean reward per step"), ("accuracy", "Accuracy per step (sampled)")]
-    curves = pd.concat([pd.DataFrame({"title": title, "label": agg["run"], "x": agg["step"], "value": agg[value]})
-                        for value, title in charts], ignore_index=True).dropna(subset=["value"])
+    curves = pd.concat(
+        [
+            pd.DataFrame({"title": title, "label": agg["run"], "x": agg["step"], "value": agg[value]})
+            for value, title in charts
+        ],
+        ignore_index=True,
+    ).dropna(subset=["value"])
     chart = curve_grid(curves, [title for _, title in charts], smoothing, width=400, height=300)
     if chart is not None:
         st.altair_chart(chart, key="curves")
 
 info = {r["name"]: r for r in runs}
 st.subheader("Eval")
-st.dataframe(pd.DataFrame([{"run": n, "state": info[n]["state"], "before": fmt_pct(info[n]["eval_before"]),
-                            "after": fmt_pct(info[n]["eval_after"])} for n in names]), hide_index=True)
+st.dataframe(
+    pd.DataFrame(
+        [
+            {
+                "run": n,
+                "state": info[n]["state"],
+                "before": fmt_pct(info[n]["eval_before"]),
+                "after": fmt_pct(info[n]["eval_after"]),
+            }
+            for n in names
+        ]
+    ),
+    hide_index=True,
+)
 
 
 st.subheader("Settings that differ")
 unknown = [n for n in names if info[n].get("read_only")]
 if unknown:
-    st.caption(f"Left out: {', '.join(unknown)}, TRL run(s) whose settings are not in a file this dashboard reads "
-               "(training_args.bin is a pickle, which it does not load).")
+    st.caption(
+        f"Left out: {', '.join(unknown)}, TRL run(s) whose settings are not in a file this dashboard reads "
+        "(training_args.bin is a pickle, which it does not load)."
+    )
 known = [n for n in names if n not in unknown]
 diff = settings_diff({n: folder_of(n) for n in known}) if len(known) > 1 else None
 if diff:

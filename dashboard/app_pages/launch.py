@@ -31,15 +31,32 @@ from dashboard.widgets import show_completion
 SOURCES = {"GSM8K (Hugging Face Hub)": "gsm8k", "Local file or folder": "path", "Synthetic (offline)": "synthetic"}
 
 # The form's fields by config key: what a problem with that key is called under its field.
-FIELDS = {"run name": "Run name", "model_name": "Model", "num_generations": "K: completions per prompt", "max_new_tokens": "Max new tokens",
-          "train.num_train_steps": "Training steps", "train.per_device_train_batch_size": "Per-device batch",
-          "train.gradient_accumulation_steps": "Gradient accumulation", "train.learning_rate": "Learning rate",
-          "dataset.n_train": "Training questions", "dataset.n_eval": "Eval questions", "train.seed": "Seed",
-          "dataset.name": "Data", "dataset.path": "Local data path", "dataset.level": "Synthetic difficulty",
-          "launch.num_processes": "Processes (GPUs)", "launch.accelerate_config": "Accelerate config",
-          "eval.backend": "Eval backend", "stop_at_final": "End at the Final line", "runtime.report_to": "Trackers",
-          "peft.r": "LoRA rank r", "peft.lora_alpha": "lora_alpha", "peft.lora_dropout": "lora_dropout",
-          "peft.target_modules": "target_modules", "peft.bias": "bias"}
+FIELDS = {
+    "run name": "Run name",
+    "model_name": "Model",
+    "num_generations": "K: completions per prompt",
+    "max_new_tokens": "Max new tokens",
+    "train.num_train_steps": "Training steps",
+    "train.per_device_train_batch_size": "Per-device batch",
+    "train.gradient_accumulation_steps": "Gradient accumulation",
+    "train.learning_rate": "Learning rate",
+    "dataset.n_train": "Training questions",
+    "dataset.n_eval": "Eval questions",
+    "train.seed": "Seed",
+    "dataset.name": "Data",
+    "dataset.path": "Local data path",
+    "dataset.level": "Synthetic difficulty",
+    "launch.num_processes": "Processes (GPUs)",
+    "launch.accelerate_config": "Accelerate config",
+    "eval.backend": "Eval backend",
+    "stop_at_final": "End at the Final line",
+    "runtime.report_to": "Trackers",
+    "peft.r": "LoRA rank r",
+    "peft.lora_alpha": "lora_alpha",
+    "peft.lora_dropout": "lora_dropout",
+    "peft.target_modules": "target_modules",
+    "peft.bias": "bias",
+}
 
 ACCELERATE_CONFIGS = [str(p.relative_to(REPO)) for p in sorted((REPO / "configs" / "accelerate").glob("*.yaml"))]
 
@@ -49,8 +66,11 @@ from_run = st.query_params.get("from_run")
 bases = ([f"settings of run {from_run}"] if from_run else []) + [p.name for p in presets]
 choice = st.selectbox("Start from", bases, key="base", help="A preset from configs/, or an earlier run's settings.")
 try:
-    base_path = config_path(run_folder(runs_root(), from_run)) if choice.startswith("settings of") else \
-        REPO / "configs" / choice
+    base_path = (
+        config_path(run_folder(runs_root(), from_run))
+        if choice.startswith("settings of")
+        else REPO / "configs" / choice
+    )
     base = load_config(base_path)  # a run's run.yaml is a complete config file too
 except (ConfigError, ValueError) as e:  # no such run, one without settings of ours (a TRL run's), a damaged one
     st.error(f"Cannot start from {choice}: {e}. Choose a preset above.")
@@ -65,6 +85,7 @@ errors = st.session_state.get(k + "errors", {})  # config key -> what is wrong, 
 
 def in_form_words(text: str) -> str:
     """A fix that names config keys (`max_new_tokens=32`), in the form's words ('Max new tokens' = 32)."""
+
     def label(match):
         key = match.group(1)
         name = FIELDS.get(key) or (f"{key.removeprefix('grpo.')} (Advanced)" if key.startswith("grpo.") else None)
@@ -80,28 +101,44 @@ def preflight_view(report: dict | None, why: str) -> None:
         st.error(f"The check could not run: {in_form_words(why)}")
         return
     if report["can_learn"]:
-        st.success(f"A learning signal is expected: {1 - report['groups_without_signal']:.0%} of the starting model's "
-                   "groups got rewards that differ.")
+        st.success(
+            f"A learning signal is expected: {1 - report['groups_without_signal']:.0%} of the starting model's "
+            "groups got rewards that differ."
+        )
     else:
         st.error("This run cannot learn as configured: almost every group of K samples got one reward for all.")
     sure = report["sure"]
     cols = st.columns(4)
-    for col, (name, label) in zip(cols, (("groups_without_signal", "Groups without a signal"),
-                                         ("well_formed", "Well-formed Final line"), ("correct", "Correct"),
-                                         ("truncated", "Cut at Max new tokens"))):
+    for col, (name, label) in zip(
+        cols,
+        (
+            ("groups_without_signal", "Groups without a signal"),
+            ("well_formed", "Well-formed Final line"),
+            ("correct", "Correct"),
+            ("truncated", "Cut at Max new tokens"),
+        ),
+    ):
         col.metric(label, f"{report[name]:.0%}", f"95%: {sure[name][0]:.0%}–{sure[name][1]:.0%}", delta_color="off")
-    st.caption(f"From {report['questions']} training questions × K = {report['samples']} samples of the starting "
-               f"model; reward mean {report['reward_mean']:.3f} (std {report['reward_std']:.3f}), mean |advantage| "
-               f"{report['mean_abs_advantage']:.3f}, completions of {report['completion_tokens']['mean']} tokens on average.")
+    st.caption(
+        f"From {report['questions']} training questions × K = {report['samples']} samples of the starting "
+        f"model; reward mean {report['reward_mean']:.3f} (std {report['reward_std']:.3f}), mean |advantage| "
+        f"{report['mean_abs_advantage']:.3f}, completions of {report['completion_tokens']['mean']} tokens on average."
+    )
     c1, c2, c3 = st.columns(3)
     c1.metric("A training step", f"{report['seconds_per_step']:.1f} s")
-    c2.metric("The whole run", f"about {report['minutes_total']:.0f} min" if report["minutes_total"] >= 2 else
-              f"about {report['minutes_total'] * 60:.0f} s", help="Its start, the evals, the steps and the saves, at "
-              "the starting model's completion lengths (a run whose completions shorten goes faster).")
+    c2.metric(
+        "The whole run",
+        f"about {report['minutes_total']:.0f} min"
+        if report["minutes_total"] >= 2
+        else f"about {report['minutes_total'] * 60:.0f} s",
+        help="Its start, the evals, the steps and the saves, at "
+        "the starting model's completion lengths (a run whose completions shorten goes faster).",
+    )
     c3.metric("Peak memory", f"{report['peak_memory_mb']:,.0f} MB", help=report["peak_memory_of"])
     for f in report["findings"]:
         {"problem": st.error, "warning": st.warning}.get(f["severity"], st.info)(
-            f"**{f['code']}**: {f['message']}  \nFix: {in_form_words(f['fix'])}")
+            f"**{f['code']}**: {f['message']}  \nFix: {in_form_words(f['fix'])}"
+        )
     for kind, label in (("best_of_signal", "From a group with a signal"), ("no_signal", "From a group without one")):
         example = report["examples"].get(kind)
         if example:
@@ -123,70 +160,199 @@ def field(col, config_key: str, widget: str, /, *args, **kwargs):
 
 
 with st.form("launch"):
-    name = field(st, "run name", "text_input", "Run name", key=k + "name", placeholder="from the settings: <model>_K<K>_steps<steps>_<time>",
-                         help="A folder under the runs folder; letters, digits, '.', '_' and '-'. Left empty, it is "
-                              "named from the settings launched (model, K, steps) and the time.")
+    name = field(
+        st,
+        "run name",
+        "text_input",
+        "Run name",
+        key=k + "name",
+        placeholder="from the settings: <model>_K<K>_steps<steps>_<time>",
+        help="A folder under the runs folder; letters, digits, '.', '_' and '-'. Left empty, it is "
+        "named from the settings launched (model, K, steps) and the time.",
+    )
     c1, c2, c3 = st.columns(3)
-    model = field(c1, "model_name", "text_input", "Model (Hub id, local folder, or builtin:tiny)", base.model_name,
-                  key=k + "model")
+    model = field(
+        c1,
+        "model_name",
+        "text_input",
+        "Model (Hub id, local folder, or builtin:tiny)",
+        base.model_name,
+        key=k + "model",
+    )
     # No bounds on the numbers: core.config checks them and says what is wrong under the form
-    kgen = field(c2, "num_generations", "number_input", "K: completions per prompt", value=base.num_generations,
-                 key=k + "K")
+    kgen = field(
+        c2, "num_generations", "number_input", "K: completions per prompt", value=base.num_generations, key=k + "K"
+    )
     tokens = field(c3, "max_new_tokens", "number_input", "Max new tokens", value=base.max_new_tokens, key=k + "tokens")
-    steps = field(c1, "train.num_train_steps", "number_input", "Training steps", value=base.train.num_train_steps,
-                  key=k + "steps")
-    batch = field(c2, "train.per_device_train_batch_size", "number_input", "Per-device batch",
-                  value=base.train.per_device_train_batch_size, key=k + "batch")
-    accum = field(c3, "train.gradient_accumulation_steps", "number_input", "Gradient accumulation",
-                  value=base.train.gradient_accumulation_steps, key=k + "accum")
-    lr = field(c1, "train.learning_rate", "number_input", "Learning rate", value=base.train.learning_rate,
-               format="%.2e", step=1e-6, key=k + "lr")
-    n_train = field(c2, "dataset.n_train", "number_input", "Training questions", value=base.dataset.n_train,
-                    key=k + "ntrain")
+    steps = field(
+        c1, "train.num_train_steps", "number_input", "Training steps", value=base.train.num_train_steps, key=k + "steps"
+    )
+    batch = field(
+        c2,
+        "train.per_device_train_batch_size",
+        "number_input",
+        "Per-device batch",
+        value=base.train.per_device_train_batch_size,
+        key=k + "batch",
+    )
+    accum = field(
+        c3,
+        "train.gradient_accumulation_steps",
+        "number_input",
+        "Gradient accumulation",
+        value=base.train.gradient_accumulation_steps,
+        key=k + "accum",
+    )
+    lr = field(
+        c1,
+        "train.learning_rate",
+        "number_input",
+        "Learning rate",
+        value=base.train.learning_rate,
+        format="%.2e",
+        step=1e-6,
+        key=k + "lr",
+    )
+    n_train = field(
+        c2, "dataset.n_train", "number_input", "Training questions", value=base.dataset.n_train, key=k + "ntrain"
+    )
     n_eval = field(c3, "dataset.n_eval", "number_input", "Eval questions", value=base.dataset.n_eval, key=k + "neval")
     seed = field(c1, "train.seed", "number_input", "Seed", value=base.train.seed, key=k + "seed")
     source_now = "path" if base.dataset.path else base.dataset.name
-    source = field(c2, "dataset.name", "selectbox", "Data", list(SOURCES),
-                   index=list(SOURCES.values()).index(source_now), key=k + "source")
-    path = field(c3, "dataset.path", "text_input", "Local data path (for 'Local file or folder')",
-                 base.dataset.path or "", key=k + "path")
+    source = field(
+        c2,
+        "dataset.name",
+        "selectbox",
+        "Data",
+        list(SOURCES),
+        index=list(SOURCES.values()).index(source_now),
+        key=k + "source",
+    )
+    path = field(
+        c3,
+        "dataset.path",
+        "text_input",
+        "Local data path (for 'Local file or folder')",
+        base.dataset.path or "",
+        key=k + "path",
+    )
     tracked = trackers(base)
     offered = list(dict.fromkeys(installed_trackers(FORM_TRACKERS) + tracked))  # and any the base already has
-    chosen = field(c1, "runtime.report_to", "multiselect", "Trackers", offered, tracked, key=k + "trackers",
-                   help="Where the metrics and the eval before/after also go (the trackers installed here): "
-                        "TensorBoard writes into the run folder, Trackio into its local database, W&B to its project.")
+    chosen = field(
+        c1,
+        "runtime.report_to",
+        "multiselect",
+        "Trackers",
+        offered,
+        tracked,
+        key=k + "trackers",
+        help="Where the metrics and the eval before/after also go (the trackers installed here): "
+        "TensorBoard writes into the run folder, Trackio into its local database, W&B to its project.",
+    )
     do_eval = c2.toggle("Eval before and after", base.eval.enabled, key=k + "eval")
-    level = field(c3, "dataset.level", "selectbox", "Synthetic difficulty", list(LEVELS), index=base.dataset.level - 1, key=k + "level",
-                         format_func=lambda n: f"{n}: {LEVELS[n]}")
-    procs = field(c1, "launch.num_processes", "number_input", "Processes (GPUs)", value=base.launch.num_processes, key=k + "procs",
-                            help="More than 1 starts the workers with torchrun (or accelerate launch, given an "
-                                 "accelerate config); K must be a multiple of it.")
+    level = field(
+        c3,
+        "dataset.level",
+        "selectbox",
+        "Synthetic difficulty",
+        list(LEVELS),
+        index=base.dataset.level - 1,
+        key=k + "level",
+        format_func=lambda n: f"{n}: {LEVELS[n]}",
+    )
+    procs = field(
+        c1,
+        "launch.num_processes",
+        "number_input",
+        "Processes (GPUs)",
+        value=base.launch.num_processes,
+        key=k + "procs",
+        help="More than 1 starts the workers with torchrun (or accelerate launch, given an "
+        "accelerate config); K must be a multiple of it.",
+    )
     engines = list(dict.fromkeys([None, *ACCELERATE_CONFIGS, base.launch.accelerate_config]))  # the base's own too
-    engine = field(c2, "launch.accelerate_config", "selectbox", "Accelerate config", engines, index=engines.index(base.launch.accelerate_config),
-                          format_func=lambda e: e or "none (torchrun)", key=k + "engine",
-                          help="DeepSpeed or FSDP through accelerate launch (configs/accelerate/).")
-    eval_backend = field(c3, "eval.backend", "selectbox", "Eval backend", ["hf", "vllm"], index=["hf", "vllm"].index(base.eval.backend),
-                                key=k + "evalbackend", disabled=not cuda,
-                                help="vllm: CUDA only, pip install -r requirements-vllm.txt." if cuda else
-                                "vllm needs an NVIDIA GPU and this machine has none: evals use transformers (hf).")
-    stop = field(c1, "stop_at_final", "toggle", "End at the Final line", base.stop_at_final, key=k + "stop",
-                     help="Once a completion has written `Final: <number>` and a newline, it ends there "
-                          "(sampling and eval; not with vLLM).")
+    engine = field(
+        c2,
+        "launch.accelerate_config",
+        "selectbox",
+        "Accelerate config",
+        engines,
+        index=engines.index(base.launch.accelerate_config),
+        format_func=lambda e: e or "none (torchrun)",
+        key=k + "engine",
+        help="DeepSpeed or FSDP through accelerate launch (configs/accelerate/).",
+    )
+    eval_backend = field(
+        c3,
+        "eval.backend",
+        "selectbox",
+        "Eval backend",
+        ["hf", "vllm"],
+        index=["hf", "vllm"].index(base.eval.backend),
+        key=k + "evalbackend",
+        disabled=not cuda,
+        help="vllm: CUDA only, pip install -r requirements-vllm.txt."
+        if cuda
+        else "vllm needs an NVIDIA GPU and this machine has none: evals use transformers (hf).",
+    )
+    stop = field(
+        c1,
+        "stop_at_final",
+        "toggle",
+        "End at the Final line",
+        base.stop_at_final,
+        key=k + "stop",
+        help="Once a completion has written `Final: <number>` and a newline, it ends there "
+        "(sampling and eval; not with vLLM).",
+    )
     with st.expander("LoRA: train adapters, not the whole model (PEFT)", expanded=base.peft.r > 0):
         l1, l2, l3 = st.columns(3)
-        lora_r = field(l1, "peft.r", "number_input", "LoRA rank r (0: full fine-tuning)", value=base.peft.r,
-                       key=k + "lora_r", help="More than 0: the model's own weights stay frozen and adapters of "
-                       "this rank train (a few % of the weights: 3.5% for SmolLM2 at r=16); a higher learning "
-                       "rate suits them (1e-4).")
-        lora_alpha = field(l2, "peft.lora_alpha", "number_input", "lora_alpha", value=base.peft.lora_alpha,
-                           key=k + "lora_alpha", help="The adapters' update is scaled by lora_alpha / r.")
-        lora_dropout = field(l3, "peft.lora_dropout", "number_input", "lora_dropout", value=base.peft.lora_dropout,
-                             key=k + "lora_dropout")
-        lora_targets = field(l1, "peft.target_modules", "text_input", "target_modules",
-                             format_value(base.peft.target_modules), key=k + "lora_targets",
-                             help="all-linear, or a list of layer names such as [q_proj, v_proj].")
-        lora_bias = field(l2, "peft.bias", "selectbox", "bias", LORA_BIASES, index=LORA_BIASES.index(base.peft.bias),
-                          key=k + "lora_bias")
+        lora_r = field(
+            l1,
+            "peft.r",
+            "number_input",
+            "LoRA rank r (0: full fine-tuning)",
+            value=base.peft.r,
+            key=k + "lora_r",
+            help="More than 0: the model's own weights stay frozen and adapters of "
+            "this rank train (a few % of the weights: 3.5% for SmolLM2 at r=16); a higher learning "
+            "rate suits them (1e-4).",
+        )
+        lora_alpha = field(
+            l2,
+            "peft.lora_alpha",
+            "number_input",
+            "lora_alpha",
+            value=base.peft.lora_alpha,
+            key=k + "lora_alpha",
+            help="The adapters' update is scaled by lora_alpha / r.",
+        )
+        lora_dropout = field(
+            l3,
+            "peft.lora_dropout",
+            "number_input",
+            "lora_dropout",
+            value=base.peft.lora_dropout,
+            key=k + "lora_dropout",
+        )
+        lora_targets = field(
+            l1,
+            "peft.target_modules",
+            "text_input",
+            "target_modules",
+            format_value(base.peft.target_modules),
+            key=k + "lora_targets",
+            help="all-linear, or a list of layer names such as [q_proj, v_proj].",
+        )
+        lora_bias = field(
+            l2,
+            "peft.bias",
+            "selectbox",
+            "bias",
+            LORA_BIASES,
+            index=LORA_BIASES.index(base.peft.bias),
+            key=k + "lora_bias",
+        )
     advanced = {}  # GRPOConfig field -> the form's value (text from text boxes, else the value itself)
     with st.expander("Advanced: every GRPOConfig option (TRL's help text on each)"):
         for tab, group_fields in zip(st.tabs(list(groups)), groups.values()):
@@ -198,45 +364,84 @@ with st.form("launch"):
                     help_text = f"Needs an NVIDIA GPU (vLLM runs on CUDA only); this machine has none. {help_text}"
                 col, grpo_key = cols[i % 3], f"grpo.{f.name}"
                 if is_toggle(f.name, value):
-                    advanced[f.name] = field(col, grpo_key, "toggle", f.name, value, help=help_text, key=key,
-                                             disabled=off)
+                    advanced[f.name] = field(
+                        col, grpo_key, "toggle", f.name, value, help=help_text, key=key, disabled=off
+                    )
                 elif options:  # TRL's own choices
                     options = options if value in options else [value, *options]
-                    advanced[f.name] = field(col, grpo_key, "selectbox", f.name, options, index=options.index(value),
-                                             help=help_text, key=key, disabled=off)
+                    advanced[f.name] = field(
+                        col,
+                        grpo_key,
+                        "selectbox",
+                        f.name,
+                        options,
+                        index=options.index(value),
+                        help=help_text,
+                        key=key,
+                        disabled=off,
+                    )
                 else:
-                    advanced[f.name] = field(col, grpo_key, "text_input", f.name, format_value(value), help=help_text,
-                                             key=key, disabled=off)
+                    advanced[f.name] = field(
+                        col, grpo_key, "text_input", f.name, format_value(value), help=help_text, key=key, disabled=off
+                    )
     b1, b2, b3, b4 = st.columns([1, 1, 2, 3])
     check = b1.form_submit_button("Check")
     go = b2.form_submit_button("Launch", type="primary")
-    fly = b3.form_submit_button("Check before launch", help="Samples training questions × K from the starting model "
-                                "with these settings and scores them, times a training step, and says whether the "
-                                "run will get a learning signal and how long it will take (python -m core.preflight).")
+    fly = b3.form_submit_button(
+        "Check before launch",
+        help="Samples training questions × K from the starting model "
+        "with these settings and scores them, times a training step, and says whether the "
+        "run will get a learning signal and how long it will take (python -m core.preflight).",
+    )
     preset_name = b4.text_input("Preset name", placeholder="my_preset", label_visibility="collapsed", key=k + "pname")
     save = b4.form_submit_button("Save as preset")
 
-wanted = {"model_name": model, "num_generations": int(kgen), "max_new_tokens": int(tokens),
-          "train.num_train_steps": int(steps), "train.per_device_train_batch_size": int(batch),
-          "train.gradient_accumulation_steps": int(accum), "train.learning_rate": float(lr),
-          "dataset.n_train": int(n_train), "dataset.n_eval": int(n_eval), "train.seed": int(seed),
-          "dataset.name": "gsm8k" if SOURCES[source] == "path" else SOURCES[source],
-          "dataset.path": path.strip() or None if SOURCES[source] == "path" else None,
-          "dataset.level": level, "runtime.use_wandb": "wandb" in chosen,
-          "runtime.report_to": [t for t in chosen if t != "wandb"], "eval.enabled": do_eval,
-          "launch.num_processes": int(procs), "launch.accelerate_config": engine, "eval.backend": eval_backend,
-          "stop_at_final": stop, "peft.r": int(lora_r), "peft.lora_alpha": int(lora_alpha),
-          "peft.lora_dropout": float(lora_dropout), "peft.bias": lora_bias}
+wanted = {
+    "model_name": model,
+    "num_generations": int(kgen),
+    "max_new_tokens": int(tokens),
+    "train.num_train_steps": int(steps),
+    "train.per_device_train_batch_size": int(batch),
+    "train.gradient_accumulation_steps": int(accum),
+    "train.learning_rate": float(lr),
+    "dataset.n_train": int(n_train),
+    "dataset.n_eval": int(n_eval),
+    "train.seed": int(seed),
+    "dataset.name": "gsm8k" if SOURCES[source] == "path" else SOURCES[source],
+    "dataset.path": path.strip() or None if SOURCES[source] == "path" else None,
+    "dataset.level": level,
+    "runtime.use_wandb": "wandb" in chosen,
+    "runtime.report_to": [t for t in chosen if t != "wandb"],
+    "eval.enabled": do_eval,
+    "launch.num_processes": int(procs),
+    "launch.accelerate_config": engine,
+    "eval.backend": eval_backend,
+    "stop_at_final": stop,
+    "peft.r": int(lora_r),
+    "peft.lora_alpha": int(lora_alpha),
+    "peft.lora_dropout": float(lora_dropout),
+    "peft.bias": lora_bias,
+}
 # A button pressed, or the one pressed before the rerun that cleared the problems shown under the fields
 pressed = "go" if go else "save" if save else "preflight" if fly else "check" if check else None
 pending = st.session_state.pop(k + "pending", None)  # (action, settings) left by the rerun that redrew the form
 action = pressed or (pending[0] if pending else None)
 if action:
-    texts = {f"grpo.{field_name}": value for field_name, value in advanced.items()  # text boxes: typed by core
-             if isinstance(value, str) and choices(f"grpo.{field_name}") is None}
-    form = check_form(base_path, {**wanted, "peft.target_modules": lora_targets,
-                                  **{f"grpo.{field_name}": v for field_name, v in advanced.items()}},
-                      {"peft.target_modules": lora_targets, **texts}, name)
+    texts = {
+        f"grpo.{field_name}": value
+        for field_name, value in advanced.items()  # text boxes: typed by core
+        if isinstance(value, str) and choices(f"grpo.{field_name}") is None
+    }
+    form = check_form(
+        base_path,
+        {
+            **wanted,
+            "peft.target_modules": lora_targets,
+            **{f"grpo.{field_name}": v for field_name, v in advanced.items()},
+        },
+        {"peft.target_modules": lora_targets, **texts},
+        name,
+    )
     sets, found, run_name = form.sets, form.problems, form.name
     if not pressed and sets != pending[1]:  # the form changed since that click: act on a new click only
         st.stop()
@@ -244,11 +449,15 @@ if action:
         st.session_state[k + "errors"], st.session_state[k + "pending"] = found, (action, sets)
         st.rerun()
     if found:
-        named = [FIELDS[key] if key in FIELDS else f"{key.removeprefix('grpo.')} (Advanced)"  # in the form's order
-                 for key in sorted(found, key=lambda key: list(FIELDS).index(key) if key in FIELDS else len(FIELDS))
-                 if key in FIELDS or key.startswith("grpo.")]
-        st.error(f"{len(found)} setting{'s' if len(found) != 1 else ''} to fix before this run can start"
-                 + (f": {', '.join(named)}, each explained under its field." if named else "."))
+        named = [
+            FIELDS[key] if key in FIELDS else f"{key.removeprefix('grpo.')} (Advanced)"  # in the form's order
+            for key in sorted(found, key=lambda key: list(FIELDS).index(key) if key in FIELDS else len(FIELDS))
+            if key in FIELDS or key.startswith("grpo.")
+        ]
+        st.error(
+            f"{len(found)} setting{'s' if len(found) != 1 else ''} to fix before this run can start"
+            + (f": {', '.join(named)}, each explained under its field." if named else ".")
+        )
         for key, message in found.items():  # from the base's own settings: not a field of this form
             if key not in FIELDS and not key.startswith("grpo."):
                 st.error(message)
@@ -258,9 +467,11 @@ if action:
     args = ["--config", base_label, *[a for s in sets for a in ("--set", s)]]
     machines = cfg.launch.num_machines
     if machines > 1:  # started on each machine, not from here
-        st.caption(f"This run spans {machines} machines ({cfg.launch.num_processes} workers each, "
-                   f"{machines * cfg.launch.num_processes} in all): start one command on each, with the run folder "
-                   "on storage they all see (or use scripts/slurm_train.sh)")
+        st.caption(
+            f"This run spans {machines} machines ({cfg.launch.num_processes} workers each, "
+            f"{machines * cfg.launch.num_processes} in all): start one command on each, with the run folder "
+            "on storage they all see (or use scripts/slurm_train.sh)"
+        )
         for command in machine_commands(cfg, args):
             st.code(command, language="bash")
     else:
@@ -274,8 +485,10 @@ if action:
             st.stop()
         st.success(f"Saved configs/{target.name}")
     elif action == "go" and machines > 1:
-        st.warning(f"A run on {machines} machines is not launched from here: run the commands above, one on "
-                   "each machine (machine 0 first).")
+        st.warning(
+            f"A run on {machines} machines is not launched from here: run the commands above, one on "
+            "each machine (machine 0 first)."
+        )
     elif action == "go":
         try:
             launch(cfg.to_dict(), runs_root(), run_name, repo=REPO)
@@ -286,9 +499,13 @@ if action:
         st.switch_page("app_pages/runs.py", query_params={"run": run_name})
     elif action == "preflight":
         with st.status("Checking before launch: loading the model…", expanded=False) as status:
-            report, why = in_subprocess(cfg, progress=lambda line: status.update(label=f"Checking before launch: {line}"))
-            status.update(label="Checked before launch" if report else "The check could not run",
-                          state="complete" if report else "error")
+            report, why = in_subprocess(
+                cfg, progress=lambda line: status.update(label=f"Checking before launch: {line}")
+            )
+            status.update(
+                label="Checked before launch" if report else "The check could not run",
+                state="complete" if report else "error",
+            )
         st.session_state[k + "preflight"] = (report, why)
     else:
         st.success("The settings are valid.")

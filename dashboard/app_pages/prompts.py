@@ -7,8 +7,12 @@ import streamlit as st
 from dashboard.caches import store_for
 from dashboard.widgets import CHART_SECONDS, COLORS, hover_marks, hover_on, live_every, pick_run, step_bin
 
-BOARDS = {"most_improved": "Most improved", "regressed": "Regressed", "never_solved": "Never solved",
-          "always_solved": "Always solved"}
+BOARDS = {
+    "most_improved": "Most improved",
+    "regressed": "Regressed",
+    "never_solved": "Never solved",
+    "always_solved": "Always solved",
+}
 
 st.title("Prompts")
 run = pick_run()
@@ -30,26 +34,49 @@ def accuracy_curves(curves: pd.DataFrame, title: str):
     hover = hover_on("step")
     pick = alt.selection_point(name="pick", fields=["prompt_id", "step"], nearest=True, on="click")
     base = alt.Chart().encode(
-        x=alt.X("step:Q", title="step", scale=alt.Scale(nice=False, zero=False), axis=alt.Axis(format="d", tickMinStep=1)),
+        x=alt.X(
+            "step:Q", title="step", scale=alt.Scale(nice=False, zero=False), axis=alt.Axis(format="d", tickMinStep=1)
+        ),
         y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("prompt_id:N", title="prompt", scale=alt.Scale(range=COLORS)))
-    tooltip = [alt.Tooltip("prompt_id:N", title="prompt"), alt.Tooltip("step:Q"),
-               alt.Tooltip("accuracy:Q", format=".2f"), alt.Tooltip("n:Q", title="samples"),
-               alt.Tooltip("low:Q", title="95% from", format=".2f"), alt.Tooltip("high:Q", title="95% to", format=".2f")]
+        color=alt.Color("prompt_id:N", title="prompt", scale=alt.Scale(range=COLORS)),
+    )
+    tooltip = [
+        alt.Tooltip("prompt_id:N", title="prompt"),
+        alt.Tooltip("step:Q"),
+        alt.Tooltip("accuracy:Q", format=".2f"),
+        alt.Tooltip("n:Q", title="samples"),
+        alt.Tooltip("low:Q", title="95% from", format=".2f"),
+        alt.Tooltip("high:Q", title="95% to", format=".2f"),
+    ]
     rule, dots, catcher = hover_marks("step", base, hover, tooltip)
-    return alt.layer(base.mark_bar(size=2, opacity=0.35).encode(y="low:Q", y2="high:Q"), base.mark_line(point=True),
-                     rule, dots, catcher.add_params(pick), data=curves).properties(title=title, height=360)
+    return alt.layer(
+        base.mark_bar(size=2, opacity=0.35).encode(y="low:Q", y2="high:Q"),
+        base.mark_line(point=True),
+        rule,
+        dots,
+        catcher.add_params(pick),
+        data=curves,
+    ).properties(title=title, height=360)
 
 
 def heatmap(grid: pd.DataFrame, x: str, title: str):
     """Prompts (rows, in `rank` order) by `x` (visit, or step): each cell the accuracy there."""
-    return alt.Chart(grid).mark_rect().encode(
-        x=alt.X(f"{x}:O", title=x, axis=alt.Axis(labelAngle=0, labelOverlap="greedy")),
-        y=alt.Y("prompt_id:N", title="prompt", sort=alt.EncodingSortField("rank", op="min")),
-        color=alt.Color("accuracy:Q", scale=alt.Scale(scheme="redyellowgreen", domain=[0, 1])),
-        tooltip=[alt.Tooltip("prompt_id:N", title="prompt"), alt.Tooltip(f"{x}:O", title=x),
-                 alt.Tooltip("accuracy:Q", format=".2f"), alt.Tooltip("n:Q", title="samples")],
-    ).properties(title=title, height=alt.Step(14))
+    return (
+        alt.Chart(grid)
+        .mark_rect()
+        .encode(
+            x=alt.X(f"{x}:O", title=x, axis=alt.Axis(labelAngle=0, labelOverlap="greedy")),
+            y=alt.Y("prompt_id:N", title="prompt", sort=alt.EncodingSortField("rank", op="min")),
+            color=alt.Color("accuracy:Q", scale=alt.Scale(scheme="redyellowgreen", domain=[0, 1])),
+            tooltip=[
+                alt.Tooltip("prompt_id:N", title="prompt"),
+                alt.Tooltip(f"{x}:O", title=x),
+                alt.Tooltip("accuracy:Q", format=".2f"),
+                alt.Tooltip("n:Q", title="samples"),
+            ],
+        )
+        .properties(title=title, height=alt.Step(14))
+    )
 
 
 @st.fragment(run_every=live_every(run, CHART_SECONDS))
@@ -59,35 +86,65 @@ def view():
         st.info("This run has no rollouts yet.")
         return
     if run.get("read_only"):  # a plain TRL run: no correctness, so no accuracy per prompt
-        st.caption("A TRL run records no correctness, which the accuracy curves, the heatmap and the leaderboards "
-                   "need: here is each prompt's mean reward. Click a row to read its rollouts.")
+        st.caption(
+            "A TRL run records no correctness, which the accuracy curves, the heatmap and the leaderboards "
+            "need: here is each prompt's mean reward. Click a row to read its rollouts."
+        )
         rows = store.prompt_rewards()
-        event = st.dataframe(rows, hide_index=True, on_select="rerun", selection_mode="single-row", key="trl_prompts",
-                             column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                            for c in ("mean_reward", "first_reward", "last_reward")})
+        event = st.dataframe(
+            rows,
+            hide_index=True,
+            on_select="rerun",
+            selection_mode="single-row",
+            key="trl_prompts",
+            column_config={
+                c: st.column_config.NumberColumn(format="%.3f") for c in ("mean_reward", "first_reward", "last_reward")
+            },
+        )
         if event.selection.rows:
             open_rollouts(rows.iloc[event.selection.rows[0]]["prompt_id"])
         return
-    min_samples = st.number_input("Minimum sampled completions per prompt", min_value=1, value=1, key="min_samples",
-                                  help="Leave out prompts seen too rarely for their accuracy to mean much.")
+    min_samples = st.number_input(
+        "Minimum sampled completions per prompt",
+        min_value=1,
+        value=1,
+        key="min_samples",
+        help="Leave out prompts seen too rarely for their accuracy to mean much.",
+    )
     everyone = store.leaderboard("most_changed", limit=10_000, min_samples=min_samples)
     labels = {p: f"{p} · {q[:60]}" for p, q in zip(everyone["prompt_id"], everyone["question"])}
-    picked = st.multiselect("Prompts (default: the ones whose accuracy changed most)", list(labels),
-                            default=everyone["prompt_id"].head(8).tolist(), format_func=labels.get, key="picked")
+    picked = st.multiselect(
+        "Prompts (default: the ones whose accuracy changed most)",
+        list(labels),
+        default=everyone["prompt_id"].head(8).tolist(),
+        format_func=labels.get,
+        key="picked",
+    )
     bin = step_bin(*store.step_range())  # a long run: a point per bin of steps, not per step
     curves = store.prompt_accuracy(picked, bin=bin)
     if len(curves):
-        title = "Accuracy per step (share of the group's K samples that were correct; bars: 95% interval)" if bin == 1 \
+        title = (
+            "Accuracy per step (share of the group's K samples that were correct; bars: 95% interval)"
+            if bin == 1
             else f"Accuracy per {bin} steps (share of the prompt's samples there that were correct; bars: 95% interval)"
+        )
         event = st.altair_chart(accuracy_curves(curves, title), key="curves", on_select="rerun", selection_mode="pick")
         picked_point = event.selection["pick"]
         if picked_point:
             open_rollouts(picked_point[0]["prompt_id"], int(picked_point[0]["step"]) if bin == 1 else None)
-        st.caption("Click a point to read that prompt's rollouts at that step." if bin == 1 else
-                   "Click a point to read that prompt's rollouts.")
+        st.caption(
+            "Click a point to read that prompt's rollouts at that step."
+            if bin == 1
+            else "Click a point to read that prompt's rollouts."
+        )
 
-    by_visit = st.radio("Heatmap columns", ["k-th visit of the prompt", "training step"], horizontal=True,
-                        key="heat_x", help="A prompt comes back every few steps: by visit, each row has no gaps.")
+    by_visit = st.radio(
+        "Heatmap columns",
+        ["k-th visit of the prompt", "training step"],
+        horizontal=True,
+        key="heat_x",
+        help="A prompt comes back every few steps: by visit, each row has no gaps.",
+    )
     shown = everyone.head(40)["prompt_id"].tolist()
     if by_visit.startswith("k-th"):
         grid, x, title = store.prompt_visits(shown), "visit", "Prompts × visits"
@@ -96,8 +153,10 @@ def view():
         x = "step" if bin == 1 else "first step of the bin"
         grid = grid.rename(columns={"step": x})
     if len(grid):
-        st.caption(f"The {grid['prompt_id'].nunique()} prompts whose accuracy changed most, a row each"
-                   + (f"; a column per {bin} steps." if bin > 1 and x != "visit" else "."))
+        st.caption(
+            f"The {grid['prompt_id'].nunique()} prompts whose accuracy changed most, a row each"
+            + (f"; a column per {bin} steps." if bin > 1 and x != "visit" else ".")
+        )
         order = {p: i for i, p in enumerate(shown)}  # the most changed first
         st.altair_chart(heatmap(grid.assign(rank=grid["prompt_id"].map(order)), x, title), key="heatmap")
 
@@ -109,14 +168,31 @@ def view():
             if rows.empty:
                 st.caption("No prompts here.")
                 continue
-            rows["accuracy (95% interval)"] = [f"{a:.2f} [{low:.2f}, {high:.2f}]"
-                                               for a, low, high in zip(rows["accuracy"], rows["low"], rows["high"])]
+            rows["accuracy (95% interval)"] = [
+                f"{a:.2f} [{low:.2f}, {high:.2f}]" for a, low, high in zip(rows["accuracy"], rows["low"], rows["high"])
+            ]
             event = st.dataframe(
-                rows[["prompt_id", "question", "first_accuracy", "last_accuracy", "change",
-                      "accuracy (95% interval)", "steps", "n"]],
-                hide_index=True, on_select="rerun", selection_mode="single-row", key=f"board_{board}",
-                column_config={c: st.column_config.NumberColumn(format="%.2f")
-                               for c in ("first_accuracy", "last_accuracy", "change")})
+                rows[
+                    [
+                        "prompt_id",
+                        "question",
+                        "first_accuracy",
+                        "last_accuracy",
+                        "change",
+                        "accuracy (95% interval)",
+                        "steps",
+                        "n",
+                    ]
+                ],
+                hide_index=True,
+                on_select="rerun",
+                selection_mode="single-row",
+                key=f"board_{board}",
+                column_config={
+                    c: st.column_config.NumberColumn(format="%.2f")
+                    for c in ("first_accuracy", "last_accuracy", "change")
+                },
+            )
             if event.selection.rows:
                 open_rollouts(rows.iloc[event.selection.rows[0]]["prompt_id"])
 

@@ -43,58 +43,127 @@ def over_steps(steps: pd.DataFrame, graded: bool):
     hover = hover_on("step")
     step = alt.X("step:Q", title="step", scale=alt.Scale(nice=False, zero=False), axis=STEP_AXIS)
     mean = alt.Chart().encode(x=step, y=alt.Y("mean_reward:Q", title="reward"))
-    panels = [alt.layer(
-        mean.mark_area(opacity=0.2, color=COLORS[0]).encode(y="lower:Q", y2="upper:Q"),
-        mean.mark_line(point=True, color=COLORS[0]),
-        *hover_marks("step", mean.encode(color=alt.value(COLORS[0])), hover, [
-            alt.Tooltip("step:Q"), alt.Tooltip("mean_reward:Q", title="mean reward", format=".3f"),
-            alt.Tooltip("std_reward:Q", title="std", format=".3f"), alt.Tooltip("n:Q", title="completions")]),
-    ).properties(title="Mean reward ± std (all sampled completions)", width=WIDTH, height=HEIGHT)]
+    panels = [
+        alt.layer(
+            mean.mark_area(opacity=0.2, color=COLORS[0]).encode(y="lower:Q", y2="upper:Q"),
+            mean.mark_line(point=True, color=COLORS[0]),
+            *hover_marks(
+                "step",
+                mean.encode(color=alt.value(COLORS[0])),
+                hover,
+                [
+                    alt.Tooltip("step:Q"),
+                    alt.Tooltip("mean_reward:Q", title="mean reward", format=".3f"),
+                    alt.Tooltip("std_reward:Q", title="std", format=".3f"),
+                    alt.Tooltip("n:Q", title="completions"),
+                ],
+            ),
+        ).properties(title="Mean reward ± std (all sampled completions)", width=WIDTH, height=HEIGHT)
+    ]
     if not graded:
         return alt.concat(*panels, data=steps, columns=2)
-    color = alt.Color("category:N", title=None, legend=alt.Legend(orient="bottom"),
-                      scale=alt.Scale(domain=CATEGORIES, range=list(CATEGORY_COLORS.values())))
-    bars = alt.Chart().transform_fold(CATEGORIES, as_=["category", "completions"]).transform_calculate(
-        order=f"indexof({CATEGORIES}, datum.category)", left="datum.step - 0.45", right="datum.step + 0.45",
-    ).transform_stack(stack="completions", groupby=["step"], sort=[alt.SortField("order")], as_=["bottom", "top"])
-    totals = alt.Chart().transform_calculate(completions="datum.malformed + datum.wrong + datum.correct").encode(
-        x=step, y="completions:Q")
-    panels.append(alt.layer(  # a bar a step, as wide as the step
-        bars.mark_bar().encode(x=alt.X("left:Q", title="step", scale=alt.Scale(nice=False, zero=False),
-                                       axis=STEP_AXIS),
-                               x2="right:Q", y=alt.Y("bottom:Q", title="completions"), y2="top:Q", color=color),
-        *hover_marks("step", totals.encode(color=alt.value("gray")), hover, [
-            alt.Tooltip("step:Q"), *[alt.Tooltip(f"{c}:Q") for c in CATEGORIES]]),
-    ).properties(title="Reward categories per step", width=WIDTH, height=HEIGHT))
-    shares = alt.Chart().transform_fold(list(SHARES), as_=["measure", "share"]).transform_calculate(
-        measure="datum.measure == 'accuracy' ? 'accuracy' : 'format rate'").encode(
-        x=step, y=alt.Y("share:Q", title="share of completions", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("measure:N", title=None, legend=alt.Legend(orient="bottom"),
-                        scale=alt.Scale(domain=list(SHARES.values()), range=COLORS[:2])))
-    panels.append(alt.layer(
-        shares.mark_line(point=True),
-        *hover_marks("step", shares, hover, [alt.Tooltip("measure:N", title="curve"), alt.Tooltip("step:Q"),
-                                             alt.Tooltip("share:Q", format=".3f")]),
-    ).properties(title="Format rate and accuracy over time", width=WIDTH, height=HEIGHT))
+    color = alt.Color(
+        "category:N",
+        title=None,
+        legend=alt.Legend(orient="bottom"),
+        scale=alt.Scale(domain=CATEGORIES, range=list(CATEGORY_COLORS.values())),
+    )
+    bars = (
+        alt.Chart()
+        .transform_fold(CATEGORIES, as_=["category", "completions"])
+        .transform_calculate(
+            order=f"indexof({CATEGORIES}, datum.category)",
+            left="datum.step - 0.45",
+            right="datum.step + 0.45",
+        )
+        .transform_stack(stack="completions", groupby=["step"], sort=[alt.SortField("order")], as_=["bottom", "top"])
+    )
+    totals = (
+        alt.Chart()
+        .transform_calculate(completions="datum.malformed + datum.wrong + datum.correct")
+        .encode(x=step, y="completions:Q")
+    )
+    panels.append(
+        alt.layer(  # a bar a step, as wide as the step
+            bars.mark_bar().encode(
+                x=alt.X("left:Q", title="step", scale=alt.Scale(nice=False, zero=False), axis=STEP_AXIS),
+                x2="right:Q",
+                y=alt.Y("bottom:Q", title="completions"),
+                y2="top:Q",
+                color=color,
+            ),
+            *hover_marks(
+                "step",
+                totals.encode(color=alt.value("gray")),
+                hover,
+                [alt.Tooltip("step:Q"), *[alt.Tooltip(f"{c}:Q") for c in CATEGORIES]],
+            ),
+        ).properties(title="Reward categories per step", width=WIDTH, height=HEIGHT)
+    )
+    shares = (
+        alt.Chart()
+        .transform_fold(list(SHARES), as_=["measure", "share"])
+        .transform_calculate(measure="datum.measure == 'accuracy' ? 'accuracy' : 'format rate'")
+        .encode(
+            x=step,
+            y=alt.Y("share:Q", title="share of completions", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color(
+                "measure:N",
+                title=None,
+                legend=alt.Legend(orient="bottom"),
+                scale=alt.Scale(domain=list(SHARES.values()), range=COLORS[:2]),
+            ),
+        )
+    )
+    panels.append(
+        alt.layer(
+            shares.mark_line(point=True),
+            *hover_marks(
+                "step",
+                shares,
+                hover,
+                [alt.Tooltip("measure:N", title="curve"), alt.Tooltip("step:Q"), alt.Tooltip("share:Q", format=".3f")],
+            ),
+        ).properties(title="Format rate and accuracy over time", width=WIDTH, height=HEIGHT)
+    )
     return alt.concat(*panels, data=steps, columns=2).resolve_scale(color="independent")
 
 
 def in_window(histogram: pd.DataFrame, lengths: pd.DataFrame | None):
     """The charts of a step window, one Vega-Lite chart: the reward histogram, and (a run of ours) the
     completion lengths per category, side by side so that no category hides another."""
-    panels = [alt.Chart(histogram).mark_bar(color=COLORS[0]).encode(
-        x=alt.X("reward:O", title="reward", axis=alt.Axis(labelAngle=0)), y=alt.Y("n:Q", title="completions"),
-        tooltip=[alt.Tooltip("reward:Q"), alt.Tooltip("n:Q", title="completions")],
-    ).properties(title="Reward histogram", width=WIDTH, height=HEIGHT)]
-    if lengths is not None:
-        panels.append(alt.Chart(lengths).mark_bar().encode(
-            x=alt.X("tokens:O", title="tokens (the bin's first)", axis=alt.Axis(labelAngle=0)),
-            xOffset=alt.XOffset("category:N", scale=alt.Scale(domain=CATEGORIES)),
+    panels = [
+        alt.Chart(histogram)
+        .mark_bar(color=COLORS[0])
+        .encode(
+            x=alt.X("reward:O", title="reward", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("n:Q", title="completions"),
-            color=alt.Color("category:N", title=None, legend=alt.Legend(orient="bottom"),
-                            scale=alt.Scale(domain=CATEGORIES, range=list(CATEGORY_COLORS.values()))),
-            tooltip=["category:N", alt.Tooltip("tokens:Q", title="tokens from"), alt.Tooltip("n:Q", title="completions")],
-        ).properties(title="Completion length by category", width=WIDTH, height=HEIGHT))
+            tooltip=[alt.Tooltip("reward:Q"), alt.Tooltip("n:Q", title="completions")],
+        )
+        .properties(title="Reward histogram", width=WIDTH, height=HEIGHT)
+    ]
+    if lengths is not None:
+        panels.append(
+            alt.Chart(lengths)
+            .mark_bar()
+            .encode(
+                x=alt.X("tokens:O", title="tokens (the bin's first)", axis=alt.Axis(labelAngle=0)),
+                xOffset=alt.XOffset("category:N", scale=alt.Scale(domain=CATEGORIES)),
+                y=alt.Y("n:Q", title="completions"),
+                color=alt.Color(
+                    "category:N",
+                    title=None,
+                    legend=alt.Legend(orient="bottom"),
+                    scale=alt.Scale(domain=CATEGORIES, range=list(CATEGORY_COLORS.values())),
+                ),
+                tooltip=[
+                    "category:N",
+                    alt.Tooltip("tokens:Q", title="tokens from"),
+                    alt.Tooltip("n:Q", title="completions"),
+                ],
+            )
+            .properties(title="Completion length by category", width=WIDTH, height=HEIGHT)
+        )
     return alt.hconcat(*panels).resolve_scale(color="independent")
 
 
@@ -106,14 +175,19 @@ def charts():
         st.info("This run has no rollouts yet.")
         return
     graded = not run.get("read_only")  # a plain TRL run records rewards only
-    steps = agg.assign(  # ± std, never past the rewards actually seen at that step (a reward in [0, 1] has no band below 0)
-        upper=(agg["mean_reward"] + agg["std_reward"]).clip(upper=agg["max_reward"]),
-        lower=(agg["mean_reward"] - agg["std_reward"]).clip(lower=agg["min_reward"]))
+    steps = (
+        agg.assign(  # ± std, never past the rewards actually seen at that step (a reward in [0, 1] has no band below 0)
+            upper=(agg["mean_reward"] + agg["std_reward"]).clip(upper=agg["max_reward"]),
+            lower=(agg["mean_reward"] - agg["std_reward"]).clip(lower=agg["min_reward"]),
+        )
+    )
     if graded:
         steps = steps.merge(store.categories_per_step(), on="step")
     else:
-        st.caption("A TRL run records no parsed answer or correctness: the categories (malformed, wrong, correct), "
-                   "the format rate and the accuracy need them. The histogram shows its rewards.")
+        st.caption(
+            "A TRL run records no parsed answer or correctness: the categories (malformed, wrong, correct), "
+            "the format rate and the accuracy need them. The histogram shows its rewards."
+        )
     with warnings.catch_warnings():  # Altair says it made the panels' hover selections one: as meant
         warnings.filterwarnings("ignore", "Automatically deduplicated selection parameter")
         st.altair_chart(over_steps(steps, graded), key="over_steps")
@@ -121,8 +195,14 @@ def charts():
     lo, hi = int(agg["step"].min()), int(agg["step"].max())
     step_min, step_max = step_window("Step window", lo, hi, key="window")
     width = store.length_bin(step_min, step_max)  # bins from the lengths: short completions get a bar a token
-    st.markdown(f"**Steps {step_min or lo}–{step_max or hi}**: the rewards" + (
-        "" if not graded else ", and the completions' lengths in tokens" + (f" (bins of {width})" if width > 1 else "")))
+    st.markdown(
+        f"**Steps {step_min or lo}–{step_max or hi}**: the rewards"
+        + (
+            ""
+            if not graded
+            else ", and the completions' lengths in tokens" + (f" (bins of {width})" if width > 1 else "")
+        )
+    )
     lengths = store.length_by_category(bin=width, step_min=step_min, step_max=step_max) if graded else None
     st.altair_chart(in_window(store.reward_histogram(step_min, step_max), lengths), key="in_window")
 
@@ -133,55 +213,100 @@ def replay_view(report: dict, run_name: str) -> None:
     rewards = ", ".join(f"{r['name']} × {r['weight']:g}" for r in report["rewards"])
     st.markdown(f"**Scored with {rewards}**: {report['rollouts']:,} rollouts in {report['seconds']:.1f} s")
     c1, c2, c3 = st.columns(3)
-    c1.metric("Samples whose reward changed", f"{report['changed']:,}",
-              f"{report['changed'] / max(report['rollouts'], 1):.1%} of all", delta_color="off")
-    c2.metric("Groups whose advantages change sign", f"{report['sign_flips']:,}", f"of {report['groups']:,} groups",
-              delta_color="off")
+    c1.metric(
+        "Samples whose reward changed",
+        f"{report['changed']:,}",
+        f"{report['changed'] / max(report['rollouts'], 1):.1%} of all",
+        delta_color="off",
+    )
+    c2.metric(
+        "Groups whose advantages change sign",
+        f"{report['sign_flips']:,}",
+        f"of {report['groups']:,} groups",
+        delta_color="off",
+    )
     steps = pd.DataFrame(report["steps"])
     flat = steps["no_signal_after"].mean() - steps["no_signal_before"].mean()
-    c3.metric("Groups without a signal", f"{steps['no_signal_after'].mean():.1%}", f"{flat:+.1%} points",
-              delta_color="inverse")
-    curves = pd.concat([steps.assign(title=title, label=label, x=steps["step"], value=steps[f"{column}_{label}"])
-                        for title, column in (("Mean reward", "mean"), ("Groups without a signal", "no_signal"))
-                        for label in ("before", "after")])
-    st.altair_chart(curve_grid(curves[["title", "label", "x", "value"]], ["Mean reward", "Groups without a signal"],
-                               0.0), key="replay_curves")
+    c3.metric(
+        "Groups without a signal",
+        f"{steps['no_signal_after'].mean():.1%}",
+        f"{flat:+.1%} points",
+        delta_color="inverse",
+    )
+    curves = pd.concat(
+        [
+            steps.assign(title=title, label=label, x=steps["step"], value=steps[f"{column}_{label}"])
+            for title, column in (("Mean reward", "mean"), ("Groups without a signal", "no_signal"))
+            for label in ("before", "after")
+        ]
+    )
+    st.altair_chart(
+        curve_grid(curves[["title", "label", "x", "value"]], ["Mean reward", "Groups without a signal"], 0.0),
+        key="replay_curves",
+    )
     rows = pd.DataFrame(report["changed_rows"])
     if rows.empty:
         st.success("No sample's reward changed.")
         return
     shown = f"the first {len(rows):,} of {report['changed']:,}" if report["changed"] > len(rows) else "every one"
     st.caption(f"Changed samples ({shown}): click a row to open the rollout on Rollouts.")
-    event = st.dataframe(rows.assign(reward=[f"{b:g} → {a:g}" if b is not None and a is not None else f"{b} → {a}"
-                                             for b, a in zip(rows["before"], rows["after"])])
-                         [["step", "prompt_id", "sample", "reward", "completion"]],
-                         hide_index=True, on_select="rerun", selection_mode="single-row", key="replay_rows",
-                         width="stretch")
+    event = st.dataframe(
+        rows.assign(
+            reward=[
+                f"{b:g} → {a:g}" if b is not None and a is not None else f"{b} → {a}"
+                for b, a in zip(rows["before"], rows["after"])
+            ]
+        )[["step", "prompt_id", "sample", "reward", "completion"]],
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        key="replay_rows",
+        width="stretch",
+    )
     if event.selection.rows:
         row = rows.iloc[event.selection.rows[0]]
         st.session_state.pop("focus", None)
-        st.switch_page("app_pages/rollouts.py", query_params={
-            "run": run_name, "prompt_id": row["prompt_id"], "step": str(row["step"]), "sample": str(row["sample"])})
+        st.switch_page(
+            "app_pages/rollouts.py",
+            query_params={
+                "run": run_name,
+                "prompt_id": row["prompt_id"],
+                "step": str(row["step"]),
+                "sample": str(row["sample"]),
+            },
+        )
 
 
 def try_another_reward() -> None:
     """Choose rewards among the built-ins and the run's own, replay them on every logged completion (or
     show a saved replay): what they would have scored, without training."""
     st.subheader("Try another reward")
-    st.caption("Scores every logged completion again with the rewards chosen here, as TRL would call them; "
-               "nothing trains and nothing is written unless you name the replay to save. Your own function: "
-               "`python -m core.replay RUN --reward module:function --save NAME`, then pick it below.")
+    st.caption(
+        "Scores every logged completion again with the rewards chosen here, as TRL would call them; "
+        "nothing trains and nothing is written unless you name the replay to save. Your own function: "
+        "`python -m core.replay RUN --reward module:function --save NAME`, then pick it below."
+    )
     folder = folder_of(run["name"])
     own = [r["name"] for r in read_config(folder).get("rewards") or [] if isinstance(r, dict) and "name" in r]
     offered = list(dict.fromkeys([*REWARDS, *own]))
     with st.form("replay"):
-        chosen = st.multiselect("Rewards", offered, default=["gsm8k_lenient"] if "gsm8k_lenient" in offered else None,
-                                help="The built-in rewards (docs/config.md) and the ones this run trained with.",
-                                key="replay_rewards")
-        weights = st.text_input("Weights, in the same order", "", placeholder="1.0 each", key="replay_weights",
-                                help="Numbers separated by commas, e.g. 1.0, 0.5; left empty, 1.0 each.")
-        name = st.text_input("Save as (optional)", "", placeholder="a name: saved in the run's replays/ folder",
-                             key="replay_name")
+        chosen = st.multiselect(
+            "Rewards",
+            offered,
+            default=["gsm8k_lenient"] if "gsm8k_lenient" in offered else None,
+            help="The built-in rewards (docs/config.md) and the ones this run trained with.",
+            key="replay_rewards",
+        )
+        weights = st.text_input(
+            "Weights, in the same order",
+            "",
+            placeholder="1.0 each",
+            key="replay_weights",
+            help="Numbers separated by commas, e.g. 1.0, 0.5; left empty, 1.0 each.",
+        )
+        name = st.text_input(
+            "Save as (optional)", "", placeholder="a name: saved in the run's replays/ folder", key="replay_name"
+        )
         go = st.form_submit_button("Replay", type="primary")
     names = replay_names(folder)
 
@@ -189,8 +314,14 @@ def try_another_reward() -> None:
         pick = st.session_state["saved_replay"]
         st.session_state["replay_shown"] = (run["name"], saved(folder, pick) or pick) if pick else None
 
-    st.selectbox("Or show a saved replay", ["", *names], format_func=lambda n: n or "—", key="saved_replay",
-                 disabled=not names, on_change=show_saved)
+    st.selectbox(
+        "Or show a saved replay",
+        ["", *names],
+        format_func=lambda n: n or "—",
+        key="saved_replay",
+        disabled=not names,
+        on_change=show_saved,
+    )
     if go:
         try:
             numbers = [float(w) for w in weights.replace(",", " ").split()]
@@ -200,8 +331,13 @@ def try_another_reward() -> None:
                 raise ConfigError("choose at least one reward to replay with")
             rewards = [(n, resolve_reward(n), w) for n, w in zip(chosen, numbers or [1.0] * len(chosen))]
             bar = st.progress(0.0, "Replaying…")
-            report = run_replay(folder, rewards, name.strip() or None, store=store_for(run["name"]),
-                                progress=lambda done, total: bar.progress(min(1.0, done / total), f"{done:,} of {total:,} rollouts"))
+            report = run_replay(
+                folder,
+                rewards,
+                name.strip() or None,
+                store=store_for(run["name"]),
+                progress=lambda done, total: bar.progress(min(1.0, done / total), f"{done:,} of {total:,} rollouts"),
+            )
             bar.empty()
         except (ConfigError, ValueError) as e:
             st.error(str(e).splitlines()[0])

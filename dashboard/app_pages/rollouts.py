@@ -21,9 +21,11 @@ store = store_for(run["name"])
 params = st.query_params
 trl = bool(run.get("read_only"))  # a plain TRL run: no ground truth, correctness, rank or token counts
 if trl:
-    st.caption("A TRL run: its completions table holds no ground truth, parsed answer, correctness, rank or token "
-               "count, so those columns are empty; the reward is the sum of its reward columns (the weights are not in its "
-               "files), and each group below says whether its advantages are the ones TRL logged.")
+    st.caption(
+        "A TRL run: its completions table holds no ground truth, parsed answer, correctness, rank or token "
+        "count, so those columns are empty; the reward is the sum of its reward columns (the weights are not in its "
+        "files), and each group below says whether its advantages are the ones TRL logged."
+    )
 if st.session_state.get("rollouts_of") != run["name"]:  # another run: what was open or drawn was the other's
     st.session_state["rollouts_of"] = run["name"]
     for key in ("focus", "drawn_rows"):
@@ -48,18 +50,31 @@ with st.container(border=True):
     rewards = [r for r in store.reward_histogram()["reward"]]
     labels = {} if trl else CATEGORY
     chosen = c2.multiselect("Reward", rewards, format_func=lambda r: labels.get(r, f"{r:g}"), key="rewards")
-    correct = c3.selectbox("Correct", ["any", "yes", "no"], key="correct", disabled=trl,
-                           help="Not recorded for a TRL run." if trl else None)
+    correct = c3.selectbox(
+        "Correct",
+        ["any", "yes", "no"],
+        key="correct",
+        disabled=trl,
+        help="Not recorded for a TRL run." if trl else None,
+    )
     ranks = store.ranks()
     rank = c4.selectbox("Rank", ["any", *ranks], key="rank") if len(ranks) > 1 else "any"
     c5, c6, c7 = st.columns([2, 3, 1])
     prompt_id = c5.text_input("Prompt id", params.get("prompt_id", ""), key="prompt_id").strip()
-    search = c6.text_input("Search question and completion text", key="search",
-                           placeholder="e.g. Final: 42 (case-insensitive, literal)")
+    search = c6.text_input(
+        "Search question and completion text", key="search", placeholder="e.g. Final: 42 (case-insensitive, literal)"
+    )
     order = c7.selectbox("Order", ["newest", "oldest", "reward_high", "reward_low", "longest"], key="order")
-filters = dict(step_min=step_min, step_max=step_max, rewards=chosen or None,
-               correct={"any": None, "yes": True, "no": False}[correct], prompt_id=prompt_id or None,
-               search=search or None, rank=None if rank == "any" else int(rank), order=order)
+filters = dict(
+    step_min=step_min,
+    step_max=step_max,
+    rewards=chosen or None,
+    correct={"any": None, "yes": True, "no": False}[correct],
+    prompt_id=prompt_id or None,
+    search=search or None,
+    rank=None if rank == "any" else int(rank),
+    order=order,
+)
 if st.session_state.get("pager", {}).get("filters") != filters:  # other filters: back to the first page
     st.session_state["pager"] = {"filters": filters, "start": "first", "key": None, "first_row": 0}
 
@@ -92,27 +107,61 @@ def table():
     first_key, last_key = (page["key"].iloc[0], page["key"].iloc[-1]) if len(page) else (None, None)
     at_start, at_end = first_row == 0, first_row + len(page) >= total
     p1, p2, p3, p4, p5 = st.columns([1, 1, 1, 1, 4])
-    p1.button("first", icon=":material/first_page:", disabled=at_start, key="page_first", on_click=turn,
-              args=("first", None, 0))
-    p2.button("◀ previous", disabled=at_start, key="page_before", on_click=turn,
-              args=("before", first_key, max(0, first_row - PAGE_SIZE)))
-    p3.button("next ▶", disabled=at_end, key="page_after", on_click=turn,
-              args=("after", last_key, first_row + len(page)))
-    p4.button("last", icon=":material/last_page:", disabled=at_end, key="page_last", on_click=turn,
-              args=("last", None, total))
-    p5.caption(f"{total:,} {'rollout matches' if total == 1 else 'rollouts match'} · rows {first_row + 1 if len(page) else 0:,}–{first_row + len(page):,} · "
-               f"{store.skipped} undecodable lines skipped")
-    shown = page[["step", "prompt_id", "sample", "rank", "reward", "prediction", "ground_truth",
-                  "completion_tokens", "question", "completion"]]
+    p1.button(
+        "first",
+        icon=":material/first_page:",
+        disabled=at_start,
+        key="page_first",
+        on_click=turn,
+        args=("first", None, 0),
+    )
+    p2.button(
+        "◀ previous",
+        disabled=at_start,
+        key="page_before",
+        on_click=turn,
+        args=("before", first_key, max(0, first_row - PAGE_SIZE)),
+    )
+    p3.button(
+        "next ▶", disabled=at_end, key="page_after", on_click=turn, args=("after", last_key, first_row + len(page))
+    )
+    p4.button(
+        "last", icon=":material/last_page:", disabled=at_end, key="page_last", on_click=turn, args=("last", None, total)
+    )
+    p5.caption(
+        f"{total:,} {'rollout matches' if total == 1 else 'rollouts match'} · rows {first_row + 1 if len(page) else 0:,}–{first_row + len(page):,} · "
+        f"{store.skipped} undecodable lines skipped"
+    )
+    shown = page[
+        [
+            "step",
+            "prompt_id",
+            "sample",
+            "rank",
+            "reward",
+            "prediction",
+            "ground_truth",
+            "completion_tokens",
+            "question",
+            "completion",
+        ]
+    ]
     rows = [(r.prompt_id, int(r.step), int(r.sample)) for r in page.itertuples()]  # the rollout of each row
     focus = opened()
     shown.insert(0, "open", ["▶" if row == focus else "" for row in rows])  # the rollout open below, marked
     version = st.session_state.get("table_version", 0)
-    event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row",
-                         key=f"table_{version}",
-                         column_config={"open": st.column_config.TextColumn("", width=30),
-                                        "completion": st.column_config.TextColumn(width="large"),
-                                        "question": st.column_config.TextColumn(width="medium")})
+    event = st.dataframe(
+        shown,
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        key=f"table_{version}",
+        column_config={
+            "open": st.column_config.TextColumn("", width=30),
+            "completion": st.column_config.TextColumn(width="large"),
+            "question": st.column_config.TextColumn(width="medium"),
+        },
+    )
     # A click names a position in the rows the browser showed: those drawn by the run before this one
     # (a live run's new rows, fetched just now, may have moved every row down since).
     drawn, st.session_state["drawn_rows"] = st.session_state.get("drawn_rows", []), rows
@@ -162,9 +211,11 @@ with st.expander("Full prompt (as the model saw it)"):
     st.code(rollout["prompt"], language=None, wrap_lines=True)
 show_completion(rollout["completion"])
 
-if not trl and st.toggle("What training did to each token", key="token_view",
-                         help="Each token's log-probability under the starting model and under the trained one "
-                              "(or a checkpoint)"):
+if not trl and st.toggle(
+    "What training did to each token",
+    key="token_view",
+    help="Each token's log-probability under the starting model and under the trained one (or a checkpoint)",
+):
     try:
         models = model_choices(store.run_dir)
     except ConfigError as e:  # a run.yaml that cannot be read: said, and the rest of the page still drawn
@@ -174,16 +225,30 @@ if not trl and st.toggle("What training did to each token", key="token_view",
     if not models:
         pass
     elif not choices:
-        st.info("This run has no saved model or checkpoint yet to compare with its starting model: "
-                "it saves model/ when it finishes (and checkpoint-<step>/ every train.save_steps steps).")
+        st.info(
+            "This run has no saved model or checkpoint yet to compare with its starting model: "
+            "it saves model/ when it finishes (and checkpoint-<step>/ every train.save_steps steps)."
+        )
     else:
-        after = st.selectbox("Compare the starting model with", choices[::-1], key="token_after",
-                             format_func=lambda c: "the trained model (model/)" if c == "after" else c)
+        after = st.selectbox(
+            "Compare the starting model with",
+            choices[::-1],
+            key="token_after",
+            format_func=lambda c: "the trained model (model/)" if c == "after" else c,
+        )
         try:
             with st.spinner("Scoring the completion under both models…"):
-                view = token_view(str(store.run_dir), prompt_id, step, sample, rollout.get("attempt"),
-                                  rollout["completion"], after, (fingerprint(models["before"]), fingerprint(models[after])),
-                                  rollout)
+                view = token_view(
+                    str(store.run_dir),
+                    prompt_id,
+                    step,
+                    sample,
+                    rollout.get("attempt"),
+                    rollout["completion"],
+                    after,
+                    (fingerprint(models["before"]), fingerprint(models[after])),
+                    rollout,
+                )
         except ConfigError as e:
             st.error(str(e))
         else:
@@ -191,35 +256,50 @@ if not trl and st.toggle("What training did to each token", key="token_view",
                 f"Green: the trained model finds the token likelier than the starting model did; red: less likely "
                 f"(hover a token for its figures; log-probabilities at the run's sampling temperature, {view.temperature:g}). "
                 f"Every update of the run moves them, not only this sample's (README: What GRPO does here)."
-                + ("" if view.recorded else " This run did not record its sampled token ids: the text was tokenised again."))
+                + (
+                    ""
+                    if view.recorded
+                    else " This run did not record its sampled token ids: the text was tokenised again."
+                )
+            )
             show_tokens(view.tokens)
-            st.dataframe(token_table(view.tokens), hide_index=True,
-                         column_config={c: st.column_config.NumberColumn(format="%.3f") for c in
-                                        ("logprob before", "logprob after", "change", "entropy before", "entropy after")})
+            st.dataframe(
+                token_table(view.tokens),
+                hide_index=True,
+                column_config={
+                    c: st.column_config.NumberColumn(format="%.3f")
+                    for c in ("logprob before", "logprob after", "change", "entropy before", "entropy after")
+                },
+            )
 
 st.subheader("Its group: all samples of this prompt at this step")
 settings = run_settings(read_config(store.run_dir))
 group = store.group(prompt_id, step, settings)
-st.caption("The advantage TRL logged for each sample (its completions table)." if group.attrs["logged"] else
-           f"The advantage of each sample as TRL computes it, recomputed here from the rewards by core/advantage.py "
-           f"(tested equal to TRL's) for {'TRL' if trl else 'this run'}'s {'default ' if trl else ''}settings: "
-           f"{formula(settings)}"
-           + (". This TRL run's completions table has no advantage column." if trl else "."))
+st.caption(
+    "The advantage TRL logged for each sample (its completions table)."
+    if group.attrs["logged"]
+    else f"The advantage of each sample as TRL computes it, recomputed here from the rewards by core/advantage.py "
+    f"(tested equal to TRL's) for {'TRL' if trl else 'this run'}'s {'default ' if trl else ''}settings: "
+    f"{formula(settings)}" + (". This TRL run's completions table has no advantage column." if trl else ".")
+)
 for start in range(0, len(group), 4):
     cols = st.columns(4)
-    for col, (_, g) in zip(cols, group.iloc[start: start + 4].iterrows()):
+    for col, (_, g) in zip(cols, group.iloc[start : start + 4].iterrows()):
         with col.container(border=True):
             marker = "▶ " if g["sample"] == sample else ""
-            st.markdown(f"**{marker}sample {g['sample']}** · reward **{g['reward']:g}** · "
-                        f"advantage **{g['advantage']:+.2f}**")
+            st.markdown(
+                f"**{marker}sample {g['sample']}** · reward **{g['reward']:g}** · advantage **{g['advantage']:+.2f}**"
+            )
             st.code(g["completion"], language=None, wrap_lines=True)
 
 
 with st.expander("One GRPO step, worked through: from this group's rewards to the weight on each token"):
     if trl:
-        st.info("A TRL run keeps its settings in training_args.bin, a pickle this dashboard does not load (it could "
-                "run code), and no token counts: the worked step needs both."
-                + (" The advantages above are TRL's own." if group.attrs["logged"] else ""))
+        st.info(
+            "A TRL run keeps its settings in training_args.bin, a pickle this dashboard does not load (it could "
+            "run code), and no token counts: the worked step needs both."
+            + (" The advantages above are TRL's own." if group.attrs["logged"] else "")
+        )
         st.stop()
     if settings["loss_type"] not in LOSS_SPREADS:
         st.info(f"This run's loss_type, {settings['loss_type']}, weighs tokens in a way this view does not show.")
@@ -228,37 +308,72 @@ with st.expander("One GRPO step, worked through: from this group's rewards to th
     scored = [r if isinstance(r, dict) else {} for r in worked["rewards"]]  # a hand-written record may lack them
     names = list(settings["weights"]) or sorted({n for r in scored for n in r})
     weights = {n: settings["weights"].get(n, 1.0) for n in names}
-    st.markdown("**1 · Rewards.** Each reward function scores the sample; its reward is their weighted sum: "
-                + " + ".join(f"{w:g} × {n}" for n, w in weights.items()) + ".")
+    st.markdown(
+        "**1 · Rewards.** Each reward function scores the sample; its reward is their weighted sum: "
+        + " + ".join(f"{w:g} × {n}" for n, w in weights.items())
+        + "."
+    )
     if settings["aggregation"] == "normalize_then_sum":
-        st.markdown("**2 · The group.** This run normalises each reward function within the group first "
-                    "(multi_objective_aggregation: normalize_then_sum), then their weighted sum over the step's batch.")
+        st.markdown(
+            "**2 · The group.** This run normalises each reward function within the group first "
+            "(multi_objective_aggregation: normalize_then_sum), then their weighted sum over the step's batch."
+        )
     else:
-        st.markdown(f"**2 · The group.** Its {len(worked)} samples' rewards have mean **{facts['group_mean']:.4f}** and "
-                    f"standard deviation **{facts['group_std']:.4f}** (divided by K − 1, as torch.std); the step's "
-                    f"whole batch of rewards, {facts['batch_std']:.4f}.")
-    st.markdown(f"**3 · Advantage.** {formula(settings)} (scale_rewards: {settings['scale_rewards']}): "
-                "above the group's mean is positive, below negative, and a group of equal rewards gives 0 to all.")
-    st.markdown(f"**4 · Spread over tokens.** loss_type {settings['loss_type']}: each token of a sample gets weight "
-                f"{LOSS_SPREADS[settings['loss_type']]}. This step had **{facts['samples']}** samples and "
-                f"**{facts['tokens']:,}** completion tokens on all ranks; max_completion_length {settings['max_completion_length']}.")
-    st.markdown("**5 · The push on each token** is advantage × weight: minus the gradient of the run's loss "
-                "(core/loss.py, by autograd; tested equal to TRL's own) with respect to each of the sample's token "
-                "log-probabilities, on the first update of a batch of samples, where the new and old probabilities are "
-                "equal and PPO's clip leaves it whole. Positive: each token made likelier; negative: less likely."
-                + (f" The loss also holds each token near the starting model: a KL term of weight beta {settings['beta']:g}, "
-                   "not in these figures (its mean is the step's kl below)." if settings["beta"] else ""))
+        st.markdown(
+            f"**2 · The group.** Its {len(worked)} samples' rewards have mean **{facts['group_mean']:.4f}** and "
+            f"standard deviation **{facts['group_std']:.4f}** (divided by K − 1, as torch.std); the step's "
+            f"whole batch of rewards, {facts['batch_std']:.4f}."
+        )
+    st.markdown(
+        f"**3 · Advantage.** {formula(settings)} (scale_rewards: {settings['scale_rewards']}): "
+        "above the group's mean is positive, below negative, and a group of equal rewards gives 0 to all."
+    )
+    st.markdown(
+        f"**4 · Spread over tokens.** loss_type {settings['loss_type']}: each token of a sample gets weight "
+        f"{LOSS_SPREADS[settings['loss_type']]}. This step had **{facts['samples']}** samples and "
+        f"**{facts['tokens']:,}** completion tokens on all ranks; max_completion_length {settings['max_completion_length']}."
+    )
+    st.markdown(
+        "**5 · The push on each token** is advantage × weight: minus the gradient of the run's loss "
+        "(core/loss.py, by autograd; tested equal to TRL's own) with respect to each of the sample's token "
+        "log-probabilities, on the first update of a batch of samples, where the new and old probabilities are "
+        "equal and PPO's clip leaves it whole. Positive: each token made likelier; negative: less likely."
+        + (
+            f" The loss also holds each token near the starting model: a KL term of weight beta {settings['beta']:g}, "
+            "not in these figures (its mean is the step's kl below)."
+            if settings["beta"]
+            else ""
+        )
+    )
     table = {"sample": worked["sample"]}
     for n in names:
         table[n] = [r.get(n) for r in scored]
-    table |= {"reward": worked["reward"], "advantage": worked["advantage"], "tokens": worked["completion_tokens"],
-              "weight per token": worked["token_weight"], "push per token": worked["push"],
-              "push × tokens": worked["push"] * worked["completion_tokens"].fillna(0)}
-    st.dataframe(table, hide_index=True, column_config={
-        "advantage": st.column_config.NumberColumn(format="%+.4f"),
-        "weight per token": st.column_config.NumberColumn(format="%.3e"),
-        "push per token": st.column_config.NumberColumn(format="%+.3e"),
-        "push × tokens": st.column_config.NumberColumn(format="%+.3e", help="the sample's whole share of the update")})
+    table |= {
+        "reward": worked["reward"],
+        "advantage": worked["advantage"],
+        "tokens": worked["completion_tokens"],
+        "weight per token": worked["token_weight"],
+        "push per token": worked["push"],
+        "push × tokens": worked["push"] * worked["completion_tokens"].fillna(0),
+    }
+    st.dataframe(
+        table,
+        hide_index=True,
+        column_config={
+            "advantage": st.column_config.NumberColumn(format="%+.4f"),
+            "weight per token": st.column_config.NumberColumn(format="%.3e"),
+            "push per token": st.column_config.NumberColumn(format="%+.3e"),
+            "push × tokens": st.column_config.NumberColumn(
+                format="%+.3e", help="the sample's whole share of the update"
+            ),
+        },
+    )
     logged = facts["metrics"]
-    st.caption("What TRL logged for this step: " + (" · ".join(f"{name} {value:.4g}" for name, value in logged.items())
-                                                      if logged else "nothing (no metrics line for this step)"))
+    st.caption(
+        "What TRL logged for this step: "
+        + (
+            " · ".join(f"{name} {value:.4g}" for name, value in logged.items())
+            if logged
+            else "nothing (no metrics line for this step)"
+        )
+    )

@@ -28,7 +28,9 @@ from dashboard.widgets import (
 )
 
 st.title("Runs")
-OTHER_SECONDS = 60  # the runs table and TRL's other metrics, while a run is live: a trend over a minute is what they show
+OTHER_SECONDS = (
+    60  # the runs table and TRL's other metrics, while a run is live: a trend over a minute is what they show
+)
 
 
 @st.fragment(run_every=OTHER_SECONDS if any(is_live(r) for r in all_runs()) else None)
@@ -39,22 +41,42 @@ def runs_table():
     measured.md): read from their small files alone (never their rollouts)."""
     runs = all_runs()
     if runs:
-        st.dataframe(pd.DataFrame([{
-            "run": r["name"], "model": r["model"], "state": r["state"],
-            "progress": f"{r['step']}/{r['num_train_steps'] or '?'}",
-            "reward (last step)": "–" if r["reward"] is None else f"{r['reward']:.3f}",  # a new run: none yet
-            "eval before → after": f"{fmt_pct(r['eval_before'])} → {fmt_pct(r['eval_after'])}",
-            "started": fmt_time(r["started"]), "duration": fmt_duration(r["duration"])} for r in runs]),
-            hide_index=True, column_config={"reward (last step)": st.column_config.TextColumn(
-                help="The mean reward TRL logged for the run's latest step")})
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "run": r["name"],
+                        "model": r["model"],
+                        "state": r["state"],
+                        "progress": f"{r['step']}/{r['num_train_steps'] or '?'}",
+                        "reward (last step)": "–"
+                        if r["reward"] is None
+                        else f"{r['reward']:.3f}",  # a new run: none yet
+                        "eval before → after": f"{fmt_pct(r['eval_before'])} → {fmt_pct(r['eval_after'])}",
+                        "started": fmt_time(r["started"]),
+                        "duration": fmt_duration(r["duration"]),
+                    }
+                    for r in runs
+                ]
+            ),
+            hide_index=True,
+            column_config={
+                "reward (last step)": st.column_config.TextColumn(
+                    help="The mean reward TRL logged for the run's latest step"
+                )
+            },
+        )
 
 
 runs_table()
 with st.expander("Open a TRL run by path"):
     with st.form("open_path", border=False):
-        where = st.text_input("The output_dir of a TRL GRPOTrainer run", placeholder="~/my_trl_outputs/run1",
-                              help="Opened read-only and listed with the runs until the dashboard stops; or start "
-                                   "the dashboard with RUNS_DIR=<the folder holding your output_dirs>.")
+        where = st.text_input(
+            "The output_dir of a TRL GRPOTrainer run",
+            placeholder="~/my_trl_outputs/run1",
+            help="Opened read-only and listed with the runs until the dashboard stops; or start "
+            "the dashboard with RUNS_DIR=<the folder holding your output_dirs>.",
+        )
         if st.form_submit_button("Open") and where.strip():
             try:
                 st.session_state["selected_run"] = open_folder(where)
@@ -83,14 +105,20 @@ def acted(message: str) -> None:
 def controls():
     """Stop, Resume, Launch again, Delete; none for a run this dashboard only reads."""
     b1, b2, b3, b4 = st.columns([1, 1, 2, 3])
-    if b1.button("Stop", icon=":material/stop_circle:", disabled=not is_live(run),
-                 help="During training: ends after the current step and saves a checkpoint to resume from. "
-                      "While loading or evaluating: ends at once."):
+    if b1.button(
+        "Stop",
+        icon=":material/stop_circle:",
+        disabled=not is_live(run),
+        help="During training: ends after the current step and saves a checkpoint to resume from. "
+        "While loading or evaluating: ends at once.",
+    ):
         st.toast(f"Stopping {name}…" if stop(path) else "The run is not running.")
     resumable = not is_live(run) and bool(checkpoints(path))
     with b4.popover("Resume", icon=":material/play_circle:", disabled=not resumable, key=f"resume_{actions}"):
         target = run["num_train_steps"] or 0
-        until = st.number_input("Train until step", 1, 10_000_000, target + 20 if run["state"] == "finished" else target)
+        until = st.number_input(
+            "Train until step", 1, 10_000_000, target + 20 if run["state"] == "finished" else target
+        )
         if st.button("Resume from the latest checkpoint", type="primary"):
             try:
                 resume(path, REPO, num_train_steps=int(until))
@@ -139,9 +167,12 @@ with c_smooth:
     smoothing = smoothing_slider()
 with c_x:
     x_axis = x_axis_choice()
-overlay = c_overlay.multiselect("Overlay other runs", [r["name"] for r in all_runs() if r["name"] != name],
-                                key="overlay", help="Their curves on these charts, each in a colour of its own "
-                                                    "(Compare sets runs side by side in full).")
+overlay = c_overlay.multiselect(
+    "Overlay other runs",
+    [r["name"] for r in all_runs() if r["name"] != name],
+    key="overlay",
+    help="Their curves on these charts, each in a colour of its own (Compare sets runs side by side in full).",
+)
 
 
 @st.fragment(run_every=live_every(run))
@@ -155,25 +186,40 @@ def live_status():
     bar, text = progress(current, store.seconds_per_step())
     st.progress(bar, text=text)
     if current["state"] in ("failed", "crashed"):
-        st.error(f"This run {current['state']}: {current['error'] or 'its process ended without a final state'}. "
-                 "The end of its log is below.")
+        st.error(
+            f"This run {current['state']}: {current['error'] or 'its process ended without a final state'}. "
+            "The end of its log is below."
+        )
     before, after = (current["evals"].get(phase, {}) for phase in ("before", "after"))
     if before or after:
-        st.caption("Eval before → after: " + " · ".join(
-            f"{label} {fmt_pct(before.get(key))} → {fmt_pct(after.get(key))}" for key, label in (
-                ("eval_accuracy", "strict accuracy"), ("eval_lenient_accuracy", "lenient accuracy (the last number)"),
-                ("eval_format_rate", "well-formed Final line"))))
+        st.caption(
+            "Eval before → after: "
+            + " · ".join(
+                f"{label} {fmt_pct(before.get(key))} → {fmt_pct(after.get(key))}"
+                for key, label in (
+                    ("eval_accuracy", "strict accuracy"),
+                    ("eval_lenient_accuracy", "lenient accuracy (the last number)"),
+                    ("eval_format_rate", "well-formed Final line"),
+                )
+            )
+        )
 
 
-KEY_CHARTS = [(["reward"], "Mean reward (TRL's reward)"),
-              (["frac_reward_zero_std"], "Share of groups with no learning signal (all K rewards equal)"),
-              (["completions/mean_length"], "Completion length (tokens)")]
-OTHER_CHARTS = [(["reward_std"], "Reward std within groups (TRL's reward_std)"),
-                (["loss"], "Loss"), (["kl"], "KL to the reference model (logged when grpo.beta > 0)"),
-                (["entropy"], "Entropy of the model's token choices"),
-                (["completions/clipped_ratio"], "Clipped ratio (hit max_new_tokens)"),
-                (["grad_norm"], "Gradient norm"), (["learning_rate"], "Learning rate"),
-                (["step_time"], "Seconds per step")]
+KEY_CHARTS = [
+    (["reward"], "Mean reward (TRL's reward)"),
+    (["frac_reward_zero_std"], "Share of groups with no learning signal (all K rewards equal)"),
+    (["completions/mean_length"], "Completion length (tokens)"),
+]
+OTHER_CHARTS = [
+    (["reward_std"], "Reward std within groups (TRL's reward_std)"),
+    (["loss"], "Loss"),
+    (["kl"], "KL to the reference model (logged when grpo.beta > 0)"),
+    (["entropy"], "Entropy of the model's token choices"),
+    (["completions/clipped_ratio"], "Clipped ratio (hit max_new_tokens)"),
+    (["grad_norm"], "Gradient norm"),
+    (["learning_rate"], "Learning rate"),
+    (["step_time"], "Seconds per step"),
+]
 
 
 def draw_charts(store, charts: list[tuple[list[str], str]]) -> bool:
@@ -203,23 +249,32 @@ def key_charts():
     early = min(store.status.get("global_step") or 0, MIN_STEPS)  # "n logged" stays true while n is small
     show_findings(diagnosis(str(path), run["state"], read, store, early), name, read)
     if not small and not read:
-        st.caption("The run doctor reads TRL's metrics and the evals here; the checks that need the rollouts "
-                   "themselves (format, degenerate completions, examples) join once a page has read them "
-                   "(Rollouts, Rewards).")
+        st.caption(
+            "The run doctor reads TRL's metrics and the evals here; the checks that need the rollouts "
+            "themselves (format, degenerate completions, examples) join once a page has read them "
+            "(Rollouts, Rewards)."
+        )
     reward_parts = [n for n in store.metric_names() if n.startswith("rewards/") and n.endswith("/mean")]
-    charts = KEY_CHARTS[:1] + [(reward_parts, "Each reward function's mean")] + KEY_CHARTS[1:] \
-        if len(reward_parts) > 1 else KEY_CHARTS  # with one reward function its mean is the mean reward
+    charts = (
+        KEY_CHARTS[:1] + [(reward_parts, "Each reward function's mean")] + KEY_CHARTS[1:]
+        if len(reward_parts) > 1
+        else KEY_CHARTS
+    )  # with one reward function its mean is the mean reward
     if not draw_charts(store, charts):
-        st.info("No training step logged yet: TRL's metrics appear after the first step. The Rewards page "
-                "shows the rollouts themselves.")
+        st.info(
+            "No training step logged yet: TRL's metrics appear after the first step. The Rewards page "
+            "shows the rollouts themselves."
+        )
 
 
 @st.fragment(run_every=live_every(run, OTHER_SECONDS))
 def other_charts():
     """TRL's other metrics and the log, redrawn every OTHER_SECONDS while the run is live."""
     if is_live(run):
-        st.caption(f"TRL's other metrics, redrawn every {OTHER_SECONDS} s while the run trains "
-                   f"(the charts above: every {CHART_SECONDS} s).")
+        st.caption(
+            f"TRL's other metrics, redrawn every {OTHER_SECONDS} s while the run trains "
+            f"(the charts above: every {CHART_SECONDS} s)."
+        )
     draw_charts(store_for(name, rollouts=small_rollouts(path)), OTHER_CHARTS)
     if not run.get("read_only"):  # a TRL run's output went where it was started
         with st.expander("train.log (last lines)", expanded=run["state"] in ("failed", "crashed")):
@@ -233,10 +288,13 @@ def reuse_note():
     except (ConfigError, OSError, ValueError):
         return  # a TRL run, or a run.yaml that cannot be read: nothing to say
     if updates > 1:
-        st.info(f"Each batch of samples trains {updates:g} updates (this run's grpo.steps_per_generation, "
-                "generation_batch_size or num_iterations): TRL samples only at the first of them, so rollouts and "
-                "the reward metrics are logged at those steps alone, and in the later updates the policy has moved "
-                "from the one that sampled, so PPO's clip can act (clip_ratio).", icon=":material/repeat:")
+        st.info(
+            f"Each batch of samples trains {updates:g} updates (this run's grpo.steps_per_generation, "
+            "generation_batch_size or num_iterations): TRL samples only at the first of them, so rollouts and "
+            "the reward metrics are logged at those steps alone, and in the later updates the policy has moved "
+            "from the one that sampled, so PPO's clip can act (clip_ratio).",
+            icon=":material/repeat:",
+        )
 
 
 live_status()

@@ -39,8 +39,16 @@ from core.store import RunStore  # noqa: E402
 from tests.dashboard_fixtures import make_runs  # noqa: E402
 
 PAGES = ["home", "runs", "rollouts", "rewards", "prompts", "eval", "compare"]
-TINY = ["train.num_train_steps=3", "num_generations=4", "max_new_tokens=32", "train.per_device_train_batch_size=4",
-        "train.gradient_accumulation_steps=4", "dataset.n_train=12", "dataset.n_eval=8", "eval.max_new_tokens=32"]
+TINY = [
+    "train.num_train_steps=3",
+    "num_generations=4",
+    "max_new_tokens=32",
+    "train.per_device_train_batch_size=4",
+    "train.gradient_accumulation_steps=4",
+    "dataset.n_train=12",
+    "dataset.n_eval=8",
+    "eval.max_new_tokens=32",
+]
 
 
 def one_line_error(fn) -> str:
@@ -55,38 +63,99 @@ def one_line_error(fn) -> str:
 
 # ---- config values, --set items and config files -----------------------------------------------
 
+
 def config_cases(tmp: Path):
     sets = [
-        ["num_generations=1"], ["num_generations=0"], ["num_generations=-4"], ["num_generations=four"],
-        ["num_generations=2.5"], ["max_new_tokens=0"], ["max_new_tokens=[1]"], ["max_new_tokens=nan"],
-        ["train.num_train_steps=0"], ["train.num_train_steps=-1"], ["train.num_train_steps=1e3x"],
-        ["train.learning_rate=0"], ["train.learning_rate=-1"], ["train.learning_rate=nan"],
-        ["train.learning_rate=inf"], ["train.learning_rate=.inf"], ["train.learning_rate={a: 1}"],
-        ["train.per_device_train_batch_size=0"], ["train.gradient_accumulation_steps=0"],
-        ["train.logging_steps=0"], ["train.save_steps=-1"], ["train.eval_steps=-2"], ["train.seed=x"],
-        ["dataset.n_train=0"], ["dataset.n_eval=-3"], ["dataset.level=4"], ["dataset.level=0"],
-        ["dataset.name=mnist"], ["dataset.path=/nonexistent.jsonl"], ["dataset.path=/dev/zero"],
-        ["dataset.name=synthetic", f"dataset.path={tmp}"], ["eval.batch_size=0"], ["eval.temperature=-1"],
-        ["eval.top_p=0"], ["eval.top_p=2"], ["eval.backend=tgi"], ["eval.vllm_gpu_memory_utilization=1.5"],
-        ["eval.enabled=maybe"], ["runtime.use_wandb=perhaps"], ["launch.num_processes=0"],
-        ["num_generations=3", "launch.num_processes=2"], ["launch.accelerate_config=/nonexistent.yaml"],
-        ["model_name=./no/such/model"], ["model_name=builtin:huge"], ["num_generation=4"],
-        ["train.learning_rat=1"], ["nosuchsection.key=1"], ["train=5"], ["grpo=5"], ["grpo.a.b=1"],
-        ["grpo.betta=0.1"], ["grpo.learning_rate=0.1"], ["grpo.max_steps=3"], ["grpo.output_dir=/tmp/x"],
-        ["grpo.seed=1"], ["grpo.loss_type=bogus"], ["grpo.scale_rewards=sometimes"], ["grpo.vllm_mode=remote"],
-        ["grpo.importance_sampling_level=word"], ["grpo.lr_scheduler_type=nope"], ["grpo.optim=nope"],
-        ["grpo.num_iterations=0"], ["grpo.num_iterations=two"], ["grpo.beta=.nan"], ["grpo.beta=[1]"],
-        ["grpo.generation_batch_size=6", "num_generations=4"], ["grpo.logging_dir=/etc"],
-        ["rewards=[]"], ["rewards=5"], ["rewards=[{weight: 1}]"], ["rewards=[{name: nope}]"],
-        ["rewards=[{name: 'this:s'}, {name: 'this:s'}]"], ["rewards=[{name: 'no_such_module_xyz:f'}]"],
-        ["rewards=[{name: gsm8k, weight: heavy}]"], ["rewards=[{name: gsm8k, extra: 1}]"], ["train.num_train_steps"],
+        ["num_generations=1"],
+        ["num_generations=0"],
+        ["num_generations=-4"],
+        ["num_generations=four"],
+        ["num_generations=2.5"],
+        ["max_new_tokens=0"],
+        ["max_new_tokens=[1]"],
+        ["max_new_tokens=nan"],
+        ["train.num_train_steps=0"],
+        ["train.num_train_steps=-1"],
+        ["train.num_train_steps=1e3x"],
+        ["train.learning_rate=0"],
+        ["train.learning_rate=-1"],
+        ["train.learning_rate=nan"],
+        ["train.learning_rate=inf"],
+        ["train.learning_rate=.inf"],
+        ["train.learning_rate={a: 1}"],
+        ["train.per_device_train_batch_size=0"],
+        ["train.gradient_accumulation_steps=0"],
+        ["train.logging_steps=0"],
+        ["train.save_steps=-1"],
+        ["train.eval_steps=-2"],
+        ["train.seed=x"],
+        ["dataset.n_train=0"],
+        ["dataset.n_eval=-3"],
+        ["dataset.level=4"],
+        ["dataset.level=0"],
+        ["dataset.name=mnist"],
+        ["dataset.path=/nonexistent.jsonl"],
+        ["dataset.path=/dev/zero"],
+        ["dataset.name=synthetic", f"dataset.path={tmp}"],
+        ["eval.batch_size=0"],
+        ["eval.temperature=-1"],
+        ["eval.top_p=0"],
+        ["eval.top_p=2"],
+        ["eval.backend=tgi"],
+        ["eval.vllm_gpu_memory_utilization=1.5"],
+        ["eval.enabled=maybe"],
+        ["runtime.use_wandb=perhaps"],
+        ["launch.num_processes=0"],
+        ["num_generations=3", "launch.num_processes=2"],
+        ["launch.accelerate_config=/nonexistent.yaml"],
+        ["model_name=./no/such/model"],
+        ["model_name=builtin:huge"],
+        ["num_generation=4"],
+        ["train.learning_rat=1"],
+        ["nosuchsection.key=1"],
+        ["train=5"],
+        ["grpo=5"],
+        ["grpo.a.b=1"],
+        ["grpo.betta=0.1"],
+        ["grpo.learning_rate=0.1"],
+        ["grpo.max_steps=3"],
+        ["grpo.output_dir=/tmp/x"],
+        ["grpo.seed=1"],
+        ["grpo.loss_type=bogus"],
+        ["grpo.scale_rewards=sometimes"],
+        ["grpo.vllm_mode=remote"],
+        ["grpo.importance_sampling_level=word"],
+        ["grpo.lr_scheduler_type=nope"],
+        ["grpo.optim=nope"],
+        ["grpo.num_iterations=0"],
+        ["grpo.num_iterations=two"],
+        ["grpo.beta=.nan"],
+        ["grpo.beta=[1]"],
+        ["grpo.generation_batch_size=6", "num_generations=4"],
+        ["grpo.logging_dir=/etc"],
+        ["rewards=[]"],
+        ["rewards=5"],
+        ["rewards=[{weight: 1}]"],
+        ["rewards=[{name: nope}]"],
+        ["rewards=[{name: 'this:s'}, {name: 'this:s'}]"],
+        ["rewards=[{name: 'no_such_module_xyz:f'}]"],
+        ["rewards=[{name: gsm8k, weight: heavy}]"],
+        ["rewards=[{name: gsm8k, extra: 1}]"],
+        ["train.num_train_steps"],
         ["=5"],
     ]
     for items in sets:
         yield f"config --set {' '.join(items)}", lambda items=items: one_line_error(lambda: load_config(sets=items))
-    files = {"invalid_yaml": b"train:\n  seed: [1, 2\n", "a_list": b"- 1\n- 2\n", "a_number": b"42\n",
-             "not_utf8": b"model_name: caf\xe9\n", "tabs": b"train:\n\tseed: 1\n", "dup_section": b"train: 5\n",
-             "unknown_top": b"epochs: 3\n", "bad_nested": b"dataset: {n_train: many}\n"}
+    files = {
+        "invalid_yaml": b"train:\n  seed: [1, 2\n",
+        "a_list": b"- 1\n- 2\n",
+        "a_number": b"42\n",
+        "not_utf8": b"model_name: caf\xe9\n",
+        "tabs": b"train:\n\tseed: 1\n",
+        "dup_section": b"train: 5\n",
+        "unknown_top": b"epochs: 3\n",
+        "bad_nested": b"dataset: {n_train: many}\n",
+    }
     for name, data in files.items():
         path = tmp / f"{name}.yaml"
         path.write_bytes(data)
@@ -101,43 +170,95 @@ GOOD = '{"question": "What is 2 + 2?", "answer": "2 + 2 = 4\\n#### 4"}\n'
 
 def data_cases(tmp: Path):
     files = {
-        "empty": "", "blank": "\n\n\n", "not_json": GOOD + "oops\n", "a_list_line": GOOD + "[1]\n",
-        "a_number_line": GOOD + "7\n", "null_line": GOOD + "null\n", "no_answer": GOOD + '{"question": "q"}\n',
-        "no_question": '{"answer": "#### 1"}\n' + GOOD, "answer_number": GOOD + '{"question": "q", "answer": 4}\n',
-        "no_hashes": GOOD + '{"question": "q", "answer": "5"}\n', "empty_after_hashes": GOOD + '{"question": "q", '
-        '"answer": "####"}\n', "too_few": GOOD * 2, "torn_last": GOOD * 5 + '{"question": "q", "ans',
-        "bad_utf8": "\udcff", "crlf_ok_but_few": GOOD.replace("\n", "\r\n") * 2,
+        "empty": "",
+        "blank": "\n\n\n",
+        "not_json": GOOD + "oops\n",
+        "a_list_line": GOOD + "[1]\n",
+        "a_number_line": GOOD + "7\n",
+        "null_line": GOOD + "null\n",
+        "no_answer": GOOD + '{"question": "q"}\n',
+        "no_question": '{"answer": "#### 1"}\n' + GOOD,
+        "answer_number": GOOD + '{"question": "q", "answer": 4}\n',
+        "no_hashes": GOOD + '{"question": "q", "answer": "5"}\n',
+        "empty_after_hashes": GOOD + '{"question": "q", "answer": "####"}\n',
+        "too_few": GOOD * 2,
+        "torn_last": GOOD * 5 + '{"question": "q", "ans',
+        "bad_utf8": "\udcff",
+        "crlf_ok_but_few": GOOD.replace("\n", "\r\n") * 2,
     }
     for name, text in files.items():
         path = tmp / f"{name}.jsonl"
         path.write_bytes(b"\xff\xfe{}\n" if text == "\udcff" else text.encode())
-        yield f"data file {name}", lambda path=path: one_line_error(
-            lambda: load_rows(load_config(sets=[f"dataset.path={path}", "dataset.n_train=4"]).dataset, 0))
+        yield (
+            f"data file {name}",
+            lambda path=path: one_line_error(
+                lambda: load_rows(load_config(sets=[f"dataset.path={path}", "dataset.n_train=4"]).dataset, 0)
+            ),
+        )
     fifo = tmp / "fifo.jsonl"
     os.mkfifo(fifo)
     yield "data file fifo", lambda: one_line_error(lambda: load_config(sets=[f"dataset.path={fifo}"]))
     folder = tmp / "folder_without_split"
     folder.mkdir()
-    yield "data folder without train.jsonl", lambda: one_line_error(
-        lambda: load_rows(load_config(sets=[f"dataset.path={folder}"]).dataset, 0))
+    yield (
+        "data folder without train.jsonl",
+        lambda: one_line_error(lambda: load_rows(load_config(sets=[f"dataset.path={folder}"]).dataset, 0)),
+    )
 
 
 # ---- damaged run directories: listing, store and every page -------------------------------------
 
 DAMAGE = {
-    "status.json": ["", "[]", "null", '"x"', "42", '{"state": "runn', '{"state": "exploded"}', '{"pid": "12", '
-                    '"state": "running"}', '{"state": "finished", "started_at": "yesterday"}', '{"state": "running", '
-                    '"pid": 0}', '{"state": "running", "pid": -1}', '{"state": "running", "pid": 1}',
-                    '{"state": "finished", "global_step": "3"}', '{"state": "finished", "max_steps": 1.5}',
-                    '{"state": "finished", "error": 5}', "\x00\x01", '{"state": null}'],
-    "run.yaml": ["", "- 1\n- 2\n", "train: [1, 2\n", "42\n", "train: {num_train_steps: many}\n",
-                 "model_name: [a]\n", "\xff"],
-    "eval/summary.json": ["", '{"before": null}', "[1]", '{"after": {"eval_accuracy": "high"}}', '{"before": 3}',
-                          "nope"],
-    "metrics.jsonl": ['{"step": "x", "loss": 1}\n{"step": 2, "loss": 0.5}\n', "[1]\n", '{"step": 1, "loss": "a"}\n',
-                      '{"step": 1e30, "loss": 1}\n', '{"step": 1, "time": "t", "loss": 1}\n', "\xff\xfe\n"],
-    "eval/after.jsonl": ['{"prompt_id": "e0", "correct": tr', '{"prompt_id": "e0", "correct": "false"}\n',
-                         "null\n", '{"prompt_id": 5, "completion_tokens": "many"}\n'],
+    "status.json": [
+        "",
+        "[]",
+        "null",
+        '"x"',
+        "42",
+        '{"state": "runn',
+        '{"state": "exploded"}',
+        '{"pid": "12", "state": "running"}',
+        '{"state": "finished", "started_at": "yesterday"}',
+        '{"state": "running", "pid": 0}',
+        '{"state": "running", "pid": -1}',
+        '{"state": "running", "pid": 1}',
+        '{"state": "finished", "global_step": "3"}',
+        '{"state": "finished", "max_steps": 1.5}',
+        '{"state": "finished", "error": 5}',
+        "\x00\x01",
+        '{"state": null}',
+    ],
+    "run.yaml": [
+        "",
+        "- 1\n- 2\n",
+        "train: [1, 2\n",
+        "42\n",
+        "train: {num_train_steps: many}\n",
+        "model_name: [a]\n",
+        "\xff",
+    ],
+    "eval/summary.json": [
+        "",
+        '{"before": null}',
+        "[1]",
+        '{"after": {"eval_accuracy": "high"}}',
+        '{"before": 3}',
+        "nope",
+    ],
+    "metrics.jsonl": [
+        '{"step": "x", "loss": 1}\n{"step": 2, "loss": 0.5}\n',
+        "[1]\n",
+        '{"step": 1, "loss": "a"}\n',
+        '{"step": 1e30, "loss": 1}\n',
+        '{"step": 1, "time": "t", "loss": 1}\n',
+        "\xff\xfe\n",
+    ],
+    "eval/after.jsonl": [
+        '{"prompt_id": "e0", "correct": tr',
+        '{"prompt_id": "e0", "correct": "false"}\n',
+        "null\n",
+        '{"prompt_id": 5, "completion_tokens": "many"}\n',
+    ],
 }
 
 
@@ -161,6 +282,7 @@ def page_runs(root: Path, run: str) -> list[str]:
 def damage_cases(tmp: Path):
     for name, texts in DAMAGE.items():
         for i, text in enumerate(texts):
+
             def case(name=name, text=text, i=i):
                 root = tmp / f"damage_{name.replace('/', '_')}_{i}"
                 runs = make_runs(root)
@@ -176,23 +298,48 @@ def damage_cases(tmp: Path):
                     return "lost"
                 raised = page_runs(root, "learning")
                 return f"raised ({'; '.join(raised)})" if raised else "handled"
+
             yield f"damaged {name} #{i}: {text[:30]!r}", case
 
 
 BAD_ROLLOUT_LINES = [
-    '{"step": 1, "prom', "42", "null", "[1, 2]", '{"step": "abc", "prompt_id": "x"}', '{"step": 3}',
-    '{"prompt_id": "p"} trailing', '{"step": 1, "prompt_id": "p", "rewards": [1, 2]}',
-    '{"step": 18446744073709551616, "prompt_id": "p"}', '{"step": 1, "prompt_id": "p", "correct": "maybe"}',
-    '{"step": 1, "prompt_id": "p", "reward": "high"}', '{"step": 1, "prompt_id": "p", "sample": 1.5}',
-    '{"step": 1, "prompt_id": ["p"]}', '{"step": true, "prompt_id": "p"}', "\xff\xfe", "",
-    '{"step": 1, "prompt_id": "p", "completion": {"a": 1}}', '{"step": 1, "prompt_id": "p", "rank": -1e400}',
+    '{"step": 1, "prom',
+    "42",
+    "null",
+    "[1, 2]",
+    '{"step": "abc", "prompt_id": "x"}',
+    '{"step": 3}',
+    '{"prompt_id": "p"} trailing',
+    '{"step": 1, "prompt_id": "p", "rewards": [1, 2]}',
+    '{"step": 18446744073709551616, "prompt_id": "p"}',
+    '{"step": 1, "prompt_id": "p", "correct": "maybe"}',
+    '{"step": 1, "prompt_id": "p", "reward": "high"}',
+    '{"step": 1, "prompt_id": "p", "sample": 1.5}',
+    '{"step": 1, "prompt_id": ["p"]}',
+    '{"step": true, "prompt_id": "p"}',
+    "\xff\xfe",
+    "",
+    '{"step": 1, "prompt_id": "p", "completion": {"a": 1}}',
+    '{"step": 1, "prompt_id": "p", "rank": -1e400}',
 ]
 
 
 def rollout_cases(tmp: Path):
-    good = json.dumps({**dict.fromkeys(ROLLOUT_FIELDS), "step": 0, "prompt_id": "p", "reward": 1.0, "sample": 0,
-                       "correct": True, "rank": 0, "completion": "Final: 1", "prediction": "1"})
+    good = json.dumps(
+        {
+            **dict.fromkeys(ROLLOUT_FIELDS),
+            "step": 0,
+            "prompt_id": "p",
+            "reward": 1.0,
+            "sample": 0,
+            "correct": True,
+            "rank": 0,
+            "completion": "Final: 1",
+            "prediction": "1",
+        }
+    )
     for i, bad in enumerate(BAD_ROLLOUT_LINES):
+
         def case(bad=bad, i=i):
             run_dir = tmp / f"rollouts_{i}"
             (run_dir / "rollouts").mkdir(parents=True)
@@ -207,11 +354,16 @@ def rollout_cases(tmp: Path):
             expected_skipped = 0 if not bad.strip() else 1
             if store.count() == 4 and store.skipped == expected_skipped:
                 return "handled"
-            if store.count() == 5 and store._query("SELECT count(*) AS n FROM rollouts WHERE completion = 'Final: 1'")["n"][0] == 4:
+            if (
+                store.count() == 5
+                and store._query("SELECT count(*) AS n FROM rollouts WHERE completion = 'Final: 1'")["n"][0] == 4
+            ):
                 return "coerced (the bad line was kept, its values cast)"
             return f"lost (count {store.count()}, skipped {store.skipped})"
+
         yield f"rollout line {bad[:40]!r}", case
     for ending in ("\r\n",):
+
         def crlf(ending=ending):
             run_dir = tmp / "crlf"
             (run_dir / "rollouts").mkdir(parents=True)
@@ -219,13 +371,16 @@ def rollout_cases(tmp: Path):
             store = RunStore(run_dir)
             store.refresh()
             return "handled" if store.count() == 3 and store.skipped == 0 else "lost"
+
         yield "rollout lines ending in \\r\\n", crlf
 
 
 # ---- processes ----------------------------------------------------------------------------------
 
+
 def process_cases(tmp: Path):
     for pid in (0, 1, -1, -4242, "123", True, 2**70, None, os.getpid()):
+
         def case(pid=pid):
             run_dir = tmp / f"pid_{pid}"
             run_dir.mkdir()
@@ -237,6 +392,7 @@ def process_cases(tmp: Path):
             finally:
                 os.kill = real_kill
             return "handled" if not stopped and not sent else f"other (signalled {sent})"
+
         yield f"stop with pid {pid!r} (not the run's process)", case
 
 
@@ -268,6 +424,7 @@ def real_run_cases(tmp: Path):
             first.terminate()
             first.wait(timeout=120)
         return "handled" if ok and read_status(run_dir)["state"] == "stopped" else "other"
+
     yield "two trainers on one run folder", two_trainers
 
     def kill_then_resume():
@@ -277,19 +434,29 @@ def real_run_cases(tmp: Path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         listed = {r["name"]: r["state"] for r in list_runs(tmp)}
-        resumed = subprocess.run([sys.executable, "-m", "core.train", "--resume", str(run_dir)], cwd=ROOT,
-                                 capture_output=True, text=True, timeout=600)
+        resumed = subprocess.run(
+            [sys.executable, "-m", "core.train", "--resume", str(run_dir)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         store = RunStore(run_dir)
         store.refresh()
         keys = store._query("SELECT step, rank, sample, prompt_id, count(*) AS n FROM rollouts GROUP BY ALL")
         if listed.get("killed") != "crashed" or resumed.returncode != 0:
             return f"other (state {listed.get('killed')}, resume exit {resumed.returncode})"
         steps = sorted(set(keys["step"]))
-        return "handled" if steps == list(range(1, 9)) and (keys["n"] == 1).all() and store.count() == 8 * 16 else \
-            f"lost (steps {steps}, rows {store.count()})"
+        return (
+            "handled"
+            if steps == list(range(1, 9)) and (keys["n"] == 1).all() and store.count() == 8 * 16
+            else f"lost (steps {steps}, rows {store.count()})"
+        )
+
     yield "kill -9 mid-run, then --resume", kill_then_resume
 
     for signals in (1, 2):
+
         def sigterm(signals=signals):
             run_dir = tmp / f"sigterm_{signals}"
             proc = train(run_dir, "train.num_train_steps=300", wait=False)
@@ -300,6 +467,7 @@ def real_run_cases(tmp: Path):
             proc.wait(timeout=120)
             status = read_status(run_dir)
             return "handled" if status.get("state") == "stopped" and (run_dir / "model").is_dir() else "other"
+
         yield f"SIGTERM x{signals} during training", sigterm
 
 
@@ -325,8 +493,11 @@ def main() -> int:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for group in groups:
         mine = [o for g, _, o in results if g == group.__name__]
-        print(f"| {group.__name__.removesuffix('_cases')} | {len(mine)} | " +
-              " | ".join(str(sum(o.startswith(k) for o in mine)) for k in kinds) + " |")
+        print(
+            f"| {group.__name__.removesuffix('_cases')} | {len(mine)} | "
+            + " | ".join(str(sum(o.startswith(k) for o in mine)) for k in kinds)
+            + " |"
+        )
     print(f"| all | {len(results)} | " + " | ".join(str(counts[k]) for k in kinds) + " |")
     for group, name, outcome in results:
         if not outcome.startswith("handled"):

@@ -32,10 +32,20 @@ def qwen_shaped_model(folder: Path) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(build_tiny_model())
     tokenizer.add_tokens([f"<pad{i}>" for i in range(151936 - len(tokenizer))])
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
-                         rope_theta=1_000_000.0, tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        rope_theta=1_000_000.0,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
     model = Qwen2ForCausalLM(config).to(torch.bfloat16)
     model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     model.save_pretrained(folder)
@@ -45,10 +55,22 @@ def qwen_shaped_model(folder: Path) -> Path:
 
 def grpo_speed(model: str, out: Path, steps: int, extra: list[str]) -> dict:
     """Train `steps` steps at configs/gpu.yaml's settings; median step time and tokens/s."""
-    sets = [f"model_name={model}", "dataset.name=synthetic", f"train.num_train_steps={steps}", "eval.enabled=false",
-            "runtime.use_wandb=false", "train.save_steps=0", f"train.output_dir={out}", *extra]
-    result = subprocess.run([sys.executable, "-m", "core.train", "--config", "configs/gpu.yaml",
-                             *[a for s in sets for a in ("--set", s)]], cwd=ROOT, capture_output=True, text=True)
+    sets = [
+        f"model_name={model}",
+        "dataset.name=synthetic",
+        f"train.num_train_steps={steps}",
+        "eval.enabled=false",
+        "runtime.use_wandb=false",
+        "train.save_steps=0",
+        f"train.output_dir={out}",
+        *extra,
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "core.train", "--config", "configs/gpu.yaml", *[a for s in sets for a in ("--set", s)]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-2000:])
     logs = [m for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "step_time" in m]
@@ -72,8 +94,11 @@ def eval_speed(model_dir: str, questions: int, with_vllm: bool) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).to(device)
     shared = ROOT.parent / "shared" / "data" / "gsm8k"
-    source = DatasetConfig(path=str(shared), n_train=1, n_eval=questions) if shared.is_dir() else \
-        DatasetConfig(name="synthetic", n_train=1, n_eval=questions)
+    source = (
+        DatasetConfig(path=str(shared), n_train=1, n_eval=questions)
+        if shared.is_dir()
+        else DatasetConfig(name="synthetic", n_train=1, n_eval=questions)
+    )
     dataset = to_dataset(load_rows(source, seed=0)[1], tokenizer)
     seconds = {}
     for batch in (64, 1):
@@ -115,17 +140,23 @@ def main() -> None:
             has_vllm = False
         if cuda and has_vllm:
             v = grpo_speed(model, tmp / "vllm", args.steps, ["grpo.use_vllm=true", "grpo.vllm_mode=colocate"])
-            print(f"GRPO step, vLLM colocate:         {v['step_time']:.2f} s/step, {v['tokens_per_s']:,.0f} tokens/s "
-                  f"({hf['step_time'] / v['step_time']:.1f}x faster)")
+            print(
+                f"GRPO step, vLLM colocate:         {v['step_time']:.2f} s/step, {v['tokens_per_s']:,.0f} tokens/s "
+                f"({hf['step_time'] / v['step_time']:.1f}x faster)"
+            )
         else:
             print("GRPO step, vLLM colocate: skipped (needs CUDA and `pip install -r requirements-vllm.txt`)")
         e = eval_speed(model, args.eval_questions or (1319 if cuda else 128), cuda and has_vllm)
-        print(f"eval of {e['n']} questions: batched (64) {e['batched']:.1f} s ({e['n'] / e['batched']:.1f} q/s), "
-              f"one at a time {e['single']:.1f} s ({e['n'] / e['single']:.1f} q/s): "
-              f"{e['single'] / e['batched']:.1f}x faster batched")
+        print(
+            f"eval of {e['n']} questions: batched (64) {e['batched']:.1f} s ({e['n'] / e['batched']:.1f} q/s), "
+            f"one at a time {e['single']:.1f} s ({e['n'] / e['single']:.1f} q/s): "
+            f"{e['single'] / e['batched']:.1f}x faster batched"
+        )
         if e["vllm"]:
-            print(f"eval with vLLM: {e['vllm']:.1f} s including engine start ({e['batched'] / e['vllm']:.1f}x "
-                  "faster than hf batched)")
+            print(
+                f"eval with vLLM: {e['vllm']:.1f} s including engine start ({e['batched'] / e['vllm']:.1f}x "
+                "faster than hf batched)"
+            )
 
 
 if __name__ == "__main__":

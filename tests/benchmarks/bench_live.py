@@ -44,24 +44,51 @@ def make_live_run(run_dir: Path, n: int) -> None:
     config = load_config(ROOT / "configs" / "tiny_cpu.yaml").to_dict()
     config["train"].update(output_dir=str(run_dir), num_train_steps=steps * 2)
     (run_dir / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (run_dir / "metrics.jsonl").write_text("".join(
-        json.dumps({"step": s, "time": time.time() - steps + s, "loss": 1 / s, "reward": 0.5}) + "\n"
-        for s in range(1, steps + 1)))
+    (run_dir / "metrics.jsonl").write_text(
+        "".join(
+            json.dumps({"step": s, "time": time.time() - steps + s, "loss": 1 / s, "reward": 0.5}) + "\n"
+            for s in range(1, steps + 1)
+        )
+    )
     write_status(run_dir, steps)
 
 
 def write_status(run_dir: Path, step: int) -> None:
     """status.json as the trainer writes it each step: this process is the run's (a proven pid)."""
-    write_json_atomic(run_dir / "status.json", {
-        "state": "running", "pid": os.getpid(), "pid_started": process_started(os.getpid()),
-        "started_at": time.time() - 3600, "global_step": step, "max_steps": step * 2, "phase": "training"})
+    write_json_atomic(
+        run_dir / "status.json",
+        {
+            "state": "running",
+            "pid": os.getpid(),
+            "pid_started": process_started(os.getpid()),
+            "started_at": time.time() - 3600,
+            "global_step": step,
+            "max_steps": step * 2,
+            "phase": "training",
+        },
+    )
 
 
 def start_server(runs: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
-                             "--server.headless", "true", "--server.fileWatcherType", "none"],
-                            cwd=ROOT, env={**os.environ, "RUNS_DIR": str(runs)}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "dashboard/app.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "RUNS_DIR": str(runs)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.time() + 120
     while True:
         try:
@@ -93,8 +120,11 @@ def main() -> None:
     print(f"writing a live run of {args.rollouts:,} rollouts to {run_dir} ...", flush=True)
     make_live_run(run_dir, args.rollouts)
     make_live_run(runs / "small", 1024)  # the same pages over a run of 1,024 rollouts: what a page costs at any size
-    print(f"  {time.time() - started:.0f} s, "
-          f"{sum(p.stat().st_size for p in (run_dir / 'rollouts').iterdir()) / 2**20:,.0f} MiB\n", flush=True)
+    print(
+        f"  {time.time() - started:.0f} s, "
+        f"{sum(p.stat().st_size for p in (run_dir / 'rollouts').iterdir()) / 2**20:,.0f} MiB\n",
+        flush=True,
+    )
     server = start_server(runs, args.port)
     ps = psutil.Process(server.pid)
     url = f"http://127.0.0.1:{args.port}"
@@ -111,9 +141,17 @@ def main() -> None:
 
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run"])
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--no-first-run",
+                ],
+            )
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
             page.set_default_timeout(300_000)
             pages = {  # page: what shows once it has drawn
@@ -130,8 +168,11 @@ def main() -> None:
                     drawn()
                     rows.append((f"{path} page by its address, {visit}", f"{time.perf_counter() - start:.2f} s"))
                     rss.append(ps.memory_info().rss)
-            small = {"runs": lambda: page.get_by_text("running · step 8/").first.wait_for(),
-                     "rollouts": lambda: page.get_by_text("1,024 rollouts match").wait_for(), "prompts": pages["prompts"]}
+            small = {
+                "runs": lambda: page.get_by_text("running · step 8/").first.wait_for(),
+                "rollouts": lambda: page.get_by_text("1,024 rollouts match").wait_for(),
+                "prompts": pages["prompts"],
+            }
             for path in pages:  # as a user moves between pages: a click in the sidebar, from a page just opened
                 for run, drawn in ((name, pages[path]), ("small", small[path])):
                     took = []
@@ -144,8 +185,12 @@ def main() -> None:
                         page.get_by_role("link", name=path.capitalize()).click()
                         drawn()
                         took.append(time.perf_counter() - start)
-                    rows.append((f"{path} page from the sidebar, {'1,024 rollouts' if run == 'small' else f'{args.rollouts:,} rollouts'}",
-                                 f"{sorted(took)[1]:.2f} s median of 3, {max(took):.2f} s max"))
+                    rows.append(
+                        (
+                            f"{path} page from the sidebar, {'1,024 rollouts' if run == 'small' else f'{args.rollouts:,} rollouts'}",
+                            f"{sorted(took)[1]:.2f} s median of 3, {max(took):.2f} s max",
+                        )
+                    )
 
             for path, status in (("rollouts", True), ("rollouts", False), ("runs", True)):
                 write_status(run_dir, step)
@@ -162,8 +207,12 @@ def main() -> None:
                     rss.append(ps.memory_info().rss)
                 per_refresh = (cpu_seconds(ps) - cpu) / args.rounds
                 what = f"{path} page, a step every 2 s{' + status.json rewrite' if status else ''}"
-                rows.append((f"{what}: new rows visible after", f"{sorted(waits)[len(waits) // 2]:.2f} s median, "
-                                                               f"{max(waits):.2f} s max"))
+                rows.append(
+                    (
+                        f"{what}: new rows visible after",
+                        f"{sorted(waits)[len(waits) // 2]:.2f} s median, {max(waits):.2f} s max",
+                    )
+                )
                 rows.append((f"{what}: server CPU per refresh", f"{per_refresh:.2f} s"))
 
             # A text search, typed as a user does: the first time it reads every completion, then its
@@ -178,8 +227,12 @@ def main() -> None:
                 box.fill(text)
                 box.press("Enter")
                 expect(count).not_to_have_text(before, timeout=300_000)
-                rows.append((f"rollouts page: a new search (`{text}`), the matches shown after",
-                             f"{time.perf_counter() - start:.2f} s"))
+                rows.append(
+                    (
+                        f"rollouts page: a new search (`{text}`), the matches shown after",
+                        f"{time.perf_counter() - start:.2f} s",
+                    )
+                )
             page.wait_for_timeout(3000)
             cpu, waits = cpu_seconds(ps), []
             for _ in range(args.rounds):  # `Apples` is in nearly every completion: each step adds matches
@@ -190,17 +243,32 @@ def main() -> None:
                 waits.append(time.perf_counter() - start)
                 page.wait_for_timeout(max(0, 2000 - 1000 * waits[-1]))
                 rss.append(ps.memory_info().rss)
-            rows.append(("rollouts page, searching `Apples`, a step every 2 s: new matches visible after",
-                         f"{sorted(waits)[len(waits) // 2]:.2f} s median, {max(waits):.2f} s max"))
-            rows.append(("rollouts page, searching `Apples`: server CPU per refresh",
-                         f"{(cpu_seconds(ps) - cpu) / args.rounds:.2f} s"))
+            rows.append(
+                (
+                    "rollouts page, searching `Apples`, a step every 2 s: new matches visible after",
+                    f"{sorted(waits)[len(waits) // 2]:.2f} s median, {max(waits):.2f} s max",
+                )
+            )
+            rows.append(
+                (
+                    "rollouts page, searching `Apples`: server CPU per refresh",
+                    f"{(cpu_seconds(ps) - cpu) / args.rounds:.2f} s",
+                )
+            )
             browser.close()
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import sys; from core.runs import list_runs; list_runs(sys.argv[1])",
-                        str(runs)], cwd=ROOT, check=True)
+        subprocess.run(
+            [sys.executable, "-c", "import sys; from core.runs import list_runs; list_runs(sys.argv[1])", str(runs)],
+            cwd=ROOT,
+            check=True,
+        )
         rows.append(("list_runs() in a new process (imports included)", f"{time.perf_counter() - start:.2f} s"))
-        rows.append(("server RSS", f"{max(rss) / 2**20:,.0f} MB peak, {rss[-1] / 2**20:,.0f} MB at the end "
-                                   f"({written:,} rollouts)"))
+        rows.append(
+            (
+                "server RSS",
+                f"{max(rss) / 2**20:,.0f} MB peak, {rss[-1] / 2**20:,.0f} MB at the end ({written:,} rollouts)",
+            )
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -31,8 +31,10 @@ LOAD = "from core.store import RunStore; import sys; s = RunStore(sys.argv[1]); 
 
 
 # Runs a command and prints its peak resident memory (KB) last on stderr: each measured alone.
-PEAK = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)")
+PEAK = (
+    "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)"
+)
 
 
 def measured(command: list[str]) -> tuple[float, float, str]:
@@ -59,15 +61,21 @@ def main() -> None:
     print(f"{args.rollouts:,} rollouts, {size:.2f} GB of JSON lines; each row a fresh process")
     wall, peak, _ = measured([sys.executable, "-c", LOAD, str(run)])
     print(f"store's cold load alone | {wall:.1f} s | peak {peak:,.0f} MB", flush=True)
-    for label, rewards in (("gsm8k_lenient + format", ["--reward", "gsm8k_lenient", "--reward", "format",
-                                                       "--weight", "1", "--weight", "0.5"]),
-                           ("a user's file: partial_credit", ["--reward",
-                                                              f"{args.dir / 'user_reward.py'}:partial_credit"])):
+    for label, rewards in (
+        (
+            "gsm8k_lenient + format",
+            ["--reward", "gsm8k_lenient", "--reward", "format", "--weight", "1", "--weight", "0.5"],
+        ),
+        ("a user's file: partial_credit", ["--reward", f"{args.dir / 'user_reward.py'}:partial_credit"]),
+    ):
         wall, peak, out = measured([sys.executable, "-m", "core.replay", str(run), *rewards, "--json"])
         report = json.loads(out)
-        print(f"replay, {label} | {wall:.1f} s in all, {report['seconds']:.1f} s replaying "
-              f"({report['rollouts_per_second']:,.0f} rollouts a second, {report['reward_seconds']:.1f} s in the "
-              f"rewards), changed {report['changed']:,} | peak {peak:,.0f} MB", flush=True)
+        print(
+            f"replay, {label} | {wall:.1f} s in all, {report['seconds']:.1f} s replaying "
+            f"({report['rollouts_per_second']:,.0f} rollouts a second, {report['reward_seconds']:.1f} s in the "
+            f"rewards), changed {report['changed']:,} | peak {peak:,.0f} MB",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,10 @@ def duckdb_read_json(run_dir: Path, out) -> None:
 
     con = duckdb.connect()
     start = time.perf_counter()
-    con.execute("CREATE TABLE t AS SELECT * FROM "
-                f"read_json($f, format = 'newline_delimited', columns = {typed_columns()})", {"f": files(run_dir)})
+    con.execute(
+        f"CREATE TABLE t AS SELECT * FROM read_json($f, format = 'newline_delimited', columns = {typed_columns()})",
+        {"f": files(run_dir)},
+    )
     rows = con.execute("SELECT count(*) FROM t").fetchone()[0]
     out.put({"seconds": time.perf_counter() - start, "rows": rows, "peak_mb": peak_mb()})
 
@@ -103,11 +105,15 @@ def store_run(run_dir: Path, total: int, out) -> None:
     deep = store.rollouts_page(step_min=step // 2, step_max=step // 2, limit=1)[0]["key"].iloc[0]  # mid-run
     queries = {
         "rollouts page (no filter)": lambda: store.rollouts_page(),
-        "rollouts page (step window, reward, correct, rank)":
-            lambda: store.rollouts_page(step_min=step - 500, step_max=step, rewards=[1.0], correct=True, rank=1),
-        "rollouts page, text search (same again), last 100 steps":
-            lambda: store.rollouts_page(search="final: 42", step_min=step - 100),
-        "rollouts page, text search (same again), last page": lambda: store.rollouts_page(search="final: 42", start="last"),
+        "rollouts page (step window, reward, correct, rank)": lambda: store.rollouts_page(
+            step_min=step - 500, step_max=step, rewards=[1.0], correct=True, rank=1
+        ),
+        "rollouts page, text search (same again), last 100 steps": lambda: store.rollouts_page(
+            search="final: 42", step_min=step - 100
+        ),
+        "rollouts page, text search (same again), last page": lambda: store.rollouts_page(
+            search="final: 42", start="last"
+        ),
         "rollouts page, the last page": lambda: store.rollouts_page(start="last"),
         "rollouts page, the page after one deep in the run": lambda: store.rollouts_page(start="after", key=deep),
         "rollouts page, sorted by length": lambda: store.rollouts_page(order="longest"),
@@ -128,20 +134,34 @@ def store_run(run_dir: Path, total: int, out) -> None:
         write_run(run_dir, 1000, ranks=2, start=written[0])
         written[0] += 1000
         store.refresh()
+
     for text in ("final: 42", "Apples", "so the total", "answer"):
+
         def forget(text=text):  # as if never asked for
             if caseless_regex(text) in store._searches:
                 store._forget_search(caseless_regex(text))
+
         searches[f"rollouts page, a new text search (`{text}`), all steps"] = median_ms(
-            lambda text=text: store.rollouts_page(search=text), repeats=5, before=forget)
+            lambda text=text: store.rollouts_page(search=text), repeats=5, before=forget
+        )
         searches[f"  `{text}` again (another page, order or filter)"] = median_ms(
-            lambda text=text: store.rollouts_page(search=text, order="oldest"))
+            lambda text=text: store.rollouts_page(search=text, order="oldest")
+        )
         searches[f"  `{text}` again, 1,000 new rollouts since"] = median_ms(
-            lambda text=text: store.rollouts_page(search=text), repeats=5, before=arrive)
-    doctor_ms = {"the run doctor's per-step read, its first look": doctor[0] * 1000,
-                 "  again, 1,000 new rollouts since": statistics.median(doctor[1:]) * 1000}
-    out.put({"rows": rows, "incremental_ms": statistics.median(increments) * 1000, "peak_mb": peak_mb(),
-             "queries_ms": {**doctor_ms, **searches, **{name: median_ms(fn) for name, fn in queries.items()}}})
+            lambda text=text: store.rollouts_page(search=text), repeats=5, before=arrive
+        )
+    doctor_ms = {
+        "the run doctor's per-step read, its first look": doctor[0] * 1000,
+        "  again, 1,000 new rollouts since": statistics.median(doctor[1:]) * 1000,
+    }
+    out.put(
+        {
+            "rows": rows,
+            "incremental_ms": statistics.median(increments) * 1000,
+            "peak_mb": peak_mb(),
+            "queries_ms": {**doctor_ms, **searches, **{name: median_ms(fn) for name, fn in queries.items()}},
+        }
+    )
 
 
 def cold_steps(run_dir: Path, out, repeats: int = 3) -> None:
@@ -157,13 +177,20 @@ def cold_steps(run_dir: Path, out, repeats: int = 3) -> None:
     typed = typed_columns()
     read = "FROM read_json($paths, format = 'newline_delimited', columns = {}, filename = true)"
     steps = {  # the SQL; whether it runs without keeping the files' line order (as RunStore's own connection)
-        "read_json, typed, DuckDB's defaults (the baseline)": (f"CREATE TABLE t AS SELECT * {read.format(typed)}", False),
+        "read_json, typed, DuckDB's defaults (the baseline)": (
+            f"CREATE TABLE t AS SELECT * {read.format(typed)}",
+            False,
+        ),
         "... the files' line order not kept": (f"CREATE TABLE t AS SELECT * {read.format(typed)}", True),
         "... short values read as JSON text, long ones as text": (
-            f"CREATE TABLE t AS SELECT * {read.format(_READ_AS)}", True),
+            f"CREATE TABLE t AS SELECT * {read.format(_READ_AS)}",
+            True,
+        ),
         "... each value checked against its field's JSON type and cast": (f"CREATE TABLE t AS {READ_JSON}", True),
         "... into the store's table, the prompt on sample 0 alone (the store)": (
-            INSERT_ROLLOUTS.format(rows=READ_JSON), True),
+            INSERT_ROLLOUTS.format(rows=READ_JSON),
+            True,
+        ),
         "then the run doctor's first look: each rollout's degenerate flag": (Queries.DECIDE_DEGENERATE, True),
     }
     paths = files(run_dir)
@@ -198,8 +225,13 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=1_000_000)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/simple_grpo_bench"))
     parser.add_argument("--skip-pandas", action="store_true", help="the naive reload takes minutes at 1M")
-    parser.add_argument("--cold-pairs", type=int, default=3, help="cold loads of read_json and of the store, "
-                        "this many of each in alternating order; the table gives their medians")
+    parser.add_argument(
+        "--cold-pairs",
+        type=int,
+        default=3,
+        help="cold loads of read_json and of the store, "
+        "this many of each in alternating order; the table gives their medians",
+    )
     args = parser.parse_args()
     if args.cold_pairs < 1:
         raise SystemExit(f"--cold-pairs {args.cold_pairs}: give at least 1")
@@ -210,8 +242,9 @@ def main() -> None:
         shutil.rmtree(run_dir)  # earlier runs appended increments: start from the same size each time
     print(f"writing {args.rollouts:,} rollouts (2 rank files) to {run_dir} ...", flush=True)
     write_run(run_dir, args.rollouts, ranks=2)
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "time": s, "loss": 1 / s, "reward": 0.1})
-                                                   + "\n" for s in range(1, 2001)))
+    (run_dir / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "time": s, "loss": 1 / s, "reward": 0.1}) + "\n" for s in range(1, 2001))
+    )
     size = sum(Path(f).stat().st_size for f in files(run_dir)) / 2**20
     print(f"{size:,.0f} MiB of JSON lines\n", flush=True)
 
@@ -225,25 +258,48 @@ def main() -> None:
     for i in range(args.cold_pairs):
         for fn in (duckdb_read_json, store_cold) if i % 2 == 0 else (store_cold, duckdb_read_json):
             (duck if fn is duckdb_read_json else cold).append(in_process(fn, run_dir))
-        print(f"cold pair {i}: read_json {duck[-1]['seconds']:.2f} s, RunStore {cold[-1]['seconds']:.2f} s, "
-              f"{cold[-1]['seconds'] / duck[-1]['seconds']:.2f}x", flush=True)
+        print(
+            f"cold pair {i}: read_json {duck[-1]['seconds']:.2f} s, RunStore {cold[-1]['seconds']:.2f} s, "
+            f"{cold[-1]['seconds'] / duck[-1]['seconds']:.2f}x",
+            flush=True,
+        )
     ratios = [c["seconds"] / d["seconds"] for c, d in zip(cold, duck)]
     duck_s, cold_s = (statistics.median(r["seconds"] for r in rs) for rs in (duck, cold))
     steps = in_process(cold_steps, run_dir)
     store = in_process(store_run, run_dir, args.rollouts)
-    rows = [("DuckDB read_json into a table (baseline)", f"{duck_s:.2f} s median",
-             f"{max(r['peak_mb'] for r in duck):,} MB"),
-            ("RunStore cold refresh()", f"{cold_s:.2f} s median ({statistics.median(ratios):.2f}x read_json, "
-             f"pairs {min(ratios):.2f}-{max(ratios):.2f}x)", f"{store['peak_mb']:,} MB (whole run)"),
-            ("RunStore incremental refresh(), 1,000 new", f"{store['incremental_ms']:.1f} ms median", "")]
+    rows = [
+        (
+            "DuckDB read_json into a table (baseline)",
+            f"{duck_s:.2f} s median",
+            f"{max(r['peak_mb'] for r in duck):,} MB",
+        ),
+        (
+            "RunStore cold refresh()",
+            f"{cold_s:.2f} s median ({statistics.median(ratios):.2f}x read_json, "
+            f"pairs {min(ratios):.2f}-{max(ratios):.2f}x)",
+            f"{store['peak_mb']:,} MB (whole run)",
+        ),
+        ("RunStore incremental refresh(), 1,000 new", f"{store['incremental_ms']:.1f} ms median", ""),
+    ]
     if not args.skip_pandas:
         naive = in_process(pandas_reload, run_dir)
-        rows.append(("naive full reload: pandas.read_json(lines=True)", f"{naive['seconds']:.2f} s "
-                     f"({naive['seconds'] / cold_s:.1f}x cold refresh, "
-                     f"{naive['seconds'] * 1000 / store['incremental_ms']:,.0f}x incremental)",
-                     f"{naive['peak_mb']:,} MB"))
-    rows += [(f"cold load, step by step: {name}", f"{seconds:.2f} s median ({seconds / steps[next(iter(steps))]:.2f}x "
-              "the first)", "") for name, seconds in steps.items()]
+        rows.append(
+            (
+                "naive full reload: pandas.read_json(lines=True)",
+                f"{naive['seconds']:.2f} s "
+                f"({naive['seconds'] / cold_s:.1f}x cold refresh, "
+                f"{naive['seconds'] * 1000 / store['incremental_ms']:,.0f}x incremental)",
+                f"{naive['peak_mb']:,} MB",
+            )
+        )
+    rows += [
+        (
+            f"cold load, step by step: {name}",
+            f"{seconds:.2f} s median ({seconds / steps[next(iter(steps))]:.2f}x the first)",
+            "",
+        )
+        for name, seconds in steps.items()
+    ]
     rows += [(f"query: {name}", f"{ms:.1f} ms median", "") for name, ms in store["queries_ms"].items()]
     width, time_width = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
     print(f"\n{'what':<{width}}  {'time':<{time_width}}  peak RSS")

@@ -43,15 +43,29 @@ def score(run_dir: Path, rollout: dict, before, after) -> None:
         start = time.perf_counter()
         view = token_view(run_dir, rollout, before, after)
         times.append(time.perf_counter() - start)
-    print(f"one rollout of {len(view.tokens)} tokens scored under both models: median {statistics.median(times):.3f} s "
-          f"over {TRIES} (fastest {min(times):.3f} s)")
+    print(
+        f"one rollout of {len(view.tokens)} tokens scored under both models: median {statistics.median(times):.3f} s "
+        f"over {TRIES} (fastest {min(times):.3f} s)"
+    )
 
 
 def tiny(run_dir: Path | None) -> None:
     if run_dir is None:
         run_dir = Path(tempfile.mkdtemp(prefix="bench-tokens-")) / "tiny"
-        subprocess.run([sys.executable, "-m", "core.train", "--config", "configs/tiny_cpu.yaml", "--set",
-                        f"train.output_dir={run_dir}"], cwd=REPO, check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "core.train",
+                "--config",
+                "configs/tiny_cpu.yaml",
+                "--set",
+                f"train.output_dir={run_dir}",
+            ],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
     store = RunStore(run_dir)
     store.refresh()
     page, _ = store.rollouts_page(order="longest", limit=1)
@@ -64,14 +78,21 @@ def tiny(run_dir: Path | None) -> None:
 
 def smollm2() -> None:
     run_dir = Path(tempfile.mkdtemp(prefix="bench-tokens-"))
-    config_path(run_dir).write_text(yaml.safe_dump({"model_name": "builtin:smollm2-135m", "grpo": {"temperature": 0.7}}))
+    config_path(run_dir).write_text(
+        yaml.safe_dump({"model_name": "builtin:smollm2-135m", "grpo": {"temperature": 0.7}})
+    )
     before = timed("first load of builtin:smollm2-135m", lambda: load("builtin:smollm2-135m"))
     after = timed("second copy", lambda: load("builtin:smollm2-135m"))
     tokenizer = after[1]
     sentence = tokenizer(" Ava has 4 apples and finds 3 more, so she has 4 + 3 = 7 apples.")["input_ids"]
     ids = (sentence * (128 // len(sentence) + 1))[:128]
-    rollout = {"step": 1, "prompt_id": "bench", "sample": 0, "completion": tokenizer.decode(ids),
-               "prompt": build_prompt(tokenizer, "Ava has 4 apples and finds 3 more. How many apples does Ava have now?")}
+    rollout = {
+        "step": 1,
+        "prompt_id": "bench",
+        "sample": 0,
+        "completion": tokenizer.decode(ids),
+        "prompt": build_prompt(tokenizer, "Ava has 4 apples and finds 3 more. How many apples does Ava have now?"),
+    }
     score(run_dir, rollout, before, after)
 
 

@@ -32,8 +32,14 @@ from core.runstate import LIVE_STATES
 from tests.benchmarks.bench_live import CHROMIUM, start_server
 
 PAGES = {  # address: what shows once the page has drawn
-    "runs": "Smoothing of the metric curves", "rollouts": "rollouts match", "rewards": "Rewards",
-    "prompts": "Prompts", "eval": "Eval", "launch": "Launch", "": "Watch a model learn"}
+    "runs": "Smoothing of the metric curves",
+    "rollouts": "rollouts match",
+    "rewards": "Rewards",
+    "prompts": "Prompts",
+    "eval": "Eval",
+    "launch": "Launch",
+    "": "Watch a model learn",
+}
 
 
 class CpuMeter:
@@ -116,9 +122,17 @@ def run_watched(config: dict, runs: Path, name: str, args, walk: list[str], shot
     url = f"http://127.0.0.1:{args.port}"
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run"])
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--no-first-run",
+                ],
+            )
             browser_meter = CpuMeter(os.getpid(), names=("chrom", "node"))  # Playwright's driver and Chromium
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
             page.set_default_timeout(120_000)
@@ -151,20 +165,26 @@ def run_watched(config: dict, runs: Path, name: str, args, walk: list[str], shot
     finally:
         server.terminate()
         server.wait(timeout=30)
-    return {"wall": wall, "trainer": trainer_cpu(meter), "server": server_cpu, "browser": browser_cpu,
-            "visits": visits}
+    return {"wall": wall, "trainer": trainer_cpu(meter), "server": server_cpu, "browser": browser_cpu, "visits": visits}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=400, help="training steps of the demo (700 in the preset)")
-    parser.add_argument("--walk", default="runs,rollouts,rewards,prompts,eval,launch",
-                        help="pages visited in turn while the run trains, comma-separated")
+    parser.add_argument(
+        "--walk",
+        default="runs,rollouts,rewards,prompts,eval,launch",
+        help="pages visited in turn while the run trains, comma-separated",
+    )
     parser.add_argument("--dwell", type=float, default=30, help="seconds on each page of the walk")
-    parser.add_argument("--pairs", type=int, default=1,
-                        help="pairs of runs (alone, watched), in alternating order (AB BA AB ...: an even count "
-                             "balances it) so that a drift in the machine's pace weighs on both sides; one ratio a "
-                             "pair, and their median")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=1,
+        help="pairs of runs (alone, watched), in alternating order (AB BA AB ...: an even count "
+        "balances it) so that a drift in the machine's pace weighs on both sides; one ratio a "
+        "pair, and their median",
+    )
     parser.add_argument("--skip-alone", action="store_true", help="only the watched run")
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--screenshots", default=str(ROOT / "test-artifacts" / "bench_watch"))
@@ -179,8 +199,11 @@ def main() -> None:
     shots = Path(args.screenshots)
     shots.mkdir(parents=True, exist_ok=True)
     config = run_config(args.steps)
-    print(f"machine: {os.cpu_count()} cores; demo preset, {args.steps} training steps; walk {','.join(walk)}, "
-          f"{args.dwell:.0f} s a page; screenshots in {shots}", flush=True)
+    print(
+        f"machine: {os.cpu_count()} cores; demo preset, {args.steps} training steps; walk {','.join(walk)}, "
+        f"{args.dwell:.0f} s a page; screenshots in {shots}",
+        flush=True,
+    )
     ratios = []
     for i in range(args.pairs):
         order = ["alone", "watched"] if i % 2 == 0 else ["watched", "alone"]
@@ -188,18 +211,25 @@ def main() -> None:
         for side in order:
             if side == "alone" and not args.skip_alone:
                 figures["alone"] = run_alone(config, tmp / f"alone-{i}", f"alone-{i}")
-                print(f"pair {i}: alone    {figures['alone'][0]:7.1f} s  trainer CPU {figures['alone'][1]:.0f} s",
-                      flush=True)
+                print(
+                    f"pair {i}: alone    {figures['alone'][0]:7.1f} s  trainer CPU {figures['alone'][1]:.0f} s",
+                    flush=True,
+                )
             elif side == "watched":
                 w = figures["watched"] = run_watched(config, tmp / f"watched-{i}", f"watched-{i}", args, walk, shots)
-                print(f"pair {i}: watched  {w['wall']:7.1f} s  trainer CPU {w['trainer']:.0f} s, dashboard server CPU "
-                      f"{w['server']:.0f} s, browser CPU {w['browser']:.0f} s, {w['visits']} page visits", flush=True)
+                print(
+                    f"pair {i}: watched  {w['wall']:7.1f} s  trainer CPU {w['trainer']:.0f} s, dashboard server CPU "
+                    f"{w['server']:.0f} s, browser CPU {w['browser']:.0f} s, {w['visits']} page visits",
+                    flush=True,
+                )
         if "alone" in figures:
             ratios.append(figures["watched"]["wall"] / figures["alone"][0])
             print(f"pair {i}: watched / alone {ratios[-1]:.2f}x", flush=True)
     if ratios:
-        print(f"\nwatched / alone over {len(ratios)} pair(s): median {statistics.median(ratios):.2f}x, "
-              f"from {min(ratios):.2f}x to {max(ratios):.2f}x")
+        print(
+            f"\nwatched / alone over {len(ratios)} pair(s): median {statistics.median(ratios):.2f}x, "
+            f"from {min(ratios):.2f}x to {max(ratios):.2f}x"
+        )
 
 
 if __name__ == "__main__":
