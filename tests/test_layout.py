@@ -175,3 +175,14 @@ def test_only_the_run_directory_module_builds_the_paths_of_a_runs_files():
             ):
                 found.append(f"{path.name}:{node.lineno}")
     assert not found, f"run-directory paths built outside core/rundir.py: {found}"
+
+
+@pytest.mark.parametrize("command", [["check", "."], ["format", "--check", "."]], ids=["lint", "format"])
+def test_ruff_finds_nothing_to_mend(command):
+    """ruff (configured in pyproject.toml) finds no lint and no file to reformat: `ruff check --fix .` and
+    `ruff format .` mend what it finds."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "ruff", *command], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
