@@ -77,8 +77,35 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
     return run_dir
 
 
+GSM8K_MISSING = "../shared/data/gsm8k is not present"
+CHROMIUM_MISSING = "Debian's chromium is not installed"
+# Why a test may skip here, and the one command that lets it run: said at the end of the run.
+SKIP_FIXES = {
+    CHROMIUM_MISSING: "apt-get update && apt-get install -y chromium (as .ci/run does)",
+    GSM8K_MISSING: "put the GSM8K files (train.jsonl, test.jsonl) in ../shared/data/gsm8k/ beside the repository",
+}
+
+
 @pytest.fixture
 def gsm8k_dir():
     if not (GSM8K / "test.jsonl").is_file():
-        pytest.skip("../shared/data/gsm8k is not present")
+        pytest.skip(GSM8K_MISSING)
     return GSM8K
+
+
+def skip_notes(skipped) -> list[str]:
+    """A line for each known reason some of `skipped` (pytest's skip reports) skipped: how many, why, and
+    the command that enables them."""
+    notes = []
+    for reason, fix in SKIP_FIXES.items():
+        count = sum(reason in str(report.longrepr) for report in skipped)
+        if count:
+            notes.append(f"{count} test{'s' if count > 1 else ''} skipped: {reason}; to run them: {fix}")
+    return notes
+
+
+def pytest_unconfigure(config):
+    """The run's last lines, after pytest's own summary: what skipped for want of what, and how to enable it."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    for note in skip_notes(reporter.stats.get("skipped", []) if reporter else []):
+        reporter.write_line(note, yellow=True, bold=True)

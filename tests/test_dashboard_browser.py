@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from core.rundir import read_status
-from tests.conftest import ROOT
+from tests.conftest import CHROMIUM_MISSING, ROOT
 from tests.dashboard_fixtures import make_runs
 
 CHROMIUM = "/usr/bin/chromium"
@@ -27,7 +27,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=CHROMIUM_MISSING),
 ]
 
 

@@ -186,3 +186,21 @@ def test_ruff_finds_nothing_to_mend(command):
 
     result = subprocess.run([sys.executable, "-m", "ruff", *command], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
+
+
+def test_the_end_of_a_run_says_what_skipped_and_the_command_that_enables_it():
+    from types import SimpleNamespace
+
+    from tests.conftest import CHROMIUM_MISSING, GSM8K_MISSING, skip_notes
+
+    reports = [
+        SimpleNamespace(longrepr=("tests/x.py", 1, f"Skipped: {reason}"))
+        for reason in [CHROMIUM_MISSING] * 9 + [GSM8K_MISSING, "another reason"]
+    ]
+    assert skip_notes(reports) == [
+        "9 tests skipped: Debian's chromium is not installed; to run them: apt-get update && apt-get install -y "
+        "chromium (as .ci/run does)",
+        "1 test skipped: ../shared/data/gsm8k is not present; to run them: put the GSM8K files (train.jsonl, "
+        "test.jsonl) in ../shared/data/gsm8k/ beside the repository",
+    ]
+    assert skip_notes([]) == []
