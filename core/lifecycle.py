@@ -268,6 +268,7 @@ def run_in_folder(pipeline, cfg: RunConfig, stop: GracefulStop, resume: Path | N
     status = None
     if "wandb" in trackers(cfg):
         os.environ.setdefault("WANDB_PROJECT", "simple_grpo")
+        os.environ.setdefault("WANDB_DIR", str(run_dir))  # its local files (wandb/) in the run folder, not ./wandb
     if "tensorboard" in trackers(cfg):  # transformers' TensorBoard callback writes there
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(tensorboard_dir(run_dir))
     try:

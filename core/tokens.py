@@ -239,18 +239,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", type=int, required=True)
     parser.add_argument("--prompt-id", required=True)
     parser.add_argument("--sample", type=int, required=True)
-    parser.add_argument("--checkpoint", type=int, help="compare with checkpoint-<N>/ instead of the saved model")
+    parser.add_argument(
+        "--checkpoint", default="after", help="compare with checkpoint-<N>/ (give N), or the saved model (after)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per completion token")
     args = parser.parse_args(argv)
     try:
         rollout = find_rollout(args.run_dir, args.step, args.prompt_id, args.sample)
         choices = model_choices(args.run_dir)
-        label = f"checkpoint-{args.checkpoint}" if args.checkpoint is not None else "after"
-        if label not in choices:
-            kept = ", ".join(c for c in choices if c != "before") or "none"
+        label = f"checkpoint-{args.checkpoint}" if args.checkpoint.isdigit() else args.checkpoint
+        if label not in choices or label == "before":
+            kept = [c.removeprefix("checkpoint-") for c in choices if c != "before"]
+            name = "saved model (model/)" if label == "after" else label
             raise ConfigError(
-                f"run '{args.run_dir}' has no {label if args.checkpoint is not None else 'saved model (model/)'} "
-                f"to compare with (it has: {kept}): choose one of those with --checkpoint, or let it finish"
+                f"run '{args.run_dir}' has no {name} to compare with: give --checkpoint "
+                + (
+                    " or ".join([", ".join(kept[:-1]), kept[-1]] if len(kept) > 1 else kept)
+                    if kept
+                    else "once the run has kept a checkpoint or saved its model"
+                )
             )
         view = token_view(args.run_dir, rollout, load(choices["before"]), load(choices[label]), label)
     except ConfigError as e:

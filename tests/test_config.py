@@ -219,6 +219,14 @@ def test_every_form_field_reads_back_its_own_text():
     [
         # unknown key, with the closest valid one suggested
         ("num_generation: 4\n", [], {}, "unknown config key 'num_generation': did you mean 'num_generations'?"),
+        # two wrong keys, a file's and a --set's: both named, in one line
+        (
+            "num_generation: 4\ntrain: {learning_rat: 1.0}\n",
+            ["max_new_token=8"],
+            {},
+            "'num_generation': did you mean 'num_generations'?; unknown config key 'train.learning_rat': did you mean "
+            "'train.learning_rate'?; unknown config key 'max_new_token'",
+        ),
         ("train: {learning_rat: 1.0}\n", [], {}, "did you mean 'train.learning_rate'?"),
         ("", ["grpo.betta=0.1"], {}, "did you mean 'grpo.beta'?"),
         # a GRPOConfig field this config already sets elsewhere
@@ -314,6 +322,8 @@ def test_bad_config_is_one_clear_config_error(tmp_path, yaml_text, sets, env, ex
 def test_missing_file_and_malformed_yaml(tmp_path):
     with pytest.raises(ConfigError, match="config file '.*nope.yaml' does not exist"):
         load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="config file '/dev/null' is not a regular file"):
+        load_config("/dev/null")  # there, but no file: said so, not "does not exist"
     with pytest.raises(ConfigError, match="is not valid YAML at line 3"):
         load_config(write(tmp_path, "train:\n  seed: [1, 2\n"))
 

@@ -37,7 +37,7 @@ def test_the_command_scores_the_sampled_tokens_as_a_forward_pass_does(tiny_run, 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    result = tokens_cli(tiny_run, *where(rollout), "--json")
+    result = tokens_cli(tiny_run, *where(rollout), "--checkpoint", "after", "--json")
     assert result.returncode == 0, result.stderr
     tokens = json.loads(result.stdout)
     ids = [t["id"] for t in tokens]
@@ -85,7 +85,8 @@ def test_each_thing_that_cannot_be_shown_is_one_line_and_exit_2(tiny_run, rollou
     cases = {
         "is not a run folder": [tmp_path / "nothing", *where(rollout)],
         "has no rollout": [tiny_run, "--step", 999, "--prompt-id", rollout["prompt_id"], "--sample", 0],
-        "has no checkpoint-7": [tiny_run, *where(rollout), "--checkpoint", 7],
+        "has no checkpoint-7 to compare with: give --checkpoint after": [tiny_run, *where(rollout), "--checkpoint", 7],
+        "has no best to compare with: give --checkpoint after": [tiny_run, *where(rollout), "--checkpoint", "best"],
         "Hugging Face cache": [hub, *where(rollout)],
     }
     for words, args in cases.items():

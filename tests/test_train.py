@@ -232,10 +232,10 @@ def test_wandb_offline_run_records_eval_and_completions(tiny_model_dir, tmp_path
         "runtime.use_wandb=true",
         "--set",
         f"train.output_dir={run_dir}",
-        env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_RUN_GROUP": "tests"},
+        env={"WANDB_MODE": "offline", "WANDB_RUN_GROUP": "tests"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    (log,) = (tmp_path / "wandb").glob("offline-run-*/*.wandb")
+    (log,) = (run_dir / "wandb").glob("offline-run-*/*.wandb")  # in the run folder, not where the command ran
     records = list(wandb_records(log))
     (run,) = [r.run for r in records if r.HasField("run")]
     assert (run.project, run.run_group, run.display_name) == ("simple_grpo", "tests", "grpo_tiny_K4_steps1")

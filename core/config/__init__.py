@@ -49,7 +49,7 @@ from core.config.trl_args import (
     updates_per_batch,
 )
 from core.config.values import (
-    apply_setting,
+    apply_settings,
     changed_settings,
     choices,
     format_value,
@@ -77,8 +77,10 @@ def normalize_seed_shape(raw: dict) -> dict:
 
 def read_yaml(path: str | os.PathLike) -> dict:
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"config file '{path}' does not exist: pass a YAML file such as configs/tiny_cpu.yaml")
+    if not p.is_file():
+        raise ConfigError(f"config file '{path}' is not a regular file: pass a YAML file such as configs/tiny_cpu.yaml")
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as e:
@@ -109,17 +111,14 @@ def load_config(
     passes os.environ) < `--set key=value` items; validated unless `check` is False (then problems()
     lists what is wrong)."""
     cfg = RunConfig()
-    if path is not None:
-        for key, value in normalize_seed_shape(read_yaml(path)).items():
-            apply_setting(cfg, key, value)
-    for var, key in ENV_KEYS.items():
-        if env and env.get(var, "") != "":
-            apply_setting(cfg, key, env[var])
+    settings = list(normalize_seed_shape(read_yaml(path)).items()) if path is not None else []
+    settings += [(key, env[var]) for var, key in ENV_KEYS.items() if env and env.get(var, "") != ""]
     for item in sets:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set '{item}' must look like key=value, e.g. --set train.num_train_steps=10")
-        apply_setting(cfg, key.strip(), text_value(key.strip(), value))
+        settings.append((key.strip(), text_value(key.strip(), value)))
+    apply_settings(cfg, settings)  # every wrong key named at once, in one line
     if check:
         validate(cfg)
     if cfg.train.output_dir is None:

@@ -72,7 +72,7 @@ def trackers(cfg) -> list[str]:
 
 
 # What the Launch form offers (those installed here): trackers that publish nowhere unless set up to,
-# and keep their files at a place of their own (W&B: ./wandb, Trackio: TRACKIO_DIR, TensorBoard: the
+# and keep their files at a place of their own (W&B: <run>/wandb, Trackio: TRACKIO_DIR, TensorBoard: the
 # run folder); the others are for the command line.
 FORM_TRACKERS = ("wandb", "tensorboard", "trackio")
 

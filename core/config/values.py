@@ -143,8 +143,7 @@ def apply_setting(cfg: RunConfig, key: str, value: Any) -> None:
     if key in SECTIONS or key == "grpo":
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping of keys, got {value!r}")
-        for sub, v in value.items():
-            apply_setting(cfg, f"{key}.{sub}", v)
+        apply_settings(cfg, [(f"{key}.{sub}", v) for sub, v in value.items()])
         return
     if parts[0] == "grpo":
         if len(parts) != 2:
@@ -173,6 +172,18 @@ def apply_setting(cfg: RunConfig, key: str, value: Any) -> None:
     if name not in types_:
         raise unknown_key(key, types_)
     setattr(target, name, coerce(key, value, types_[name]))
+
+
+def apply_settings(cfg: RunConfig, settings: list[tuple[str, Any]]) -> None:
+    """apply_setting for each (key, value); one ConfigError naming every key that is wrong, not the first."""
+    problems = []
+    for key, value in settings:
+        try:
+            apply_setting(cfg, key, value)
+        except ConfigError as e:
+            problems.append(str(e))
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def reward_specs(value: Any) -> list[dict]:
