@@ -270,17 +270,19 @@ def format_only(run: Run) -> Finding | None:
 def reward_hacking(run: Run) -> Finding | None:
     rewards = run.series("mean_reward", "reward")
     reward = early_late(rewards)
-    phases = run.evals["accuracy"].to_dict()
-    if reward is not None and reward[1] - reward[0] >= REWARD_ROSE and phases.get("after", 1) < phases.get("before", 0):
+    fall = eval_fell(run) if reward is not None and reward[1] - reward[0] >= REWARD_ROSE else None
+    if fall is not None:
         return Finding(
             "reward_hacking",
             "problem",
             reward[2],
             f"The mean reward rose from {reward[0]:.2f} to {reward[1]:.2f} while held-out eval accuracy fell from "
-            f"{phases['before']:.0%} to {phases['after']:.0%}: the model is optimising the reward, not the task.",
+            f"{fall.before:.0%} to {fall.after:.0%} (a sign test on the flipped questions gives p = {fall.p:.3f}): "
+            "the model is optimising the reward, not the task.",
             {
                 "mean_reward": [round(reward[0], 3), round(reward[1], 3)],
-                "eval_accuracy": [round(phases["before"], 3), round(phases["after"], 3)],
+                "eval_accuracy": [round(fall.before, 3), round(fall.after, 3)],
+                "p_value": round(fall.p, 4),
             },
             "look at the late rollouts for a shortcut the reward pays for; weigh the strict reward up "
             "(rewards: gsm8k) and shaping rewards down",
@@ -355,37 +357,58 @@ def entropy_collapse(run: Run) -> Finding | None:
     )
 
 
-def eval_regression(run: Run) -> Finding | None:
-    flips = run.store.eval_flips()
+@dataclass
+class EvalFall:
+    """Held-out accuracy before and after, and the questions that flipped, where it fell beyond luck."""
+
+    before: float
+    after: float
+    worse: int  # right → wrong
+    better: int  # wrong → right
+    p: float  # the sign test's: how likely so lopsided a split is by chance
+    questions: int
+    flipped: list  # the prompt ids that went right → wrong
+
+
+def eval_fell(run: Run) -> EvalFall | None:
+    """The fall of held-out accuracy from before to after, when a sign test on the flipped questions says
+    it is unlikely to be luck (p < EVAL_P); None otherwise. The one test of noise that eval_regression and
+    reward_hacking share: 1 of 16 right → 0 of 16 is no fall."""
     phases = dict(zip(run.evals.index, zip(run.evals["accuracy"], run.evals["n"])))
     if "before" not in phases or "after" not in phases or phases["after"][0] >= phases["before"][0]:
         return None
+    flips = run.store.eval_flips()
     worse = int((flips["flip"] == "right → wrong").sum())
-    better = len(flips) - worse
-    p = sign_test(worse, better)
+    p = sign_test(worse, len(flips) - worse)
     if p >= EVAL_P:
+        return None
+    flipped = flips[flips["flip"] == "right → wrong"]["prompt_id"].tolist()
+    return EvalFall(
+        phases["before"][0], phases["after"][0], worse, len(flips) - worse, p, int(phases["after"][1]), flipped
+    )
+
+
+def eval_regression(run: Run) -> Finding | None:
+    fall = eval_fell(run)
+    if fall is None:
         return None
     return Finding(
         "eval_regression",
         "problem",
         None,
-        f"Held-out accuracy fell from {phases['before'][0]:.0%} to {phases['after'][0]:.0%} "
-        f"({worse} questions went right → wrong, {better} wrong → right; a sign test gives p = {p:.3f}, "
-        "so it is unlikely to be luck).",
+        f"Held-out accuracy fell from {fall.before:.0%} to {fall.after:.0%} ({fall.worse} questions went right → "
+        f"wrong, {fall.better} wrong → right; a sign test gives p = {fall.p:.3f}, so it is unlikely to be luck).",
         {
-            "accuracy_before": round(phases["before"][0], 3),
-            "accuracy_after": round(phases["after"][0], 3),
-            "right_to_wrong": worse,
-            "wrong_to_right": better,
-            "p_value": round(p, 4),
-            "questions": int(phases["after"][1]),
+            "accuracy_before": round(fall.before, 3),
+            "accuracy_after": round(fall.after, 3),
+            "right_to_wrong": fall.worse,
+            "wrong_to_right": fall.better,
+            "p_value": round(fall.p, 4),
+            "questions": fall.questions,
         },
         f"lower the learning rate (train.learning_rate={learning_rate(run) / 2:g}), train fewer steps, or "
         "grpo.beta=0.04; the Eval page shows the questions that flipped",
-        [
-            {"prompt_id": pid, "step": None, "sample": None, "eval": True}
-            for pid in flips[flips["flip"] == "right → wrong"]["prompt_id"].head(3)
-        ],
+        [{"prompt_id": pid, "step": None, "sample": None, "eval": True} for pid in fall.flipped[:3]],
     )
 
 

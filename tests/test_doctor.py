@@ -233,6 +233,22 @@ def test_an_eval_dip_within_noise_is_not_a_regression(tmp_path):
     assert sign_test(3, 1) == pytest.approx(0.625) and sign_test(12, 0) == pytest.approx(2 / 2**12)
 
 
+@pytest.mark.parametrize(
+    "evals, hacking",
+    [
+        (([0], []), False),  # 1 of 30 right → 0 of 30 while the reward rose (the tiny preset's 1/16 → 0/16): luck
+        ((range(0, 12), []), True),  # 12 → 0: a sign test says it is not luck
+    ],
+    ids=["within_noise", "beyond_noise"],
+)
+def test_an_eval_fall_beside_a_rising_reward_is_hacking_only_beyond_noise(tmp_path, evals, hacking):
+    _, findings = findings_of(make_run(tmp_path, "rising", healthy, evals=evals))
+    found = {f.code: f for f in findings}
+    assert ("reward_hacking" in found) == hacking
+    if hacking:
+        assert found["reward_hacking"].evidence["p_value"] < 0.05 and "sign test" in found["reward_hacking"].message
+
+
 def test_the_cli_prints_the_findings_and_json(tmp_path, capsys):
     run_dir = make_run(tmp_path, "cli", *PATHOLOGIES["truncation"])
     assert main([str(run_dir)]) == 0
