@@ -18,6 +18,7 @@ from core.config import ConfigError, load_config
 from core.runs import list_runs
 from core.stats import wilson_interval
 from core.store import RunStore
+from dashboard.widgets import SMOOTHING, smooth
 from tests.conftest import ROOT
 from tests.dashboard_fixtures import make_runs
 
@@ -338,12 +339,15 @@ def test_rewards_page_charts_match_the_rollouts(runs):
         assert row["format_rate"] == pytest.approx(statistics.fmean(r["prediction"] is not None for r in group))
         assert row["malformed"] + row["wrong"] + row["correct"] == len(group)  # each rollout in one category
         assert row["correct"] == sum(r["correct"] for r in group)
+    for column in ("mean_reward", "lower", "upper", "accuracy", "format_rate"):  # drawn smoothed, as Runs does
+        assert steps[f"{column}_smoothed"].tolist() == pytest.approx(smooth(steps[column].tolist(), SMOOTHING))
     hist = rewards["Reward histogram"]
     assert dict(zip(hist["reward"], hist["n"])) == Counter(
         r["reward"] for r in records
     )  # the whole run: the default window
     lengths = rewards["Completion length by category"]
     assert lengths["n"].sum() == len(records)
+    assert (lengths["tokens_end"] > lengths["tokens"]).all()  # bars on a numeric axis, each as wide as its bin
 
 
 def test_prompts_page_curves_match_the_rollouts(runs):

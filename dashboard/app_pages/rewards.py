@@ -23,6 +23,8 @@ from dashboard.widgets import (
     hover_on,
     live_every,
     pick_run,
+    smooth,
+    smoothing_slider,
     step_window,
 )
 
@@ -35,18 +37,21 @@ WIDTH, HEIGHT = 380, 220
 CATEGORIES = list(CATEGORY_COLORS)
 STEP_AXIS = alt.Axis(format="d", tickMinStep=1)  # whole steps
 SHARES = {"format_rate": "format rate", "accuracy": "accuracy"}  # columns of step_aggregates, and their curves
+FEW_POINTS = 100  # a curve of this many steps or fewer marks each one; a longer run's would hide its line
 
 
 def over_steps(steps: pd.DataFrame, graded: bool):
     """The charts over the steps, one Vega-Lite chart: the mean reward ± std, and (`graded`: a run of
     ours, whose rollouts are graded) the reward categories, and the format rate and accuracy."""
     hover = hover_on("step")
+    few = len(steps) <= FEW_POINTS
     step = alt.X("step:Q", title="step", scale=alt.Scale(nice=False, zero=False), axis=STEP_AXIS)
     mean = alt.Chart().encode(x=step, y=alt.Y("mean_reward:Q", title="reward"))
     panels = [
         alt.layer(
-            mean.mark_area(opacity=0.2, color=COLORS[0]).encode(y="lower:Q", y2="upper:Q"),
-            mean.mark_line(point=True, color=COLORS[0]),
+            mean.mark_area(opacity=0.2, color=COLORS[0]).encode(y="lower_smoothed:Q", y2="upper_smoothed:Q"),
+            mean.mark_line(opacity=0.25, strokeWidth=1, color=COLORS[0]),  # the raw means, faint
+            mean.mark_line(point=few, color=COLORS[0]).encode(y="mean_reward_smoothed:Q"),
             *hover_marks(
                 "step",
                 mean.encode(color=alt.value(COLORS[0])),
@@ -102,8 +107,8 @@ def over_steps(steps: pd.DataFrame, graded: bool):
     )
     shares = (
         alt.Chart()
-        .transform_fold(list(SHARES), as_=["measure", "share"])
-        .transform_calculate(measure="datum.measure == 'accuracy' ? 'accuracy' : 'format rate'")
+        .transform_fold([f"{c}_smoothed" for c in SHARES], as_=["measure", "share"])
+        .transform_calculate(measure="indexof(datum.measure, 'accuracy') == 0 ? 'accuracy' : 'format rate'")
         .encode(
             x=step,
             y=alt.Y("share:Q", title="share of completions", scale=alt.Scale(domain=[0, 1])),
@@ -117,7 +122,7 @@ def over_steps(steps: pd.DataFrame, graded: bool):
     )
     panels.append(
         alt.layer(
-            shares.mark_line(point=True),
+            shares.mark_line(point=few),
             *hover_marks(
                 "step",
                 shares,
@@ -147,9 +152,10 @@ def in_window(histogram: pd.DataFrame, lengths: pd.DataFrame | None):
             alt.Chart(lengths)
             .mark_bar()
             .encode(
-                x=alt.X("tokens:O", title="tokens (the bin's first)", axis=alt.Axis(labelAngle=0)),
-                xOffset=alt.XOffset("category:N", scale=alt.Scale(domain=CATEGORIES)),
-                y=alt.Y("n:Q", title="completions"),
+                x=alt.X("tokens:Q", title="completion tokens", scale=alt.Scale(zero=False)),
+                x2="tokens_end:Q",
+                y=alt.Y("n:Q", title="completions", stack=True),
+                order=alt.Order("order:Q"),
                 color=alt.Color(
                     "category:N",
                     title=None,
@@ -159,6 +165,7 @@ def in_window(histogram: pd.DataFrame, lengths: pd.DataFrame | None):
                 tooltip=[
                     "category:N",
                     alt.Tooltip("tokens:Q", title="tokens from"),
+                    alt.Tooltip("tokens_end:Q", title="to (not incl.)"),
                     alt.Tooltip("n:Q", title="completions"),
                 ],
             )
@@ -183,6 +190,9 @@ def charts():
     )
     if graded:
         steps = steps.merge(store.categories_per_step(), on="step")
+    weight = smoothing_slider()  # as Runs smooths TRL's metrics (TensorBoard's), the choice shared
+    for column in ("mean_reward", "lower", "upper", *(SHARES if graded else ())):
+        steps[f"{column}_smoothed"] = smooth(steps[column].tolist(), weight)
     else:
         st.caption(
             "A TRL run records no parsed answer or correctness: the categories (malformed, wrong, correct), "
@@ -204,6 +214,8 @@ def charts():
         )
     )
     lengths = store.length_by_category(bin=width, step_min=step_min, step_max=step_max) if graded else None
+    if lengths is not None:  # each bar as wide as its bin, stacked malformed, wrong, correct
+        lengths = lengths.assign(tokens_end=lengths["tokens"] + width, order=lengths["category"].map(CATEGORIES.index))
     st.altair_chart(in_window(store.reward_histogram(step_min, step_max), lengths), key="in_window")
 
 
