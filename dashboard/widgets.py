@@ -16,8 +16,8 @@ from core.runstate import LIVE_STATES
 from dashboard.caches import all_runs
 
 LIVE_SECONDS = 5  # how often a live page's text refreshes (progress, counts, tables)
-CHART_SECONDS = 15  # how often a live page's charts are drawn again: a browser spends 0.1 s of CPU or more
-# redrawing each changed chart, and on a 2-core machine that CPU is the trainer's (docs/measured.md, "Watching a run")
+CHART_SECONDS = 15  # how often a live page's charts are drawn again: redrawing a changed chart costs the
+# browser CPU, which on a 2-core machine is the trainer's (docs/measured.md, watching a run)
 CATEGORY_COLORS = {"malformed": "#bbbbbb", "wrong": "#f4a261", "correct": "#2a9d8f"}
 CHART_POINTS = (
     1000  # at most, per curve of TRL's metrics: a long run's steps are averaged in bins (TensorBoard draws 1,000)
@@ -116,6 +116,17 @@ def pick_run(label: str = "Run", key: str = "run") -> dict | None:
             icon=":material/warning:",
         )
     return run
+
+
+# A table whose rows open something: a row opens from its checkbox or from a click on any of its cells
+# (a click on a cell alone selects the cell, and a row that opened only from its small checkbox looked dead).
+ROW_CLICK = ["single-row", "single-cell"]
+
+
+def clicked_row(event) -> int | None:
+    """The position of the row a table's click (st.dataframe with ROW_CLICK) chose, by its checkbox or a cell."""
+    rows = event.selection.rows or [cell[0] for cell in event.selection.cells]
+    return rows[0] if rows else None
 
 
 def is_live(run: dict) -> bool:

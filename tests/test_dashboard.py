@@ -182,6 +182,8 @@ def test_runs_page_progress_tells_the_phase_and_the_time_left_from_training_step
     write_status(runs["learning"], **live, global_step=10, started_at=1.0, phase="training")
     at = open_page("runs", run="learning")
     assert [p.proto.text for p in at.get("progress")] == ["running · step 10/30 · about 0m20s left"]
+    table = at.dataframe[0].value.set_index("run")  # one step count on the page: the bar's, not the table's too
+    assert table.loc["learning", "progress"] == "live: its bar below" and table.loc["html", "progress"] == "1/1"
 
 
 def test_the_doctors_all_clear_says_when_the_rollouts_were_not_read(runs, monkeypatch):

@@ -48,7 +48,7 @@ class RunStore(Ingestion, Search, Queries, Groups):
         # What runs on this connection (ingestion, the search's kept matches, the degenerate flags; queries
         # run on cursors, which keep DuckDB's default) need not keep the files' line order: every query
         # orders rows by what they are (step, rank, prompt, sample), and new rows still get higher row ids
-        # than those before them. About 0.3x of read_json's time at 1M rollouts (bench_store's profile).
+        # than those before them. It saves much of a cold load (docs/measured.md, the store's profile).
         self.con.execute("SET SESSION preserve_insertion_order = false")
         self.con.execute(SCHEMA)
         self.skipped = 0  # lines of the run's files that were not a valid record

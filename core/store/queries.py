@@ -349,9 +349,9 @@ SELECT avg(completion_tokens) AS mean, median(completion_tokens) AS median, max(
     # A degenerate completion (what the run doctor looks for, core/doctor.py): a well-formed `Final:`
     # line with nothing before it, or text that repeats itself (its first 24 characters come again later
     # on: "so so so so ...", the same sentence over and over). Decided when the doctor asks, for the rows
-    # read since it last asked: a cold load (what the Rollouts page waits for) does not pay for it, about
-    # 0.3x of its time at 1M rollouts; the doctor's first look pays about 0.3 s, a later one about 20 ms
-    # with the 1,000 new rows' flags. (The anchored regex, not ltrim, which would copy each completion.)
+    # read since it last asked: a cold load (what the Rollouts page waits for) does not pay for it; the
+    # doctor's first look pays for every row once, a later one for the new rows (docs/measured.md, the
+    # store). The anchored regex, not ltrim, which would copy each completion.
     DECIDE_DEGENERATE = """
 UPDATE rollouts SET degenerate = coalesce(prediction IS NOT NULL AND regexp_matches(completion, '^ *Final:')
     OR length(completion) >= 100 AND contains(substr(completion, 25), substr(completion, 1, 24)), false)

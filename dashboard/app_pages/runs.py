@@ -35,11 +35,10 @@ OTHER_SECONDS = (
 
 @st.fragment(run_every=OTHER_SECONDS if any(is_live(r) for r in all_runs()) else None)
 def runs_table():
-    """Every run, refreshed every OTHER_SECONDS while any is live (the selected run's progress bar below
-    follows it every LIVE_SECONDS; the grid is drawn anew at each refresh: at 15 s the page cost the
-    browser 3.8 s of CPU a minute, 2.7 s with the table not refreshed, 2.9-3.3 s with it at 60 s; docs/
-    measured.md): read from their small files alone (never their rollouts)."""
-    runs = all_runs()
+    """Every run, refreshed every OTHER_SECONDS while any is live (the grid is drawn anew at each refresh,
+    which costs the browser: docs/measured.md), read from their small files alone (never their rollouts).
+    The selected run's progress is its bar's below, every LIVE_SECONDS: the table gives no second count."""
+    runs, selected = all_runs(), st.query_params.get("run") or st.session_state.get("selected_run")
     if runs:
         st.dataframe(
             pd.DataFrame(
@@ -48,7 +47,9 @@ def runs_table():
                         "run": r["name"],
                         "model": r["model"],
                         "state": r["state"],
-                        "progress": f"{r['step']}/{r['num_train_steps'] or '?'}",
+                        "progress": "live: its bar below"
+                        if r["name"] == selected and is_live(r)
+                        else f"{r['step']}/{r['num_train_steps'] or '?'}",
                         "reward (last step)": "–"
                         if r["reward"] is None
                         else f"{r['reward']:.3f}",  # a new run: none yet
