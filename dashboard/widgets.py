@@ -188,17 +188,22 @@ def smoothing_slider() -> float:
     return value
 
 
-X_AXES = {"step": "step", "minutes": "minutes since the run started"}  # metric_series' columns -> axis titles
+X_AXES = {  # what the curves' x can be -> the axis title
+    "step": "step",
+    "minutes": "minutes since the run started",
+    "fraction": "fraction of the run's training steps",
+}
 
 
 def x_axis_choice() -> str:
     """The metric charts' x axis, as TensorBoard offers it: steps, or wall-clock time since the start
     (kept while the tab stays open, as the smoothing)."""
     st.session_state.setdefault("x_axis_chosen", "step")
+    offered = ["step", "minutes"]  # metric_series' own columns
     chosen = st.radio(
         "x axis",
-        list(X_AXES),
-        index=list(X_AXES).index(st.session_state["x_axis_chosen"]),
+        offered,
+        index=offered.index(st.session_state["x_axis_chosen"]),
         format_func=lambda x: {"step": "step", "minutes": "relative time"}[x],
         horizontal=True,
         key="x_axis",

@@ -413,6 +413,10 @@ def test_compare_page_lists_the_settings_that_differ(runs):
     compare.multiselect(key="compare").set_value(["html", "learning"]).run()  # the colours follow the list's order
     shown = {c["name"]: c["color"] for c in charts(compare)["Mean reward per step"]}
     assert (shown["html"], shown["learning"]) == (smoothed["learning"]["color"], smoothed["html"]["color"])
+    steps = {c["name"]: c["x"] for c in charts(compare)["Mean reward per step"] if not c["name"].endswith("(raw)")}
+    compare.radio(key="compare_x").set_value("fraction").run()  # a 1-step run beside a 30-step one: both from 0 to 1
+    by_run = {c["name"]: c["x"] for c in charts(compare)["Mean reward per step"] if not c["name"].endswith("(raw)")}
+    assert by_run["learning"] == pytest.approx([s / 30 for s in steps["learning"]]) and by_run["html"] == [1.0]
 
 
 def test_launch_shows_every_problem_under_its_field_and_launches_nothing(runs, tmp_path):

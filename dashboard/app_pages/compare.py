@@ -19,21 +19,31 @@ if len(names) < 2:
     st.stop()
 
 agg = compare_step_aggregates({name: store_for(name) for name in names})
-smoothing = smoothing_slider()  # as on Runs, and the same choice
+info = {r["name"]: r for r in runs}
+c_smooth, c_x = st.columns([2, 2])
+with c_smooth:
+    smoothing = smoothing_slider()  # as on Runs, and the same choice
+x = c_x.radio(
+    "x axis",
+    ["step", "fraction"],
+    format_func=lambda x: {"step": "step", "fraction": "fraction of training"}[x],
+    horizontal=True,
+    key="compare_x",
+    help="Fraction of training: each run's step over its own training steps, so that a short run and a long "
+    "one lie over each other instead of the short one squeezed against the left edge.",
+)
 if len(agg):  # a curve per run, a hue of its own for each
+    steps_of = {n: info[n]["num_train_steps"] or agg.loc[agg["run"] == n, "step"].max() for n in names}
+    at = agg["step"] if x == "step" else agg["step"] / agg["run"].map(steps_of)
     charts = [("mean_reward", "Mean reward per step"), ("accuracy", "Accuracy per step (sampled)")]
     curves = pd.concat(
-        [
-            pd.DataFrame({"title": title, "label": agg["run"], "x": agg["step"], "value": agg[value]})
-            for value, title in charts
-        ],
+        [pd.DataFrame({"title": title, "label": agg["run"], "x": at, "value": agg[value]}) for value, title in charts],
         ignore_index=True,
     ).dropna(subset=["value"])
-    chart = curve_grid(curves, [title for _, title in charts], smoothing, width=400, height=300)
+    chart = curve_grid(curves, [title for _, title in charts], smoothing, x, width=400, height=300)
     if chart is not None:
         st.altair_chart(chart, key="curves")
 
-info = {r["name"]: r for r in runs}
 st.subheader("Eval")
 st.dataframe(
     pd.DataFrame(
