@@ -61,13 +61,18 @@ def _mtime(path: Path) -> float | None:
 
 
 def trainer_state_path(folder: str | Path) -> Path | None:
-    """The newest trainer_state.json: the folder's own or its latest checkpoint's."""
-    found = [
-        (t, p)
-        for p in [Path(folder) / TRAINER_STATE, *(c / TRAINER_STATE for c in checkpoints(folder))]
-        if (t := _mtime(p)) is not None
-    ]
-    return max(found)[1] if found else None
+    """The newest readable trainer_state.json, the folder's own or a checkpoint's (a copy cut mid-file
+    gives way to the newest intact one); the newest of all when none can be read yet; None without one."""
+    found = sorted(
+        (
+            (t, p)
+            for p in [Path(folder) / TRAINER_STATE, *(c / TRAINER_STATE for c in checkpoints(folder))]
+            if (t := _mtime(p)) is not None
+        ),
+        reverse=True,
+    )
+    readable = next((p for _, p in found if _read_state(p) is not None), None)
+    return readable or (found[0][1] if found else None)
 
 
 def is_trl_run(folder: str | Path) -> bool:
@@ -78,16 +83,18 @@ def is_trl_run(folder: str | Path) -> bool:
 
 
 def trainer_state(folder: str | Path) -> dict | None:
-    """The newest trainer_state.json as a mapping: {} when there is none, None when it cannot be read
-    (TRL rewrites it in place: a read may catch it half written)."""
+    """The newest readable trainer_state.json as a mapping: {} when there is none, None when none can be
+    read (TRL rewrites it in place: a read may catch it half written)."""
     path = trainer_state_path(folder)
-    if path is None:
-        return {}
+    return {} if path is None else _read_state(path)
+
+
+def _read_state(path: Path) -> dict | None:
     try:
         stat = path.stat()
-        return _parsed_state(str(path), stat.st_size, stat.st_mtime_ns)
     except OSError:
         return None
+    return _parsed_state(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=64)
@@ -168,6 +175,8 @@ def model_name(folder: str | Path) -> str | None:
 def _content(message) -> str:
     """A message's text: its content, or the text parts of a multimodal content list."""
     content = message.get("content") if isinstance(message, dict) else message
+    if isinstance(content, bytes):
+        content = content.decode("utf-8", errors="replace")
     if isinstance(content, list):
         return "".join(part.get("text") or "" for part in content if isinstance(part, dict))
     return "" if content is None else str(content)
@@ -179,7 +188,9 @@ def as_text(value, roles: bool = True) -> tuple[str, str]:
     `roles`, their contents alone: a completion's one message), and its last user message as the question."""
     if isinstance(value, dict):
         value = [value]
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):  # text, or anything else as its text
+    if isinstance(value, bytes):  # a binary column: its text, an undecodable byte shown as �
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, str) or not isinstance(value, Iterable):  # text, or anything else as its text
         text = "" if value is None else str(value)
         return text, text
     messages = list(value)

@@ -70,11 +70,12 @@ def browser_page(*flags: str, viewport: dict | None = None):
             browser.close()
 
 
-def click_row(page, row: int, table: int = 0) -> None:
-    """Click the selection checkbox of row `row` (0 = the first) of the page's table `table` (0 = the
-    first): the grid is a canvas."""
+def click_row(page, row: int, table: int = 0, on_text: bool = True) -> None:
+    """Click row `row` (0 = the first) of the page's table `table` (0 = the first), on the text of one of
+    its cells as a person does (`on_text`), or on its selection checkbox: the grid is a canvas."""
     box = page.locator('[data-testid="stDataFrame"]').nth(table).bounding_box()
-    page.mouse.click(box["x"] + 16, box["y"] + 35 + 35 * row + 17)  # header 35 px, then rows of 35 px
+    x = box["x"] + (min(160, box["width"] / 2) if on_text else 16)  # the checkbox is the row's first 32 px
+    page.mouse.click(x, box["y"] + 35 + 35 * row + 17)  # header 35 px, then rows of 35 px
 
 
 @pytest.fixture
@@ -257,6 +258,33 @@ def test_a_page_under_a_foreign_name_cannot_drive_the_dashboard(server):
     assert sorted(p.name for p in runs.iterdir()) == ["crashed", "html", "learning"]
 
 
+def test_rollouts_opened_before_a_runs_first_rollout_shows_them_as_they_come(server):
+    """A live run still loading (SmolLM2's eval before training takes minutes): Rollouts opened then says it
+    has none yet, and shows the first ones by itself once the trainer writes them, without a reload."""
+    from core.runstate import process_started
+    from tests.dashboard_fixtures import write_config, write_status
+    from tests.fake_run import write_run
+
+    url, runs = server
+    (runs / "fresh").mkdir()
+    write_config(runs / "fresh")
+    write_status(
+        runs / "fresh",
+        state="running",
+        pid=os.getpid(),
+        pid_started=process_started(os.getpid()),
+        ended_at=None,
+        global_step=0,
+        max_steps=30,
+        phase="eval before",
+    )
+    with browser_page() as page:
+        page.goto(f"{url}/rollouts?run=fresh")
+        page.get_by_text("This run has no rollouts yet").wait_for()
+        write_run(runs / "fresh", 128, ranks=2, prompts=20, ramp=20)  # step 1, as the trainer appends it
+        page.get_by_text("128 rollouts match").wait_for(timeout=30_000)  # the page's own refresh, no reload
+
+
 def test_a_live_run_shows_new_steps_as_they_arrive(server):
     # the trainer appends rollouts of new steps; the Rollouts page, left at its defaults, shows them
     from core.runstate import process_started
@@ -331,7 +359,7 @@ def test_a_trl_run_opens_read_only_in_a_real_browser(server, tiny_model_dir):
         page.goto(f"{url}/rollouts?run=trl_plain")
         page.locator('[data-testid="stDataFrame"]').first.wait_for()
         page.wait_for_timeout(1000)
-        click_row(page, 1)
+        click_row(page, 1, on_text=False)  # by its checkbox, as well
         page.get_by_text(
             f"Prompt {second['prompt_id']} · step {second['step']} · sample {second['sample']}", exact=True
         ).wait_for(timeout=20_000)
@@ -418,11 +446,22 @@ def test_charts_are_redrawn_in_place_and_hover_marks_every_chart(server, path, t
     assert all(hovered), hovered  # the hovered step, on every chart of the grid
 
 
-def test_a_click_on_a_prompts_curve_opens_that_prompt_at_that_step(server):
-    """Prompts: clicking a point of a prompt's accuracy curve opens Rollouts on that prompt at that step."""
+@pytest.mark.parametrize("steps", [30, 360], ids=["a point a step", "a point for 3 steps"])
+def test_a_click_on_a_prompts_curve_opens_that_prompt_at_that_step(server, steps):
+    """Prompts: clicking a point of a prompt's accuracy curve opens Rollouts on that prompt at that step; on a
+    run long enough that a point stands for several steps, at the prompt's first group among them."""
+    from tests.dashboard_fixtures import write_config, write_status
+    from tests.fake_run import write_run
+
     url, runs = server
+    name = "learning"
+    if steps > 30:  # 360 steps: a curve's point per 3 steps (widgets.PROMPT_COLUMNS)
+        name = "long"
+        write_run(runs / name, 360 * 16 * 8, ranks=1, prompts=40, ramp=300)
+        write_config(runs / name)
+        write_status(runs / name, state="finished", exit_code=0, pid=1, global_step=360, max_steps=360)
     with browser_page(viewport={"width": 1500, "height": 1000}) as page:
-        page.goto(f"{url}/prompts?run=learning")
+        page.goto(f"{url}/prompts?run={name}")
         curves = page.locator(".vega-embed").first
         curves.locator("g.mark-symbol.role-mark path").first.wait_for()
         points = curves.locator("g.mark-symbol.role-mark path[aria-label]")  # "step: 4; accuracy: 0.375; prompt: ..."
@@ -437,9 +476,14 @@ def test_a_click_on_a_prompts_curve_opens_that_prompt_at_that_step(server):
             )
         )
         fields = dict(part.split(": ") for part in labels[alone].split("; "))
+        start, width = int(fields["step"].replace(",", "")), 1 if steps == 30 else 3
+        records = [json.loads(line) for line in (runs / name / "rollouts" / "rollouts.jsonl").read_text().splitlines()]
+        first = min(
+            r["step"] for r in records if r["prompt_id"] == fields["prompt"] and start <= r["step"] < start + width
+        )
         box = points.nth(alone).bounding_box()
         page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-        page.get_by_text(f"Prompt {fields['prompt']} · step {fields['step']} · sample 0", exact=True).wait_for()
+        page.get_by_text(f"Prompt {fields['prompt']} · step {first} · sample 0", exact=True).wait_for()
         assert "/rollouts?" in page.url
 
 

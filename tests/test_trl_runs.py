@@ -292,3 +292,38 @@ def _first_prompt(folder) -> str:
     store = RunStore(folder)
     store.refresh()
     return store.rollouts_page(order="oldest", limit=1)[0].iloc[0]["prompt_id"]
+
+
+@pytest.mark.slow  # it opens two pages
+def test_a_damaged_trl_folder_says_what_it_skipped_and_reads_what_it_can(tmp_path, monkeypatch):
+    from core.trl_runs import metric_records, status
+
+    folder = tmp_path / "trl"
+    write_trl_folder(folder, 4)
+    # a completions file cut to half its bytes: named, with why, and its rows left out (not a silent gap)
+    cut = completion_files(folder)[1]
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    # a trainer_state.json cut mid-file, newer than an intact copy in checkpoint-4/
+    (folder / "checkpoint-4").mkdir()
+    (folder / "checkpoint-4" / "trainer_state.json").write_text((folder / "trainer_state.json").read_text())
+    whole = (folder / "trainer_state.json").read_text()
+    (folder / "trainer_state.json").write_text(whole[: len(whole) // 2])
+    # a binary completion column: its text, not Python's b'...'
+    binary = completion_files(folder)[2]
+    table = pd.read_parquet(binary)
+    table["completion"] = [f"answer {i} é".encode() for i in range(len(table) - 1)] + [b"broken \xff"]
+    table.to_parquet(binary)
+    store = RunStore(folder)
+    store.refresh()
+    assert store.count() == 24 and list(store.unreadable) == [cut.name] and store.unreadable[cut.name]
+    texts = set(store.rollouts_page(limit=100)[0]["completion"])
+    assert "answer 0 é" in texts and "broken \ufffd" in texts and not any(t.startswith("b'") for t in texts)
+    assert status(folder)["max_steps"] == 4 and len(metric_records(folder)) == 4  # the intact copy's
+    monkeypatch.setenv("RUNS_DIR", str(tmp_path))
+    from tests.test_dashboard import open_page
+    from tests.test_dashboard import texts as page_texts
+
+    at = open_page("rollouts", run="trl")
+    assert any(cut.name in w.value and "cannot be read" in w.value for w in at.warning)
+    at = open_page("runs", run="trl")
+    assert "4/4" in at.dataframe[0].value["progress"].tolist() and "No training step logged yet" not in page_texts(at)

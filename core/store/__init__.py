@@ -52,6 +52,7 @@ class RunStore(Ingestion, Search, Queries, Groups):
         self.con.execute("SET SESSION preserve_insertion_order = false")
         self.con.execute(SCHEMA)
         self.skipped = 0  # lines of the run's files that were not a valid record
+        self.unreadable: dict[str, str] = {}  # a plain TRL run's completion files that cannot be read: name -> why
         self.status: dict = {}
         self._tails: dict[Path, Tail] = {}
         self._file_ids: dict[str, int] = {}

@@ -298,14 +298,17 @@ class Ingestion:
             for path in set(self._trl_files) - set(files):  # a file that went away takes its rows with it
                 self.con.execute(DROP_FILE, {"file": self._file_id(str(path))})
                 del self._trl_files[path]
+            self.unreadable = {name: why for name, why in self.unreadable.items() if name in {p.name for p in files}}
             for path in files:
                 try:
                     stat = path.stat()
                     if self._trl_files.get(path) == (stat.st_size, stat.st_mtime_ns, rewards):
                         continue
                     records = rollout_records(path, rewards)
-                except (OSError, ValueError):
+                except (OSError, ValueError) as e:  # still being written, or damaged: said, read when it changes
+                    self.unreadable[path.name] = str(e).removeprefix(f"{path}: ").splitlines()[0][:200]
                     continue
+                self.unreadable.pop(path.name, None)
                 self.con.execute(DROP_FILE, {"file": self._file_id(str(path))})
                 self._insert_rollouts(records, str(path), advantage=True)
                 self._trl_files[path] = (stat.st_size, stat.st_mtime_ns, rewards)

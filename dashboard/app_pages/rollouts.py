@@ -8,7 +8,17 @@ from core.loss import LOSS_SPREADS
 from core.rundir import read_config
 from core.tokens import fingerprint, model_choices
 from dashboard.caches import store_for, token_view
-from dashboard.widgets import live_every, pick_run, show_completion, show_tokens, step_window, token_table
+from dashboard.widgets import (
+    ROW_CLICK,
+    clicked_row,
+    is_live,
+    live_every,
+    pick_run,
+    show_completion,
+    show_tokens,
+    step_window,
+    token_table,
+)
 
 CATEGORY = {0.0: "0.0 · malformed", 0.1: "0.1 · wrong", 1.0: "1.0 · correct"}
 PAGE_SIZE = 25
@@ -31,17 +41,28 @@ if st.session_state.get("rollouts_of") != run["name"]:  # another run: what was 
     for key in ("focus", "drawn_rows"):
         st.session_state.pop(key, None)
 
+
+@st.fragment(run_every=live_every(run))
+def no_rollouts_yet() -> None:
+    """Said until a live run's first rollouts are in; then the whole page is drawn with them."""
+    if store_for(run["name"]).step_range() is not None:
+        st.rerun()
+    st.info("This run has no rollouts yet" + (": they show here as it samples them." if is_live(run) else "."))
+
+
 steps = store.step_range()
 if steps is None:
-    st.info("This run has no rollouts yet.")
+    no_rollouts_yet()
     st.stop()
 lo, hi = steps
-arrival = (run["name"], params.get("prompt_id"), params.get("step"))
+arrival = (run["name"], params.get("prompt_id"), params.get("step"), params.get("from"), params.get("to"))
 if params.get("step", "").isdigit() and st.session_state.get("arrived") != arrival:
-    # opened at a step (a point of a Prompts curve, a doctor's example): the table starts at that step
+    # opened at a step (a point of a Prompts curve, a doctor's example): the table shows that step, or the
+    # steps `from`-`to` a point of a long run's curve stands for
     st.session_state["arrived"] = arrival
-    at_step = min(max(int(params["step"]), lo), hi)
-    st.session_state["steps"], st.session_state["steps_edges"] = (at_step, at_step), (lo, hi)
+    first, last = (params.get(k, params["step"]) for k in ("from", "to"))
+    first, last = (min(max(int(v) if v.isdigit() else int(params["step"]), lo), hi) for v in (first, last))
+    st.session_state["steps"], st.session_state["steps_edges"] = (first, max(first, last)), (lo, hi)
 
 with st.container(border=True):
     c1, c2, c3, c4 = st.columns([3, 2, 1, 1])
@@ -132,6 +153,13 @@ def table():
         f"{total:,} {'rollout matches' if total == 1 else 'rollouts match'} · rows {first_row + 1 if len(page) else 0:,}–{first_row + len(page):,} · "
         f"{store.skipped} undecodable lines skipped"
     )
+    if store.unreadable:  # a TRL run's completion files that cannot be read: which, and why, not a silent gap
+        st.warning(
+            f"{len(store.unreadable)} completions file{'s' if len(store.unreadable) > 1 else ''} of this TRL run "
+            "cannot be read, and their rollouts are not shown (a file still being written is read once it is "
+            "whole): " + "; ".join(f"{name}: {why}" for name, why in sorted(store.unreadable.items())),
+            icon=":material/warning:",
+        )
     shown = page[
         [
             "step",
@@ -154,7 +182,7 @@ def table():
         shown,
         hide_index=True,
         on_select="rerun",
-        selection_mode="single-row",
+        selection_mode=ROW_CLICK,
         key=f"table_{version}",
         column_config={
             "open": st.column_config.TextColumn("", width=30),
@@ -165,9 +193,10 @@ def table():
     # A click names a position in the rows the browser showed: those drawn by the run before this one
     # (a live run's new rows, fetched just now, may have moved every row down since).
     drawn, st.session_state["drawn_rows"] = st.session_state.get("drawn_rows", []), rows
-    if event.selection.rows:
-        if event.selection.rows[0] < len(drawn):
-            st.session_state["focus"] = drawn[event.selection.rows[0]]  # the rollout clicked, not the position
+    clicked = clicked_row(event)
+    if clicked is not None:
+        if clicked < len(drawn):
+            st.session_state["focus"] = drawn[clicked]  # the rollout clicked, not the position
         st.session_state["table_version"] = version + 1  # a fresh table, with no selection left to act again
         st.rerun()  # the whole page: the rollout opens below at once
 
