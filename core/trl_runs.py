@@ -208,25 +208,46 @@ def _number(value) -> float | None:
     return None
 
 
-def rollout_records(path: str | Path, rewards: list[str] | None = None) -> list[dict]:
-    """One completions_<step>.parquet file's rows as rollout records (core.rundir.ROLLOUT_FIELDS), each
-    with TRL's `advantage`; `rewards` names the reward functions' columns (reward_names). Raises
-    ValueError for a file that cannot be read (yet)."""
-    import pyarrow.parquet as pq
+# Every completions file asked for, in one read (DuckDB reads many small files far faster than one at a
+# time): the union of their columns by name, each row with the file it came from.
+READ_COMPLETIONS = "SELECT * FROM read_parquet($paths, union_by_name = true, filename = 'source_file')"
 
+
+def rollout_records(paths: list[Path], rewards: list[str] | None = None) -> tuple[dict[Path, list], dict[str, str]]:
+    """Completions files' rows as rollout records (core.rundir.ROLLOUT_FIELDS), each with TRL's `advantage`,
+    by file; `rewards` names the reward functions' columns (reward_names). A file that cannot be read
+    (still being written, or damaged) is left out: the second mapping gives its name and why."""
+    import duckdb
+
+    if not paths:
+        return {}, {}
     try:
-        table = pq.read_table(path)
-    except Exception as e:  # pyarrow's errors for a file still being written: ArrowInvalid and others
-        raise ValueError(f"{path}: {e}") from None
+        rows = duckdb.connect().sql(READ_COMPLETIONS, params={"paths": [str(p) for p in paths]}).to_arrow_table()
+    except duckdb.Error as e:
+        if len(paths) == 1:
+            return {}, {paths[0].name: str(e).splitlines()[0][:200]}
+        half = len(paths) // 2  # one file spoils a read of many: find which, reading halves
+        (first, bad_first), (second, bad_second) = (
+            rollout_records(part, rewards) for part in (paths[:half], paths[half:])
+        )
+        return {**first, **second}, {**bad_first, **bad_second}
+    by_file: dict[str, list] = {}
+    for row in rows.to_pylist():
+        by_file.setdefault(row.pop("source_file"), []).append(row)
     names = [
         n
-        for n in table.column_names
-        if n not in NOT_REWARDS and not n.startswith("__") and (rewards is None or n in rewards)
+        for n in rows.column_names
+        if n not in (*NOT_REWARDS, "source_file") and not n.startswith("__") and (rewards is None or n in rewards)
     ]
-    mtime, in_name = _mtime(Path(path)), file_step(Path(path))
+    return {Path(p): file_records(by_file.get(str(p), []), Path(p), names) for p in paths}, {}
+
+
+def file_records(rows: list[dict], path: Path, names: list[str]) -> list[dict]:
+    """One completions_<step>.parquet file's rows (`names`: its reward columns) as rollout records."""
+    mtime, in_name = _mtime(path), file_step(path)
     seen: dict[tuple, int] = {}
     records = []
-    for row in table.to_pylist():
+    for row in rows:
         prompt, question = as_text(row.get("prompt"))
         completion, _ = as_text(row.get("completion"), roles=False)
         rewards = {n: v for n in names if (v := _number(row.get(n))) is not None}

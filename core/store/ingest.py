@@ -111,6 +111,7 @@ INSERT INTO rollouts BY NAME SELECT * REPLACE (CASE WHEN sample = 0 THEN prompt 
 DROP_UNKEYED = "DELETE FROM rollouts WHERE rowid > $after AND prompt_id IS NULL"  # among the rows just read
 NEW_ATTEMPTS = "SELECT DISTINCT coalesce(attempt, 0) AS a FROM rollouts WHERE rowid > $after"
 DROP_FILE = "DELETE FROM rollouts WHERE file = $file"
+DROP_FILES = "DELETE FROM rollouts WHERE list_contains($files, file)"
 DROP_METRICS = "DELETE FROM metrics"
 DROP_PHASE = "DELETE FROM eval WHERE phase = $phase"
 SIZE = (
@@ -266,11 +267,11 @@ class Ingestion:
                 rows.append({name: _column_value(record.get(name), tp) for name, tp in ROLLOUT_FIELDS.items()})
             except ValueError:
                 self.skipped += 1
-        return self._insert_rollouts(rows, key)
+        return self._insert_rollouts(rows, [self._file_id(key)] * len(rows))
 
-    def _insert_rollouts(self, records: list[dict], key: str, advantage: bool = False) -> int:
-        """Insert rollout records whose values fit their columns, from file `key` (with TRL's `advantage`
-        where `advantage` is set); returns the rows added."""
+    def _insert_rollouts(self, records: list[dict], files: list[int], advantage: bool = False) -> int:
+        """Insert rollout records whose values fit their columns, each from the file numbered in `files`
+        (RunStore._file_id; with TRL's `advantage` where `advantage` is set); returns the rows added."""
         types = {
             "BIGINT": pa.int64(),
             "DOUBLE": pa.float64(),
@@ -280,7 +281,7 @@ class Ingestion:
         }
         columns = {**ROLLOUT_COLUMNS, **({"advantage": "DOUBLE"} if advantage else {})}
         rows = {name: [r[name] for r in records] for name in columns}
-        rows["file"] = [self._file_id(key)] * len(records)
+        rows["file"] = files
         schema = pa.schema([*((k, types[v]) for k, v in columns.items()), ("file", pa.int32())])
         self.con.register("new_rows", pa.table(rows, schema=schema))
         added = self.con.execute(INSERT_ROLLOUTS.format(rows="SELECT * FROM new_rows")).fetchall()[0][0]
@@ -298,20 +299,29 @@ class Ingestion:
             for path in set(self._trl_files) - set(files):  # a file that went away takes its rows with it
                 self.con.execute(DROP_FILE, {"file": self._file_id(str(path))})
                 del self._trl_files[path]
-            self.unreadable = {name: why for name, why in self.unreadable.items() if name in {p.name for p in files}}
+            changed = {}  # path -> what it was when read: new files, files written anew, and the rewards they count
             for path in files:
                 try:
                     stat = path.stat()
-                    if self._trl_files.get(path) == (stat.st_size, stat.st_mtime_ns, rewards):
-                        continue
-                    records = rollout_records(path, rewards)
-                except (OSError, ValueError) as e:  # still being written, or damaged: said, read when it changes
-                    self.unreadable[path.name] = str(e).removeprefix(f"{path}: ").splitlines()[0][:200]
+                except OSError:  # gone since it was listed
                     continue
-                self.unreadable.pop(path.name, None)
-                self.con.execute(DROP_FILE, {"file": self._file_id(str(path))})
-                self._insert_rollouts(records, str(path), advantage=True)
-                self._trl_files[path] = (stat.st_size, stat.st_mtime_ns, rewards)
+                if self._trl_files.get(path) != (stat.st_size, stat.st_mtime_ns, rewards):
+                    changed[path] = (stat.st_size, stat.st_mtime_ns, rewards)
+            records, unreadable = rollout_records(list(changed), rewards)  # all of them in one read
+            self.unreadable = {
+                n: why for n, why in {**self.unreadable, **unreadable}.items() if n in {p.name for p in files}
+            }
+            if records:
+                ids = [self._file_id(str(path)) for path in records]
+                self.con.execute(DROP_FILES, {"files": ids})
+                self._insert_rollouts(
+                    [r for rows in records.values() for r in rows],
+                    [i for i, rows in zip(ids, records.values()) for _ in rows],
+                    advantage=True,
+                )
+                for path in records:  # read whole: said no more, read again only once it changes
+                    self.unreadable.pop(path.name, None)
+                    self._trl_files[path] = changed[path]
         state = trainer_state_path(self.run_dir)
         try:
             stat = state.stat() if state else None
