@@ -161,6 +161,7 @@ STATUS_TYPES = {
     "state": (str,),
     "pid": (int,),
     "pid_started": NUMBER,
+    "pid_ticks": (int,),
     "started_at": NUMBER,
     "ended_at": NUMBER,
     "exit_code": (int,),

@@ -48,7 +48,7 @@ from core.rundir import (
     whole_number,
     write_json_atomic,
 )
-from core.runstate import LIVE_STATES, effective_state, is_locked, process_started, run_process, update_status
+from core.runstate import LIVE_STATES, effective_state, is_locked, process_identity, run_process, update_status
 from core.tail import last_lines
 
 
@@ -275,8 +275,7 @@ def launch(config: dict, root: str | Path, name: str, repo: str | Path = ".") ->
             status_path(run_dir),
             {
                 "state": "starting",
-                "pid": proc.pid,
-                "pid_started": process_started(proc.pid),
+                **process_identity(proc.pid),
                 "started_at": time.time(),
                 "global_step": 0,
                 "max_steps": config["train"]["num_train_steps"],
@@ -305,7 +304,7 @@ def resume(run_dir: str | Path, repo: str | Path = ".", num_train_steps: int | N
     ).get("pid")  # nothing of the last start
     proc = _start(run_dir, ["--resume", str(run_dir), "--set", f"train.num_train_steps={steps}"], repo)
     if read_status(run_dir).get("pid") == old_pid:  # unless the trainer already wrote its own
-        update_status(run_dir, pid=proc.pid, pid_started=process_started(proc.pid))
+        update_status(run_dir, **process_identity(proc.pid))
 
 
 def _start(run_dir: Path, args: list[str], repo: str | Path) -> subprocess.Popen:

@@ -27,14 +27,31 @@ def process_started(pid: int) -> float | None:
         return None
 
 
+def process_ticks(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since the machine booted (Linux's /proc/<pid>/stat):
+    unlike a time of day, which each process works out from the boot time it read once, a step of the
+    system clock (a virtual machine catching up) does not move it. None where there is no /proc or no
+    such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])  # field 22, counted after the name in parentheses
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_identity(pid: int) -> dict:
+    """What status.json records to prove a pid is still its run's process later: its start as a time of
+    day (for readers) and in ticks since boot (the proof, where the system has them)."""
+    return {"pid": pid, "pid_started": process_started(pid), "pid_ticks": process_ticks(pid)}
+
+
 class StatusFile:
     """The trainer's status.json. The trainer owns it: it keeps the status in memory and rewrites
     the whole file (atomically) on every change, so a file damaged on disk is simply replaced."""
 
     def __init__(self, run_dir: str | Path, **fields):
         self.path = status_path(run_dir)
-        pid = os.getpid()
-        self.fields = {**fields, "pid": pid, "pid_started": process_started(pid)}
+        self.fields = {**fields, **process_identity(os.getpid())}
         self.update()
 
     def update(self, **fields) -> None:
@@ -88,9 +105,10 @@ def is_locked(run_dir: str | Path, wait: float = 0.0) -> bool:
 
 def run_process(status: dict) -> int | None:
     """The pid of the run's own live process, or None. A pid is trusted only when it is above 1 and
-    that process started when status.json says it did: a pid the system has given to another
-    process since is never signalled (nor 0, -1 or a process group, which would reach others)."""
-    pid, started = status.get("pid"), status.get("pid_started")
+    that process started when status.json says it did (to the tick since boot, or to a second of the
+    time of day where it records no ticks): a pid the system has given to another process since is
+    never signalled (nor 0, -1 or a process group, which would reach others)."""
+    pid, started, ticks = status.get("pid"), status.get("pid_started"), status.get("pid_ticks")
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
         return None
     try:
@@ -99,6 +117,8 @@ def run_process(status: dict) -> int | None:
             return None
     except (ChildProcessError, OverflowError):
         pass  # not our child
+    if isinstance(ticks, int) and not isinstance(ticks, bool) and (now := process_ticks(pid)) is not None:
+        return pid if now == ticks else None  # however the system clock moved since
     actual = process_started(pid)
     if actual is None or not isinstance(started, NUMBER) or isinstance(started, bool) or abs(actual - started) > 1:
         return None

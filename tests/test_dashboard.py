@@ -171,10 +171,10 @@ def test_runs_page_lists_runs_and_shows_a_crash(runs):
 
 
 def test_runs_page_progress_tells_the_phase_and_the_time_left_from_training_steps(runs):
-    from core.runstate import process_started
+    from core.runstate import process_identity
     from tests.dashboard_fixtures import write_status
 
-    live = {"state": "running", "pid": os.getpid(), "pid_started": process_started(os.getpid()), "ended_at": None}
+    live = {"state": "running", **process_identity(os.getpid()), "ended_at": None}
     write_status(runs["learning"], **live, global_step=0, phase="eval before", phase_done=3, phase_total=16)
     at = open_page("runs", run="learning")
     assert [p.proto.text for p in at.get("progress")] == ["running · step 0/30 · eval before 3/16"]
@@ -639,7 +639,7 @@ def test_a_live_page_redraws_its_charts_less_often_than_its_text(runs, monkeypat
     import streamlit as st
     from streamlit.delta_generator import DeltaGenerator
 
-    from core.runstate import process_started
+    from core.runstate import process_identity
     from dashboard.widgets import CHART_SECONDS, LIVE_SECONDS
     from tests.dashboard_fixtures import write_status
 
@@ -647,8 +647,7 @@ def test_a_live_page_redraws_its_charts_less_often_than_its_text(runs, monkeypat
         write_status(
             runs["learning"],
             state="running",
-            pid=os.getpid(),
-            pid_started=process_started(os.getpid()),
+            **process_identity(os.getpid()),
             ended_at=None,
             global_step=20,
             phase="training",

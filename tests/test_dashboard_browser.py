@@ -261,7 +261,7 @@ def test_a_page_under_a_foreign_name_cannot_drive_the_dashboard(server):
 def test_rollouts_opened_before_a_runs_first_rollout_shows_them_as_they_come(server):
     """A live run still loading (SmolLM2's eval before training takes minutes): Rollouts opened then says it
     has none yet, and shows the first ones by itself once the trainer writes them, without a reload."""
-    from core.runstate import process_started
+    from core.runstate import process_identity
     from tests.dashboard_fixtures import write_config, write_status
     from tests.fake_run import write_run
 
@@ -271,8 +271,7 @@ def test_rollouts_opened_before_a_runs_first_rollout_shows_them_as_they_come(ser
     write_status(
         runs / "fresh",
         state="running",
-        pid=os.getpid(),
-        pid_started=process_started(os.getpid()),
+        **process_identity(os.getpid()),
         ended_at=None,
         global_step=0,
         max_steps=30,
@@ -287,7 +286,7 @@ def test_rollouts_opened_before_a_runs_first_rollout_shows_them_as_they_come(ser
 
 def test_a_live_run_shows_new_steps_as_they_arrive(server):
     # the trainer appends rollouts of new steps; the Rollouts page, left at its defaults, shows them
-    from core.runstate import process_started
+    from core.runstate import process_identity
     from tests.dashboard_fixtures import write_status
     from tests.fake_run import write_run
 
@@ -296,8 +295,7 @@ def test_a_live_run_shows_new_steps_as_they_arrive(server):
     write_status(
         runs / "learning",
         state="running",
-        pid=os.getpid(),
-        pid_started=process_started(os.getpid()),
+        **process_identity(os.getpid()),
         ended_at=None,
         global_step=8,
         max_steps=30,
@@ -315,7 +313,11 @@ def test_a_live_run_shows_new_steps_as_they_arrive(server):
         page.get_by_text(
             f"Prompt {second['prompt_id']} · step {second['step']} · sample {second['sample']}", exact=True
         ).wait_for(timeout=20_000)  # what was clicked is what opens
+        opened = f"prompt {second['prompt_id']} · step {second['step']} · sample {second['sample']}"
+        page.get_by_text(f"Opened {opened}: below the table").wait_for()  # an answer where the eye is
         page.get_by_text("1,408 rollouts match").wait_for(timeout=30_000)
+        # step 11's 128 rows pushed the open row off the first page: the page says it is still open below
+        page.get_by_text(f"▶ Open below: {opened} (not on this page now)").wait_for()
         page.get_by_role("button", name="next ▶").click()  # the second page, found by key
         page.get_by_text("rows 26–50").wait_for()
 
@@ -329,8 +331,7 @@ def test_a_live_run_shows_new_steps_as_they_arrive(server):
         write_status(
             runs / "learning",
             state="running",
-            pid=os.getpid(),
-            pid_started=process_started(os.getpid()),
+            **process_identity(os.getpid()),
             ended_at=None,
             global_step=11,
             max_steps=30,
@@ -402,15 +403,14 @@ def more_rollouts(run_dir):  # a ninth step of 128 rollouts, as the trainer writ
 def test_charts_are_redrawn_in_place_and_hover_marks_every_chart(server, path, title, grow, panels):
     """A live run's charts take new steps without being taken down (never blank, not drawn anew), and
     hovering a step on one chart marks it on every chart of the grid, as W&B does."""
-    from core.runstate import process_started
+    from core.runstate import process_identity
     from tests.dashboard_fixtures import write_status
 
     url, runs = server
     write_status(
         runs / "learning",
         state="running",
-        pid=os.getpid(),
-        pid_started=process_started(os.getpid()),
+        **process_identity(os.getpid()),
         ended_at=None,
         global_step=30,
         max_steps=60,

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.rundir import checkpoints, read_status
 from core.runs import list_runs, run_info, stop
-from core.runstate import effective_state, process_started
+from core.runstate import effective_state, process_started, process_ticks
 from core.store import RunStore
 from tests.conftest import ROOT, TINY_SETS
 from tests.dashboard_fixtures import make_runs, write_status
@@ -66,6 +66,28 @@ def test_a_reused_pid_is_another_process_the_run_crashed(tmp_path, no_signals):
         )  # proven: the same process that status.json names
         assert run_info(tmp_path)["state"] == "running" and stop(tmp_path)
         assert no_signals == [(sleeper.pid, 15)]
+        # the system clock stepped by an hour since the trainer wrote its start (a virtual machine catching up):
+        # its start in ticks since boot still proves it the run's own, where a time of day no longer can
+        ticks = process_ticks(sleeper.pid)
+        write_status(
+            tmp_path,
+            state="running",
+            pid=sleeper.pid,
+            pid_started=process_started(sleeper.pid) + 3600,
+            pid_ticks=ticks,
+            ended_at=None,
+        )
+        assert run_info(tmp_path)["state"] == "running" and stop(tmp_path)
+        write_status(
+            tmp_path,
+            state="running",
+            pid=sleeper.pid,
+            pid_started=process_started(sleeper.pid),
+            pid_ticks=ticks - 500,
+            ended_at=None,
+        )  # the ticks say another process: the time of day can't save it
+        assert run_info(tmp_path)["state"] == "crashed" and not stop(tmp_path)
+        assert no_signals == [(sleeper.pid, 15)] * 2
     finally:
         # Popen.kill would go through the recording os.kill: no kill, and a 60 s wait
         REAL_KILL(sleeper.pid, signal.SIGKILL)

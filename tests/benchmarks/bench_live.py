@@ -29,7 +29,7 @@ import psutil
 from core import REPO as ROOT
 from core.config import load_config
 from core.rundir import write_json_atomic
-from core.runstate import process_started
+from core.runstate import process_identity
 from tests.fake_run import write_run
 
 CHROMIUM = "/usr/bin/chromium"
@@ -59,8 +59,7 @@ def write_status(run_dir: Path, step: int) -> None:
         run_dir / "status.json",
         {
             "state": "running",
-            "pid": os.getpid(),
-            "pid_started": process_started(os.getpid()),
+            **process_identity(os.getpid()),
             "started_at": time.time() - 3600,
             "global_step": step,
             "max_steps": step * 2,
