@@ -3,10 +3,12 @@ config that cannot write a Final line is predicted not to (exit 1, the cause nam
 with TRL's own on the same samples, and bad input is one line and exit 2."""
 
 import json
+from dataclasses import fields
 
 import pytest
 
-from core.preflight import MIN_SAMPLES, SURE, main, sure_enough
+from core.doctor import Finding
+from core.preflight import MIN_SAMPLES, SURE, Report, main, sure_enough, verdict
 
 
 def preflight_json(capsys, *args) -> tuple[int, dict]:
@@ -16,7 +18,7 @@ def preflight_json(capsys, *args) -> tuple[int, dict]:
 
 def test_the_demo_preset_is_predicted_to_learn(tiny_model_dir, capsys):
     code, report = preflight_json(capsys, "--config", "configs/demo_cpu.yaml")
-    assert code == 0 and report["can_learn"] and report["findings"] == []
+    assert code == 0 and report["can_learn"] and report["signal"] == "expected" and report["findings"] == []
     assert report["well_formed"] > 0.9 and 0 < report["correct"] < 1 and report["truncated"] == 0
     assert report["groups_without_signal"] < 0.6 and report["mean_abs_advantage"] > 0.1
     # sampled until the share of groups without a signal was known to ±0.1
@@ -37,7 +39,7 @@ def test_a_config_that_cannot_write_a_final_line_is_predicted_not_to_learn(tiny_
     code, report = preflight_json(
         capsys, "--config", "configs/demo_cpu.yaml", "--set", "max_new_tokens=3", "--questions", "8"
     )
-    assert code == 1 and not report["can_learn"] and report["questions"] == 8
+    assert code == 1 and not report["can_learn"] and report["questions"] == 8 and report["groups_with_signal"] == 0
     assert report["well_formed"] == 0 and report["truncated"] == 1 and report["groups_without_signal"] == 1
     findings = {f["code"]: f for f in report["findings"]}
     assert (
@@ -48,6 +50,22 @@ def test_a_config_that_cannot_write_a_final_line_is_predicted_not_to_learn(tiny_
     main(["--config", "configs/demo_cpu.yaml", "--set", "max_new_tokens=3", "--questions", "8"])  # as text
     out = capsys.readouterr().out
     assert "verdict: this run cannot learn as configured" in out and "no_signal" in out
+
+
+@pytest.mark.parametrize(
+    "with_signal, finding, learns, said",
+    [
+        (0, "problem", False, "this run cannot learn as configured: no sampled group"),
+        (1, "problem", True, "a weak signal: only 1 of 12 groups"),  # SmolLM2 at temperature 1.0 learns
+        (4, "warning", True, "a weak signal: only 4 of 12 groups"),
+        (10, None, True, "a learning signal is expected"),
+    ],
+)
+def test_only_no_signal_at_all_says_the_run_cannot_learn(with_signal, finding, learns, said):
+    report = Report(**{f.name: None for f in fields(Report)})
+    report.questions, report.groups_with_signal = 12, with_signal
+    report.findings = [Finding("no_signal", finding, None, "", {}, "")] if finding else []
+    assert report.can_learn == learns and verdict(report).startswith(said)
 
 
 @pytest.mark.parametrize(
@@ -88,13 +106,14 @@ def test_check_before_launch_shows_the_report_in_the_forms_words(tiny_model_dir,
     from tests.test_dashboard import open_page
 
     monkeypatch.setenv("RUNS_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_MODE", "offline")  # transformers then prints to stdout, where the report goes
     at = open_page("launch")
     at.selectbox[0].set_value("demo_cpu.yaml").run()
     at.number_input(key="demo_cpu.yaml:tokens").set_value(3)  # no room for a Final line
     at.button[2].click().run(timeout=300)  # Check before launch
     assert not at.exception and [s.label for s in at.status] == ["Checked before launch"]
     assert [e.value for e in at.error][0] == (
-        "This run cannot learn as configured: almost every group of K samples got one reward for all."
+        "This run cannot learn as configured: no sampled group got rewards that differ (see the findings)."
     )
     fixes = " ".join(e.value for e in at.error[1:])
     assert "'Max new tokens' = 6" in fixes and "max_new_tokens=" not in fixes  # the fix in the form's words
@@ -103,7 +122,7 @@ def test_check_before_launch_shows_the_report_in_the_forms_words(tiny_model_dir,
     assert list(tmp_path.iterdir()) == []  # a check launches nothing and writes no run folder
     at.number_input(key="demo_cpu.yaml:tokens").set_value(16)
     at.button[2].click().run(timeout=300)
-    assert [s.value for s in at.success][0].startswith("A learning signal is expected: ")
+    assert [s.value for s in at.success][0].startswith("A learning signal is expected. ")
     assert {"A training step", "The whole run", "Peak memory"} <= {m.label for m in at.metric}
     at.button[0].click().run()  # Check: the settings are valid; the report of other settings goes
     assert "The settings are valid." in [s.value for s in at.success] and "Before launch" not in [

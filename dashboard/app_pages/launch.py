@@ -100,13 +100,15 @@ def preflight_view(report: dict | None, why: str) -> None:
     if report is None:
         st.error(f"The check could not run: {in_form_words(why)}")
         return
-    if report["can_learn"]:
-        st.success(
-            f"A learning signal is expected: {1 - report['groups_without_signal']:.0%} of the starting model's "
-            "groups got rewards that differ."
-        )
+    said = report["verdict"][0].upper() + report["verdict"][1:] + "."
+    if report["signal"] == "none":
+        st.error(said)
+    elif report["signal"] == "weak":
+        st.warning(said)
     else:
-        st.error("This run cannot learn as configured: almost every group of K samples got one reward for all.")
+        st.success(
+            f"{said} {1 - report['groups_without_signal']:.0%} of the starting model's groups got rewards that differ."
+        )
     sure = report["sure"]
     cols = st.columns(4)
     for col, (name, label) in zip(
