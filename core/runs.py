@@ -27,6 +27,7 @@ from core.config import (
     grpo_field_types,
     load_config,
     parse_setting,
+    updates_per_batch,
     web_form_problem,
 )
 from core.config import problems as config_problems
@@ -219,6 +220,15 @@ class FormCheck:
     sets: list[str]
     name: str | None
     problems: dict[str, str]
+
+
+def reuse(run_dir: str | Path) -> float:
+    """How many updates each batch of a run's samples trains (core.config.updates_per_batch): 1 for a
+    TRL run, or a run.yaml that cannot be read."""
+    try:
+        return updates_per_batch(load_config(config_path(run_dir), check=False))
+    except (ConfigError, OSError, ValueError):
+        return 1
 
 
 def check_form(base_path: str | Path, values: dict, texts: dict[str, str], name: str) -> FormCheck:

@@ -1,12 +1,13 @@
 """What training did to each token of a rollout: the token's log-probability and entropy under the
 model before training and after, and the five likeliest tokens at its place.
 
-    python -m core.tokens RUN_DIR --step S --prompt-id P --sample K [--checkpoint N] [--json]
+    python -m core.tokens RUN_DIR --step S --prompt-id P --sample K [--checkpoint N|after] [--json]
 
 This shows which tokens training moved, and how far (why they move: README, "What GRPO does
-here"; a token moves with every update of the run, not only its own sample's). "Before" is the run's starting
-model; "after" is its saved model (model/), or a checkpoint-<step>/ it kept. Log-probabilities are
-at the run's sampling temperature, as TRL computes them for the loss.
+here"; a token moves with every update of the run, not only its own sample's). By default it compares
+the two models the run kept nearest on either side of the sample's step (`around`), as the Rollouts
+page does; with --checkpoint, the starting model and checkpoint-<N>/ or the saved model (model/).
+Log-probabilities are at the run's sampling temperature, as TRL computes them for the loss.
 
 The tokens are the ones sampled (tokens/, TRL's completion ids, end of message included); a run
 written before they were recorded has its completion text tokenised again, and says so.
@@ -188,7 +189,36 @@ def score(model, tokenizer, prompt_ids: list[int], ids: list[int], temperature: 
     }
 
 
-def token_view(run_dir: str | Path, rollout: dict, before, after, after_label: str = "after") -> TokenView:
+def around(choices: dict[str, str], step: int) -> tuple[str, str]:
+    """The two models (labels of model_choices) nearest on either side of a rollout sampled for `step`:
+    the newest kept before that step's update (else the starting model), and the oldest kept after it
+    (else the saved model). Their difference is that update and the fewest others. A live run that has
+    kept nothing after the step yet gets its newest model and the one before it: both older than the
+    sample."""
+    later = [c for c in choices if updates(c) >= step]
+    last = min(later, key=updates) if later else max(choices, key=updates)  # none kept after it yet: the newest
+    first = max((c for c in choices if updates(c) < min(step, updates(last))), key=updates, default="before")
+    return first, last
+
+
+def updates(label: str) -> float:
+    """How many updates the model of a model_choices label has had: 0 for the starting model, a
+    checkpoint's step, every one for the saved model."""
+    return 0 if label == "before" else float("inf") if label == "after" else int(label.rsplit("-", 1)[1])
+
+
+def described(label: str) -> str:
+    """A model_choices label in words."""
+    if label == "before":
+        return "the starting model"
+    if label == "after":
+        return "the trained model (model/)"
+    return f"the weights after step {label.rsplit('-', 1)[1]} ({label})"
+
+
+def token_view(
+    run_dir: str | Path, rollout: dict, before, after, after_label: str = "after", before_label: str = "before"
+) -> TokenView:
     """The token view of `rollout` (a record: step, prompt_id, sample, prompt, completion) between
     loaded models `before` and `after`, each a (model, tokenizer) from load()."""
     cfg = load_config(config_path(run_dir), check=False)
@@ -216,7 +246,9 @@ def token_view(run_dir: str | Path, rollout: dict, before, after, after_label: s
         }
         for i, (text, token) in enumerate(zip(pieces(tokenizer, ids), ids))
     ]
-    return TokenView(tokens, cfg.model_name, after_label, recorded, temperature)
+    return TokenView(
+        tokens, cfg.model_name if before_label == "before" else before_label, after_label, recorded, temperature
+    )
 
 
 def find_rollout(run_dir: str | Path, step: int, prompt_id: str, sample: int) -> dict:
@@ -240,17 +272,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-id", required=True)
     parser.add_argument("--sample", type=int, required=True)
     parser.add_argument(
-        "--checkpoint", default="after", help="compare with checkpoint-<N>/ (give N), or the saved model (after)"
+        "--checkpoint",
+        help="compare the starting model with checkpoint-<N>/ (give N), or with the saved model (after); "
+        "by default, the two models kept nearest on either side of the sample's step",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per completion token")
     args = parser.parse_args(argv)
     try:
         rollout = find_rollout(args.run_dir, args.step, args.prompt_id, args.sample)
         choices = model_choices(args.run_dir)
-        label = f"checkpoint-{args.checkpoint}" if args.checkpoint.isdigit() else args.checkpoint
+        first, label = ("before", args.checkpoint) if args.checkpoint else around(choices, args.step)
+        label = f"checkpoint-{label}" if label.isdigit() else label
         if label not in choices or label == "before":
             kept = [c.removeprefix("checkpoint-") for c in choices if c != "before"]
-            name = "saved model (model/)" if label == "after" else label
+            name = {"after": "saved model (model/)", "before": "checkpoint or saved model"}.get(label, label)
             raise ConfigError(
                 f"run '{args.run_dir}' has no {name} to compare with: give --checkpoint "
                 + (
@@ -259,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                     else "once the run has kept a checkpoint or saved its model"
                 )
             )
-        view = token_view(args.run_dir, rollout, load(choices["before"]), load(choices[label]), label)
+        view = token_view(args.run_dir, rollout, load(choices[first]), load(choices[label]), label, first)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -119,15 +119,14 @@ def token_view(
     sample: int,
     attempt,
     completion: str,
-    after: str,
+    labels: tuple[str, str],
     models: tuple,
     _rollout: dict,
 ) -> core.tokens.TokenView:
-    """The token view of one rollout (a resumed run's later attempt at a step is another rollout) against
-    the run's model or checkpoint `after` (a label of core.tokens.model_choices), computed once for the
-    `models`' fingerprints."""
+    """The token view of one rollout (a resumed run's later attempt at a step is another rollout) between
+    the run's two models `labels` (of core.tokens.model_choices), computed once for the `models`' fingerprints."""
     choices = core.tokens.model_choices(run_path)
-    before, later = choices["before"], choices[after]
+    earlier, later = choices[labels[0]], choices[labels[1]]
     return core.tokens.token_view(
-        run_path, _rollout, token_model(before, models[0]), token_model(later, models[1]), after
+        run_path, _rollout, token_model(earlier, models[0]), token_model(later, models[1]), labels[1], labels[0]
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import math
 import textwrap
 import time
 
@@ -360,7 +361,8 @@ def show_tokens(tokens: list[dict]) -> None:
         alpha = min(1.0, abs(change) / STRONGEST_CHANGE)
         color = f"rgba(42,157,143,{alpha:.2f})" if change > 0 else f"rgba(230,57,70,{alpha:.2f})"
         tip = (
-            f"token {t['token']!r} (id {t['id']}) · log-probability {t['logprob_before']:.3f} -> "
+            f"token {t['token']!r} (id {t['id']}) · probability {math.exp(t['logprob_before']):.1%} -> "
+            f"{math.exp(t['logprob_after']):.1%} · log-probability {t['logprob_before']:.3f} -> "
             f"{t['logprob_after']:.3f} ({change:+.3f}) · entropy {t['entropy_before']:.3f} -> {t['entropy_after']:.3f}"
         )
         spans.append(
@@ -380,6 +382,8 @@ def token_table(tokens: list[dict]):
     return pd.DataFrame(
         {
             "token": [repr(t["token"]) for t in tokens],
+            "probability before": [math.exp(t["logprob_before"]) for t in tokens],
+            "probability after": [math.exp(t["logprob_after"]) for t in tokens],
             "logprob before": [t["logprob_before"] for t in tokens],
             "logprob after": [t["logprob_after"] for t in tokens],
             "change": [t["logprob_after"] - t["logprob_before"] for t in tokens],

@@ -168,3 +168,26 @@ def test_the_worked_step_on_the_rollouts_page_shows_the_push(tmp_path, monkeypat
     (table,) = [d.value for d in at.dataframe if "push per token" in d.value]
     assert table["push per token"].tolist() == pytest.approx(worked["push"].tolist())
     assert any(abs(p) > 0 for p in worked["push"])
+
+
+@pytest.mark.slow
+def test_the_worked_step_of_a_run_that_reuses_its_samples_says_so(tmp_path, monkeypatch):
+    import yaml
+
+    from core.rundir import config_path
+    from core.store import RunStore
+    from tests.dashboard_fixtures import make_runs
+    from tests.test_dashboard import open_page
+
+    monkeypatch.setenv("RUNS_DIR", str(tmp_path))
+    make_runs(tmp_path)
+    config = yaml.safe_load(config_path(tmp_path / "learning").read_text())
+    config["grpo"] = {**config.get("grpo", {}), "num_iterations": 2}  # the run's other GRPO settings kept
+    config_path(tmp_path / "learning").write_text(yaml.safe_dump(config))
+    store = RunStore(tmp_path / "learning")
+    store.refresh()
+    row = store.rollouts_page(limit=1)[0].iloc[0]
+    at = open_page("rollouts", run="learning", prompt_id=row["prompt_id"], step=str(row["step"]), sample="0")
+    assert any("trains each batch of samples for 2 updates" in w.value for w in at.warning)
+    runs = open_page("runs", run="learning")  # and the Runs page says it above the charts
+    assert any("Each batch of samples trains 2 updates" in i.value for i in runs.info)

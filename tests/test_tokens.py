@@ -68,6 +68,21 @@ def test_the_command_scores_the_sampled_tokens_as_a_forward_pass_does(tiny_run, 
     assert table.returncode == 0 and "temperature" in table.stdout and len(table.stdout.splitlines()) == len(tokens) + 2
 
 
+def test_the_command_compares_the_models_kept_around_the_step_by_default(tiny_run, tmp_path, capsys):
+    run = tmp_path / "kept"
+    shutil.copytree(tiny_run, run)
+    shutil.copytree(model_dir(run), run / "checkpoint-1")  # as if the run had kept its weights after step 1
+    store = RunStore(run)
+    store.refresh()
+    for step, pair in ((1, "before: builtin:tiny   after: checkpoint-1"), (2, "before: checkpoint-1   after: after")):
+        page, _ = store.rollouts_page(step_min=step, step_max=step, limit=1)
+        row = page.iloc[0]
+        args = [str(run), "--step", str(step), "--prompt-id", row["prompt_id"], "--sample", str(row["sample"])]
+        assert core.tokens.main(args) == 0
+        header = capsys.readouterr().out.splitlines()[0]
+        assert header.startswith(pair)
+
+
 def test_a_run_without_recorded_ids_has_its_text_tokenised_again(tiny_run, rollout, tmp_path):
     run = tmp_path / "old"
     shutil.copytree(tiny_run, run)
@@ -97,3 +112,22 @@ def test_each_thing_that_cannot_be_shown_is_one_line_and_exit_2(tiny_run, rollou
     assert core.tokens.main([str(tiny_run), *map(str, where(rollout))]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "GiB free" in err
+
+
+@pytest.mark.parametrize(
+    "step, expected",
+    [
+        (1, ("before", "checkpoint-175")),  # sampled by the starting model, its update in the first save
+        (175, ("before", "checkpoint-175")),
+        (176, ("checkpoint-175", "checkpoint-350")),
+        (400, ("checkpoint-350", "after")),
+    ],
+)
+def test_the_token_view_compares_the_kept_weights_around_a_samples_step(step, expected):
+    choices = {"before": "m", "checkpoint-175": "c1", "checkpoint-350": "c2", "after": "f"}
+    assert core.tokens.around(choices, step) == expected
+    first, last = expected
+    assert core.tokens.updates(first) < step <= core.tokens.updates(last)  # the change holds this sample's update
+    # a live run with no save after the step yet: its newest save, and the one before it
+    assert core.tokens.around({"before": "m", "checkpoint-10": "c"}, 20) == ("before", "checkpoint-10")
+    assert core.tokens.described("checkpoint-350") == "the weights after step 350 (checkpoint-350)"

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.caches import store_for
-from dashboard.widgets import fmt_pct, live_every, pick_run, show_completion
+from dashboard.widgets import ROW_CLICK, clicked_row, fmt_pct, live_every, pick_run, show_completion
 
 st.title("Eval")
 run = pick_run()
@@ -86,12 +86,13 @@ def view():
         }
     )
     event = st.dataframe(
-        table, hide_index=True, on_select="rerun", selection_mode="single-row", key=f"flips_{kind}", width="stretch"
+        table, hide_index=True, on_select="rerun", selection_mode=ROW_CLICK, key=f"flips_{kind}", width="stretch"
     )
-    if not event.selection.rows:
+    clicked = clicked_row(event)
+    if clicked is None:
         st.caption("Click a row to read its completions before and after training, side by side.")
         return
-    row = part.iloc[event.selection.rows[0]]
+    row = part.iloc[clicked]
     st.markdown(f"**{row['flip']}** · question `{row['prompt_id']}` · ground truth `{row['ground_truth']}`")
     st.text(row["question"])
     left, right = st.columns(2)

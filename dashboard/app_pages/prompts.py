@@ -5,7 +5,17 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.caches import store_for
-from dashboard.widgets import CHART_SECONDS, COLORS, hover_marks, hover_on, live_every, pick_run, step_bin
+from dashboard.widgets import (
+    CHART_SECONDS,
+    COLORS,
+    ROW_CLICK,
+    clicked_row,
+    hover_marks,
+    hover_on,
+    live_every,
+    pick_run,
+    step_bin,
+)
 
 BOARDS = {
     "most_improved": "Most improved",
@@ -20,10 +30,13 @@ if run is None:
     st.stop()
 
 
-def open_rollouts(prompt_id: str, step: int | None = None) -> None:
+def open_rollouts(prompt_id: str, step: int | None = None, bin: int = 1) -> None:
+    """Rollouts on `prompt_id`; with `step`, at the steps of that point of its curve (`bin` of them from
+    `step`): the table's window, and the prompt's first group there opened."""
     query = {"run": run["name"], "prompt_id": prompt_id}
     if step is not None:
-        query["step"] = str(step)
+        sampled = [s for s in store_for(run["name"]).prompt_steps(prompt_id) if step <= s < step + bin]
+        query |= {"step": str(sampled[0] if sampled else step), "from": str(step), "to": str(step + bin - 1)}
     st.session_state.pop("focus", None)
     st.switch_page("app_pages/rollouts.py", query_params=query)
 
@@ -66,7 +79,12 @@ def heatmap(grid: pd.DataFrame, x: str, title: str):
         .mark_rect()
         .encode(
             x=alt.X(f"{x}:O", title=x, axis=alt.Axis(labelAngle=0, labelOverlap="greedy")),
-            y=alt.Y("prompt_id:N", title="prompt", sort=alt.EncodingSortField("rank", op="min")),
+            y=alt.Y(  # every row named: the labels' font fits a row's height, none dropped as overlapping
+                "prompt_id:N",
+                title="prompt",
+                sort=alt.EncodingSortField("rank", op="min"),
+                axis=alt.Axis(labelOverlap=False, labelFontSize=10),
+            ),
             color=alt.Color("accuracy:Q", scale=alt.Scale(scheme="redyellowgreen", domain=[0, 1])),
             tooltip=[
                 alt.Tooltip("prompt_id:N", title="prompt"),
@@ -75,7 +93,7 @@ def heatmap(grid: pd.DataFrame, x: str, title: str):
                 alt.Tooltip("n:Q", title="samples"),
             ],
         )
-        .properties(title=title, height=alt.Step(14))
+        .properties(title=title, height=alt.Step(15))
     )
 
 
@@ -95,14 +113,14 @@ def view():
             rows,
             hide_index=True,
             on_select="rerun",
-            selection_mode="single-row",
+            selection_mode=ROW_CLICK,
             key="trl_prompts",
             column_config={
                 c: st.column_config.NumberColumn(format="%.3f") for c in ("mean_reward", "first_reward", "last_reward")
             },
         )
-        if event.selection.rows:
-            open_rollouts(rows.iloc[event.selection.rows[0]]["prompt_id"])
+        if clicked_row(event) is not None:
+            open_rollouts(rows.iloc[clicked_row(event)]["prompt_id"])
         return
     min_samples = st.number_input(
         "Minimum sampled completions per prompt",
@@ -131,11 +149,11 @@ def view():
         event = st.altair_chart(accuracy_curves(curves, title), key="curves", on_select="rerun", selection_mode="pick")
         picked_point = event.selection["pick"]
         if picked_point:
-            open_rollouts(picked_point[0]["prompt_id"], int(picked_point[0]["step"]) if bin == 1 else None)
+            open_rollouts(picked_point[0]["prompt_id"], int(picked_point[0]["step"]), bin)
         st.caption(
             "Click a point to read that prompt's rollouts at that step."
             if bin == 1
-            else "Click a point to read that prompt's rollouts."
+            else f"Click a point to read that prompt's rollouts in its {bin} steps."
         )
 
     by_visit = st.radio(
@@ -186,15 +204,15 @@ def view():
                 ],
                 hide_index=True,
                 on_select="rerun",
-                selection_mode="single-row",
+                selection_mode=ROW_CLICK,
                 key=f"board_{board}",
                 column_config={
                     c: st.column_config.NumberColumn(format="%.2f")
                     for c in ("first_accuracy", "last_accuracy", "change")
                 },
             )
-            if event.selection.rows:
-                open_rollouts(rows.iloc[event.selection.rows[0]]["prompt_id"])
+            if clicked_row(event) is not None:
+                open_rollouts(rows.iloc[clicked_row(event)]["prompt_id"])
 
 
 view()

@@ -18,6 +18,8 @@ from dashboard.widgets import (
     CATEGORY_COLORS,
     CHART_SECONDS,
     COLORS,
+    ROW_CLICK,
+    clicked_row,
     curve_grid,
     hover_marks,
     hover_on,
@@ -271,12 +273,12 @@ def replay_view(report: dict, run_name: str) -> None:
         )[["step", "prompt_id", "sample", "reward", "completion"]],
         hide_index=True,
         on_select="rerun",
-        selection_mode="single-row",
+        selection_mode=ROW_CLICK,
         key="replay_rows",
         width="stretch",
     )
-    if event.selection.rows:
-        row = rows.iloc[event.selection.rows[0]]
+    if clicked_row(event) is not None:
+        row = rows.iloc[clicked_row(event)]
         st.session_state.pop("focus", None)
         st.switch_page(
             "app_pages/rollouts.py",

@@ -6,7 +6,8 @@ from core.advantage import formula, run_settings
 from core.errors import ConfigError
 from core.loss import LOSS_SPREADS
 from core.rundir import read_config
-from core.tokens import fingerprint, model_choices
+from core.runs import reuse
+from core.tokens import around, described, fingerprint, model_choices, updates
 from dashboard.caches import store_for, token_view
 from dashboard.widgets import (
     ROW_CLICK,
@@ -177,6 +178,8 @@ def table():
     rows = [(r.prompt_id, int(r.step), int(r.sample)) for r in page.itertuples()]  # the rollout of each row
     focus = opened()
     shown.insert(0, "open", ["▶" if row == focus else "" for row in rows])  # the rollout open below, marked
+    if focus is not None and focus not in rows:  # a live run's new rows pushed it off this page: still said
+        st.caption(f"▶ Open below: prompt {focus[0]} · step {focus[1]} · sample {focus[2]} (not on this page now)")
     version = st.session_state.get("table_version", 0)
     event = st.dataframe(
         shown,
@@ -196,12 +199,17 @@ def table():
     clicked = clicked_row(event)
     if clicked is not None:
         if clicked < len(drawn):
-            st.session_state["focus"] = drawn[clicked]  # the rollout clicked, not the position
+            st.session_state["focus"] = st.session_state["just_opened"] = drawn[clicked]  # the rollout clicked
         st.session_state["table_version"] = version + 1  # a fresh table, with no selection left to act again
         st.rerun()  # the whole page: the rollout opens below at once
 
 
 table()
+if just_opened := st.session_state.pop("just_opened", None):  # an answer to the click where the eye is
+    st.toast(
+        f"Opened prompt {just_opened[0]} · step {just_opened[1]} · sample {just_opened[2]}: below the table",
+        icon=":material/arrow_downward:",
+    )
 
 focus = opened()
 if focus is None:
@@ -243,7 +251,8 @@ show_completion(rollout["completion"])
 if not trl and st.toggle(
     "What training did to each token",
     key="token_view",
-    help="Each token's log-probability under the starting model and under the trained one (or a checkpoint)",
+    help="Each token's log-probability under two of the run's models: by default the ones it kept nearest "
+    "on either side of this sample's step",
 ):
     try:
         models = model_choices(store.run_dir)
@@ -259,11 +268,23 @@ if not trl and st.toggle(
             "it saves model/ when it finishes (and checkpoint-<step>/ every train.save_steps steps)."
         )
     else:
-        after = st.selectbox(
-            "Compare the starting model with",
-            choices[::-1],
-            key="token_after",
-            format_func=lambda c: "the trained model (model/)" if c == "after" else c,
+        in_order = list(models)  # the starting model, each kept checkpoint, the saved model
+        first, last = around(models, step)  # by default the kept weights on either side of this sample's step
+        c1, c2 = st.columns(2)
+        earlier = c1.selectbox(
+            "Compare",
+            in_order[:-1],
+            index=in_order.index(first),
+            key=f"token_before:{prompt_id}:{step}:{sample}",
+            format_func=described,
+        )
+        further = [c for c in in_order if updates(c) > updates(earlier)]
+        later = c2.selectbox(
+            "with",
+            further,
+            index=further.index(last) if last in further else len(further) - 1,
+            key=f"token_after:{prompt_id}:{step}:{sample}",  # each rollout starts at the models around its step
+            format_func=described,
         )
         try:
             with st.spinner("Scoring the completion under both models…"):
@@ -274,17 +295,22 @@ if not trl and st.toggle(
                     sample,
                     rollout.get("attempt"),
                     rollout["completion"],
-                    after,
-                    (fingerprint(models["before"]), fingerprint(models[after])),
+                    (earlier, later),
+                    (fingerprint(models[earlier]), fingerprint(models[later])),
                     rollout,
                 )
         except ConfigError as e:
             st.error(str(e))
         else:
             st.caption(
-                f"Green: the trained model finds the token likelier than the starting model did; red: less likely "
-                f"(hover a token for its figures; log-probabilities at the run's sampling temperature, {view.temperature:g}). "
-                f"Every update of the run moves them, not only this sample's (README: What GRPO does here)."
+                f"Compared: **{described(earlier)}** → **{described(later)}**. This sample was drawn at step {step}"
+                + (
+                    ", between them: the change is its own update and those of the other steps between the two."
+                    if updates(earlier) < step <= updates(later)
+                    else ", outside them: the change is other steps' updates alone, not this sample's own."
+                )
+                + f" Green: likelier under the second; red: less likely (hover a token for its figures; "
+                f"log-probabilities and probabilities at the run's sampling temperature, {view.temperature:g})."
                 + (
                     ""
                     if view.recorded
@@ -296,8 +322,14 @@ if not trl and st.toggle(
                 token_table(view.tokens),
                 hide_index=True,
                 column_config={
-                    c: st.column_config.NumberColumn(format="%.3f")
-                    for c in ("logprob before", "logprob after", "change", "entropy before", "entropy after")
+                    **{
+                        c: st.column_config.NumberColumn(format="%.3f")
+                        for c in ("logprob before", "logprob after", "change", "entropy before", "entropy after")
+                    },
+                    **{
+                        c: st.column_config.NumberColumn(format="percent")
+                        for c in ("probability before", "probability after")
+                    },
                 },
             )
 
@@ -334,6 +366,16 @@ with st.expander("One GRPO step, worked through: from this group's rewards to th
         st.info(f"This run's loss_type, {settings['loss_type']}, weighs tokens in a way this view does not show.")
         st.stop()
     worked, facts = store.worked_step(prompt_id, step, settings)
+    reused = reuse(store.run_dir)
+    if reused > 1:
+        st.warning(
+            f"This run trains each batch of samples for {reused:g} updates (grpo.steps_per_generation, "
+            "generation_batch_size or num_iterations). What follows is the first of them, where the model is "
+            "still the one that sampled (ratio 1, the clip idle); in the later ones the ratio moves and PPO's "
+            "clip cuts what strays past 1 ± epsilon. Their ratios are not recorded: the clip_ratio of the "
+            f"next {reused - 1:g} steps (Runs page) says what share of tokens the clip cut.",
+            icon=":material/repeat:",
+        )
     scored = [r if isinstance(r, dict) else {} for r in worked["rewards"]]  # a hand-written record may lack them
     names = list(settings["weights"]) or sorted({n for r in scored for n in r})
     weights = {n: settings["weights"].get(n, 1.0) for n in names}

@@ -5,11 +5,10 @@ import pandas as pd
 import streamlit as st
 
 from core import REPO
-from core.config import load_config, updates_per_batch
 from core.doctor import MIN_STEPS
 from core.errors import ConfigError
-from core.rundir import checkpoints, config_path
-from core.runs import delete, log_tail, resume, stop
+from core.rundir import checkpoints
+from core.runs import delete, log_tail, resume, reuse, stop
 from dashboard.caches import all_runs, diagnosis, folder_of, open_folder, runs_root, small_rollouts, store_for
 from dashboard.widgets import (
     CHART_POINTS,
@@ -284,10 +283,7 @@ def other_charts():
 
 def reuse_note():
     """What a run that reuses its samples over several updates does differently, said once above its charts."""
-    try:
-        updates = updates_per_batch(load_config(config_path(path), check=False))
-    except (ConfigError, OSError, ValueError):
-        return  # a TRL run, or a run.yaml that cannot be read: nothing to say
+    updates = reuse(path)
     if updates > 1:
         st.info(
             f"Each batch of samples trains {updates:g} updates (this run's grpo.steps_per_generation, "
