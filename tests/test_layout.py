@@ -89,13 +89,23 @@ def test_train_builds_and_runs_the_trainer_on_its_first_screen():
     assert calls["GRPOTrainer"] < calls["train"]
 
 
+def anchors(page: Path) -> set[str]:
+    """The #anchors GitHub gives a Markdown page's headings: lower case, punctuation dropped, spaces as -."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
 def test_the_readme_teaches_in_few_lines_and_every_link_resolves():
     readme = (ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 200
     for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
-            if "://" not in target:
-                assert (page.parent / target).exists(), f"{page.name} links to {target}, which does not exist"
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)]*))?\)", page.read_text()):
+            if "://" in target:
+                continue
+            linked = page.parent / target if target else page
+            assert linked.exists(), f"{page.name} links to {target}, which does not exist"
+            if anchor and linked.suffix == ".md":
+                assert anchor in anchors(linked), f"{page.name} links to {target}#{anchor}: no such heading"
 
 
 def core_imports() -> dict[str, tuple[set[str], set[str]]]:
