@@ -30,7 +30,7 @@ TINY_SETS = [
 
 
 # Tests that use these train or build a model: the full tier only (README: `pytest -m "not slow"` is the fast one).
-SLOW_FIXTURES = {"tiny_run", "tiny_model_dir"}
+SLOW_FIXTURES = {"tiny_run", "tiny_model_dir", "train_here", "smollm2_dir", "server"}
 
 
 def pytest_collection_modifyitems(items):
@@ -49,6 +49,31 @@ def run_cli(*args, env=None, timeout=600):
         env={**os.environ, **(env or {})},
         timeout=timeout,
     )
+
+
+@pytest.fixture
+def train_here(monkeypatch, capsys):
+    """`python -m core.train ARGS` run in this process, through its main(), for the paths that end before
+    a model trains (a fresh interpreter costs seconds of imports): returns (exit code, stderr). What
+    main() changes for its process (the SIGTERM handler, the attempt number in the environment) is put back."""
+    import signal
+
+    from core.train import main
+
+    monkeypatch.chdir(ROOT)  # relative config paths, as from the repo root
+    monkeypatch.setenv("SIMPLE_GRPO_LOGGED", "1")  # no train.log copy of pytest's own streams
+    monkeypatch.setenv("SIMPLE_GRPO_ATTEMPT", "1")  # main() numbers the attempt in os.environ
+
+    def run(*args):
+        handler, hook = signal.getsignal(signal.SIGTERM), sys.unraisablehook
+        try:
+            code = main([str(a) for a in args])
+        finally:
+            signal.signal(signal.SIGTERM, handler)
+            sys.unraisablehook = hook
+        return code, capsys.readouterr().err
+
+    return run
 
 
 @pytest.fixture(scope="session")

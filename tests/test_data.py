@@ -120,6 +120,7 @@ def test_synthetic_levels(level, steps):
         assert max(numbers) > 9
 
 
+@pytest.mark.slow  # about 3 s: it draws 900,000 questions before it gives up
 def test_level_one_runs_out_of_questions_with_a_clear_error():
     with pytest.raises(ConfigError, match="synthetic level 1 ran out of distinct questions after 7776"):
         synthetic_rows(8000, seed=0, level=1)

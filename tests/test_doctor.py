@@ -285,6 +285,7 @@ def test_real_tiny_runs_that_fail_on_purpose(tiny_model_dir, tmp_path, sets, cod
     assert code in {f.code for f in findings}, [(f.code, f.message) for f in findings]
 
 
+@pytest.mark.slow  # it drives the dashboard
 def test_the_runs_page_shows_the_findings_and_opens_an_example(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 

@@ -21,7 +21,8 @@ from core.store import RunStore
 from tests.conftest import ROOT, TINY_SETS
 from tests.dashboard_fixtures import make_runs, write_status
 
-pytestmark = pytest.mark.slow  # it starts processes, trains or drives the dashboard: the full tier only
+# The tests that start processes, train or drive the dashboard are marked slow (the full tier only): by
+# their fixtures (tests/conftest.py) or by hand.
 
 PAGES = ["runs", "rollouts", "rewards", "prompts", "eval", "compare"]
 
@@ -50,6 +51,7 @@ def test_a_pid_that_is_not_a_process_of_ours_is_never_signalled(tmp_path, no_sig
     )  # a pid that is not a number makes status.json unreadable
 
 
+@pytest.mark.slow
 def test_a_reused_pid_is_another_process_the_run_crashed(tmp_path, no_signals):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -113,6 +115,7 @@ DAMAGED = {  # file: text, and whether the run as a whole becomes unreadable
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(DAMAGED))
 def test_a_damaged_metadata_file_makes_one_run_unreadable_and_breaks_no_page(tmp_path, monkeypatch, case):
     runs = make_runs(tmp_path)
@@ -204,6 +207,7 @@ def test_the_trainer_rewrites_a_status_file_damaged_under_it(tiny_model_dir, tmp
 # ---- the right run: its real folder, whatever its name ---------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_folder_named_by_hand_is_the_run_every_page_and_action_uses(tmp_path, monkeypatch):
     runs = make_runs(tmp_path)
     (tmp_path / "exp 1").mkdir()  # made from the command line: a name the dashboard would not choose
@@ -275,6 +279,7 @@ def test_a_pipe_or_a_device_as_data_is_refused_at_once(tmp_path):
         load_config(sets=["dataset.name=synthetic", f"dataset.path={tmp_path}"])
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_bad_data_before_loading_a_model(tmp_path):
     # a Hub model that is not cached would be the first thing to fail if the model loaded first
     path = tmp_path / "data.jsonl"
@@ -343,6 +348,7 @@ def test_paths_passed_with_set_arrive_exactly_as_given(tmp_path, folder):
     assert load_config(sets=[f"model_name={folder}"]).model_name == folder if not folder.startswith(" ") else True
 
 
+@pytest.mark.slow
 def test_the_launch_form_cannot_publish_or_write_outside_the_run_folder(tmp_path, monkeypatch):
     import yaml
 
@@ -616,6 +622,7 @@ def test_the_dashboards_stop_ends_a_two_process_run_in_each_phase_before_trainin
     assert not (run_dir / "rollouts" / "rollouts.rank1.jsonl").exists()  # no rank trained
 
 
+@pytest.mark.slow
 def test_a_stop_leaves_no_child_process_of_the_run_behind(tmp_path, monkeypatch):
     """A stop can land while the run starts a child process (the tiny model's builder, as loading
     begins), after the child exists and before subprocess.run holds it to kill it: the stopped run

@@ -3,6 +3,7 @@ and reaches no process control through its imports (that is the runtime's: core/
 core/runstate.py, core/runs.py and the command line's core/train.py)."""
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -108,6 +109,7 @@ def test_the_readme_teaches_in_few_lines_and_every_link_resolves():
                 assert anchor in anchors(linked), f"{page.name} links to {target}#{anchor}: no such heading"
 
 
+@functools.cache
 def core_imports() -> dict[str, tuple[set[str], set[str]]]:
     """Each core module (`store.ingest` for core/store/ingest.py): (the core modules it imports at its
     top, those it imports inside a function)."""

@@ -18,7 +18,8 @@ from core.rundir import read_status
 from core.runs import stop
 from tests.conftest import ROOT, TINY_SETS
 
-pytestmark = pytest.mark.slow  # it starts processes, trains or drives the dashboard: the full tier only
+# The tests that start processes, train or drive the dashboard are marked slow (the full tier only): by
+# their fixtures (tests/conftest.py) or by hand.
 
 
 def free_port() -> int:
@@ -222,6 +223,7 @@ def test_the_slurm_script_is_valid_bash_and_uses_the_documented_variables():
     assert os.access(ROOT / "scripts" / "slurm_train.sh", os.X_OK)
 
 
+@pytest.mark.slow
 def test_the_launch_page_shows_each_machines_command_and_launches_nothing(tmp_path, monkeypatch):
     import yaml
     from streamlit.testing.v1 import AppTest

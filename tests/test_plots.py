@@ -1,22 +1,32 @@
 """`python -m core.plots prompt-accuracy`: per-prompt accuracy per step, refusing partial groups."""
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
-from core.plots import opened, prompt_accuracy
+from core.plots import main, opened, prompt_accuracy
 from core.rundir import rollout_record
 from tests.conftest import ROOT
 
 
-def plot(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "core.plots", "prompt-accuracy", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def plot(*args, process=False):
+    """`python -m core.plots prompt-accuracy ARGS`: in a process of its own when `process`, else through its
+    main() in this one (no interpreter to start): its exit code and stderr."""
+    if process:
+        return subprocess.run(
+            [sys.executable, "-m", "core.plots", "prompt-accuracy", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["prompt-accuracy", *args])
+    return SimpleNamespace(returncode=code, stderr=err.getvalue())
 
 
 def rows(prompt_id, step, correct, attempt=1):
@@ -42,7 +52,7 @@ def test_accuracy_is_the_group_mean_per_step_of_the_latest_attempt(tmp_path):
 def test_html_and_png_from_a_real_run(tiny_run, tmp_path):
     first = json.loads((tiny_run / "rollouts" / "rollouts.jsonl").read_text().splitlines()[0])
     html, png = tmp_path / "acc.html", tmp_path / "acc.png"
-    result = plot("--rollouts", str(tiny_run), "--prompt-id", first["prompt_id"], "--out", str(html))
+    result = plot("--rollouts", str(tiny_run), "--prompt-id", first["prompt_id"], "--out", str(html), process=True)
     assert result.returncode == 0, result.stderr
     assert "plotly" in html.read_text() and first["prompt_id"] in html.read_text()
     result = plot(

@@ -12,7 +12,8 @@ from core.runs import delete, launch, list_runs, resume, run_path, safe_run_name
 from core.runstate import effective_state
 from tests.conftest import ROOT, TINY_SETS
 
-pytestmark = pytest.mark.slow  # it starts processes, trains or drives the dashboard: the full tier only
+# The tests that start processes, train or drive the dashboard are marked slow (the full tier only): by
+# their fixtures (tests/conftest.py) or by hand.
 
 
 @pytest.mark.parametrize(
@@ -90,10 +91,10 @@ def test_launch_then_stop_through_the_process_group(tiny_model_dir, tmp_path):
     assert not run_dir.exists()
 
 
-@pytest.mark.parametrize(
-    "launcher", [[], ["launch.accelerate_config=configs/accelerate/ddp.yaml"]], ids=["torchrun", "accelerate"]
-)
-def test_stop_reaches_every_rank_of_a_two_process_run(launcher, tiny_model_dir, tmp_path):
+def test_stop_reaches_every_rank_of_a_two_process_run(tiny_model_dir, tmp_path):
+    # given an accelerate config, the run becomes accelerate launch (torchrun without one: a run to its
+    # end in tests/test_train.py); the Runs page's Stop ends both ranks at one step
+    launcher = ["launch.accelerate_config=configs/accelerate/ddp.yaml"]
     config = load_config(
         ROOT / "configs" / "tiny_cpu.yaml",
         env={},
@@ -117,6 +118,9 @@ def test_stop_reaches_every_rank_of_a_two_process_run(launcher, tiny_model_dir, 
     ]
     assert counts[0] == counts[1] > 0  # both ranks stopped at the same step
     assert (run_dir / "model" / "model.safetensors").is_file()
+    log = (run_dir / "train.log").read_text()
+    assert "starting the workers: -m accelerate.commands.launch --config_file configs/accelerate/ddp.yaml" in log
+    assert "training with 2 process(es), MULTI_CPU" in log
 
 
 def test_settings_diff_shows_the_value_in_effect(tmp_path):

@@ -18,7 +18,8 @@ from core.rewards import extract_model_final, score
 from core.rundir import EVAL_FIELDS, ROLLOUT_FIELDS, read_status
 from tests.conftest import ROOT, TINY_SETS, run_cli
 
-pytestmark = pytest.mark.slow  # it starts processes, trains or drives the dashboard: the full tier only
+# The tests that start processes, train or drive the dashboard are marked slow (the full tier only): by
+# their fixtures (tests/conftest.py) or by hand.
 
 
 def lines(path):
@@ -136,12 +137,17 @@ def test_evaluate_cli_reevaluates_a_saved_model_like_the_run_did(tiny_run):
 
 
 @pytest.mark.parametrize("command", [["core.train", "--config", "configs/tiny_cpu.yaml"], ["core.evaluate"]])
-def test_vllm_eval_without_cuda_is_a_clear_error(command, tiny_run, tmp_path):
-    args = [*command, "--set", "eval.backend=vllm"]
-    args += [str(tiny_run)] if command == ["core.evaluate"] else ["--set", f"train.output_dir={tmp_path / 'v'}"]
-    result = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: eval.backend=vllm needs an NVIDIA GPU")
+def test_vllm_eval_without_cuda_is_a_clear_error(command, tiny_run, tmp_path, train_here, capsys):
+    if command == ["core.evaluate"]:
+        from core.evaluate import main
+
+        code, err = main([str(tiny_run), "--set", "eval.backend=vllm"]), capsys.readouterr().err
+    else:
+        code, err = train_here(
+            *command[1:], "--set", "eval.backend=vllm", "--set", f"train.output_dir={tmp_path / 'v'}"
+        )
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith("error: eval.backend=vllm needs an NVIDIA GPU")
 
 
 def test_sigterm_stops_gracefully_then_resume_continues(tiny_model_dir, tmp_path):
@@ -192,11 +198,11 @@ def test_sigterm_stops_gracefully_then_resume_continues(tiny_model_dir, tmp_path
     assert (run_dir / "eval" / "after.jsonl").exists()
 
 
-def test_resume_needs_a_checkpoint(tmp_path):
+def test_resume_needs_a_checkpoint(tmp_path, train_here):
     (tmp_path / "run.yaml").write_text("model_name: builtin:tiny\n")
-    result = run_cli("--resume", str(tmp_path))
-    assert result.returncode == 2
-    assert result.stderr.strip().startswith(f"error: cannot resume '{tmp_path}': it needs a run.yaml and a checkpoint")
+    code, err = train_here("--resume", tmp_path)
+    assert code == 2
+    assert err.strip().startswith(f"error: cannot resume '{tmp_path}': it needs a run.yaml and a checkpoint")
 
 
 def wandb_records(path, block=32768):
@@ -314,10 +320,10 @@ def test_tensorboard_trackio_and_mlflow_get_the_metrics_and_the_evals(tiny_model
             assert evals[f"eval_{phase}/{key}"] == [[2, pytest.approx(value)]]
 
 
-def test_model_that_cannot_be_loaded_fails_the_run_with_one_line(tmp_path):
+def test_model_that_cannot_be_loaded_fails_the_run_with_one_line(tmp_path, train_here):
     # conftest sets HF_HUB_OFFLINE=1, so a Hub id that is not cached cannot be loaded
     run_dir = tmp_path / "nohub"
-    result = run_cli(
+    code, err = train_here(
         "--set",
         "model_name=nobody/no-such-model",
         "--set",
@@ -325,9 +331,9 @@ def test_model_that_cannot_be_loaded_fails_the_run_with_one_line(tmp_path):
         "--set",
         "dataset.name=synthetic",
     )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: could not load model 'nobody/no-such-model'")
-    assert "builtin:tiny" in result.stderr and "Traceback" not in result.stderr
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith("error: could not load model 'nobody/no-such-model'")
+    assert "builtin:tiny" in err and "Traceback" not in err
     status = read_status(run_dir)
     assert status["state"] == "failed" and "could not load model" in status["error"]
 
@@ -386,25 +392,15 @@ def test_grpo_passthrough_reaches_trl(tmp_path):
         load_config(sets=["grpo.data_seed=3"])
 
 
-@pytest.mark.parametrize(
-    "launcher, command",
-    [
-        ([], "starting the workers: -m torch.distributed.run --standalone --nproc_per_node=2 -m core.train"),
-        (
-            ["launch.accelerate_config=configs/accelerate/ddp.yaml"],
-            "starting the workers: -m accelerate.commands.launch --config_file configs/accelerate/ddp.yaml --num_processes 2",
-        ),
-    ],
-    ids=["torchrun", "accelerate"],
-)
-def test_two_processes(launcher, command, tiny_model_dir, tmp_path):
-    # launch.num_processes=2: core.train becomes torchrun (or accelerate launch, given an accelerate
-    # config), and two CPU workers train together over gloo
+def test_two_processes(tiny_model_dir, tmp_path):
+    # launch.num_processes=2: core.train becomes torchrun, and two CPU workers train together over gloo
+    # to the end (accelerate launch, given an accelerate config: tests/test_runs.py, stopped mid-run)
+    command = "starting the workers: -m torch.distributed.run --standalone --nproc_per_node=2 -m core.train"
     run_dir = tmp_path / "two"
     result = run_cli(
         "--config",
         "configs/tiny_cpu.yaml",
-        *[a for s in TINY_SETS + launcher for a in ("--set", s)],
+        *[a for s in TINY_SETS for a in ("--set", s)],
         "--set",
         "launch.num_processes=2",
         "--set",
@@ -422,8 +418,8 @@ def test_two_processes(launcher, command, tiny_model_dir, tmp_path):
     assert (run_dir / "model" / "model.safetensors").is_file()
 
 
-def test_vllm_without_cuda_is_a_clear_error(tmp_path):
-    result = run_cli(
+def test_vllm_without_cuda_is_a_clear_error(tmp_path, train_here):
+    code, err = train_here(
         "--config",
         "configs/tiny_cpu.yaml",
         "--set",
@@ -431,11 +427,12 @@ def test_vllm_without_cuda_is_a_clear_error(tmp_path):
         "--set",
         f"train.output_dir={tmp_path / 'v'}",
     )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: grpo.use_vllm=true needs an NVIDIA GPU")
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith("error: grpo.use_vllm=true needs an NVIDIA GPU")
     assert read_status(tmp_path / "v")["state"] == "failed"
 
 
+@pytest.mark.slow
 def test_a_stop_that_lands_in_a_finaliser_is_raised_just_after_it(capfd):
     from core.lifecycle import GracefulStop, StopRequested
 
