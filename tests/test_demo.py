@@ -1,11 +1,13 @@
 """The offline demo learns: GRPO on the tiny model raises greedy eval accuracy and the reward.
 
-Slow (three to six minutes on a 2-core CPU); it runs in CI. It asserts what held on every run of the
-preset measured (docs/measured.md: eleven runs of five seeds on two machines, gains of +10 to +45 points,
-the mean reward up by 0.18 to 0.26): the gain in eval accuracy beyond the noise of 300 questions (its
-paired 95% interval above 0; the lowest of the eleven reached down to +2.5), the mean reward up by more
-than 0.1, and nothing wrong by the run doctor. The strong claim (every seed of 0-4 at least +10 points,
-+15 on average) is `tests/benchmarks/bench_demo.py`'s, which prints it for several seeds.
+Slow (about 90 s on a 2-core CPU); it runs in CI. It runs the preset's first 300 steps of 700 and asserts
+what held at 300 steps on every seed tried (seeds 0-4, docs/measured.md, "The demo learns, on the AMD
+machine"): the gain in eval accuracy beyond the noise of 300 questions (its paired 95% interval above 0;
+the lowest seed's reached down to +3.2), the mean reward of the last fifth of steps above the first
+fifth's by more than 0.1 (the least, seed 0's, by 0.123), and nothing wrong by the run doctor. It runs
+seed 1, whose margins were wide (+9.3 and +0.19), as the tiny model built on another CPU is not the same
+bytes. The whole preset's strong claim (every seed of 0-4 at least +10 points, +15 on average) is
+`tests/benchmarks/bench_demo.py`'s, which prints it for several seeds.
 """
 
 import pytest
@@ -18,7 +20,7 @@ from tests.demo_run import run_demo
 
 @pytest.mark.slow
 def test_demo_preset_learns(tiny_model_dir, tmp_path):
-    result = run_demo(seed=0, out=tmp_path / "demo", sets=[])
+    result = run_demo(seed=1, out=tmp_path / "demo", sets=["train.num_train_steps=300"])
     print(result)
     assert result["interval"][0] > 0, result  # the paired interval of the gain lies above 0
     assert result["late_reward"] > result["early_reward"] + 0.1, result

@@ -14,20 +14,6 @@ from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow  # it starts processes, trains or drives the dashboard: the full tier only
 
-SETS = [
-    "model_name=builtin:smollm2-135m",
-    "num_generations=4",
-    "max_new_tokens=16",
-    "eval.max_new_tokens=16",
-    "train.num_train_steps=2",
-    "train.per_device_train_batch_size=2",
-    "train.gradient_accumulation_steps=4",
-    "dataset.n_train=8",
-    "dataset.n_eval=3",
-    "train.learning_rate=1e-4",
-    "rewards=[{name: gsm8k, weight: 1.0}, {name: gsm8k_lenient, weight: 1.0}]",
-]  # the last number: rewards differ
-
 
 @pytest.fixture(scope="session")
 def smollm2_dir():
@@ -51,8 +37,8 @@ def test_smollm2_converts_once_into_a_plain_model_folder(smollm2_dir):
     assert build_smollm2() == smollm2_dir  # cached: the same folder, not converted again
 
 
-def test_a_missing_gguf_file_is_one_line(tmp_path):
-    result = run_cli(
+def test_a_missing_gguf_file_is_one_line(tmp_path, train_here):
+    code, err = train_here(
         "--config",
         "configs/tiny_cpu.yaml",
         "--set",
@@ -60,20 +46,41 @@ def test_a_missing_gguf_file_is_one_line(tmp_path):
         "--set",
         f"train.output_dir={tmp_path / 'run'}",
     )
-    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
-    assert "there is no such GGUF file" in result.stderr
+    assert code == 2 and err.strip().count("\n") == 0
+    assert "there is no such GGUF file" in err
 
 
-def test_grpo_trains_smollm2_end_to_end(smollm2_dir, tmp_path):
-    run_dir = tmp_path / "smollm2"
+# One run of the SmolLM2 preset serves the tests below: its first 6 steps at 64 new tokens (half the
+# preset's, a step of about 20 s here; the token view's check needs some well-formed samples rewarded by
+# then), evals of 3 questions, no checkpoints.
+STEPS = 6
+PRESET_SETS = [
+    f"train.num_train_steps={STEPS}",
+    "max_new_tokens=64",
+    "train.save_steps=0",
+    "dataset.n_eval=3",
+    "eval.max_new_tokens=16",
+    "eval.batch_size=3",
+]
+
+
+@pytest.fixture(scope="session")
+def smollm2_run(smollm2_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("smollm2") / "run"
     result = run_cli(
         "--config",
-        "configs/tiny_cpu.yaml",
+        "configs/smollm2_cpu.yaml",
         "--set",
-        f"train.output_dir={run_dir}",
-        *[a for s in SETS for a in ("--set", s)],
+        f"train.output_dir={run}",
+        *[a for s in PRESET_SETS for a in ("--set", s)],
+        timeout=1800,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    return run
+
+
+def test_grpo_trains_smollm2_end_to_end(smollm2_dir, smollm2_run):
+    run_dir = smollm2_run
     for name in (
         "run.yaml",
         "status.json",
@@ -88,7 +95,7 @@ def test_grpo_trains_smollm2_end_to_end(smollm2_dir, tmp_path):
         assert (run_dir / name).is_file(), name
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
     rollouts = [json.loads(line) for line in (run_dir / "rollouts" / "rollouts.jsonl").read_text().splitlines()]
-    assert len(rollouts) == 2 * 8 and {r["step"] for r in rollouts} == {1, 2}  # 2 questions x K=4 a step
+    assert len(rollouts) == STEPS * 8 and {r["step"] for r in rollouts} == set(range(1, STEPS + 1))  # 1 question x K=8
     assert any(re.search(r"[A-Za-z]{3,} [A-Za-z]{2,} [A-Za-z]{2,}", r["completion"]) for r in rollouts)  # words
     assert all(f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>" in r["prompt"] for r in rollouts if r["prompt"])
     before = load_file(smollm2_dir / "model.safetensors")
@@ -130,33 +137,19 @@ def test_smollm2_answers_real_gsm8k_questions(smollm2_dir, gsm8k_dir):
     assert all(len(r["completion"].split()) >= 5 for r in records)
 
 
-def test_the_final_line_gets_likelier_where_a_short_run_rewarded_it(smollm2_dir, tmp_path):
+def test_the_final_line_gets_likelier_where_a_short_run_rewarded_it(smollm2_run):
     # Issue 25's check of the token view on a real model: the preset's first steps reward a well-formed
     # Final line (its format reward), so in the late steps' well-formed samples the token that opens that
     # line is likelier under the trained model than under the starting one, in most of them.
     from core.store import RunStore
     from core.tokens import load, model_choices, token_view
 
-    run = tmp_path / "run"
-    result = run_cli(
-        "--config",
-        "configs/smollm2_cpu.yaml",
-        "--set",
-        f"train.output_dir={run}",
-        "--set",
-        "train.num_train_steps=8",
-        "--set",
-        "eval.enabled=false",
-        "--set",
-        "train.save_steps=0",
-        timeout=1800,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run = smollm2_run
     store = RunStore(run)
     store.refresh()
-    page, _ = store.rollouts_page(step_min=5, limit=1000)
+    page, _ = store.rollouts_page(step_min=STEPS // 2 + 1, limit=1000)
     formed = page[page["prediction"].notna()].head(12)
-    assert len(formed), "no well-formed sample in steps 5-8"
+    assert len(formed), "no well-formed sample in the later half of the steps"
     choices = model_choices(run)
     before, after = load(choices["before"]), load(choices["after"])
     rises = []
