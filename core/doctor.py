@@ -417,7 +417,8 @@ def stalled(run: Run) -> Finding | None:
     reward = early_late(rewards)
     if reward is None or len(lr) < MIN_STEPS:
         return None
-    jumps = lr[(lr / lr.shift(1)) > LR_JUMP]
+    came_down = lr.shift(1) < lr.cummax().shift(2)  # below an earlier rate: not a warm-up still climbing
+    jumps = lr[((lr / lr.shift(1)) > LR_JUMP) & came_down]
     if len(jumps):
         step = int(jumps.index[0])
         return Finding(

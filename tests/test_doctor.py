@@ -221,6 +221,14 @@ def test_a_learning_rate_that_jumps_means_a_schedule_that_started_over(tmp_path)
     assert stalled.steps == (15, 15) and "started over" in stalled.message
 
 
+def test_a_warm_up_from_zero_is_not_a_schedule_that_started_over(tmp_path):
+    # the SmolLM2 preset's 5-step warm-up: 0, then 4e-6, 8e-6, ... up to 2e-5 (a rise of more than half, twice)
+    completion = PATHOLOGIES["truncation"][0]
+    lr = {"learning_rate": lambda s: 2e-5 * min(1.0, (s - 1) / 5)}
+    _, findings = findings_of(make_run(tmp_path, "warm", completion, lr))
+    assert "stalled" not in {f.code for f in findings}, [(f.code, f.message) for f in findings]
+
+
 def test_too_few_steps_is_said_not_guessed(tmp_path):
     _, findings = findings_of(make_run(tmp_path, "short", PATHOLOGIES["truncation"][0], steps=5))
     assert [f.code for f in findings] == ["not_enough_steps"] and "Not enough steps yet" in findings[0].message
