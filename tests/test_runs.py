@@ -119,7 +119,8 @@ def test_stop_reaches_every_rank_of_a_two_process_run(tiny_model_dir, tmp_path):
     assert counts[0] == counts[1] > 0  # both ranks stopped at the same step
     assert (run_dir / "model" / "model.safetensors").is_file()
     log = (run_dir / "train.log").read_text()
-    assert "starting the workers: -m accelerate.commands.launch --config_file configs/accelerate/ddp.yaml" in log
+    command = "-m accelerate.commands.launch --config_file configs/accelerate/ddp.yaml --num_processes 2"
+    assert f"starting the workers: {command}" in log
     assert "training with 2 process(es), MULTI_CPU" in log
 
 
