@@ -119,8 +119,8 @@ def view():
                 c: st.column_config.NumberColumn(format="%.3f") for c in ("mean_reward", "first_reward", "last_reward")
             },
         )
-        if clicked_row(event) is not None:
-            open_rollouts(rows.iloc[clicked_row(event)]["prompt_id"])
+        if (clicked := clicked_row(event)) is not None:
+            open_rollouts(rows.iloc[clicked]["prompt_id"])
         return
     min_samples = st.number_input(
         "Minimum sampled completions per prompt",
@@ -211,8 +211,8 @@ def view():
                     for c in ("first_accuracy", "last_accuracy", "change")
                 },
             )
-            if clicked_row(event) is not None:
-                open_rollouts(rows.iloc[clicked_row(event)]["prompt_id"])
+            if (clicked := clicked_row(event)) is not None:
+                open_rollouts(rows.iloc[clicked]["prompt_id"])
 
 
 view()

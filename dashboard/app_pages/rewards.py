@@ -277,8 +277,8 @@ def replay_view(report: dict, run_name: str) -> None:
         key="replay_rows",
         width="stretch",
     )
-    if clicked_row(event) is not None:
-        row = rows.iloc[clicked_row(event)]
+    if (clicked := clicked_row(event)) is not None:
+        row = rows.iloc[clicked]
         st.session_state.pop("focus", None)
         st.switch_page(
             "app_pages/rollouts.py",
