@@ -85,7 +85,8 @@ def advantages(
 def run_settings(config: dict) -> dict:
     """What the advantage of a run and its spread over tokens depend on, from its run.yaml (`config`,
     a mapping; TRL's and this project's defaults for what it does not say): scale_rewards, aggregation,
-    loss_type, max_completion_length, beta (the KL term's weight), and each reward function's weight."""
+    loss_type, max_completion_length, beta (the KL term's weight), the clip's epsilon_low and epsilon_high,
+    and each reward function's weight."""
     grpo = config.get("grpo") if isinstance(config.get("grpo"), dict) else {}
     rewards = config.get("rewards") if isinstance(config.get("rewards"), list) else []
     return {
@@ -93,6 +94,7 @@ def run_settings(config: dict) -> dict:
         "aggregation": grpo.get("multi_objective_aggregation", "sum_then_normalize"),
         "loss_type": grpo.get("loss_type", "dapo"),
         "beta": grpo.get("beta", 0.0),
+        "epsilon_low": grpo.get("epsilon", 0.2),
         "epsilon_high": grpo.get("epsilon_high") or grpo.get("epsilon", 0.2),
         "max_completion_length": config.get("max_new_tokens") if isinstance(config.get("max_new_tokens"), int) else 256,
         "weights": {r["name"]: float(r.get("weight", 1.0)) for r in rewards if isinstance(r, dict) and "name" in r},

@@ -2,8 +2,8 @@
 
 `train` below is the whole learning path; read it first (`python -m core.train` runs it: core/train.py).
 TRL's GRPOTrainer does each GRPO step (the README's "What GRPO does here" says what one does); this
-project records what it sampled and scored. Everything the run produces lands in its run directory
-(`train.output_dir`; docs/run-directory.md). The process around the run (the folder's lock,
+project records what it sampled and scored (core/rollouts.py). Everything the run produces lands in
+its run directory (`train.output_dir`; docs/run-directory.md). The process around the run (the folder's lock,
 status.json, SIGTERM, train.log, several processes) is core/lifecycle.py's: `run` is its handle, one
 line wherever the pipeline meets it, and nothing here imports it.
 """
@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.config import GRPO_FROM_CONFIG, RunConfig
+from core.config import GRPO_FROM_CONFIG, RunConfig, updates_per_batch
 from core.data import load_rows, to_dataset
 from core.errors import ConfigError
 from core.evaluate import evaluate_run
 from core.model import check_generation, load_model, pick_device
 from core.rewards import resolve_reward
-from core.rollouts import logged_rewards
+from core.rollouts import logged_rewards, updates_recorded
 from core.rundir import model_dir
 from core.stop_at_final import end_at_final_line
 from core.trackers import TrackerRuns
@@ -48,9 +48,12 @@ def train(cfg: RunConfig, run, resume: Path | None = None) -> str:
 
     run.workers_meet()
     args = grpo_args(cfg, device)  # the workers of a multi-process run meet here
+    recorder = run.recorder(args.process_index)
+    if updates_per_batch(cfg) > 1:  # each batch of samples trains several updates: record each one's ratios
+        GRPOTrainer = updates_recorded(GRPOTrainer, recorder)
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=logged_rewards(rewards, run.recorder(args.process_index), cfg.num_generations),
+        reward_funcs=logged_rewards(rewards, recorder, cfg.num_generations),
         args=args,
         train_dataset=train_set,
         processing_class=tokenizer,

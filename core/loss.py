@@ -129,24 +129,44 @@ def grpo_loss(
 def push(
     lengths: list[int], advantages: list[float], loss_type: str, max_completion_length: int, epsilon_high: float = 0.2
 ) -> list[float]:
-    """The push on each token of each sample of an optimizer step, on the first update of its batch of
-    samples: minus the gradient of grpo_loss with respect to the token's log-probability (autograd), the
-    step's samples `lengths` tokens long with `advantages`, as one batch. Every token of a sample gets
-    the same push; the KL term's gradient is 0 there while the model is still the reference."""
+    """The push on each token of each sample of an optimizer step on the first update of its batch of
+    samples, where every ratio is 1 (token_pushes): one figure per sample, all its tokens getting the same."""
+    ones = [[1.0] * n for n in lengths]
+    pushes = token_pushes(ones, advantages, loss_type, max_completion_length, epsilon_high=epsilon_high)
+    return [p[0] if p else 0.0 for p in pushes]
+
+
+def token_pushes(
+    ratios: list[list[float]],
+    advantages: list[float],
+    loss_type: str,
+    max_completion_length: int,
+    epsilon_low: float = 0.2,
+    epsilon_high: float = 0.2,
+) -> list[list[float]]:
+    """The push on each token of each sample of an optimizer step: minus the gradient of grpo_loss with
+    respect to the token's log-probability (autograd), the step's samples as one batch, each token at
+    its `ratios` (exp(logp - old); 1 on a batch's first update). A token the clip cuts gets 0. The KL
+    term (beta) is left out: its push is 0 while the model is still the reference."""
     import torch
 
+    lengths = [len(r) for r in ratios]
     width = max([*lengths, 1])
     mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).float()
-    logps = torch.zeros(len(lengths), width, requires_grad=True)
+    log_ratios = torch.zeros(len(ratios), width)
+    for i, r in enumerate(ratios):
+        log_ratios[i, : len(r)] = torch.log(torch.tensor(r, dtype=torch.float32))
+    logps = log_ratios.clone().requires_grad_(True)  # against old log-probabilities of 0: the same ratios
     loss = grpo_loss(
         logps,
-        logps.detach(),
+        torch.zeros_like(log_ratios),
         None,
         torch.tensor(advantages, dtype=torch.float32),
         mask,
         loss_type,
+        epsilon_low=epsilon_low,
         epsilon_high=epsilon_high,
         max_completion_length=max_completion_length,
     )
     loss.backward()
-    return [-float(logps.grad[i, 0]) if n else 0.0 for i, n in enumerate(lengths)]
+    return [[-float(g) for g in logps.grad[i, :n]] for i, n in enumerate(lengths)]

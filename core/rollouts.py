@@ -4,6 +4,9 @@
 so that each scored batch is also appended to `rollouts/rollouts.jsonl` (rank 0) or
 `rollouts/rollouts.rank<R>.jsonl` (rank R >= 1), with one buffered write and flush per batch; the
 token ids each completion was sampled as go, keyed the same way, to `tokens/` (core/tokens.py reads them).
+
+`updates_recorded(GRPOTrainer, recorder)` is TRL's trainer that also writes, when a batch of samples
+trains several updates, each update's per-token ratios to `updates/` (the Rollouts page's worked step).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import time
 from pathlib import Path
 
 from core.rewards import completion_text, extract_model_final, numbers_equal
-from core.rundir import rollout_record, rollouts_path, tokens_path
+from core.rundir import rollout_record, rollouts_path, tokens_path, updates_path
 
 
 class RolloutRecorder:
@@ -22,10 +25,13 @@ class RolloutRecorder:
     def __init__(self, run_dir: str | Path, rank: int = 0, attempt: int = 1):
         self.rank, self.attempt = rank, attempt
         self.path, self.tokens = rollouts_path(run_dir, rank), tokens_path(run_dir, rank)
+        self.updates = updates_path(run_dir, rank)
         for path in (self.path, self.tokens):
             path.parent.mkdir(parents=True, exist_ok=True)
+        self.last: list[dict] = []  # the batch written last, in the order TRL scored it
 
     def write(self, records: list[dict], token_ids: list[list[int]] | None = None) -> None:
+        self.last = records
         if not records:
             return
         if token_ids is not None:  # first, so that a rollout on the page has its tokens
@@ -43,6 +49,10 @@ class RolloutRecorder:
                 ],
             )
         _append(self.path, records)
+
+    def write_updates(self, records: list[dict]) -> None:
+        self.updates.parent.mkdir(exist_ok=True)
+        _append(self.updates, records)
 
 
 def _append(path: Path, records: list[dict]) -> None:
@@ -110,3 +120,54 @@ def logged_rewards(rewards: list[tuple[str, object, float]], recorder: RolloutRe
         return reward
 
     return [wrap(name, fn, i == len(rewards) - 1) for i, (name, fn, _) in enumerate(rewards)]
+
+
+def updates_recorded(GRPOTrainer, recorder: RolloutRecorder):
+    """TRL's GRPOTrainer, unchanged in what it trains, that also writes to `updates/` each sample's
+    per-token ratio exp(logp - old) as each optimizer step's loss uses it (core/loss.py): for a run
+    whose batch of samples trains several updates, so that each of them can be shown as it was.
+
+    Which sample a row of a micro-batch is: TRL shuffles the batch it generated before splitting it
+    into micro-batches, and shuffles every tensor of it alike, so a tensor of each completion's place
+    in the scored batch (`recorder.last`) travels with it."""
+    import torch
+
+    class UpdatesRecorded(GRPOTrainer):
+        def _generate_and_score_completions(self, inputs):
+            batch = super()._generate_and_score_completions(inputs)
+            batch["scored_as"] = torch.arange(len(batch["advantages"]), device=batch["advantages"].device)
+            self._scored = recorder.last
+            return batch
+
+        def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+            logps, *rest = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+            if torch.is_grad_enabled():  # the loss's own; the old and reference ones are taken without
+                self._logps = logps.detach()
+            return logps, *rest
+
+        def _compute_loss(self, model, inputs):
+            self._logps = None
+            loss = super()._compute_loss(model, inputs)
+            if self._logps is not None and "scored_as" in inputs:
+                old = inputs.get("old_per_token_logps")  # None: TRL's own shortcut, old = logp (ratio 1)
+                ratios = torch.exp(self._logps - (self._logps if old is None else old)).float().cpu()
+                mask = inputs["completion_mask"].bool().cpu()
+                step = self.state.global_step + 1
+                records = []
+                for i, place in enumerate(inputs["scored_as"].tolist()):
+                    scored = self._scored[place]
+                    records.append(
+                        {
+                            "step": step,
+                            "batch_step": scored["step"],
+                            "prompt_id": scored["prompt_id"],
+                            "sample": scored["sample"],
+                            "attempt": scored["attempt"],
+                            "advantage": float(inputs["advantages"][i]),
+                            "ratios": [float(f"{r:.6g}") for r in ratios[i][mask[i]].tolist()],
+                        }
+                    )
+                recorder.write_updates(records)
+            return loss
+
+    return UpdatesRecorded

@@ -11,6 +11,8 @@ docs/run-directory.md describes each file for a reader.
     <run>/rollouts/rollouts.rank<R>.jsonl   ... of rank R (ROLLOUT_FIELDS)
     <run>/tokens/tokens.jsonl               each scored completion's sampled token ids   tokens_path, token_files
     <run>/tokens/tokens.rank<R>.jsonl       ... of rank R (TOKEN_FIELDS); the store never reads them
+    <run>/updates/updates.jsonl             each update of a reused batch, per sample    updates_path, update_files
+    <run>/updates/updates.rank<R>.jsonl     ... of rank R (UPDATE_FIELDS); only when a batch trains several updates
     <run>/eval/<phase>.jsonl                a line per eval question (EVAL_FIELDS)       eval_path, eval_files
     <run>/eval/summary.json                 each phase's summary                         eval_summary_path
     <run>/model/                            the final model and tokenizer                model_dir
@@ -43,6 +45,7 @@ LOCK = ".lock"  # held (flock) by the run's trainer for its whole life: one writ
 METRICS = "metrics.jsonl"
 ROLLOUTS = "rollouts"
 TOKENS = "tokens"
+UPDATES = "updates"
 EVAL = "eval"
 EVAL_SUMMARY = "summary.json"
 MODEL = "model"
@@ -86,6 +89,16 @@ def tokens_path(run_dir: str | Path, rank: int = 0) -> Path:
 
 def token_files(run_dir: str | Path) -> list[Path]:
     return sorted((Path(run_dir) / TOKENS).glob("tokens*.jsonl"))
+
+
+def updates_path(run_dir: str | Path, rank: int = 0) -> Path:
+    """Rank `rank`'s file of what each update of a reused batch did to its samples' tokens."""
+    name = "updates.jsonl" if rank == 0 else f"updates.rank{rank}.jsonl"
+    return Path(run_dir) / UPDATES / name
+
+
+def update_files(run_dir: str | Path) -> list[Path]:
+    return sorted((Path(run_dir) / UPDATES).glob("updates*.jsonl"))
 
 
 def eval_path(run_dir: str | Path, phase: str) -> Path:
@@ -206,6 +219,18 @@ def rollout_record(**fields) -> dict:
 # A line of tokens/: the token ids a completion was sampled as (what TRL scored, end of message
 # included), keyed as its rollout record is. Kept apart from the rollouts: only the token view reads them.
 TOKEN_FIELDS = {"step": int, "prompt_id": str, "sample": int, "attempt": int, "ids": list[int]}
+
+# A line of updates/: one sample in one optimizer step of a run whose batch of samples trains several
+# updates (core.config.updates_per_batch above 1; nothing is written otherwise, the ratio being 1).
+UPDATE_FIELDS = {
+    "step": int,  # the optimizer step this update is (TRL's metrics' step)
+    "batch_step": int,  # the step the sample was generated for: its rollout record's `step`
+    "prompt_id": str,
+    "sample": int,
+    "attempt": int,
+    "advantage": float,  # TRL's, as the loss used it
+    "ratios": list[float],  # each completion token's exp(logp - old): new over sampling-time probability
+}
 
 # One eval record, a JSON line per question of eval/<phase>.jsonl: field -> type.
 EVAL_FIELDS = {

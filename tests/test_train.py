@@ -338,15 +338,9 @@ def test_model_that_cannot_be_loaded_fails_the_run_with_one_line(tmp_path, train
     assert status["state"] == "failed" and "could not load model" in status["error"]
 
 
-@pytest.mark.parametrize(
-    "sets, sampled",
-    [
-        ([], [1, 2, 3, 4]),  # the tiny preset with only K changed: fresh samples at every step
-        (["grpo.steps_per_generation=8"], [1, 3]),  # asked for: each batch of samples trains 2 updates
-    ],
-    ids=["fresh", "reused"],
-)
-def test_a_step_trains_on_fresh_samples_unless_the_config_asks_for_reuse(tiny_model_dir, tmp_path, sets, sampled):
+def test_a_step_trains_on_fresh_samples_unless_the_config_asks_for_reuse(tiny_model_dir, tmp_path):
+    """The tiny preset with only K changed: fresh samples at every step, nothing in updates/. A run that
+    asks for reuse: tests/test_loss.py (test_a_run_that_reuses_its_samples_records_each_update...)."""
     run_dir = tmp_path / "k8"
     result = run_cli(
         "--config",
@@ -359,15 +353,16 @@ def test_a_step_trains_on_fresh_samples_unless_the_config_asks_for_reuse(tiny_mo
         "eval.enabled=false",
         "--set",
         f"train.output_dir={run_dir}",
-        *[a for s in sets for a in ("--set", s)],
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    sampled = [1, 2, 3, 4]
     steps = sorted(
         {json.loads(line)["step"] for line in (run_dir / "rollouts" / "rollouts.jsonl").read_text().splitlines()}
     )
     assert steps == sampled
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "frac_reward_zero_std" in m] == sampled  # TRL logs a batch where it sampled
+    assert not (run_dir / "updates").exists()  # ratio 1 at every update: nothing to record
 
 
 def test_grpo_passthrough_reaches_trl(tmp_path):

@@ -1,12 +1,14 @@
 """The store's group queries: one step's batch with each sample's advantage, logged by TRL or recomputed
-(core/advantage.py), and the worked step from the rewards to the push on each token (core/loss.py)."""
+(core/advantage.py), and the worked step from the rewards to the push on each token (core/loss.py), on
+each update of its batch of samples where a run trains a batch for several (updates/)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from core.advantage import advantages, mean_std, run_settings
-from core.loss import push
+from core.loss import push, token_pushes
+from core.rundir import update_files
 
 
 def _listed(value) -> list:
@@ -104,3 +106,64 @@ FROM rollouts WHERE step = $step ORDER BY prompt_id, sample, rank
             "tokens": sum(lengths),
             "metrics": dict(zip(logged["name"], logged["value"])),
         }
+
+    # Every sample of the optimizer steps that trained one group, in a run whose batch of samples trains
+    # several updates (updates/, written by core.rollouts.updates_recorded): a step's push is computed
+    # over its whole batch. The latest attempt of each step; a torn last line is skipped.
+    GROUP_UPDATES = """
+WITH updates AS (
+    SELECT * FROM read_json($paths, format = 'newline_delimited', ignore_errors = true, columns = {
+        step: 'BIGINT', batch_step: 'BIGINT', prompt_id: 'VARCHAR', sample: 'BIGINT', attempt: 'BIGINT',
+        advantage: 'DOUBLE', ratios: 'DOUBLE[]'})
+    WHERE step IS NOT NULL AND ratios IS NOT NULL
+), latest AS (SELECT step, max(attempt) AS attempt FROM updates GROUP BY step)
+SELECT step, batch_step, prompt_id, sample, advantage, ratios FROM updates JOIN latest USING (step, attempt)
+WHERE step IN (SELECT step FROM updates WHERE batch_step = $step AND prompt_id = $prompt_id)
+ORDER BY step, prompt_id, sample
+"""
+
+    def updates(self, prompt_id: str, step: int, settings: dict | None = None) -> list[tuple[int, pd.DataFrame]]:
+        """Each optimizer step that trained some of one group's samples (`step`: the step they were sampled
+        for), as (that step, its rows of the group): `sample`, `advantage` (TRL's), `tokens`, the ratio
+        exp(logp - old) over the sample's tokens (`ratio` their mean, `ratio_low`, `ratio_high`), `cut` (the
+        share of its tokens the clip left without a push) and `push` (the mean push per token, core.loss's
+        token_pushes over the step's whole batch). [] for a run that recorded none."""
+        files = update_files(self.run_dir)
+        if not files:
+            return []
+        settings = settings or run_settings({})
+        rows = self._query(self.GROUP_UPDATES, {"paths": [str(f) for f in files], "step": step, "prompt_id": prompt_id})
+        shown = []
+        for update, batch in rows.groupby("step", sort=True):
+            ratios = [list(r) for r in batch["ratios"]]
+            pushes = token_pushes(
+                ratios,
+                batch["advantage"].tolist(),
+                settings["loss_type"],
+                settings["max_completion_length"],
+                settings.get("epsilon_low", 0.2),
+                settings.get("epsilon_high", 0.2),
+            )
+            mine = ((batch["batch_step"] == step) & (batch["prompt_id"] == prompt_id)).tolist()
+            shown.append(
+                (
+                    int(update),
+                    pd.DataFrame(
+                        [
+                            {
+                                "sample": int(row.sample),
+                                "advantage": row.advantage,
+                                "tokens": len(r),
+                                "ratio": sum(r) / len(r) if r else None,
+                                "ratio_low": min(r, default=None),
+                                "ratio_high": max(r, default=None),
+                                "cut": sum(q == 0 for q in p) / len(p) if p and row.advantage else 0.0,
+                                "push": sum(p) / len(p) if p else 0.0,
+                            }
+                            for row, r, p, keep in zip(batch.itertuples(), ratios, pushes, mine)
+                            if keep
+                        ]
+                    ),
+                )
+            )
+        return shown

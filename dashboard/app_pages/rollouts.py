@@ -367,13 +367,18 @@ with st.expander("One GRPO step, worked through: from this group's rewards to th
         st.stop()
     worked, facts = store.worked_step(prompt_id, step, settings)
     reused = reuse(store.run_dir)
+    each_update = store.updates(prompt_id, step, settings) if reused > 1 else []
     if reused > 1:
         st.warning(
             f"This run trains each batch of samples for {reused:g} updates (grpo.steps_per_generation, "
-            "generation_batch_size or num_iterations). What follows is the first of them, where the model is "
-            "still the one that sampled (ratio 1, the clip idle); in the later ones the ratio moves and PPO's "
-            "clip cuts what strays past 1 ± epsilon. Their ratios are not recorded: the clip_ratio of the "
-            f"next {reused - 1:g} steps (Runs page) says what share of tokens the clip cut.",
+            "generation_batch_size or num_iterations). Steps 1–5 are the first of them, where the model is "
+            "still the one that sampled (ratio 1, the clip idle); "
+            + (
+                "step 6 walks each update that trained this group, with the ratios and the clip as they were."
+                if each_update
+                else "this run recorded no later ones (a run from before updates/ was written): the clip_ratio "
+                f"of the next {reused - 1:g} steps (Runs page) says what share of tokens the clip cut."
+            ),
             icon=":material/repeat:",
         )
     scored = [r if isinstance(r, dict) else {} for r in worked["rewards"]]  # a hand-written record may lack them
@@ -448,3 +453,35 @@ with st.expander("One GRPO step, worked through: from this group's rewards to th
             else "nothing (no metrics line for this step)"
         )
     )
+
+    if each_update:
+        st.markdown(
+            "**6 · Each update of the batch.** By a later update the model has moved since it sampled: a "
+            "token's ratio (its probability now over then) is no longer 1, and PPO's clip cuts a token whose "
+            'ratio strayed past 1 ± epsilon the way its advantage pushes (README, "What GRPO does here"). '
+            "For each update that trained some of this group's samples: the ratios TRL's loss saw (updates/, "
+            "recorded while training) and core/loss.py's push on them, over the update's whole batch."
+        )
+        for update, rows in each_update:
+            st.markdown(f"**Update at step {update}**: {len(rows)} of this group's samples.")
+            st.dataframe(
+                {
+                    "sample": rows["sample"],
+                    "advantage": rows["advantage"],
+                    "tokens": rows["tokens"],
+                    "mean ratio": rows["ratio"],
+                    "lowest ratio": rows["ratio_low"],
+                    "highest ratio": rows["ratio_high"],
+                    "tokens cut by the clip": rows["cut"],
+                    "push per token (mean)": rows["push"],
+                },
+                hide_index=True,
+                column_config={
+                    "advantage": st.column_config.NumberColumn(format="%+.4f"),
+                    "mean ratio": st.column_config.NumberColumn(format="%.4f"),
+                    "lowest ratio": st.column_config.NumberColumn(format="%.4f"),
+                    "highest ratio": st.column_config.NumberColumn(format="%.4f"),
+                    "tokens cut by the clip": st.column_config.NumberColumn(format="percent"),
+                    "push per token (mean)": st.column_config.NumberColumn(format="%+.3e"),
+                },
+            )
