@@ -356,8 +356,8 @@ def run_replay(
                 f"{run_dir} is still training, and only its trainer writes there while it does: "
                 "save the replay once the run has ended, or replay without --save"
             )
-    if store is None:
-        store = RunStore(run_dir)
+    if store is None:  # in memory: a replay writes nothing into the run unless it is saved
+        store = RunStore(run_dir, cached=False)
         store.refresh()
     if store.count() == 0:
         raise ConfigError(

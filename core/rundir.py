@@ -20,6 +20,7 @@ docs/run-directory.md describes each file for a reader.
     <run>/train.log                         the run's output                             log_path
     <run>/tensorboard/                      TensorBoard's event files (report_to)        tensorboard_dir
     <run>/completions/                      TRL's completions_<step>.parquet (W&B, Trackio)
+    <run>/.store/rollouts.duckdb            the dashboard's cache of the run's tables    store_cache_path
 
 Runs written by earlier versions still read: MIGRATIONS lists, numbered and named, each change to a
 file's records and the function that reads the old form as the new. (A rollout or metrics line
@@ -52,6 +53,7 @@ MODEL = "model"
 LOG = "train.log"
 TENSORBOARD = "tensorboard"
 REPLAYS = "replays"
+STORE = ".store"  # the store's cache (core/store/cache.py): only readers write it, rebuilt from the files
 
 
 def config_path(run_dir: str | Path) -> Path:
@@ -139,6 +141,10 @@ def replay_report_path(run_dir: str | Path, name: str) -> Path:
 def replay_names(run_dir: str | Path) -> list[str]:
     """The names of the run's saved replays whose report is complete."""
     return sorted(p.stem for p in (Path(run_dir) / REPLAYS).glob("*.json"))
+
+
+def store_cache_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / STORE / "rollouts.duckdb"
 
 
 def checkpoints(run_dir: str | Path) -> list[Path]:

@@ -40,10 +40,10 @@ ROLLOUT_COLUMNS = {name: SQL_TYPES[tp] for name, tp in ROLLOUT_FIELDS.items()}
 EVAL_COLUMNS = {name: SQL_TYPES[tp] for name, tp in EVAL_FIELDS.items()}
 
 SCHEMA = f"""
-CREATE TABLE rollouts ({", ".join(f'"{k}" {v}' for k, v in ROLLOUT_COLUMNS.items())}, file INTEGER,
+CREATE TABLE IF NOT EXISTS rollouts ({", ".join(f'"{k}" {v}' for k, v in ROLLOUT_COLUMNS.items())}, file INTEGER,
                        degenerate BOOLEAN, advantage DOUBLE);
-CREATE TABLE metrics (step BIGINT, time DOUBLE, name VARCHAR, value DOUBLE, attempt BIGINT);
-CREATE TABLE eval (phase VARCHAR, {", ".join(f'"{k}" {v}' for k, v in EVAL_COLUMNS.items())});
+CREATE TABLE IF NOT EXISTS metrics (step BIGINT, time DOUBLE, name VARCHAR, value DOUBLE, attempt BIGINT);
+CREATE TABLE IF NOT EXISTS eval (phase VARCHAR, {", ".join(f'"{k}" {v}' for k, v in EVAL_COLUMNS.items())});
 """
 
 # DuckDB's JSON reader (the fast path) casts what does not fit a column: `1.5` into a whole number
@@ -152,27 +152,38 @@ class Ingestion:
     def refresh(self, rollouts: bool = True) -> int:
         """Ingest what was appended since the last refresh; return the number of new rollouts. Without
         `rollouts`, only the small files (metrics, evals, status): what the Runs page shows, at once,
-        however large the run (the rollouts are read when a page first needs them)."""
+        however large the run (the rollouts are read when a page first needs them). A cache that fails
+        to take the rows (a full disk) gives way to a store in memory, which reads the run anew."""
         with self._lock:
-            if is_trl_run(self.run_dir):
-                return self._refresh_trl(rollouts)
-            before, after = self.con.execute(SIZE).fetchall()[0]
-            followed = [path for path in self._tails if path.parent.name == ROLLOUTS]
-            rollouts_now = rollout_files(self.run_dir) if rollouts else followed
-            evals = eval_files(self.run_dir)  # before, after, any `core.evaluate --phase`
-            metrics = metrics_path(self.run_dir)
-            for path in set(self._tails) - {*rollouts_now, *evals, metrics}:  # files that went away
-                self._drop(path)
-                del self._tails[path]
-            if rollouts and self._refresh_rollouts(rollouts_now):  # the new rows: rowid > after (never reused)
-                self._drop_unkeyed(after)
-                self._attempts |= {a for (a,) in self.con.execute(NEW_ATTEMPTS, {"after": after}).fetchall()}
-                if len(self._attempts) > 1:  # a run started again: only then can rows be superseded
-                    self.con.execute(DROP_SUPERSEDED["rollouts"])
-            for path in [*evals, metrics]:
-                self._refresh_records(path)
-            self.status = read_status(self.run_dir) or self.status  # {} if it went missing
-            return self.count() - before
+            try:
+                return self._refresh(rollouts)
+            except duckdb.Error as e:
+                if self.cache is None:
+                    raise
+                self._in_memory(f"the store's cache failed ({str(e).splitlines()[0][:160]}): read into memory")
+        return self.refresh(rollouts)
+
+    def _refresh(self, rollouts: bool) -> int:
+        if is_trl_run(self.run_dir):
+            return self._refresh_trl(rollouts)
+        before, after = self.con.execute(SIZE).fetchall()[0]
+        followed = [path for path in self._tails if path.parent.name == ROLLOUTS]
+        rollouts_now = rollout_files(self.run_dir) if rollouts else followed
+        evals = eval_files(self.run_dir)  # before, after, any `core.evaluate --phase`
+        metrics = metrics_path(self.run_dir)
+        for path in set(self._tails) - {*rollouts_now, *evals, metrics}:  # files that went away
+            self._drop(path)
+            del self._tails[path]
+        if rollouts and self._refresh_rollouts(rollouts_now):  # the new rows: rowid > after (never reused)
+            self._drop_unkeyed(after)
+            self._attempts |= {a for (a,) in self.con.execute(NEW_ATTEMPTS, {"after": after}).fetchall()}
+            if len(self._attempts) > 1:  # a run started again: only then can rows be superseded
+                self.con.execute(DROP_SUPERSEDED["rollouts"])
+        for path in [*evals, metrics]:
+            self._refresh_records(path)
+        self._save()
+        self.status = read_status(self.run_dir) or self.status  # {} if it went missing
+        return self.count() - before
 
     def _tail(self, path: Path) -> Tail:
         return self._tails.setdefault(path, Tail(path))
@@ -339,7 +350,9 @@ class Ingestion:
     def _file_id(self, path: str) -> int:
         """The number that stands for file `path` in the rollouts' `file` column (a path on every row
         would cost some 70 MB a million rows)."""
-        return self._file_ids.setdefault(path, len(self._file_ids))
+        if path not in self._file_ids:  # a number no file had: those of files gone may still be on rows
+            self._file_ids[path] = max(self._file_ids.values(), default=-1) + 1
+        return self._file_ids[path]
 
     def _insert(self, table: str, rows: list[dict]) -> None:
         """Append rows (dicts whose keys are `table`'s columns, in order) to metrics or eval."""

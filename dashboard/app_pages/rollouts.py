@@ -154,6 +154,8 @@ def table():
         f"{total:,} {'rollout matches' if total == 1 else 'rollouts match'} · rows {first_row + 1 if len(page) else 0:,}–{first_row + len(page):,} · "
         f"{store.skipped} undecodable lines skipped"
     )
+    if store.note:  # why this run's store is read into memory, or its cache was rebuilt (core/store/cache.py)
+        st.caption(store.note)
     if store.unreadable:  # a TRL run's completion files that cannot be read: which, and why, not a silent gap
         st.warning(
             f"{len(store.unreadable)} completions file{'s' if len(store.unreadable) > 1 else ''} of this TRL run "

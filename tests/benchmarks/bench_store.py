@@ -1,7 +1,12 @@
-"""Benchmark the rollout store on a large run: cold and incremental refresh, every named query,
-peak memory; against DuckDB's own read_json and a naive pandas reload of the same files.
+"""Benchmark the rollout store on a large run: cold and incremental refresh, the reopen of its cache,
+every named query, peak memory; against DuckDB's own read_json, the store in memory (as before its
+cache) and a naive pandas reload of the same files.
 
     python -m tests.benchmarks.bench_store [--rollouts 1000000] [--dir /tmp/simple_grpo_bench] [--cold-pairs 3]
+        [--skip-pandas] [--skip-memory] [--skip-profile] [--compare]
+
+`--compare` also opens a second run of the same size (the same files, hard-linked) beside the first in
+one process, as the Compare page does, and gives that process's peak.
 
 Each contender runs in its own process so peak resident memory is its own; the cold loads (a fresh
 process and store, the files in the OS's cache) alternate (--cold-pairs). Then a cold load step by
@@ -72,18 +77,66 @@ def median_ms(fn, repeats: int = 7, before=None) -> float:
     return statistics.median(times) * 1000
 
 
-def store_cold(run_dir: Path, out) -> None:
+def forget_cache(run_dir: Path) -> None:
+    import shutil
+
+    from core.rundir import store_cache_path
+
+    shutil.rmtree(store_cache_path(run_dir).parent, ignore_errors=True)
+
+
+def cache_mb(run_dir: Path) -> float:
+    from core.rundir import store_cache_path
+
+    return sum(p.stat().st_size for p in store_cache_path(run_dir).parent.iterdir()) / 2**20
+
+
+def store_cold(run_dir: Path, out, cached: bool = True) -> None:
+    """A first open: no cache yet (`cached`: the store writes one; else the store in memory)."""
     from core.store import RunStore
 
-    store = RunStore(run_dir)
+    forget_cache(run_dir)
+    store = RunStore(run_dir, cached=cached)
     start = time.perf_counter()
     store.refresh()
-    out.put({"seconds": time.perf_counter() - start})
+    out.put({"seconds": time.perf_counter() - start, "peak_mb": peak_mb()})
+
+
+def store_memory(run_dir: Path, out) -> None:
+    store_cold(run_dir, out, cached=False)
+
+
+def store_reopen(run_dir: Path, out) -> None:
+    """A store opened again on the cache a cold load left (a restarted dashboard)."""
+    from core.store import RunStore
+
+    start = time.perf_counter()
+    store = RunStore(run_dir)
+    added = store.refresh()
+    seconds = time.perf_counter() - start
+    assert added == 0 and store.note is None, (added, store.note)
+    out.put({"seconds": seconds, "rows": store.count(), "peak_mb": peak_mb()})
+
+
+def two_stores(run_dir: Path, other: Path, out) -> None:
+    """Two runs open in one process, each read cold and asked the Compare page's per-step figures."""
+    from core.store import RunStore
+
+    stores = []
+    for path in (run_dir, other):
+        forget_cache(path)
+        stores.append(RunStore(path))
+        stores[-1].refresh()
+    for store in stores:
+        store.step_aggregates()
+        store.categories_per_step()
+    out.put({"peak_mb": peak_mb(), "rows": [s.count() for s in stores]})
 
 
 def store_run(run_dir: Path, total: int, out) -> None:
     from core.store import RunStore, caseless_regex
 
+    forget_cache(run_dir)
     store = RunStore(run_dir)
     rows = store.refresh()  # the cold loads are timed apart (store_cold), in alternation with read_json
     start = time.perf_counter()
@@ -225,6 +278,9 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=1_000_000)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/simple_grpo_bench"))
     parser.add_argument("--skip-pandas", action="store_true", help="the naive reload takes minutes at 1M")
+    parser.add_argument("--skip-memory", action="store_true", help="no cold load of the store in memory")
+    parser.add_argument("--compare", action="store_true", help="two runs of this size open in one process")
+    parser.add_argument("--skip-profile", action="store_true", help="no step-by-step profile of a cold load")
     parser.add_argument(
         "--cold-pairs",
         type=int,
@@ -265,7 +321,9 @@ def main() -> None:
         )
     ratios = [c["seconds"] / d["seconds"] for c, d in zip(cold, duck)]
     duck_s, cold_s = (statistics.median(r["seconds"] for r in rs) for rs in (duck, cold))
-    steps = in_process(cold_steps, run_dir)
+    reopen = [in_process(store_reopen, run_dir) for _ in range(3)]
+    cache = cache_mb(run_dir)
+    steps = {} if args.skip_profile else in_process(cold_steps, run_dir)
     store = in_process(store_run, run_dir, args.rollouts)
     rows = [
         (
@@ -279,8 +337,45 @@ def main() -> None:
             f"pairs {min(ratios):.2f}-{max(ratios):.2f}x)",
             f"{store['peak_mb']:,} MB (whole run)",
         ),
+        (
+            "RunStore cold refresh(), the cold pairs' peak",
+            f"its cache file {cache:,.0f} MiB",
+            f"{max(r['peak_mb'] for r in cold):,} MB",
+        ),
+        (
+            "RunStore reopened on its cache: open and refresh()",
+            f"{statistics.median(r['seconds'] for r in reopen):.2f} s median of 3",
+            f"{max(r['peak_mb'] for r in reopen):,} MB",
+        ),
         ("RunStore incremental refresh(), 1,000 new", f"{store['incremental_ms']:.1f} ms median", ""),
     ]
+    if not args.skip_memory:
+        memory = in_process(store_memory, run_dir)
+        rows.append(
+            (
+                "RunStore in memory, no cache (the store before it), cold",
+                f"{memory['seconds']:.2f} s ({memory['seconds'] / duck_s:.2f}x read_json)",
+                f"{memory['peak_mb']:,} MB",
+            )
+        )
+    if args.compare:
+        other = args.dir / f"run_{args.rollouts}_copy"
+        if other.exists():
+            import shutil
+
+            shutil.rmtree(other)
+        for f in [*files(run_dir), str(run_dir / "metrics.jsonl")]:
+            target = other / Path(f).relative_to(run_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(f, target)
+        both = in_process(two_stores, run_dir, other)
+        rows.append(
+            (
+                "two runs open in one process (Compare), each read cold",
+                f"{both['rows']} rows",
+                f"{both['peak_mb']:,} MB",
+            )
+        )
     if not args.skip_pandas:
         naive = in_process(pandas_reload, run_dir)
         rows.append(
