@@ -32,7 +32,7 @@ from pathlib import Path
 
 from core.store.cache import Cache, connect, release, worth_a_cache
 from core.store.groups import Groups
-from core.store.ingest import SCHEMA, Ingestion
+from core.store.ingest import Ingestion
 from core.store.queries import Queries, compare_step_aggregates
 from core.store.search import SEARCHES_KEPT, Search, caseless_regex
 from core.trl_runs import is_trl_run
@@ -42,8 +42,6 @@ __all__ = ["RunStore", "SEARCHES_KEPT", "caseless_regex", "compare_step_aggregat
 
 class RunStore(Ingestion, Cache, Search, Queries, Groups):
     """One run directory in DuckDB (its rollouts, metrics and evals), refreshed incrementally."""
-
-    SCHEMA = SCHEMA
 
     def __init__(self, run_dir: str | Path, cached: bool | None = None):
         """`cached`: keep the tables in the run's cache file (cache.py; never for a plain TRL run, whose

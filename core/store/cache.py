@@ -26,6 +26,7 @@ from pathlib import Path
 import duckdb
 
 from core.rundir import rollout_files, store_cache_path
+from core.store.ingest import SCHEMA
 from core.tail import Tail
 
 VERSION = "1"  # bump when the tables or what they mean change: a cache of another version is rebuilt
@@ -135,7 +136,7 @@ class Cache:
         self._searches: dict[str, tuple[str, int, bool]] = {}  # search's regex → tables, last rowid searched, misses?
         self._searches_made = 0
         self.con.execute(META)
-        self.con.execute(self.SCHEMA)
+        self.con.execute(SCHEMA)
         meta = self.con.execute(READ_META).fetchone()  # (version, skipped, sizes), or None: a new cache
         why = None
         if meta and meta[0] != VERSION:
@@ -146,7 +147,7 @@ class Cache:
             for (table,) in self.con.execute(TABLES).fetchall():
                 self.con.execute(f'DROP TABLE "{table}"')  # names from DuckDB's own catalogue
             self.con.execute(META)
-            self.con.execute(self.SCHEMA)
+            self.con.execute(SCHEMA)
             self.note = f"the store's cache was rebuilt: {why}"
             meta = None
         for (table,) in self.con.execute(TABLES).fetchall():
@@ -179,13 +180,14 @@ class Cache:
             self.con, self.cache, self.note = connect(self.run_dir, True, self._token, self._tmp.name, unreadable=e)
             self._restore()
 
-    def _in_memory(self, note: str) -> None:
-        """Leave the cache for a store in memory, empty: the next refresh reads the run anew."""
+    def _in_memory(self, error: Exception) -> None:
+        """Leave a cache that failed with `error` (a full disk) for a store in memory, empty: the next
+        refresh reads the run anew."""
         with contextlib.suppress(duckdb.Error):
             self.con.close()
         release(self.cache, self._token)
         self.con, self.cache, _ = connect(self.run_dir, False, self._token, self._tmp.name)
-        self.note = note
+        self.note = f"the store's cache failed ({_first_line(error)}): read into memory"
         self._restore()
 
     def _state(self) -> tuple:

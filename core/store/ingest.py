@@ -160,7 +160,7 @@ class Ingestion:
             except duckdb.Error as e:
                 if self.cache is None:
                     raise
-                self._in_memory(f"the store's cache failed ({str(e).splitlines()[0][:160]}): read into memory")
+                self._in_memory(e)
         return self.refresh(rollouts)
 
     def _refresh(self, rollouts: bool) -> int:
