@@ -16,6 +16,17 @@ os.environ.update(
 )
 os.environ.pop("WANDB_API_KEY", None)
 
+# Under pytest-xdist (scripts/test.sh starts two workers) PyTorch's threads, in each worker and every process it
+# starts, sleep while they wait for each other instead of spinning: two workers' spinning threads on two cores
+# take the cores from each other and slow both by half again; sleeping ones share them as fairly as one thread
+# each would, and a worker whose neighbour waits gets every core (docs/measured.md, "The test suite").
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# The files that take longest (docs/measured.md, "The test suite") are collected first, so that the workers,
+# which take a file each at a time in this order, never leave one of them to run alone at the end.
+LONGEST_FIRST = ["test_real_model.py", "test_dashboard_browser.py", "test_faults.py", "test_demo.py", "test_train.py"]
+
 # Shrunken settings for real runs: 3 steps of 4 prompts x K=4 completions, 32 new tokens.
 TINY_SETS = [
     "train.num_train_steps=3",
@@ -37,6 +48,8 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if SLOW_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's own order kept
 
 
 def run_cli(*args, env=None, timeout=600):
@@ -78,9 +91,15 @@ def train_here(monkeypatch, capsys):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir():
+    import fcntl
+
+    from core.builtin_models import cache_root
     from core.tiny_model import build_tiny_model
 
-    return build_tiny_model()
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with open(cache_root() / "tests.lock", "w") as lock:  # two workers: one builds it, the other waits and finds it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return build_tiny_model()
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ text and never runs. Screenshots of every page visited go to test-artifacts/.
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -62,12 +63,25 @@ def browser_page(*flags: str, viewport: dict | None = None):
                 *flags,
             ],
         )
+        page = browser.new_page(**({"viewport": viewport} if viewport else {}))
+        page.set_default_timeout(60_000)
         try:
-            page = browser.new_page(**({"viewport": viewport} if viewport else {}))
-            page.set_default_timeout(60_000)
             yield page
+        except Exception:  # what the page showed when the test failed, for whoever reads CI's log
+            ARTIFACTS.mkdir(exist_ok=True)
+            name = re.sub(r"\W+", "_", os.environ.get("PYTEST_CURRENT_TEST", "test")).strip("_")
+            page.screenshot(path=str(ARTIFACTS / f"failed_{name}.png"), full_page=True)
+            print(f"the page when it failed: {ARTIFACTS / f'failed_{name}.png'}")
+            raise
         finally:
             browser.close()
+
+
+def charts_drawn(page, count: int) -> None:
+    """Wait until the page has drawn `count` Vega charts. Each one drawn pushes what is below it down the page
+    (on Rewards, the replay's form by 1,100 px, a second after its title showed): a list opened from a
+    control still moving opened outside the window, under a test that did not wait (1 run in 2 beside another)."""
+    page.wait_for_function(f"() => document.querySelectorAll('.vega-embed svg, .vega-embed canvas').length >= {count}")
 
 
 def click_row(page, row: int, table: int = 0, on_text: bool = True) -> None:
@@ -507,10 +521,12 @@ def test_check_before_launch_and_try_another_reward_in_a_real_browser(server):
 
         page.goto(f"{url}/rewards?run=learning")
         page.get_by_text("Try another reward").wait_for()
+        charts_drawn(page, 2)  # the form below them stays where it is
         page.get_by_role("textbox", name="Weights, in the same order").fill("1, 0.5")
         page.get_by_role("combobox", name="Rewards").click()
         page.get_by_role("option", name="format", exact=True).click()
         page.keyboard.press("Escape")
+        page.get_by_role("button", name="format", exact=False).first.wait_for()  # its chip, beside gsm8k_lenient's
         page.get_by_role("button", name="Replay").click()
         page.get_by_text("Samples whose reward changed").wait_for(timeout=60_000)
         page.get_by_text("click a row to open the rollout on Rollouts").scroll_into_view_if_needed()

@@ -52,11 +52,13 @@ def test_a_missing_gguf_file_is_one_line(tmp_path, train_here):
 
 # One run of the SmolLM2 preset serves the tests below: its first 6 steps at 64 new tokens (half the
 # preset's, a step of about 20 s here; the token view's check needs some well-formed samples rewarded by
-# then), evals of 3 questions, no checkpoints.
+# then), without gradient checkpointing (the same gradients, no activations computed twice), evals of 3
+# questions, no checkpoints.
 STEPS = 6
 PRESET_SETS = [
     f"train.num_train_steps={STEPS}",
     "max_new_tokens=64",
+    "grpo.gradient_checkpointing=false",
     "train.save_steps=0",
     "dataset.n_eval=3",
     "eval.max_new_tokens=16",
