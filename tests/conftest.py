@@ -16,15 +16,16 @@ os.environ.update(
 )
 os.environ.pop("WANDB_API_KEY", None)
 
-# Under pytest-xdist (scripts/test.sh starts two workers) PyTorch's threads, in each worker and every process it
-# starts, sleep while they wait for each other instead of spinning: two workers' spinning threads on two cores
-# take the cores from each other and slow both by half again; sleeping ones share them as fairly as one thread
-# each would, and a worker whose neighbour waits gets every core (docs/measured.md, "The test suite").
+# Under pytest-xdist (scripts/test.sh starts two workers), PyTorch's threads sleep while they wait for each
+# other instead of spinning. This holds in each worker and in every process a worker starts. On two cores,
+# two workers' spinning threads take the cores from each other and slow both by half again. Sleeping threads
+# share the cores fairly, and a worker gets both cores while the other waits (docs/measured.md, "The test suite").
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-# The files that take longest (docs/measured.md, "The test suite") are collected first, so that the workers,
-# which take a file each at a time in this order, never leave one of them to run alone at the end.
+# The files that take longest (docs/measured.md, "The test suite") are collected first. The workers take a
+# file each at a time in this order, so a long file is not left to run alone at the end. test_real_model
+# leads: most of its time is one test's setup (the SmolLM2 run), which cannot be split.
 LONGEST_FIRST = ["test_real_model.py", "test_dashboard_browser.py", "test_faults.py", "test_demo.py", "test_train.py"]
 
 # Shrunken settings for real runs: 3 steps of 4 prompts x K=4 completions, 32 new tokens.
