@@ -143,16 +143,14 @@ class Cache:
             why = f"it was written by version {meta[0]} of the store"
         elif meta and meta[2] != self.con.execute(SIZES).fetchone()[0]:
             why = "a refresh did not finish (the process was stopped)"
+        for (table,) in self.con.execute(TABLES).fetchall():  # names from DuckDB's own catalogue
+            if why or table.startswith("search_"):  # a search's kept matches belong to the store that made them
+                self.con.execute(f'DROP TABLE "{table}"')
         if why:
-            for (table,) in self.con.execute(TABLES).fetchall():
-                self.con.execute(f'DROP TABLE "{table}"')  # names from DuckDB's own catalogue
             self.con.execute(META)
             self.con.execute(SCHEMA)
             self.note = f"the store's cache was rebuilt: {why}"
             meta = None
-        for (table,) in self.con.execute(TABLES).fetchall():
-            if table.startswith("search_"):  # a search's kept matches belong to the store that made them
-                self.con.execute(f'DROP TABLE "{table}"')
         if meta is None:
             self.con.execute(NEW_META, {"version": VERSION, "sizes": self.con.execute(SIZES).fetchone()[0]})
         self.skipped = meta[1] if meta else 0
