@@ -22,6 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import HEAVY_IMPORTS
 from core.config import grpo_default, load_config
 from core.errors import ConfigError
 from core.model import model_folder
@@ -142,8 +143,9 @@ def load(model: str):
     """(model, tokenizer) for `model` (a name as run.yaml has it, or a folder), float32 on the CPU."""
     folder = weights_folder(model)
     check_memory(folder, model)
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    with HEAVY_IMPORTS:  # the dashboard loads models from its pages' threads
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)

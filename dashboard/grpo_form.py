@@ -6,6 +6,7 @@ import dataclasses
 
 import streamlit as st
 
+from core import HEAVY_IMPORTS
 from core.config import GRPO_FROM_CONFIG, NOT_FROM_A_WEB_FORM, grpo_field_types, value_kinds
 
 COMMON_GRPO = [
@@ -29,8 +30,9 @@ COMMON_GRPO = [
 def grpo_options() -> dict[str, list[dataclasses.Field]]:
     """The GRPOConfig fields `grpo:` can set from a form: the common ones first, then TRL's other
     GRPO fields, vLLM's, and those GRPOConfig inherits from TrainingArguments."""
-    from transformers import TrainingArguments
-    from trl import GRPOConfig
+    with HEAVY_IMPORTS:
+        from transformers import TrainingArguments
+        from trl import GRPOConfig
 
     inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
     types = grpo_field_types()

@@ -2,6 +2,8 @@
 
 import os
 import re
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -135,6 +137,36 @@ def test_the_environment_layer_is_only_read_when_given(monkeypatch):
     monkeypatch.setenv("MAX_STEPS", "7")
     assert load_config().train.num_train_steps == 50
     assert load_config(env=os.environ).train.num_train_steps == 7
+
+
+# Two of the dashboard's page threads reaching TRL and transformers for the first time at once.
+TWO_TABS_AT_ONCE = """
+import threading
+from core.config import grpo_default
+from dashboard.grpo_form import grpo_options
+start, errors = threading.Barrier(2), []
+def tab(first_look):
+    start.wait()
+    try:
+        first_look()
+    except Exception as e:
+        errors.append(repr(e))
+tabs = [threading.Thread(target=tab, args=(f,)) for f in (grpo_options, lambda: grpo_default("loss_type"))]
+for t in tabs:
+    t.start()
+for t in tabs:
+    t.join()
+print(errors)
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter imports TRL
+def test_two_threads_importing_trl_at_once_both_get_it():
+    """core.HEAVY_IMPORTS: without it, one thread was handed TRL half-built ("cannot import name
+    'GRPOConfig' from 'trl'", which once failed the browser test's Launch page) in 3 tries of 3."""
+    env = {**os.environ, "STREAMLIT_GLOBAL_SHOW_WARNING_ON_DIRECT_EXECUTION": "false"}
+    done = subprocess.run([sys.executable, "-c", TWO_TABS_AT_ONCE], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr[-2000:]
 
 
 def test_grpo_passthrough_is_typed_from_grpo_config():

@@ -8,6 +8,7 @@ import enum
 import os
 from typing import Any
 
+from core import HEAVY_IMPORTS
 from core.config.schema import field_types, fields_of
 
 # GRPOConfig fields set from this config's own keys: field -> (the key it comes from, its value for
@@ -85,14 +86,16 @@ def installed_trackers(among=tuple(TRACKERS)) -> list[str]:
 
 
 def grpo_field_types() -> dict[str, Any]:
-    from trl import GRPOConfig  # heavy import, only when a `grpo:` key is checked
+    with HEAVY_IMPORTS:
+        from trl import GRPOConfig  # only when a `grpo:` key is checked
 
     return field_types(GRPOConfig)
 
 
 def grpo_default(name: str) -> Any:
     """GRPOConfig's default for field `name` (an enum as its plain value)."""
-    from trl import GRPOConfig
+    with HEAVY_IMPORTS:
+        from trl import GRPOConfig
 
     f = fields_of(GRPOConfig)[name]
     value = (
