@@ -254,7 +254,11 @@ def test_tensorboard_trackio_and_mlflow_get_the_metrics_and_the_evals(tiny_model
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir, trackio_dir, mlruns = tmp_path / "tracked", tmp_path / "trackio", tmp_path / "mlruns"
-    mlflow_env = {"MLFLOW_TRACKING_URI": mlruns.as_uri(), "MLFLOW_ALLOW_FILE_STORE": "true"}  # a local folder
+    mlflow_env = {  # a local folder; MLflow back on (tests/conftest.py keeps it off elsewhere)
+        "MLFLOW_TRACKING_URI": mlruns.as_uri(),
+        "MLFLOW_ALLOW_FILE_STORE": "true",
+        "DISABLE_MLFLOW_INTEGRATION": "FALSE",
+    }
     result = run_cli(
         "--config",
         "configs/tiny_cpu.yaml",
