@@ -141,18 +141,20 @@ def fingerprint(model: str) -> tuple:
 
 def load(model: str):
     """(model, tokenizer) for `model` (a name as run.yaml has it, or a folder), float32 on the CPU."""
-    folder = weights_folder(model)
-    check_memory(folder, model)
-    with HEAVY_IMPORTS:  # the dashboard loads models from its pages' threads
+    # All of it under the lock: a GGUF file's conversion imports transformers, and from_pretrained imports
+    # the model's own classes (and PEFT's, for an adapter) as it loads.
+    with HEAVY_IMPORTS:
+        folder = weights_folder(model)
+        check_memory(folder, model)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
-    except Exception as e:  # transformers' and safetensors' many errors (a half-written checkpoint): one line
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"model '{model}' cannot be loaded here ({reason})") from None
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
+        except Exception as e:  # transformers' and safetensors' many errors (a half-written checkpoint): one line
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"model '{model}' cannot be loaded here ({reason})") from None
     return loaded.eval(), tokenizer
 
 

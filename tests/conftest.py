@@ -15,10 +15,10 @@ os.environ.update(
     HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error"
 )
 os.environ.pop("WANDB_API_KEY", None)
-# MLflow is installed for the tracker test alone (requirements-dev.txt); a user has it only by choice. When
-# it is installed, every process that imports TRL imports MLflow too (TRL's profiling hooks): about 0.9 s
-# of a tiny run's 7 s here, in every run the suite starts. transformers' own switch keeps it out, as for a
-# user without MLflow; the tracker test turns it back on for its run.
+# MLflow is installed for the tracker test alone (requirements-dev.txt); requirements.txt does not have it.
+# Installed, it is imported by every run (TRL's trainer imports its profiling hooks): about 0.9 s of a tiny
+# run's 7 s here, in each run the suite starts. transformers' own switch keeps it out, as for a user
+# without MLflow; the tracker test turns it back on for its run.
 os.environ.setdefault("DISABLE_MLFLOW_INTEGRATION", "TRUE")
 
 # Under pytest-xdist (scripts/test.sh starts two workers), PyTorch's threads sleep while they wait for each
