@@ -166,6 +166,7 @@ def test_a_second_trainer_on_a_live_run_folder_exits_2_and_touches_nothing(tiny_
     first = start(run_dir, "train.num_train_steps=300")
     try:
         wait_for_step(first, run_dir, 1)
+        first.send_signal(signal.SIGSTOP)  # alive but paused: its steps would only take the CPU from the others
         files = {p: p.read_bytes() for p in (run_dir / "run.yaml", run_dir / "eval" / "before.jsonl")}
         for args in (
             ["--config", "configs/tiny_cpu.yaml", "--set", f"train.output_dir={run_dir}", "--set", "train.seed=7"],
@@ -181,6 +182,7 @@ def test_a_second_trainer_on_a_live_run_folder_exits_2_and_touches_nothing(tiny_
         assert {p: p.read_bytes() for p in files} == files  # nothing rewritten
         assert read_status(run_dir)["pid"] == first.pid and first.poll() is None
     finally:
+        first.send_signal(signal.SIGCONT)
         first.terminate()
         first.communicate(timeout=120)
     assert read_status(run_dir)["state"] == "stopped"
@@ -279,31 +281,21 @@ def test_a_pipe_or_a_device_as_data_is_refused_at_once(tmp_path):
         load_config(sets=["dataset.name=synthetic", f"dataset.path={tmp_path}"])
 
 
-@pytest.mark.slow
-def test_the_cli_refuses_bad_data_before_loading_a_model(tmp_path):
+def test_the_cli_refuses_bad_data_before_loading_a_model(tmp_path, train_here):
     # a Hub model that is not cached would be the first thing to fail if the model loaded first
     path = tmp_path / "data.jsonl"
     path.write_text(GOOD + "oops\n")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "core.train",
-            "--set",
-            "model_name=nobody/not-cached",
-            "--set",
-            f"dataset.path={path}",
-            "--set",
-            f"train.output_dir={tmp_path / 'run'}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    code, err = train_here(
+        "--set",
+        "model_name=nobody/not-cached",
+        "--set",
+        f"dataset.path={path}",
+        "--set",
+        f"train.output_dir={tmp_path / 'run'}",
     )
     assert (
-        result.returncode == 2
-        and result.stderr.strip().splitlines()[-1]
+        code == 2
+        and err.strip().splitlines()[-1]
         == f"error: dataset file '{path}' line 2 is not a JSON object: each line must be "
         '{"question": ..., "answer": "... #### <number>"}'
     )
