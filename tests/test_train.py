@@ -112,7 +112,7 @@ def test_batched_eval_matches_one_at_a_time(tiny_model_dir):
     assert summary["eval_accuracy"] == sum(r["correct"] for r in sampled) / 12
 
 
-def test_evaluate_cli_reevaluates_a_saved_model_like_the_run_did(tiny_run):
+def test_evaluate_cli_reevaluates_a_saved_model_like_the_run_did(tiny_run, capsys):
     # the eval process the trainer starts for vLLM and sharded models; here with the hf backend
     from core.evaluate import evaluate_in_subprocess
 
@@ -124,15 +124,12 @@ def test_evaluate_cli_reevaluates_a_saved_model_like_the_run_did(tiny_run):
     assert saved["again"] == summary == saved["after"] and {"before", "after"} <= saved.keys()
     (tiny_run / "eval" / "again.jsonl").unlink()  # leave the shared run as it was
     summary_file.write_text(kept)
-    # without --phase it only prints the summary; --set changes the eval set
-    result = subprocess.run(
-        [sys.executable, "-m", "core.evaluate", str(tiny_run), "--set", "dataset.n_eval=3"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout.splitlines()[-1])["n"] == 3
+    # without --phase it only prints the summary; --set changes the eval set (through main(): the process
+    # above was the command's real start)
+    from core.evaluate import main
+
+    assert main([str(tiny_run), "--set", "dataset.n_eval=3"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["n"] == 3
     assert sorted(p.name for p in (tiny_run / "eval").iterdir()) == ["after.jsonl", "before.jsonl", "summary.json"]
 
 
@@ -509,7 +506,7 @@ def test_lora_trains_only_the_adapters_against_no_second_model(tiny_model_dir, t
         assert not p.requires_grad and torch.equal(p, before[original]), name
 
 
-def test_a_lora_run_saves_its_adapter_evaluates_and_resumes(tiny_model_dir, tmp_path):
+def test_a_lora_run_saves_its_adapter_evaluates_and_resumes(tiny_model_dir, tmp_path, capsys):
     from safetensors import safe_open
 
     run_dir = tmp_path / "lora"
@@ -532,36 +529,27 @@ def test_a_lora_run_saves_its_adapter_evaluates_and_resumes(tiny_model_dir, tmp_
     summary = json.loads((run_dir / "eval" / "summary.json").read_text())
     assert summary["after"]["n"] == 8
 
-    # the saved adapter evaluates from its folder as the run did in memory (greedy: the same answers)
-    again = subprocess.run(
-        [sys.executable, "-m", "core.evaluate", str(run_dir)], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert json.loads(again.stdout.strip().splitlines()[-1]) == pytest.approx(summary["after"])
+    # the saved adapter evaluates from its folder as the run did in memory (greedy: the same answers); this
+    # command and the token view's run through their main() (their real starts: test_evaluate_cli_..., test_tokens)
+    from core.evaluate import main as evaluate_main
+    from core.tokens import main as tokens_main
+
+    assert evaluate_main([str(run_dir)]) == 0, capsys.readouterr().err[-3000:]
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == pytest.approx(summary["after"])
 
     # the token view loads the adapter on its base: the same tokens, log-probabilities that moved
     last = json.loads((run_dir / "rollouts" / "rollouts.jsonl").read_text().splitlines()[-1])
-    view = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "core.tokens",
-            str(run_dir),
-            "--step",
-            str(last["step"]),
-            "--prompt-id",
-            last["prompt_id"],
-            "--sample",
-            str(last["sample"]),
-            "--json",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert view.returncode == 0, view.stderr[-3000:]
-    tokens = json.loads(view.stdout)
+    args = [
+        str(run_dir),
+        "--step",
+        str(last["step"]),
+        "--prompt-id",
+        last["prompt_id"],
+        "--sample",
+        str(last["sample"]),
+    ]
+    assert tokens_main([*args, "--json"]) == 0, capsys.readouterr().err[-3000:]
+    tokens = json.loads(capsys.readouterr().out)
     assert "".join(t["token"] for t in tokens).startswith(last["completion"])
     assert any(abs(t["logprob_after"] - t["logprob_before"]) > 1e-4 for t in tokens)
 
