@@ -4,7 +4,6 @@ tests/benchmarks/bench_demo.py."""
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -14,9 +13,8 @@ from pathlib import Path
 from core import REPO as ROOT
 
 
-def run_demo(seed: int, out: Path, sets: list[str], env: dict[str, str] | None = None) -> dict:
-    """One demo run (`env`: variables added to this process's environment); returns its eval summary,
-    early/late mean reward and wall time."""
+def run_demo(seed: int, out: Path, sets: list[str]) -> dict:
+    """One demo run; returns its eval summary, early/late mean reward and wall time."""
     start = time.time()
     args = [
         sys.executable,
@@ -30,7 +28,7 @@ def run_demo(seed: int, out: Path, sets: list[str], env: dict[str, str] | None =
         f"train.output_dir={out}",
         *[a for s in sets for a in ("--set", s)],
     ]
-    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-2000:])
     summary = json.loads((out / "eval" / "summary.json").read_text())

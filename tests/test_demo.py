@@ -17,16 +17,10 @@ from core.rundir import read_config
 from core.store import RunStore
 from tests.demo_run import run_demo
 
-# The demo's run in the suite takes one PyTorch thread. The tiny model's matrices are too small for a second
-# thread to help: alone, the run takes as long with one thread as with two, for less CPU, which the other
-# worker's tests get (docs/measured.md, "The test suite"). It is the same run to the bit: 15 steps with one
-# thread and with two wrote the same rollouts, metrics and weights.
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-
 
 @pytest.mark.slow
 def test_demo_preset_learns(tiny_model_dir, tmp_path):
-    result = run_demo(seed=1, out=tmp_path / "demo", sets=["train.num_train_steps=300"], env=ONE_THREAD)
+    result = run_demo(seed=1, out=tmp_path / "demo", sets=["train.num_train_steps=300"])
     print(result)
     assert result["interval"][0] > 0, result  # the paired interval of the gain lies above 0
     assert result["late_reward"] > result["early_reward"] + 0.1, result
