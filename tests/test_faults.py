@@ -167,7 +167,9 @@ def test_a_second_trainer_on_a_live_run_folder_exits_2_and_touches_nothing(tiny_
     try:
         wait_for_step(first, run_dir, 1)
         first.send_signal(signal.SIGSTOP)  # alive but paused: its steps would only take the CPU from the others
-        files = {p: p.read_bytes() for p in (run_dir / "run.yaml", run_dir / "eval" / "before.jsonl")}
+        while psutil.Process(first.pid).status() != psutil.STATUS_STOPPED:
+            time.sleep(0.05)
+        files = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}  # paused: none of them changes
         for args in (
             ["--config", "configs/tiny_cpu.yaml", "--set", f"train.output_dir={run_dir}", "--set", "train.seed=7"],
             ["--resume", str(run_dir)],
@@ -179,7 +181,7 @@ def test_a_second_trainer_on_a_live_run_folder_exits_2_and_touches_nothing(tiny_
             assert second.stderr.startswith(
                 f"error: run folder '{run_dir}' is in use by a live run (pid {first.pid})"
             ), second.stderr
-        assert {p: p.read_bytes() for p in files} == files  # nothing rewritten
+        assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == files  # nothing written or added
         assert read_status(run_dir)["pid"] == first.pid and first.poll() is None
     finally:
         first.send_signal(signal.SIGCONT)

@@ -530,7 +530,7 @@ def test_a_lora_run_saves_its_adapter_evaluates_and_resumes(tiny_model_dir, tmp_
     assert summary["after"]["n"] == 8
 
     # the saved adapter evaluates from its folder as the run did in memory (greedy: the same answers); this
-    # command and the token view's run through their main() (their real starts: test_evaluate_cli_..., test_tokens)
+    # command and the token view both through main() (their real starts: test_evaluate_cli_..., test_tokens.py)
     from core.evaluate import main as evaluate_main
     from core.tokens import main as tokens_main
 
@@ -539,16 +539,8 @@ def test_a_lora_run_saves_its_adapter_evaluates_and_resumes(tiny_model_dir, tmp_
 
     # the token view loads the adapter on its base: the same tokens, log-probabilities that moved
     last = json.loads((run_dir / "rollouts" / "rollouts.jsonl").read_text().splitlines()[-1])
-    args = [
-        str(run_dir),
-        "--step",
-        str(last["step"]),
-        "--prompt-id",
-        last["prompt_id"],
-        "--sample",
-        str(last["sample"]),
-    ]
-    assert tokens_main([*args, "--json"]) == 0, capsys.readouterr().err[-3000:]
+    where = ["--step", str(last["step"]), "--prompt-id", last["prompt_id"], "--sample", str(last["sample"])]
+    assert tokens_main([str(run_dir), *where, "--json"]) == 0, capsys.readouterr().err[-3000:]
     tokens = json.loads(capsys.readouterr().out)
     assert "".join(t["token"] for t in tokens).startswith(last["completion"])
     assert any(abs(t["logprob_after"] - t["logprob_before"]) > 1e-4 for t in tokens)
