@@ -79,6 +79,16 @@ class Run:
             else "the completion length limit (max_completion_length)"
         )
 
+    def degenerate(self) -> pd.Series:
+        """Per step, the share of degenerate completions (RunStore.degenerate_shares), decided only for the
+        first and the last fifth of the steps, which early_late reads: NaN between; empty with too few steps."""
+        steps = self.steps.index
+        if len(steps) < MIN_STEPS:
+            return pd.Series(dtype=float)
+        n = window(len(steps))
+        ends = [self.store.degenerate_shares(int(steps[a]), int(steps[b])) for a, b in ((0, n - 1), (-n, -1))]
+        return pd.concat(ends).set_index("step")["degenerate"].reindex(steps)
+
     def series(self, *names: str) -> pd.Series:
         """The first of `names` that the run has, per step: the rollouts' own figures (RunStore.doctor_steps)
         come first, TRL's metrics next; empty when it has none of them."""
@@ -89,19 +99,24 @@ class Run:
         return pd.Series(dtype=float)
 
 
+def window(steps: int) -> int:
+    """How many steps "early" and "late" each take of `steps` (WINDOW, at least 2)."""
+    return max(2, math.ceil(steps * WINDOW))
+
+
 def early_late(series: pd.Series) -> tuple[float, float, tuple[int, int]] | None:
     """(mean over the first fifth of the steps, over the last fifth, the steps seen); None with fewer
     than MIN_STEPS steps."""
     if len(series) < MIN_STEPS:
         return None
-    n = max(2, math.ceil(len(series) * WINDOW))
+    n = window(len(series))
     return float(series.iloc[:n].mean()), float(series.iloc[-n:].mean()), (int(series.index[0]), int(series.index[-1]))
 
 
 def flat(series: pd.Series, least: float) -> bool:
     """Whether `series` moved less than `least` from its first fifth to its last, or less than twice the
     standard error of that difference (the step-to-step noise of K samples says no more)."""
-    n = max(2, math.ceil(len(series) * WINDOW))
+    n = window(len(series))
     early, late = series.iloc[:n], series.iloc[-n:]
     noise = 2 * math.sqrt(early.var() / n + late.var() / n)
     return abs(late.mean() - early.mean()) < max(least, noise)
@@ -109,7 +124,7 @@ def flat(series: pd.Series, least: float) -> bool:
 
 def late_from(series: pd.Series) -> int:
     """The first step of the last fifth of `series`."""
-    return int(series.index[-max(2, math.ceil(len(series) * WINDOW))])
+    return int(series.index[-window(len(series))])
 
 
 def learning_rate(run: Run) -> float:
@@ -288,7 +303,8 @@ def reward_hacking(run: Run) -> Finding | None:
             "(rewards: gsm8k) and shaping rewards down",
             run.store.examples("well_formed_wrong", late_from(rewards)) if len(run.steps) else [],
         )
-    degenerate = early_late(run.series("degenerate"))
+    shares = run.degenerate()
+    degenerate = early_late(shares)
     if degenerate is None or degenerate[1] < DEGENERATE_SHARE or degenerate[1] - degenerate[0] < FORMAT_ROSE:
         return None
     return Finding(
@@ -300,7 +316,7 @@ def reward_hacking(run: Run) -> Finding | None:
         {"degenerate_share": [round(degenerate[0], 3), round(degenerate[1], 3)]},
         "drop or lower shaping rewards (format, length_penalty) that such completions score on; "
         "grpo.beta=0.04 keeps the model nearer to where it started",
-        run.store.examples("degenerate", late_from(run.series("degenerate"))),
+        run.store.examples("degenerate", late_from(shares)),
     )
 
 
@@ -430,7 +446,7 @@ def stalled(run: Run) -> Finding | None:
             {"learning_rate_before": float(lr.shift(1)[step]), "learning_rate_after": float(lr[step])},
             "resume with the run's own train.num_train_steps, or use grpo.lr_scheduler_type=constant",
         )
-    late_lr = float(lr.iloc[-max(2, math.ceil(len(lr) * WINDOW)) :].max())
+    late_lr = float(lr.iloc[-window(len(lr)) :].max())
     if late_lr > LR_TOO_LOW or not flat(rewards, REWARD_FLAT):
         return None
     return Finding(

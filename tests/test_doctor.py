@@ -2,6 +2,7 @@
 contract) and a healthy run that shows none; then real tiny runs made to fail on purpose."""
 
 import json
+import math
 import random
 
 import pytest
@@ -163,6 +164,8 @@ def test_each_pathology_is_named_with_its_evidence_fix_and_examples(tmp_path, co
     assert code in found, [f.code for f in findings]
     finding = found[code]
     assert finding.severity in ("warning", "problem") and finding.message.endswith(".") and finding.evidence
+    figures = [v for value in finding.evidence.values() for v in (value if isinstance(value, list) else [value])]
+    assert not any(isinstance(v, float) and math.isnan(v) for v in figures), finding.evidence  # each one measured
     assert "=" in finding.fix or "rewards" in finding.fix  # a config key to change, with its value
     for example in finding.examples:  # each one opens a real rollout (or an eval question)
         if example.get("eval"):

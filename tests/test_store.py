@@ -93,9 +93,9 @@ def test_good_lines_take_the_fast_path_and_keep_their_values(run_dir, monkeypatc
 
 @pytest.mark.parametrize("path", ["fast", "exact"])
 def test_degenerate_flag_is_the_rule_in_plain_python(run_dir, path):
-    """DECIDE_DEGENERATE (core/store/queries.py), on rows of both ingestion paths, when the doctor asks and
-    again for the rows read since: a well-formed Final line with nothing but spaces before it, or a text
-    of 100 characters or more whose first 24 come again later on."""
+    """DECIDE_DEGENERATE (core/store/queries.py), on rows of both ingestion paths, when the doctor asks for
+    their steps and again for the rows read since: a well-formed Final line with nothing but spaces before
+    it, or a text of 100 characters or more whose first 24 come again later on. Rows of other steps wait."""
     loop = "so the answer is so the answer is "
     texts = [
         "Final: 4",
@@ -118,13 +118,13 @@ def test_degenerate_flag_is_the_rule_in_plain_python(run_dir, path):
     append(run_dir / "rollouts" / "rollouts.jsonl", "".join(lines[:half]))
     store = RunStore(run_dir)
     store.refresh()
-    store.doctor_steps(max_tokens=512)
+    step = RECORD["step"]
+    undecided = "SELECT count(*) FILTER (WHERE degenerate IS NULL) AS n FROM rollouts"
+    assert store.degenerate_shares(step + 1, step + 9).empty and store._query(undecided)["n"][0] == half
+    assert store.degenerate_shares(step, step)["step"].tolist() == [step]
     append(run_dir / "rollouts" / "rollouts.jsonl", "".join(lines[half:]))
     store.refresh()
-    assert (
-        store._query("SELECT count(*) FILTER (WHERE degenerate IS NULL) AS n FROM rollouts")["n"][0]
-        == len(texts) - half
-    )
+    assert store._query(undecided)["n"][0] == len(texts) - half
     want = {
         i: (i % 5 != 4 and text.lstrip(" ").startswith("Final:")) or (len(text) >= 100 and text[:24] in text[24:])
         for i, text in enumerate(texts)

@@ -10,7 +10,7 @@ with their advantages, the worked step).
     df, total = store.rollouts_page(step_min=10, search="Final: 42", limit=50)
 
 Tables: `rollouts` (the rollout record, core.rundir.ROLLOUT_FIELDS, plus `file`: ingest.INSERT_ROLLOUTS,
-and `degenerate`, decided when the run doctor asks: queries.DECIDE_DEGENERATE; for a plain TRL run,
+and `degenerate`, decided for the steps the run doctor reads: queries.DECIDE_DEGENERATE; for a plain TRL run,
 TRL's `advantage`), `metrics` (long: step, time, name, value), `eval` (the eval record,
 core.rundir.EVAL_FIELDS, plus `phase`). Each store holds its own DuckDB connection, to the run's
 cache file (cache.py) or, where there can be none, in memory; queries run on a cursor per call, so

@@ -11,6 +11,8 @@ import pandas as pd
 
 from core.stats import wilson_interval
 
+LAST_STEP = 2**63 - 1  # the largest BIGINT: "to the run's last step", in a range of steps
+
 
 def with_interval(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` (columns accuracy and n) with `low` and `high`: each accuracy's 95% Wilson interval."""
@@ -349,34 +351,43 @@ SELECT avg(completion_tokens) AS mean, median(completion_tokens) AS median, max(
     # A degenerate completion (what the run doctor looks for, core/doctor.py): a well-formed `Final:`
     # line with nothing before it, or text that repeats itself (its first 24 characters come again later
     # on: "so so so so ...", the same sentence over and over). Decided when the doctor asks, for the rows
-    # read since it last asked: a cold load (what the Rollouts page waits for) does not pay for it; the
-    # doctor's first look pays for every row once, a later one for the new rows (docs/measured.md, the
-    # store). The anchored regex, not ltrim, which would copy each completion.
+    # of the steps it reads (its first and last fifth) not decided before: a cold load (what the Rollouts
+    # page waits for) does not pay for it, nor do the steps between (docs/measured.md, the store). The
+    # anchored regex, not ltrim, which would copy each completion.
     DECIDE_DEGENERATE = """
 UPDATE rollouts SET degenerate = coalesce(prediction IS NOT NULL AND regexp_matches(completion, '^ *Final:')
     OR length(completion) >= 100 AND contains(substr(completion, 25), substr(completion, 1, 24)), false)
-WHERE degenerate IS NULL
+WHERE degenerate IS NULL AND step BETWEEN $first AND $last
 """
 
-    def _with_degenerate(self, sql: str, params: dict):
-        """Run `sql` once every row read so far has its degenerate flag: under the ingestion lock, so that
-        no refresh comes between (its transaction on self.con, its rows still undecided)."""
+    def _with_degenerate(self, sql: str, params: dict, first: int, last: int):
+        """Run `sql` once every row of steps `first` to `last` read so far has its degenerate flag: under the
+        ingestion lock, so that no refresh comes between (its transaction on self.con, its rows undecided)."""
         with self._lock:
-            self.con.execute(self.DECIDE_DEGENERATE)
+            self.con.execute(self.DECIDE_DEGENERATE, {"first": first, "last": last})
             return self._query(sql, params)
 
-    # What the run doctor (core/doctor.py) reads of the rollouts (`degenerate`: DECIDE_DEGENERATE).
+    # What the run doctor (core/doctor.py) reads of the rollouts, per step.
     DOCTOR_STEPS = """
 SELECT step, count(*) AS n, avg(reward) AS mean_reward, avg(correct::INT) AS accuracy,
        avg((prediction IS NOT NULL)::INT) AS format_rate, avg(completion_tokens) AS mean_tokens,
-       avg((completion_tokens >= $max_tokens)::INT) AS truncated, avg(degenerate::INT) AS degenerate
+       avg((completion_tokens >= $max_tokens)::INT) AS truncated
 FROM rollouts GROUP BY step ORDER BY step
 """
 
     def doctor_steps(self, max_tokens: int):
-        """Per step: completions, mean reward, accuracy, format rate, mean length, and the shares cut at
-        `max_tokens` and degenerate (DECIDE_DEGENERATE)."""
-        return self._with_degenerate(self.DOCTOR_STEPS, {"max_tokens": max_tokens})
+        """Per step: completions, mean reward, accuracy, format rate, mean length, and the share cut at
+        `max_tokens`."""
+        return self._query(self.DOCTOR_STEPS, {"max_tokens": max_tokens})
+
+    DEGENERATE_SHARES = """
+SELECT step, avg(degenerate::INT) AS degenerate FROM rollouts WHERE step BETWEEN $first AND $last
+GROUP BY step ORDER BY step
+"""
+
+    def degenerate_shares(self, first: int, last: int):
+        """Per step from `first` to `last`: the share of degenerate completions (DECIDE_DEGENERATE)."""
+        return self._with_degenerate(self.DEGENERATE_SHARES, {"first": first, "last": last}, first, last)
 
     # Per step, the groups (a prompt's K samples) and those whose rewards are all equal: no advantage,
     # nothing learned from them; all right, or all not right, and of those, the ones where no completion
@@ -422,8 +433,10 @@ ORDER BY step DESC, prompt_id, sample LIMIT $limit
         if kind not in self.EXAMPLES:
             raise ValueError(f"kind must be one of {', '.join(self.EXAMPLES)}, got {kind!r}")
         params = {"step_min": step_min, "limit": limit, **({"max_tokens": max_tokens} if kind == "truncated" else {})}
-        run = self._with_degenerate if kind == "degenerate" else self._query
-        return run(self.EXAMPLE.format(condition=self.EXAMPLES[kind]), params).to_dict("records")
+        sql = self.EXAMPLE.format(condition=self.EXAMPLES[kind])
+        if kind == "degenerate":  # the flags of the steps it reads, decided first
+            return self._with_degenerate(sql, params, step_min, LAST_STEP).to_dict("records")
+        return self._query(sql, params).to_dict("records")
 
     # TRL's metrics by step; for a long run's charts, at most $points per metric: the mean of each bin of
     # steps, named after its first step (as TensorBoard, which draws a sample of 1,000 points).

@@ -134,13 +134,14 @@ def two_stores(run_dir: Path, other: Path, out) -> None:
 
 
 def store_run(run_dir: Path, total: int, out) -> None:
+    from core.doctor import diagnose
     from core.store import RunStore, caseless_regex
 
     forget_cache(run_dir)
     store = RunStore(run_dir)
     rows = store.refresh()  # the cold loads are timed apart (store_cold), in alternation with read_json
     start = time.perf_counter()
-    store.doctor_steps(max_tokens=512)  # the run doctor's first look decides each rollout's degenerate flag
+    diagnose(store, {"max_new_tokens": 512})  # the run doctor's first look: its degenerate flags decided
     doctor = [time.perf_counter() - start]
     increments = []
     for i in range(9):  # a live run: 1,000 new rollouts land between two refreshes, the doctor looks after each
@@ -150,7 +151,7 @@ def store_run(run_dir: Path, total: int, out) -> None:
         increments.append(time.perf_counter() - start)
         assert added == 1000, added
         start = time.perf_counter()
-        store.doctor_steps(max_tokens=512)
+        diagnose(store, {"max_new_tokens": 512})
         doctor.append(time.perf_counter() - start)
     pid = store._query("SELECT prompt_id FROM rollouts LIMIT 1")["prompt_id"][0]
     step = int(store._query("SELECT max(step) AS s FROM rollouts")["s"][0])
@@ -204,7 +205,7 @@ def store_run(run_dir: Path, total: int, out) -> None:
             lambda text=text: store.rollouts_page(search=text), repeats=5, before=arrive
         )
     doctor_ms = {
-        "the run doctor's per-step read, its first look": doctor[0] * 1000,
+        "the run doctor's first look (diagnose: all it reads)": doctor[0] * 1000,
         "  again, 1,000 new rollouts since": statistics.median(doctor[1:]) * 1000,
     }
     out.put(
@@ -225,7 +226,7 @@ def cold_steps(run_dir: Path, out, repeats: int = 3) -> None:
     import duckdb
 
     from core.store.ingest import _READ_AS, INSERT_ROLLOUTS, READ_JSON, SCHEMA
-    from core.store.queries import Queries
+    from core.store.queries import LAST_STEP, Queries
 
     typed = typed_columns()
     read = "FROM read_json($paths, format = 'newline_delimited', columns = {}, filename = true)"
@@ -244,11 +245,15 @@ def cold_steps(run_dir: Path, out, repeats: int = 3) -> None:
             INSERT_ROLLOUTS.format(rows=READ_JSON),
             True,
         ),
-        "then the run doctor's first look: each rollout's degenerate flag": (Queries.DECIDE_DEGENERATE, True),
+        "then every rollout's degenerate flag (the doctor decides its steps')": (Queries.DECIDE_DEGENERATE, True),
     }
     paths = files(run_dir)
-    params = {"paths": paths, "file_ids": list(range(len(paths)))}
+    params = {"paths": paths, "file_ids": list(range(len(paths))), "first": 0, "last": LAST_STEP}
     times = {name: [] for name in steps}
+
+    def bound(sql: str) -> dict:  # the parameters `sql` names
+        return {k: v for k, v in params.items() if f"${k}" in sql}
+
     for _ in range(repeats):
         for name, (sql, unordered) in steps.items():
             con = duckdb.connect(config={"threads": os.cpu_count() or 2})
@@ -256,9 +261,9 @@ def cold_steps(run_dir: Path, out, repeats: int = 3) -> None:
                 con.execute("SET SESSION preserve_insertion_order = false")
             con.execute(SCHEMA)
             if name.startswith("then"):  # on the rollouts the store read
-                con.execute(INSERT_ROLLOUTS.format(rows=READ_JSON), params)
+                con.execute(INSERT_ROLLOUTS.format(rows=READ_JSON), bound(INSERT_ROLLOUTS.format(rows=READ_JSON)))
             start = time.perf_counter()
-            con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})
+            con.execute(sql, bound(sql))
             times[name].append(time.perf_counter() - start)
             con.close()
     out.put({name: statistics.median(t) for name, t in times.items()})
