@@ -305,7 +305,8 @@ def reward_hacking(run: Run) -> Finding | None:
         )
     shares = run.degenerate()
     degenerate = early_late(shares)
-    if degenerate is None or degenerate[1] < DEGENERATE_SHARE or degenerate[1] - degenerate[0] < FORMAT_ROSE:
+    # written so that a NaN share (a window emptied by a refresh between two reads) finds nothing
+    if degenerate is None or not (degenerate[1] >= DEGENERATE_SHARE and degenerate[1] - degenerate[0] >= FORMAT_ROSE):
         return None
     return Finding(
         "reward_hacking",

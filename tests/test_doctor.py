@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from core.doctor import CHECKS, diagnose, main
+from core.doctor import CHECKS, Run, diagnose, main
 from core.rundir import read_config, rollout_record
 from core.stats import sign_test
 from core.store import RunStore
@@ -177,6 +177,16 @@ def test_each_pathology_is_named_with_its_evidence_fix_and_examples(tmp_path, co
     assert [f.severity for f in findings] == sorted(
         (f.severity for f in findings), key=("problem", "warning", "info").index
     )  # worst first
+
+
+def test_a_late_window_emptied_by_a_refresh_finds_no_degeneration(tmp_path, monkeypatch):
+    # the steps and their degenerate shares are two reads: a refresh between (a resume dropping the late
+    # steps' rows) leaves the late window without a share, which must not read as a finding
+    completion, metrics, evals = PATHOLOGIES["reward_hacking"]
+    run_dir = make_run(tmp_path, "reward_hacking", completion, metrics, evals)
+    decided = Run.degenerate
+    monkeypatch.setattr(Run, "degenerate", lambda run: decided(run).where(lambda s: s.index <= STEPS // 2))
+    assert "reward_hacking" not in {f.code for f in findings_of(run_dir)[1]}
 
 
 def test_every_check_has_a_pathology():
