@@ -168,6 +168,7 @@ def test_a_second_trainer_on_a_live_run_folder_exits_2_and_touches_nothing(tiny_
         wait_for_step(first, run_dir, 1)
         first.send_signal(signal.SIGSTOP)  # alive but paused: its steps would only take the CPU from the others
         while psutil.Process(first.pid).status() != psutil.STATUS_STOPPED:
+            assert first.poll() is None, first.communicate()[1][-3000:]  # ended first: no loop for ever
             time.sleep(0.05)
         files = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}  # paused: none of them changes
         for args in (

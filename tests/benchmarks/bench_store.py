@@ -247,6 +247,7 @@ def cold_steps(run_dir: Path, out, repeats: int = 3) -> None:
         ),
         "then every rollout's degenerate flag (the doctor decides its steps')": (Queries.DECIDE_DEGENERATE, True),
     }
+    insert = INSERT_ROLLOUTS.format(rows=READ_JSON)
     paths = files(run_dir)
     params = {"paths": paths, "file_ids": list(range(len(paths))), "first": 0, "last": LAST_STEP}
     times = {name: [] for name in steps}
@@ -261,7 +262,7 @@ def cold_steps(run_dir: Path, out, repeats: int = 3) -> None:
                 con.execute("SET SESSION preserve_insertion_order = false")
             con.execute(SCHEMA)
             if name.startswith("then"):  # on the rollouts the store read
-                con.execute(INSERT_ROLLOUTS.format(rows=READ_JSON), bound(INSERT_ROLLOUTS.format(rows=READ_JSON)))
+                con.execute(insert, bound(insert))
             start = time.perf_counter()
             con.execute(sql, bound(sql))
             times[name].append(time.perf_counter() - start)
