@@ -189,6 +189,26 @@ def test_a_late_window_emptied_by_a_refresh_finds_no_degeneration(tmp_path, monk
     assert "reward_hacking" not in {f.code for f in findings_of(run_dir)[1]}
 
 
+def test_a_long_fifth_is_read_every_kth_step_for_the_degenerate_share(tmp_path, monkeypatch):
+    # as a run of more than 2,500 steps is read (DEGENERATE_STEPS): here, fifths of 6 steps read every 3rd
+    import core.doctor
+
+    completion, metrics, evals = PATHOLOGIES["reward_hacking"]
+    _, findings = findings_of(make_run(tmp_path, "whole", completion, metrics, evals))
+    whole = {f.code: f for f in findings}["reward_hacking"].evidence["degenerate_share"]  # every step read
+    monkeypatch.setattr(core.doctor, "DEGENERATE_STEPS", 2)
+    run_dir = make_run(tmp_path, "every_3rd", completion, metrics, evals)
+    store = RunStore(run_dir)
+    store.refresh()
+    assert core.doctor.load(store, read_config(run_dir)).degenerate().dropna().index.tolist() == [1, 4, 25, 28]
+    decided = store._query("SELECT DISTINCT step FROM rollouts WHERE degenerate IS NOT NULL ORDER BY step")
+    assert decided["step"].tolist() == [1, 4, 25, 28]  # of steps 1-6 and 25-30, and no other step's rows
+    findings = diagnose(store, read_config(run_dir))
+    every_3rd = {f.code: f for f in findings}["reward_hacking"].evidence["degenerate_share"]
+    share = store.degenerate_shares(1, STEPS).set_index("step")["degenerate"]  # every step's, decided now
+    assert every_3rd == [round(share[[1, 4]].mean(), 3), round(share[[25, 28]].mean(), 3)] != whole
+
+
 def test_every_check_has_a_pathology():
     names = {check.__name__ for check in CHECKS}
     assert names == set(PATHOLOGIES) - {"length_explosion", "length_collapse"} | {"length_change"}

@@ -351,20 +351,21 @@ SELECT avg(completion_tokens) AS mean, median(completion_tokens) AS median, max(
     # A degenerate completion (what the run doctor looks for, core/doctor.py): a well-formed `Final:`
     # line with nothing before it, or text that repeats itself (its first 24 characters come again later
     # on: "so so so so ...", the same sentence over and over). Decided when the doctor asks, for the rows
-    # of the steps it reads (its first and last fifth) not decided before: a cold load (what the Rollouts
-    # page waits for) does not pay for it, nor do the steps between (docs/measured.md, the store). The
-    # anchored regex, not ltrim, which would copy each completion.
+    # of the steps it reads (of its first and last fifth, every $every-th step) not decided before: a cold
+    # load (what the Rollouts page waits for) does not pay for it, nor do the steps between
+    # (docs/measured.md, the store). The anchored regex, not ltrim, which would copy each completion.
     DECIDE_DEGENERATE = """
 UPDATE rollouts SET degenerate = coalesce(prediction IS NOT NULL AND regexp_matches(completion, '^ *Final:')
     OR length(completion) >= 100 AND contains(substr(completion, 25), substr(completion, 1, 24)), false)
-WHERE degenerate IS NULL AND step BETWEEN $first AND $last
+WHERE degenerate IS NULL AND step BETWEEN $first AND $last AND (step - $first) % $every = 0
 """
 
-    def _with_degenerate(self, sql: str, params: dict, first: int, last: int):
-        """Run `sql` once every row of steps `first` to `last` read so far has its degenerate flag: under the
-        ingestion lock, so that no refresh comes between (its transaction on self.con, its rows undecided)."""
+    def _with_degenerate(self, sql: str, params: dict, first: int, last: int, every: int = 1):
+        """Run `sql` once every row of steps `first` to `last` (every `every`-th step from `first`) read so far
+        has its degenerate flag: under the ingestion lock, so that no refresh comes between (its transaction on
+        self.con, its rows undecided)."""
         with self._lock:
-            self.con.execute(self.DECIDE_DEGENERATE, {"first": first, "last": last})
+            self.con.execute(self.DECIDE_DEGENERATE, {"first": first, "last": last, "every": every})
             return self._query(sql, params)
 
     # What the run doctor (core/doctor.py) reads of the rollouts, per step.
@@ -381,13 +382,15 @@ FROM rollouts GROUP BY step ORDER BY step
         return self._query(self.DOCTOR_STEPS, {"max_tokens": max_tokens})
 
     DEGENERATE_SHARES = """
-SELECT step, avg(degenerate::INT) AS degenerate FROM rollouts WHERE step BETWEEN $first AND $last
-GROUP BY step ORDER BY step
+SELECT step, avg(degenerate::INT) AS degenerate FROM rollouts
+WHERE step BETWEEN $first AND $last AND (step - $first) % $every = 0 GROUP BY step ORDER BY step
 """
 
-    def degenerate_shares(self, first: int, last: int):
-        """Per step from `first` to `last`: the share of degenerate completions (DECIDE_DEGENERATE)."""
-        return self._with_degenerate(self.DEGENERATE_SHARES, {"first": first, "last": last}, first, last)
+    def degenerate_shares(self, first: int, last: int, every: int = 1):
+        """Per step from `first` to `last`, every `every`-th step from `first`: the share of degenerate
+        completions (DECIDE_DEGENERATE)."""
+        params = {"first": first, "last": last, "every": every}
+        return self._with_degenerate(self.DEGENERATE_SHARES, params, first, last, every)
 
     # Per step, the groups (a prompt's K samples) and those whose rewards are all equal: no advantage,
     # nothing learned from them; all right, or all not right, and of those, the ones where no completion
