@@ -16,25 +16,6 @@ def preflight_json(capsys, *args) -> tuple[int, dict]:
     return code, json.loads(capsys.readouterr().out)
 
 
-def test_the_demo_preset_is_predicted_to_learn(tiny_model_dir, capsys):
-    code, report = preflight_json(capsys, "--config", "configs/demo_cpu.yaml")
-    assert code == 0 and report["can_learn"] and report["signal"] == "expected" and report["findings"] == []
-    assert report["well_formed"] > 0.9 and 0 < report["correct"] < 1 and report["truncated"] == 0
-    assert report["groups_without_signal"] < 0.6 and report["mean_abs_advantage"] > 0.1
-    # sampled until the share of groups without a signal was known to ±0.1
-    low, high = report["sure"]["groups_without_signal"]
-    assert report["samples"] >= MIN_SAMPLES and (high - low) / 2 <= SURE
-    assert report["samples"] == 8 * report["questions"]
-    # TRL's own count of groups with equal rewards, on the same samples, says the same
-    assert report["groups_without_signal"] == pytest.approx(report["trl"]["frac_reward_zero_std"], abs=1e-4)
-    assert report["examples"]["best_of_signal"]["reward"] == max(report["examples"]["best_of_signal"]["group_rewards"])
-    assert len(set(report["examples"]["no_signal"]["group_rewards"])) == 1
-    # the time: 700 steps of a measured step, two evals and the saves on top of the start
-    assert 0 < report["seconds_per_generation"] < report["seconds_per_step"]
-    assert report["minutes_total"] * 60 > 700 * report["seconds_per_step"] + report["seconds_to_start"]
-    assert report["peak_memory_mb"] > 100
-
-
 def test_a_config_that_cannot_write_a_final_line_is_predicted_not_to_learn(tiny_model_dir, capsys):
     code, report = preflight_json(
         capsys, "--config", "configs/demo_cpu.yaml", "--set", "max_new_tokens=3", "--questions", "8"
@@ -102,9 +83,29 @@ def test_sampling_stops_once_the_share_without_a_signal_is_known_to_a_tenth(flat
     assert sure_enough(flat, groups, k) == enough
 
 
-def test_check_before_launch_shows_the_report_in_the_forms_words(tiny_model_dir, tmp_path, monkeypatch):
+def test_the_demo_preset_is_predicted_to_learn_and_check_before_launch_says_it_in_the_forms_words(
+    tiny_model_dir, tmp_path, monkeypatch, capsys
+):
     from tests.test_dashboard import open_page
 
+    code, report = preflight_json(capsys, "--config", "configs/demo_cpu.yaml")
+    assert code == 0 and report["can_learn"] and report["signal"] == "expected" and report["findings"] == []
+    assert report["well_formed"] > 0.9 and 0 < report["correct"] < 1 and report["truncated"] == 0
+    assert report["groups_without_signal"] < 0.6 and report["mean_abs_advantage"] > 0.1
+    # sampled until the share of groups without a signal was known to ±0.1
+    low, high = report["sure"]["groups_without_signal"]
+    assert report["samples"] >= MIN_SAMPLES and (high - low) / 2 <= SURE
+    assert report["samples"] == 8 * report["questions"]
+    # TRL's own count of groups with equal rewards, on the same samples, says the same
+    assert report["groups_without_signal"] == pytest.approx(report["trl"]["frac_reward_zero_std"], abs=1e-4)
+    assert report["examples"]["best_of_signal"]["reward"] == max(report["examples"]["best_of_signal"]["group_rewards"])
+    assert len(set(report["examples"]["no_signal"]["group_rewards"])) == 1
+    # the time: 700 steps of a measured step, two evals and the saves on top of the start
+    assert 0 < report["seconds_per_generation"] < report["seconds_per_step"]
+    assert report["minutes_total"] * 60 > 700 * report["seconds_per_step"] + report["seconds_to_start"]
+    assert report["peak_memory_mb"] > 100
+
+    # the Launch page's button runs the same command (a process of its own) on the form's settings
     monkeypatch.setenv("RUNS_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_MODE", "offline")  # transformers then prints to stdout, where the report goes
     at = open_page("launch")
@@ -120,8 +121,10 @@ def test_check_before_launch_shows_the_report_in_the_forms_words(tiny_model_dir,
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Groups without a signal"] == "100%" and metrics["Cut at Max new tokens"] == "100%"
     assert list(tmp_path.iterdir()) == []  # a check launches nothing and writes no run folder
-    at.number_input(key="demo_cpu.yaml:tokens").set_value(16)
-    at.button[2].click().run(timeout=300)
+    # the demo preset's report above, as that button would show it (a second pre-flight of it would say the same)
+    at.number_input(key="demo_cpu.yaml:tokens").set_value(16).run()
+    at.session_state["demo_cpu.yaml:preflight"] = (report, "")
+    at.run()
     assert [s.value for s in at.success][0].startswith("A learning signal is expected. ")
     assert {"A training step", "The whole run", "Peak memory"} <= {m.label for m in at.metric}
     at.button[0].click().run()  # Check: the settings are valid; the report of other settings goes
