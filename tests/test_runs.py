@@ -1,6 +1,7 @@
 """Run directories as the dashboard drives them: names, launching a real subprocess, stopping it
 through its process group, crash detection, deleting."""
 
+import json
 import time
 
 import psutil
@@ -48,7 +49,9 @@ def test_launch_refuses_what_a_web_form_may_not_start_and_leaves_no_folder(tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
-def test_launch_then_stop_through_the_process_group(tiny_model_dir, tmp_path):
+def test_launch_stop_then_resume_through_the_process_group(tiny_model_dir, tmp_path):
+    # as the Runs page: Launch, Stop (SIGTERM to the run's process group: the trainer stops gracefully at
+    # a step), Resume (python -m core.train --resume, a new target), Delete
     config = load_config(
         ROOT / "configs" / "tiny_cpu.yaml", sets=TINY_SETS + ["train.num_train_steps=500"], env={}
     ).to_dict()
@@ -57,7 +60,7 @@ def test_launch_then_stop_through_the_process_group(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="already exists"):
         launch(config, tmp_path, "stop me", repo=ROOT)
     deadline = time.time() + 300
-    while read_status(run_dir).get("global_step", 0) < 1:
+    while read_status(run_dir).get("global_step", 0) < 2:
         assert time.time() < deadline and effective_state(read_status(run_dir)) in ("starting", "running"), (
             run_dir / "train.log"
         ).read_text()[-3000:]
@@ -69,20 +72,34 @@ def test_launch_then_stop_through_the_process_group(tiny_model_dir, tmp_path):
         assert time.time() < deadline
         time.sleep(0.2)
     status = read_status(run_dir)
-    assert status["state"] == "stopped" and status["global_step"] < 500
+    assert status["state"] == "stopped" and status["exit_code"] == 0 and 2 <= status["global_step"] < 500
     assert "SIGTERM received" in (run_dir / "train.log").read_text()
     assert [r["state"] for r in list_runs(tmp_path)] == ["stopped"]
     assert not stop(run_dir)  # nothing left to stop
-    resume(run_dir, ROOT, num_train_steps=status["global_step"] + 1)  # as the Runs page's Resume does
+    stopped_at = status["global_step"]
+    assert (run_dir / "model" / "model.safetensors").is_file() and (run_dir / f"checkpoint-{stopped_at}").is_dir()
+    assert not (run_dir / "eval" / "after.jsonl").exists()  # a stopped run skips the final eval
+    before = (run_dir / "eval" / "before.jsonl").read_text()
+
+    resume(run_dir, ROOT, num_train_steps=stopped_at + 2)  # as the Runs page's Resume does
     resumed = read_status(run_dir)  # at once: the new target, and nothing of the last start's phase
-    assert (resumed["state"], resumed["max_steps"]) == ("starting", status["global_step"] + 1)
+    assert (resumed["state"], resumed["max_steps"]) == ("starting", stopped_at + 2)
     assert resumed.get("phase") in (None, "loading data", "loading model") and resumed.get("exit_code") is None
     while effective_state(read_status(run_dir)) != "finished":
         assert time.time() < deadline and effective_state(read_status(run_dir)) != "failed", (
             run_dir / "train.log"
         ).read_text()[-3000:]
         time.sleep(0.2)
-    assert read_status(run_dir)["global_step"] == status["global_step"] + 1
+    assert read_status(run_dir)["global_step"] == stopped_at + 2
+    # the same run directory continued: steps keep counting, files keep appending
+    rollouts = [json.loads(line) for line in (run_dir / "rollouts" / "rollouts.jsonl").read_text().splitlines()]
+    assert sorted({r["step"] for r in rollouts}) == list(range(1, stopped_at + 3))  # one continuous run
+    keys = [(r["step"], r["prompt_id"], r["sample"]) for r in rollouts]
+    assert len(keys) == len(set(keys))
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "reward" in m] == list(range(1, stopped_at + 3))
+    assert (run_dir / "eval" / "before.jsonl").read_text() == before  # the original baseline is kept
+    assert (run_dir / "eval" / "after.jsonl").exists()
     pid = read_status(run_dir)["pid"]
     while psutil.pid_exists(pid):  # the ended trainer is reaped: no zombie left in the process that started it
         assert time.time() < deadline, psutil.Process(pid).status()
