@@ -8,7 +8,7 @@ import psutil
 import pytest
 
 from core.config import load_config
-from core.rundir import read_status
+from core.rundir import checkpoints, read_status
 from core.runs import delete, launch, list_runs, resume, run_path, safe_run_name, stop
 from core.runstate import effective_state
 from tests.conftest import ROOT, TINY_SETS
@@ -51,10 +51,10 @@ def test_launch_refuses_what_a_web_form_may_not_start_and_leaves_no_folder(tmp_p
 
 def test_launch_stop_then_resume_through_the_process_group(tiny_model_dir, tmp_path):
     # as the Runs page: Launch, Stop (SIGTERM to the run's process group: the trainer stops gracefully at
-    # a step), Resume (python -m core.train --resume, a new target), Delete
-    config = load_config(
-        ROOT / "configs" / "tiny_cpu.yaml", sets=TINY_SETS + ["train.num_train_steps=500"], env={}
-    ).to_dict()
+    # a step), Resume (python -m core.train --resume, a new target), Delete. The run keeps only weights
+    # in its saves (as the demo preset), yet the stop saves all that the resume needs.
+    sets = ["train.num_train_steps=500", "train.save_steps=1", "grpo.save_only_model=true"]
+    config = load_config(ROOT / "configs" / "tiny_cpu.yaml", sets=TINY_SETS + sets, env={}).to_dict()
     run_dir = launch(config, tmp_path, "stop me", repo=ROOT)
     assert run_dir == tmp_path.resolve() / "stop_me"
     with pytest.raises(ValueError, match="already exists"):
@@ -77,7 +77,11 @@ def test_launch_stop_then_resume_through_the_process_group(tiny_model_dir, tmp_p
     assert [r["state"] for r in list_runs(tmp_path)] == ["stopped"]
     assert not stop(run_dir)  # nothing left to stop
     stopped_at = status["global_step"]
-    assert (run_dir / "model" / "model.safetensors").is_file() and (run_dir / f"checkpoint-{stopped_at}").is_dir()
+    assert (run_dir / "model" / "model.safetensors").is_file()
+    *kept, last = checkpoints(run_dir)
+    assert kept and all((c / "model.safetensors").is_file() and not (c / "optimizer.pt").exists() for c in kept)
+    assert last.name == f"checkpoint-{stopped_at}" and (last / "optimizer.pt").is_file()
+    assert (last / "scheduler.pt").is_file()
     assert not (run_dir / "eval" / "after.jsonl").exists()  # a stopped run skips the final eval
     before = (run_dir / "eval" / "before.jsonl").read_text()
 
