@@ -175,31 +175,9 @@ def wandb_records(path, block=32768):
             chunk = b""
 
 
-def test_wandb_offline_run_records_eval_and_completions(tiny_model_dir, tmp_path):
-    run_dir = tmp_path / "wb"
-    result = run_cli(
-        "--config",
-        "configs/tiny_cpu.yaml",
-        *[a for s in TINY_SETS for a in ("--set", s)],
-        "--set",
-        "train.num_train_steps=1",
-        "--set",
-        "runtime.use_wandb=true",
-        "--set",
-        f"train.output_dir={run_dir}",
-        env={"WANDB_MODE": "offline", "WANDB_RUN_GROUP": "tests"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (log,) = (run_dir / "wandb").glob("offline-run-*/*.wandb")  # in the run folder, not where the command ran
-    records = list(wandb_records(log))
-    (run,) = [r.run for r in records if r.HasField("run")]
-    assert (run.project, run.run_group, run.display_name) == ("simple_grpo", "tests", "grpo_tiny_K4_steps1")
-    summary = {u.key or "/".join(u.nested_key) for r in records if r.HasField("summary") for u in r.summary.update}
-    assert {"eval_before/eval_accuracy", "eval_after/eval_accuracy", "train/reward"} <= summary
-    assert "completions/nrows" in summary  # TRL's completions table
-
-
-def test_tensorboard_trackio_and_mlflow_get_the_metrics_and_the_evals(tiny_model_dir, tmp_path):
+def test_tensorboard_trackio_mlflow_and_wandb_get_the_metrics_and_the_evals(tiny_model_dir, tmp_path):
+    # one run reports to all four trackers at once (report_to, with wandb by runtime.use_wandb); each is
+    # read back with the tracker's own reader
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir, trackio_dir, mlruns = tmp_path / "tracked", tmp_path / "trackio", tmp_path / "mlruns"
@@ -217,8 +195,10 @@ def test_tensorboard_trackio_and_mlflow_get_the_metrics_and_the_evals(tiny_model
         "--set",
         "runtime.report_to=[tensorboard, trackio, mlflow]",
         "--set",
+        "runtime.use_wandb=true",
+        "--set",
         f"train.output_dir={run_dir}",
-        env={"TRACKIO_DIR": str(trackio_dir), **mlflow_env},
+        env={"TRACKIO_DIR": str(trackio_dir), "WANDB_MODE": "offline", "WANDB_RUN_GROUP": "tests", **mlflow_env},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -271,6 +251,15 @@ def test_tensorboard_trackio_and_mlflow_get_the_metrics_and_the_evals(tiny_model
     for phase in ("before", "after"):
         for key, value in summary[phase].items():
             assert evals[f"eval_{phase}/{key}"] == [[2, pytest.approx(value)]]
+
+    # W&B, offline: its log in the run folder (not where the command ran), read record by record
+    (log,) = (run_dir / "wandb").glob("offline-run-*/*.wandb")
+    records = list(wandb_records(log))
+    (run,) = [r.run for r in records if r.HasField("run")]
+    assert (run.project, run.run_group, run.display_name) == ("simple_grpo", "tests", "grpo_tiny_K4_steps2")
+    keys = {u.key or "/".join(u.nested_key) for r in records if r.HasField("summary") for u in r.summary.update}
+    assert {"eval_before/eval_accuracy", "eval_after/eval_accuracy", "train/reward"} <= keys
+    assert "completions/nrows" in keys  # TRL's completions table
 
 
 def test_model_that_cannot_be_loaded_fails_the_run_with_one_line(tmp_path, train_here):
