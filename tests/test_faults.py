@@ -161,7 +161,7 @@ def wait_for_step(proc, run_dir, step):
         time.sleep(0.1)
 
 
-def test_a_second_trainer_on_a_live_run_folder_exits_2_and_touches_nothing(tiny_model_dir, tmp_path):
+def test_a_second_trainer_on_a_live_run_folder_exits_2_and_touches_nothing(tiny_model_dir, tmp_path, train_here):
     run_dir = tmp_path / "busy"
     first = start(run_dir, "train.num_train_steps=300")
     try:
@@ -171,17 +171,13 @@ def test_a_second_trainer_on_a_live_run_folder_exits_2_and_touches_nothing(tiny_
             assert first.poll() is None, first.communicate()[1][-3000:]  # ended first: no loop for ever
             time.sleep(0.05)
         files = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}  # paused: none of them changes
-        for args in (
+        for args in (  # the second trainer: python -m core.train in this process, through its main()
             ["--config", "configs/tiny_cpu.yaml", "--set", f"train.output_dir={run_dir}", "--set", "train.seed=7"],
             ["--resume", str(run_dir)],
         ):
-            second = subprocess.run(
-                [sys.executable, "-m", "core.train", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
-            )
-            assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr[-3000:]
-            assert second.stderr.startswith(
-                f"error: run folder '{run_dir}' is in use by a live run (pid {first.pid})"
-            ), second.stderr
+            code, err = train_here(*args)
+            assert code == 2 and err.count("\n") == 1, err[-3000:]
+            assert err.startswith(f"error: run folder '{run_dir}' is in use by a live run (pid {first.pid})"), err
         assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == files  # nothing written or added
         assert read_status(run_dir)["pid"] == first.pid and first.poll() is None
     finally:
