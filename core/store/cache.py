@@ -46,9 +46,10 @@ CREATE TABLE IF NOT EXISTS tails (path VARCHAR, file INTEGER, "offset" BIGINT, i
 READ_META = "SELECT version, skipped, sizes FROM meta"
 NEW_META = "INSERT INTO meta VALUES ($version, 0, $sizes)"
 SAVE_META = "UPDATE meta SET skipped = $skipped, sizes = $sizes"
-# Each table's rows and highest row id: what a refresh that did not finish leaves changed.
+# Each table's rows and highest row id (the rollouts': $rollouts_top, RunStore.top_rowid): what a refresh
+# that did not finish leaves changed.
 SIZES = """
-SELECT [(SELECT count(*) FROM rollouts), (SELECT coalesce(max(rowid), -1) FROM rollouts),
+SELECT [(SELECT count(*) FROM rollouts), $rollouts_top,
         (SELECT count(*) FROM metrics), (SELECT coalesce(max(rowid), -1) FROM metrics),
         (SELECT count(*) FROM eval), (SELECT coalesce(max(rowid), -1) FROM eval)]
 """
@@ -135,13 +136,14 @@ class Cache:
         self._attempts: set[int] = set()  # the attempts (core.train starts) among the rollouts read
         self._searches: dict[str, tuple[str, int, bool]] = {}  # search's regex → tables, last rowid searched, misses?
         self._searches_made = 0
+        self._top = -1  # the rollouts' highest row id as last found (Ingestion.top_rowid)
         self.con.execute(META)
         self.con.execute(SCHEMA)
         meta = self.con.execute(READ_META).fetchone()  # (version, skipped, sizes), or None: a new cache
         why = None
         if meta and meta[0] != VERSION:
             why = f"it was written by version {meta[0]} of the store"
-        elif meta and meta[2] != self.con.execute(SIZES).fetchone()[0]:
+        elif meta and meta[2] != self._sizes():
             why = "a refresh did not finish (the process was stopped)"
         for (table,) in self.con.execute(TABLES).fetchall():  # names from DuckDB's own catalogue
             if why or table.startswith("search_"):  # a search's kept matches belong to the store that made them
@@ -152,7 +154,7 @@ class Cache:
             self.note = f"the store's cache was rebuilt: {why}"
             meta = None
         if meta is None:
-            self.con.execute(NEW_META, {"version": VERSION, "sizes": self.con.execute(SIZES).fetchone()[0]})
+            self.con.execute(NEW_META, {"version": VERSION, "sizes": self._sizes()})
         self.skipped = meta[1] if meta else 0
         for path, file, offset, inode, head in self.con.execute(READ_TAILS).fetchall():
             tail = Tail(self.run_dir / path)
@@ -164,6 +166,9 @@ class Cache:
             a for (a,) in self.con.execute("SELECT DISTINCT coalesce(attempt, 0) FROM rollouts").fetchall()
         }
         self._saved = self._state()
+
+    def _sizes(self) -> list[int]:
+        return self.con.execute(SIZES, {"rollouts_top": self.top_rowid()}).fetchone()[0]
 
     def _open(self) -> None:
         """_restore, on a cache file made anew where DuckDB opened it but cannot read it (torn)."""
@@ -213,7 +218,7 @@ class Cache:
             for sql in SAVE_TAILS:
                 self.con.execute(sql)
             self.con.unregister("new_tails")
-            self.con.execute(SAVE_META, {"skipped": skipped, "sizes": self.con.execute(SIZES).fetchone()[0]})
+            self.con.execute(SAVE_META, {"skipped": skipped, "sizes": self._sizes()})
         except BaseException:
             self.con.execute("ROLLBACK")
             raise

@@ -114,9 +114,9 @@ DROP_FILE = "DELETE FROM rollouts WHERE file = $file"
 DROP_FILES = "DELETE FROM rollouts WHERE list_contains($files, file)"
 DROP_METRICS = "DELETE FROM metrics"
 DROP_PHASE = "DELETE FROM eval WHERE phase = $phase"
-SIZE = (
-    "SELECT count(*), coalesce(max(rowid), -1) FROM rollouts"  # rows, and the highest row id (new rows get higher ones)
-)
+# The rollouts' highest row id (new rows get higher ones), read from $at_least on: NULL when no row's is
+# that high. Ingestion.top_rowid says why from there.
+TOP_ROWID = "SELECT max(rowid) FROM rollouts WHERE rowid >= $at_least"
 # A run started again (--resume after a crash) scores its first steps again: of each step, only the
 # latest attempt counts. Rows of an earlier attempt at or after a later attempt's first step go.
 DROP_SUPERSEDED = {
@@ -166,7 +166,7 @@ class Ingestion:
     def _refresh(self, rollouts: bool) -> int:
         if is_trl_run(self.run_dir):
             return self._refresh_trl(rollouts)
-        before, after = self.con.execute(SIZE).fetchall()[0]
+        before, after = self.count(), self.top_rowid()
         followed = [path for path in self._tails if path.parent.name == ROLLOUTS]
         rollouts_now = rollout_files(self.run_dir) if rollouts else followed
         evals = eval_files(self.run_dir)  # before, after, any `core.evaluate --phase`
@@ -184,6 +184,16 @@ class Ingestion:
         self._save()
         self.status = read_status(self.run_dir) or self.status  # {} if it went missing
         return self.count() - before
+
+    def top_rowid(self) -> int:
+        """The rollouts' highest row id, -1 with none. Read from the highest this store last found on (the
+        rows read since, not all: a scan of every row id takes milliseconds at millions of rows), and from
+        the first row only when no row's is that high now (the top rows deleted)."""
+        top = self.con.execute(TOP_ROWID, {"at_least": self._top}).fetchall()[0][0]  # all: the connection is free
+        if top is None and self._top > 0:
+            top = self.con.execute(TOP_ROWID, {"at_least": 0}).fetchall()[0][0]
+        self._top = -1 if top is None else top
+        return self._top
 
     def _tail(self, path: Path) -> Tail:
         return self._tails.setdefault(path, Tail(path))

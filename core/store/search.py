@@ -16,7 +16,6 @@ from __future__ import annotations
 # `i`, ILIKE, lower() and a lower-cased copy, measured.)
 SEARCH_TABLES = ["CREATE TABLE {name}_rows (id BIGINT)", "CREATE TABLE {name}_prompts (prompt_id VARCHAR)"]
 DROP_SEARCH = ["DROP TABLE {name}_rows", "DROP TABLE {name}_prompts"]
-LAST_ROWID = "SELECT coalesce(max(rowid), -1) FROM rollouts"
 COMPLETION_MATCHES = "contains(completion, $letterless) AND regexp_matches(completion, $regex)"
 MATCH_SHARE = f"SELECT avg(coalesce({COMPLETION_MATCHES}, false)::INT) > 0.5 FROM rollouts WHERE rowid > $upto - 2000"
 SEARCH_ROWS = {  # the matching rows, or (misses) those that do not match: each written as a filter DuckDB cuts short
@@ -53,9 +52,6 @@ def caseless_regex(text: str) -> str:
 class Search:
     """RunStore's text search: the filter a page query adds for a search, its matches kept."""
 
-    def _last_rowid(self) -> int:
-        return self.con.execute(LAST_ROWID).fetchall()[0][0]  # fetched to the end: the connection is free again
-
     def _searched(self, search: str) -> str:
         """The filter (SEARCHED) that keeps the rows matching `search`, its matches brought up to date:
         only the rows that arrived since it was last asked for are searched. A search keeps the rows
@@ -64,7 +60,7 @@ class Search:
         letterless = max(
             "".join(c if c.isascii() and not c.isalpha() else "\0" for c in search).split("\0"), key=len
         )  # the longest part without letters
-        params = {"regex": caseless_regex(search), "letterless": letterless, "upto": self._last_rowid()}
+        params = {"regex": caseless_regex(search), "letterless": letterless, "upto": self.top_rowid()}
         name, after, misses = self._searches.pop(params["regex"], (None, -1, None))  # `Final` and `final`: one search
         if name is None:
             name, self._searches_made = f"search_{self._searches_made}", self._searches_made + 1
