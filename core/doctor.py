@@ -32,8 +32,8 @@ FORMAT_ROSE = 0.2  # the well-formed share rose by 20 points or more ...
 ACCURACY_FLAT = 0.02  # ... while accuracy rose by less than 2 points (or than its noise): the template, not the math
 REWARD_ROSE = 0.05  # a rise of the mean reward that is more than noise over a fifth of the steps
 DEGENERATE_SHARE = 0.3  # a third of the late completions degenerate (an empty body, repeated words)
-DEGENERATE_STEPS = 500  # read at most this many steps of each fifth for that share (every k-th one): with K >= 2,
-# 1,000 completions or more, a share known to within 3 points; a run of 2,500 steps or fewer is read whole
+DEGENERATE_STEPS = 500  # read at most this many steps of each fifth for that share, and at least half as many
+# (sampled_every): with K >= 2, 500 completions or more, a share known to within 4.5 points
 LENGTH_NEAR_LIMIT = 0.9  # late mean length within 10% of max_new_tokens ...
 LENGTH_WAS_BELOW = 0.7  # ... after starting below 70% of it: it grew into the limit
 LENGTH_COLLAPSED = 0.3  # late mean length below 30% of the early one: answers shrink to nearly nothing
@@ -83,13 +83,12 @@ class Run:
 
     def degenerate(self) -> pd.Series:
         """Per step, the share of degenerate completions (RunStore.degenerate_shares), decided only for the
-        first and the last fifth of the steps, which early_late reads, and of a longer fifth than
-        DEGENERATE_STEPS for every k-th step: NaN for the steps not read; empty with too few steps."""
+        first and the last fifth of the steps, which early_late reads, and of those only the steps whose
+        number sampled_every divides: NaN for the steps not read; empty with too few steps."""
         steps = self.steps.index
         if len(steps) < MIN_STEPS:
             return pd.Series(dtype=float)
-        n = window(len(steps))
-        every = math.ceil(n / DEGENERATE_STEPS)
+        n, every = window(len(steps)), sampled_every(len(steps))
         ends = [self.store.degenerate_shares(int(steps[a]), int(steps[b]), every) for a, b in ((0, n - 1), (-n, -1))]
         return pd.concat(ends).set_index("step")["degenerate"].reindex(steps)
 
@@ -106,6 +105,17 @@ class Run:
 def window(steps: int) -> int:
     """How many steps "early" and "late" each take of `steps` (WINDOW, at least 2)."""
     return max(2, math.ceil(steps * WINDOW))
+
+
+def sampled_every(steps: int) -> int:
+    """Of a run of `steps` steps, the degenerate share is read from the steps whose number this divides: 1
+    up to DEGENERATE_STEPS steps in a fifth (a run of 2,500 steps), then 2, 4, 8, ...: the smallest power of
+    two that leaves at most DEGENERATE_STEPS of a fifth. Fixed by their number, the steps read stay the
+    same as the run grows (those of 2k are among those of k), so each look decides only new steps' rows."""
+    every = 1
+    while window(steps) > every * DEGENERATE_STEPS:
+        every *= 2
+    return every
 
 
 def early_late(series: pd.Series) -> tuple[float, float, tuple[int, int]] | None:
@@ -321,7 +331,7 @@ def reward_hacking(run: Run) -> Finding | None:
         {"degenerate_share": [round(degenerate[0], 3), round(degenerate[1], 3)]},
         "drop or lower shaping rewards (format, length_penalty) that such completions score on; "
         "grpo.beta=0.04 keeps the model nearer to where it started",
-        run.store.examples("degenerate", late_from(shares)),
+        run.store.examples("degenerate", late_from(shares), every=sampled_every(len(run.steps))),
     )
 
 

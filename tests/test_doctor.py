@@ -190,23 +190,28 @@ def test_a_late_window_emptied_by_a_refresh_finds_no_degeneration(tmp_path, monk
 
 
 def test_a_long_fifth_is_read_every_kth_step_for_the_degenerate_share(tmp_path, monkeypatch):
-    # as a run of more than 2,500 steps is read (DEGENERATE_STEPS): here, fifths of 6 steps read every 3rd
+    # as a run of more than 2,500 steps is read (DEGENERATE_STEPS): here, fifths of 6 steps read from the
+    # even-numbered steps, those of the finding's examples too
     import core.doctor
 
     completion, metrics, evals = PATHOLOGIES["reward_hacking"]
     _, findings = findings_of(make_run(tmp_path, "whole", completion, metrics, evals))
     whole = {f.code: f for f in findings}["reward_hacking"].evidence["degenerate_share"]  # every step read
-    monkeypatch.setattr(core.doctor, "DEGENERATE_STEPS", 2)
-    run_dir = make_run(tmp_path, "every_3rd", completion, metrics, evals)
+    assert [core.doctor.sampled_every(n) for n in (2500, 2505, 5000, 5005)] == [1, 2, 2, 4]
+    monkeypatch.setattr(core.doctor, "DEGENERATE_STEPS", 3)
+    assert core.doctor.sampled_every(STEPS) == 2
+    run_dir = make_run(tmp_path, "every_2nd", completion, metrics, evals)
     store = RunStore(run_dir)
     store.refresh()
-    assert core.doctor.load(store, read_config(run_dir)).degenerate().dropna().index.tolist() == [1, 4, 25, 28]
-    decided = store._query("SELECT DISTINCT step FROM rollouts WHERE degenerate IS NOT NULL ORDER BY step")
-    assert decided["step"].tolist() == [1, 4, 25, 28]  # of steps 1-6 and 25-30, and no other step's rows
-    findings = diagnose(store, read_config(run_dir))
-    every_3rd = {f.code: f for f in findings}["reward_hacking"].evidence["degenerate_share"]
+    decided = "SELECT DISTINCT step FROM rollouts WHERE degenerate IS NOT NULL ORDER BY step"
+    assert core.doctor.load(store, read_config(run_dir)).degenerate().dropna().index.tolist() == [2, 4, 6, 26, 28, 30]
+    assert store._query(decided)["step"].tolist() == [2, 4, 6, 26, 28, 30]  # of steps 1-6 and 25-30, no other
+    finding = {f.code: f for f in diagnose(store, read_config(run_dir))}["reward_hacking"]
+    assert store._query(decided)["step"].tolist() == [2, 4, 6, 26, 28, 30]  # its examples: of those steps too
+    assert finding.examples and {e["step"] for e in finding.examples} <= {26, 28, 30}
     share = store.degenerate_shares(1, STEPS).set_index("step")["degenerate"]  # every step's, decided now
-    assert every_3rd == [round(share[[1, 4]].mean(), 3), round(share[[25, 28]].mean(), 3)] != whole
+    every_2nd = [round(share[[2, 4, 6]].mean(), 3), round(share[[26, 28, 30]].mean(), 3)]
+    assert finding.evidence["degenerate_share"] == every_2nd != whole
 
 
 def test_every_check_has_a_pathology():

@@ -351,17 +351,17 @@ SELECT avg(completion_tokens) AS mean, median(completion_tokens) AS median, max(
     # A degenerate completion (what the run doctor looks for, core/doctor.py): a well-formed `Final:`
     # line with nothing before it, or text that repeats itself (its first 24 characters come again later
     # on: "so so so so ...", the same sentence over and over). Decided when the doctor asks, for the rows
-    # of the steps it reads (of its first and last fifth, every $every-th step) not decided before: a cold
+    # of the steps it reads (of its first and last fifth, those whose number $every divides) not decided before: a cold
     # load (what the Rollouts page waits for) does not pay for it, nor do the steps between
     # (docs/measured.md, the store). The anchored regex, not ltrim, which would copy each completion.
     DECIDE_DEGENERATE = """
 UPDATE rollouts SET degenerate = coalesce(prediction IS NOT NULL AND regexp_matches(completion, '^ *Final:')
     OR length(completion) >= 100 AND contains(substr(completion, 25), substr(completion, 1, 24)), false)
-WHERE degenerate IS NULL AND step BETWEEN $first AND $last AND (step - $first) % $every = 0
+WHERE degenerate IS NULL AND step BETWEEN $first AND $last AND step % $every = 0
 """
 
     def _with_degenerate(self, sql: str, params: dict, first: int, last: int, every: int = 1):
-        """Run `sql` once every row of steps `first` to `last` (every `every`-th step from `first`) read so far
+        """Run `sql` once every row of steps `first` to `last` (those whose number `every` divides) read so far
         has its degenerate flag: under the ingestion lock, so that no refresh comes between (its transaction on
         self.con, its rows undecided)."""
         with self._lock:
@@ -383,12 +383,12 @@ FROM rollouts GROUP BY step ORDER BY step
 
     DEGENERATE_SHARES = """
 SELECT step, avg(degenerate::INT) AS degenerate FROM rollouts
-WHERE step BETWEEN $first AND $last AND (step - $first) % $every = 0 GROUP BY step ORDER BY step
+WHERE step BETWEEN $first AND $last AND step % $every = 0 GROUP BY step ORDER BY step
 """
 
     def degenerate_shares(self, first: int, last: int, every: int = 1):
-        """Per step from `first` to `last`, every `every`-th step from `first`: the share of degenerate
-        completions (DECIDE_DEGENERATE)."""
+        """Per step from `first` to `last` whose number `every` divides: the share of degenerate completions
+        (DECIDE_DEGENERATE)."""
         params = {"first": first, "last": last, "every": every}
         return self._with_degenerate(self.DEGENERATE_SHARES, params, first, last, every)
 
@@ -431,14 +431,15 @@ SELECT prompt_id, step, sample FROM rollouts WHERE step >= $step_min AND ({condi
 ORDER BY step DESC, prompt_id, sample LIMIT $limit
 """
 
-    def examples(self, kind: str, step_min: int = 0, max_tokens: int = 0, limit: int = 3) -> list[dict]:
-        """A few of the latest rollouts of one kind (self.EXAMPLES) from `step_min` on: prompt_id, step, sample."""
+    def examples(self, kind: str, step_min: int = 0, max_tokens: int = 0, limit: int = 3, every: int = 1) -> list[dict]:
+        """A few of the latest rollouts of one kind (self.EXAMPLES) from `step_min` on: prompt_id, step, sample.
+        Degenerate ones only of the steps whose number `every` divides (what the run doctor read)."""
         if kind not in self.EXAMPLES:
             raise ValueError(f"kind must be one of {', '.join(self.EXAMPLES)}, got {kind!r}")
         params = {"step_min": step_min, "limit": limit, **({"max_tokens": max_tokens} if kind == "truncated" else {})}
         sql = self.EXAMPLE.format(condition=self.EXAMPLES[kind])
         if kind == "degenerate":  # the flags of the steps it reads, decided first
-            return self._with_degenerate(sql, params, step_min, LAST_STEP).to_dict("records")
+            return self._with_degenerate(sql, params, step_min, LAST_STEP, every).to_dict("records")
         return self._query(sql, params).to_dict("records")
 
     # TRL's metrics by step; for a long run's charts, at most $points per metric: the mean of each bin of

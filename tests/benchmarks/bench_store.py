@@ -249,7 +249,7 @@ def cold_steps(run_dir: Path, out, repeats: int = 3) -> None:
     }
     insert = INSERT_ROLLOUTS.format(rows=READ_JSON)
     paths = files(run_dir)
-    params = {"paths": paths, "file_ids": list(range(len(paths))), "first": 0, "last": LAST_STEP}
+    params = {"paths": paths, "file_ids": list(range(len(paths))), "first": 0, "last": LAST_STEP, "every": 1}
     times = {name: [] for name in steps}
 
     def bound(sql: str) -> dict:  # the parameters `sql` names
