@@ -92,19 +92,19 @@ def test_good_lines_take_the_fast_path_and_keep_their_values(run_dir, monkeypatc
 
 
 def test_the_highest_row_id_is_found_from_the_last_one_and_again_when_that_row_went(run_dir):
-    # RunStore.top_rowid reads only the row ids from the highest it last found on; when the rows that
+    # RunStore._top_rowid reads only the row ids from the highest it last found on; when the rows that
     # high went (a resume's superseded steps, a file dropped), it reads them all again
     store = RunStore(run_dir)
     highest = "SELECT coalesce(max(rowid), -1) AS m FROM rollouts"
-    assert store.top_rowid() == -1
+    assert store._top_rowid() == -1
     for sample in range(3):
         append(run_dir / "rollouts" / "rollouts.jsonl", "".join(line(step=s, sample=sample) for s in range(1, 5)))
         store.refresh()
-        assert store.top_rowid() == store._query(highest)["m"][0] == 4 * sample + 3
+        assert store._top_rowid() == store._query(highest)["m"][0] == 4 * sample + 3
     store.con.execute("DELETE FROM rollouts WHERE rowid >= 9")  # the top three rows go
-    assert store.top_rowid() == store._query(highest)["m"][0] == 8
+    assert store._top_rowid() == store._query(highest)["m"][0] == 8
     store.con.execute("DELETE FROM rollouts")
-    assert store.top_rowid() == -1
+    assert store._top_rowid() == -1
 
 
 @pytest.mark.parametrize("path", ["fast", "exact"])

@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS tails (path VARCHAR, file INTEGER, "offset" BIGINT, i
 READ_META = "SELECT version, skipped, sizes FROM meta"
 NEW_META = "INSERT INTO meta VALUES ($version, 0, $sizes)"
 SAVE_META = "UPDATE meta SET skipped = $skipped, sizes = $sizes"
-# Each table's rows and highest row id (the rollouts': $rollouts_top, RunStore.top_rowid): what a refresh
+# Each table's rows and highest row id (the rollouts': $rollouts_top, RunStore._top_rowid): what a refresh
 # that did not finish leaves changed.
 SIZES = """
 SELECT [(SELECT count(*) FROM rollouts), $rollouts_top,
@@ -136,7 +136,7 @@ class Cache:
         self._attempts: set[int] = set()  # the attempts (core.train starts) among the rollouts read
         self._searches: dict[str, tuple[str, int, bool]] = {}  # search's regex → tables, last rowid searched, misses?
         self._searches_made = 0
-        self._top = -1  # the rollouts' highest row id as last found (Ingestion.top_rowid)
+        self._top = -1  # the rollouts' highest row id as last found (Ingestion._top_rowid)
         self.con.execute(META)
         self.con.execute(SCHEMA)
         meta = self.con.execute(READ_META).fetchone()  # (version, skipped, sizes), or None: a new cache
@@ -168,7 +168,7 @@ class Cache:
         self._saved = self._state()
 
     def _sizes(self) -> list[int]:
-        return self.con.execute(SIZES, {"rollouts_top": self.top_rowid()}).fetchone()[0]
+        return self.con.execute(SIZES, {"rollouts_top": self._top_rowid()}).fetchone()[0]
 
     def _open(self) -> None:
         """_restore, on a cache file made anew where DuckDB opened it but cannot read it (torn)."""

@@ -115,7 +115,7 @@ DROP_FILES = "DELETE FROM rollouts WHERE list_contains($files, file)"
 DROP_METRICS = "DELETE FROM metrics"
 DROP_PHASE = "DELETE FROM eval WHERE phase = $phase"
 # The rollouts' highest row id (new rows get higher ones), read from $at_least on: NULL when no row's is
-# that high. Ingestion.top_rowid says why from there.
+# that high. Ingestion._top_rowid says why from there.
 TOP_ROWID = "SELECT max(rowid) FROM rollouts WHERE rowid >= $at_least"
 # A run started again (--resume after a crash) scores its first steps again: of each step, only the
 # latest attempt counts. Rows of an earlier attempt at or after a later attempt's first step go.
@@ -166,7 +166,7 @@ class Ingestion:
     def _refresh(self, rollouts: bool) -> int:
         if is_trl_run(self.run_dir):
             return self._refresh_trl(rollouts)
-        before, after = self.count(), self.top_rowid()
+        before, after = self.count(), self._top_rowid()
         followed = [path for path in self._tails if path.parent.name == ROLLOUTS]
         rollouts_now = rollout_files(self.run_dir) if rollouts else followed
         evals = eval_files(self.run_dir)  # before, after, any `core.evaluate --phase`
@@ -185,10 +185,11 @@ class Ingestion:
         self.status = read_status(self.run_dir) or self.status  # {} if it went missing
         return self.count() - before
 
-    def top_rowid(self) -> int:
+    def _top_rowid(self) -> int:
         """The rollouts' highest row id, -1 with none. Read from the highest this store last found on (the
         rows read since, not all: a scan of every row id takes milliseconds at millions of rows), and from
-        the first row only when no row's is that high now (the top rows deleted)."""
+        the first row only when no row's is that high now (the top rows deleted). With the lock held, as by
+        refresh and a search."""
         top = self.con.execute(TOP_ROWID, {"at_least": self._top}).fetchall()[0][0]  # all: the connection is free
         if top is None and self._top > 0:
             top = self.con.execute(TOP_ROWID, {"at_least": 0}).fetchall()[0][0]

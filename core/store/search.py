@@ -60,7 +60,7 @@ class Search:
         letterless = max(
             "".join(c if c.isascii() and not c.isalpha() else "\0" for c in search).split("\0"), key=len
         )  # the longest part without letters
-        params = {"regex": caseless_regex(search), "letterless": letterless, "upto": self.top_rowid()}
+        params = {"regex": caseless_regex(search), "letterless": letterless, "upto": self._top_rowid()}
         name, after, misses = self._searches.pop(params["regex"], (None, -1, None))  # `Final` and `final`: one search
         if name is None:
             name, self._searches_made = f"search_{self._searches_made}", self._searches_made + 1
