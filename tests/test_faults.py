@@ -560,8 +560,8 @@ def test_bad_metrics_and_eval_lines_do_not_hide_good_ones(tmp_path):
 def test_the_dashboards_stop_ends_a_two_process_run_in_each_phase_before_training(tiny_model_dir, tmp_path, phase):
     # While they load, the workers are apart (rank 0's SIGTERM reaches the others through their
     # launcher); during the eval before training rank 0 evaluates alone while the other rank waits.
-    # Either way a stop ends both at once, before any training. Loading the data is loading as loading
-    # the model is (the workers apart); one process stopped in each phase: test_sigterm_stops_the_run_in_every_phase.
+    # Either way a stop ends both at once, before any training. Loading the data, like loading the model,
+    # comes before the workers meet; one process stopped in each phase: test_sigterm_stops_the_run_in_every_phase.
     run_dir = tmp_path / "two"
     env = {**os.environ, "SIMPLE_GRPO_CACHE": str(tmp_path / "cache")} if phase == "loading model" else None
     sets = {"eval before": ["dataset.n_eval=256", "eval.batch_size=1"]}.get(phase, PHASE_SETS[phase])

@@ -78,8 +78,9 @@ def lines(path):
 
 def test_two_machines_train_one_run_together_and_the_dashboards_stop_on_machine_0_stops_both(tiny_model_dir, tmp_path):
     # the two machines meet and train one run: rank 0 writes it, machine 1's worker its own rollouts. The
-    # Runs page's Stop (SIGTERM to rank 0 alone, on machine 0) ends both after the same step. The end of a
-    # run of several processes (eval after, the model saved, "run finished" said once) is test_two_processes'.
+    # Runs page's Stop (SIGTERM to rank 0 alone, on machine 0) ends both after the same step; machine 0
+    # saves the model and says so, once. A run of several processes trained to its end (eval after, the
+    # model, "run finished" said once): test_train's test_two_processes, on one machine.
     run_dir = tmp_path / "shared"
     machines = start_machines(run_dir, "train.num_train_steps=300")
     try:
@@ -97,8 +98,10 @@ def test_two_machines_train_one_run_together_and_the_dashboards_stop_on_machine_
     assert [m.returncode for m in machines] == [0, 0], [o[-3000:] for o in outputs]
     assert "--nnodes=2 --nproc_per_node=1 --node_rank=1 --master_addr=127.0.0.1" in outputs[1]
     assert "training with 2 process(es)" in outputs[0]  # the world size: both machines' workers
+    assert outputs[0].count("run stopped") == 1 and "run stopped" not in outputs[1]  # rank 0 writes the run
     status = read_status(run_dir)
     assert status["state"] == "stopped" and 1 <= status["global_step"] < 300
+    assert (run_dir / "model" / "model.safetensors").is_file()
     rank0, rank1 = (lines(run_dir / "rollouts" / name) for name in ("rollouts.jsonl", "rollouts.rank1.jsonl"))
     assert len(rank0) == len(rank1) > 0 and {r["rank"] for r in rank1} == {1}  # the global rank
     assert {r["step"] for r in rank0} == {r["step"] for r in rank1}  # both machines stopped after the same step

@@ -86,6 +86,9 @@ def test_sampling_stops_once_the_share_without_a_signal_is_known_to_a_tenth(flat
 def test_the_demo_preset_is_predicted_to_learn_and_check_before_launch_says_it_in_the_forms_words(
     tiny_model_dir, tmp_path, monkeypatch, capsys
 ):
+    import core.preflight
+    from core.config import load_config
+    from tests.conftest import ROOT
     from tests.test_dashboard import open_page
 
     code, report = preflight_json(capsys, "--config", "configs/demo_cpu.yaml")
@@ -121,10 +124,13 @@ def test_the_demo_preset_is_predicted_to_learn_and_check_before_launch_says_it_i
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Groups without a signal"] == "100%" and metrics["Cut at Max new tokens"] == "100%"
     assert list(tmp_path.iterdir()) == []  # a check launches nothing and writes no run folder
-    # the demo preset's report above, as that button would show it (a second pre-flight of it would say the same)
-    at.number_input(key="demo_cpu.yaml:tokens").set_value(16).run()
-    at.session_state["demo_cpu.yaml:preflight"] = (report, "")
-    at.run()
+    # back at 16 tokens the form is the demo preset: its command's report above is what the button shows
+    # (the pre-flight's process, run once above, is not started again for the same config)
+    asked = []
+    monkeypatch.setattr(core.preflight, "in_subprocess", lambda cfg, **_: asked.append(cfg.to_dict()) or (report, ""))
+    at.number_input(key="demo_cpu.yaml:tokens").set_value(16)
+    at.button[2].click().run(timeout=300)
+    assert not at.exception and asked == [load_config(ROOT / "configs" / "demo_cpu.yaml").to_dict()]
     assert [s.value for s in at.success][0].startswith("A learning signal is expected. ")
     assert {"A training step", "The whole run", "Peak memory"} <= {m.label for m in at.metric}
     at.button[0].click().run()  # Check: the settings are valid; the report of other settings goes

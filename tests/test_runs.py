@@ -1,5 +1,5 @@
-"""Run directories as the dashboard drives them: names, launching a real subprocess, stopping it
-through its process group, crash detection, deleting."""
+"""Run directories as the dashboard drives them: names, launching a real subprocess (in a process group
+of its own), stopping and resuming it, crash detection, deleting."""
 
 import json
 import time
@@ -49,10 +49,10 @@ def test_launch_refuses_what_a_web_form_may_not_start_and_leaves_no_folder(tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
-def test_launch_stop_then_resume_through_the_process_group(tiny_model_dir, tmp_path):
-    # as the Runs page: Launch, Stop (SIGTERM to the run's process group: the trainer stops gracefully at
-    # a step), Resume (python -m core.train --resume, a new target), Delete. The run keeps only weights
-    # in its saves (as the demo preset), yet the stop saves all that the resume needs.
+def test_launch_stop_resume_and_delete_as_the_runs_page_does(tiny_model_dir, tmp_path):
+    # as the Runs page: Launch (the trainer in a process group of its own), Stop (SIGTERM to the trainer:
+    # it stops gracefully at a step), Resume (python -m core.train --resume, a new target), Delete. The run
+    # keeps only weights in its saves (as the demo preset), yet the stop saves all that the resume needs.
     sets = ["train.num_train_steps=500", "train.save_steps=1", "grpo.save_only_model=true"]
     config = load_config(ROOT / "configs" / "tiny_cpu.yaml", sets=TINY_SETS + sets, env={}).to_dict()
     run_dir = launch(config, tmp_path, "stop me", repo=ROOT)
