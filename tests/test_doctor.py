@@ -195,8 +195,6 @@ def test_a_long_fifth_is_read_every_kth_step_for_the_degenerate_share(tmp_path, 
     import core.doctor
 
     completion, metrics, evals = PATHOLOGIES["reward_hacking"]
-    _, findings = findings_of(make_run(tmp_path, "whole", completion, metrics, evals))
-    whole = {f.code: f for f in findings}["reward_hacking"].evidence["degenerate_share"]  # every step read
     assert [core.doctor.sampled_every(n) for n in (2500, 2505, 5000, 5005)] == [1, 2, 2, 4]
     monkeypatch.setattr(core.doctor, "DEGENERATE_STEPS", 3)
     assert core.doctor.sampled_every(STEPS) == 2
@@ -211,6 +209,7 @@ def test_a_long_fifth_is_read_every_kth_step_for_the_degenerate_share(tmp_path, 
     assert finding.examples and {e["step"] for e in finding.examples} <= {26, 28, 30}
     share = store.degenerate_shares(1, STEPS).set_index("step")["degenerate"]  # every step's, decided now
     every_2nd = [round(share[[2, 4, 6]].mean(), 3), round(share[[26, 28, 30]].mean(), 3)]
+    whole = [round(share[1:6].mean(), 3), round(share[25:30].mean(), 3)]
     assert finding.evidence["degenerate_share"] == every_2nd != whole
 
 
