@@ -13,11 +13,13 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-BUILD = "import sys; from pathlib import Path; from core.tiny_model import build_here; build_here(Path(sys.argv[1]), warm_steps=40)"
+BUILD = "import sys; from pathlib import Path; from core.tiny_model import build_here; build_here(Path(sys.argv[1]), warm_steps=10)"
 
 
 def build(folder, **env) -> str:
-    """md5 of the weights a 40-step build writes into `folder` under `env`."""
+    """md5 of the weights a 10-step build writes into `folder` under `env`. Kernels that round differently
+    do so from the first step on, and the weights keep the difference: on the AMD machine, PyTorch's plain
+    kernels against its AVX2 ones gave different bytes at 10 steps (docs/measured.md, "The tiny model")."""
     subprocess.run(
         [sys.executable, "-c", BUILD, str(folder)], cwd=ROOT, check=True, timeout=600, env={**os.environ, **env}
     )
