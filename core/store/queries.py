@@ -433,7 +433,8 @@ ORDER BY step DESC, prompt_id, sample LIMIT $limit
 
     def examples(self, kind: str, step_min: int = 0, max_tokens: int = 0, limit: int = 3, every: int = 1) -> list[dict]:
         """A few of the latest rollouts of one kind (self.EXAMPLES) from `step_min` on: prompt_id, step, sample.
-        Degenerate ones only of the steps whose number `every` divides (what the run doctor read)."""
+        Degenerate ones among the rows whose flag is decided: first those of the steps whose number `every`
+        divides (what the run doctor read), no others."""
         if kind not in self.EXAMPLES:
             raise ValueError(f"kind must be one of {', '.join(self.EXAMPLES)}, got {kind!r}")
         params = {"step_min": step_min, "limit": limit, **({"max_tokens": max_tokens} if kind == "truncated" else {})}
