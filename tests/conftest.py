@@ -1,8 +1,10 @@
 """Shared fixtures: offline environment, the built-in tiny model, one real tiny run, GSM8K files."""
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +58,11 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's own order kept
+
+
+def lines(path) -> list[dict]:
+    """Each line of a JSON-lines file the run wrote, parsed: a line that is not JSON fails the test."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
 def run_cli(*args, env=None, timeout=600):

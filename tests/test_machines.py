@@ -2,7 +2,6 @@
 ranks 0 and 1, the loopback address, gloo) train one run together and stop together; the command
 lines built for a 4-machine config are the ones torchrun's and accelerate's own parsers accept."""
 
-import json
 import os
 import socket
 import subprocess
@@ -16,7 +15,7 @@ from core.lifecycle import launcher, machine_commands
 from core.model import check_vllm_server
 from core.rundir import read_status
 from core.runs import stop
-from tests.conftest import ROOT, TINY_SETS
+from tests.conftest import ROOT, TINY_SETS, lines
 
 # The tests that start processes, train or drive the dashboard are marked slow (the full tier only): by
 # their fixtures (tests/conftest.py) or by hand.
@@ -70,10 +69,6 @@ def finish(machines, timeout=600):
         if m.poll() is None:
             m.kill()
     return [m.communicate()[0] for m in machines]
-
-
-def lines(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_two_machines_train_one_run_together_and_the_dashboards_stop_on_machine_0_stops_both(tiny_model_dir, tmp_path):

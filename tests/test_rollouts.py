@@ -1,12 +1,12 @@
 """The rollout recorder: every field, one file per rank, append-only, group sample indices."""
 
-import json
 import typing
 from types import SimpleNamespace
 
 from core.rewards import format_reward, gsm8k_reward, length_penalty
 from core.rollouts import RolloutRecorder, logged_rewards
 from core.rundir import ROLLOUT_FIELDS, TOKEN_FIELDS
+from tests.conftest import lines
 
 
 def logged_reward(fn, recorder, num_generations):
@@ -28,16 +28,12 @@ def call(reward, step, completions, k=2):
     )
 
 
-def read(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 def test_records_every_field_and_returns_the_rewards(tmp_path):
     reward = logged_reward(gsm8k_reward, RolloutRecorder(tmp_path), num_generations=2)
     assert reward.__name__ == "gsm8k"  # TRL names the reward metrics after the function
     out = call(reward, 3, ["Final: 4", "Final: 9", "nope", [{"role": "assistant", "content": "Final: 5"}]])
     assert out == [1.0, 0.1, 0.0, 1.0]
-    records = read(tmp_path / "rollouts" / "rollouts.jsonl")
+    records = lines(tmp_path / "rollouts" / "rollouts.jsonl")
     assert [list(r) for r in records] == [list(ROLLOUT_FIELDS)] * 4
     assert [r["step"] for r in records] == [4] * 4  # scored while global_step is 3: for the update of step 4
     assert [r["sample"] for r in records] == [0, 1, 0, 1]
@@ -52,7 +48,7 @@ def test_records_every_field_and_returns_the_rewards(tmp_path):
             for name, tp in ROLLOUT_FIELDS.items()
             if r[name] is not None
         ), r
-    tokens = read(tmp_path / "tokens" / "tokens.jsonl")  # the sampled ids, keyed as the rollouts are
+    tokens = lines(tmp_path / "tokens" / "tokens.jsonl")  # the sampled ids, keyed as the rollouts are
     assert [list(t) for t in tokens] == [list(TOKEN_FIELDS)] * 4
     assert [(t["step"], t["prompt_id"], t["sample"], t["ids"]) for t in tokens] == [
         (4, "a", 0, [1]),
@@ -66,7 +62,7 @@ def test_ranks_write_their_own_files_and_continue_the_group_numbering(tmp_path):
     # K=4 split over two ranks: rank 1 holds samples 2 and 3 of rank 0's group
     reward = logged_reward(gsm8k_reward, RolloutRecorder(tmp_path, rank=1), num_generations=4)
     call(reward, 0, ["Final: 4", "Final: 4"])
-    records = read(tmp_path / "rollouts" / "rollouts.rank1.jsonl")
+    records = lines(tmp_path / "rollouts" / "rollouts.rank1.jsonl")
     assert [(r["rank"], r["sample"]) for r in records] == [(1, 2), (1, 3)]
     assert not (tmp_path / "rollouts" / "rollouts.jsonl").exists()
 
@@ -78,7 +74,7 @@ def test_append_only(tmp_path):
     first = path.read_bytes()
     call(reward, 1, ["Final: 1", "Final: 4", "y", "z"])
     assert path.read_bytes().startswith(first)
-    assert [r["step"] for r in read(path)] == [1, 1, 2, 2, 2, 2]
+    assert [r["step"] for r in lines(path)] == [1, 1, 2, 2, 2, 2]
 
 
 def test_several_rewards_make_one_record_with_each_value_and_the_weighted_total(tmp_path):
@@ -94,7 +90,7 @@ def test_several_rewards_make_one_record_with_each_value_and_the_weighted_total(
         outputs.append(call(f, 4, ["Final: 4", "x"]))
         assert path.exists() == (f is funcs[-1])  # written once, by the last
     assert outputs == [[1.0, 0.0], [1.0, 0.0], [-0.001, -0.002]]
-    records = read(path)
+    records = lines(path)
     assert [r["rewards"] for r in records] == [
         {"gsm8k": 1.0, "format": 1.0, "length_penalty": -0.001},
         {"gsm8k": 0.0, "format": 0.0, "length_penalty": -0.002},

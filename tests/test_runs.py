@@ -1,7 +1,6 @@
 """Run directories as the dashboard drives them: names, launching a real subprocess (in a process group
 of its own), stopping and resuming it, crash detection, deleting."""
 
-import json
 import time
 
 import psutil
@@ -11,7 +10,7 @@ from core.config import load_config
 from core.rundir import checkpoints, read_status
 from core.runs import delete, launch, list_runs, resume, run_path, safe_run_name, stop
 from core.runstate import effective_state
-from tests.conftest import ROOT, TINY_SETS
+from tests.conftest import ROOT, TINY_SETS, lines
 
 # The tests that start processes, train or drive the dashboard are marked slow (the full tier only): by
 # their fixtures (tests/conftest.py) or by hand.
@@ -96,12 +95,11 @@ def test_launch_stop_resume_and_delete_as_the_runs_page_does(tiny_model_dir, tmp
         time.sleep(0.2)
     assert read_status(run_dir)["global_step"] == stopped_at + 2
     # the same run directory continued: steps keep counting, files keep appending
-    rollouts = [json.loads(line) for line in (run_dir / "rollouts" / "rollouts.jsonl").read_text().splitlines()]
+    rollouts = lines(run_dir / "rollouts" / "rollouts.jsonl")
     assert sorted({r["step"] for r in rollouts}) == list(range(1, stopped_at + 3))  # one continuous run
     keys = [(r["step"], r["prompt_id"], r["sample"]) for r in rollouts]
     assert len(keys) == len(set(keys))
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics if "reward" in m] == list(range(1, stopped_at + 3))
+    assert [m["step"] for m in lines(run_dir / "metrics.jsonl") if "reward" in m] == list(range(1, stopped_at + 3))
     assert (run_dir / "eval" / "before.jsonl").read_text() == before  # the original baseline is kept
     assert (run_dir / "eval" / "after.jsonl").exists()
     pid = read_status(run_dir)["pid"]

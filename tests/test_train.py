@@ -16,14 +16,10 @@ from safetensors.torch import load_file
 from core.config import ConfigError, load_config
 from core.rewards import extract_model_final, score
 from core.rundir import EVAL_FIELDS, ROLLOUT_FIELDS, read_status
-from tests.conftest import ROOT, TINY_SETS, run_cli
+from tests.conftest import ROOT, TINY_SETS, lines, run_cli
 
 # The tests that start processes, train or drive the dashboard are marked slow (the full tier only): by
 # their fixtures (tests/conftest.py) or by hand.
-
-
-def lines(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_tiny_run_writes_the_whole_run_directory(tiny_run):
