@@ -351,9 +351,9 @@ SELECT avg(completion_tokens) AS mean, median(completion_tokens) AS median, max(
     # A degenerate completion (what the run doctor looks for, core/doctor.py): a well-formed `Final:`
     # line with nothing before it, or text that repeats itself (its first 24 characters come again later
     # on: "so so so so ...", the same sentence over and over). Decided when the doctor asks, for the rows
-    # of the steps it reads (of its first and last fifth, those whose number $every divides) not decided before: a cold
-    # load (what the Rollouts page waits for) does not pay for it, nor do the steps between
-    # (docs/measured.md, the store). The anchored regex, not ltrim, which would copy each completion.
+    # not decided before of the steps it reads (of its first and last fifth, those whose number $every
+    # divides): a cold load (what the Rollouts page waits for) does not pay for it, nor do the steps
+    # between (docs/measured.md, the store). The anchored regex, not ltrim, which would copy each completion.
     DECIDE_DEGENERATE = """
 UPDATE rollouts SET degenerate = coalesce(prediction IS NOT NULL AND regexp_matches(completion, '^ *Final:')
     OR length(completion) >= 100 AND contains(substr(completion, 25), substr(completion, 1, 24)), false)
@@ -433,8 +433,8 @@ ORDER BY step DESC, prompt_id, sample LIMIT $limit
 
     def examples(self, kind: str, step_min: int = 0, max_tokens: int = 0, limit: int = 3, every: int = 1) -> list[dict]:
         """A few of the latest rollouts of one kind (self.EXAMPLES) from `step_min` on: prompt_id, step, sample.
-        Degenerate ones among the rows whose flag is decided: first those of the steps whose number `every`
-        divides (what the run doctor read), no others."""
+        Degenerate ones are among the rows whose flag is decided; this call decides those of the steps whose
+        number `every` divides (what the run doctor read), and no other step's."""
         if kind not in self.EXAMPLES:
             raise ValueError(f"kind must be one of {', '.join(self.EXAMPLES)}, got {kind!r}")
         params = {"step_min": step_min, "limit": limit, **({"max_tokens": max_tokens} if kind == "truncated" else {})}
