@@ -79,24 +79,29 @@ def run_cli(*args, env=None, timeout=600):
 
 @pytest.fixture
 def train_here(monkeypatch, capsys):
-    """`python -m core.train ARGS` run in this process, through its main(), for the paths that end before
-    a model trains (a fresh interpreter costs seconds of imports): returns (exit code, stderr). What
-    main() changes for its process (the SIGTERM handler, the attempt number in the environment) is put back."""
+    """`python -m core.train ARGS` run in this process, through its main(): returns (exit code, stderr). For
+    the paths that end before a model trains, and for whole runs that a test reads through their files
+    alone: a fresh interpreter spends seconds importing torch, transformers and TRL, which this process
+    has already. It writes no train.log (what the run prints is pytest's to capture), so a test of the log,
+    of signals, or of what an interpreter reads from its environment at import starts a real process
+    (`run_cli`). What main() changes for its process (the SIGTERM handler, the environment: the attempt's
+    number, the trackers' folders) is put back after each run."""
     import signal
 
     from core.train import main
 
     monkeypatch.chdir(ROOT)  # relative config paths, as from the repo root
     monkeypatch.setenv("SIMPLE_GRPO_LOGGED", "1")  # no train.log copy of pytest's own streams
-    monkeypatch.setenv("SIMPLE_GRPO_ATTEMPT", "1")  # main() numbers the attempt in os.environ
 
     def run(*args):
-        handler, hook = signal.getsignal(signal.SIGTERM), sys.unraisablehook
+        handler, hook, environ = signal.getsignal(signal.SIGTERM), sys.unraisablehook, dict(os.environ)
         try:
             code = main([str(a) for a in args])
         finally:
             signal.signal(signal.SIGTERM, handler)
             sys.unraisablehook = hook
+            os.environ.clear()
+            os.environ.update(environ)
         return code, capsys.readouterr().err
 
     return run

@@ -11,7 +11,7 @@ from core.doctor import CHECKS, Run, diagnose, main
 from core.rundir import read_config, rollout_record
 from core.stats import sign_test
 from core.store import RunStore
-from tests.conftest import TINY_SETS, run_cli
+from tests.conftest import TINY_SETS
 from tests.dashboard_fixtures import write_config
 
 STEPS, GROUPS, K, MAX_TOKENS = 30, 4, 8, 64
@@ -316,16 +316,16 @@ def test_the_cli_prints_the_findings_and_json(tmp_path, capsys):
     ],
     ids=["truncation", "no_signal"],
 )
-def test_real_tiny_runs_that_fail_on_purpose(tiny_model_dir, tmp_path, sets, code):
+def test_real_tiny_runs_that_fail_on_purpose(tiny_model_dir, tmp_path, sets, code, train_here):
     run_dir = tmp_path / code
-    result = run_cli(
+    exit_code, err = train_here(
         "--config",
         "configs/tiny_cpu.yaml",
         "--set",
         f"train.output_dir={run_dir}",
         *[a for s in [*TINY_SETS, "train.num_train_steps=12", "eval.enabled=false", *sets] for a in ("--set", s)],
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert exit_code == 0, err[-3000:]
     _, findings = findings_of(run_dir)
     assert code in {f.code for f in findings}, [(f.code, f.message) for f in findings]
 

@@ -237,7 +237,9 @@ def test_the_worked_step_of_a_run_that_reuses_its_samples_says_so(tmp_path, monk
 
 
 @pytest.mark.slow
-def test_a_run_that_reuses_its_samples_records_each_update_as_trls_loss_saw_it(tiny_model_dir, tmp_path, monkeypatch):
+def test_a_run_that_reuses_its_samples_records_each_update_as_trls_loss_saw_it(
+    tiny_model_dir, tmp_path, monkeypatch, train_here
+):
     """Each sample trained twice (num_iterations 2, one micro-batch a step): the ratios and advantages in
     updates/ give, through core/loss.py, the very loss and clip share TRL logged for each step."""
     import json
@@ -246,7 +248,6 @@ def test_a_run_that_reuses_its_samples_records_each_update_as_trls_loss_saw_it(t
     from core.advantage import run_settings
     from core.rundir import read_config, update_files
     from core.store import RunStore
-    from tests.conftest import run_cli
     from tests.test_dashboard import open_page, texts
 
     run_dir = tmp_path / "reused"
@@ -259,8 +260,8 @@ def test_a_run_that_reuses_its_samples_records_each_update_as_trls_loss_saw_it(t
         "eval.enabled=false",
         f"train.output_dir={run_dir}",
     ]
-    result = run_cli("--config", "configs/tiny_cpu.yaml", *[a for s in sets for a in ("--set", s)])
-    assert result.returncode == 0, result.stderr[-2000:]
+    code, err = train_here("--config", "configs/tiny_cpu.yaml", *[a for s in sets for a in ("--set", s)])
+    assert code == 0, err[-2000:]
     (path,) = update_files(run_dir)
     updates = [json.loads(line) for line in path.read_text().splitlines()]
     rollouts = {

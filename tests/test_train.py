@@ -276,11 +276,11 @@ def test_model_that_cannot_be_loaded_fails_the_run_with_one_line(tmp_path, train
     assert status["state"] == "failed" and "could not load model" in status["error"]
 
 
-def test_a_step_trains_on_fresh_samples_unless_the_config_asks_for_reuse(tiny_model_dir, tmp_path):
+def test_a_step_trains_on_fresh_samples_unless_the_config_asks_for_reuse(tiny_model_dir, tmp_path, train_here):
     """The tiny preset with only K changed: fresh samples at every step, nothing in updates/. A run that
     asks for reuse: tests/test_loss.py (test_a_run_that_reuses_its_samples_records_each_update...)."""
     run_dir = tmp_path / "k8"
-    result = run_cli(
+    code, err = train_here(
         "--config",
         "configs/tiny_cpu.yaml",
         "--set",
@@ -292,7 +292,7 @@ def test_a_step_trains_on_fresh_samples_unless_the_config_asks_for_reuse(tiny_mo
         "--set",
         f"train.output_dir={run_dir}",
     )
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert code == 0, err[-2000:]
     sampled = [1, 2, 3, 4]
     steps = sorted(
         {json.loads(line)["step"] for line in (run_dir / "rollouts" / "rollouts.jsonl").read_text().splitlines()}
@@ -443,7 +443,7 @@ def test_lora_trains_only_the_adapters_against_no_second_model(tiny_model_dir, t
         assert not p.requires_grad and torch.equal(p, before[original]), name
 
 
-def test_a_lora_run_saves_its_adapter_evaluates_and_resumes(tiny_model_dir, tmp_path, capsys):
+def test_a_lora_run_saves_its_adapter_evaluates_and_resumes(tiny_model_dir, tmp_path, capsys, train_here):
     from safetensors import safe_open
 
     run_dir = tmp_path / "lora"
@@ -455,8 +455,8 @@ def test_a_lora_run_saves_its_adapter_evaluates_and_resumes(tiny_model_dir, tmp_
         "train.save_steps=1",
         f"train.output_dir={run_dir}",
     ]
-    result = run_cli("--config", "configs/tiny_cpu.yaml", *[a for s in sets for a in ("--set", s)])
-    assert result.returncode == 0, result.stderr[-3000:]
+    code, err = train_here("--config", "configs/tiny_cpu.yaml", *[a for s in sets for a in ("--set", s)])
+    assert code == 0, err[-3000:]
     model = run_dir / "model"  # PEFT's own files: the adapter alone, on the base model it names
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in model.iterdir()}
     assert not (model / "model.safetensors").exists()
@@ -483,7 +483,7 @@ def test_a_lora_run_saves_its_adapter_evaluates_and_resumes(tiny_model_dir, tmp_
     assert any(abs(t["logprob_after"] - t["logprob_before"]) > 1e-4 for t in tokens)
 
     # Resume continues from the adapter's checkpoint
-    result = run_cli("--resume", str(run_dir), "--set", "train.num_train_steps=3")
-    assert result.returncode == 0, result.stderr[-3000:]
+    code, err = train_here("--resume", run_dir, "--set", "train.num_train_steps=3")
+    assert code == 0, err[-3000:]
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "loss" in m and m["attempt"] == 2] == [3]
