@@ -81,11 +81,11 @@ def run_cli(*args, env=None, timeout=600):
 def train_here(monkeypatch, capsys):
     """`python -m core.train ARGS` run in this process, through its main(): returns (exit code, stderr). For
     the paths that end before a model trains, and for whole runs that a test reads through their files
-    alone: a fresh interpreter spends seconds importing torch, transformers and TRL, which this process
-    has already. It writes no train.log (what the run prints is pytest's to capture), so a test of the log,
-    of signals, or of what an interpreter reads from its environment at import starts a real process
-    (`run_cli`). What main() changes for its process (the SIGTERM handler, the environment: the attempt's
-    number, the trackers' folders) is put back after each run."""
+    alone: a fresh interpreter spends seconds importing torch, transformers and TRL, which a worker
+    imports once. It writes no train.log (what the run prints is pytest's to capture), so a test of the
+    log, of signals, or of what an interpreter reads from its environment at import starts a real process
+    (`run_cli`, or its own Popen). What main() changes for its process is put back after each run: the
+    SIGTERM handler, the unraisable hook and the environment (the attempt's number, the trackers' folders)."""
     import signal
 
     from core.train import main
@@ -100,7 +100,8 @@ def train_here(monkeypatch, capsys):
         finally:
             signal.signal(signal.SIGTERM, handler)
             sys.unraisablehook = hook
-            os.environ.clear()
+            for key in set(os.environ) - set(environ):  # added by main(); the rest as it was
+                del os.environ[key]
             os.environ.update(environ)
         return code, capsys.readouterr().err
 
