@@ -190,16 +190,16 @@ def charts():
             lower=(agg["mean_reward"] - agg["std_reward"]).clip(lower=agg["min_reward"]),
         )
     )
+    weight = smoothing_slider()  # as Runs smooths TRL's metrics (TensorBoard's), the choice shared
     if graded:
         steps = steps.merge(store.categories_per_step(), on="step")
-    weight = smoothing_slider()  # as Runs smooths TRL's metrics (TensorBoard's), the choice shared
-    for column in ("mean_reward", "lower", "upper", *(SHARES if graded else ())):
-        steps[f"{column}_smoothed"] = smooth(steps[column].tolist(), weight)
     else:
         st.caption(
             "A TRL run records no parsed answer or correctness: the categories (malformed, wrong, correct), "
             "the format rate and the accuracy need them. The histogram shows its rewards."
         )
+    for column in ("mean_reward", "lower", "upper", *(SHARES if graded else ())):
+        steps[f"{column}_smoothed"] = smooth(steps[column].tolist(), weight)
     with warnings.catch_warnings():  # Altair says it made the panels' hover selections one: as meant
         warnings.filterwarnings("ignore", "Automatically deduplicated selection parameter")
         st.altair_chart(over_steps(steps, graded), key="over_steps")
