@@ -1,5 +1,6 @@
 """Shared fixtures: offline environment, the built-in tiny model, one real tiny run, GSM8K files."""
 
+import functools
 import json
 import os
 import subprocess
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from streamlit.components.v2 import manifest_scanner
 
 from core import REPO as ROOT
 
@@ -22,6 +24,12 @@ os.environ.pop("WANDB_API_KEY", None)
 # run's 7 s here, in each run the suite starts. transformers' own switch keeps it out, as for a user
 # without MLflow; the tracker test turns it back on for its run.
 os.environ.setdefault("DISABLE_MLFLOW_INTEGRATION", "TRUE")
+
+# Each new AppTest scans the metadata of every installed package for Streamlit components before its first
+# run: about half a second here, most of what a page's render costs. The suite opens well over a hundred
+# pages, each a new AppTest, and no package is installed while it runs: one scan serves them all. (Every
+# worker imports Streamlit anyway: test_dashboard.py, collected by each, imports AppTest.)
+manifest_scanner.scan_component_manifests = functools.cache(manifest_scanner.scan_component_manifests)
 
 # Under pytest-xdist (scripts/test.sh starts two workers), PyTorch's threads sleep while they wait for each
 # other instead of spinning. This holds in each worker and in every process a worker starts. On two cores,
