@@ -80,6 +80,17 @@ def browser_page(*flags: str, viewport: dict | None = None):
             browser.close()
 
 
+# The page has finished running its script (Streamlit marks its root element so) and has drawn every chart
+# it holds.
+SETTLED = """() => document.querySelector('[data-testid="stApp"]')?.dataset.testScriptState === 'notRunning'
+    && [...document.querySelectorAll('.vega-embed')].every(chart => chart.querySelector('.marks'))"""
+
+
+def settled(page, timeout: float | None = None) -> None:
+    """Wait until the page has run its script and drawn its charts: what a screenshot should show."""
+    page.wait_for_function(SETTLED, timeout=timeout)
+
+
 def charts_drawn(page, count: int) -> None:
     """Wait until the page has drawn `count` Vega charts. Each chart, once drawn, pushes what is below it
     down the page. On Rewards the replay's form moves 1,150 px, after its title is already shown. A list
@@ -147,8 +158,12 @@ def test_launch_watch_and_read_in_a_real_browser(server):
         elsewhere = []  # requests to anywhere but this server: offline they fail (the tab icon once did)
         page.on("request", lambda r: elsewhere.append(r.url) if not r.url.startswith((url, "data:", "blob:")) else None)
 
-        def shot(name):
-            page.wait_for_timeout(1500)  # let charts draw
+        def shot(name, failed=False):
+            if failed:  # a page broken by the failure may never settle: its shot all the same, after 5 s
+                with contextlib.suppress(playwright.TimeoutError):
+                    settled(page, timeout=5_000)
+            else:
+                settled(page)
             page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
         try:
@@ -255,10 +270,10 @@ def test_launch_watch_and_read_in_a_real_browser(server):
             assert sorted(p.name for p in runs.iterdir()) == ["e2e_run", "html", "learning"]
             assert not elsewhere, elsewhere
         except Exception:
-            shot("failure")
+            shot("failure", failed=True)
             for name in ("", "launch", "runs", "rollouts", "rewards", "prompts", "eval", "compare"):
                 page.goto(f"{url}/{name}?run=e2e_run")  # every page, as it looked when the test failed
-                shot(f"failure_{name or 'home'}")
+                shot(f"failure_{name or 'home'}", failed=True)
             raise
 
 
