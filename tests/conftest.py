@@ -131,20 +131,32 @@ def tiny_model_dir():
 
 @pytest.fixture(scope="session")
 def tiny_run(tiny_model_dir, tmp_path_factory):
-    """A finished run of the tiny preset (real GRPOTrainer), shared by the tests that read it."""
-    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    result = run_cli(
-        "--config",
-        "configs/tiny_cpu.yaml",
-        "--set",
-        f"train.output_dir={run_dir}",
-        "--set",
-        "train.eval_steps=2",
-        "--set",
-        "rewards=[{name: gsm8k, weight: 1.0}, {name: format, weight: 0.5}]",
-        *[a for s in TINY_SETS for a in ("--set", s)],
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    """A finished run of the tiny preset (real GRPOTrainer), shared by the tests that read it: one run for
+    the whole session, its workers included. The first worker to need it trains it; another waits for it."""
+    import fcntl
+
+    from core.rundir import read_status
+
+    shared = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        shared = shared.parent  # the folder of this session's workers' own folders
+    run_dir = shared / "tiny_run"
+    with open(shared / "tiny_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not run_dir.exists():
+            result = run_cli(
+                "--config",
+                "configs/tiny_cpu.yaml",
+                "--set",
+                f"train.output_dir={run_dir}",
+                "--set",
+                "train.eval_steps=2",
+                "--set",
+                "rewards=[{name: gsm8k, weight: 1.0}, {name: format, weight: 0.5}]",
+                *[a for s in TINY_SETS for a in ("--set", s)],
+            )
+            assert result.returncode == 0, result.stderr[-3000:]
+    assert read_status(run_dir).get("state") == "finished", f"the shared tiny run {run_dir} did not finish"
     return run_dir
 
 
