@@ -80,10 +80,10 @@ def browser_page(*flags: str, viewport: dict | None = None):
             browser.close()
 
 
-# The page has finished running its script (Streamlit marks its root element so) and has drawn every chart
-# it holds.
+# The page has finished running its script (Streamlit marks its root element so) and each of its Vega-Lite
+# charts has drawn its marks (a chart's box is there before Vega's own element is).
 SETTLED = """() => document.querySelector('[data-testid="stApp"]')?.dataset.testScriptState === 'notRunning'
-    && [...document.querySelectorAll('.vega-embed')].every(chart => chart.querySelector('.marks'))"""
+    && [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].every(c => c.querySelector('.marks'))"""
 
 
 def settled(page, timeout: float | None = None) -> None:
@@ -159,7 +159,7 @@ def test_launch_watch_and_read_in_a_real_browser(server):
         page.on("request", lambda r: elsewhere.append(r.url) if not r.url.startswith((url, "data:", "blob:")) else None)
 
         def shot(name, failed=False):
-            if failed:  # a page broken by the failure may never settle: its shot all the same, after 5 s
+            if failed:  # a page broken by the failure may never settle: its shot all the same, within 5 s
                 with contextlib.suppress(playwright.TimeoutError):
                     settled(page, timeout=5_000)
             else:

@@ -108,25 +108,31 @@ def test_batched_eval_matches_one_at_a_time(tiny_model_dir):
     assert summary["eval_accuracy"] == sum(r["correct"] for r in sampled) / 12
 
 
-def test_evaluate_cli_reevaluates_a_saved_model_like_the_run_did(tiny_run, capsys):
+def test_evaluate_cli_reevaluates_a_saved_model_like_the_run_did(tiny_run, tmp_path, capsys):
     # the eval process the trainer starts for vLLM and sharded models; here with the hf backend
+    import shutil
+
     from core.evaluate import evaluate_in_subprocess
 
-    after, summary_file = lines(tiny_run / "eval" / "after.jsonl"), tiny_run / "eval" / "summary.json"
-    kept = summary_file.read_text()
-    summary = evaluate_in_subprocess(tiny_run, tiny_run / "model", phase="again")
-    assert lines(tiny_run / "eval" / "again.jsonl") == after  # same model, same greedy answers
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)  # it writes into the run: a copy, as the other worker may be reading the shared one
+    after, summary_file = lines(run / "eval" / "after.jsonl"), run / "eval" / "summary.json"
+    summary = evaluate_in_subprocess(run, run / "model", phase="again")
+    assert lines(run / "eval" / "again.jsonl") == after  # same model, same greedy answers
     saved = json.loads(summary_file.read_text())
     assert saved["again"] == summary == saved["after"] and {"before", "after"} <= saved.keys()
-    (tiny_run / "eval" / "again.jsonl").unlink()  # leave the shared run as it was
-    summary_file.write_text(kept)
     # without --phase it only prints the summary; --set changes the eval set (through main(): the process
     # above was the command's real start)
     from core.evaluate import main
 
-    assert main([str(tiny_run), "--set", "dataset.n_eval=3"]) == 0
+    assert main([str(run), "--set", "dataset.n_eval=3"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["n"] == 3
-    assert sorted(p.name for p in (tiny_run / "eval").iterdir()) == ["after.jsonl", "before.jsonl", "summary.json"]
+    assert sorted(p.name for p in (run / "eval").iterdir()) == [
+        "after.jsonl",
+        "again.jsonl",
+        "before.jsonl",
+        "summary.json",
+    ]
 
 
 @pytest.mark.parametrize("command", [["core.train", "--config", "configs/tiny_cpu.yaml"], ["core.evaluate"]])
