@@ -86,6 +86,9 @@ def test_sampling_stops_once_the_share_without_a_signal_is_known_to_a_tenth(flat
 def test_the_demo_preset_is_predicted_to_learn_and_check_before_launch_says_it_in_the_forms_words(
     tiny_model_dir, tmp_path, monkeypatch, capsys
 ):
+    import types
+
+    import core.config
     import core.preflight
     from core.config import load_config
     from tests.conftest import ROOT
@@ -128,6 +131,8 @@ def test_the_demo_preset_is_predicted_to_learn_and_check_before_launch_says_it_i
     # (the pre-flight's process, run once above, is not started again for the same config)
     asked = []
     monkeypatch.setattr(core.preflight, "in_subprocess", lambda cfg, **_: asked.append(cfg.to_dict()) or (report, ""))
+    # a default run folder is named by the second it is made: one clock for the form and the preset below
+    monkeypatch.setattr(core.config, "time", types.SimpleNamespace(strftime=lambda _: "20261207-100000"))
     at.number_input(key="demo_cpu.yaml:tokens").set_value(16)
     at.button[2].click().run(timeout=300)
     assert not at.exception and asked == [load_config(ROOT / "configs" / "demo_cpu.yaml").to_dict()]
