@@ -403,6 +403,16 @@ def test_eval_page_shows_before_after_flips_and_other_evaluations(runs):
     assert set(flips["flip"]) == {"wrong → right"} and set(flips["tokens before → after"]) == {"12 → 12"}
 
 
+def test_compare_starts_from_the_run_picked_on_the_other_pages(runs):
+    from dashboard.caches import all_runs
+
+    newest = [r["name"] for r in all_runs()]
+    assert open_page("compare").multiselect(key="compare").value == newest[:2]  # no run picked yet
+    oldest = newest[-1]
+    picked = open_page("compare", run=oldest).multiselect(key="compare").value  # from Runs, Rollouts...
+    assert picked == [oldest, newest[0]]
+
+
 def test_compare_page_lists_the_settings_that_differ(runs):
     compare = open_page("compare")
     compare.multiselect(key="compare").set_value(["learning", "html"]).run()

@@ -13,7 +13,11 @@ runs = all_runs()
 if len(runs) < 2:
     st.info("Compare needs at least two runs.")
     st.stop()
-names = st.multiselect("Runs", [r["name"] for r in runs], default=[r["name"] for r in runs[:2]], key="compare")
+all_names = [r["name"] for r in runs]  # newest first
+# The run picked on the other pages (in the address, or this session's), beside the newest other run.
+current = st.query_params.get("run") or st.session_state.get("selected_run")
+default = ([current] if current in all_names else []) + [n for n in all_names if n != current]
+names = st.multiselect("Runs", all_names, default=default[:2], key="compare")
 if len(names) < 2:
     st.caption("Pick two or more runs.")
     st.stop()
