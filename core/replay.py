@@ -146,6 +146,27 @@ def reward_specs(names: list[str], weights: list[float]) -> list[tuple[str, obje
         raise ConfigError(str(e)) from None
 
 
+def weight(text: str) -> tuple[str, float]:
+    """A --weight as given on the command line (argparse names this function when `text` is no number)."""
+    return "weight", float(text)
+
+
+def paired(given: list[tuple[str, object]]) -> tuple[list[str], list[float]]:
+    """The --reward names and their weights from the command line's ("reward", name) and ("weight", w)
+    in the order given: each --weight is the weight of the --reward before it, 1.0 where none follows."""
+    names, weights = [], []
+    for kind, value in given:
+        if kind == "reward":
+            names, weights = [*names, value], [*weights, None]
+        elif not names:
+            raise ConfigError(f"--weight {value:g} comes before any --reward: give each weight after its reward")
+        elif weights[-1] is not None:
+            raise ConfigError(f"two --weight for --reward {names[-1]}: give each reward one weight, after it")
+        else:
+            weights[-1] = value
+    return names, [1.0 if w is None else w for w in weights]
+
+
 def columns_of(rows: list[dict], trl: bool) -> dict[str, list]:
     """The dataset columns TRL passes to a reward for these rows, as far as the rollouts record them: a
     plain TRL folder's completions table records none of this project's."""
@@ -424,18 +445,20 @@ def show(report: Replay, run_dir: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.replay", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path, help="a run folder of this project's, or a plain TRL output folder")
-    parser.add_argument(
+    parser.add_argument(  # --reward and --weight in one list, in the order given: a weight is its reward's
         "--reward",
+        dest="given",
         action="append",
         default=[],
+        type=lambda name: ("reward", name),
         metavar="NAME",
         help="a built-in reward, package.module:function or path/to/file.py:function (repeatable)",
     )
     parser.add_argument(
         "--weight",
+        dest="given",
         action="append",
-        default=[],
-        type=float,
+        type=weight,
         metavar="W",
         help="the weight of the --reward before it (default 1.0)",
     )
@@ -444,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, os.getcwd())  # a user's module:function, from where the command runs
     try:
-        rewards = reward_specs(args.reward, args.weight)
+        rewards = reward_specs(*paired(args.given))
         report = run_replay(
             args.run_dir,
             rewards,

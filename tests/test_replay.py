@@ -87,6 +87,16 @@ def test_replay_agrees_with_a_rescoring_in_plain_python(run):
     assert len(kept) == report.changed  # fewer than CHANGED_KEPT: every changed row, each once
 
 
+def test_each_weight_on_the_command_line_is_that_of_the_reward_before_it(run, capsys):
+    assert main([str(run), "--reward", "gsm8k_lenient", "--reward", "format", "--weight", "0.5", "--json"]) == 0
+    said = json.loads(capsys.readouterr().out)
+    assert said["rewards"] == [{"name": "gsm8k_lenient", "weight": 1.0}, {"name": "format", "weight": 0.5}]
+    expected = rescored(lines(run), [(gsm8k_lenient_reward, 1.0), (format_reward, 0.5)])
+    assert said["changed"] == expected[0]  # as plain Python scores them
+    assert main([str(run), "--reward", "gsm8k_lenient", "--weight", "2", "--reward", "format", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rewards"][0] == {"name": "gsm8k_lenient", "weight": 2.0}
+
+
 def test_replay_with_the_runs_own_reward_changes_nothing(run):
     report = run_replay(run, reward_specs(["gsm8k"], []))
     assert (report.changed, report.sign_flips, report.changed_rows) == (0, 0, [])
@@ -200,7 +210,8 @@ def test_a_reward_that_fails_is_one_line_naming_the_first_input_and_the_run_is_u
         (["--reward", "no_such"], "unknown reward 'no_such'"),
         (["--reward", "nomodule_here:f"], "there is no module 'nomodule_here'"),
         (["--reward", "missing.py:f"], "there is no file 'missing.py'"),
-        (["--reward", "gsm8k", "--weight", "1", "--weight", "2"], "2 --weight for 1 --reward"),
+        (["--reward", "gsm8k", "--weight", "1", "--weight", "2"], "two --weight for --reward gsm8k"),
+        (["--weight", "0.5", "--reward", "gsm8k"], "--weight 0.5 comes before any --reward"),
         (["--reward", "gsm8k", "--save", "///"], "--save name '///' has no usable characters"),
     ],
 )
