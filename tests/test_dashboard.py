@@ -352,6 +352,15 @@ def test_rewards_page_charts_match_the_rollouts(runs):
     lengths = rewards["Completion length by category"]
     assert lengths["n"].sum() == len(records)
     assert (lengths["tokens_end"] > lengths["tokens"]).all()  # bars on a numeric axis, each as wide as its bin
+    # Each bar spans its bin and its own count, from 0 or from the category below it: with x and x2, a bar
+    # without y2 is drawn as a thin line at its count (as it once was)
+    (view,) = [v for c in at.get("vega_lite_chart") for v in json.loads(c.proto.spec).get("hconcat", [])][1:]
+    assert {"x", "x2", "y", "y2"} <= set(view["encoding"]), view["encoding"]
+    for _, bin_ in lengths.groupby("tokens"):
+        bin_ = bin_.sort_values("bottom")
+        assert bin_["bottom"].iloc[0] == 0 and (bin_["top"] - bin_["bottom"] == bin_["n"]).all()
+        assert (bin_["bottom"].iloc[1:].to_numpy() == bin_["top"].iloc[:-1].to_numpy()).all()
+        assert list(bin_["category"]) == [c for c in ("malformed", "wrong", "correct") if c in set(bin_["category"])]
 
 
 def test_prompts_page_curves_match_the_rollouts(runs):

@@ -138,7 +138,7 @@ def over_steps(steps: pd.DataFrame, graded: bool):
 
 def in_window(histogram: pd.DataFrame, lengths: pd.DataFrame | None):
     """The charts of a step window, one Vega-Lite chart: the reward histogram, and (a run of ours) the
-    completion lengths per category, side by side so that no category hides another."""
+    completion lengths per category, stacked so that no category hides another."""
     panels = [
         alt.Chart(histogram)
         .mark_bar(color=COLORS[0])
@@ -156,8 +156,8 @@ def in_window(histogram: pd.DataFrame, lengths: pd.DataFrame | None):
             .encode(
                 x=alt.X("tokens:Q", title="completion tokens", scale=alt.Scale(zero=False)),
                 x2="tokens_end:Q",
-                y=alt.Y("n:Q", title="completions", stack=True),
-                order=alt.Order("order:Q"),
+                y=alt.Y("top:Q", title="completions"),  # each bar from its own bottom: a ranged x needs y2 too
+                y2="bottom:Q",
                 color=alt.Color(
                     "category:N",
                     title=None,
@@ -218,6 +218,9 @@ def charts():
     lengths = store.length_by_category(bin=width, step_min=step_min, step_max=step_max) if graded else None
     if lengths is not None:  # each bar as wide as its bin, stacked malformed, wrong, correct
         lengths = lengths.assign(tokens_end=lengths["tokens"] + width, order=lengths["category"].map(CATEGORIES.index))
+        lengths = lengths.sort_values(["tokens", "order"], ignore_index=True)
+        lengths["top"] = lengths.groupby("tokens")["n"].cumsum()
+        lengths["bottom"] = lengths["top"] - lengths["n"]
     st.altair_chart(in_window(store.reward_histogram(step_min, step_max), lengths), key="in_window")
 
 
