@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import itertools
 import math
+import re
 import textwrap
 import time
 
@@ -24,6 +25,16 @@ CHART_POINTS = (
     1000  # at most, per curve of TRL's metrics: a long run's steps are averaged in bins (TensorBoard draws 1,000)
 )
 PROMPT_COLUMNS = 120  # at most, per prompt's accuracy curve and in the heatmap: readable, and small to send
+
+
+# Markdown's punctuation, and Streamlit's own: `$` (math) and `:` (its :icons: and :colour[text]).
+MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:])")
+
+
+def plain(text: str) -> str:
+    """`text` for a Streamlit element that reads Markdown (st.error, st.write...), to show as written:
+    an error names paths, globs and names (`checkpoint-*/`, `__init__`) that Markdown would reshape."""
+    return MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
 
 
 def show_findings(findings, run_name: str, read_rollouts: bool = True) -> None:

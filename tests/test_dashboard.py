@@ -1,5 +1,6 @@
 """The dashboard through Streamlit's AppTest, from the entry point, over fixture run directories."""
 
+import html
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
+from markdown_it import MarkdownIt
 from streamlit.proto.Metric_pb2 import Metric
 from streamlit.testing.v1 import AppTest
 
@@ -50,6 +52,16 @@ def texts(at) -> str:
         for kind in ("markdown", "caption", "code", "text", "info", "error", "metric")
         for e in getattr(at, kind)
     )
+
+
+def shown(markdown: str) -> str:
+    """What a person reads of a Markdown element's text (CommonMark, as the browser renders it)."""
+    return html.unescape(re.sub(r"<[^>]+>", "", MarkdownIt().render(markdown))).strip()
+
+
+def errors_shown(at) -> str:
+    """The page's errors as a person reads them."""
+    return "\n".join(shown(e.value) for e in at.error)
 
 
 def charts(at) -> dict[str, list[dict]]:
@@ -447,7 +459,7 @@ def test_launch_shows_every_problem_under_its_field_and_launches_nothing(runs, t
     at.number_input(key="tiny_cpu.yaml:K").set_value(1)  # the form takes it; core.config says what is wrong
     at.text_input(key="tiny_cpu.yaml:num_iterations").set_value("two")
     at.button[1].click().run()  # Launch
-    *under_fields, summary = [e.value for e in at.error]
+    *under_fields, summary = [shown(e.value) for e in at.error]
     assert sorted(under_fields) == [  # in the form's words, each under its field
         "'K: completions per prompt' has value 1, expected at least 2: GRPO scores each completion against the "
         "others sampled for the same prompt",
@@ -503,7 +515,7 @@ def test_launch_check_shows_the_command_line(runs):
     at.number_input(key="tiny_cpu.yaml:lora_r").set_value(-1)  # LoRA: every weight of PEFT's own, checked
     at.text_input(key="tiny_cpu.yaml:lora_targets").set_value("[q_proj, v_proj]")
     at.button[0].click().run()
-    assert "'LoRA rank r' has value -1, expected 0 (full fine-tuning) or a LoRA rank above 0" in texts(at)
+    assert "'LoRA rank r' has value -1, expected 0 (full fine-tuning) or a LoRA rank above 0" in errors_shown(at)
     at.number_input(key="tiny_cpu.yaml:lora_r").set_value(8)
     at.button[0].click().run()
     assert "--set peft.r=8 --set 'peft.target_modules=[q_proj, v_proj]'" in texts(at)
@@ -513,7 +525,7 @@ def test_launch_check_shows_the_command_line(runs):
         )
     at.text_input(key="tiny_cpu.yaml:num_iterations").set_value("two")
     at.button[0].click().run()
-    assert "'num_iterations' has value 'two', expected a whole number" in texts(at)
+    assert "'num_iterations' has value 'two', expected a whole number" in errors_shown(at)
     assert "config key: grpo.num_iterations" in texts(at)
 
     # the engine: an accelerate config from configs/accelerate/, checked the same way
@@ -540,7 +552,7 @@ def test_save_as_preset_writes_a_loadable_config(runs):
         cfg = load_config(target)
         assert cfg.num_generations == 8 and cfg.model_name == "builtin:tiny"
         at.button[3].click().run()  # the same name again is refused, the file kept
-        assert f"configs/{name}.yaml already exists" in texts(at) and not at.success  # and nothing says "valid"
+        assert f"configs/{name}.yaml already exists" in errors_shown(at) and not at.success  # and nothing says "valid"
     finally:
         target.unlink(missing_ok=True)
 

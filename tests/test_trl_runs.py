@@ -249,7 +249,7 @@ def test_a_damaged_trl_folder_is_listed_and_never_breaks_a_page(tmp_path):
 
 def test_a_trl_run_opens_by_path_on_the_runs_page(trl_runs, tmp_path, monkeypatch):
     from dashboard.caches import opened_folders
-    from tests.test_dashboard import open_page, texts
+    from tests.test_dashboard import errors_shown, open_page, texts
 
     monkeypatch.setenv("RUNS_DIR", str(tmp_path / "runs"))  # the TRL runs are elsewhere
     try:
@@ -257,10 +257,12 @@ def test_a_trl_run_opens_by_path_on_the_runs_page(trl_runs, tmp_path, monkeypatc
         assert "No runs yet" in texts(at)
         at.text_input[0].set_value(str(tmp_path / "nowhere"))
         at.button[0].click().run()
-        assert f"no folder at {tmp_path / 'nowhere'}" in texts(at)
+        assert f"no folder at {tmp_path / 'nowhere'}" in errors_shown(at)
         at.text_input[0].set_value(str(trl_runs))  # the folder above the runs: no TRL run itself
         at.button[0].click().run()
-        assert "is not a TRL run's output folder" in texts(at)
+        assert "is not a TRL run's output folder" in errors_shown(at)
+        # as written: the globs are no Markdown (its asterisks once made the text between them italic)
+        assert "a trainer_state.json (or a checkpoint-*/ with one) or completions/*.parquet" in errors_shown(at)
         at.text_input[0].set_value(str(trl_runs / "trl_text"))
         at.button[0].click().run()
         assert not at.exception and "trl_text is a TRL run: this dashboard did not start it" in texts(at)

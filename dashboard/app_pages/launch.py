@@ -26,7 +26,7 @@ from core.rundir import config_path
 from core.runs import check_form, launch, run_folder, save_preset
 from dashboard.caches import runs_root
 from dashboard.grpo_form import grpo_options, is_toggle
-from dashboard.widgets import show_completion
+from dashboard.widgets import plain, show_completion
 
 SOURCES = {"GSM8K (Hugging Face Hub)": "gsm8k", "Local file or folder": "path", "Synthetic (offline)": "synthetic"}
 
@@ -73,7 +73,7 @@ try:
     )
     base = load_config(base_path)  # a run's run.yaml is a complete config file too
 except (ConfigError, ValueError) as e:  # no such run, one without settings of ours (a TRL run's), a damaged one
-    st.error(f"Cannot start from {choice}: {e}. Choose a preset above.")
+    st.error(f"Cannot start from {plain(choice)}: {plain(str(e))}. Choose a preset above.")
     st.stop()
 base_label = str(base_path.relative_to(REPO) if base_path.is_relative_to(REPO) else base_path)
 
@@ -98,7 +98,7 @@ def preflight_view(report: dict | None, why: str) -> None:
     """The pre-flight's report (core.preflight's JSON), in the form's words."""
     st.subheader("Before launch")
     if report is None:
-        st.error(f"The check could not run: {in_form_words(why)}")
+        st.error(f"The check could not run: {plain(in_form_words(why))}")
         return
     said = report["verdict"][0].upper() + report["verdict"][1:] + "."
     if report["signal"] == "none":
@@ -155,7 +155,7 @@ def field(col, config_key: str, widget: str, /, *args, **kwargs):
     value = getattr(col, widget)(*args, **kwargs)
     if config_key in errors:
         label = FIELDS.get(config_key, config_key.removeprefix("grpo."))
-        col.error(errors[config_key].replace(f"config key '{config_key}'", f"'{label}'"))
+        col.error(plain(in_form_words(errors[config_key].replace(f"config key '{config_key}'", f"'{label}'"))))
         if " " not in config_key:  # the run name is no config key
             col.caption(f"config key: {config_key}")
     return value
@@ -462,7 +462,7 @@ if action:
         )
         for key, message in found.items():  # from the base's own settings: not a field of this form
             if key not in FIELDS and not key.startswith("grpo."):
-                st.error(message)
+                st.error(plain(message))
         st.stop()
     cfg = load_config(base_path, sets=sets)
     run_name = run_name or f"{cfg.run_name}_{time.strftime('%Y%m%d-%H%M%S')}"
@@ -483,7 +483,7 @@ if action:
         try:
             target = save_preset(cfg, REPO / "configs", preset_name, based_on=base_label)
         except ConfigError as e:
-            st.error(str(e))
+            st.error(plain(str(e)))
             st.stop()
         st.success(f"Saved configs/{target.name}")
     elif action == "go" and machines > 1:
@@ -495,7 +495,7 @@ if action:
         try:
             launch(cfg.to_dict(), runs_root(), run_name, repo=REPO)
         except ValueError as e:
-            st.error(str(e))
+            st.error(plain(str(e)))
             st.stop()
         st.session_state["selected_run"] = run_name
         st.switch_page("app_pages/runs.py", query_params={"run": run_name})

@@ -25,6 +25,7 @@ from dashboard.widgets import (
     hover_on,
     live_every,
     pick_run,
+    plain,
     smooth,
     smoothing_slider,
     step_window,
@@ -357,7 +358,7 @@ def try_another_reward() -> None:
             )
             bar.empty()
         except (ConfigError, ValueError) as e:
-            st.error(str(e).splitlines()[0])
+            st.error(plain(str(e).splitlines()[0]))
             return
         st.session_state["replay_shown"] = (run["name"], as_json(report))
     shown = st.session_state.get("replay_shown")

@@ -15,6 +15,7 @@ from dashboard.widgets import (
     is_live,
     live_every,
     pick_run,
+    plain,
     show_completion,
     show_tokens,
     step_window,
@@ -259,7 +260,7 @@ if not trl and st.toggle(
     try:
         models = model_choices(store.run_dir)
     except ConfigError as e:  # a run.yaml that cannot be read: said, and the rest of the page still drawn
-        st.error(str(e))
+        st.error(plain(str(e)))
         models = {}
     choices = [c for c in models if c != "before"]
     if not models:
@@ -302,7 +303,7 @@ if not trl and st.toggle(
                     rollout,
                 )
         except ConfigError as e:
-            st.error(str(e))
+            st.error(plain(str(e)))
         else:
             st.caption(
                 f"Compared: **{described(earlier)}** → **{described(later)}**. This sample was drawn at step {step}"

@@ -20,6 +20,7 @@ from dashboard.widgets import (
     is_live,
     live_every,
     pick_run,
+    plain,
     progress,
     show_findings,
     smoothing_slider,
@@ -83,7 +84,7 @@ with st.expander("Open a TRL run by path"):
                 st.query_params["run"] = st.session_state["selected_run"]
                 st.rerun()
             except ValueError as e:
-                st.error(str(e))
+                st.error(plain(str(e)))
 run = pick_run()
 if run is None:
     st.stop()
@@ -123,7 +124,7 @@ def controls():
             try:
                 resume(path, REPO, num_train_steps=int(until))
             except (ValueError, ConfigError) as e:
-                st.error(str(e))
+                st.error(plain(str(e)))
             else:
                 acted(f"Resumed {name} from {checkpoints(path)[-1].name}, to step {int(until)}.")
     if b3.button("Launch again with these settings", icon=":material/replay:"):
@@ -134,7 +135,7 @@ def controls():
             try:
                 delete(path, runs_root())
             except ValueError as e:
-                st.error(str(e))
+                st.error(plain(str(e)))
             else:
                 st.session_state.pop("selected_run", None)
                 st.query_params.clear()
@@ -187,7 +188,7 @@ def live_status():
     st.progress(bar, text=text)
     if current["state"] in ("failed", "crashed"):
         st.error(
-            f"This run {current['state']}: {current['error'] or 'its process ended without a final state'}. "
+            f"This run {current['state']}: {plain(current['error'] or 'its process ended without a final state')}. "
             "The end of its log is below."
         )
     before, after = (current["evals"].get(phase, {}) for phase in ("before", "after"))
