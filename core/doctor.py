@@ -42,6 +42,8 @@ REWARD_FLAT = 0.02  # the mean reward moved by less than this (or than its noise
 EVAL_P = 0.05  # eval after below before, and a sign test on the flipped questions says it is not luck
 LR_TOO_LOW = 1e-8  # a learning rate this small moves no weights (a schedule that reached 0)
 LR_JUMP = 1.5  # the learning rate rose by half from one step to the next: a schedule started over
+KL_FIRST = 0.04  # the KL weight (grpo.beta) a fix suggests where a run has none: the demo's, which kept seeds
+# from unlearning their sums (configs/demo_cpu.yaml); a run that has one is told to double it
 
 SEVERITIES = ("info", "warning", "problem")
 
@@ -143,6 +145,13 @@ def late_from(series: pd.Series) -> int:
 
 def learning_rate(run: Run) -> float:
     return float((run.config.get("train") or {}).get("learning_rate") or 5e-6)
+
+
+def stronger_kl(run: Run) -> str:
+    """A KL term to the starting model stronger than the run's own: KL_FIRST where it has none (TRL's
+    default), twice its own where it has one."""
+    beta = float((run.config.get("grpo") or {}).get("beta") or 0)
+    return f"grpo.beta={2 * beta if beta > 0 else KL_FIRST:g}"
 
 
 # ---- the checks ----------------------------------------------------------------------------------
@@ -330,7 +339,7 @@ def reward_hacking(run: Run) -> Finding | None:
         f"the same few words repeated), up from {degenerate[0]:.0%}: the reward pays for a form, not reasoning.",
         {"degenerate_share": [round(degenerate[0], 3), round(degenerate[1], 3)]},
         "drop or lower shaping rewards (format, length_penalty) that such completions score on; "
-        "grpo.beta=0.04 keeps the model nearer to where it started",
+        f"{stronger_kl(run)} keeps the model nearer to where it started",
         run.store.examples("degenerate", late_from(shares), every=sampled_every(len(run.steps))),
     )
 
@@ -351,7 +360,7 @@ def length_change(run: Run) -> Finding | None:
             f"{run.max_tokens}: long, rambling (or repeated) text that gets cut off.",
             {"mean_tokens": [round(early, 1), round(late, 1)], "max_new_tokens": run.max_tokens},
             "add a length penalty (rewards: [..., {name: length_penalty, weight: 1.0}]), lower the learning rate "
-            f"(train.learning_rate={learning_rate(run) / 2:g}), or grpo.beta=0.04 to stay near the starting model",
+            f"(train.learning_rate={learning_rate(run) / 2:g}), or {stronger_kl(run)} to stay near the starting model",
             run.store.examples("longest", late_from(length)) if len(run.steps) else [],
         )
     if early > 0 and late <= LENGTH_COLLAPSED * early:
@@ -384,7 +393,7 @@ def entropy_collapse(run: Run) -> Finding | None:
         "reward stayed flat: the model samples nearly the same completion every time and has stopped exploring.",
         {"entropy": [round(entropy[0], 4), round(entropy[1], 4)], "reward": [round(reward[0], 3), round(reward[1], 3)]},
         f"sample more widely (grpo.temperature=1.0), lower the learning rate "
-        f"(train.learning_rate={learning_rate(run) / 2:g}), or grpo.beta=0.04",
+        f"(train.learning_rate={learning_rate(run) / 2:g}), or {stronger_kl(run)}",
     )
 
 
@@ -438,7 +447,7 @@ def eval_regression(run: Run) -> Finding | None:
             "questions": fall.questions,
         },
         f"lower the learning rate (train.learning_rate={learning_rate(run) / 2:g}), train fewer steps, or "
-        "grpo.beta=0.04; the Eval page shows the questions that flipped",
+        f"{stronger_kl(run)}; the Eval page shows the questions that flipped",
         [{"prompt_id": pid, "step": None, "sample": None, "eval": True} for pid in fall.flipped[:3]],
     )
 

@@ -151,6 +151,16 @@ def findings_of(run_dir):
     return store, diagnose(store, read_config(run_dir))
 
 
+def test_a_fix_asks_for_a_stronger_kl_term_than_the_runs_own(tmp_path):
+    completion, metrics, evals = PATHOLOGIES["eval_regression"]
+    run_dir = make_run(tmp_path, "fell", completion, metrics, evals)
+    store, config = RunStore(run_dir), read_config(run_dir)
+    store.refresh()
+    for grpo, asked in (({}, "grpo.beta=0.04"), ({"beta": 0.0}, "grpo.beta=0.04"), ({"beta": 0.04}, "grpo.beta=0.08")):
+        (finding,) = [f for f in diagnose(store, {**config, "grpo": grpo}) if f.code == "eval_regression"]
+        assert asked in finding.fix and finding.fix.count("grpo.beta=") == 1, (grpo, finding.fix)
+
+
 def test_a_healthy_run_has_no_findings(tmp_path):
     _, findings = findings_of(make_run(tmp_path, "healthy", healthy))
     assert findings == []
