@@ -70,6 +70,8 @@ class GracefulStop:
         self.requested = False
         self.interruptible = interruptible
         self.launcher = launcher
+        self.phase = None  # what the run is doing, as Lifecycle.phase last said
+        self.during = None  # what it was doing when the stop was asked for (a stop in training ends in saving)
         self._again = False  # the stop was swallowed: the next SIGTERM is the same stop, raised again
         signal.signal(signal.SIGTERM, self._handle)
         self._report_unraisable = sys.unraisablehook
@@ -81,6 +83,7 @@ class GracefulStop:
             self.check()
             return
         again, self.requested = self.requested, True
+        self.during = self.during if again else self.phase
         print(
             f"SIGTERM received: stopping {'now' if self.interruptible else 'after the current step'}",
             file=sys.stderr,
@@ -162,6 +165,7 @@ class Lifecycle:
         """Report what the run is doing and how far it got (status.json on rank 0, and the log); a
         stop asked for meanwhile ends the run here."""
         self.stop.check()
+        self.stop.phase = name
         if self.status is not None:
             if self.status.fields.get("phase") != name:
                 print(f"phase: {name}", flush=True)
@@ -312,7 +316,7 @@ def run_in_folder(pipeline, cfg: RunConfig, stop: GracefulStop, resume: Path | N
         status.update(state=state, exit_code=0, ended_at=time.time())
         print(f"run {state}: {run_dir}", flush=True)
         if state == "stopped":
-            where, found = status.fields.get("phase"), checkpoints(run_dir)
+            where, found = stop.during or status.fields.get("phase"), checkpoints(run_dir)
             print(
                 f"stopped during {where}: "
                 + (

@@ -407,6 +407,7 @@ def test_sigterm_stops_the_run_in_every_phase(tiny_model_dir, tmp_path, phase):
     assert took < 15, output[-3000:]  # about 5 s on an idle 2-core machine, however long the phase
     status = read_status(run_dir)
     assert status["state"] == "stopped" and status["phase"] in (phase, "saving"), status
+    assert f"stopped during {phase}:" in output  # where the stop was asked for, not the save it ended in
     assert "Traceback" not in output
     if phase == "training":  # a step boundary: a checkpoint to resume from
         assert f"continues from checkpoint-{status['global_step']}" in output
