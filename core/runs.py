@@ -231,11 +231,14 @@ def reuse(run_dir: str | Path) -> float:
         return 1
 
 
-def check_form(base_path: str | Path, values: dict, texts: dict[str, str], name: str) -> FormCheck:
+def check_form(
+    base_path: str | Path, values: dict, texts: dict[str, str], name: str, root: str | Path | None = None
+) -> FormCheck:
     """The Launch form's settings over the config at `base_path`: `values` by config key as the form's
     widgets give them, `texts` the keys typed as text (parsed as that key's type here), `name` the run
-    name typed. A setting that does not parse keeps the base's value while the others are checked; what a
-    web form may not launch (config.web_form_problem) is a problem too."""
+    name typed, a name a run under `root` has already a problem. A setting that does not parse keeps the
+    base's value while the others are checked; what a web form may not launch (config.web_form_problem)
+    is a problem too."""
     base, problems, values = load_config(base_path, check=False), {}, dict(values)
     for key, text in texts.items():
         try:
@@ -256,7 +259,9 @@ def check_form(base_path: str | Path, values: dict, texts: dict[str, str], name:
     try:
         name = safe_run_name(name) if name.strip() else None
     except ValueError as e:
-        problems["run name"] = str(e)
+        name, problems["run name"] = None, str(e)
+    if name and root is not None and run_path(root, name).exists():
+        problems["run name"] = f"a run named '{name}' already exists: choose another name"
     if web_form_problem(cfg):  # also settings the base itself carries
         problems.setdefault("launch from the dashboard", web_form_problem(cfg))
     return FormCheck(sets, name, problems)

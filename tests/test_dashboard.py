@@ -484,13 +484,27 @@ def test_launch_shows_every_problem_under_its_field_and_launches_nothing(runs, t
     assert len(list_runs(tmp_path)) == 3
 
 
+def test_check_says_a_run_name_is_taken_or_was_made_a_folder_name(runs):
+    at = open_page("launch")
+    at.selectbox[0].set_value("tiny_cpu.yaml").run()
+    at.text_input(key="tiny_cpu.yaml:name").set_value("learning")  # a run of that name exists
+    at.button[0].click().run()  # Check: what Launch would refuse, said at once
+    assert "a run named 'learning' already exists: choose another name" in errors_shown(at) and not at.success
+    at.text_input(key="tiny_cpu.yaml:name").set_value("my run #2")
+    at.button[0].click().run()
+    shown_captions = "\n".join(shown(c.value) for c in at.caption)
+    assert "Run name: my_run_2 (typed: my run #2; a folder name keeps letters, digits, . _ and -)" in shown_captions
+    assert "The settings are valid." in [s.value for s in at.success] and len(list_runs(runs["learning"].parent)) == 3
+
+
 def test_launch_check_shows_the_command_line(runs):
     at = open_page("launch")
     at.selectbox[0].set_value("tiny_cpu.yaml").run()
     at.number_input(key="tiny_cpu.yaml:steps").set_value(7)
     at.button[0].click().run()  # Check
     # no name given: named from the settings the form holds now (7 steps), not from the preset's (20)
-    assert re.search(r"Run name: grpo_tiny_K4_steps7_\d{8}-\d{6} · equivalent command line", texts(at))
+    captions = "\n".join(shown(c.value) for c in at.caption)
+    assert re.search(r"Run name: grpo_tiny_K4_steps7_\d{8}-\d{6} · equivalent command line", captions)
     assert "python -m core.train --config configs/tiny_cpu.yaml --set train.num_train_steps=7" in texts(at)
     assert "The settings are valid." in [s.value for s in at.success]
     # the Advanced section is generated from GRPOConfig: any field, checked by core.config

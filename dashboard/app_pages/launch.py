@@ -443,6 +443,7 @@ if action:
         },
         {"peft.target_modules": lora_targets, **texts},
         name,
+        runs_root(),
     )
     sets, found, run_name = form.sets, form.problems, form.name
     if not pressed and sets != pending[1]:  # the form changed since that click: act on a new click only
@@ -477,7 +478,12 @@ if action:
         for command in machine_commands(cfg, args):
             st.code(command, language="bash")
     else:
-        st.caption(f"Run name: {run_name} · equivalent command line")
+        renamed = name.strip() and run_name != name.strip()  # the folder's name: letters, digits, '.', '_', '-'
+        st.caption(
+            f"Run name: {plain(run_name)}"
+            + (f" (typed: {plain(name.strip())}; a folder name keeps letters, digits, . _ and -)" if renamed else "")
+            + " · equivalent command line"
+        )
         st.code(shlex.join(["python", "-m", "core.train", *args]), language="bash")
     if action == "save":
         try:
