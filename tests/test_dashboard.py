@@ -415,6 +415,9 @@ def test_eval_page_shows_before_after_flips_and_other_evaluations(runs):
     assert colors["Strict accuracy, after"] == Metric.MetricColor.GREEN
     assert colors["Well-formed, after"] == colors["Mean new tokens, after"] == Metric.MetricColor.GRAY
     assert deltas["Well-formed, after"] == "+0.0 points"
+    arrows = {m.label: m.proto.direction for m in ev.metric}  # an arrow only where something moved
+    assert arrows["Strict accuracy, after"] == Metric.MetricDirection.UP
+    assert arrows["Well-formed, after"] == Metric.MetricDirection.NONE
     assert "Questions that flipped (2)" in "\n".join(h.value for h in ev.subheader)
     others = ev.dataframe[0].value  # an extra `core.evaluate --phase full_test`, beside before and after
     assert list(others.index) == ["full_test"] and others.loc["full_test", "accuracy"] == 1.0

@@ -293,7 +293,9 @@ def test_completion_ids_are_the_sampled_ones_from_tokens(tmp_path):
 
 @pytest.mark.slow
 def test_the_rewards_page_replays_and_shows_the_same_counts(tmp_path, monkeypatch):
-    from tests.test_dashboard import open_page
+    from streamlit.proto.Metric_pb2 import Metric
+
+    from tests.test_dashboard import open_page, shown
 
     runs = tmp_path / "runs"
     monkeypatch.setenv("RUNS_DIR", str(runs))
@@ -308,10 +310,22 @@ def test_the_rewards_page_replays_and_shows_the_same_counts(tmp_path, monkeypatc
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Samples whose reward changed"] == f"{expected.changed:,}"
     assert metrics["Groups whose advantages change sign"] == f"{expected.sign_flips:,}"
+    flat = [s["no_signal_after"] - s["no_signal_before"] for s in expected.steps]
+    change = {m.label: m.proto.delta for m in at.metric}["Groups without a signal"]
+    assert change == f"{100 * sum(flat) / len(flat):+.1f} points"  # percentage points, not '+0.4% points'
+    arrows = {m.label: m.proto.direction for m in at.metric}  # a share and a count, not changes: no arrow
+    none = Metric.MetricDirection.NONE
+    assert arrows["Samples whose reward changed"] == arrows["Groups whose advantages change sign"] == none
     assert saved(runs / "learning", "lenient")["changed"] == expected.changed  # saved as named
     at = open_page("rewards", run="learning")  # a new session: the saved replay is listed and shows again
     at.selectbox(key="saved_replay").set_value("lenient").run()
     assert {m.label: m.value for m in at.metric}["Samples whose reward changed"] == f"{expected.changed:,}"
     at.multiselect(key="replay_rewards").set_value([])
-    at.button(key="FormSubmitter:replay-Replay").click().run()  # nothing chosen: said, nothing run
-    assert [e.value for e in at.error] == ["choose at least one reward to replay with"]
+    at.text_input(key="replay_weights").set_value("1, 2")
+    at.button(key="FormSubmitter:replay-Replay").click().run()  # nothing chosen: said first, nothing run
+    assert [shown(e.value) for e in at.error] == ["choose at least one reward to replay with"]
+    at.multiselect(key="replay_rewards").set_value(["format"])
+    at.text_input(key="replay_weights").set_value("abc")
+    at.button(key="FormSubmitter:replay-Replay").click().run()
+    said = "weight 'abc' is not a number: give numbers separated by commas, e.g. 1.0, 0.5"
+    assert [shown(e.value) for e in at.error] == [said] and not at.exception

@@ -50,6 +50,7 @@ def view():
                 fmt(after[name]),
                 delta=delta,
                 delta_color="normal" if moved and fmt is fmt_pct else "off",  # no change, or tokens: grey
+                delta_arrow="auto" if moved else "off",  # +0.0 points: no arrow either
                 help=None if before is None else f"before training: {fmt(before[name])}",
             )
     st.caption(

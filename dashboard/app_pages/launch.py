@@ -120,7 +120,13 @@ def preflight_view(report: dict | None, why: str) -> None:
             ("truncated", "Cut at Max new tokens"),
         ),
     ):
-        col.metric(label, f"{report[name]:.0%}", f"95%: {sure[name][0]:.0%}–{sure[name][1]:.0%}", delta_color="off")
+        col.metric(
+            label,
+            f"{report[name]:.0%}",
+            f"95%: {sure[name][0]:.0%}–{sure[name][1]:.0%}",  # an interval, not a change: no arrow
+            delta_color="off",
+            delta_arrow="off",
+        )
     st.caption(
         f"From {report['questions']} training questions × K = {report['samples']} samples of the starting "
         f"model; reward mean {report['reward_mean']:.3f} (std {report['reward_std']:.3f}), mean |advantage| "

@@ -3,6 +3,7 @@ rate (hovering a step marks it on each); then, over a step window, a histogram a
 category. Vega-Lite charts with fixed specs, so that a live refresh updates their data in place. Last,
 "Try another reward": core.replay scores every logged completion again with other rewards."""
 
+import math
 import warnings
 
 import altair as alt
@@ -177,6 +178,17 @@ def in_window(histogram: pd.DataFrame, lengths: pd.DataFrame | None):
     return alt.hconcat(*panels).resolve_scale(color="independent")
 
 
+def weight(text: str) -> float:
+    """One of the replay's weights as typed: a finite number, else ConfigError naming it."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ConfigError(f"weight {text!r} is not a number: give numbers separated by commas, e.g. 1.0, 0.5")
+    return value
+
+
 @st.fragment(run_every=live_every(run, CHART_SECONDS))
 def charts():
     store = store_for(run["name"])
@@ -236,19 +248,21 @@ def replay_view(report: dict, run_name: str) -> None:
         f"{report['changed']:,}",
         f"{report['changed'] / max(report['rollouts'], 1):.1%} of all",
         delta_color="off",
+        delta_arrow="off",  # a share, not a change
     )
     c2.metric(
         "Groups whose advantages change sign",
         f"{report['sign_flips']:,}",
         f"of {report['groups']:,} groups",
         delta_color="off",
+        delta_arrow="off",
     )
     steps = pd.DataFrame(report["steps"])
     flat = steps["no_signal_after"].mean() - steps["no_signal_before"].mean()
     c3.metric(
         "Groups without a signal",
         f"{steps['no_signal_after'].mean():.1%}",
-        f"{flat:+.1%} points",
+        f"{100 * flat:+.1f} points",
         delta_color="inverse",
     )
     curves = pd.concat(
@@ -342,11 +356,11 @@ def try_another_reward() -> None:
     )
     if go:
         try:
-            numbers = [float(w) for w in weights.replace(",", " ").split()]
-            if len(numbers) not in (0, len(chosen)):
-                raise ConfigError(f"{len(numbers)} weights for {len(chosen)} rewards: give one for each, or none")
             if not chosen:
                 raise ConfigError("choose at least one reward to replay with")
+            numbers = [weight(w) for w in weights.replace(",", " ").split()]
+            if len(numbers) not in (0, len(chosen)):
+                raise ConfigError(f"{len(numbers)} weights for {len(chosen)} rewards: give one for each, or none")
             rewards = [(n, resolve_reward(n), w) for n, w in zip(chosen, numbers or [1.0] * len(chosen))]
             bar = st.progress(0.0, "Replaying…")
             report = run_replay(
