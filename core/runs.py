@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -365,9 +366,19 @@ def delete(run_dir: str | Path, root: str | Path) -> None:
     shutil.rmtree(run_dir)
 
 
+# A terminal's control sequences: a progress bar moves the cursor with them.
+CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
 def log_tail(run_dir: str | Path, lines: int = 40) -> str:
-    """The end of the run's train.log, a line still being written included (a progress bar)."""
-    return "\n".join(last_lines(log_path(run_dir), 32768, partial=True)[-lines:])
+    """The end of the run's train.log as a terminal shows it, a line still being written included: of a
+    line that a progress bar wrote over and over (each state after a carriage return), its last state;
+    no control sequences."""
+    shown = []
+    for line in last_lines(log_path(run_dir), 32768, partial=True):
+        states = [state for state in CONTROL.sub("", line).split("\r") if state.strip()]
+        shown.append(states[-1] if states else "")
+    return "\n".join(shown[-lines:])
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:

@@ -111,5 +111,7 @@ def last_lines(path: str | Path, nbytes: int = 65536, partial: bool = False) -> 
         end = size if partial else complete_end(f, start, size)
         f.seek(max(0, start - 1))
         cut = start > 0 and f.read(1) != b"\n"  # the first line began before `start`
-        lines = f.read(end - start).decode("utf-8", "replace").splitlines()
+        lines = f.read(end - start).decode("utf-8", "replace").split("\n")  # a file's own lines: \r is no end
+    if lines[-1] == "":  # the text after the last newline: none
+        lines.pop()
     return lines[1:] if cut else lines

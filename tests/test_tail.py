@@ -80,3 +80,17 @@ def test_runs_read_the_last_metric_and_the_log_tail(tmp_path):
     (tmp_path / "train.log").write_text("starting\nstep 1\n 40%|####      | 2/5")
     assert run_info(tmp_path)["reward"] == 0.25  # the latest logged reward; the half line is not read
     assert log_tail(tmp_path).splitlines() == ["starting", "step 1", " 40%|####      | 2/5"]
+    # as a terminal shows it: a progress bar's last state, without the states it wrote over or its cursor moves
+    (tmp_path / "train.log").write_text(
+        "starting\n\r 20%|##        | 1/5\r 40%|####      | 2/5\nshards:   0%|\x1b[A\rshards: 100%|\n"
+        "\r                    \r{'train_loss': 0.1}\n\nphase: saving\n\r 60%|######    | 3/5"
+    )
+    assert log_tail(tmp_path).split("\n") == [
+        "starting",
+        " 40%|####      | 2/5",
+        "shards: 100%|",
+        "{'train_loss': 0.1}",
+        "",
+        "phase: saving",
+        " 60%|######    | 3/5",
+    ]
