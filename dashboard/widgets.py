@@ -255,7 +255,7 @@ def curve_grid(
         "label:N",
         title=None,
         scale=alt.Scale(domain=labels, range=[c for c, _ in zip(itertools.cycle(COLORS), labels)]),
-        legend=alt.Legend(orient="bottom") if len(labels) > 1 else None,
+        legend=alt.Legend(orient="bottom", labelLimit=0) if len(labels) > 1 else None,  # a run's whole name
     )
     hover = hover_on("x")
     base = alt.Chart().encode(x=alt.X("x:Q", title=X_AXES[x]), color=color)

@@ -59,6 +59,13 @@ def shown(markdown: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", MarkdownIt().render(markdown))).strip()
 
 
+def found(spec, key: str) -> list:
+    """Every value of `key` anywhere in a chart's spec (a nested dict and list)."""
+    if isinstance(spec, dict):
+        return [*([spec[key]] if key in spec else []), *(v for value in spec.values() for v in found(value, key))]
+    return [v for value in spec for v in found(value, key)] if isinstance(spec, list) else []
+
+
 def errors_shown(at) -> str:
     """The page's errors as a person reads them."""
     return "\n".join(shown(e.value) for e in at.error)
@@ -446,6 +453,8 @@ def test_compare_page_lists_the_settings_that_differ(runs):
     smoothed = {c["name"]: c for c in curves if not c["name"].endswith("(raw)")}
     assert set(smoothed) == {"learning", "html"} and smoothed["learning"]["color"] != smoothed["html"]["color"]
     assert {c["color"] for c in curves if c["name"] == "learning (raw)"} == {smoothed["learning"]["color"]}
+    legends = [v for c in compare.get("vega_lite_chart") for v in found(json.loads(c.proto.spec), "legend") if v]
+    assert legends and all(legend.get("labelLimit") == 0 for legend in legends)  # each run's whole name, not cut
     compare.multiselect(key="compare").set_value(["html", "learning"]).run()  # the colours follow the list's order
     shown = {c["name"]: c["color"] for c in charts(compare)["Mean reward per step"]}
     assert (shown["html"], shown["learning"]) == (smoothed["learning"]["color"], smoothed["html"]["color"])
