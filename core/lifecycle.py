@@ -82,8 +82,8 @@ class GracefulStop:
             self._again = False
             self.check()
             return
-        again, self.requested = self.requested, True
-        self.during = self.during if again else self.phase
+        again = self.requested
+        self.request()
         print(
             f"SIGTERM received: stopping {'now' if self.interruptible else 'after the current step'}",
             file=sys.stderr,
@@ -101,6 +101,11 @@ class GracefulStop:
                 pass  # the launcher or a worker is gone already
         if not again:  # a further SIGTERM, while the first one unwinds the run, only sets the flag
             self.check()
+
+    def request(self) -> None:
+        """A stop is asked for: from a SIGTERM here, or from another rank (any_rank at a step's end)."""
+        if not self.requested:
+            self.requested, self.during = True, self.phase
 
     def _swallowed(self, unraisable) -> None:
         """Python's hook for an exception it cannot raise (in a `__del__`, which the signal handler can
@@ -196,7 +201,7 @@ class Lifecycle:
         class RunDirCallback(TrainerCallback):
             def on_step_end(self, args, state, control, **kwargs):
                 if any_rank(run.stop.requested, args.device):
-                    run.stop.requested = True
+                    run.stop.request()
                     control.should_training_stop = True
                     control.should_save = True  # a checkpoint-<step>/ to --resume from,
                     args.save_only_model = False  # with the optimizer's state, whatever the run keeps at its save steps

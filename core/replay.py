@@ -131,24 +131,33 @@ QUALIFY row_number() OVER (PARTITION BY step, prompt_id, sample, rank ORDER BY a
 
 
 def reward_specs(names: list[str], weights: list[float]) -> list[tuple[str, object, float]]:
-    """(name, function, weight) for each `--reward`, with its `--weight` (1.0 where none is given)."""
+    """(name, function, weight) for each reward named, with its weight (`weights` in the same order, or
+    none: 1.0 each)."""
     if not names:
         raise ConfigError(
             "name a reward to replay with: --reward gsm8k_lenient (a built-in), --reward "
             "package.module:function or --reward path/to/file.py:function"
         )
-    if len(weights) > len(names):
-        raise ConfigError(f"{len(weights)} --weight for {len(names)} --reward: give each weight after its reward")
-    weights = [*weights, *[1.0] * (len(names) - len(weights))]
+    weights = weights or [1.0] * len(names)
+    if len(weights) != len(names):
+        raise ConfigError(f"{len(weights)} weights for {len(names)} rewards: give one for each, or none")
     try:
         return [(name, resolve_reward(name), float(w)) for name, w in zip(names, weights)]
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
 
+def number(text: str) -> float:
+    """A reward's weight as typed: a finite number; ValueError for anything else (nan, inf, words)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
 def weight(text: str) -> tuple[str, float]:
     """A --weight as given on the command line (argparse names this function when `text` is no number)."""
-    return "weight", float(text)
+    return "weight", number(text)
 
 
 def paired(given: list[tuple[str, object]]) -> tuple[list[str], list[float]]:
@@ -157,7 +166,8 @@ def paired(given: list[tuple[str, object]]) -> tuple[list[str], list[float]]:
     names, weights = [], []
     for kind, value in given:
         if kind == "reward":
-            names, weights = [*names, value], [*weights, None]
+            names.append(value)
+            weights.append(None)
         elif not names:
             raise ConfigError(f"--weight {value:g} comes before any --reward: give each weight after its reward")
         elif weights[-1] is not None:

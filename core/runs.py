@@ -237,8 +237,8 @@ def check_form(
 ) -> FormCheck:
     """The Launch form's settings over the config at `base_path`: `values` by config key as the form's
     widgets give them, `texts` the keys typed as text (parsed as that key's type here), `name` the run
-    name typed, a name a run under `root` has already a problem. A setting that does not parse keeps the
-    base's value while the others are checked; what a web form may not launch (config.web_form_problem)
+    name typed (a problem where a run under `root` has it already). A setting that does not parse keeps
+    the base's value while the others are checked; what a web form may not launch (config.web_form_problem)
     is a problem too."""
     base, problems, values = load_config(base_path, check=False), {}, dict(values)
     for key, text in texts.items():
@@ -259,10 +259,10 @@ def check_form(
         problems.setdefault(key, message)
     try:
         name = safe_run_name(name) if name.strip() else None
-    except ValueError as e:
+        if name and root is not None and run_path(root, name).exists():
+            problems["run name"] = f"a run named '{name}' already exists: choose another name"
+    except ValueError as e:  # no usable character, or a folder that leads outside the runs folder
         name, problems["run name"] = None, str(e)
-    if name and root is not None and run_path(root, name).exists():
-        problems["run name"] = f"a run named '{name}' already exists: choose another name"
     if web_form_problem(cfg):  # also settings the base itself carries
         problems.setdefault("launch from the dashboard", web_form_problem(cfg))
     return FormCheck(sets, name, problems)

@@ -27,8 +27,9 @@ CHART_POINTS = (
 PROMPT_COLUMNS = 120  # at most, per prompt's accuracy curve and in the heatmap: readable, and small to send
 
 
-# Markdown's punctuation, and Streamlit's own: `$` (math) and `:` (its :icons: and :colour[text]).
-MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:])")
+# Markdown's punctuation (`&` starts an entity, `=` underlines a heading), and Streamlit's own: `$` (math)
+# and `:` (its :icons: and :colour[text]).
+MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:&=])")
 
 
 def plain(text: str) -> str:
@@ -105,6 +106,11 @@ def step_bin(lo: int, hi: int) -> int:
     return max(1, -(-(hi - lo + 1) // PROMPT_COLUMNS))
 
 
+def wanted_run() -> str | None:
+    """The run the user is on: the one in the address (?run=, as the pages link), else this session's pick."""
+    return st.query_params.get("run") or st.session_state.get("selected_run")
+
+
 def pick_run(label: str = "Run", key: str = "run") -> dict | None:
     """A run picker shared by the pages (its choice follows the user from page to page)."""
     runs = all_runs()
@@ -115,7 +121,7 @@ def pick_run(label: str = "Run", key: str = "run") -> dict | None:
         )
         return None
     names = [r["name"] for r in runs]
-    wanted = st.query_params.get("run") or st.session_state.get("selected_run")
+    wanted = wanted_run()
     index = names.index(wanted) if wanted in names else 0
     name = st.selectbox(label, names, index=index, key=key)
     st.session_state["selected_run"] = name
@@ -123,7 +129,7 @@ def pick_run(label: str = "Run", key: str = "run") -> dict | None:
     run = next(r for r in runs if r["name"] == name)
     if run["problem"]:
         st.warning(
-            f"{'This run is unreadable: ' if run['state'] == 'unreadable' else ''}{run['problem']}. "
+            f"{'This run is unreadable: ' if run['state'] == 'unreadable' else ''}{plain(run['problem'])}. "
             "What can be read is shown below.",
             icon=":material/warning:",
         )

@@ -20,7 +20,7 @@ from core.config import ConfigError, load_config
 from core.runs import list_runs
 from core.stats import wilson_interval
 from core.store import RunStore
-from dashboard.widgets import SMOOTHING, smooth
+from dashboard.widgets import SMOOTHING, plain, smooth
 from tests.conftest import ROOT
 from tests.dashboard_fixtures import make_runs
 
@@ -55,8 +55,33 @@ def texts(at) -> str:
 
 
 def shown(markdown: str) -> str:
-    """What a person reads of a Markdown element's text (CommonMark, as the browser renders it)."""
-    return html.unescape(re.sub(r"<[^>]+>", "", MarkdownIt().render(markdown))).strip()
+    """What a person reads of a Markdown element's text (CommonMark with GitHub's tables and strikethrough,
+    as the browser renders it; Streamlit's own `$math$` and `:colour[...]` are not rendered here)."""
+    rendered = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(markdown)
+    return html.unescape(re.sub(r"<[^>]+>", "", rendered)).strip()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "checkpoint-*/ and completions/*.parquet",
+        "__init__",
+        "1. a list?",
+        "---",
+        "a\n===",
+        "R&D &amp;",
+        "[a](b) <b>bold</b> `code` # not a heading",
+        "a | b\n- | -",
+        "~~gone~~",
+        "C:\\runs\\x",
+    ],
+)
+def test_plain_text_reads_as_written_in_markdown(text):
+    assert shown(plain(text)) == text.strip()
+
+
+def test_plain_text_keeps_streamlits_own_syntax_out():
+    assert plain("$x$ :red[x] :material/home:") == r"\$x\$ \:red\[x\] \:material/home\:"
 
 
 def found(spec, key: str) -> list:
@@ -442,6 +467,10 @@ def test_compare_starts_from_the_run_picked_on_the_other_pages(runs):
     oldest = newest[-1]
     picked = open_page("compare", run=oldest).multiselect(key="compare").value  # from Runs, Rollouts...
     assert picked == [oldest, newest[0]]
+    at = AppTest.from_file(APP, default_timeout=60)  # picked on another page of this session, not in the address
+    at.session_state["selected_run"] = newest[1]
+    at.switch_page("app_pages/compare.py")
+    assert at.run().multiselect(key="compare").value == [newest[1], newest[0]]
 
 
 def test_compare_page_lists_the_settings_that_differ(runs):

@@ -141,6 +141,7 @@ def test_stop_reaches_every_rank_of_a_two_process_run(tiny_model_dir, tmp_path):
     command = "-m accelerate.commands.launch --config_file configs/accelerate/ddp.yaml --num_processes 2"
     assert f"starting the workers: {command}" in log
     assert "training with 2 process(es), MULTI_CPU" in log
+    assert "stopped during training:" in log  # where the stop came, though the run ended in its save
 
 
 def test_settings_diff_shows_the_value_in_effect(tmp_path):

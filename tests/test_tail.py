@@ -85,6 +85,9 @@ def test_runs_read_the_last_metric_and_the_log_tail(tmp_path):
         "starting\n\r 20%|##        | 1/5\r 40%|####      | 2/5\nshards:   0%|\x1b[A\rshards: 100%|\n"
         "\r                    \r{'train_loss': 0.1}\n\nphase: saving\n\r 60%|######    | 3/5"
     )
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "reward": 0.5}\r\n{"step": 2, "loss": 1.0}\r\n')
+    assert run_info(tmp_path)["reward"] == 0.5  # a file written with CRLF line ends reads the same
+    assert last_lines(tmp_path / "metrics.jsonl") == ['{"step": 1, "reward": 0.5}\r', '{"step": 2, "loss": 1.0}\r']
     assert log_tail(tmp_path).split("\n") == [
         "starting",
         " 40%|####      | 2/5",

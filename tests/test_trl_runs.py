@@ -322,10 +322,10 @@ def test_a_damaged_trl_folder_says_what_it_skipped_and_reads_what_it_can(tmp_pat
     assert "answer 0 é" in texts and "broken \ufffd" in texts and not any(t.startswith("b'") for t in texts)
     assert status(folder)["max_steps"] == 4 and len(metric_records(folder)) == 4  # the intact copy's
     monkeypatch.setenv("RUNS_DIR", str(tmp_path))
-    from tests.test_dashboard import open_page
+    from tests.test_dashboard import open_page, shown
     from tests.test_dashboard import texts as page_texts
 
     at = open_page("rollouts", run="trl")
-    assert any(cut.name in w.value and "cannot be read" in w.value for w in at.warning)
+    assert any(cut.name in shown(w.value) and "cannot be read" in shown(w.value) for w in at.warning)
     at = open_page("runs", run="trl")
     assert "4/4" in at.dataframe[0].value["progress"].tolist() and "No training step logged yet" not in page_texts(at)

@@ -6,7 +6,7 @@ import streamlit as st
 from core.runs import settings_diff
 from core.store import compare_step_aggregates
 from dashboard.caches import all_runs, folder_of, store_for
-from dashboard.widgets import curve_grid, fmt_pct, smoothing_slider
+from dashboard.widgets import curve_grid, fmt_pct, smoothing_slider, wanted_run
 
 st.title("Compare runs")
 runs = all_runs()
@@ -14,8 +14,7 @@ if len(runs) < 2:
     st.info("Compare needs at least two runs.")
     st.stop()
 all_names = [r["name"] for r in runs]  # newest first
-# The run picked on the other pages (in the address, or this session's), beside the newest other run.
-current = st.query_params.get("run") or st.session_state.get("selected_run")
+current = wanted_run()  # the run picked on the other pages, beside the newest other run
 default = ([current] if current in all_names else []) + [n for n in all_names if n != current]
 names = st.multiselect("Runs", all_names, default=default[:2], key="compare")
 if len(names) < 2:

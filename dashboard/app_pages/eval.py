@@ -44,7 +44,7 @@ def view():
         else:
             change = None if before is None or before[name] != before[name] else after[name] - before[name]
             delta = None if change is None else f"{100 * change:+.1f} points" if fmt is fmt_pct else f"{change:+.1f}"
-            moved = change is not None and round(100 * change, 1) != 0  # shown as +0.0 points: no colour
+            moved = change is not None and round(change * (100 if fmt is fmt_pct else 1), 1) != 0  # not "+0.0"
             column.metric(
                 f"{label}, after",
                 fmt(after[name]),

@@ -3,7 +3,6 @@ rate (hovering a step marks it on each); then, over a step window, a histogram a
 category. Vega-Lite charts with fixed specs, so that a live refresh updates their data in place. Last,
 "Try another reward": core.replay scores every logged completion again with other rewards."""
 
-import math
 import warnings
 
 import altair as alt
@@ -11,8 +10,8 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import ConfigError
-from core.replay import as_json, run_replay, saved
-from core.rewards import REWARDS, resolve_reward
+from core.replay import as_json, number, reward_specs, run_replay, saved
+from core.rewards import REWARDS
 from core.rundir import read_config, replay_names
 from dashboard.caches import folder_of, store_for
 from dashboard.widgets import (
@@ -179,14 +178,11 @@ def in_window(histogram: pd.DataFrame, lengths: pd.DataFrame | None):
 
 
 def weight(text: str) -> float:
-    """One of the replay's weights as typed: a finite number, else ConfigError naming it."""
+    """One of the replay's weights as typed (core.replay.number), else ConfigError naming it."""
     try:
-        value = float(text)
+        return number(text)
     except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise ConfigError(f"weight {text!r} is not a number: give numbers separated by commas, e.g. 1.0, 0.5")
-    return value
+        raise ConfigError(f"weight {text!r} is not a number: give numbers separated by commas, e.g. 1.0, 0.5") from None
 
 
 @st.fragment(run_every=live_every(run, CHART_SECONDS))
@@ -264,6 +260,7 @@ def replay_view(report: dict, run_name: str) -> None:
         f"{steps['no_signal_after'].mean():.1%}",
         f"{100 * flat:+.1f} points",
         delta_color="inverse",
+        delta_arrow="auto" if round(100 * flat, 1) != 0 else "off",  # +0.0 points: no arrow
     )
     curves = pd.concat(
         [
@@ -358,10 +355,7 @@ def try_another_reward() -> None:
         try:
             if not chosen:
                 raise ConfigError("choose at least one reward to replay with")
-            numbers = [weight(w) for w in weights.replace(",", " ").split()]
-            if len(numbers) not in (0, len(chosen)):
-                raise ConfigError(f"{len(numbers)} weights for {len(chosen)} rewards: give one for each, or none")
-            rewards = [(n, resolve_reward(n), w) for n, w in zip(chosen, numbers or [1.0] * len(chosen))]
+            rewards = reward_specs(chosen, [weight(w) for w in weights.replace(",", " ").split()])
             bar = st.progress(0.0, "Replaying…")
             report = run_replay(
                 folder,

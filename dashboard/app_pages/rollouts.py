@@ -161,7 +161,7 @@ def table():
         st.warning(
             f"{len(store.unreadable)} completions file{'s' if len(store.unreadable) > 1 else ''} of this TRL run "
             "cannot be read, and their rollouts are not shown (a file still being written is read once it is "
-            "whole): " + "; ".join(f"{name}: {why}" for name, why in sorted(store.unreadable.items())),
+            "whole): " + "; ".join(plain(f"{name}: {why}") for name, why in sorted(store.unreadable.items())),
             icon=":material/warning:",
         )
     shown = page[

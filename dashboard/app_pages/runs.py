@@ -24,6 +24,7 @@ from dashboard.widgets import (
     progress,
     show_findings,
     smoothing_slider,
+    wanted_run,
     x_axis_choice,
 )
 
@@ -38,7 +39,7 @@ def runs_table():
     """Every run, refreshed every OTHER_SECONDS while any is live (the grid is drawn anew at each refresh,
     which costs the browser: docs/measured.md), read from their small files alone (never their rollouts).
     The selected run's progress is its bar's below, every LIVE_SECONDS: the table gives no second count."""
-    runs, selected = all_runs(), st.query_params.get("run") or st.session_state.get("selected_run")
+    runs, selected = all_runs(), wanted_run()
     if runs:
         st.dataframe(
             pd.DataFrame(
