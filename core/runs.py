@@ -232,6 +232,12 @@ def reuse(run_dir: str | Path) -> float:
         return 1
 
 
+def taken(run_dir: Path) -> str | None:
+    """Why no new run can go into `run_dir` (a run of that name is there already), or None: what the
+    Launch form's Check says and what launch refuses, in one place."""
+    return f"a run named '{run_dir.name}' already exists: choose another name" if run_dir.exists() else None
+
+
 def check_form(
     base_path: str | Path, values: dict, texts: dict[str, str], name: str, root: str | Path | None = None
 ) -> FormCheck:
@@ -259,8 +265,8 @@ def check_form(
         problems.setdefault(key, message)
     try:
         name = safe_run_name(name) if name.strip() else None
-        if name and root is not None and run_path(root, name).exists():
-            problems["run name"] = f"a run named '{name}' already exists: choose another name"
+        if name and root is not None and (why := taken(run_path(root, name))):
+            problems["run name"] = why
     except ValueError as e:  # no usable character, or a folder that leads outside the runs folder
         name, problems["run name"] = None, str(e)
     if web_form_problem(cfg):  # also settings the base itself carries
@@ -273,8 +279,8 @@ def launch(config: dict, root: str | Path, name: str, repo: str | Path = ".") ->
     process group, output to train.log. Returns the run directory; ValueError, and no folder left,
     for a name taken or a config a web form may not launch (config.web_form_problem)."""
     run_dir = run_path(root, name)
-    if run_dir.exists():
-        raise ValueError(f"a run named '{run_dir.name}' already exists: choose another name")
+    if why := taken(run_dir):
+        raise ValueError(why)
     run_dir.mkdir(parents=True)
     config = {**config, "train": {**config["train"], "output_dir": str(run_dir)}}
     config_path(run_dir).write_text(yaml.safe_dump(config, sort_keys=False))
