@@ -292,6 +292,14 @@ def test_every_form_field_reads_back_its_own_text():
         ),
         ("num_generations: 3\n", ["launch.num_processes=2"], {}, "= 1 x 8 x 2 = 16 completions"),
         ("", ["grpo.generation_batch_size=16", "grpo.steps_per_generation=2"], {}, "say the same thing two ways"),
+        # fewer training questions than a generation batch samples: TRL would train no step
+        (
+            "",
+            ["dataset.n_train=3", "train.per_device_train_batch_size=8", "train.gradient_accumulation_steps=4"],
+            {},
+            "dataset.n_train=3 is fewer than the 4 questions a generation batch samples (32 completions / "
+            "num_generations=8): TRL would train no step at all. Set dataset.n_train=4 or more",
+        ),
         ("", ["launch.num_processes=0"], {}, "'launch.num_processes' has value 0"),
         # non-positive values
         (

@@ -62,6 +62,16 @@ def _generation_batch_problems(cfg: RunConfig):
         )
         return
     asked = cfg.grpo.get("generation_batch_size") or batch * procs * (cfg.grpo.get("steps_per_generation") or 0)
+    questions = (asked or batch * accum * procs) // k  # the questions one generation batch samples K times each
+    if 0 < cfg.dataset.n_train < questions:
+        yield (
+            "dataset.n_train",
+            (
+                f"dataset.n_train={cfg.dataset.n_train} is fewer than the {questions} questions a generation batch "
+                f"samples ({asked or batch * accum * procs} completions / num_generations={k}): TRL would train "
+                f"no step at all. Set dataset.n_train={questions} or more, or take fewer completions a step"
+            ),
+        )
     if not asked:
         if batch * accum * procs % k:
             accum_step, batch_step = k // math.gcd(batch * procs, k), k // math.gcd(accum * procs, k)
