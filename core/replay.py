@@ -19,7 +19,6 @@ import inspect
 import itertools
 import json
 import math
-import numbers
 import os
 import sys
 import time
@@ -31,7 +30,7 @@ import duckdb
 
 from core.advantage import advantages, run_settings
 from core.errors import ConfigError
-from core.rewards import resolve_reward
+from core.rewards import called, resolve_reward
 from core.rundir import (
     REPLAYS,
     read_config,
@@ -45,17 +44,12 @@ from core.rundir import (
 from core.runstate import is_locked
 from core.store import RunStore
 from core.trl_runs import is_trl_run
-from core.trl_runs import status as trl_status
 
 BATCH_ROWS = 20_000  # rollouts held at a time (whole steps): memory follows this, not the run's size
 CHANGED_KEPT = 1_000  # changed rows and sign-flipped groups kept for the report; every one is counted
 SAME = 1e-9  # two rewards closer than this are the same reward
 # The arguments TRL gives every reward function besides the dataset's columns (GRPOTrainer._calculate_rewards).
 TRL_ARGUMENTS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric"}
-
-
-class ReplayError(ConfigError):
-    """A reward that cannot score the run: it raised, or returned the wrong count or a non-number."""
 
 
 @dataclass
@@ -207,43 +201,10 @@ def check_arguments(name: str, fn, available: set[str], trl: bool) -> None:
 
 
 def score(name: str, fn, rows: list[dict], kwargs: dict) -> tuple[list[float | None], float]:
-    """Reward `name`'s value for each row, and the seconds it took; ReplayError naming the first row it
-    fails on."""
+    """Reward `name`'s value for each row (core.rewards.called checks them), and the seconds it took."""
     began = time.perf_counter()
-    try:
-        values = list(fn(**kwargs))
-    except Exception as e:
-        raise ReplayError(f"reward {name!r} raised {failure(e, kwargs)} on {first_failing(fn, rows, kwargs)}") from None
-    seconds = time.perf_counter() - began
-    if len(values) != len(rows):
-        raise ReplayError(
-            f"reward {name!r} returned {len(values)} values for {len(rows)} completions (step "
-            f"{rows[0]['step']}): it must return one per completion"
-        )
-    for value, row in zip(values, rows):
-        if value is not None and not isinstance(value, numbers.Real):
-            raise ReplayError(
-                f"reward {name!r} returned {value!r} ({type(value).__name__}) for {where(row)}: a "
-                "reward is a number, or None where it does not apply"
-            )
-    return [None if v is None or math.isnan(v) else float(v) for v in values], seconds
-
-
-def failure(e: Exception, kwargs: dict) -> str:
-    if isinstance(e, KeyError) and e.args and isinstance(e.args[0], str) and e.args[0] not in kwargs:
-        return f"KeyError {e.args[0]!r} (this run has no column {e.args[0]!r})"
-    return f"{type(e).__name__}: {e}"
-
-
-def first_failing(fn, rows: list[dict], kwargs: dict) -> str:
-    """Where `fn` fails: the first row it raises on alone, else the step's batch."""
-    for i, row in enumerate(rows):
-        one = {k: (v[i : i + 1] if isinstance(v, (list, TokenIds)) else v) for k, v in kwargs.items()}
-        try:
-            fn(**one)
-        except Exception:
-            return where(row)
-    return f"the batch of step {rows[0]['step']}"
+    values = called(name, fn, kwargs, lambda i: where(rows[i]), f"step {rows[0]['step']}")
+    return values, time.perf_counter() - began
 
 
 def where(row: dict) -> str:
@@ -323,6 +284,11 @@ def compare(report: Replay, rows: list[dict], values: list[list], rewards: list[
     """Add one step's rows (`rows`, every function's new `values`) to `report`: the changed samples, the
     step's means and groups without a signal, and the groups whose advantages change sign."""
     after = weighted(values, [w for _, _, w in rewards])
+    if not math.isfinite(sum(v * v for v in after if v is not None)):  # the spread of a step's rewards sums squares
+        raise ConfigError(
+            f"the weighted rewards of step {rows[0]['step']} are too large to compute with (a float overflows): "
+            "give smaller weights"
+        )
     groups: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         groups.setdefault(row["prompt_id"], []).append(i)
@@ -381,11 +347,19 @@ def run_replay(
             save_as = safe_run_name(save_as)
         except ValueError as e:
             raise ConfigError(f"--save {e}") from None
-        live = is_locked(run_dir) or is_trl_run(run_dir) and trl_status(run_dir)["state"] == "running"
-        if live:
+        if is_trl_run(run_dir):
+            raise ConfigError(
+                f"{run_dir} is a plain TRL folder, which this project only reads: replay it without --save"
+            )
+        if is_locked(run_dir):
             raise ConfigError(
                 f"{run_dir} is still training, and only its trainer writes there while it does: "
                 "save the replay once the run has ended, or replay without --save"
+            )
+        if replay_path(run_dir, save_as).exists() or replay_report_path(run_dir, save_as).exists():
+            raise ConfigError(
+                f"a replay named {save_as!r} is saved already ({replay_path(run_dir, save_as)}): choose another "
+                "name, or delete its two files first"
             )
     if store is None:  # in memory: a replay writes nothing into the run unless it is saved
         store = RunStore(run_dir, cached=False)
@@ -447,9 +421,13 @@ def show(report: Replay, run_dir: Path) -> str:
         last = (row["completion"].strip().splitlines() or [""])[-1][:60]
         lines.append(
             f"changed: step {row['step']}, prompt {row['prompt_id']}, sample {row['sample']}: "
-            f"{row['before']} → {row['after']}  ({last!r})"
+            f"{figure(row['before'])} → {figure(row['after'])}  ({last!r})"
         )
     return "\n".join(lines)
+
+
+def figure(reward: float | None) -> str:
+    return "none" if reward is None else f"{reward:g}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -477,16 +455,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, os.getcwd())  # a user's module:function, from where the command runs
     try:
-        rewards = reward_specs(*paired(args.given))
-        report = run_replay(
-            args.run_dir,
-            rewards,
-            args.save,
-            progress=lambda done, total: print(f"replay: {done:,} of {total:,} rollouts", file=sys.stderr, flush=True),
-        )
+        with contextlib.redirect_stdout(sys.stderr):  # what a reward prints goes to stderr: stdout is the report's
+            rewards = reward_specs(*paired(args.given))
+            report = run_replay(
+                args.run_dir,
+                rewards,
+                args.save,
+                progress=lambda done, total: print(f"replay: {done:,} of {total:,} rollouts", flush=True),
+            )
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.save is not None:
+        name = safe_run_name(args.save)
+        print(f"replay: saved as {name!r}: {replay_path(args.run_dir, name)} and its report", file=sys.stderr)
     print(json.dumps(as_json(report), indent=2) if args.json else show(report, args.run_dir))
     return 0
 

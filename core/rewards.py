@@ -9,9 +9,14 @@ malformed. The same parser serves training rewards and evaluation.
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+
+from core.errors import ConfigError
 
 FINAL_RE = re.compile(r"Final: *(-?\d+(?:\.\d+)?)$")
 # A Final line written to its end: the number, then a newline (what `stop_at_final` ends a completion at).
@@ -164,3 +169,64 @@ def resolve_reward(name: str):
     if not callable(fn):
         raise ValueError(f"reward {name!r} is not a function")
     return fn
+
+
+class RewardError(ConfigError):
+    """A reward that cannot score: it raised, or returned something other than one number per completion."""
+
+
+def called(name: str, fn, kwargs: dict, where, batch: str) -> list[float | None]:
+    """Reward `name`'s values, `fn(**kwargs)` as TRL calls it (the run, the pre-flight and the replay
+    alike), checked as TRL needs them: one finite number per completion, or None where the reward does
+    not apply (NaN counts as None, as TRL takes it). RewardError, one line naming the reward and the
+    first completion it fails on (`where(i)`: the i-th, in words; `batch`: the call's batch, in words)."""
+    count = len(kwargs["completions"])
+    try:
+        result = fn(**kwargs)
+    except Exception as e:
+        raise RewardError(
+            f"reward {name!r} raised {_failure(e, kwargs)} on {_first_failing(fn, kwargs, where, batch)}"
+        ) from None
+    try:
+        values = list(result)
+    except TypeError:
+        raise RewardError(
+            f"reward {name!r} returned {result!r} ({type(result).__name__}) for the {count} completions of {batch}: "
+            "a reward returns a list, one value per completion"
+        ) from None
+    if len(values) != count:
+        raise RewardError(
+            f"reward {name!r} returned {len(values)} values for {count} completions ({batch}): it must return "
+            "one per completion"
+        )
+    for i, value in enumerate(values):
+        if value is not None and not isinstance(value, numbers.Real):
+            raise RewardError(
+                f"reward {name!r} returned {value!r} ({type(value).__name__}) for {where(i)}: a reward is a "
+                "number, or None where it does not apply"
+            )
+        if value is not None and math.isinf(value):
+            raise RewardError(
+                f"reward {name!r} returned {value!r} for {where(i)}: a reward is a finite number, or None where "
+                "it does not apply"
+            )
+    return [None if v is None or math.isnan(v) else float(v) for v in values]
+
+
+def _failure(e: Exception, kwargs: dict) -> str:
+    if isinstance(e, KeyError) and e.args and isinstance(e.args[0], str) and e.args[0] not in kwargs:
+        return f"KeyError {e.args[0]!r} (this run has no column {e.args[0]!r})"
+    return f"{type(e).__name__}: {e}"
+
+
+def _first_failing(fn, kwargs: dict, where, batch: str) -> str:
+    """Where `fn` fails: the first completion it raises on alone, else the whole batch."""
+    for i in range(len(kwargs["completions"])):
+        one = {
+            k: (v[i : i + 1] if isinstance(v, Sequence) and not isinstance(v, str) else v) for k, v in kwargs.items()
+        }
+        try:
+            fn(**one)
+        except Exception:
+            return where(i)
+    return f"the batch of {batch}"

@@ -15,7 +15,7 @@ import json
 import time
 from pathlib import Path
 
-from core.rewards import completion_text, extract_model_final, numbers_equal
+from core.rewards import called, completion_text, extract_model_final, numbers_equal
 from core.rundir import rollout_record, rollouts_path, tokens_path, updates_path
 
 
@@ -105,12 +105,20 @@ def logged_rewards(rewards: list[tuple[str, object, float]], recorder: RolloutRe
 
     def wrap(name, fn, last):
         def reward(prompts, completions, completion_ids=None, trainer_state=None, **kwargs):
-            values[name] = fn(
-                prompts=prompts,
-                completions=completions,
-                completion_ids=completion_ids,
-                trainer_state=trainer_state,
-                **kwargs,
+            step = trainer_state.global_step + 1 if trainer_state is not None else 1
+            offset = recorder.rank * len(completions)
+            values[name] = called(  # one finite number (or None) per completion, else one line naming it
+                name,
+                fn,
+                dict(
+                    prompts=prompts,
+                    completions=completions,
+                    completion_ids=completion_ids,
+                    trainer_state=trainer_state,
+                    **kwargs,
+                ),
+                lambda i: f"step {step}, prompt {kwargs['prompt_id'][i]}, sample {(offset + i) % num_generations}",
+                f"step {step}",
             )
             if last:
                 write(prompts, completions, completion_ids, trainer_state, kwargs)

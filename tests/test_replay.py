@@ -151,6 +151,9 @@ def test_replay_on_a_plain_trl_folder_scores_its_text_and_names_what_it_lacks(tm
         match="reads answer_final, and this run has no column 'answer_final': a plain TRL folder records only",
     ):
         run_replay(folder, reward_specs(["gsm8k"], []))
+    with pytest.raises(replay_module.ConfigError, match="is a plain TRL folder, which this project only reads"):
+        run_replay(folder, reward_specs(["format"], []), save_as="mine")  # its folder is TRL's
+    assert not (folder / "replays").exists()
 
 
 def test_save_writes_the_scores_and_the_report_the_rewards_page_reads(run):
@@ -183,6 +186,14 @@ BAD_REWARDS = {
         "def f(prompts, completions, **kw):\n    return [kw['difficulty'] for c in completions]\n",
         "reward '{path}:f' raised KeyError 'difficulty' (this run has no column 'difficulty') on step 1",
     ),
+    "one number": (  # not a list: the reward is named, not the code that reads its values
+        "def f(prompts, completions, **kw):\n    return 1.0\n",
+        "reward '{path}:f' returned 1.0 (float) for the",
+    ),
+    "infinite": (
+        "def f(prompts, completions, **kw):\n    return [float('inf') if 'Final: 7' in c else 0.0 for c in completions]\n",
+        "reward '{path}:f' returned inf for step {step}, prompt {pid}, sample",
+    ),
 }
 
 
@@ -213,12 +224,38 @@ def test_a_reward_that_fails_is_one_line_naming_the_first_input_and_the_run_is_u
         (["--reward", "gsm8k", "--weight", "1", "--weight", "2"], "two --weight for --reward gsm8k"),
         (["--weight", "0.5", "--reward", "gsm8k"], "--weight 0.5 comes before any --reward"),
         (["--reward", "gsm8k", "--save", "///"], "--save name '///' has no usable characters"),
+        (["--reward", "gsm8k", "--weight", "1e308"], "the weighted rewards of step 1 are too large to compute with"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(run, capsys, args, said):
     assert main([str(run), *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and said in err and not (run / "replays").exists()
+
+
+def test_a_saved_replay_is_named_where_it_is_and_never_replaced(run, capsys):
+    assert main([str(run), "--reward", "gsm8k_lenient", "--save", "../my replay", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["rollouts"] == 1200  # stdout is the report alone
+    assert f"replay: saved as 'my_replay': {replay_path(run, 'my_replay')}" in err  # the name made safe, said
+    report = replay_report_path(run, "my_replay").read_text()
+    assert main([str(run), "--reward", "format", "--save", "my_replay"]) == 2  # the same name again
+    assert "a replay named 'my_replay' is saved already" in capsys.readouterr().err
+    assert replay_report_path(run, "my_replay").read_text() == report  # the first one kept
+
+
+def test_what_a_reward_prints_stays_out_of_the_json_and_figures_read_plainly(run, tmp_path, capsys):
+    path = tmp_path / "talks.py"
+    path.write_text(
+        "def f(prompts, completions, **kw):\n    print('scoring', len(completions))\n"
+        "    return [0.1 * 3 if 'Final: 7' in c else None for c in completions]\n"
+    )
+    assert main([str(run), "--reward", f"{path}:f", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["changed"] > 0 and "scoring" in err
+    assert main([str(run), "--reward", f"{path}:f"]) == 0
+    changed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("changed: step")]
+    assert changed and all(" → 0.3  (" in line or " → none  (" in line for line in changed), changed[:3]
 
 
 def test_a_folder_without_rollouts_or_a_live_run_is_refused(run, tmp_path, capsys):
@@ -317,6 +354,10 @@ def test_the_rewards_page_replays_and_shows_the_same_counts(tmp_path, monkeypatc
     none = Metric.MetricDirection.NONE
     assert arrows["Samples whose reward changed"] == arrows["Groups whose advantages change sign"] == none
     assert saved(runs / "learning", "lenient")["changed"] == expected.changed  # saved as named
+    assert "Saved as lenient: replays/lenient.jsonl, and its report replays/lenient.json" in [
+        shown(s.value) for s in at.success
+    ]
+    assert at.selectbox(key="saved_replay").value == "lenient"  # listed at once, as the replay shown
     at = open_page("rewards", run="learning")  # a new session: the saved replay is listed and shows again
     at.selectbox(key="saved_replay").set_value("lenient").run()
     assert {m.label: m.value for m in at.metric}["Samples whose reward changed"] == f"{expected.changed:,}"
@@ -329,3 +370,15 @@ def test_the_rewards_page_replays_and_shows_the_same_counts(tmp_path, monkeypatc
     at.button(key="FormSubmitter:replay-Replay").click().run()
     said = "weight 'abc' is not a number: give numbers separated by commas, e.g. 1.0, 0.5"
     assert [shown(e.value) for e in at.error] == [said] and not at.exception
+    at.text_input(key="replay_weights").set_value("")
+    at.button(key="FormSubmitter:replay-Replay").click().run()  # a fresh replay: no saved one is picked below it
+    assert not at.exception and not at.error and at.selectbox(key="saved_replay").value == ""
+    at.selectbox(key="saved_replay").set_value("lenient").run()  # picked again, it shows again
+    assert {m.label: m.value for m in at.metric}["Samples whose reward changed"] == f"{expected.changed:,}"
+
+    write_trl_folder(runs / "trl", 5)  # a plain TRL folder: it has no answers to grade, and is only read
+    at = open_page("rewards", run="trl")
+    assert at.multiselect(key="replay_rewards").value == ["format"]
+    assert "replay_name" not in [t.key for t in at.text_input]  # nothing to save into TRL's folder
+    at.button(key="FormSubmitter:replay-Replay").click().run()
+    assert not at.exception and not at.error and not (runs / "trl" / "replays").exists()

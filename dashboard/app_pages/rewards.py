@@ -12,7 +12,8 @@ import streamlit as st
 from core.errors import ConfigError
 from core.replay import as_json, number, reward_specs, run_replay, saved
 from core.rewards import REWARDS
-from core.rundir import read_config, replay_names
+from core.rundir import REPLAYS, read_config, replay_names, safe_run_name
+from core.trl_runs import is_trl_run
 from dashboard.caches import folder_of, store_for
 from dashboard.widgets import (
     CATEGORY_COLORS,
@@ -316,13 +317,14 @@ def try_another_reward() -> None:
         "`python -m core.replay RUN --reward module:function --save NAME`, then pick it below."
     )
     folder = folder_of(run["name"])
+    trl = is_trl_run(folder)  # its folder is TRL's: read, never written
     own = [r["name"] for r in read_config(folder).get("rewards") or [] if isinstance(r, dict) and "name" in r]
     offered = list(dict.fromkeys([*REWARDS, *own]))
     with st.form("replay"):
         chosen = st.multiselect(
             "Rewards",
             offered,
-            default=["gsm8k_lenient"] if "gsm8k_lenient" in offered else None,
+            default=["format" if trl else "gsm8k_lenient"],  # a TRL folder records no answers to grade against
             help="The built-in rewards (docs/config.md) and the ones this run trained with.",
             key="replay_rewards",
         )
@@ -333,16 +335,46 @@ def try_another_reward() -> None:
             key="replay_weights",
             help="Numbers separated by commas, e.g. 1.0, 0.5; left empty, 1.0 each.",
         )
-        name = st.text_input(
-            "Save as (optional)", "", placeholder="a name: saved in the run's replays/ folder", key="replay_name"
+        name = (
+            ""
+            if trl
+            else st.text_input(
+                "Save as (optional)", "", placeholder="a name: saved in the run's replays/ folder", key="replay_name"
+            )
         )
         go = st.form_submit_button("Replay", type="primary")
-    names = replay_names(folder)
+    if go:
+        bar = st.progress(0.0, "Replaying…")
+        try:
+            if not chosen:
+                raise ConfigError("choose at least one reward to replay with")
+            rewards = reward_specs(chosen, [weight(w) for w in weights.replace(",", " ").split()])
+            report = run_replay(
+                folder,
+                rewards,
+                name.strip() or None,
+                store=store_for(run["name"]),
+                progress=lambda done, total: bar.progress(min(1.0, done / total), f"{done:,} of {total:,} rollouts"),
+            )
+        except (ConfigError, ValueError) as e:
+            st.error(plain(str(e).splitlines()[0]))
+            return
+        finally:
+            bar.empty()
+        st.session_state["replay_shown"] = (run["name"], as_json(report))
+        # the list below shows what is shown: this replay's name once saved, else none picked
+        st.session_state["saved_replay"] = safe_run_name(name) if name.strip() else ""
+        if name.strip():
+            saved_as = safe_run_name(name)
+            st.success(
+                plain(f"Saved as {saved_as}: {REPLAYS}/{saved_as}.jsonl, and its report {REPLAYS}/{saved_as}.json")
+            )
 
     def show_saved():  # on choosing a saved replay (not at every rerun: a fresh replay stays shown until then)
         pick = st.session_state["saved_replay"]
         st.session_state["replay_shown"] = (run["name"], saved(folder, pick) or pick) if pick else None
 
+    names = replay_names(folder)  # after a replay just saved
     st.selectbox(
         "Or show a saved replay",
         ["", *names],
@@ -351,24 +383,6 @@ def try_another_reward() -> None:
         disabled=not names,
         on_change=show_saved,
     )
-    if go:
-        try:
-            if not chosen:
-                raise ConfigError("choose at least one reward to replay with")
-            rewards = reward_specs(chosen, [weight(w) for w in weights.replace(",", " ").split()])
-            bar = st.progress(0.0, "Replaying…")
-            report = run_replay(
-                folder,
-                rewards,
-                name.strip() or None,
-                store=store_for(run["name"]),
-                progress=lambda done, total: bar.progress(min(1.0, done / total), f"{done:,} of {total:,} rollouts"),
-            )
-            bar.empty()
-        except (ConfigError, ValueError) as e:
-            st.error(plain(str(e).splitlines()[0]))
-            return
-        st.session_state["replay_shown"] = (run["name"], as_json(report))
     shown = st.session_state.get("replay_shown")
     if shown and shown[0] == run["name"]:
         if isinstance(shown[1], str):
