@@ -42,6 +42,7 @@ REWARD_FLAT = 0.02  # the mean reward moved by less than this (or than its noise
 EVAL_P = 0.05  # eval after below before, and a sign test on the flipped questions says it is not luck
 LR_TOO_LOW = 1e-8  # a learning rate this small moves no weights (a schedule that reached 0)
 LR_JUMP = 1.5  # the learning rate rose by half from one step to the next: a schedule started over
+MORE_TOKENS = 16  # the least max_new_tokens a fix suggests: "4+5=9\nFinal: 9" alone takes about 11 tokens
 KL_FIRST = 0.04  # the KL weight (grpo.beta) a fix suggests where a run has none: the demo's, which kept seeds
 # from unlearning their sums (configs/demo_cpu.yaml); a run that has one is told to double it
 
@@ -73,6 +74,22 @@ class Run:
     @property
     def max_tokens(self) -> int:
         return int(self.config.get("max_new_tokens") or 256)
+
+    @property
+    def more_tokens(self) -> str:
+        """The token budget a fix suggests: twice the run's, at least MORE_TOKENS."""
+        return f"max_new_tokens={max(2 * self.max_tokens, MORE_TOKENS)}"
+
+    def lacks(self, setting: str) -> bool:
+        """Whether a fix's `setting` would change this run: stop_at_final=true, grpo.temperature=0.7 (TRL
+        samples at 1.0 unless told) or a format reward, which it may have already."""
+        temperature = float((self.config.get("grpo") or {}).get("temperature", 1.0))
+        rewards = [r.get("name") for r in self.config.get("rewards") or [] if isinstance(r, dict)]
+        return {
+            "stop_at_final": not self.config.get("stop_at_final"),
+            "temperature": temperature > 0.7,
+            "format": "format" not in rewards,
+        }[setting]
 
     @property
     def limit(self) -> str:
@@ -143,6 +160,12 @@ def late_from(series: pd.Series) -> int:
     return int(series.index[-window(len(series))])
 
 
+def either(*fixes: str | bool) -> str:
+    """The fixes given (those that are not False), in words: "a, b or c"."""
+    given = [f for f in fixes if f]
+    return given[0] if len(given) == 1 else ", ".join(given[:-1]) + " or " + given[-1]
+
+
 def learning_rate(run: Run) -> float:
     return float((run.config.get("train") or {}).get("learning_rate") or 5e-6)
 
@@ -176,8 +199,11 @@ def truncated(
         steps,
         f"{share:.0%} of {which} hit {run.limit} and were cut off before a Final: line, so they score as malformed.",
         {"truncated_share": round(share, 3), "max_new_tokens": run.config.get("max_new_tokens")},
-        f"raise max_new_tokens (e.g. max_new_tokens={run.max_tokens * 2}), end completions at their Final line "
-        "(stop_at_final=true) or ask for shorter reasoning"
+        either(
+            f"raise max_new_tokens (e.g. {run.more_tokens})",
+            run.lacks("stop_at_final") and "end completions at their Final line (stop_at_final=true)",
+            "ask for shorter reasoning",
+        )
         if "max_new_tokens" in run.config
         else "raise max_completion_length, or ask for shorter reasoning",
         run.store.examples("truncated", since, run.max_tokens) if len(run.steps) else [],
@@ -233,15 +259,18 @@ def without_signal(
             }
         )
     if cut:
-        fix = (
-            f"give it more room (max_new_tokens={run.max_tokens * 2}), end completions at their Final line "
-            "(stop_at_final=true), or ask for shorter reasoning"
+        fix = either(
+            f"give it more room ({run.more_tokens})",
+            run.lacks("stop_at_final") and "end completions at their Final line (stop_at_final=true)",
+            "ask for shorter reasoning",
         )
     elif malformed:
-        fix = (
-            f"stop generating at the end of the Final: line (stop_at_final=true), give it more room "
-            f"(max_new_tokens={run.max_tokens * 2}), sample less wildly (grpo.temperature=0.7), or add a format "
-            "reward (rewards=[{name: gsm8k, weight: 1.0}, {name: format, weight: 0.5}])"
+        fix = either(
+            run.lacks("stop_at_final") and "stop generating at the end of the Final: line (stop_at_final=true)",
+            f"give it more room ({run.more_tokens})",
+            run.lacks("temperature") and "sample less wildly (grpo.temperature=0.7)",
+            run.lacks("format")
+            and "add a format reward (rewards=[{name: gsm8k, weight: 1.0}, {name: format, weight: 0.5}])",
         )
     else:
         fix = (

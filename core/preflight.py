@@ -352,15 +352,20 @@ def in_subprocess(cfg: RunConfig, progress=None, questions: int | None = None) -
                 text=True,
             )
             said = ""
-            for line in process.stderr:
-                if line.startswith("preflight: ") and progress:
-                    progress(line.removeprefix("preflight: ").strip())
-                elif line.startswith("error: ") or line.strip():
-                    said = line.strip()
-            process.wait()
+            try:
+                for line in process.stderr:
+                    if line.startswith("preflight: ") and progress:
+                        progress(line.removeprefix("preflight: ").strip())  # where a page that was left stops
+                    elif line.strip():
+                        said = line.strip()
+                process.wait()
+            finally:
+                if process.poll() is None:  # stopped while it runs (the page was left): the check ends with it
+                    process.kill()
+                    process.wait()
         if process.returncode in (0, 1):
-            with open(out, encoding="utf-8") as f:
-                return json.loads(f.read()), ""
+            with open(out, encoding="utf-8") as f, contextlib.suppress(ValueError):
+                return json.loads(f.read()), ""  # no report: it failed (a traceback exits 1 too)
     return None, said.removeprefix("error: ") or f"the pre-flight stopped with exit code {process.returncode}"
 
 
@@ -379,7 +384,7 @@ def show(report: Report) -> str:
         lines.append(f"  {name.replace('_', ' ')}: {getattr(report, name):.0%} [{s[name][0]:.0%}–{s[name][1]:.0%}]")
     why = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in report.why_without_signal.items() if n)
     lines += [
-        f"    of those groups: {why or 'none'}",
+        f"    of those groups (a group can be several): {why or 'none'}",
         f"  reward: mean {report.reward_mean:.3f}, std {report.reward_std:.3f}; "
         f"mean |advantage| {report.mean_abs_advantage:.3f}",
         f"  completion tokens: mean {report.completion_tokens['mean']:.1f}, "

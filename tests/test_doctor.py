@@ -161,6 +161,21 @@ def test_a_fix_asks_for_a_stronger_kl_term_than_the_runs_own(tmp_path):
         assert asked in finding.fix and finding.fix.count("grpo.beta=") == 1, (grpo, finding.fix)
 
 
+def test_a_fix_suggests_only_what_the_run_does_not_have_already(tmp_path):
+    run_dir = make_run(tmp_path, "format", lambda s, g, k, rng: (MALFORMED, 20))  # the format fails
+    store, config = RunStore(run_dir), read_config(run_dir)
+    store.refresh()
+    has = {
+        "stop_at_final": True,
+        "grpo": {"temperature": 0.7},
+        "rewards": [{"name": "gsm8k", "weight": 1.0}, {"name": "format", "weight": 0.5}],
+    }
+    (finding,) = [f for f in diagnose(store, {**config, **has}) if f.code == "no_signal"]
+    assert finding.fix == f"give it more room (max_new_tokens={2 * MAX_TOKENS})"  # what is left to try
+    (finding,) = [f for f in diagnose(store, {**config, "max_new_tokens": 1}) if f.code == "no_signal"]
+    assert "max_new_tokens=16" in finding.fix  # not 2: room for a Final line at least
+
+
 def test_a_healthy_run_has_no_findings(tmp_path):
     _, findings = findings_of(make_run(tmp_path, "healthy", healthy))
     assert findings == []

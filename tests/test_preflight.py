@@ -27,10 +27,51 @@ def test_a_config_that_cannot_write_a_final_line_is_predicted_not_to_learn(tiny_
         findings["no_signal"]["severity"] == "problem"
         and "cut off at the token limit" in findings["no_signal"]["message"]
     )
-    assert "max_new_tokens=6" in findings["no_signal"]["fix"] and findings["truncation"]["severity"] == "problem"
+    assert "max_new_tokens=16" in findings["no_signal"]["fix"] and findings["truncation"]["severity"] == "problem"
     main(["--config", "configs/demo_cpu.yaml", "--set", "max_new_tokens=3", "--questions", "8"])  # as text
     out = capsys.readouterr().out
     assert "verdict: this run cannot learn as configured" in out and "no_signal" in out
+
+
+def test_a_reward_that_fails_is_one_line_and_exit_2(tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "mine.py").write_text("def f(prompts, completions, **kw):\n    raise RuntimeError('boom')\n")
+    rewards = f"rewards=[{{name: {tmp_path}/mine.py:f}}]"
+    assert main(["--config", "configs/demo_cpu.yaml", "--set", rewards, "--questions", "2"]) == 2  # not 1: no verdict
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: reward '{tmp_path}/mine.py:f' raised RuntimeError: boom on step 1, prompt ")
+
+
+def fake_python(tmp_path, script: str) -> str:
+    """An executable that stands in for `python -m core.preflight`, as `script` (shell) has it behave."""
+    path = tmp_path / "python"
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_a_check_that_crashes_or_is_left_gives_a_line_and_leaves_no_process(tmp_path, monkeypatch):
+    import psutil
+
+    import core.preflight
+    from core.config import load_config
+
+    cfg = load_config("configs/demo_cpu.yaml")
+    crash = "echo 'Traceback (most recent call last):' >&2; echo 'IndexError: list index out of range' >&2; exit 1"
+    monkeypatch.setattr(core.preflight.sys, "executable", fake_python(tmp_path, crash))
+    assert core.preflight.in_subprocess(cfg) == (None, "IndexError: list index out of range")  # exit 1, no report
+
+    class Left(Exception):  # what Streamlit raises in a page's script when the page is left
+        pass
+
+    def progress(line):
+        raise Left(line)
+
+    slow = "echo 'preflight: loading data and model' >&2; exec sleep 60"
+    monkeypatch.setattr(core.preflight.sys, "executable", fake_python(tmp_path, slow))
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with pytest.raises(Left):
+        core.preflight.in_subprocess(cfg, progress=progress)
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= before  # the check ended with the page
 
 
 @pytest.mark.parametrize(
@@ -123,7 +164,7 @@ def test_the_demo_preset_is_predicted_to_learn_and_check_before_launch_says_it_i
         "This run cannot learn as configured: no sampled group got rewards that differ (see the findings)."
     )
     fixes = " ".join(e.value for e in at.error[1:])
-    assert "'Max new tokens' = 6" in fixes and "max_new_tokens=" not in fixes  # the fix in the form's words
+    assert "'Max new tokens' = 16" in fixes and "max_new_tokens=" not in fixes  # the fix in the form's words
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Groups without a signal"] == "100%" and metrics["Cut at Max new tokens"] == "100%"
     assert list(tmp_path.iterdir()) == []  # a check launches nothing and writes no run folder
