@@ -6,6 +6,7 @@ text and never runs. Screenshots of every page visited go to test-artifacts/.
 """
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -152,6 +153,8 @@ def server(tmp_path, tiny_model_dir):
 
 
 def test_launch_watch_and_read_in_a_real_browser(server):
+    import core.tokens
+
     url, runs = server
     ARTIFACTS.mkdir(exist_ok=True)
     with browser_page(viewport={"width": 1500, "height": 1100}) as page:
@@ -208,27 +211,24 @@ def test_launch_watch_and_read_in_a_real_browser(server):
             # its token view: each token's figures, as `python -m core.tokens` gives them
             page.get_by_text("What training did to each token").click()
             page.locator("span.token").first.wait_for(timeout=120_000)
-            tokens = json.loads(
-                subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "core.tokens",
-                        str(runs / "e2e_run"),
-                        "--step",
-                        "1",
-                        "--prompt-id",
-                        first["prompt_id"],
-                        "--sample",
-                        "0",
-                        "--json",
-                    ],
-                    cwd=ROOT,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                ).stdout
-            )
+            # the command's main() in this process (its own start is test_tokens'): a fresh interpreter's imports saved
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                assert (
+                    core.tokens.main(
+                        [
+                            str(runs / "e2e_run"),
+                            "--step",
+                            "1",
+                            "--prompt-id",
+                            first["prompt_id"],
+                            "--sample",
+                            "0",
+                            "--json",
+                        ]
+                    )
+                    == 0
+                )
+            tokens = json.loads(out.getvalue())
             titles = page.locator("span.token").evaluate_all("spans => spans.map(s => s.title)")
             assert len(titles) == len(tokens)
             for title, t in zip(titles, tokens):
@@ -450,7 +450,7 @@ def test_charts_are_redrawn_in_place_and_hover_marks_every_chart(server, path, t
     with browser_page(viewport={"width": 1500, "height": 1000}) as page:
         page.goto(f"{url}/{path}?run=learning")
         page.get_by_text(title).first.wait_for()
-        page.wait_for_timeout(2000)
+        settled(page)  # its script run and every chart drawn: the curve to compare with
         before = page.evaluate(FIRST_CURVE)
         page.evaluate(WATCH_CHARTS)
         grow(runs / "learning")
