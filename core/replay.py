@@ -134,7 +134,10 @@ def reward_specs(names: list[str], weights: list[float]) -> list[tuple[str, obje
         )
     weights = weights or [1.0] * len(names)
     if len(weights) != len(names):
-        raise ConfigError(f"{len(weights)} weights for {len(names)} rewards: give one for each, or none")
+        raise ConfigError(
+            f"{len(weights)} weight{'s' * (len(weights) != 1)} for {len(names)} reward{'s' * (len(names) != 1)}: "
+            "give one for each, or none"
+        )
     try:
         return [(name, resolve_reward(name), float(w)) for name, w in zip(names, weights)]
     except ValueError as e:

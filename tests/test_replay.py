@@ -370,6 +370,12 @@ def test_the_rewards_page_replays_and_shows_the_same_counts(tmp_path, monkeypatc
     at.button(key="FormSubmitter:replay-Replay").click().run()
     said = "weight 'abc' is not a number: give numbers separated by commas, e.g. 1.0, 0.5"
     assert [shown(e.value) for e in at.error] == [said] and not at.exception
+    at.text_input(key="replay_weights").set_value("1,5")  # a decimal comma: two weights for one reward
+    at.button(key="FormSubmitter:replay-Replay").click().run()
+    said = (
+        "2 weights for 1 reward: weights are separated by commas, so a decimal is written with a point (1.5, not 1,5)"
+    )
+    assert [shown(e.value) for e in at.error] == [said] and not at.exception
     at.text_input(key="replay_weights").set_value("")
     at.button(key="FormSubmitter:replay-Replay").click().run()  # a fresh replay: no saved one is picked below it
     assert not at.exception and not at.error and at.selectbox(key="saved_replay").value == ""

@@ -3,6 +3,7 @@ rate (hovering a step marks it on each); then, over a step window, a histogram a
 category. Vega-Lite charts with fixed specs, so that a live refresh updates their data in place. Last,
 "Try another reward": core.replay scores every logged completion again with other rewards."""
 
+import re
 import warnings
 
 import altair as alt
@@ -178,12 +179,23 @@ def in_window(histogram: pd.DataFrame, lengths: pd.DataFrame | None):
     return alt.hconcat(*panels).resolve_scale(color="independent")
 
 
-def weight(text: str) -> float:
-    """One of the replay's weights as typed (core.replay.number), else ConfigError naming it."""
-    try:
-        return number(text)
-    except ValueError:
-        raise ConfigError(f"weight {text!r} is not a number: give numbers separated by commas, e.g. 1.0, 0.5") from None
+def weights_of(text: str, rewards: int) -> list[float]:
+    """The replay's weights as typed, separated by commas (core.replay.number each), else ConfigError naming
+    the first that is not a number, or saying how a decimal is written where commas made the count wrong."""
+    typed = text.replace(",", " ").split()
+    for each in typed:
+        try:
+            number(each)
+        except ValueError:
+            raise ConfigError(
+                f"weight {each!r} is not a number: give numbers separated by commas, e.g. 1.0, 0.5"
+            ) from None
+    if len(typed) not in (0, rewards) and re.search(r"\d,\d", text):
+        raise ConfigError(
+            f"{len(typed)} weights for {rewards} reward{'s' * (rewards != 1)}: weights are separated by commas, "
+            "so a decimal is written with a point (1.5, not 1,5)"
+        )
+    return [number(each) for each in typed]
 
 
 @st.fragment(run_every=live_every(run, CHART_SECONDS))
@@ -348,7 +360,7 @@ def try_another_reward() -> None:
         try:
             if not chosen:
                 raise ConfigError("choose at least one reward to replay with")
-            rewards = reward_specs(chosen, [weight(w) for w in weights.replace(",", " ").split()])
+            rewards = reward_specs(chosen, weights_of(weights, len(chosen)))
             report = run_replay(
                 folder,
                 rewards,
