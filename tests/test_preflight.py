@@ -164,7 +164,8 @@ def test_the_demo_preset_is_predicted_to_learn_and_check_before_launch_says_it_i
         "This run cannot learn as configured: no sampled group got rewards that differ (see the findings)."
     )
     fixes = " ".join(e.value for e in at.error[1:])
-    assert "'Max new tokens' = 16" in fixes and "max_new_tokens=" not in fixes  # the fix in the form's words
+    assert "'Max new tokens' = 16" in fixes and "max_new_tokens" not in fixes  # the findings in the form's words
+    assert "hit 'Max new tokens' (3)" in fixes
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Groups without a signal"] == "100%" and metrics["Cut at Max new tokens"] == "100%"
     assert list(tmp_path.iterdir()) == []  # a check launches nothing and writes no run folder

@@ -84,14 +84,15 @@ errors = st.session_state.get(k + "errors", {})  # config key -> what is wrong, 
 
 
 def in_form_words(text: str) -> str:
-    """A fix that names config keys (`max_new_tokens=32`), in the form's words ('Max new tokens' = 32)."""
+    """A finding or a fix that names config keys (`max_new_tokens=32`, `max_new_tokens (16)`), in the form's
+    words ('Max new tokens' = 32, 'Max new tokens' (16))."""
 
     def label(match):
-        key = match.group(1)
+        key, setting = match.group(1), match.group(2)
         name = FIELDS.get(key) or (f"{key.removeprefix('grpo.')} (Advanced)" if key.startswith("grpo.") else None)
-        return f"'{name}' = " if name else match.group(0)
+        return (f"'{name}' = " if setting else f"'{name}'") if name else match.group(0)
 
-    return re.sub(r"\b([a-z_]+(?:\.[a-z_]+)?)=", label, text)
+    return re.sub(r"\b([a-z_]+(?:\.[a-z_]+)?)\b(=?)", label, text)
 
 
 def preflight_view(report: dict | None, why: str) -> None:
@@ -145,7 +146,7 @@ def preflight_view(report: dict | None, why: str) -> None:
     c3.metric("Peak memory", f"{report['peak_memory_mb']:,.0f} MB", help=report["peak_memory_of"])
     for f in report["findings"]:
         {"problem": st.error, "warning": st.warning}.get(f["severity"], st.info)(
-            f"**{f['code']}**: {f['message']}  \nFix: {in_form_words(f['fix'])}"
+            f"**{f['code']}**: {in_form_words(f['message'])}  \nFix: {in_form_words(f['fix'])}"
         )
     for kind, label in (("best_of_signal", "From a group with a signal"), ("no_signal", "From a group without one")):
         example = report["examples"].get(kind)
