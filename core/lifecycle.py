@@ -25,6 +25,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -311,6 +312,8 @@ def run_in_folder(pipeline, cfg: RunConfig, stop: GracefulStop, resume: Path | N
     except ConfigError as e:
         if status:
             status.update(state="failed", error=str(e), exit_code=2, ended_at=time.time())
+        if e.__cause__ is not None:  # a reward that raised mid-run (core.rewards.called): where, for train.log
+            traceback.print_exception(e.__cause__, file=sys.stderr)
         print(f"error: {e}", file=sys.stderr)
         return 2
     except BaseException as e:

@@ -342,30 +342,34 @@ def in_subprocess(cfg: RunConfig, progress=None, questions: int | None = None) -
         with open(config, "w", encoding="utf-8") as f:
             yaml.safe_dump(cfg.to_dict(), f)
         command = [sys.executable, "-m", "core.preflight", "--config", config, "--json"]
-        with open(out, "w", encoding="utf-8") as stdout:
-            process = subprocess.Popen(
+        said = ""
+        with (
+            open(out, "w", encoding="utf-8") as stdout,
+            subprocess.Popen(
                 command + (["--questions", str(questions)] if questions else []),
                 cwd=REPO,
                 env=env,
                 stdout=stdout,
                 stderr=subprocess.PIPE,
                 text=True,
-            )
-            said = ""
+            ) as process,
+        ):
             try:
                 for line in process.stderr:
-                    if line.startswith("preflight: ") and progress:
-                        progress(line.removeprefix("preflight: ").strip())  # where a page that was left stops
+                    if line.startswith("preflight: "):
+                        if progress:  # where a page's script stops when it is left or run again
+                            progress(line.removeprefix("preflight: ").strip())
                     elif line.strip():
                         said = line.strip()
                 process.wait()
             finally:
-                if process.poll() is None:  # stopped while it runs (the page was left): the check ends with it
+                if process.poll() is None:  # its page stopped (left, or run again): the check ends with it
                     process.kill()
-                    process.wait()
         if process.returncode in (0, 1):
             with open(out, encoding="utf-8") as f, contextlib.suppress(ValueError):
                 return json.loads(f.read()), ""  # no report: it failed (a traceback exits 1 too)
+    if process.returncode < 0:
+        return None, f"the pre-flight was killed by signal {-process.returncode} (out of memory?)"
     return None, said.removeprefix("error: ") or f"the pre-flight stopped with exit code {process.returncode}"
 
 

@@ -64,6 +64,7 @@ class Replay:
     flipped_groups: list[dict] = field(default_factory=list)  # the first CHANGED_KEPT: step, prompt_id
     seconds: float = 0.0
     reward_seconds: float = 0.0  # of those, inside the reward functions
+    saved_as: str | None = None  # the name it was saved under (replays/<name>.*), made safe for a file
 
     @property
     def rollouts_per_second(self) -> float:
@@ -287,11 +288,14 @@ def compare(report: Replay, rows: list[dict], values: list[list], rewards: list[
     """Add one step's rows (`rows`, every function's new `values`) to `report`: the changed samples, the
     step's means and groups without a signal, and the groups whose advantages change sign."""
     after = weighted(values, [w for _, _, w in rewards])
-    if not math.isfinite(sum(v * v for v in after if v is not None)):  # the spread of a step's rewards sums squares
-        raise ConfigError(
-            f"the weighted rewards of step {rows[0]['step']} are too large to compute with (a float overflows): "
-            "give smaller weights"
-        )
+    for which, rewards_of, fix in (
+        ("logged", [r["reward"] for r in rows], "the run's rollouts/ record rewards this large"),
+        ("weighted", after, "give smaller weights, or rewards of a smaller size"),
+    ):
+        if not math.isfinite(sum(abs(v) for v in rewards_of if v is not None)):  # a step's mean would overflow
+            raise ConfigError(
+                f"the {which} rewards of step {rows[0]['step']} are too large to add up (a float overflows): {fix}"
+            )
     groups: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         groups.setdefault(row["prompt_id"], []).append(i)
@@ -386,6 +390,7 @@ def run_replay(
         with contextlib.suppress(OSError):
             path.parent.rmdir()  # only when empty: a replay that failed leaves no folder behind
         raise
+    report.saved_as = save_as
     write_json_atomic(replay_report_path(run_dir, save_as), as_json(report))
     return report
 
@@ -469,9 +474,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.save is not None:
-        name = safe_run_name(args.save)
-        print(f"replay: saved as {name!r}: {replay_path(args.run_dir, name)} and its report", file=sys.stderr)
+    if report.saved_as:
+        print(
+            f"replay: saved as {report.saved_as!r}: {replay_path(args.run_dir, report.saved_as)} and its report",
+            file=sys.stderr,
+        )
     print(json.dumps(as_json(report), indent=2) if args.json else show(report, args.run_dir))
     return 0
 

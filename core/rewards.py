@@ -9,8 +9,8 @@ malformed. The same parser serves training rewards and evaluation.
 
 from __future__ import annotations
 
+import inspect
 import math
-import numbers
 import re
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
@@ -172,21 +172,30 @@ def resolve_reward(name: str):
 
 
 class RewardError(ConfigError):
-    """A reward that cannot score: it raised, or returned something other than one number per completion."""
+    """A reward that cannot score: it raised (its exception is the cause), or returned something other
+    than one number per completion."""
+
+
+FLOAT32_MAX = 3.4028234663852886e38  # TRL keeps rewards as float32: a larger value would be inf there
 
 
 def called(name: str, fn, kwargs: dict, where, batch: str) -> list[float | None]:
     """Reward `name`'s values, `fn(**kwargs)` as TRL calls it (the run, the pre-flight and the replay
-    alike), checked as TRL needs them: one finite number per completion, or None where the reward does
-    not apply (NaN counts as None, as TRL takes it). RewardError, one line naming the reward and the
-    first completion it fails on (`where(i)`: the i-th, in words; `batch`: the call's batch, in words)."""
+    alike), checked as TRL needs them: one number per completion (a Python, NumPy or 0-d tensor number,
+    finite and within float32's range), or None where the reward does not apply (NaN counts as None, as
+    TRL takes it). RewardError, one line naming the reward and the first completion it fails on
+    (`where(i)`: the i-th, in words; `batch`: the call's batch, in words)."""
     count = len(kwargs["completions"])
     try:
         result = fn(**kwargs)
     except Exception as e:
         raise RewardError(
             f"reward {name!r} raised {_failure(e, kwargs)} on {_first_failing(fn, kwargs, where, batch)}"
-        ) from None
+        ) from e
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()  # never awaited: no warning about it
+        raise RewardError(f"reward {name!r} is async: give a plain function (def, not async def)")
     try:
         values = list(result)
     except TypeError:
@@ -199,18 +208,36 @@ def called(name: str, fn, kwargs: dict, where, batch: str) -> list[float | None]
             f"reward {name!r} returned {len(values)} values for {count} completions ({batch}): it must return "
             "one per completion"
         )
+    checked = []
     for i, value in enumerate(values):
-        if value is not None and not isinstance(value, numbers.Real):
+        number = None if value is None else _number_of(value)
+        if value is not None and number is None:
             raise RewardError(
-                f"reward {name!r} returned {value!r} ({type(value).__name__}) for {where(i)}: a reward is a "
-                "number, or None where it does not apply"
+                f"reward {name!r} returned {value!r} ({_type_name(value)}) for {where(i)}: a reward is a number, "
+                "or None where it does not apply"
             )
-        if value is not None and math.isinf(value):
+        if number is not None and not math.isnan(number) and not abs(number) <= FLOAT32_MAX:
             raise RewardError(
-                f"reward {name!r} returned {value!r} for {where(i)}: a reward is a finite number, or None where "
-                "it does not apply"
+                f"reward {name!r} returned {value!r} for {where(i)}: a reward is a finite number within float32's "
+                "range (TRL's rewards are float32), or None where it does not apply"
             )
-    return [None if v is None or math.isnan(v) else float(v) for v in values]
+        checked.append(None if number is None or math.isnan(number) else number)
+    return checked
+
+
+def _type_name(value) -> str:
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _number_of(value) -> float | None:
+    """`value` as a float where it is one number (int, float, bool, a NumPy scalar, a 0-d tensor), else None."""
+    if isinstance(value, (str, bytes)):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):  # a list, a tensor of several values
+        return None
 
 
 def _failure(e: Exception, kwargs: dict) -> str:

@@ -71,11 +71,7 @@ def logged_rewards(rewards: list[tuple[str, object, float]], recorder: RolloutRe
     first, so a completion's place in its group is its global index modulo K."""
     values: dict[str, list] = {}
 
-    def write(prompts, completions, completion_ids, trainer_state, kwargs):
-        offset = recorder.rank * len(completions)
-        # TRL's convention: the update a batch feeds is step global_step + 1, and its metrics are logged
-        # under that step; the completions scored for it belong to the same step (the first is step 1)
-        step = trainer_state.global_step + 1 if trainer_state is not None else 1
+    def write(prompts, completions, completion_ids, step, offset, kwargs):
         now = time.time()
         records = []
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
@@ -105,8 +101,10 @@ def logged_rewards(rewards: list[tuple[str, object, float]], recorder: RolloutRe
 
     def wrap(name, fn, last):
         def reward(prompts, completions, completion_ids=None, trainer_state=None, **kwargs):
+            # TRL's convention: the update a batch feeds is step global_step + 1, and its metrics are logged
+            # under that step; the completions scored for it belong to the same step (the first is step 1)
             step = trainer_state.global_step + 1 if trainer_state is not None else 1
-            offset = recorder.rank * len(completions)
+            offset = recorder.rank * len(completions)  # this rank's first completion's place in the batch
             values[name] = called(  # one finite number (or None) per completion, else one line naming it
                 name,
                 fn,
@@ -121,7 +119,7 @@ def logged_rewards(rewards: list[tuple[str, object, float]], recorder: RolloutRe
                 f"step {step}",
             )
             if last:
-                write(prompts, completions, completion_ids, trainer_state, kwargs)
+                write(prompts, completions, completion_ids, step, offset, kwargs)
             return values[name]
 
         reward.__name__ = name  # TRL names its metrics after it: rewards/<name>/mean

@@ -300,6 +300,24 @@ def test_every_form_field_reads_back_its_own_text():
             "dataset.n_train=3 is fewer than the 4 questions a generation batch samples (32 completions / "
             "num_generations=8): TRL would train no step at all. Set dataset.n_train=4 or more",
         ),
+        (  # ... of several processes, or of a generation batch the config sets
+            "",
+            [
+                "dataset.n_train=5",
+                "train.per_device_train_batch_size=8",
+                "train.gradient_accumulation_steps=1",
+                "launch.num_processes=6",
+            ],
+            {},
+            "the 6 questions a generation batch samples (48 completions / num_generations=8)",
+        ),
+        (
+            "",
+            ["dataset.n_train=5", "grpo.generation_batch_size=64"],
+            {},
+            "fewer than the 8 questions a generation batch samples (64 completions / num_generations=8): TRL "
+            "would train no step at all. Set dataset.n_train=8 or more, or a smaller grpo.generation_batch_size",
+        ),
         ("", ["launch.num_processes=0"], {}, "'launch.num_processes' has value 0"),
         # non-positive values
         (

@@ -59,6 +59,9 @@ def test_a_check_that_crashes_or_is_left_gives_a_line_and_leaves_no_process(tmp_
     crash = "echo 'Traceback (most recent call last):' >&2; echo 'IndexError: list index out of range' >&2; exit 1"
     monkeypatch.setattr(core.preflight.sys, "executable", fake_python(tmp_path, crash))
     assert core.preflight.in_subprocess(cfg) == (None, "IndexError: list index out of range")  # exit 1, no report
+    killed = "echo 'preflight: sampled 8 questions' >&2; echo 'a warning' >&2; kill -9 $$"
+    monkeypatch.setattr(core.preflight.sys, "executable", fake_python(tmp_path, killed))
+    assert core.preflight.in_subprocess(cfg) == (None, "the pre-flight was killed by signal 9 (out of memory?)")
 
     class Left(Exception):  # what Streamlit raises in a page's script when the page is left
         pass

@@ -224,7 +224,7 @@ def test_a_reward_that_fails_is_one_line_naming_the_first_input_and_the_run_is_u
         (["--reward", "gsm8k", "--weight", "1", "--weight", "2"], "two --weight for --reward gsm8k"),
         (["--weight", "0.5", "--reward", "gsm8k"], "--weight 0.5 comes before any --reward"),
         (["--reward", "gsm8k", "--save", "///"], "--save name '///' has no usable characters"),
-        (["--reward", "gsm8k", "--weight", "1e308"], "the weighted rewards of step 1 are too large to compute with"),
+        (["--reward", "gsm8k", "--weight", "1e308"], "the weighted rewards of step 1 are too large to add up"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(run, capsys, args, said):
@@ -357,9 +357,15 @@ def test_the_rewards_page_replays_and_shows_the_same_counts(tmp_path, monkeypatc
     assert "Saved as lenient: replays/lenient.jsonl, and its report replays/lenient.json" in [
         shown(s.value) for s in at.success
     ]
-    assert at.selectbox(key="saved_replay").value == "lenient"  # listed at once, as the replay shown
+    assert at.selectbox(key="saved_replay:learning").value == "lenient"  # listed at once, as the replay shown
+    at.text_input(key="replay_weights").set_value("abc")
+    at.button(key="FormSubmitter:replay-Replay").click().run()  # a replay that fails: what was shown stays, picked
+    assert at.error and at.selectbox(key="saved_replay:learning").value == "lenient"
+    at.run()  # and on the next rerun too
+    assert at.selectbox(key="saved_replay:learning").value == "lenient"
+    assert {m.label: m.value for m in at.metric}["Samples whose reward changed"] == f"{expected.changed:,}"
     at = open_page("rewards", run="learning")  # a new session: the saved replay is listed and shows again
-    at.selectbox(key="saved_replay").set_value("lenient").run()
+    at.selectbox(key="saved_replay:learning").set_value("lenient").run()
     assert {m.label: m.value for m in at.metric}["Samples whose reward changed"] == f"{expected.changed:,}"
     at.multiselect(key="replay_rewards").set_value([])
     at.text_input(key="replay_weights").set_value("1, 2")
@@ -378,8 +384,8 @@ def test_the_rewards_page_replays_and_shows_the_same_counts(tmp_path, monkeypatc
     assert [shown(e.value) for e in at.error] == [said] and not at.exception
     at.text_input(key="replay_weights").set_value("")
     at.button(key="FormSubmitter:replay-Replay").click().run()  # a fresh replay: no saved one is picked below it
-    assert not at.exception and not at.error and at.selectbox(key="saved_replay").value == ""
-    at.selectbox(key="saved_replay").set_value("lenient").run()  # picked again, it shows again
+    assert not at.exception and not at.error and at.selectbox(key="saved_replay:learning").value == ""
+    at.selectbox(key="saved_replay:learning").set_value("lenient").run()  # picked again, it shows again
     assert {m.label: m.value for m in at.metric}["Samples whose reward changed"] == f"{expected.changed:,}"
 
     write_trl_folder(runs / "trl", 5)  # a plain TRL folder: it has no answers to grade, and is only read
@@ -388,3 +394,5 @@ def test_the_rewards_page_replays_and_shows_the_same_counts(tmp_path, monkeypatc
     assert "replay_name" not in [t.key for t in at.text_input]  # nothing to save into TRL's folder
     at.button(key="FormSubmitter:replay-Replay").click().run()
     assert not at.exception and not at.error and not (runs / "trl" / "replays").exists()
+    (caption,) = [c.value for c in at.caption if c.value.startswith("Scores every logged completion")]
+    assert "--save" not in caption and not [s for s in at.selectbox if s.key.startswith("saved_replay")]

@@ -3,7 +3,10 @@
 import typing
 from types import SimpleNamespace
 
-from core.rewards import format_reward, gsm8k_reward, length_penalty
+import numpy as np
+import pytest
+
+from core.rewards import RewardError, format_reward, gsm8k_reward, length_penalty
 from core.rollouts import RolloutRecorder, logged_rewards
 from core.rundir import ROLLOUT_FIELDS, TOKEN_FIELDS
 from tests.conftest import lines
@@ -97,3 +100,15 @@ def test_several_rewards_make_one_record_with_each_value_and_the_weighted_total(
     ]
     assert [r["reward"] for r in records] == [1.0 + 0.5 - 0.002, -0.004]
     assert [r["correct"] for r in records] == [True, False]
+
+
+def test_a_reward_may_return_numpy_numbers_or_none_and_a_bad_value_is_named_where_it_is(tmp_path):
+    reward = logged_reward(
+        lambda prompts, completions, **kw: np.array([1.0, np.nan, 0.5, 0]), RolloutRecorder(tmp_path), 2
+    )
+    assert call(reward, 0, ["a", "b", "c", "d"]) == [1.0, None, 0.5, 0.0]  # NaN: None, as TRL takes it
+    assert [r["rewards"]["gsm8k"] for r in lines(tmp_path / "rollouts" / "rollouts.jsonl")] == [1.0, None, 0.5, 0.0]
+    # K=4 over two ranks: rank 1's second completion is sample 3 of its prompt
+    bad = logged_reward(lambda prompts, completions, **kw: [0.0, "high"], RolloutRecorder(tmp_path, rank=1), 4)
+    with pytest.raises(RewardError, match=r"returned 'high' \(str\) for step 1, prompt a, sample 3: a reward is a"):
+        call(bad, 0, ["x", "y"])

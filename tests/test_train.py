@@ -493,3 +493,22 @@ def test_a_lora_run_saves_its_adapter_evaluates_and_resumes(tiny_model_dir, tmp_
     assert code == 0, err[-3000:]
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "loss" in m and m["attempt"] == 2] == [3]
+
+
+def test_a_reward_that_raises_mid_run_ends_it_with_its_traceback_then_one_line(train_here, tiny_model_dir, tmp_path):
+    (tmp_path / "mine.py").write_text("def f(prompts, completions, **kw):\n    raise RuntimeError('boom')\n")
+    code, err = train_here(
+        "--config",
+        "configs/tiny_cpu.yaml",
+        *[a for s in TINY_SETS for a in ("--set", s)],
+        "--set",
+        f"rewards=[{{name: {tmp_path}/mine.py:f}}]",
+        "--set",
+        "eval.enabled=false",
+        "--set",
+        f"train.output_dir={tmp_path / 'run'}",
+    )
+    assert code == 2 and read_status(tmp_path / "run")["state"] == "failed"
+    assert f'{tmp_path}/mine.py", line 2, in f' in err  # where it raised, for whoever debugs the reward (train.log)
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: reward '{tmp_path}/mine.py:f' raised RuntimeError: boom on step 1, prompt "), last

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from core.builtin_models import BUILTIN_MODELS
 from core.config.schema import LORA_BIASES, SECTIONS, RunConfig
-from core.config.trl_args import TRACKERS, grpo_default, installed_trackers, trackers
+from core.config.trl_args import TRACKERS, generation_batch, grpo_default, installed_trackers, trackers
 from core.config.values import get_value
 from core.errors import ConfigError
 
@@ -62,14 +62,15 @@ def _generation_batch_problems(cfg: RunConfig):
         )
         return
     asked = cfg.grpo.get("generation_batch_size") or batch * procs * (cfg.grpo.get("steps_per_generation") or 0)
-    questions = (asked or batch * accum * procs) // k  # the questions one generation batch samples K times each
-    if 0 < cfg.dataset.n_train < questions:
+    completions = generation_batch(cfg)
+    if 0 < cfg.dataset.n_train < completions // k:  # TRL samples whole batches of questions, K times each
         yield (
             "dataset.n_train",
             (
-                f"dataset.n_train={cfg.dataset.n_train} is fewer than the {questions} questions a generation batch "
-                f"samples ({asked or batch * accum * procs} completions / num_generations={k}): TRL would train "
-                f"no step at all. Set dataset.n_train={questions} or more, or take fewer completions a step"
+                f"dataset.n_train={cfg.dataset.n_train} is fewer than the {completions // k} questions a generation "
+                f"batch samples ({completions} completions / num_generations={k}): TRL would train no step at all. "
+                f"Set dataset.n_train={completions // k} or more, or a smaller "
+                + ("grpo.generation_batch_size" if cfg.grpo.get("generation_batch_size") else "batch")
             ),
         )
     if not asked:

@@ -34,16 +34,23 @@ GRPO_FROM_CONFIG = {
 }
 
 
+def generation_batch(cfg) -> int:
+    """The completions TRL samples at a time: grpo.generation_batch_size, else per-device batch x processes
+    x grpo.steps_per_generation (by default gradient_accumulation_steps: one optimizer step's worth)."""
+    t, launch = cfg.train, cfg.launch
+    per_micro = t.per_device_train_batch_size * launch.num_processes * launch.num_machines
+    return cfg.grpo.get("generation_batch_size") or per_micro * (
+        cfg.grpo.get("steps_per_generation") or t.gradient_accumulation_steps
+    )
+
+
 def updates_per_batch(cfg) -> float:
     """How many optimizer steps each generation batch of samples trains: 1 (TRL's default, fresh samples
     at every step) unless grpo.steps_per_generation, grpo.generation_batch_size or grpo.num_iterations
     asks for reuse; fractional when a step trains on several batches."""
     t, launch = cfg.train, cfg.launch
     per_micro = t.per_device_train_batch_size * launch.num_processes * launch.num_machines
-    generation = cfg.grpo.get("generation_batch_size") or per_micro * (
-        cfg.grpo.get("steps_per_generation") or t.gradient_accumulation_steps
-    )
-    return generation / (per_micro * t.gradient_accumulation_steps) * (cfg.grpo.get("num_iterations") or 1)
+    return generation_batch(cfg) / (per_micro * t.gradient_accumulation_steps) * (cfg.grpo.get("num_iterations") or 1)
 
 
 # The trackers transformers reports to (its INTEGRATION_TO_CALLBACK names; a test checks this list

@@ -13,7 +13,7 @@ import streamlit as st
 from core.errors import ConfigError
 from core.replay import as_json, number, reward_specs, run_replay, saved
 from core.rewards import REWARDS
-from core.rundir import REPLAYS, read_config, replay_names, safe_run_name
+from core.rundir import REPLAYS, read_config, replay_names
 from core.trl_runs import is_trl_run
 from dashboard.caches import folder_of, store_for
 from dashboard.widgets import (
@@ -323,13 +323,18 @@ def try_another_reward() -> None:
     """Choose rewards among the built-ins and the run's own, replay them on every logged completion (or
     show a saved replay): what they would have scored, without training."""
     st.subheader("Try another reward")
-    st.caption(
-        "Scores every logged completion again with the rewards chosen here, as TRL would call them; "
-        "nothing trains and nothing is written unless you name the replay to save. Your own function: "
-        "`python -m core.replay RUN --reward module:function --save NAME`, then pick it below."
-    )
     folder = folder_of(run["name"])
     trl = is_trl_run(folder)  # its folder is TRL's: read, never written
+    st.caption(
+        "Scores every logged completion again with the rewards chosen here, as TRL would call them; nothing "
+        + (
+            "trains and nothing is written into a TRL folder. Your own function: "
+            "`python -m core.replay RUN --reward module:function`."
+            if trl
+            else "trains and nothing is written unless you name the replay to save. Your own function: "
+            "`python -m core.replay RUN --reward module:function --save NAME`, then pick it below."
+        )
+    )
     own = [r["name"] for r in read_config(folder).get("rewards") or [] if isinstance(r, dict) and "name" in r]
     offered = list(dict.fromkeys([*REWARDS, *own]))
     with st.form("replay"):
@@ -355,6 +360,7 @@ def try_another_reward() -> None:
             )
         )
         go = st.form_submit_button("Replay", type="primary")
+    key = f"saved_replay:{run['name']}"  # each run its own pick, as its own replay shown
     if go:
         bar = st.progress(0.0, "Replaying…")
         try:
@@ -369,32 +375,34 @@ def try_another_reward() -> None:
                 progress=lambda done, total: bar.progress(min(1.0, done / total), f"{done:,} of {total:,} rollouts"),
             )
         except (ConfigError, ValueError) as e:
-            st.error(plain(str(e).splitlines()[0]))
-            return
+            st.error(plain(str(e).splitlines()[0]))  # what was shown stays, with its pick below
+        else:
+            st.session_state["replay_shown"] = (run["name"], as_json(report))
+            st.session_state[key] = report.saved_as or ""  # the list shows what is shown: this one, or none
+            if report.saved_as:
+                st.success(
+                    plain(
+                        f"Saved as {report.saved_as}: {REPLAYS}/{report.saved_as}.jsonl, "
+                        f"and its report {REPLAYS}/{report.saved_as}.json"
+                    )
+                )
         finally:
             bar.empty()
-        st.session_state["replay_shown"] = (run["name"], as_json(report))
-        # the list below shows what is shown: this replay's name once saved, else none picked
-        st.session_state["saved_replay"] = safe_run_name(name) if name.strip() else ""
-        if name.strip():
-            saved_as = safe_run_name(name)
-            st.success(
-                plain(f"Saved as {saved_as}: {REPLAYS}/{saved_as}.jsonl, and its report {REPLAYS}/{saved_as}.json")
-            )
 
     def show_saved():  # on choosing a saved replay (not at every rerun: a fresh replay stays shown until then)
-        pick = st.session_state["saved_replay"]
+        pick = st.session_state[key]
         st.session_state["replay_shown"] = (run["name"], saved(folder, pick) or pick) if pick else None
 
-    names = replay_names(folder)  # after a replay just saved
-    st.selectbox(
-        "Or show a saved replay",
-        ["", *names],
-        format_func=lambda n: n or "—",
-        key="saved_replay",
-        disabled=not names,
-        on_change=show_saved,
-    )
+    if not trl:  # a plain TRL folder has none: nothing is saved into it
+        names = replay_names(folder)  # after a replay just saved
+        st.selectbox(
+            "Or show a saved replay",
+            ["", *names],
+            format_func=lambda n: n or "—",
+            key=key,
+            disabled=not names,
+            on_change=show_saved,
+        )
     shown = st.session_state.get("replay_shown")
     if shown and shown[0] == run["name"]:
         if isinstance(shown[1], str):
