@@ -233,6 +233,17 @@ def test_bad_input_is_one_line_and_exit_2(run, capsys, args, said):
     assert err.count("\n") == 1 and said in err and not (run / "replays").exists()
 
 
+def test_logged_rewards_too_large_to_add_up_are_one_line(run, capsys):
+    path = next((run / "rollouts").glob("*.jsonl"))
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in records[:8]:  # a step whose logged rewards overflow a float when added up
+        r["reward"] = 1e308
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main([str(run), "--reward", "format"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the logged rewards of step 1 are too large to add up" in err
+
+
 def test_a_saved_replay_is_named_where_it_is_and_never_replaced(run, capsys):
     assert main([str(run), "--reward", "gsm8k_lenient", "--save", "../my replay", "--json"]) == 0
     out, err = capsys.readouterr()
