@@ -5,6 +5,9 @@ Rules (docs/config.md, "Reward"): after removing commas and trailing whitespace 
 end with `Final:`, optional spaces and a number (`-?\\d+(\\.\\d+)?`). Reward 1.0 when that number equals
 the ground truth, 0.1 when it is well-formed but wrong (or there is no ground truth), 0.0 when
 malformed. The same parser serves training rewards and evaluation.
+
+Any reward, built-in or a user's (`resolve_reward`), is called through `called`, which checks what it
+returns: in a training run, the pre-flight and the replay alike.
 """
 
 from __future__ import annotations
