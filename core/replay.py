@@ -196,6 +196,8 @@ def check_arguments(name: str, fn, available: set[str], trl: bool) -> None:
     for arg, p in parameters.items():
         if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or arg in available:
             continue
+        if arg == "completion_ids" and p.default is not p.empty:  # it takes None (length_penalty: the text's length)
+            continue
         what = "recorded no sampled token ids (tokens/)" if arg == "completion_ids" else f"has no column {arg!r}"
         has = ", ".join(sorted(available - TRL_ARGUMENTS)) or "none"
         raise ConfigError(

@@ -151,6 +151,15 @@ def test_replay_on_a_plain_trl_folder_scores_its_text_and_names_what_it_lacks(tm
         match="reads answer_final, and this run has no column 'answer_final': a plain TRL folder records only",
     ):
         run_replay(folder, reward_specs(["gsm8k"], []))
+    (tmp_path / "ids.py").write_text(
+        "def f(prompts, completions, completion_ids, **kw):\n    return [0.0] * len(completions)\n"
+    )
+    with pytest.raises(replay_module.ConfigError, match="reads completion_ids, and this run recorded no sampled token"):
+        run_replay(folder, reward_specs([f"{tmp_path}/ids.py:f"], []))  # it needs them, and there are none
+    lengths = run_replay(folder, reward_specs(["length_penalty"], []))  # no tokens/: completion_ids=None, its default
+    assert lengths.rollouts == 40 and all(
+        row["after"] == pytest.approx(-len(row["completion"]) / 4 / 1000) for row in lengths.changed_rows
+    )
     with pytest.raises(replay_module.ConfigError, match="is a plain TRL folder, which this project only reads"):
         run_replay(folder, reward_specs(["format"], []), save_as="mine")  # its folder is TRL's
     assert not (folder / "replays").exists()
