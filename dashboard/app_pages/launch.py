@@ -140,8 +140,9 @@ def preflight_view(report: dict | None, why: str) -> None:
         f"about {report['minutes_total']:.0f} min"
         if report["minutes_total"] >= 2
         else f"about {report['minutes_total'] * 60:.0f} s",
-        help="Its start, the evals, the steps and the saves, at "
-        "the starting model's completion lengths (a run whose completions shorten goes faster).",
+        help="Its start, the evals, the steps and the saves, at the starting model's completion lengths (a "
+        "run whose completions shorten goes faster), timed on this machine as busy as it was during the check "
+        "(a browser or another run beside it slows every step).",
     )
     c3.metric("Peak memory", f"{report['peak_memory_mb']:,.0f} MB", help=report["peak_memory_of"])
     for f in report["findings"]:
