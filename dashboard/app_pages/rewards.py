@@ -13,7 +13,7 @@ import streamlit as st
 from core.errors import ConfigError
 from core.replay import as_json, number, reward_specs, run_replay, saved
 from core.rewards import REWARDS
-from core.rundir import REPLAYS, read_config, replay_names
+from core.rundir import read_config, replay_names, replay_path, replay_report_path
 from core.trl_runs import is_trl_run
 from dashboard.caches import folder_of, store_for
 from dashboard.widgets import (
@@ -182,20 +182,20 @@ def in_window(histogram: pd.DataFrame, lengths: pd.DataFrame | None):
 def weights_of(text: str, rewards: int) -> list[float]:
     """The replay's weights as typed, separated by commas (core.replay.number each), else ConfigError naming
     the first that is not a number, or saying how a decimal is written where commas made the count wrong."""
-    typed = text.replace(",", " ").split()
-    for each in typed:
+    weights = []
+    for each in text.replace(",", " ").split():
         try:
-            number(each)
+            weights.append(number(each))
         except ValueError:
             raise ConfigError(
                 f"weight {each!r} is not a number: give numbers separated by commas, e.g. 1.0, 0.5"
             ) from None
-    if len(typed) not in (0, rewards) and re.search(r"\d,\d", text):
+    if len(weights) not in (0, rewards) and re.search(r"\d,\d", text):
         raise ConfigError(
-            f"{len(typed)} weights for {rewards} reward{'s' * (rewards != 1)}: weights are separated by commas, "
+            f"{len(weights)} weights for {rewards} reward{'s' * (rewards != 1)}: weights are separated by commas, "
             "so a decimal is written with a point (1.5, not 1,5)"
         )
-    return [number(each) for each in typed]
+    return weights
 
 
 @st.fragment(run_every=live_every(run, CHART_SECONDS))
@@ -380,12 +380,9 @@ def try_another_reward() -> None:
             st.session_state["replay_shown"] = (run["name"], as_json(report))
             st.session_state[key] = report.saved_as or ""  # the list shows what is shown: this one, or none
             if report.saved_as:
-                st.success(
-                    plain(
-                        f"Saved as {report.saved_as}: {REPLAYS}/{report.saved_as}.jsonl, "
-                        f"and its report {REPLAYS}/{report.saved_as}.json"
-                    )
-                )
+                scores = replay_path(folder, report.saved_as).relative_to(folder)
+                summary = replay_report_path(folder, report.saved_as).relative_to(folder)
+                st.success(plain(f"Saved as {report.saved_as}: {scores}, and its report {summary}"))
         finally:
             bar.empty()
 
@@ -406,7 +403,9 @@ def try_another_reward() -> None:
     shown = st.session_state.get("replay_shown")
     if shown and shown[0] == run["name"]:
         if isinstance(shown[1], str):
-            st.error(f"The saved replay {shown[1]} cannot be read (replays/{shown[1]}.json).")
+            st.error(
+                f"The saved replay {shown[1]} cannot be read ({replay_report_path(folder, shown[1]).relative_to(folder)})."
+            )
         else:
             replay_view(shown[1], run["name"])
 
