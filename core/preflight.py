@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import psutil
 import yaml
 
-from core import REPO
+from core import REPO, imports_spared
 from core.config import ENV_KEYS, RunConfig, load_config
 from core.data import load_rows, to_dataset
 from core.doctor import SEVERITIES, Finding, load, truncated, without_signal
@@ -448,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.questions is not None and args.questions < 1:
             raise ConfigError(f"--questions {args.questions} must be at least 1")
-        cfg = load_config(args.config, args.set, env=os.environ)
+        with imports_spared():
+            cfg = load_config(args.config, args.set, env=os.environ)
         # the report is all that goes to stdout: what libraries print there goes to stderr (transformers
         # prints "[INFO] Running in WANDB offline mode" when WANDB_MODE=offline)
         with contextlib.redirect_stdout(sys.stderr):

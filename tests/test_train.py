@@ -512,3 +512,57 @@ def test_a_reward_that_raises_mid_run_ends_it_with_its_traceback_then_one_line(t
     assert f'{tmp_path}/mine.py", line 2, in f' in err  # where it raised, for whoever debugs the reward (train.log)
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"error: reward '{tmp_path}/mine.py:f' raised RuntimeError: boom on step 1, prompt "), last
+
+
+def test_the_libraries_imports_are_spared_the_garbage_collector():
+    """core.imports_spared: no full pass of the collector while the block runs, however much it makes;
+    then what exists is set aside (frozen), once per process, the collector as it was before."""
+    import gc
+
+    from core import imports_spared
+
+    passes = []
+    gc.callbacks.append(probe := lambda phase, info: phase == "start" and passes.append(info["generation"]))
+    gc.unfreeze()  # as in a fresh process
+    try:
+        with imports_spared():
+            made = [[i] for i in range(300_000)]  # containers, as a module's import makes: passes are due
+        assert passes == [] and gc.isenabled()
+        assert gc.get_freeze_count() >= len(made)
+        frozen = gc.get_freeze_count()
+        gc.disable()
+        with imports_spared():  # a second time: nothing more set aside, and the collector left as it was (off)
+            more = [[i] for i in range(1000)]
+        assert not gc.isenabled() and gc.get_freeze_count() == frozen and more
+    finally:
+        gc.enable()
+        gc.callbacks.remove(probe)
+        gc.unfreeze()
+
+
+@pytest.mark.parametrize("command", ["core.train", "core.preflight", "core.evaluate"])
+def test_each_command_reads_its_config_with_the_collector_paused(command, tmp_path, monkeypatch, capsys):
+    """The commands whose config check imports TRL (python -m core.train, core.preflight and core.evaluate)
+    do so inside imports_spared, and set aside what it made before they load a model."""
+    import gc
+    import importlib
+
+    module = importlib.import_module(command)
+    (tmp_path / "run.yaml").write_text("model_name: builtin:tiny\n")
+    seen = []
+
+    def load_config(*args, **kwargs):
+        seen.append(gc.isenabled())
+        raise ConfigError("a probe's config")
+
+    monkeypatch.setattr(
+        importlib.import_module("core.lifecycle" if command == "core.train" else command), "load_config", load_config
+    )
+    gc.unfreeze()
+    try:
+        args = [str(tmp_path)] if command == "core.evaluate" else ["--config", str(tmp_path / "run.yaml")]
+        assert module.main(args) == 2
+        assert seen == [False] and gc.isenabled() and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    assert "a probe's config" in capsys.readouterr().err
