@@ -1,6 +1,7 @@
 """simple_grpo: GRPO on GSM8K with TRL, readable top to bottom (README, "Reading the code")."""
 
 import gc
+import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,19 +19,20 @@ HEAVY_IMPORTS = threading.RLock()
 
 
 @contextmanager
-def imports_spared():
-    """Run the block (what imports TRL, transformers and torch: a command's config check, which reads TRL's
-    GRPOConfig) with Python's cyclic garbage collector paused, then, the first time in the process, set
-    everything made so far aside from it (`gc.freeze`). Those imports make millions of objects that live
-    as long as the process; the collector would walk them all at each of its full passes while they
-    import, and once more as the process exits: about a fifth of a tiny run's CPU time (docs/measured.md,
-    "The test suite")."""
-    first, enabled = gc.get_freeze_count() == 0, gc.isenabled()
-    gc.disable()
+def imports_kept():
+    """Run the block, which imports libraries for the rest of the process (TRL, and with it transformers and
+    torch), with Python's cyclic garbage collector paused; if it imported any module, set everything that
+    exists then aside from the collector for good (`gc.freeze`). Those imports make millions of objects
+    that live as long as the process; the collector would walk them all at each of its full passes while
+    they import, and once more as the process exits: about a fifth of a tiny run's CPU time
+    (docs/measured.md, "The test suite"). For a command's main thread (core.train's run, core.preflight),
+    not a dashboard's page threads."""
+    enabled, modules = gc.isenabled(), len(sys.modules)
     try:
+        gc.disable()
         yield
+        if len(sys.modules) > modules:
+            gc.freeze()  # before the collector is back: no pass ever walks what was set aside
     finally:
         if enabled:
             gc.enable()
-        if first:
-            gc.freeze()

@@ -21,7 +21,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from core import imports_spared
 from core.config import load_config, shards_weights
 from core.data import load_rows, to_dataset
 from core.errors import ConfigError
@@ -247,8 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not config_path(args.run_dir).is_file():
             raise ConfigError(f"'{args.run_dir}' is not a run directory (it has no run.yaml): give one under runs/")
-        with imports_spared():
-            cfg = load_config(config_path(args.run_dir), sets=[*args.set, f"model_name={folder}"])
+        cfg = load_config(config_path(args.run_dir), sets=[*args.set, f"model_name={folder}"])
         if args.phase and not args.phase.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"--phase {args.phase!r} must be a plain name such as after or full_test")
         device, e = pick_device(), cfg.eval

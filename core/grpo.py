@@ -27,8 +27,8 @@ from core.trackers import TrackerRuns
 def train(cfg: RunConfig, run, resume: Path | None = None) -> str:
     """The run's steps; returns the final state (`finished` or `stopped`). With `resume`, training
     continues from that checkpoint and the eval before training is the one already on file."""
-    # TRL and transformers take seconds to import: first by the config's check, once the stop handler is in
-    # place (lifecycle.main), so that a worker stopped while it starts is stopped, not killed
+    # TRL and transformers take seconds to import: the run's process imports them first, once the stop
+    # handler is in place (core/lifecycle.py), so that a worker stopped while it starts is stopped, not killed
     import transformers
     from trl import GRPOTrainer
 

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import psutil
 import yaml
 
-from core import REPO, imports_spared
+from core import REPO, imports_kept
 from core.config import ENV_KEYS, RunConfig, load_config
 from core.data import load_rows, to_dataset
 from core.doctor import SEVERITIES, Finding, load, truncated, without_signal
@@ -448,11 +448,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.questions is not None and args.questions < 1:
             raise ConfigError(f"--questions {args.questions} must be at least 1")
-        with imports_spared():
-            cfg = load_config(args.config, args.set, env=os.environ)
         # the report is all that goes to stdout: what libraries print there goes to stderr (transformers
         # prints "[INFO] Running in WANDB offline mode" when WANDB_MODE=offline)
         with contextlib.redirect_stdout(sys.stderr):
+            with imports_kept():  # as core.train's run does
+                cfg = load_config(args.config, args.set, env=os.environ)
+                from trl import GRPOTrainer  # noqa: F401
             report = preflight(
                 cfg,
                 args.questions,

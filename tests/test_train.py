@@ -154,6 +154,12 @@ def test_resume_needs_a_checkpoint(tmp_path, train_here):
     code, err = train_here("--resume", tmp_path)
     assert code == 2
     assert err.strip().startswith(f"error: cannot resume '{tmp_path}': it needs a run.yaml and a checkpoint")
+    (tmp_path / "checkpoint-1").mkdir()  # a run to resume, and a --config given that is not there
+    code, err = train_here("--resume", tmp_path, "--config", tmp_path / "typo.yaml")
+    assert (code, err.strip()) == (
+        2,
+        f"error: config file '{tmp_path / 'typo.yaml'}' does not exist: pass a YAML file such as configs/tiny_cpu.yaml",
+    )
 
 
 def wandb_records(path, block=32768):
@@ -514,55 +520,94 @@ def test_a_reward_that_raises_mid_run_ends_it_with_its_traceback_then_one_line(t
     assert last.startswith(f"error: reward '{tmp_path}/mine.py:f' raised RuntimeError: boom on step 1, prompt "), last
 
 
-def test_the_libraries_imports_are_spared_the_garbage_collector():
-    """core.imports_spared: no full pass of the collector while the block runs, however much it makes;
-    then what exists is set aside (frozen), once per process, the collector as it was before."""
-    import gc
-
-    from core import imports_spared
-
-    passes = []
-    gc.callbacks.append(probe := lambda phase, info: phase == "start" and passes.append(info["generation"]))
-    gc.unfreeze()  # as in a fresh process
-    try:
-        with imports_spared():
-            made = [[i] for i in range(300_000)]  # containers, as a module's import makes: passes are due
-        assert passes == [] and gc.isenabled()
-        assert gc.get_freeze_count() >= len(made)
-        frozen = gc.get_freeze_count()
-        gc.disable()
-        with imports_spared():  # a second time: nothing more set aside, and the collector left as it was (off)
-            more = [[i] for i in range(1000)]
-        assert not gc.isenabled() and gc.get_freeze_count() == frozen and more
-    finally:
-        gc.enable()
-        gc.callbacks.remove(probe)
-        gc.unfreeze()
+PROBE_MODULE = """
+import gc
+passes = []
+gc.callbacks.append(probe := lambda phase, info: phase == "start" and passes.append(info["generation"]))
+made = [[i] for i in range(300_000)]  # containers, as a library's import makes: passes are due
+gc.callbacks.remove(probe)
+"""
 
 
-@pytest.mark.parametrize("command", ["core.train", "core.preflight", "core.evaluate"])
-def test_each_command_reads_its_config_with_the_collector_paused(command, tmp_path, monkeypatch, capsys):
-    """The commands whose config check imports TRL (python -m core.train, core.preflight and core.evaluate)
-    do so inside imports_spared, and set aside what it made before they load a model."""
+def test_imports_kept_spares_them_the_garbage_collector(tmp_path, monkeypatch):
+    """core.imports_kept: no pass of the collector while the block imports, however much it makes; then
+    what exists is set aside for good (frozen), and the collector is as it was before."""
     import gc
     import importlib
 
-    module = importlib.import_module(command)
-    (tmp_path / "run.yaml").write_text("model_name: builtin:tiny\n")
-    seen = []
+    from core import imports_kept
 
-    def load_config(*args, **kwargs):
-        seen.append(gc.isenabled())
-        raise ConfigError("a probe's config")
-
-    monkeypatch.setattr(
-        importlib.import_module("core.lifecycle" if command == "core.train" else command), "load_config", load_config
-    )
+    for name in ("probe_on", "probe_off"):
+        (tmp_path / f"{name}.py").write_text(PROBE_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
     gc.unfreeze()
     try:
-        args = [str(tmp_path)] if command == "core.evaluate" else ["--config", str(tmp_path / "run.yaml")]
-        assert module.main(args) == 2
-        assert seen == [False] and gc.isenabled() and gc.get_freeze_count() > 0
+        with imports_kept():
+            probe = importlib.import_module("probe_on")
+        assert probe.passes == [] and gc.isenabled() and gc.get_freeze_count() >= len(probe.made)
+        frozen = gc.get_freeze_count()
+        with imports_kept():  # no module imported: nothing more set aside
+            more = [[i] for i in range(1000)]
+        assert gc.get_freeze_count() == frozen and more
+        gc.disable()
+        with imports_kept():
+            probe = importlib.import_module("probe_off")
+        assert probe.passes == [] and not gc.isenabled()  # left off, as it was
     finally:
+        gc.enable()
         gc.unfreeze()
-    assert "a probe's config" in capsys.readouterr().err
+        for name in ("probe_on", "probe_off"):
+            sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("command", ["core.train", "core.preflight"])
+def test_a_run_and_the_preflight_import_trl_with_the_collector_paused(command, tmp_path, monkeypatch):
+    """core.train reads its config (whose check imports TRL's config where it sets a `grpo:` key), then
+    imports the rest of TRL's trainer once its status says `starting`, before its pipeline; the pre-flight
+    reads its config and imports TRL's trainer. Each within core.imports_kept."""
+    import contextlib
+    import gc
+    import importlib
+    import signal
+
+    import core
+
+    module = importlib.import_module("core.lifecycle" if command == "core.train" else command)
+    calls = []
+
+    @contextlib.contextmanager
+    def imports_kept():
+        calls.append("kept")
+        with core.imports_kept():
+            yield
+        calls.append("end")
+
+    real_load_config = module.load_config
+    monkeypatch.setattr(
+        module,
+        "load_config",
+        lambda *a, **k: calls.append(("load_config", gc.isenabled())) or real_load_config(*a, **k),
+    )
+    monkeypatch.setattr(module, "imports_kept", imports_kept)
+    args = ["--config", "configs/tiny_cpu.yaml", "--set", f"train.output_dir={tmp_path / 'run'}"]
+    monkeypatch.chdir(ROOT)
+    if command == "core.train":
+        monkeypatch.setenv("SIMPLE_GRPO_LOGGED", "1")  # the test's own output stays pytest's
+        monkeypatch.setenv("SIMPLE_GRPO_ATTEMPT", "1")
+
+        def pipeline(cfg, run, resume):
+            calls.append(("pipeline", read_status(run.dir)["state"]))
+            return "finished"
+
+        handler, hook = signal.getsignal(signal.SIGTERM), sys.unraisablehook
+        try:
+            assert module.main(pipeline, "a probe", args) == 0
+        finally:
+            signal.signal(signal.SIGTERM, handler)
+            sys.unraisablehook = hook
+        assert calls == ["kept", ("load_config", False), "end", "kept", "end", ("pipeline", "starting")]
+    else:
+        monkeypatch.setattr(module, "preflight", lambda *a, **k: calls.append("preflight") or 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            module.main(args)
+        assert calls == ["kept", ("load_config", False), "end", "preflight"]
