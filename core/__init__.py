@@ -19,14 +19,16 @@ HEAVY_IMPORTS = threading.RLock()
 
 
 @contextmanager
-def imports_kept():
+def collector_paused():
     """Run the block, which imports libraries for the rest of the process (TRL, and with it transformers and
     torch), with Python's cyclic garbage collector paused; if it imported any module, set everything that
     exists then aside from the collector for good (`gc.freeze`). Those imports make millions of objects
     that live as long as the process; the collector would walk them all at each of its full passes while
     they import, and once more as the process exits: about a fifth of a tiny run's CPU time
-    (docs/measured.md, "The test suite"). For a command's main thread (core.train's run, core.preflight),
-    not a dashboard's page threads."""
+    (docs/measured.md, "The test suite"). What is set aside is never collected, cycles of it that become
+    garbage later included: nearly all of it is the libraries' modules, in a command's process. (A test
+    calling a command in its own process gets its objects of that moment set aside too.) For a
+    command's main thread, not a dashboard's page threads: the pause holds for every thread."""
     enabled, modules = gc.isenabled(), len(sys.modules)
     try:
         gc.disable()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core import collector_paused
 from core.config import GRPO_FROM_CONFIG, RunConfig, updates_per_batch
 from core.data import load_rows, to_dataset
 from core.errors import ConfigError
@@ -27,10 +28,12 @@ from core.trackers import TrackerRuns
 def train(cfg: RunConfig, run, resume: Path | None = None) -> str:
     """The run's steps; returns the final state (`finished` or `stopped`). With `resume`, training
     continues from that checkpoint and the eval before training is the one already on file."""
-    # TRL and transformers take seconds to import: the run's process imports them first, once the stop
-    # handler is in place (core/lifecycle.py), so that a worker stopped while it starts is stopped, not killed
-    import transformers
-    from trl import GRPOTrainer
+    # TRL and transformers take seconds to import: imported here, once the stop handler is in place
+    # (lifecycle.main), so that a worker stopped while it starts is stopped, not killed; with Python's
+    # garbage collector paused (core/__init__.py says why)
+    with collector_paused():
+        import transformers
+        from trl import GRPOTrainer
 
     device = pick_device()
     check_generation(cfg, device)

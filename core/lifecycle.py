@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from core import imports_kept
+from core import collector_paused
 from core.config import RunConfig, load_config, trackers
 from core.errors import ConfigError
 from core.rollouts import RolloutRecorder
@@ -305,8 +305,6 @@ def run_in_folder(pipeline, cfg: RunConfig, stop: GracefulStop, resume: Path | N
                 attempt=attempt(),
                 **start,
             )
-        with imports_kept():  # here, where a stop while it imports is the run's stop
-            from trl import GRPOTrainer  # noqa: F401  (all a run imports of TRL, transformers and torch)
         state = pipeline(cfg, Lifecycle(run_dir, stop, status), resume)
     except StopRequested:
         stop.interruptible = False  # from here on the run is ending: a further SIGTERM cuts nothing
@@ -398,27 +396,28 @@ def main(pipeline, description: str, argv: list[str] | None = None) -> int:
     stop = GracefulStop(launcher=os.getppid() if first_of_several else None)  # first: a stop is never lost
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a launcher holds it until now (core.runs)
-        with imports_kept():  # a config's check may import TRL, and with it transformers and torch
-            resume = lock = None
-            if args.resume:
-                config = args.config or config_path(args.resume)
+        resume = lock = None
+        if args.resume:
+            config = args.config or config_path(args.resume)
+            with collector_paused():  # a config's check may import TRL: core/__init__.py says why
                 cfg = (
                     load_config(config, [*args.set, f"train.output_dir={args.resume}"], env=os.environ)
                     if args.config or Path(config).is_file()
                     else None
                 )  # without a run.yaml, latest_checkpoint says what is missing
-                if Path(args.resume).is_dir():
-                    lock = hold_run_dir(Path(args.resume), cfg.launch.machine_rank if cfg else 0)
-                resume = latest_checkpoint(args.resume)
-                if not (resume / "optimizer.pt").is_file():  # a save of the weights only (grpo.save_only_model)
-                    print(
-                        f"note: {resume.name} holds the model's weights only: training continues from them with a "
-                        "fresh optimizer and learning-rate schedule (a stopped run's checkpoint holds both)",
-                        flush=True,
-                    )
-            else:
+            if Path(args.resume).is_dir():
+                lock = hold_run_dir(Path(args.resume), cfg.launch.machine_rank if cfg else 0)
+            resume = latest_checkpoint(args.resume)
+            if not (resume / "optimizer.pt").is_file():  # a save of the weights only (grpo.save_only_model)
+                print(
+                    f"note: {resume.name} holds the model's weights only: training continues from them with a "
+                    "fresh optimizer and learning-rate schedule (a stopped run's checkpoint holds both)",
+                    flush=True,
+                )
+        else:
+            with collector_paused():
                 cfg = load_config(args.config, args.set, env=os.environ)
-                lock = hold_run_dir(Path(cfg.train.output_dir), cfg.launch.machine_rank)
+            lock = hold_run_dir(Path(cfg.train.output_dir), cfg.launch.machine_rank)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import psutil
 import yaml
 
-from core import REPO, imports_kept
+from core import REPO, collector_paused
 from core.config import ENV_KEYS, RunConfig, load_config
 from core.data import load_rows, to_dataset
 from core.doctor import SEVERITIES, Finding, load, truncated, without_signal
@@ -91,8 +91,9 @@ def preflight(cfg: RunConfig, questions: int | None = None, progress=None, start
     is when the process began, as a run's would: its imports count towards the time a run takes to start."""
     started = started or time.time()
     progress = progress or (lambda line: None)
-    import transformers
-    from trl import GRPOTrainer
+    with collector_paused():  # as a run imports them (core/grpo.py)
+        import transformers
+        from trl import GRPOTrainer
 
     device = pick_device()
     check_generation(cfg, device)
@@ -448,12 +449,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.questions is not None and args.questions < 1:
             raise ConfigError(f"--questions {args.questions} must be at least 1")
+        with collector_paused():  # as a run reads its config (core/lifecycle.py)
+            cfg = load_config(args.config, args.set, env=os.environ)
         # the report is all that goes to stdout: what libraries print there goes to stderr (transformers
         # prints "[INFO] Running in WANDB offline mode" when WANDB_MODE=offline)
         with contextlib.redirect_stdout(sys.stderr):
-            with imports_kept():  # as core.train's run does
-                cfg = load_config(args.config, args.set, env=os.environ)
-                from trl import GRPOTrainer  # noqa: F401
             report = preflight(
                 cfg,
                 args.questions,

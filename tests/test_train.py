@@ -529,28 +529,32 @@ gc.callbacks.remove(probe)
 """
 
 
-def test_imports_kept_spares_them_the_garbage_collector(tmp_path, monkeypatch):
-    """core.imports_kept: no pass of the collector while the block imports, however much it makes; then
-    what exists is set aside for good (frozen), and the collector is as it was before."""
+def test_the_collector_is_paused_while_libraries_import_then_what_they_made_is_set_aside(tmp_path, monkeypatch):
+    """core.collector_paused: no pass of the collector while the block imports, however much it makes;
+    then what exists is set aside for good (frozen), and the collector is as it was before, also when
+    the block fails."""
     import gc
     import importlib
 
-    from core import imports_kept
+    from core import collector_paused
 
     for name in ("probe_on", "probe_off"):
         (tmp_path / f"{name}.py").write_text(PROBE_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     gc.unfreeze()
     try:
-        with imports_kept():
+        with collector_paused():
             probe = importlib.import_module("probe_on")
         assert probe.passes == [] and gc.isenabled() and gc.get_freeze_count() >= len(probe.made)
-        frozen = gc.get_freeze_count()
-        with imports_kept():  # no module imported: nothing more set aside
-            more = [[i] for i in range(1000)]
-        assert gc.get_freeze_count() == frozen and more
+        frozen, more = gc.get_freeze_count(), [[i] for i in range(1000)]  # set aside, these would count
+        with collector_paused():  # no module imported: nothing more set aside
+            pass
+        assert gc.get_freeze_count() < frozen + len(more) / 2
+        with pytest.raises(ModuleNotFoundError), collector_paused():
+            importlib.import_module("no_such_probe")
+        assert gc.isenabled() and gc.get_freeze_count() < frozen + len(more) / 2
         gc.disable()
-        with imports_kept():
+        with collector_paused():
             probe = importlib.import_module("probe_off")
         assert probe.passes == [] and not gc.isenabled()  # left off, as it was
     finally:
@@ -560,54 +564,52 @@ def test_imports_kept_spares_them_the_garbage_collector(tmp_path, monkeypatch):
             sys.modules.pop(name, None)
 
 
-@pytest.mark.parametrize("command", ["core.train", "core.preflight"])
-def test_a_run_and_the_preflight_import_trl_with_the_collector_paused(command, tmp_path, monkeypatch):
-    """core.train reads its config (whose check imports TRL's config where it sets a `grpo:` key), then
-    imports the rest of TRL's trainer once its status says `starting`, before its pipeline; the pre-flight
-    reads its config and imports TRL's trainer. Each within core.imports_kept."""
-    import contextlib
+class Imported(Exception):
+    """Raised by a stand-in for TRL once the code under test has reached for it."""
+
+
+def test_a_run_and_the_preflight_read_their_config_and_import_trl_with_the_collector_paused(tmp_path, monkeypatch):
+    """core.train reads its config (whose check imports TRL's config where it sets a `grpo:` key) and its
+    run imports TRL's trainer (core/grpo.py), each with the collector paused; so does the pre-flight.
+    TRL here is a stand-in that records whether the collector ran when it was reached."""
     import gc
-    import importlib
     import signal
+    import types
 
-    import core
+    import core.grpo
+    import core.lifecycle
+    import core.preflight
 
-    module = importlib.import_module("core.lifecycle" if command == "core.train" else command)
-    calls = []
+    seen = []
+    trl = types.ModuleType("trl")
 
-    @contextlib.contextmanager
-    def imports_kept():
-        calls.append("kept")
-        with core.imports_kept():
-            yield
-        calls.append("end")
+    def reached(name):
+        if name.startswith("__"):  # what `from trl import ...` asks of any module first
+            raise AttributeError(name)
+        seen.append((name, gc.isenabled()))
+        raise Imported(name)
 
-    real_load_config = module.load_config
-    monkeypatch.setattr(
-        module,
-        "load_config",
-        lambda *a, **k: calls.append(("load_config", gc.isenabled())) or real_load_config(*a, **k),
-    )
-    monkeypatch.setattr(module, "imports_kept", imports_kept)
-    args = ["--config", "configs/tiny_cpu.yaml", "--set", f"train.output_dir={tmp_path / 'run'}"]
-    monkeypatch.chdir(ROOT)
-    if command == "core.train":
-        monkeypatch.setenv("SIMPLE_GRPO_LOGGED", "1")  # the test's own output stays pytest's
-        monkeypatch.setenv("SIMPLE_GRPO_ATTEMPT", "1")
+    trl.__getattr__ = reached
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model_name: builtin:tiny\ntrain:\n  output_dir: {tmp_path / 'run'}\n")  # no grpo: key
+    cfg = load_config(config)
+    for module in (core.lifecycle, core.preflight):  # each command's config, read with the collector paused
+        real = module.load_config
+        monkeypatch.setattr(
+            module, "load_config", lambda *a, real=real, **k: seen.append(("config", gc.isenabled())) or real(*a, **k)
+        )
+    monkeypatch.setitem(sys.modules, "trl", trl)
 
-        def pipeline(cfg, run, resume):
-            calls.append(("pipeline", read_status(run.dir)["state"]))
-            return "finished"
-
-        handler, hook = signal.getsignal(signal.SIGTERM), sys.unraisablehook
-        try:
-            assert module.main(pipeline, "a probe", args) == 0
-        finally:
-            signal.signal(signal.SIGTERM, handler)
-            sys.unraisablehook = hook
-        assert calls == ["kept", ("load_config", False), "end", "kept", "end", ("pipeline", "starting")]
-    else:
-        monkeypatch.setattr(module, "preflight", lambda *a, **k: calls.append("preflight") or 1 / 0)
-        with pytest.raises(ZeroDivisionError):
-            module.main(args)
-        assert calls == ["kept", ("load_config", False), "end", "preflight"]
+    with pytest.raises(Imported):
+        core.grpo.train(cfg, run=None)
+    handler, hook = signal.getsignal(signal.SIGTERM), sys.unraisablehook
+    monkeypatch.setenv("SIMPLE_GRPO_LOGGED", "1")
+    try:
+        assert core.lifecycle.main(lambda *args: "finished", "a probe", ["--config", str(config)]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+        sys.unraisablehook = hook
+    with pytest.raises(Imported):
+        core.preflight.main(["--config", str(config)])
+    assert seen == [("GRPOTrainer", False), ("config", False), ("config", False), ("GRPOTrainer", False)]
+    assert gc.isenabled()
