@@ -604,6 +604,7 @@ def test_a_run_and_the_preflight_read_their_config_and_import_trl_with_the_colle
         core.grpo.train(cfg, run=None)
     handler, hook = signal.getsignal(signal.SIGTERM), sys.unraisablehook
     monkeypatch.setenv("SIMPLE_GRPO_LOGGED", "1")
+    monkeypatch.setenv("SIMPLE_GRPO_ATTEMPT", "1")  # main() numbers a start here unless set: not for later tests
     try:
         assert core.lifecycle.main(lambda *args: "finished", "a probe", ["--config", str(config)]) == 0
     finally:
