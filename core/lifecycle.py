@@ -394,9 +394,9 @@ def main(pipeline, description: str, argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     first_of_several = int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK") == "0"
     stop = GracefulStop(launcher=os.getppid() if first_of_several else None)  # first: a stop is never lost
+    resume = lock = None
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a launcher holds it until now (core.runs)
-        resume = lock = None
         if args.resume:
             config = args.config or config_path(args.resume)
             with collector_paused():  # a config's check may import TRL: core/__init__.py says why
@@ -418,15 +418,17 @@ def main(pipeline, description: str, argv: list[str] | None = None) -> int:
             with collector_paused():
                 cfg = load_config(args.config, args.set, env=os.environ)
             lock = hold_run_dir(Path(cfg.train.output_dir), cfg.launch.machine_rank)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except StopRequested:
-        folder = Path(args.resume or Path(args.config or ".").parent)  # a dashboard launch: RUN/run.yaml
-        if read_status(folder).get("pid") == os.getpid():  # the launcher's placeholder names us: settle it
-            update_status(folder, state="stopped", exit_code=0, ended_at=time.time())
-        print("stopped before the run began", flush=True)
-        return 0
+    except (ConfigError, StopRequested) as e:
+        if isinstance(e, ConfigError):
+            print(f"error: {e}", file=sys.stderr)
+        else:
+            folder = Path(args.resume or Path(args.config or ".").parent)  # a dashboard launch: RUN/run.yaml
+            if read_status(folder).get("pid") == os.getpid():  # the launcher's placeholder names us: settle it
+                update_status(folder, state="stopped", exit_code=0, ended_at=time.time())
+            print("stopped before the run began", flush=True)
+        if lock is not None:  # the folder was taken before this: free again (an in-process caller goes on)
+            os.close(lock)
+        return 2 if isinstance(e, ConfigError) else 0
     if "SIMPLE_GRPO_ATTEMPT" not in os.environ:  # numbered once, here, for this process and its workers
         earlier = read_status(cfg.train.output_dir).get("attempt") if resume else None
         os.environ["SIMPLE_GRPO_ATTEMPT"] = str((earlier if isinstance(earlier, int) else 1) + 1 if resume else 1)

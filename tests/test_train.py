@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from core.config import ConfigError, load_config
 from core.rewards import extract_model_final, score
 from core.rundir import EVAL_FIELDS, ROLLOUT_FIELDS, read_status
+from core.runstate import is_locked
 from tests.conftest import ROOT, TINY_SETS, lines, run_cli
 
 # The tests that start processes, train or drive the dashboard are marked slow (the full tier only): by
@@ -154,6 +155,7 @@ def test_resume_needs_a_checkpoint(tmp_path, train_here):
     code, err = train_here("--resume", tmp_path)
     assert code == 2
     assert err.strip().startswith(f"error: cannot resume '{tmp_path}': it needs a run.yaml and a checkpoint")
+    assert not is_locked(tmp_path)  # taken for the resume, given back with the error: the folder is free
     (tmp_path / "checkpoint-1").mkdir()  # a run to resume, and a --config given that is not there
     code, err = train_here("--resume", tmp_path, "--config", tmp_path / "typo.yaml")
     assert (code, err.strip()) == (
