@@ -45,6 +45,7 @@ LR_JUMP = 1.5  # the learning rate rose by half from one step to the next: a sch
 MORE_TOKENS = 16  # the least max_new_tokens a fix suggests: "4+5=9\nFinal: 9" alone takes about 11 tokens
 KL_FIRST = 0.04  # the KL weight (grpo.beta) a fix suggests where a run has none: the demo's, which kept seeds
 # from unlearning their sums (configs/demo_cpu.yaml); a run that has one is told to double it
+TRL_TEMPERATURE = 1.0  # what TRL samples at unless told: GRPOConfig's default (a test keeps it so)
 
 SEVERITIES = ("info", "warning", "problem")
 
@@ -81,9 +82,9 @@ class Run:
         return f"max_new_tokens={max(2 * self.max_tokens, MORE_TOKENS)}"
 
     def lacks(self, setting: str) -> bool:
-        """Whether a fix's `setting` would change this run: stop_at_final=true, grpo.temperature=0.7 (TRL
-        samples at 1.0 unless told) or a format reward, which it may have already."""
-        temperature = float((self.config.get("grpo") or {}).get("temperature", 1.0))
+        """Whether a fix's `setting` would change this run: stop_at_final=true, grpo.temperature=0.7 or a
+        format reward, which it may have already."""
+        temperature = float((self.config.get("grpo") or {}).get("temperature", TRL_TEMPERATURE))
         rewards = [r.get("name") for r in self.config.get("rewards") or [] if isinstance(r, dict)]
         return {
             "stop_at_final": not self.config.get("stop_at_final"),

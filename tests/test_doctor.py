@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from core.doctor import CHECKS, Run, diagnose, main
+from core.doctor import CHECKS, TRL_TEMPERATURE, Run, diagnose, main
 from core.rundir import read_config, rollout_record
 from core.stats import sign_test
 from core.store import RunStore
@@ -174,6 +174,12 @@ def test_a_fix_suggests_only_what_the_run_does_not_have_already(tmp_path):
     assert finding.fix == f"give it more room (max_new_tokens={2 * MAX_TOKENS})"  # what is left to try
     (finding,) = [f for f in diagnose(store, {**config, "max_new_tokens": 1}) if f.code == "no_signal"]
     assert "max_new_tokens=16" in finding.fix  # not 2: room for a Final line at least
+
+
+def test_a_run_without_a_temperature_samples_at_trls_default():
+    from core.config.trl_args import grpo_default
+
+    assert TRL_TEMPERATURE == grpo_default("temperature")  # what lacks("temperature") takes a run's to be
 
 
 def test_a_healthy_run_has_no_findings(tmp_path):
