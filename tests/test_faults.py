@@ -474,6 +474,7 @@ LINES = {  # a line among good ones, with these values: (is it kept?, the value 
     "completion_a_number": ({"completion": 5}, False, None),
     "prompt_id_a_number": ({"prompt_id": 7}, False, None),
     "prompt_id_null": ({"prompt_id": None}, False, None),  # no key: not a rollout
+    "step_null": ({"step": None}, False, None),  # no step: no place in the run (replay read no step at all)
     "a_reward_as_text": ({"rewards": {"x": "0.5"}}, False, None),
     "a_reward_a_boolean": ({"rewards": {"x": True}}, False, None),
     "step_a_whole_float": ({"step": 3.0}, False, None),

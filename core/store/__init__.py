@@ -17,7 +17,7 @@ cache file (cache.py) or, where there can be none, in memory; queries run on a c
 threads may share a store.
 
 Exactly once: every file is followed by a core.tail.Tail, so a half-written last line waits for
-the next refresh; a line that is not a JSON object with a prompt_id is skipped and counted in
+the next refresh; a line that is not a JSON object with a prompt_id and a step is skipped and counted in
 `skipped`; a file that shrinks or is replaced (a run restarted under the same id) has its rows
 dropped and read again; new files are picked up as they appear and a file that disappears takes
 its rows with it. Every value in SQL is a bound parameter, file paths included.

@@ -29,7 +29,7 @@ from core.rundir import rollout_files, store_cache_path
 from core.store.ingest import SCHEMA
 from core.tail import Tail
 
-VERSION = "1"  # bump when the tables or what they mean change: a cache of another version is rebuilt
+VERSION = "2"  # bump when the tables or what they mean change: a cache of another version is rebuilt
 # A run whose rollout files are smaller is read into memory each time it is opened, unless it has a
 # cache already: reading it costs a fraction of a second (about 0.35 s), less than what a cache adds
 # to its first open and to each refresh of a live run (docs/measured.md, "The rollout store on disk").

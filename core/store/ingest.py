@@ -108,7 +108,8 @@ FROM read_json($paths, format = 'newline_delimited', columns = {_READ_AS}, filen
 INSERT_ROLLOUTS = """
 INSERT INTO rollouts BY NAME SELECT * REPLACE (CASE WHEN sample = 0 THEN prompt END AS prompt) FROM ({rows})
 """
-DROP_UNKEYED = "DELETE FROM rollouts WHERE rowid > $after AND prompt_id IS NULL"  # among the rows just read
+# Among the rows just read, those that are not a rollout: no prompt_id or no step, the two that key one.
+DROP_UNKEYED = "DELETE FROM rollouts WHERE rowid > $after AND (prompt_id IS NULL OR step IS NULL)"
 NEW_ATTEMPTS = "SELECT DISTINCT coalesce(attempt, 0) AS a FROM rollouts WHERE rowid > $after"
 DROP_FILE = "DELETE FROM rollouts WHERE file = $file"
 DROP_FILES = "DELETE FROM rollouts WHERE list_contains($files, file)"
@@ -274,7 +275,7 @@ class Ingestion:
         return added
 
     def _drop_unkeyed(self, after: int) -> None:
-        """A JSON line that is not a rollout (`null`, an object without prompt_id) counts as skipped."""
+        """A JSON line that is not a rollout (`null`, an object without a prompt_id or a step) counts as skipped."""
         self.skipped += self.con.execute(DROP_UNKEYED, {"after": after}).fetchone()[0]
 
     def _ingest_lines(self, data: bytes, key: str) -> int:
@@ -284,7 +285,7 @@ class Ingestion:
         rows = []
         for record in records:
             try:
-                if record.get("prompt_id") is None:
+                if record.get("prompt_id") is None or record.get("step") is None:
                     raise ValueError("not a rollout record")
                 rows.append({name: _column_value(record.get(name), tp) for name, tp in ROLLOUT_FIELDS.items()})
             except ValueError:
