@@ -43,6 +43,7 @@ from core.rundir import (
     log_path,
     metrics_path,
     read_status,
+    run_outputs,
     tensorboard_dir,
 )
 from core.runstate import StatusFile, lock_run_dir, update_status
@@ -167,6 +168,7 @@ class Lifecycle:
     def __init__(self, run_dir: Path, stop: GracefulStop, status: StatusFile | None):
         self.dir, self.stop, self.status = run_dir, stop, status
         self.is_main = status is not None  # rank 0: it writes status.json and evaluates
+        self.trained = False  # a step of this start done: from then on its settings are the run's
 
     def phase(self, name: str, done: int | None = None, total: int | None = None) -> None:
         """Report what the run is doing and how far it got (status.json on rank 0, and the log); a
@@ -207,6 +209,7 @@ class Lifecycle:
                     control.should_training_stop = True
                     control.should_save = True  # a checkpoint-<step>/ to --resume from,
                     args.save_only_model = False  # with the optimizer's state, whatever the run keeps at its save steps
+                run.trained = True
                 if state.is_world_process_zero:
                     run.status.update(global_step=state.global_step, phase_done=state.global_step)
                     if periodic_eval is not None:
@@ -276,7 +279,7 @@ def run_in_folder(pipeline, cfg: RunConfig, stop: GracefulStop, resume: Path | N
     """Run `pipeline(cfg, lifecycle, resume)` in the run folder, keeping status.json true (rank 0
     writes it) whatever happens; returns the exit code."""
     run_dir = Path(cfg.train.output_dir)
-    status = None
+    status = earlier_config = run = None
     if "wandb" in trackers(cfg):
         os.environ.setdefault("WANDB_PROJECT", "simple_grpo")
         os.environ.setdefault("WANDB_DIR", str(run_dir))  # its local files (wandb/) in the run folder, not ./wandb
@@ -288,6 +291,7 @@ def run_in_folder(pipeline, cfg: RunConfig, stop: GracefulStop, resume: Path | N
             if not os.environ.get("SIMPLE_GRPO_LOGGED"):  # started from a terminal: keep a train.log too
                 log = open(log_path(run_dir), "a", encoding="utf-8", buffering=1)
                 sys.stdout, sys.stderr = Tee(sys.stdout, log), Tee(sys.stderr, log)
+            earlier_config = config_path(run_dir).read_text(encoding="utf-8") if resume else None
             config_path(run_dir).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             earlier = checked_status(run_dir)[0] if resume else {}
             start = (
@@ -305,7 +309,8 @@ def run_in_folder(pipeline, cfg: RunConfig, stop: GracefulStop, resume: Path | N
                 attempt=attempt(),
                 **start,
             )
-        state = pipeline(cfg, Lifecycle(run_dir, stop, status), resume)
+        run = Lifecycle(run_dir, stop, status)
+        state = pipeline(cfg, run, resume)
     except StopRequested:
         stop.interruptible = False  # from here on the run is ending: a further SIGTERM cuts nothing
         end_children()
@@ -313,6 +318,7 @@ def run_in_folder(pipeline, cfg: RunConfig, stop: GracefulStop, resume: Path | N
     except ConfigError as e:
         if status:
             status.update(state="failed", error=str(e), exit_code=2, ended_at=time.time())
+            keep_config_unless_trained(run_dir, earlier_config, run)
         if e.__cause__ is not None:  # a reward that raised mid-run (core.rewards.called): where, for train.log
             traceback.print_exception(e.__cause__, file=sys.stderr)
         print(f"error: {e}", file=sys.stderr)
@@ -320,6 +326,7 @@ def run_in_folder(pipeline, cfg: RunConfig, stop: GracefulStop, resume: Path | N
     except BaseException as e:
         if status:
             status.update(state="failed", error=f"{type(e).__name__}: {e}", exit_code=1, ended_at=time.time())
+            keep_config_unless_trained(run_dir, earlier_config, run)
         raise
     if status:
         status.update(state=state, exit_code=0, ended_at=time.time())
@@ -339,6 +346,14 @@ def run_in_folder(pipeline, cfg: RunConfig, stop: GracefulStop, resume: Path | N
                 flush=True,
             )
     return 0
+
+
+def keep_config_unless_trained(run_dir: Path, earlier_config: str | None, run: Lifecycle | None) -> None:
+    """A resume (`earlier_config`: its run.yaml before) that failed before it trained a step (a dataset out
+    of reach, a model that does not load) puts the run.yaml back: its settings would otherwise stick to
+    the next --resume. status.json says what happened (failed, and why)."""
+    if earlier_config is not None and not (run and run.trained):
+        config_path(run_dir).write_text(earlier_config, encoding="utf-8")
 
 
 def end_children() -> None:
@@ -418,6 +433,11 @@ def main(pipeline, description: str, argv: list[str] | None = None) -> int:
             with collector_paused():
                 cfg = load_config(args.config, args.set, env=os.environ)
             lock = hold_run_dir(Path(cfg.train.output_dir), cfg.launch.machine_rank)
+            if lock is not None and (written := run_outputs(cfg.train.output_dir)):  # never two runs in one folder
+                raise ConfigError(
+                    f"run folder '{cfg.train.output_dir}' holds a run already ({', '.join(written)}): continue it "
+                    f"with --resume {cfg.train.output_dir}, or give this run another train.output_dir"
+                )
     except (ConfigError, StopRequested) as e:
         if isinstance(e, ConfigError):
             print(f"error: {e}", file=sys.stderr)

@@ -153,6 +153,20 @@ def checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
+def run_outputs(run_dir: str | Path) -> list[str]:
+    """What a run has written into `run_dir` (its rollouts, metrics, evals, checkpoints, model), by name:
+    empty for a folder that only a launch has prepared (run.yaml, status.json, train.log)."""
+    run_dir = Path(run_dir)
+    found = [
+        ROLLOUTS if rollout_files(run_dir) else None,
+        METRICS if metrics_path(run_dir).exists() else None,
+        EVAL if eval_files(run_dir) else None,
+        *(p.name for p in checkpoints(run_dir)[-1:]),
+        MODEL if model_dir(run_dir).exists() else None,
+    ]
+    return [name for name in found if name]
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path:
     """The run's newest checkpoint-<step>/ folder; ConfigError when there is none to resume from."""
     found = checkpoints(run_dir)

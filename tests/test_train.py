@@ -164,6 +164,55 @@ def test_resume_needs_a_checkpoint(tmp_path, train_here):
     )
 
 
+def test_a_new_run_never_writes_into_a_folder_that_holds_one(tmp_path, train_here):
+    from core.rundir import run_outputs
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name in ("run.yaml", "status.json", "train.log"):  # what a dashboard's launch prepares: no run yet
+        (folder / name).write_text("{}\n")
+    assert run_outputs(folder) == []
+    outputs = {"rollouts": "rollouts/rollouts.jsonl", "metrics.jsonl": "metrics.jsonl", "eval": "eval/before.jsonl"}
+    for path in outputs.values():
+        (folder / path).parent.mkdir(exist_ok=True)
+        (folder / path).write_text('{"step": 1}\n')
+    (folder / "checkpoint-2").mkdir()
+    (folder / "model").mkdir()
+    assert run_outputs(folder) == [*outputs, "checkpoint-2", "model"]
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    code, err = train_here("--config", "configs/tiny_cpu.yaml", "--set", f"train.output_dir={folder}")
+    before[folder / ".lock"] = b""  # the one file it adds: the lock it took, to look
+    assert (code, err.strip()) == (
+        2,
+        f"error: run folder '{folder}' holds a run already (rollouts, metrics.jsonl, eval, checkpoint-2, model): "
+        f"continue it with --resume {folder}, or give this run another train.output_dir",
+    )
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before  # nothing written
+    assert not is_locked(folder)
+
+
+def test_a_resume_that_fails_before_a_step_leaves_the_runs_config_as_it_was(tmp_path, train_here):
+    run = tmp_path / "run"
+    (run / "checkpoint-1").mkdir(parents=True)  # weights only (it is never reached: the data fails first)
+    config = load_config("configs/tiny_cpu.yaml", [f"train.output_dir={run}"]).to_dict()
+    (run / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (run / "status.json").write_text(json.dumps({"state": "finished", "global_step": 1, "exit_code": 0}))
+    before = (run / "run.yaml").read_bytes()
+    sets = ["dataset.name=gsm8k", "train.num_train_steps=13"]  # the Hub's GSM8K: out of reach offline
+    code, err = train_here("--resume", run, *(a for s in sets for a in ("--set", s)))
+    assert code == 2 and "could not load openai/gsm8k" in err
+    assert (run / "run.yaml").read_bytes() == before  # a next --resume starts from the run's own settings
+    status = read_status(run)
+    assert (status["state"], status["attempt"]) == ("failed", 2) and "could not load" in status["error"]
+    from core.lifecycle import Lifecycle, keep_config_unless_trained
+
+    trained = Lifecycle(run, stop=None, status=None)
+    trained.trained = True  # a resume that trained a step before it failed: the settings it trained with stay
+    (run / "run.yaml").write_text("what it trained with\n")
+    keep_config_unless_trained(run, before.decode(), trained)
+    assert (run / "run.yaml").read_text() == "what it trained with\n"
+
+
 def wandb_records(path, block=32768):
     """The protobuf records of an offline run's .wandb file (W&B's leveldb-style log: a 7-byte
     header, then 32 KiB blocks of chunks each with a 7-byte checksum/length/type header)."""
