@@ -223,7 +223,8 @@ def evaluate_in_subprocess(run_dir: str | Path, model_folder: str | Path, phase:
         if k not in LAUNCHER_ENV and not k.startswith(("TORCHELASTIC_", "ACCELERATE_"))
     }
     command = [sys.executable, "-m", "core.evaluate", str(run_dir), "--model", str(model_folder)]
-    result = subprocess.run(command + (["--phase", phase] if phase else []), env=env, capture_output=True, text=True)
+    phase_args = ["--phase", phase, "--overwrite"] if phase else []  # the run's own eval: a resumed run's anew
+    result = subprocess.run(command + phase_args, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"evaluation of {model_folder} failed: {result.stderr.strip()[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -234,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", help="a run directory (its run.yaml names the eval set and settings)")
     parser.add_argument("--model", help="the model folder to evaluate (default: RUN_DIR/model)")
     parser.add_argument("--phase", help="also write eval/<PHASE>.jsonl and the summary under PHASE")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="with --phase: replace the run's eval of that name where it has one"
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -249,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(config_path(args.run_dir), sets=[*args.set, f"model_name={folder}"])
         if args.phase and not args.phase.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"--phase {args.phase!r} must be a plain name such as after or full_test")
+        if args.phase and eval_path(args.run_dir, args.phase).exists() and not args.overwrite:
+            raise ConfigError(
+                f"the run has an eval named {args.phase!r} already ({eval_path(args.run_dir, args.phase)}): give "
+                "another --phase, or add --overwrite to replace it"
+            )
         device, e = pick_device(), cfg.eval
         if e.backend == "vllm":
             check_vllm(device, "eval.backend=vllm")

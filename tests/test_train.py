@@ -118,16 +118,28 @@ def test_evaluate_cli_reevaluates_a_saved_model_like_the_run_did(tiny_run, tmp_p
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)  # it writes into the run: a copy, as the other worker may be reading the shared one
     after, summary_file = lines(run / "eval" / "after.jsonl"), run / "eval" / "summary.json"
-    summary = evaluate_in_subprocess(run, run / "model", phase="again")
-    assert lines(run / "eval" / "again.jsonl") == after  # same model, same greedy answers
+    summary = evaluate_in_subprocess(run, run / "model", phase="after")  # the run's own eval after, written anew
+    assert lines(run / "eval" / "after.jsonl") == after  # same model, same greedy answers
     saved = json.loads(summary_file.read_text())
-    assert saved["again"] == summary == saved["after"] and {"before", "after"} <= saved.keys()
+    assert saved["after"] == summary and {"before", "after"} <= saved.keys()
     # without --phase it only prints the summary; --set changes the eval set (through main(): the process
     # above was the command's real start)
     from core.evaluate import main
 
     assert main([str(run), "--set", "dataset.n_eval=3"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["n"] == 3
+    # a phase the run has is kept unless --overwrite says otherwise (the trainer's eval before, here)
+    before = (run / "eval" / "before.jsonl").read_bytes()
+    assert main([str(run), "--phase", "before"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: the run has an eval named 'before' already ({run / 'eval' / 'before.jsonl'}): give another "
+        "--phase, or add --overwrite to replace it"
+    )
+    assert (run / "eval" / "before.jsonl").read_bytes() == before
+    assert main([str(run), "--phase", "again", "--set", "dataset.n_eval=3"]) == 0
+    assert main([str(run), "--phase", "again", "--set", "dataset.n_eval=2", "--overwrite"]) == 0
+    assert len(lines(run / "eval" / "again.jsonl")) == 2
+    assert json.loads(summary_file.read_text())["again"]["n"] == 2
     assert sorted(p.name for p in (run / "eval").iterdir()) == [
         "after.jsonl",
         "again.jsonl",
