@@ -370,6 +370,17 @@ def test_every_form_field_reads_back_its_own_text():
         ),
         # malformed --set
         ("", ["train.num_train_steps"], {}, "must look like key=value"),
+        # keys that YAML reads as something other than a name
+        ("1: 2\n", [], {}, "has a key 1 that is not a name (YAML reads 1, yes, on and null as a number"),
+        ("yes: 2\n", [], {}, "has a key True that is not a name"),
+        # sampling settings TRL and transformers refuse mid-run, and seeds NumPy refuses
+        ("", ["grpo.temperature=0"], {}, "'grpo.temperature' has value 0.0, expected greater than 0"),
+        ("", ["grpo.top_k=-5"], {}, "'grpo.top_k' has value -5, expected 0 (off) or more"),
+        ("", ["grpo.top_p=1.5"], {}, "'grpo.top_p' has value 1.5, expected in (0, 1]"),
+        ("", ["grpo.min_p=2"], {}, "'grpo.min_p' has value 2.0, expected between 0 and 1"),
+        ("", ["grpo.repetition_penalty=0"], {}, "'grpo.repetition_penalty' has value 0.0, expected greater than 0"),
+        ("", ["train.seed=-1"], {}, "'train.seed' has value -1, expected 0 to 2**32 - 1"),
+        ("", ["train.seed=4294967296"], {}, "'train.seed' has value 4294967296, expected 0 to 2**32 - 1"),
     ],
 )
 def test_bad_config_is_one_clear_config_error(tmp_path, yaml_text, sets, env, expected):

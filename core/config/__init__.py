@@ -92,6 +92,12 @@ def read_yaml(path: str | os.PathLike) -> dict:
         raise ConfigError(f"config file '{path}' is not valid YAML{at}: {problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of keys, got {type(raw).__name__}")
+    for key in raw:
+        if not isinstance(key, str):  # YAML reads `1:`, `yes:`, `on:` and `null:` as a number, a boolean or null
+            raise ConfigError(
+                f"config file '{path}' has a key {key!r} that is not a name (YAML reads 1, yes, on and null as a "
+                "number, a boolean or null): write config keys as names"
+            )
     return raw
 
 

@@ -143,6 +143,21 @@ def _number_problems(cfg: RunConfig):
                 "expected 1 or more: the number of updates per generation batch"
             ),
         )
+    sampling = {  # TRL's sampling settings, in the ranges TRL and transformers take (else they fail mid-run)
+        "temperature": (lambda v: v > 0, "greater than 0 (TRL samples with it; lower is less random)"),
+        "top_k": (lambda v: v >= 0, "0 (off) or more"),
+        "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
+        "min_p": (lambda v: v is None or 0 <= v <= 1, "between 0 and 1"),
+        "repetition_penalty": (lambda v: v > 0, "greater than 0 (1.0: none)"),
+    }
+    for name, (fits, expected) in sampling.items():
+        if name in cfg.grpo and not fits(cfg.grpo[name]):
+            yield f"grpo.{name}", f"config key 'grpo.{name}' has value {cfg.grpo[name]!r}, expected {expected}"
+    if not 0 <= cfg.train.seed < 2**32:
+        yield (
+            "train.seed",
+            f"config key 'train.seed' has value {cfg.train.seed!r}, expected 0 to 2**32 - 1 (NumPy's seeds)",
+        )
     for key in ("train.save_steps", "train.eval_steps"):
         if get_value(cfg, key) < 0:
             yield key, f"config key '{key}' has value {get_value(cfg, key)!r}, expected 0 (off) or more"
