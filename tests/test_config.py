@@ -335,6 +335,7 @@ def test_every_form_field_reads_back_its_own_text():
         ("dataset: {name: mnist}\n", [], {}, "expected gsm8k or synthetic"),
         ("model_name: ./no/such/model\n", [], {}, "that model folder does not exist"),
         ("model_name: builtin:huge\n", [], {}, "there is no such built-in model: use one of builtin:tiny"),
+        ("", [f"model_name={ROOT}/configs"], {}, "a folder that holds no model (no config.json): give a model folder"),
         # eval backends
         ("eval: {backend: tgi}\n", [], {}, "'eval.backend' has value 'tgi', expected hf or vllm"),
         ("eval: {vllm_gpu_memory_utilization: 1.5}\n", [], {}, "expected a fraction between 0 and 1"),
@@ -388,6 +389,15 @@ def test_bad_config_is_one_clear_config_error(tmp_path, yaml_text, sets, env, ex
         load_config(write(tmp_path, yaml_text), sets=sets, env=env)
     assert expected in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_run_folder_given_as_the_model_points_at_its_model_folder(tmp_path):
+    (tmp_path / "run.yaml").write_text("{}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(sets=[f"model_name={tmp_path}"])
+    assert str(info.value).endswith(f"a run folder's model is in its model/ folder ({tmp_path / 'model'})")
+    (tmp_path / "adapter_config.json").write_text("{}")  # a LoRA run's model/ holds an adapter: a model
+    load_config(sets=[f"model_name={tmp_path}"])
 
 
 def test_missing_file_and_malformed_yaml(tmp_path):

@@ -357,6 +357,21 @@ def _model_problems(cfg: RunConfig):
                 "give an existing local folder, a Hub id like Qwen/Qwen2.5-0.5B-Instruct, or builtin:tiny"
             ),
         )
+    elif Path(name).expanduser().is_dir() and not any(
+        (Path(name).expanduser() / f).is_file() for f in ("config.json", "adapter_config.json")
+    ):  # transformers would fail on it after the eval data loads
+        folder = Path(name).expanduser()
+        yield (
+            "model_name",
+            (
+                f"config key 'model_name' has value {name!r}, a folder that holds no model (no config.json): "
+                + (
+                    f"a run folder's model is in its model/ folder ({folder / 'model'})"
+                    if (folder / "run.yaml").is_file()
+                    else "give a model folder (a run's model/), a Hub id like Qwen/Qwen2.5-0.5B-Instruct, or builtin:tiny"
+                )
+            ),
+        )
 
 
 def _check_accelerate_config(cfg: RunConfig) -> None:
