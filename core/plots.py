@@ -16,7 +16,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from core.rundir import read_config, rollouts_path
+from core.rundir import read_config, rollouts_path, whole_number
 from core.store import RunStore
 
 
@@ -53,8 +53,8 @@ def prompt_accuracy(store: RunStore, prompt_id: str, k: int, allow_partial: bool
 
 def _group_size(source: Path, store: RunStore) -> int:
     """K: the run's num_generations, else the largest sample index seen plus one."""
-    k = read_config(source).get("num_generations") if source.is_dir() else None
-    return int(k) if k else store.largest_group()
+    k = whole_number(read_config(source).get("num_generations")) if source.is_dir() else None
+    return k or store.largest_group()  # a run.yaml without a whole number there has no K to give
 
 
 def save_plot(points: list[tuple], prompt_id: str, out: Path) -> None:
@@ -103,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--rollouts '{source}' does not exist: give a rollouts .jsonl file or a run directory")
         if out.suffix not in (".html", ".png"):
             raise ValueError(f"--out '{out}' must end in .html or .png")
+        if out.is_dir():
+            raise ValueError(f"--out '{out}' is a folder: give a file name ending in .html or .png")
+        if not out.parent.is_dir():
+            raise ValueError(f"--out '{out}': there is no folder '{out.parent}' to write it in")
+        if args.num_generations is not None and args.num_generations < 1:
+            raise ValueError(f"--num-generations {args.num_generations}: K, the completions per question, is 1 or more")
         with opened(source) as store:
             if store.skipped:
                 print(f"skipped {store.skipped} line(s) that are not rollout records", file=sys.stderr)
@@ -113,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    save_plot(points, args.prompt_id, out)
+    try:
+        save_plot(points, args.prompt_id, out)
+    except OSError as e:  # no permission, a full disk
+        print(f"error: could not write '{out}' ({e.strerror or e})", file=sys.stderr)
+        return 2
     print(f"wrote {out} ({len(points)} steps)")
     return 0
 

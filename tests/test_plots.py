@@ -88,3 +88,34 @@ def test_unknown_prompt_is_a_clear_error(tmp_path):
     path.write_text(json.dumps(rows("a", 0, [1, 0])[0]) + "\n")
     result = plot("--rollouts", str(path), "--prompt-id", "zzz", "--out", str(tmp_path / "x.html"))
     assert result.returncode == 2 and result.stderr.strip() == "error: no rollouts for prompt id 'zzz'"
+
+
+def test_where_the_plot_cannot_go_and_a_k_below_1_are_one_line_each(tmp_path):
+    path = tmp_path / "rollouts.jsonl"
+    path.write_text(json.dumps(rows("a", 0, [1, 0])[0]) + "\n")
+    (tmp_path / "d.html").mkdir()
+    cases = {
+        str(tmp_path / "nodir" / "a.html"): f"error: --out '{tmp_path / 'nodir' / 'a.html'}': there is no folder "
+        f"'{tmp_path / 'nodir'}' to write it in",
+        str(
+            tmp_path / "d.html"
+        ): f"error: --out '{tmp_path / 'd.html'}' is a folder: give a file name ending in .html or .png",
+    }
+    for out, line in cases.items():
+        result = plot("--rollouts", str(path), "--prompt-id", "a", "--out", out)
+        assert (result.returncode, result.stderr.strip()) == (2, line)
+    result = plot("--rollouts", str(path), "--prompt-id", "a", "--out", "/proc/plot.html")  # a folder no one writes in
+    assert result.returncode == 2 and result.stderr.strip().startswith("error: could not write '/proc/plot.html' (")
+    result = plot(
+        "--rollouts", str(path), "--prompt-id", "a", "--num-generations", "-1", "--out", str(tmp_path / "k.html")
+    )
+    assert (
+        result.returncode == 2
+        and result.stderr.strip().startswith("error: --num-generations -1: K")
+        and not (tmp_path / "k.html").exists()
+    )
+    (tmp_path / "run.yaml").write_text("num_generations: four\n")  # a run.yaml edited by hand: K from the groups
+    (tmp_path / "rollouts").mkdir()
+    path.rename(tmp_path / "rollouts" / "rollouts.jsonl")
+    result = plot("--rollouts", str(tmp_path), "--prompt-id", "a", "--allow-partial", "--out", str(tmp_path / "k.html"))
+    assert result.returncode == 0 and (tmp_path / "k.html").exists(), result.stderr
