@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.rundir import read_config
+from core.rundir import config_path, read_config, status_path
 from core.stats import sign_test
 from core.store import RunStore
+from core.trl_runs import is_trl_run
 
 MIN_STEPS = 10  # fewer logged steps than this: too few to tell a trend from noise
 WINDOW = 0.2  # "early" and "late" are the first and the last fifth of the steps seen
@@ -529,7 +530,33 @@ CHECKS = [
 CHECKED = [check.__name__.replace("_", " ") for check in CHECKS]  # what "no problem found" covers, in words
 
 
+# The run.yaml settings the checks read, and the type each must have to be read.
+SETTINGS = {
+    "max_new_tokens": int,
+    "num_generations": int,
+    "stop_at_final": bool,
+    "rewards": list,
+    "train.learning_rate": (int, float),
+    "grpo.beta": (int, float),
+    "grpo.temperature": (int, float),
+}
+
+
+def settings(config: dict) -> dict:
+    """`config`'s SETTINGS, each only where it has its type: a run.yaml edited by hand may hold anything,
+    and a setting that does not fit is read as absent (its default)."""
+    kept: dict = {}
+    for key, kind in SETTINGS.items():
+        section, _, name = key.rpartition(".")
+        within = config.get(section) if section else config
+        value = within.get(name) if isinstance(within, dict) else None
+        if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+            (kept.setdefault(section, {}) if section else kept)[name] = value
+    return kept
+
+
 def load(store: RunStore, config: dict) -> Run:
+    config = settings(config)
     series = store.metric_series(store.metric_names())
     metrics = series.pivot_table(index="step", columns="name", values="value") if len(series) else pd.DataFrame()
     max_tokens = int(config.get("max_new_tokens") or 256)
@@ -567,6 +594,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
         print(f"error: no run folder at {args.run_dir}", file=sys.stderr)
+        return 2
+    if not (config_path(args.run_dir).is_file() or status_path(args.run_dir).is_file() or is_trl_run(args.run_dir)):
+        print(
+            f"error: {args.run_dir} holds no run (no run.yaml, status.json or TRL output): give a run folder such "
+            "as runs/<run>",
+            file=sys.stderr,
+        )
         return 2
     store = RunStore(args.run_dir)
     store.refresh()

@@ -334,6 +334,20 @@ def test_the_cli_prints_the_findings_and_json(tmp_path, capsys):
     (finding,) = [f for f in json.loads(capsys.readouterr().out) if f["code"] == "truncation"]
     assert set(finding) == {"code", "severity", "steps", "message", "evidence", "fix", "examples"}
     assert main([str(tmp_path / "nope")]) == 2
+    capsys.readouterr()
+    (tmp_path / "empty").mkdir()  # a folder, but no run in it: not a run with too few steps
+    assert main([str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'empty'} holds no run (no run.yaml, status.json")
+    config = read_config(run_dir)
+    for edited in (  # a run.yaml edited by hand: a setting of the wrong type is read as absent, never a crash
+        {"max_new_tokens": "abc"},
+        {"max_new_tokens": [3], "num_generations": "four"},
+        {"train": "fast", "grpo": {"beta": "x", "temperature": None}},
+        {"rewards": "gsm8k", "stop_at_final": "yes"},
+    ):
+        (run_dir / "run.yaml").write_text(json.dumps({**config, **edited}))
+        assert main([str(run_dir)]) == 0, edited
+        assert capsys.readouterr().out.startswith(("PROBLEM", "WARNING", "INFO", "no findings"))
 
 
 # ---- real tiny runs made to fail on purpose ----------------------------------------------------
