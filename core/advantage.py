@@ -86,18 +86,31 @@ def run_settings(config: dict) -> dict:
     """What the advantage of a run and its spread over tokens depend on, from its run.yaml (`config`,
     a mapping; TRL's and this project's defaults for what it does not say): scale_rewards, aggregation,
     loss_type, max_completion_length, beta (the KL term's weight), the clip's epsilon_low and epsilon_high,
-    and each reward function's weight."""
+    and each reward function's weight. A value of the wrong kind (a run.yaml edited by hand) is read as
+    absent: its default."""
     grpo = config.get("grpo") if isinstance(config.get("grpo"), dict) else {}
     rewards = config.get("rewards") if isinstance(config.get("rewards"), list) else []
+
+    def number(value, default):
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+
+    def choice(value, choices, default):
+        return value if isinstance(value, str) and value in choices else default
+
+    epsilon = number(grpo.get("epsilon"), 0.2)
     return {
-        "scale_rewards": grpo.get("scale_rewards", "group"),
-        "aggregation": grpo.get("multi_objective_aggregation", "sum_then_normalize"),
-        "loss_type": grpo.get("loss_type", "dapo"),
-        "beta": grpo.get("beta", 0.0),
-        "epsilon_low": grpo.get("epsilon", 0.2),
-        "epsilon_high": grpo.get("epsilon_high") or grpo.get("epsilon", 0.2),
+        "scale_rewards": choice(grpo.get("scale_rewards"), SCALE_REWARDS, "group"),
+        "aggregation": choice(grpo.get("multi_objective_aggregation"), AGGREGATIONS, "sum_then_normalize"),
+        "loss_type": grpo["loss_type"] if isinstance(grpo.get("loss_type"), str) else "dapo",  # the page names any
+        "beta": number(grpo.get("beta"), 0.0),
+        "epsilon_low": epsilon,
+        "epsilon_high": number(grpo.get("epsilon_high"), None) or epsilon,
         "max_completion_length": config.get("max_new_tokens") if isinstance(config.get("max_new_tokens"), int) else 256,
-        "weights": {r["name"]: float(r.get("weight", 1.0)) for r in rewards if isinstance(r, dict) and "name" in r},
+        "weights": {
+            r["name"]: float(number(r.get("weight"), 1.0))
+            for r in rewards
+            if isinstance(r, dict) and isinstance(r.get("name"), str)
+        },
     }
 
 

@@ -236,7 +236,8 @@ def replay(store: RunStore, rewards: list[tuple[str, object, float]], config: di
     new scores."""
     started, trl = time.perf_counter(), bool(store.status.get("read_only"))
     settings = run_settings(config)
-    max_steps = (config.get("train") or {}).get("num_train_steps") or store.status.get("max_steps")
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}  # a run.yaml edited by hand: anything
+    max_steps = train.get("num_train_steps") or store.status.get("max_steps")
     report = Replay([{"name": name, "weight": w} for name, _, w in rewards])
     tokens = TokenReader(store.run_dir)
     available = TRL_ARGUMENTS | ({"question", "answer_final", "prompt_id"} if not trl else set())

@@ -103,6 +103,29 @@ def test_replay_with_the_runs_own_reward_changes_nothing(run):
     assert all(s["mean_before"] == s["mean_after"] for s in report.steps)
 
 
+def test_a_run_yaml_edited_by_hand_reads_its_settings_that_fit_and_defaults_for_the_rest(run):
+    from core.advantage import run_settings
+    from core.rundir import read_config
+
+    defaults = run_settings({})
+    edited = {  # each of the wrong kind: read as absent
+        "train": "fast",
+        "grpo": {"scale_rewards": "weird", "multi_objective_aggregation": 3, "beta": "x", "epsilon": [0.1]},
+        "rewards": [{"name": "gsm8k", "weight": "heavy"}, "format", {"weight": 2}],
+        "max_new_tokens": "abc",
+    }
+    assert run_settings(edited) == {**defaults, "weights": {"gsm8k": 1.0}}
+    assert run_settings({"grpo": {"scale_rewards": "none", "beta": 0.04, "loss_type": "grpo"}}) == {
+        **defaults,
+        "scale_rewards": "none",
+        "beta": 0.04,
+        "loss_type": "grpo",
+    }
+    (run / "run.yaml").write_text(json.dumps({**read_config(run), **edited}))
+    report = run_replay(run, reward_specs(["gsm8k"], []))  # the run's rewards read as the defaults say
+    assert report.rollouts == 1200 and report.changed == 0
+
+
 def test_replay_streams_whole_steps_and_gives_the_same_report_in_small_batches(run, monkeypatch):
     whole = run_replay(run, reward_specs(["gsm8k_lenient", "format"], [1.0, 0.5]))
     monkeypatch.setattr(replay_module, "BATCH_ROWS", 50)  # a batch of a few steps (a step holds 128)
