@@ -34,6 +34,7 @@ import yaml
 from core import collector_paused
 from core.config import RunConfig, load_config, trackers
 from core.errors import ConfigError
+from core.model import damaged_weights
 from core.rollouts import RolloutRecorder
 from core.rundir import (
     checked_status,
@@ -423,6 +424,16 @@ def main(pipeline, description: str, argv: list[str] | None = None) -> int:
             if Path(args.resume).is_dir():
                 lock = hold_run_dir(Path(args.resume), cfg.launch.machine_rank if cfg else 0)
             resume = latest_checkpoint(args.resume)
+            if damaged := damaged_weights(resume):
+                raise ConfigError(
+                    f"cannot resume '{args.resume}': {resume.name}'s weights are damaged ({damaged}), as a save cut "
+                    "short leaves them: "
+                    + (
+                        f"delete {resume} to resume from the checkpoint before it"
+                        if len(checkpoints(args.resume)) > 1
+                        else "it is the run's only checkpoint, so the run cannot go on: launch it again"
+                    )
+                )
             if not (resume / "optimizer.pt").is_file():  # a save of the weights only (grpo.save_only_model)
                 print(
                     f"note: {resume.name} holds the model's weights only: training continues from them with a "

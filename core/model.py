@@ -85,9 +85,30 @@ def model_folder(model_name: str) -> str:
     return str(getattr(importlib.import_module(module), function)())
 
 
+def damaged_weights(folder: str | os.PathLike) -> str | None:
+    """What is wrong with a model folder's safetensors files, in words, where one is cut short or is not
+    one (a save that did not finish); None when each opens. Reads their headers only."""
+    from pathlib import Path
+
+    from safetensors import SafetensorError, safe_open
+
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), "pt"):
+                pass
+        except (SafetensorError, OSError) as e:
+            return f"{path.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    return None
+
+
 def _from_pretrained(cls, cfg: RunConfig, **kwargs):
     """`cls.from_pretrained` on the config's model; a model that cannot be loaded is a ConfigError
-    that says what to use offline."""
+    that says what to use offline, or which of a folder's files is damaged."""
+    if os.path.isdir(cfg.model_name) and (damaged := damaged_weights(cfg.model_name)):
+        raise ConfigError(
+            f"could not load model '{cfg.model_name}': its weights are damaged ({damaged}), as a save cut short "
+            "leaves them: give another model folder or checkpoint"
+        )
     try:
         return cls.from_pretrained(model_folder(cfg.model_name), **kwargs)
     except OSError as e:

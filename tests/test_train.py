@@ -176,6 +176,28 @@ def test_resume_needs_a_checkpoint(tmp_path, train_here):
     )
 
 
+def test_weights_cut_short_are_one_line_for_a_resume_and_an_eval(tmp_path, train_here, capsys):
+    from core.evaluate import main as evaluate_main
+
+    run = tmp_path / "run"
+    config = load_config("configs/tiny_cpu.yaml", [f"train.output_dir={run}"]).to_dict()
+    (run / "checkpoint-2").mkdir(parents=True)
+    (run / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (run / "checkpoint-2" / "config.json").write_text("{}")
+    (run / "checkpoint-2" / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")  # cut short
+    why = "model.safetensors: Error while deserializing header"
+    code, err = train_here("--resume", run)
+    assert code == 2 and err.startswith(f"error: cannot resume '{run}': checkpoint-2's weights are damaged ({why}")
+    assert err.strip().endswith("it is the run's only checkpoint, so the run cannot go on: launch it again")
+    (run / "checkpoint-1").mkdir()
+    code, err = train_here("--resume", run)
+    assert code == 2 and err.strip().endswith(f"delete {run / 'checkpoint-2'} to resume from the checkpoint before it")
+    assert evaluate_main([str(run), "--model", str(run / "checkpoint-2")]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: could not load model '{run / 'checkpoint-2'}': its weights are damaged ({why}"
+    )
+
+
 def test_a_new_run_never_writes_into_a_folder_that_holds_one(tmp_path, train_here):
     from core.rundir import run_outputs
 
