@@ -26,7 +26,7 @@ from core import HEAVY_IMPORTS
 from core.config import grpo_default, load_config
 from core.errors import ConfigError
 from core.model import model_folder
-from core.rundir import checkpoints, config_path, model_dir, token_files
+from core.rundir import TOKENS, checkpoints, config_path, model_dir, token_files
 from core.store import RunStore
 
 TOP = 5  # alternatives shown at each place
@@ -72,6 +72,7 @@ def sampled_ids(run_dir: str | Path, step: int, prompt_id: str, sample: int) -> 
                     isinstance(r, dict)
                     and (r.get("step"), r.get("prompt_id"), r.get("sample")) == (step, prompt_id, sample)
                     and isinstance(r.get("ids"), list)
+                    and all(type(i) is int for i in r["ids"])  # anything else is no record of ids: skipped
                     and (found is None or (r.get("attempt") or 0) >= found[0])
                 ):
                     found = (r.get("attempt") or 0, r["ids"])
@@ -231,6 +232,12 @@ def token_view(
     recorded = ids is not None
     if not recorded:
         ids = tokenizer(rollout["completion"], add_special_tokens=False)["input_ids"]
+    vocabulary = after[0].get_input_embeddings().num_embeddings
+    if odd := [i for i in ids if not 0 <= i < vocabulary]:
+        raise ConfigError(
+            f"the token ids recorded for this rollout hold {odd[0]}, which is no token of this model's "
+            f"{vocabulary}: its line in {TOKENS}/ is damaged, or was written by another model"
+        )
     prompt_ids = tokenizer(text=rollout["prompt"])[
         "input_ids"
     ]  # as TRL tokenises a text prompt (a BOS where the tokenizer adds one)

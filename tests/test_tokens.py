@@ -84,12 +84,25 @@ def test_the_command_compares_the_models_kept_around_the_step_by_default(tiny_ru
         assert header.startswith(pair)
 
 
+def records(run):
+    return [json.loads(line) for line in tokens_path(run).read_text().splitlines()]
+
+
+def keyed(record, rollout):
+    return all(record[k] == rollout[k] for k in ("step", "prompt_id", "sample"))
+
+
 def test_a_run_without_recorded_ids_has_its_text_tokenised_again(tiny_run, rollout, tmp_path):
     run = tmp_path / "old"
     shutil.copytree(tiny_run, run)
-    shutil.rmtree(run / "tokens")
     choices = core.tokens.model_choices(run)
-    view = core.tokens.token_view(run, rollout, core.tokens.load(choices["before"]), core.tokens.load(choices["after"]))
+    models = core.tokens.load(choices["before"]), core.tokens.load(choices["after"])
+    tokens_path(run).write_text(  # a line whose ids are not whole numbers is no record of them
+        "".join(json.dumps({**r, "ids": ["x", *r["ids"][1:]]} if keyed(r, rollout) else r) + "\n" for r in records(run))
+    )
+    assert not core.tokens.token_view(run, rollout, *models).recorded
+    shutil.rmtree(run / "tokens")
+    view = core.tokens.token_view(run, rollout, *models)
     assert not view.recorded and "".join(t["token"] for t in view.tokens) == rollout["completion"]
 
 
@@ -98,6 +111,14 @@ def test_each_thing_that_cannot_be_shown_is_one_line_and_exit_2(tiny_run, rollou
     shutil.copytree(tiny_run, hub)
     config = yaml.safe_load(config_path(hub).read_text())
     config_path(hub).write_text(yaml.safe_dump({**config, "model_name": "nobody/no-such-model"}))
+    damaged = tmp_path / "damaged"  # its line of recorded ids holds an id no token has
+    shutil.copytree(tiny_run, damaged)
+    tokens_path(damaged).write_text(
+        "".join(
+            json.dumps({**r, "ids": [10**9, *r["ids"][1:]]} if keyed(r, rollout) else r) + "\n"
+            for r in records(damaged)
+        )
+    )
     cases = {
         "is not a run folder": [tmp_path / "nothing", *where(rollout)],
         "has no rollout": [tiny_run, "--step", 999, "--prompt-id", rollout["prompt_id"], "--sample", 0],
@@ -109,6 +130,11 @@ def test_each_thing_that_cannot_be_shown_is_one_line_and_exit_2(tiny_run, rollou
         assert core.tokens.main(list(map(str, args))) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and words in err, err
+    assert core.tokens.main([str(damaged), *map(str, where(rollout))]) == 2  # the models load first: their progress
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and err.splitlines()[-1].startswith(
+        "error: the token ids recorded for this rollout hold 1000000000, which is no token of this model's 604"
+    )
     monkeypatch.setattr(core.tokens, "MEMORY_SHARE", 1e-9)  # a model larger than the memory free
     assert core.tokens.main([str(tiny_run), *map(str, where(rollout))]) == 2
     err = capsys.readouterr().err.strip()
