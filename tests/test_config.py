@@ -501,3 +501,20 @@ def test_trackers_are_transformers_own_and_use_wandb_means_wandb():
     )
     args = grpo_args(load_config(sets=["runtime.report_to=[tensorboard]"]), "cpu")
     assert (args.report_to, args.log_completions) == (["tensorboard"], False)
+
+
+def test_a_path_that_starts_with_a_tilde_is_in_the_home_folder(tmp_path, monkeypatch):
+    # a shell expands no `~` after `--set key=`: the config does, for the keys that hold paths
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "gsm8k.jsonl").write_text('{"question": "1+1?", "answer": "#### 2"}\n')
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    cfg = load_config(
+        sets=["train.output_dir=~/runs/x", "dataset.name=gsm8k", "dataset.path=~/gsm8k.jsonl", "model_name=~/model"]
+    )
+    assert (cfg.train.output_dir, cfg.dataset.path, cfg.model_name) == (
+        str(tmp_path / "runs" / "x"),
+        str(tmp_path / "gsm8k.jsonl"),
+        str(tmp_path / "model"),
+    )
+    assert load_config(sets=["train.output_dir=runs/~x"]).train.output_dir == "runs/~x"  # only a leading one

@@ -49,10 +49,12 @@ from core.config.trl_args import (
     updates_per_batch,
 )
 from core.config.values import (
+    apply_setting,
     apply_settings,
     changed_settings,
     choices,
     format_value,
+    get_value,
     parse_setting,
     setting,
     text_value,
@@ -101,6 +103,10 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return raw
 
 
+# Paths in which `~` is the home folder, as a shell would have it: a shell expands no `~` after `key=`.
+HOME_PATHS = ("model_name", "train.output_dir", "dataset.path", "launch.accelerate_config")
+
+
 def default_runs_dir() -> Path:
     """Where runs live unless a run says otherwise: RUNS_DIR, else the repository's runs/ folder.
     The CLI writes there and the dashboard lists it, so a run started either way shows up in both."""
@@ -125,6 +131,9 @@ def load_config(
             raise ConfigError(f"--set '{item}' must look like key=value, e.g. --set train.num_train_steps=10")
         settings.append((key.strip(), text_value(key.strip(), value)))
     apply_settings(cfg, settings)  # every wrong key named at once, in one line
+    for key in HOME_PATHS:
+        if isinstance(value := get_value(cfg, key), str) and value.startswith("~"):
+            apply_setting(cfg, key, os.path.expanduser(value))
     if check:
         validate(cfg)
     if cfg.train.output_dir is None:
