@@ -297,8 +297,13 @@ def main(argv: list[str] | None = None) -> int:
         if label not in choices or label == "before":
             kept = [c.removeprefix("checkpoint-") for c in choices if c != "before"]
             name = {"after": "saved model (model/)", "before": "checkpoint or saved model"}.get(label, label)
+            asked = (
+                "--checkpoint before would compare the starting model with itself"
+                if args.checkpoint == "before"
+                else f"run '{args.run_dir}' has no {name} to compare with"
+            )
             raise ConfigError(
-                f"run '{args.run_dir}' has no {name} to compare with: give --checkpoint "
+                f"{asked}: give --checkpoint "
                 + (
                     " or ".join([", ".join(kept[:-1]), kept[-1]] if len(kept) > 1 else kept)
                     if kept

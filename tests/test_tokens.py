@@ -124,6 +124,12 @@ def test_each_thing_that_cannot_be_shown_is_one_line_and_exit_2(tiny_run, rollou
         "has no rollout": [tiny_run, "--step", 999, "--prompt-id", rollout["prompt_id"], "--sample", 0],
         "has no checkpoint-7 to compare with: give --checkpoint after": [tiny_run, *where(rollout), "--checkpoint", 7],
         "has no best to compare with: give --checkpoint after": [tiny_run, *where(rollout), "--checkpoint", "best"],
+        "before would compare the starting model with itself: give --checkpoint ": [
+            tiny_run,
+            *where(rollout),
+            "--checkpoint",
+            "before",
+        ],
         "Hugging Face cache": [hub, *where(rollout)],
     }
     for words, args in cases.items():  # in this process: the command's main(), as `python -m core.tokens` runs it
