@@ -269,7 +269,12 @@ def test_every_form_field_reads_back_its_own_text():
         ("num_generations: four\n", [], {}, "'num_generations' has value 'four', expected a whole number"),
         ("train: {learning_rate: [1]}\n", [], {}, "'train.learning_rate' has value [1], expected a number"),
         ("runtime: {use_wandb: maybe}\n", [], {}, "'runtime.use_wandb' has value 'maybe', expected true/false"),
-        ("", [], {"MAX_STEPS": "ten"}, "'train.num_train_steps' has value 'ten', expected a whole number"),
+        (
+            "",
+            [],
+            {"MAX_STEPS": "ten"},
+            "'train.num_train_steps' has value 'ten', expected a whole number (from the environment variable MAX_STEPS)",
+        ),
         ("train: 5\n", [], {}, "'train' must be a mapping"),
         # K < 2: GRPO needs a group to compare within
         ("num_generations: 1\n", [], {}, "'num_generations' has value 1, expected at least 2"),

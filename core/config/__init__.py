@@ -124,7 +124,7 @@ def load_config(
     lists what is wrong)."""
     cfg = RunConfig()
     settings = list(normalize_seed_shape(read_yaml(path)).items()) if path is not None else []
-    settings += [(key, env[var]) for var, key in ENV_KEYS.items() if env and env.get(var, "") != ""]
+    settings += [(key, env[var], var) for var, key in ENV_KEYS.items() if env and env.get(var, "") != ""]
     for item in sets:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():

@@ -174,14 +174,15 @@ def apply_setting(cfg: RunConfig, key: str, value: Any) -> None:
     setattr(target, name, coerce(key, value, types_[name]))
 
 
-def apply_settings(cfg: RunConfig, settings: list[tuple[str, Any]]) -> None:
-    """apply_setting for each (key, value); one ConfigError naming every key that is wrong, not the first."""
+def apply_settings(cfg: RunConfig, settings: list[tuple]) -> None:
+    """apply_setting for each (key, value) or (key, value, the environment variable that set it); one
+    ConfigError naming every key that is wrong, not the first."""
     problems = []
-    for key, value in settings:
+    for key, value, *variable in settings:
         try:
             apply_setting(cfg, key, value)
         except ConfigError as e:
-            problems.append(str(e))
+            problems.append(f"{e} (from the environment variable {variable[0]})" if variable else str(e))
     if problems:
         raise ConfigError("; ".join(problems))
 
