@@ -383,15 +383,19 @@ def run_replay(
     if save_as is None:
         return replay(store, rewards, config, progress)
     path = replay_path(run_dir, save_as)
-    path.parent.mkdir(exist_ok=True)
     try:
+        path.parent.mkdir(exist_ok=True)
         with replaced(path) as f:  # written whole or not at all
             report = replay(
                 store, rewards, config, progress, save=lambda rows: f.writelines(json.dumps(r) + "\n" for r in rows)
             )
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             path.parent.rmdir()  # only when empty: a replay that failed leaves no folder behind
+        if isinstance(e, OSError):  # replays/ is a file, the run folder read-only, the disk full
+            raise ConfigError(
+                f"could not save the replay in {path.parent} ({e.strerror or e}): replay without --save"
+            ) from None
         raise
     report.saved_as = save_as
     write_json_atomic(replay_report_path(run_dir, save_as), as_json(report))

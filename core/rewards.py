@@ -167,7 +167,7 @@ def resolve_reward(name: str):
         else:
             loaded = importlib.import_module(module)
         fn = getattr(loaded, attr)
-    except Exception as e:  # whatever the module raises as it is imported: one line naming the reward
+    except (Exception, SystemExit) as e:  # whatever the module raises as it is imported (an exit too): one line
         raise ValueError(f"reward {name!r} could not be imported ({type(e).__name__}: {e})") from None
     if not callable(fn):
         raise ValueError(f"reward {name!r} is not a function")
@@ -191,7 +191,7 @@ def called(name: str, fn, kwargs: dict, where, batch: str) -> list[float | None]
     count = len(kwargs["completions"])
     try:
         result = fn(**kwargs)
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # sys.exit() in a reward ends no run without a word
         raise RewardError(
             f"reward {name!r} raised {_failure(e, kwargs)} on {_first_failing(fn, kwargs, where, batch)}"
         ) from e
@@ -257,6 +257,6 @@ def _first_failing(fn, kwargs: dict, where, batch: str) -> str:
         }
         try:
             fn(**one)
-        except Exception:
+        except (Exception, SystemExit):
             return where(i)
     return f"the batch of {batch}"

@@ -222,6 +222,11 @@ BAD_REWARDS = {
         "def f(prompts, completions, **kw):\n    return 1.0\n",
         "reward '{path}:f' returned 1.0 (float) for the",
     ),
+    "exits": (  # sys.exit() in a reward: said like any other exception, never a silent end
+        "import sys\ndef f(prompts, completions, **kw):\n    if any('Final: 7' in c for c in completions):\n"
+        "        sys.exit(3)\n    return [0.0] * len(completions)\n",
+        "reward '{path}:f' raised SystemExit: 3 on step {step}, prompt {pid}, sample",
+    ),
     "infinite": (
         "def f(prompts, completions, **kw):\n    return [float('inf') if 'Final: 7' in c else 0.0 for c in completions]\n",
         "reward '{path}:f' returned inf for step {step}, prompt {pid}, sample",
@@ -263,6 +268,15 @@ def test_bad_input_is_one_line_and_exit_2(run, capsys, args, said):
     assert main([str(run), *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and said in err and not (run / "replays").exists()
+
+
+def test_a_replay_that_cannot_be_saved_is_one_line(run, capsys):
+    (run / "replays").write_text("a file where the folder goes")
+    assert main([str(run), "--reward", "format", "--save", "x"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: could not save the replay in {run / 'replays'} (File exists): replay without --save"
+    )
+    assert (run / "replays").read_text() == "a file where the folder goes"
 
 
 def test_logged_rewards_too_large_to_add_up_are_one_line(run, capsys):
