@@ -378,8 +378,13 @@ def hold_run_dir(run_dir: Path, machine_rank: int = 0) -> int | None:
         return None
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"run folder '{run_dir}' is a file: give train.output_dir a folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = lock_run_dir(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = lock_run_dir(run_dir)
+    except OSError as e:  # a folder no one may write in, a read-only disk
+        raise ConfigError(
+            f"cannot make run folder '{run_dir}' ({e.strerror or e}): give train.output_dir a folder you can write in"
+        ) from None
     if lock is None:
         raise ConfigError(
             f"run folder '{run_dir}' is in use by a live run (pid {read_status(run_dir).get('pid')}): "

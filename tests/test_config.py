@@ -410,6 +410,8 @@ def test_missing_file_and_malformed_yaml(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="config file '/dev/null' is not a regular file"):
         load_config("/dev/null")  # there, but no file: said so, not "does not exist"
+    with pytest.raises(ConfigError, match=r"config file '/proc/1/mem' cannot be read \("):
+        load_config("/proc/1/mem")  # a file no one may read, even root
     with pytest.raises(ConfigError, match="is not valid YAML at line 3"):
         load_config(write(tmp_path, "train:\n  seed: [1, 2\n"))
 

@@ -223,6 +223,12 @@ def test_a_new_run_never_writes_into_a_folder_that_holds_one(tmp_path, train_her
     )
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before  # nothing written
     assert not is_locked(folder)
+    code, err = train_here("--config", "configs/tiny_cpu.yaml", "--set", "train.output_dir=/proc/no/run")
+    assert (code, err.strip()) == (
+        2,
+        "error: cannot make run folder '/proc/no/run' (No such file or directory): give train.output_dir a folder "
+        "you can write in",
+    )
 
 
 def test_a_resume_that_fails_before_a_step_leaves_the_runs_config_as_it_was(tmp_path, train_here):

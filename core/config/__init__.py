@@ -87,6 +87,8 @@ def read_yaml(path: str | os.PathLike) -> dict:
         raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as e:
         raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
+    except OSError as e:  # no permission to read it
+        raise ConfigError(f"config file '{path}' cannot be read ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
