@@ -340,6 +340,7 @@ def test_every_form_field_reads_back_its_own_text():
         ("dataset: {name: mnist}\n", [], {}, "expected gsm8k or synthetic"),
         ("model_name: ./no/such/model\n", [], {}, "that model folder does not exist"),
         ("model_name: builtin:huge\n", [], {}, "there is no such built-in model: use one of builtin:tiny"),
+        ("", ["model_name="], {}, "config key 'model_name' is empty: give a Hub id"),
         ("", [f"model_name={ROOT}/configs"], {}, "a folder that holds no model (no config.json): give a model folder"),
         # eval backends
         ("eval: {backend: tgi}\n", [], {}, "'eval.backend' has value 'tgi', expected hf or vllm"),

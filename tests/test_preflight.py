@@ -187,3 +187,19 @@ def test_the_demo_preset_is_predicted_to_learn_and_check_before_launch_says_it_i
     assert "The settings are valid." in [s.value for s in at.success] and "Before launch" not in [
         h.value for h in at.subheader
     ]
+
+
+def test_a_check_that_could_not_run_names_the_setting_in_the_forms_words(tmp_path, monkeypatch):
+    import core.preflight
+    from tests.test_dashboard import open_page
+
+    monkeypatch.setenv("RUNS_DIR", str(tmp_path))
+    why = "config key 'grpo.temperature' has value -1.0, expected greater than 0; or max_new_tokens=32"
+    monkeypatch.setattr(core.preflight, "in_subprocess", lambda cfg, **_: (None, why))
+    at = open_page("launch")
+    at.selectbox[0].set_value("tiny_cpu.yaml").run()
+    at.button[2].click().run(timeout=60)  # Check before launch
+    assert not at.exception and [e.value.replace("\\", "") for e in at.error] == [  # as text: escaped for markdown
+        "The check could not run: config key 'temperature (Advanced)' has value -1.0, expected greater than 0; or "
+        "'Max new tokens' = 32"
+    ]

@@ -331,7 +331,12 @@ def _tracker_problems(cfg: RunConfig):
 def _model_problems(cfg: RunConfig):
     name = cfg.model_name
     looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
-    if name.startswith("builtin:"):
+    if not name.strip():
+        yield (
+            "model_name",
+            "config key 'model_name' is empty: give a Hub id like Qwen/Qwen2.5-0.5B-Instruct, a model folder, or builtin:tiny",
+        )
+    elif name.startswith("builtin:"):
         if name not in BUILTIN_MODELS:
             yield (
                 "model_name",

@@ -92,7 +92,7 @@ def in_form_words(text: str) -> str:
         name = FIELDS.get(key) or (f"{key.removeprefix('grpo.')} (Advanced)" if key.startswith("grpo.") else None)
         return (f"'{name}' = " if setting else f"'{name}'") if name else match.group(0)
 
-    return re.sub(r"\b([a-z_]+(?:\.[a-z_]+)?)\b(=?)", label, text)
+    return re.sub(r"'?\b([a-z_]+(?:\.[a-z_]+)?)\b'?(=?)", label, text)  # a quoted key: its quotes too
 
 
 def preflight_view(report: dict | None, why: str) -> None:
