@@ -428,7 +428,7 @@ def main(pipeline, description: str, argv: list[str] | None = None) -> int:
                 )  # without a run.yaml, latest_checkpoint says what is missing
             if Path(args.resume).is_dir():
                 lock = hold_run_dir(Path(args.resume), cfg.launch.machine_rank if cfg else 0)
-            resume = latest_checkpoint(args.resume)
+            resume = latest_checkpoint(args.resume, cfg.train.num_train_steps if cfg else None)
             if damaged := damaged_weights(resume):
                 raise ConfigError(
                     f"cannot resume '{args.resume}': {resume.name}'s weights are damaged ({damaged}), as a save cut "
@@ -455,12 +455,16 @@ def main(pipeline, description: str, argv: list[str] | None = None) -> int:
                     f"with --resume {cfg.train.output_dir}, or give this run another train.output_dir"
                 )
     except (ConfigError, StopRequested) as e:
-        if isinstance(e, ConfigError):
+        failed = isinstance(e, ConfigError)
+        folder = Path(args.resume or Path(args.config or ".").parent)  # a dashboard launch: RUN/run.yaml
+        if read_status(folder).get("pid") == os.getpid():  # the launcher's placeholder names us: settle it
+            ended = (
+                {"state": "failed", "exit_code": 2, "error": str(e)} if failed else {"state": "stopped", "exit_code": 0}
+            )
+            update_status(folder, **ended, ended_at=time.time())
+        if failed:
             print(f"error: {e}", file=sys.stderr)
         else:
-            folder = Path(args.resume or Path(args.config or ".").parent)  # a dashboard launch: RUN/run.yaml
-            if read_status(folder).get("pid") == os.getpid():  # the launcher's placeholder names us: settle it
-                update_status(folder, state="stopped", exit_code=0, ended_at=time.time())
             print("stopped before the run began", flush=True)
         if lock is not None:  # the folder was taken before this: free again (an in-process caller goes on)
             os.close(lock)

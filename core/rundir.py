@@ -167,13 +167,20 @@ def run_outputs(run_dir: str | Path) -> list[str]:
     return [name for name in found if name]
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path:
-    """The run's newest checkpoint-<step>/ folder; ConfigError when there is none to resume from."""
+def latest_checkpoint(run_dir: str | Path, steps: int | None = None) -> Path:
+    """The run's newest checkpoint-<step>/ folder; ConfigError when there is none to resume from, or when
+    it is past `steps`, the step a resume is to train to (TRL would train nothing and call the run done)."""
     found = checkpoints(run_dir)
     if not (Path(run_dir) / "run.yaml").is_file() or not found:
         raise ConfigError(
             f"cannot resume '{run_dir}': it needs a run.yaml and a checkpoint-<step> folder "
             "(runs save one when stopped, and every train.save_steps steps)"
+        )
+    done = int(found[-1].name.split("-")[-1])
+    if steps is not None and steps < done:
+        raise ConfigError(
+            f"cannot resume '{run_dir}' to step {steps}: its latest checkpoint is of step {done} already; train "
+            f"until step {done} or later"
         )
     return found[-1]
 

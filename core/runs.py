@@ -311,8 +311,9 @@ def resume(run_dir: str | Path, repo: str | Path = ".", num_train_steps: int | N
     default its own target)."""
     run_dir = Path(run_dir)
     _ensure_not_live(run_dir, "")
-    latest_checkpoint(run_dir)  # fail here, with the reason, rather than in the subprocess
-    steps = num_train_steps or (read_config(run_dir).get("train") or {}).get("num_train_steps")
+    train = read_config(run_dir).get("train")
+    steps = num_train_steps or whole_number(train.get("num_train_steps") if isinstance(train, dict) else None)
+    latest_checkpoint(run_dir, steps)  # fail here, with the reason, rather than in the subprocess
     old_pid = update_status(
         run_dir,
         state="starting",

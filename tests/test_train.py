@@ -198,6 +198,30 @@ def test_weights_cut_short_are_one_line_for_a_resume_and_an_eval(tmp_path, train
     )
 
 
+def test_a_resume_to_a_step_its_checkpoint_is_past_is_refused_and_the_launch_settled(tmp_path, train_here):
+    from core.runs import resume
+    from core.runstate import process_identity
+
+    run = tmp_path / "run"
+    (run / "checkpoint-53").mkdir(parents=True)  # a run stopped at step 53 of 150
+    config = load_config("configs/tiny_cpu.yaml", [f"train.output_dir={run}", "train.num_train_steps=150"]).to_dict()
+    (run / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (run / "status.json").write_text(json.dumps({"state": "stopped", "global_step": 53, "exit_code": 0}))
+    said = (
+        f"cannot resume '{run}' to step 10: its latest checkpoint is of step 53 already; train until step 53 or later"
+    )
+    with pytest.raises(ConfigError) as refused:  # the Runs page's Resume: refused before anything starts
+        resume(run, ROOT, num_train_steps=10)
+    assert str(refused.value) == said and read_status(run)["state"] == "stopped"
+    # the command itself, as a dashboard starts it: its placeholder (this process's pid) is settled, not left
+    # "starting" for the Runs page to call crashed
+    (run / "status.json").write_text(json.dumps({"state": "starting", **process_identity(os.getpid())}))
+    code, err = train_here("--resume", run, "--set", "train.num_train_steps=10")
+    assert (code, err.strip()) == (2, f"error: {said}")
+    status = read_status(run)
+    assert (status["state"], status["exit_code"], status["error"]) == ("failed", 2, said)
+
+
 def test_a_new_run_never_writes_into_a_folder_that_holds_one(tmp_path, train_here):
     from core.rundir import run_outputs
 
