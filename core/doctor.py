@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.rundir import config_path, read_config, status_path
+from core.runstate import LIVE_STATES, effective_state
 from core.stats import sign_test
 from core.store import RunStore
 from core.trl_runs import is_trl_run
@@ -570,16 +571,17 @@ def load(store: RunStore, config: dict) -> Run:
 
 
 def diagnose(store: RunStore, config: dict) -> list[Finding]:
-    """Every finding on the run, the worst first; "not enough steps yet" while there is too little."""
+    """Every finding on the run, the worst first; "not enough steps" while there is too little."""
     run = load(store, config)
     seen = max(len(run.metrics), len(run.steps))
     if seen < MIN_STEPS:
+        few = "Not enough steps yet" if effective_state(store.status) in LIVE_STATES else "Too few steps"  # ended
         return [
             Finding(
                 "not_enough_steps",
                 "info",
                 None,
-                f"Not enough steps yet: {seen} logged, the doctor needs {MIN_STEPS} to tell a trend from noise.",
+                f"{few}: {seen} logged, the doctor needs {MIN_STEPS} to tell a trend from noise.",
                 {"steps": seen},
             )
         ]

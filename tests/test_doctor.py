@@ -298,8 +298,17 @@ def test_a_warm_up_from_zero_is_not_a_schedule_that_started_over(tmp_path):
 
 
 def test_too_few_steps_is_said_not_guessed(tmp_path):
-    _, findings = findings_of(make_run(tmp_path, "short", PATHOLOGIES["truncation"][0], steps=5))
-    assert [f.code for f in findings] == ["not_enough_steps"] and "Not enough steps yet" in findings[0].message
+    import os
+
+    from core.runstate import process_identity
+
+    run_dir = make_run(tmp_path, "short", PATHOLOGIES["truncation"][0], steps=5)  # finished: no more to come
+    _, findings = findings_of(run_dir)
+    assert [f.code for f in findings] == ["not_enough_steps"]
+    assert findings[0].message.startswith("Too few steps: 5 logged, the doctor needs 10")
+    (run_dir / "status.json").write_text(json.dumps({"state": "running", **process_identity(os.getpid())}))
+    _, findings = findings_of(run_dir)  # a live run: more steps to come
+    assert findings[0].message.startswith("Not enough steps yet: 5 logged")
 
 
 def test_an_eval_dip_within_noise_is_not_a_regression(tmp_path):
