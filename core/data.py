@@ -247,8 +247,9 @@ def _hub_rows(split: str) -> list[dict]:
         ) from None
 
 
-def load_rows(ds: DatasetConfig, seed: int) -> tuple[list[dict], list[dict]]:
-    """(train rows, eval rows) as {question, answer}, cut to n_train / n_eval."""
+def load_rows(ds: DatasetConfig, seed: int, evaluates: bool = True) -> tuple[list[dict], list[dict]]:
+    """(train rows, eval rows) as {question, answer}, cut to n_train / n_eval; ConfigError where a run that
+    `evaluates` would have no question to evaluate on."""
     if ds.name == "synthetic":
         train = synthetic_rows(ds.n_train, seed, level=ds.level)
         return train, synthetic_rows(ds.n_eval, seed + 1, exclude={r["question"] for r in train}, level=ds.level)
@@ -262,6 +263,11 @@ def load_rows(ds: DatasetConfig, seed: int) -> tuple[list[dict], list[dict]]:
             _read_file(_split_file(path, ds.eval_split))[: ds.n_eval],
         )
     rows = _enough(_read_file(path), ds.n_train, path)  # one file: train on the first rows, evaluate on the ones after
+    if evaluates and len(rows) == ds.n_train:
+        raise ConfigError(
+            f"dataset file '{path}' has {len(rows)} rows, all of them for training (dataset.n_train={ds.n_train}), "
+            "and none left to evaluate on: give it more rows, lower dataset.n_train, or set eval.enabled=false"
+        )
     return rows[: ds.n_train], rows[ds.n_train : ds.n_train + ds.n_eval]
 
 

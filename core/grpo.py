@@ -40,7 +40,8 @@ def train(cfg: RunConfig, run, resume: Path | None = None) -> str:
     rewards = reward_functions(cfg)
 
     run.phase("loading data")
-    train_rows, eval_rows = load_rows(cfg.dataset, cfg.train.seed)  # bad data fails before a model loads
+    # bad data fails before a model loads
+    train_rows, eval_rows = load_rows(cfg.dataset, cfg.train.seed, evaluates=cfg.eval.enabled)
     transformers.set_seed(cfg.train.seed)
 
     run.phase("loading model")

@@ -99,7 +99,7 @@ def preflight(cfg: RunConfig, questions: int | None = None, progress=None, start
     check_generation(cfg, device)
     rewards = reward_functions(cfg)
     progress("loading data and model")
-    train_rows, eval_rows = load_rows(cfg.dataset, cfg.train.seed)
+    train_rows, eval_rows = load_rows(cfg.dataset, cfg.train.seed, evaluates=cfg.eval.enabled)
     transformers.set_seed(cfg.train.seed)
     model, tokenizer = load_model(cfg, device)
     if cfg.stop_at_final:

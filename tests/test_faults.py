@@ -252,6 +252,7 @@ DATA_FILES = {  # name: (file content, the start of the one-line error)
     "no_question": ('{"answer": "#### 3"}\n' + GOOD, "line 1 has no text 'question' and 'answer'"),
     "no_hashes": (GOOD + '{"question": "q", "answer": "it is 5"}\n' * 3, "has 3 of 4 answers without '#### <number>'"),
     "too_few": (GOOD * 3, "has 3 rows, fewer than dataset.n_train=4"),
+    "none_to_evaluate": (GOOD * 4, "has 4 rows, all of them for training (dataset.n_train=4), and none left to"),
     "bad_utf8": (b"\xff\xfe" + GOOD.encode(), "line 1 is not a JSON object"),
 }
 
@@ -268,6 +269,8 @@ def test_a_bad_data_file_is_one_line_before_any_model_loads(tmp_path, case):
     with pytest.raises(ConfigError) as info:
         load_rows(cfg.dataset, 0)
     assert expected in str(info.value) and str(path) in str(info.value) and "\n" not in str(info.value)
+    if case == "none_to_evaluate":  # a run that does not evaluate trains on all of them
+        assert len(load_rows(cfg.dataset, 0, evaluates=False)[0]) == 4
 
 
 def test_a_pipe_or_a_device_as_data_is_refused_at_once(tmp_path):
