@@ -429,10 +429,11 @@ def test_the_rewards_page_replays_and_shows_the_same_counts(tmp_path, monkeypatc
     at.button(key="FormSubmitter:replay-Replay").click().run()  # nothing chosen: said first, nothing run
     assert [shown(e.value) for e in at.error] == ["choose at least one reward to replay with"]
     at.multiselect(key="replay_rewards").set_value(["format"])
-    at.text_input(key="replay_weights").set_value("abc")
-    at.button(key="FormSubmitter:replay-Replay").click().run()
-    said = "weight 'abc' is not a number: give numbers separated by commas, e.g. 1.0, 0.5"
-    assert [shown(e.value) for e in at.error] == [said] and not at.exception
+    for typed in ("abc", "1e999"):  # words, and a number too large to be one (inf)
+        at.text_input(key="replay_weights").set_value(typed)
+        at.button(key="FormSubmitter:replay-Replay").click().run()
+        said = f"weight '{typed}' is not a finite number: give numbers separated by commas, e.g. 1.0, 0.5"
+        assert [shown(e.value) for e in at.error] == [said] and not at.exception
     at.text_input(key="replay_weights").set_value("1,5")  # a decimal comma: two weights for one reward
     at.button(key="FormSubmitter:replay-Replay").click().run()
     said = (

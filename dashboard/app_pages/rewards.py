@@ -188,7 +188,7 @@ def weights_of(text: str, rewards: int) -> list[float]:
             weights.append(number(each))
         except ValueError:
             raise ConfigError(
-                f"weight {each!r} is not a number: give numbers separated by commas, e.g. 1.0, 0.5"
+                f"weight {each!r} is not a finite number: give numbers separated by commas, e.g. 1.0, 0.5"
             ) from None
     if len(weights) not in (0, rewards) and re.search(r"\d,\d", text):
         raise ConfigError(
