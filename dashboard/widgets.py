@@ -123,6 +123,8 @@ def pick_run(label: str = "Run", key: str = "run") -> dict | None:
     names = [r["name"] for r in runs]
     wanted = wanted_run()
     index = names.index(wanted) if wanted in names else 0
+    if wanted and wanted not in names:  # a link to a run deleted since, or a name mistyped in the address
+        st.warning(f"There is no run named {plain(wanted)} in the runs folder: showing {plain(names[0])}.")
     name = st.selectbox(label, names, index=index, key=key)
     st.session_state["selected_run"] = name
     st.query_params["run"] = name

@@ -319,6 +319,18 @@ def test_rollouts_filters_change_the_rows(runs):
     assert at.dataframe[0].value.empty and "0 rollouts match" in texts(at)
 
 
+def test_a_link_to_a_run_that_is_not_there_says_so_and_shows_another(runs):
+    at = open_page("rollouts", run="gone")
+    (warning,) = [w.value for w in at.warning]
+    assert warning.startswith("There is no run named gone in the runs folder: showing ")
+    assert (
+        at.selectbox(key="run").value
+        == warning.removeprefix("There is no run named gone in the runs folder: showing ")[:-1]
+    )
+    at.run()  # the address now names the run shown: said once
+    assert not at.warning
+
+
 def test_the_open_rollout_is_marked_in_the_table(runs):
     rows = open_page("rollouts", run="learning").dataframe[0].value
     assert (rows["open"] == "").all()  # nothing open yet
