@@ -11,6 +11,7 @@ from core.config.schema import LORA_BIASES, SECTIONS, RunConfig
 from core.config.trl_args import TRACKERS, generation_batch, grpo_default, installed_trackers, trackers
 from core.config.values import get_value
 from core.errors import ConfigError
+from core.rundir import config_path, model_dir
 
 POSITIVE = [
     "max_new_tokens",
@@ -371,8 +372,8 @@ def _model_problems(cfg: RunConfig):
             (
                 f"config key 'model_name' has value {name!r}, a folder that holds no model (no config.json): "
                 + (
-                    f"a run folder's model is in its model/ folder ({folder / 'model'})"
-                    if (folder / "run.yaml").is_file()
+                    f"a run folder's model is in its model/ folder ({model_dir(folder)})"
+                    if config_path(folder).is_file()
                     else "give a model folder (a run's model/), a Hub id like Qwen/Qwen2.5-0.5B-Instruct, or builtin:tiny"
                 )
             ),
