@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from statistics import fmean, stdev
 
+from core.config import read_setting
+
 EPSILON = 1e-4  # TRL's: keeps a group of nearly equal rewards from dividing by ~0
 SCALE_REWARDS = ("group", "batch", "none")
 AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
@@ -86,28 +88,25 @@ def run_settings(config: dict) -> dict:
     """What the advantage of a run and its spread over tokens depend on, from its run.yaml (`config`,
     a mapping; TRL's and this project's defaults for what it does not say): scale_rewards, aggregation,
     loss_type, max_completion_length, beta (the KL term's weight), the clip's epsilon_low and epsilon_high,
-    and each reward function's weight. A value of the wrong kind (a run.yaml edited by hand) is read as
-    absent: its default."""
-    grpo = config.get("grpo") if isinstance(config.get("grpo"), dict) else {}
-    rewards = config.get("rewards") if isinstance(config.get("rewards"), list) else []
+    and each reward function's weight. A value that cannot be read as its kind (a run.yaml edited by hand)
+    is read as absent: its default (config.read_setting)."""
 
-    def number(value, default):
-        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+    def choice(key: str, choices, default: str) -> str:
+        value = read_setting(config, key, str)
+        return value if value in choices else default
 
-    def choice(value, choices, default):
-        return value if isinstance(value, str) and value in choices else default
-
-    epsilon = number(grpo.get("epsilon"), 0.2)
+    epsilon = read_setting(config, "grpo.epsilon", float, 0.2)
+    rewards = read_setting(config, "rewards", list, [])
     return {
-        "scale_rewards": choice(grpo.get("scale_rewards"), SCALE_REWARDS, "group"),
-        "aggregation": choice(grpo.get("multi_objective_aggregation"), AGGREGATIONS, "sum_then_normalize"),
-        "loss_type": grpo["loss_type"] if isinstance(grpo.get("loss_type"), str) else "dapo",  # the page names any
-        "beta": number(grpo.get("beta"), 0.0),
+        "scale_rewards": choice("grpo.scale_rewards", SCALE_REWARDS, "group"),
+        "aggregation": choice("grpo.multi_objective_aggregation", AGGREGATIONS, "sum_then_normalize"),
+        "loss_type": read_setting(config, "grpo.loss_type", str, "dapo"),  # any name: the page says which it shows
+        "beta": read_setting(config, "grpo.beta", float, 0.0),
         "epsilon_low": epsilon,
-        "epsilon_high": number(grpo.get("epsilon_high"), None) or epsilon,
-        "max_completion_length": config.get("max_new_tokens") if isinstance(config.get("max_new_tokens"), int) else 256,
+        "epsilon_high": read_setting(config, "grpo.epsilon_high", float) or epsilon,
+        "max_completion_length": read_setting(config, "max_new_tokens", int, 256),
         "weights": {
-            r["name"]: float(number(r.get("weight"), 1.0))
+            r["name"]: read_setting(r, "weight", float, 1.0)
             for r in rewards
             if isinstance(r, dict) and isinstance(r.get("name"), str)
         },

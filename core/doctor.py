@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.rundir import config_path, read_config, status_path
+from core.config import read_setting
+from core.rundir import read_config
 from core.runstate import LIVE_STATES, effective_state
 from core.stats import sign_test
 from core.store import RunStore
-from core.trl_runs import is_trl_run
+from core.trl_runs import is_run
 
 MIN_STEPS = 10  # fewer logged steps than this: too few to tell a trend from noise
 WINDOW = 0.2  # "early" and "late" are the first and the last fifth of the steps seen
@@ -531,27 +532,25 @@ CHECKS = [
 CHECKED = [check.__name__.replace("_", " ") for check in CHECKS]  # what "no problem found" covers, in words
 
 
-# The run.yaml settings the checks read, and the type each must have to be read.
+# The run.yaml settings the checks read, and the type each is read as (config.read_setting).
 SETTINGS = {
     "max_new_tokens": int,
     "num_generations": int,
     "stop_at_final": bool,
     "rewards": list,
-    "train.learning_rate": (int, float),
-    "grpo.beta": (int, float),
-    "grpo.temperature": (int, float),
+    "train.learning_rate": float,
+    "grpo.beta": float,
+    "grpo.temperature": float,
 }
 
 
 def settings(config: dict) -> dict:
-    """`config`'s SETTINGS, each only where it has its type: a run.yaml edited by hand may hold anything,
-    and a setting that does not fit is read as absent (its default)."""
+    """`config`'s SETTINGS, each where it can be read as its type: a run.yaml edited by hand may hold
+    anything, and a setting that does not fit is read as absent (its default)."""
     kept: dict = {}
     for key, kind in SETTINGS.items():
-        section, _, name = key.rpartition(".")
-        within = config.get(section) if section else config
-        value = within.get(name) if isinstance(within, dict) else None
-        if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        if (value := read_setting(config, key, kind)) is not None:
+            section, _, name = key.rpartition(".")
             (kept.setdefault(section, {}) if section else kept)[name] = value
     return kept
 
@@ -597,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.run_dir.is_dir():
         print(f"error: no run folder at {args.run_dir}", file=sys.stderr)
         return 2
-    if not (config_path(args.run_dir).is_file() or status_path(args.run_dir).is_file() or is_trl_run(args.run_dir)):
+    if not is_run(args.run_dir):
         print(
             f"error: {args.run_dir} holds no run (no run.yaml, status.json or TRL output): give a run folder such "
             "as runs/<run>",

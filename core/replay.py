@@ -29,6 +29,7 @@ from pathlib import Path
 import duckdb
 
 from core.advantage import advantages, run_settings
+from core.config import read_setting
 from core.errors import ConfigError
 from core.rewards import called, resolve_reward
 from core.rundir import (
@@ -236,8 +237,7 @@ def replay(store: RunStore, rewards: list[tuple[str, object, float]], config: di
     new scores."""
     started, trl = time.perf_counter(), bool(store.status.get("read_only"))
     settings = run_settings(config)
-    train = config.get("train") if isinstance(config.get("train"), dict) else {}  # a run.yaml edited by hand: anything
-    max_steps = train.get("num_train_steps") or store.status.get("max_steps")
+    max_steps = read_setting(config, "train.num_train_steps", int) or store.status.get("max_steps")
     report = Replay([{"name": name, "weight": w} for name, _, w in rewards])
     tokens = TokenReader(store.run_dir)
     available = TRL_ARGUMENTS | ({"question", "answer_final", "prompt_id"} if not trl else set())

@@ -75,6 +75,12 @@ def trainer_state_path(folder: str | Path) -> Path | None:
     return readable or (found[0][1] if found else None)
 
 
+def is_run(folder: str | Path) -> bool:
+    """Does `folder` hold a run the dashboard lists: this project's (run.yaml or status.json), or a plain
+    TRL run's (is_trl_run)?"""
+    return config_path(folder).exists() or status_path(folder).exists() or is_trl_run(folder)
+
+
 def is_trl_run(folder: str | Path) -> bool:
     folder = Path(folder)
     if config_path(folder).exists() or status_path(folder).exists():

@@ -347,6 +347,12 @@ def test_the_cli_prints_the_findings_and_json(tmp_path, capsys):
     (tmp_path / "empty").mkdir()  # a folder, but no run in it: not a run with too few steps
     assert main([str(tmp_path / "empty")]) == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'empty'} holds no run (no run.yaml, status.json")
+    from core.doctor import settings
+
+    assert settings({"train": {"learning_rate": "1e-5"}, "grpo": {"beta": "4e-2"}, "max_new_tokens": "abc"}) == {
+        "train": {"learning_rate": 1e-5},  # YAML reads 1e-5 (no point) as text: a number all the same
+        "grpo": {"beta": 0.04},
+    }
     config = read_config(run_dir)
     for edited in (  # a run.yaml edited by hand: a setting of the wrong type is read as absent, never a crash
         {"max_new_tokens": "abc"},

@@ -115,10 +115,10 @@ def test_a_run_yaml_edited_by_hand_reads_its_settings_that_fit_and_defaults_for_
         "max_new_tokens": "abc",
     }
     assert run_settings(edited) == {**defaults, "weights": {"gsm8k": 1.0}}
-    assert run_settings({"grpo": {"scale_rewards": "none", "beta": 0.04, "loss_type": "grpo"}}) == {
+    assert run_settings({"grpo": {"scale_rewards": "none", "beta": "4e-2", "loss_type": "grpo"}}) == {
         **defaults,
         "scale_rewards": "none",
-        "beta": 0.04,
+        "beta": 0.04,  # YAML reads 4e-2 (no point) as text; the config reads it as the number
         "loss_type": "grpo",
     }
     (run / "run.yaml").write_text(json.dumps({**read_config(run), **edited}))

@@ -118,6 +118,20 @@ def coerce(key: str, value: Any, tp) -> Any:
     raise ConfigError(f"config key '{key}' has value {value!r}, expected {wanted}")
 
 
+def read_setting(config: dict, key: str, tp, default: Any = None) -> Any:
+    """A run.yaml's value at dotted `key` (`config`: the file as read) as field type `tp`, coerced as the
+    config coerces it (YAML reads `1e-5` as text); `default` where it is absent or does not fit, or is not
+    finite: a run.yaml edited by hand may hold anything, and its readers (the doctor, the replay) go on."""
+    value = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    try:
+        value = default if value is None else coerce(key, value, tp)
+    except ConfigError:
+        return default
+    return default if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def parse_scalar(text: str) -> Any:
     try:
         return yaml.safe_load(text)
