@@ -338,11 +338,12 @@ def run_in_folder(pipeline, cfg: RunConfig, stop: GracefulStop, resume: Path | N
                 f"stopped during {where}: "
                 + (
                     f"training is done and model/ holds the result: python -m core.evaluate {run_dir} --phase after "
-                    "evaluates it"
+                    "--overwrite evaluates it"
                     if where == "eval after"
                     else f"python -m core.train --resume {run_dir} continues from {found[-1].name}"
                     if found
-                    else "no checkpoint was saved yet, so there is nothing to resume: launch it again"
+                    else "no checkpoint was saved yet, so there is nothing to resume: launch it again, into another "
+                    "train.output_dir or once this folder is deleted"
                 ),
                 flush=True,
             )
@@ -382,9 +383,7 @@ def hold_run_dir(run_dir: Path, machine_rank: int = 0) -> int | None:
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = lock_run_dir(run_dir)
     except OSError as e:  # a folder no one may write in, a read-only disk
-        raise ConfigError(
-            f"cannot make run folder '{run_dir}' ({e.strerror or e}): give train.output_dir a folder you can write in"
-        ) from None
+        raise ConfigError(f"cannot write in run folder '{run_dir}' ({e.strerror or e})") from None
     if lock is None:
         raise ConfigError(
             f"run folder '{run_dir}' is in use by a live run (pid {read_status(run_dir).get('pid')}): "
@@ -436,7 +435,8 @@ def main(pipeline, description: str, argv: list[str] | None = None) -> int:
                     + (
                         f"delete {resume} to resume from the checkpoint before it"
                         if len(checkpoints(args.resume)) > 1
-                        else "it is the run's only checkpoint, so the run cannot go on: launch it again"
+                        else "it is the run's only checkpoint, so the run cannot go on: launch it again, into another "
+                        "train.output_dir or once this folder is deleted"
                     )
                 )
             if not (resume / "optimizer.pt").is_file():  # a save of the weights only (grpo.save_only_model)
@@ -451,8 +451,13 @@ def main(pipeline, description: str, argv: list[str] | None = None) -> int:
             lock = hold_run_dir(Path(cfg.train.output_dir), cfg.launch.machine_rank)
             if lock is not None and (written := run_outputs(cfg.train.output_dir)):  # never two runs in one folder
                 raise ConfigError(
-                    f"run folder '{cfg.train.output_dir}' holds a run already ({', '.join(written)}): continue it "
-                    f"with --resume {cfg.train.output_dir}, or give this run another train.output_dir"
+                    f"run folder '{cfg.train.output_dir}' holds a run already ({', '.join(written)}): "
+                    + (
+                        f"continue it with --resume {cfg.train.output_dir}, "
+                        if checkpoints(cfg.train.output_dir)
+                        else ""
+                    )
+                    + "give this run another train.output_dir, or delete that folder first"
                 )
     except (ConfigError, StopRequested) as e:
         failed = isinstance(e, ConfigError)

@@ -168,7 +168,7 @@ def resolve_reward(name: str):
             loaded = importlib.import_module(module)
         fn = getattr(loaded, attr)
     except (Exception, SystemExit) as e:  # whatever the module raises as it is imported (an exit too): one line
-        raise ValueError(f"reward {name!r} could not be imported ({type(e).__name__}: {e})") from None
+        raise ValueError(f"reward {name!r} could not be imported ({_failure(e, {})})") from None
     if not callable(fn):
         raise ValueError(f"reward {name!r} is not a function")
     return fn
@@ -243,9 +243,11 @@ def _number_of(value) -> float | None:
         return None
 
 
-def _failure(e: Exception, kwargs: dict) -> str:
+def _failure(e: BaseException, kwargs: dict) -> str:
     if isinstance(e, KeyError) and e.args and isinstance(e.args[0], str) and e.args[0] not in kwargs:
         return f"KeyError {e.args[0]!r} (this run has no column {e.args[0]!r})"
+    if isinstance(e, SystemExit):
+        return f"SystemExit (sys.exit({'' if e.code is None else repr(e.code)}))"
     return f"{type(e).__name__}: {e}"
 
 

@@ -180,7 +180,7 @@ def latest_checkpoint(run_dir: str | Path, steps: int | None = None) -> Path:
     if steps is not None and steps < done:
         raise ConfigError(
             f"cannot resume '{run_dir}' to step {steps}: its latest checkpoint is of step {done} already; train "
-            f"until step {done} or later"
+            f"until a later step (or step {done} itself, to end the run there with its eval after)"
         )
     return found[-1]
 

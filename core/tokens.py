@@ -235,8 +235,8 @@ def token_view(
     vocabulary = after[0].get_input_embeddings().num_embeddings
     if odd := [i for i in ids if not 0 <= i < vocabulary]:
         raise ConfigError(
-            f"the token ids recorded for this rollout hold {odd[0]}, which is no token of this model's "
-            f"{vocabulary}: its line in {TOKENS}/ is damaged, or was written by another model"
+            f"the token ids recorded for this rollout hold {odd[0]}, past this model's vocabulary of {vocabulary} "
+            f"tokens: its line in {TOKENS}/ is damaged, or was written by another model"
         )
     prompt_ids = tokenizer(text=rollout["prompt"])[
         "input_ids"

@@ -275,6 +275,13 @@ def test_every_form_field_reads_back_its_own_text():
             {"MAX_STEPS": "ten"},
             "'train.num_train_steps' has value 'ten', expected a whole number (from the environment variable MAX_STEPS)",
         ),
+        (
+            "",
+            [],
+            {"MAX_STEPS": "0"},  # a value of the right type out of its range: the variable named too
+            "'train.num_train_steps' has value 0, expected a number greater than 0 (from the environment variable "
+            "MAX_STEPS)",
+        ),
         ("train: 5\n", [], {}, "'train' must be a mapping"),
         # K < 2: GRPO needs a group to compare within
         ("num_generations: 1\n", [], {}, "'num_generations' has value 1, expected at least 2"),
@@ -526,3 +533,9 @@ def test_a_path_that_starts_with_a_tilde_is_in_the_home_folder(tmp_path, monkeyp
         str(tmp_path / "model"),
     )
     assert load_config(sets=["train.output_dir=runs/~x"]).train.output_dir == "runs/~x"  # only a leading one
+    from core.runs import check_form  # the Launch form reads its fields the same way
+
+    form = check_form(
+        ROOT / "configs" / "tiny_cpu.yaml", {"dataset.name": "gsm8k"}, {"dataset.path": "~/gsm8k.jsonl"}, ""
+    )
+    assert form.problems == {}

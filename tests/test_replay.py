@@ -225,7 +225,7 @@ BAD_REWARDS = {
     "exits": (  # sys.exit() in a reward: said like any other exception, never a silent end
         "import sys\ndef f(prompts, completions, **kw):\n    if any('Final: 7' in c for c in completions):\n"
         "        sys.exit(3)\n    return [0.0] * len(completions)\n",
-        "reward '{path}:f' raised SystemExit: 3 on step {step}, prompt {pid}, sample",
+        "reward '{path}:f' raised SystemExit (sys.exit(3)) on step {step}, prompt {pid}, sample",
     ),
     "infinite": (
         "def f(prompts, completions, **kw):\n    return [float('inf') if 'Final: 7' in c else 0.0 for c in completions]\n",

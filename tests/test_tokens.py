@@ -139,7 +139,7 @@ def test_each_thing_that_cannot_be_shown_is_one_line_and_exit_2(tiny_run, rollou
     assert core.tokens.main([str(damaged), *map(str, where(rollout))]) == 2  # the models load first: their progress
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and err.splitlines()[-1].startswith(
-        "error: the token ids recorded for this rollout hold 1000000000, which is no token of this model's 604"
+        "error: the token ids recorded for this rollout hold 1000000000, past this model's vocabulary of 604 tokens"
     )
     monkeypatch.setattr(core.tokens, "MEMORY_SHARE", 1e-9)  # a model larger than the memory free
     assert core.tokens.main([str(tiny_run), *map(str, where(rollout))]) == 2

@@ -188,7 +188,10 @@ def test_weights_cut_short_are_one_line_for_a_resume_and_an_eval(tmp_path, train
     why = "model.safetensors: Error while deserializing header"
     code, err = train_here("--resume", run)
     assert code == 2 and err.startswith(f"error: cannot resume '{run}': checkpoint-2's weights are damaged ({why}")
-    assert err.strip().endswith("it is the run's only checkpoint, so the run cannot go on: launch it again")
+    assert err.strip().endswith(
+        "it is the run's only checkpoint, so the run cannot go on: launch it again, into another train.output_dir or "
+        "once this folder is deleted"
+    )
     (run / "checkpoint-1").mkdir()
     code, err = train_here("--resume", run)
     assert code == 2 and err.strip().endswith(f"delete {run / 'checkpoint-2'} to resume from the checkpoint before it")
@@ -208,7 +211,8 @@ def test_a_resume_to_a_step_its_checkpoint_is_past_is_refused_and_the_launch_set
     (run / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (run / "status.json").write_text(json.dumps({"state": "stopped", "global_step": 53, "exit_code": 0}))
     said = (
-        f"cannot resume '{run}' to step 10: its latest checkpoint is of step 53 already; train until step 53 or later"
+        f"cannot resume '{run}' to step 10: its latest checkpoint is of step 53 already; train until a later step "
+        "(or step 53 itself, to end the run there with its eval after)"
     )
     with pytest.raises(ConfigError) as refused:  # the Runs page's Resume: refused before anything starts
         resume(run, ROOT, num_train_steps=10)
@@ -243,15 +247,18 @@ def test_a_new_run_never_writes_into_a_folder_that_holds_one(tmp_path, train_her
     assert (code, err.strip()) == (
         2,
         f"error: run folder '{folder}' holds a run already (rollouts, metrics.jsonl, eval, checkpoint-2, model): "
-        f"continue it with --resume {folder}, or give this run another train.output_dir",
+        f"continue it with --resume {folder}, give this run another train.output_dir, or delete that folder first",
     )
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before  # nothing written
     assert not is_locked(folder)
+    (folder / "checkpoint-2").rmdir()  # a run with nothing to resume (stopped before its first save)
+    code, err = train_here("--config", "configs/tiny_cpu.yaml", "--set", f"train.output_dir={folder}")
+    assert err.strip().endswith(": give this run another train.output_dir, or delete that folder first")
+    assert "--resume" not in err
     code, err = train_here("--config", "configs/tiny_cpu.yaml", "--set", "train.output_dir=/proc/no/run")
     assert (code, err.strip()) == (
         2,
-        "error: cannot make run folder '/proc/no/run' (No such file or directory): give train.output_dir a folder "
-        "you can write in",
+        "error: cannot write in run folder '/proc/no/run' (No such file or directory)",
     )
 
 
@@ -262,19 +269,37 @@ def test_a_resume_that_fails_before_a_step_leaves_the_runs_config_as_it_was(tmp_
     (run / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (run / "status.json").write_text(json.dumps({"state": "finished", "global_step": 1, "exit_code": 0}))
     before = (run / "run.yaml").read_bytes()
-    sets = ["dataset.name=gsm8k", "train.num_train_steps=13"]  # the Hub's GSM8K: out of reach offline
+    data = tmp_path / "four.jsonl"  # four questions, all for training: none left for the eval before
+    data.write_text('{"question": "What is 2 + 2?", "answer": "2 + 2 = 4\\n#### 4"}\n' * 4)
+    sets = ["dataset.name=gsm8k", f"dataset.path={data}", "dataset.n_train=4", "train.num_train_steps=13"]
     code, err = train_here("--resume", run, *(a for s in sets for a in ("--set", s)))
-    assert code == 2 and "could not load openai/gsm8k" in err
+    assert code == 2 and "none left to evaluate on" in err
     assert (run / "run.yaml").read_bytes() == before  # a next --resume starts from the run's own settings
     status = read_status(run)
-    assert (status["state"], status["attempt"]) == ("failed", 2) and "could not load" in status["error"]
-    from core.lifecycle import Lifecycle, keep_config_unless_trained
+    assert (status["state"], status["attempt"]) == ("failed", 2) and "none left to evaluate on" in status["error"]
 
-    trained = Lifecycle(run, stop=None, status=None)
-    trained.trained = True  # a resume that trained a step before it failed: the settings it trained with stay
-    (run / "run.yaml").write_text("what it trained with\n")
-    keep_config_unless_trained(run, before.decode(), trained)
-    assert (run / "run.yaml").read_text() == "what it trained with\n"
+
+def test_a_resume_that_trained_a_step_before_it_failed_keeps_the_settings_it_trained_with(
+    tiny_model_dir, tmp_path, train_here
+):
+    run = tmp_path / "run"
+    sets = [*TINY_SETS, "train.num_train_steps=1", "train.save_steps=1", "eval.enabled=false"]
+    code, err = train_here(
+        "--config", "configs/tiny_cpu.yaml", *(a for s in [*sets, f"train.output_dir={run}"] for a in ("--set", s))
+    )
+    assert code == 0, err[-3000:]
+    reward = tmp_path / "late.py"  # fails once a step of the resume is done: at step 3, after step 2 trained
+    reward.write_text(
+        "def f(completions, trainer_state=None, **kw):\n"
+        "    if trainer_state.global_step >= 2:\n"
+        "        raise RuntimeError('a reward that fails late')\n"
+        "    return [0.0] * len(completions)\n"
+    )
+    again = ["train.num_train_steps=3", f"rewards=[{{name: '{reward}:f', weight: 1.0}}]"]
+    code, err = train_here("--resume", run, *(a for s in again for a in ("--set", s)))
+    assert code == 2 and "a reward that fails late" in err and read_status(run)["global_step"] == 2
+    kept = yaml.safe_load((run / "run.yaml").read_text())
+    assert kept["train"]["num_train_steps"] == 3 and kept["rewards"][0]["name"] == f"{reward}:f"
 
 
 def wandb_records(path, block=32768):

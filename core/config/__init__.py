@@ -49,12 +49,10 @@ from core.config.trl_args import (
     updates_per_batch,
 )
 from core.config.values import (
-    apply_setting,
     apply_settings,
     changed_settings,
     choices,
     format_value,
-    get_value,
     parse_setting,
     read_setting,
     setting,
@@ -106,10 +104,6 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return raw
 
 
-# Paths in which `~` is the home folder, as a shell would have it: a shell expands no `~` after `key=`.
-HOME_PATHS = ("model_name", "train.output_dir", "dataset.path", "launch.accelerate_config")
-
-
 def default_runs_dir() -> Path:
     """Where runs live unless a run says otherwise: RUNS_DIR, else the repository's runs/ folder.
     The CLI writes there and the dashboard lists it, so a run started either way shows up in both."""
@@ -127,18 +121,17 @@ def load_config(
     lists what is wrong)."""
     cfg = RunConfig()
     settings = list(normalize_seed_shape(read_yaml(path)).items()) if path is not None else []
-    settings += [(key, env[var], var) for var, key in ENV_KEYS.items() if env and env.get(var, "") != ""]
+    variables = {key: var for var, key in ENV_KEYS.items() if env and env.get(var, "") != ""}  # key -> its variable
+    settings += [(key, env[var], var) for key, var in variables.items()]
     for item in sets:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set '{item}' must look like key=value, e.g. --set train.num_train_steps=10")
         settings.append((key.strip(), text_value(key.strip(), value)))
+        variables.pop(key.strip(), None)  # set again after the environment: no longer the variable's
     apply_settings(cfg, settings)  # every wrong key named at once, in one line
-    for key in HOME_PATHS:
-        if isinstance(value := get_value(cfg, key), str) and value.startswith("~"):
-            apply_setting(cfg, key, os.path.expanduser(value))
     if check:
-        validate(cfg)
+        validate(cfg, variables)
     if cfg.train.output_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         cfg.train.output_dir = str(default_runs_dir() / f"{cfg.run_name}_{stamp}")

@@ -30,11 +30,13 @@ POSITIVE = [
 ]
 
 
-def validate(cfg: RunConfig) -> RunConfig:
+def validate(cfg: RunConfig, variables: dict[str, str] | None = None) -> RunConfig:
     """Check values that are each well-typed but wrong, or wrong together: ConfigError with the first
-    problem (problems() lists them all)."""
-    for _, message in problems(cfg):
-        raise ConfigError(message)
+    problem (problems() lists them all), naming the environment variable that set its key where one did
+    (`variables`: config key -> variable)."""
+    for key, message in problems(cfg):
+        variable = (variables or {}).get(key)
+        raise ConfigError(f"{message} (from the environment variable {variable})" if variable else message)
     return cfg
 
 
@@ -347,7 +349,7 @@ def _model_problems(cfg: RunConfig):
                 ),
             )
     elif name.endswith(".gguf"):
-        if not Path(name).expanduser().is_file():
+        if not Path(name).is_file():
             yield (
                 "model_name",
                 (
@@ -355,7 +357,7 @@ def _model_problems(cfg: RunConfig):
                     "an existing .gguf file (it is converted once into a model folder)"
                 ),
             )
-    elif (looks_like_path or Path(name).expanduser().exists()) and not Path(name).expanduser().is_dir():
+    elif (looks_like_path or Path(name).exists()) and not Path(name).is_dir():
         yield (
             "model_name",
             (
@@ -363,10 +365,10 @@ def _model_problems(cfg: RunConfig):
                 "give an existing local folder, a Hub id like Qwen/Qwen2.5-0.5B-Instruct, or builtin:tiny"
             ),
         )
-    elif Path(name).expanduser().is_dir() and not any(
-        (Path(name).expanduser() / f).is_file() for f in ("config.json", "adapter_config.json")
+    elif Path(name).is_dir() and not any(
+        (Path(name) / f).is_file() for f in ("config.json", "adapter_config.json")
     ):  # transformers would fail on it after the eval data loads
-        folder = Path(name).expanduser()
+        folder = Path(name)
         yield (
             "model_name",
             (

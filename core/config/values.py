@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import enum
 import math
+import os
 import re
 import types
 import typing
@@ -151,6 +152,10 @@ def text_value(key: str, text: str) -> Any:
     return parsed
 
 
+# Paths in which `~` is the home folder, as a shell would have it: a shell expands no `~` after `key=`.
+HOME_PATHS = ("model_name", "train.output_dir", "dataset.path", "launch.accelerate_config")
+
+
 def apply_setting(cfg: RunConfig, key: str, value: Any) -> None:
     """Set dotted `key` on cfg, validating the key and coercing the value."""
     parts = key.split(".")
@@ -185,7 +190,10 @@ def apply_setting(cfg: RunConfig, key: str, value: Any) -> None:
     name, types_ = parts[-1], field_types(cls)
     if name not in types_:
         raise unknown_key(key, types_)
-    setattr(target, name, coerce(key, value, types_[name]))
+    value = coerce(key, value, types_[name])
+    if key in HOME_PATHS and isinstance(value, str) and value.startswith("~"):
+        value = os.path.expanduser(value)
+    setattr(target, name, value)
 
 
 def apply_settings(cfg: RunConfig, settings: list[tuple]) -> None:
