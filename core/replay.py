@@ -383,19 +383,28 @@ def run_replay(
     if save_as is None:
         return replay(store, rewards, config, progress)
     path = replay_path(run_dir, save_as)
+
+    def cannot_save(e: OSError) -> ConfigError:  # replays/ is a file, the run folder read-only, the disk full
+        return ConfigError(f"could not save the replay in {path.parent} ({e.strerror or e}): replay without --save")
+
+    def save(rows: list[dict]) -> None:
+        try:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        except OSError as e:
+            raise cannot_save(e) from None
+
     try:
         path.parent.mkdir(exist_ok=True)
+    except OSError as e:
+        raise cannot_save(e) from None
+    try:
         with replaced(path) as f:  # written whole or not at all
-            report = replay(
-                store, rewards, config, progress, save=lambda rows: f.writelines(json.dumps(r) + "\n" for r in rows)
-            )
+            report = replay(store, rewards, config, progress, save=save)
     except BaseException as e:
         with contextlib.suppress(OSError):
             path.parent.rmdir()  # only when empty: a replay that failed leaves no folder behind
-        if isinstance(e, OSError):  # replays/ is a file, the run folder read-only, the disk full
-            raise ConfigError(
-                f"could not save the replay in {path.parent} ({e.strerror or e}): replay without --save"
-            ) from None
+        if isinstance(e, OSError) and Path(e.filename or "").parent == path.parent:  # its file made or renamed
+            raise cannot_save(e) from None
         raise
     report.saved_as = save_as
     write_json_atomic(replay_report_path(run_dir, save_as), as_json(report))

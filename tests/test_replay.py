@@ -1,6 +1,8 @@
 """Reward replay (core/replay.py): its counts against a re-scoring in plain Python, on this project's runs
 and a plain TRL folder; what it passes a reward; each bad input one line and exit 2, the run untouched."""
 
+import contextlib
+import errno
 import json
 import os
 from statistics import fmean
@@ -270,13 +272,29 @@ def test_bad_input_is_one_line_and_exit_2(run, capsys, args, said):
     assert err.count("\n") == 1 and said in err and not (run / "replays").exists()
 
 
-def test_a_replay_that_cannot_be_saved_is_one_line(run, capsys):
+def test_a_replay_that_cannot_be_saved_is_one_line(run, capsys, monkeypatch):
     (run / "replays").write_text("a file where the folder goes")
     assert main([str(run), "--reward", "format", "--save", "x"]) == 2
     assert capsys.readouterr().err.strip() == (
         f"error: could not save the replay in {run / 'replays'} (File exists): replay without --save"
     )
     assert (run / "replays").read_text() == "a file where the folder goes"
+    (run / "replays").unlink()
+
+    @contextlib.contextmanager
+    def a_full_disk(path):  # the scores' file takes no more bytes
+        class Full:
+            def writelines(self, lines):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        yield Full()
+
+    monkeypatch.setattr(replay_module, "replaced", a_full_disk)
+    assert main([str(run), "--reward", "format", "--save", "x"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: could not save the replay in {run / 'replays'} (No space left on device): replay without --save"
+    )
+    assert not (run / "replays").exists()
 
 
 def test_logged_rewards_too_large_to_add_up_are_one_line(run, capsys):
