@@ -139,7 +139,7 @@ def check_reward(name: str) -> None:
             "path/to/file.py:function"
         )
     if module.endswith(".py"):
-        if not Path(module).is_file():
+        if not Path(module).expanduser().is_file():  # ~ is the home folder, as a shell would have it
             raise ValueError(f"reward {name!r}: there is no file {module!r}")
         return
     try:
@@ -161,7 +161,7 @@ def resolve_reward(name: str):
     module, _, attr = name.rpartition(":")
     try:
         if module.endswith(".py"):
-            spec = importlib.util.spec_from_file_location(Path(module).stem, module)
+            spec = importlib.util.spec_from_file_location(Path(module).stem, Path(module).expanduser())
             loaded = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(loaded)
         else:

@@ -6,6 +6,7 @@ import re
 import pytest
 
 from core.rewards import (
+    check_reward,
     extract_gsm8k_gt,
     extract_model_final,
     format_reward,
@@ -138,6 +139,13 @@ def test_custom_reward_by_dotted_path():
         resolve_reward("no_such_module:f")
     with pytest.raises(ValueError, match="could not be imported"):
         resolve_reward("core.rewards:no_such_function")
+
+
+def test_a_reward_file_under_the_home_folder_may_be_named_with_a_tilde(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "mine.py").write_text("def f(completions, **kw):\n    return [1.0] * len(completions)\n")
+    check_reward("~/mine.py:f")  # a shell expands no ~ inside a --set value
+    assert resolve_reward("~/mine.py:f")(completions=["a", "b"]) == [1.0, 1.0]
 
 
 def test_a_config_naming_a_reward_imports_nothing(capsys):
