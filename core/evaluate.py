@@ -149,6 +149,16 @@ def evaluate(
     return score_outputs(tokenizer, dataset, outputs)
 
 
+def unwritable(folder: Path) -> str | None:
+    """Why files cannot be written in `folder` (made here if missing), in words; None when they can. Asked
+    before an eval, which would otherwise be lost at its end."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file where the folder goes, a parent that may not be written
+        return e.strerror or str(e)
+    return None if os.access(folder, os.W_OK) else "no permission to write there"
+
+
 def write_eval(run_dir: str | Path, phase: str, records: list[dict], summary: dict) -> None:
     """Write eval/<phase>.jsonl (atomically: readers see the old file or the new one, a new inode)
     and merge `summary` into eval/summary.json under `phase`."""
@@ -258,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"the run has an eval named {args.phase!r} already ({eval_path(args.run_dir, args.phase)}): give "
                 "another --phase, or add --overwrite to replace it"
             )
+        if args.phase and (problem := unwritable(eval_path(args.run_dir, args.phase).parent)):
+            raise ConfigError(f"cannot write the eval in {eval_path(args.run_dir, args.phase).parent} ({problem})")
         device, e = pick_device(), cfg.eval
         if e.backend == "vllm":
             check_vllm(device, "eval.backend=vllm")

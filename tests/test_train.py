@@ -148,6 +148,19 @@ def test_evaluate_cli_reevaluates_a_saved_model_like_the_run_did(tiny_run, tmp_p
     ]
 
 
+def test_an_eval_that_could_not_be_written_is_refused_before_it_runs(tmp_path, capsys):
+    from core.evaluate import main
+
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "config.json").write_text("{}")  # never loaded: the command stops before
+    config = load_config("configs/tiny_cpu.yaml", [f"train.output_dir={run}"]).to_dict()
+    (run / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (run / "eval").write_text("a file where the folder goes")
+    assert main([str(run), "--phase", "again"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: cannot write the eval in {run / 'eval'} (File exists)"
+
+
 @pytest.mark.parametrize("command", [["core.train", "--config", "configs/tiny_cpu.yaml"], ["core.evaluate"]])
 def test_vllm_eval_without_cuda_is_a_clear_error(command, tiny_run, tmp_path, train_here, capsys):
     if command == ["core.evaluate"]:
