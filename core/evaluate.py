@@ -263,13 +263,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(config_path(args.run_dir), sets=[*args.set, f"model_name={folder}"])
         if args.phase and not args.phase.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"--phase {args.phase!r} must be a plain name such as after or full_test")
-        if args.phase and eval_path(args.run_dir, args.phase).exists() and not args.overwrite:
+        written = eval_path(args.run_dir, args.phase) if args.phase else None
+        if written and written.exists() and not args.overwrite:
             raise ConfigError(
-                f"the run has an eval named {args.phase!r} already ({eval_path(args.run_dir, args.phase)}): give "
-                "another --phase, or add --overwrite to replace it"
+                f"the run has an eval named {args.phase!r} already ({written}): give another --phase, or add "
+                "--overwrite to replace it"
             )
-        if args.phase and (problem := unwritable(eval_path(args.run_dir, args.phase).parent)):
-            raise ConfigError(f"cannot write the eval in {eval_path(args.run_dir, args.phase).parent} ({problem})")
+        if written and (problem := unwritable(written.parent)):
+            raise ConfigError(f"cannot write the eval in {written.parent} ({problem})")
         device, e = pick_device(), cfg.eval
         if e.backend == "vllm":
             check_vllm(device, "eval.backend=vllm")

@@ -473,7 +473,7 @@ def main(pipeline, description: str, argv: list[str] | None = None) -> int:
             print("stopped before the run began", flush=True)
         if lock is not None:  # the folder was taken before this: free again (an in-process caller goes on)
             os.close(lock)
-        return 2 if isinstance(e, ConfigError) else 0
+        return 2 if failed else 0
     if "SIMPLE_GRPO_ATTEMPT" not in os.environ:  # numbered once, here, for this process and its workers
         earlier = read_status(cfg.train.output_dir).get("attempt") if resume else None
         os.environ["SIMPLE_GRPO_ATTEMPT"] = str((earlier if isinstance(earlier, int) else 1) + 1 if resume else 1)

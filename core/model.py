@@ -103,12 +103,7 @@ def damaged_weights(folder: str | os.PathLike) -> str | None:
 
 def _from_pretrained(cls, cfg: RunConfig, **kwargs):
     """`cls.from_pretrained` on the config's model; a model that cannot be loaded is a ConfigError
-    that says what to use offline, or which of a folder's files is damaged."""
-    if os.path.isdir(cfg.model_name) and (damaged := damaged_weights(cfg.model_name)):
-        raise ConfigError(
-            f"could not load model '{cfg.model_name}': its weights are damaged ({damaged}), as a save cut short "
-            "leaves them: give another model folder or checkpoint"
-        )
+    that says what to use offline."""
     try:
         return cls.from_pretrained(model_folder(cfg.model_name), **kwargs)
     except OSError as e:
@@ -142,6 +137,11 @@ def load_model(cfg: RunConfig, device: str):
         if device == "cuda"
         else {"dtype": torch.float32}
     )
+    if os.path.isdir(cfg.model_name) and (damaged := damaged_weights(cfg.model_name)):  # said before anything loads
+        raise ConfigError(
+            f"could not load model '{cfg.model_name}': its weights are damaged ({damaged}), as a save cut short "
+            "leaves them: give another model folder or checkpoint"
+        )
     tokenizer = load_tokenizer(cfg)
     model = _from_pretrained(AutoModelForCausalLM, cfg, **kwargs)
     if device != "cuda":

@@ -28,6 +28,7 @@ from core.config import (
     grpo_field_types,
     load_config,
     parse_setting,
+    read_setting,
     updates_per_batch,
     web_form_problem,
 )
@@ -311,8 +312,7 @@ def resume(run_dir: str | Path, repo: str | Path = ".", num_train_steps: int | N
     default its own target)."""
     run_dir = Path(run_dir)
     _ensure_not_live(run_dir, "")
-    train = read_config(run_dir).get("train")
-    steps = num_train_steps or whole_number(train.get("num_train_steps") if isinstance(train, dict) else None)
+    steps = num_train_steps or read_setting(read_config(run_dir), "train.num_train_steps", int)
     latest_checkpoint(run_dir, steps)  # fail here, with the reason, rather than in the subprocess
     old_pid = update_status(
         run_dir,
