@@ -233,10 +233,15 @@ def token_view(
     if not recorded:
         ids = tokenizer(rollout["completion"], add_special_tokens=False)["input_ids"]
     vocabulary = after[0].get_input_embeddings().num_embeddings
-    if odd := [i for i in ids if not 0 <= i < vocabulary]:
+    if (odd := [i for i in ids if not 0 <= i < vocabulary]) and recorded:
         raise ConfigError(
             f"the token ids recorded for this rollout hold {odd[0]}, past this model's vocabulary of {vocabulary} "
             f"tokens: its line in {TOKENS}/ is damaged, or was written by another model"
+        )
+    if odd:
+        raise ConfigError(
+            f"the tokenizer gives this completion's text id {odd[0]}, past its model's vocabulary of {vocabulary} "
+            "tokens: the model folder's tokenizer is not its model's"
         )
     prompt_ids = tokenizer(text=rollout["prompt"])[
         "input_ids"

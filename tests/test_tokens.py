@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 import core.tokens
+from core.errors import ConfigError
 from core.rundir import config_path, model_dir, tokens_path
 from core.store import RunStore
 from tests.conftest import ROOT
@@ -104,6 +105,9 @@ def test_a_run_without_recorded_ids_has_its_text_tokenised_again(tiny_run, rollo
     shutil.rmtree(run / "tokens")
     view = core.tokens.token_view(run, rollout, *models)
     assert not view.recorded and "".join(t["token"] for t in view.tokens) == rollout["completion"]
+    models[1][0].resize_token_embeddings(3)  # a tokenizer of a larger vocabulary than its model's
+    with pytest.raises(ConfigError, match="^the tokenizer gives this completion's text id .* vocabulary of 3 "):
+        core.tokens.token_view(run, rollout, *models)
 
 
 def test_each_thing_that_cannot_be_shown_is_one_line_and_exit_2(tiny_run, rollout, tmp_path, monkeypatch, capsys):
