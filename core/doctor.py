@@ -69,7 +69,7 @@ class Run:
     """What the checks read: TRL's metrics per step, the rollouts' per-step figures, the evals."""
 
     store: RunStore
-    config: dict
+    config: dict  # settings(): the settings the checks read, each of its own type or absent
     metrics: pd.DataFrame  # step × metric name
     steps: pd.DataFrame  # RunStore.doctor_steps, indexed by step (empty without rollouts)
     groups: pd.DataFrame  # RunStore.group_signal, indexed by step
@@ -77,7 +77,7 @@ class Run:
 
     @property
     def max_tokens(self) -> int:
-        return int(self.config.get("max_new_tokens") or 256)
+        return self.config.get("max_new_tokens") or 256
 
     @property
     def more_tokens(self) -> str:
@@ -87,8 +87,8 @@ class Run:
     def lacks(self, setting: str) -> bool:
         """Whether a fix's `setting` would change this run: stop_at_final=true, grpo.temperature=0.7 or a
         format reward, which it may have already."""
-        temperature = float((self.config.get("grpo") or {}).get("temperature", TRL_TEMPERATURE))
-        rewards = [r.get("name") for r in self.config.get("rewards") or [] if isinstance(r, dict)]
+        temperature = self.config.get("grpo", {}).get("temperature", TRL_TEMPERATURE)
+        rewards = [r.get("name") for r in self.config.get("rewards", []) if isinstance(r, dict)]
         return {
             "stop_at_final": not self.config.get("stop_at_final"),
             "temperature": temperature > 0.7,
@@ -171,13 +171,13 @@ def either(*fixes: str | bool) -> str:
 
 
 def learning_rate(run: Run) -> float:
-    return float((run.config.get("train") or {}).get("learning_rate") or 5e-6)
+    return run.config.get("train", {}).get("learning_rate") or 5e-6
 
 
 def stronger_kl(run: Run) -> str:
     """A KL term to the starting model stronger than the run's own: KL_FIRST where it has none (TRL's
     default), twice its own where it has one."""
-    beta = float((run.config.get("grpo") or {}).get("beta") or 0)
+    beta = run.config.get("grpo", {}).get("beta", 0)
     return f"grpo.beta={2 * beta if beta > 0 else KL_FIRST:g}"
 
 
@@ -283,7 +283,7 @@ def without_signal(
             else "use easier questions (dataset.level=1) or a stronger model"
             if judged
             else "questions of a difficulty the model sometimes solves, rewards that tell completions apart"
-        ) + f", or more samples per prompt (num_generations={2 * int(run.config.get('num_generations') or 8)})"
+        ) + f", or more samples per prompt (num_generations={2 * (run.config.get('num_generations') or 8)})"
     return Finding(
         "no_signal",
         "problem" if share >= 0.9 else "warning",
@@ -559,7 +559,7 @@ def load(store: RunStore, config: dict) -> Run:
     config = settings(config)
     series = store.metric_series(store.metric_names())
     metrics = series.pivot_table(index="step", columns="name", values="value") if len(series) else pd.DataFrame()
-    max_tokens = int(config.get("max_new_tokens") or 256)
+    max_tokens = config.get("max_new_tokens") or 256
     steps = store.doctor_steps(max_tokens).set_index("step") if store.count() else pd.DataFrame()
     groups = store.group_signal(max_tokens).set_index("step") if store.count() else pd.DataFrame()
     if store.status.get("read_only"):  # a plain TRL run records no parsed answer or correctness (core/trl_runs.py)
