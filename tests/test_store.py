@@ -245,7 +245,7 @@ def test_rank_files_read_together_keep_their_rows_apart(run_dir):
 
 WRITER = """
 import json, sys, time
-path, n, rank = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+path, n, rank, every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 with open(path, "a") as f:
     for i in range(n):
         text = json.dumps({"step": i // 8, "prompt_id": f"p{i % 3}", "prompt": "P" * 600, "question": "Q",
@@ -254,26 +254,38 @@ with open(path, "a") as f:
                            "time": time.time()}) + "\\n"
         cut = len(text) // 3
         f.write(text[:cut]); f.flush()           # a reader can see a half-written line here
-        if i % 50 == 0:
-            time.sleep(0.005)
+        if i % every == every // 2:              # ... and does: it says so, and waits for the reader
+            print(i, flush=True)
+            sys.stdin.readline()
         f.write(text[cut:]); f.flush()
 """
 
 
 def test_live_writers_and_a_refreshing_reader_agree_exactly(run_dir):
-    n = 3000
+    """Two writers append lines in pieces while a reader refreshes: at the writers' pauses, each with a
+    line half written, the reader has exactly the complete lines; between them it refreshes while they
+    write; at the end it has every line once."""
+    n, every = 3000, 500
     writers = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(run_dir / "rollouts" / name), str(n), str(rank)])
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(run_dir / "rollouts" / name), str(n), str(rank), str(every)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for rank, name in enumerate(["rollouts.jsonl", "rollouts.rank1.jsonl"])
     ]
     store = RunStore(run_dir)
-    refreshes = 0
-    while any(w.poll() is None for w in writers):
+    for pause in range(every // 2, n, every):
+        assert [int(w.stdout.readline()) for w in writers] == [pause, pause]  # both paused mid-line
         store.refresh()
-        refreshes += 1
-    assert all(w.returncode == 0 for w in writers)
+        assert store.count() == 2 * pause and store.skipped == 0  # lines 0..pause-1 of each, none half read
+        for w in writers:
+            w.stdin.write("go\n")
+            w.stdin.flush()
+        store.refresh()  # while they write
+    assert [w.wait(timeout=60) for w in writers] == [0, 0]
     store.refresh()
-    assert refreshes > 3
     assert store.count() == 2 * n and store.skipped == 0
     dupes = store._query("SELECT rank, sample, count(*) c FROM rollouts GROUP BY ALL HAVING c > 1")
     assert dupes.empty
