@@ -241,7 +241,8 @@ def test_launch_watch_and_read_in_a_real_browser(server):
 
             page.goto(f"{url}/rollouts?run=html&prompt_id=xss&step=1")
             page.locator("code").filter(has_text="<script>window.__xss = 1</script>").first.wait_for()
-            assert page.evaluate("typeof window.__xss") == "undefined"
+            page.wait_for_load_state("networkidle")  # an <img src=x> would have failed to load by now
+            assert page.locator("img[src='x']").count() == 0 and page.evaluate("typeof window.__xss") == "undefined"
             shot("rollouts_html")
 
             for name in ("rewards", "eval", "compare"):

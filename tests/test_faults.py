@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import psutil
 import pytest
@@ -18,7 +19,7 @@ from core.rundir import read_status
 from core.runs import list_runs, run_info, stop
 from core.runstate import effective_state, process_started, process_ticks
 from core.store import RunStore
-from tests.conftest import ROOT, TINY_SETS
+from tests.conftest import ROOT, TINY_SETS, lines
 from tests.dashboard_fixtures import make_runs, write_status
 
 # The tests that start processes, train or drive the dashboard are marked slow (the full tier only): by
@@ -45,10 +46,9 @@ def no_signals(monkeypatch):
 def test_a_pid_that_is_not_a_process_of_ours_is_never_signalled(tmp_path, no_signals, pid):
     write_status(tmp_path, state="running", pid=pid, pid_started=time.time(), ended_at=None)
     assert not stop(tmp_path) and no_signals == []
-    assert effective_state(read_status(tmp_path)) in ("crashed", "running") and run_info(tmp_path)["state"] in (
-        "crashed",
-        "unreadable",
-    )  # a pid that is not a number makes status.json unreadable
+    assert effective_state(read_status(tmp_path)) == "crashed"  # no process of its own: never "running"
+    # a pid that is not a whole number (text, a boolean) makes status.json unreadable to the Runs page
+    assert run_info(tmp_path)["state"] == ("unreadable" if isinstance(pid, (str, bool)) else "crashed")
 
 
 @pytest.mark.slow
@@ -187,10 +187,8 @@ def test_a_second_trainer_on_a_live_run_folder_exits_2_and_touches_nothing(tiny_
         first.terminate()
         first.communicate(timeout=120)
     assert read_status(run_dir)["state"] == "stopped"
-    seeds = {
-        json.loads(line)["prompt_id"] for line in (run_dir / "rollouts" / "rollouts.jsonl").read_text().splitlines()
-    }
-    assert seeds  # one run's rollouts only (a second seed would have sampled other prompts into the file)
+    per_step = Counter(r["step"] for r in lines(run_dir / "rollouts" / "rollouts.jsonl"))
+    assert len(per_step) >= 1 and len(set(per_step.values())) == 1  # one run's: a second's would repeat steps
 
 
 def test_the_trainer_rewrites_a_status_file_damaged_under_it(tiny_model_dir, tmp_path):
@@ -341,7 +339,7 @@ def test_paths_passed_with_set_arrive_exactly_as_given(tmp_path, folder):
 
     target = str(tmp_path / folder)
     assert load_config(sets=[f"train.output_dir={target}"]).train.output_dir == target
-    assert load_config(sets=[f"model_name={folder}"]).model_name == folder if not folder.startswith(" ") else True
+    assert load_config(sets=[f"model_name={folder}"]).model_name == folder
 
 
 @pytest.mark.slow

@@ -101,6 +101,7 @@ def test_each_weight_on_the_command_line_is_that_of_the_reward_before_it(run, ca
 
 def test_replay_with_the_runs_own_reward_changes_nothing(run):
     report = run_replay(run, reward_specs(["gsm8k"], []))
+    assert report.rollouts == len(lines(run)) and len(report.steps) == len({r["step"] for r in lines(run)})
     assert (report.changed, report.sign_flips, report.changed_rows) == (0, 0, [])
     assert all(s["mean_before"] == s["mean_after"] for s in report.steps)
 
@@ -182,9 +183,8 @@ def test_replay_on_a_plain_trl_folder_scores_its_text_and_names_what_it_lacks(tm
     with pytest.raises(replay_module.ConfigError, match="reads completion_ids, and this run recorded no sampled token"):
         run_replay(folder, reward_specs([f"{tmp_path}/ids.py:f"], []))  # it needs them, and there are none
     lengths = run_replay(folder, reward_specs(["length_penalty"], []))  # no tokens/: completion_ids=None, its default
-    assert lengths.rollouts == 40 and all(
-        row["after"] == pytest.approx(-len(row["completion"]) / 4 / 1000) for row in lengths.changed_rows
-    )
+    assert lengths.rollouts == lengths.changed == len(lengths.changed_rows) == 40  # each logged 1.0 or 0
+    assert all(row["after"] == pytest.approx(-len(row["completion"]) / 4 / 1000) for row in lengths.changed_rows)
     with pytest.raises(replay_module.ConfigError, match="is a plain TRL folder, which this project only reads"):
         run_replay(folder, reward_specs(["format"], []), save_as="mine")  # its folder is TRL's
     assert not (folder / "replays").exists()

@@ -1,6 +1,8 @@
 """Run directories as the dashboard drives them: names, launching a real subprocess (in a process group
 of its own), stopping and resuming it, crash detection, deleting."""
 
+import subprocess
+import sys
 import time
 
 import psutil
@@ -9,7 +11,7 @@ import pytest
 from core.config import load_config
 from core.rundir import checkpoints, read_status
 from core.runs import delete, launch, list_runs, resume, run_path, safe_run_name, stop
-from core.runstate import effective_state
+from core.runstate import effective_state, process_identity
 from tests.conftest import ROOT, TINY_SETS, lines
 
 # The tests that start processes, train or drive the dashboard are marked slow (the full tier only): by
@@ -37,8 +39,16 @@ def test_unusable_name_is_a_clear_error(tmp_path):
 
 
 def test_a_live_state_without_its_process_is_crashed():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    status = {"state": "running", **process_identity(child.pid)}
+    try:
+        assert effective_state(status) == "running"  # its own process, alive
+    finally:
+        child.kill()
+        child.wait()
+    assert effective_state(status) == "crashed"  # the same status, its process gone
     assert effective_state({"state": "running", "pid": 2**22 + 4321}) == "crashed"
-    assert effective_state({"state": "finished", "pid": 2**22 + 4321}) == "finished"
+    assert effective_state({**status, "state": "finished"}) == "finished"
 
 
 def test_launch_refuses_what_a_web_form_may_not_start_and_leaves_no_folder(tmp_path):
