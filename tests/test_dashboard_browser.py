@@ -101,8 +101,11 @@ def charts_drawn(page, count: int) -> None:
 
 def click_row(page, row: int, table: int = 0, on_text: bool = True) -> None:
     """Click row `row` (0 = the first) of the page's table `table` (0 = the first), on the text of one of
-    its cells as a person does (`on_text`), or on its selection checkbox: the grid is a canvas."""
-    box = page.locator('[data-testid="stDataFrame"]').nth(table).bounding_box()
+    its cells as a person does (`on_text`), or on its selection checkbox: the grid is a canvas. It waits
+    for the row's cells, which the grid also writes into a table for screen readers, as it draws them."""
+    grid = page.locator('[data-testid="stDataFrame"]').nth(table)
+    grid.locator(f'[data-testid="glide-cell-1-{row}"]').wait_for(state="attached")
+    box = grid.bounding_box()
     x = box["x"] + (min(160, box["width"] / 2) if on_text else 16)  # the checkbox is the row's first 32 px
     page.mouse.click(x, box["y"] + 35 + 35 * row + 17)  # header 35 px, then rows of 35 px
 
@@ -194,7 +197,6 @@ def test_launch_watch_and_read_in_a_real_browser(server):
             page.goto(f"{url}/rollouts?run=e2e_run")
             grid = page.locator('[data-testid="stDataFrame"]').first
             grid.wait_for()
-            page.wait_for_timeout(1000)
             click_row(page, 1)
             page.get_by_text(
                 f"Prompt {second['prompt_id']} · step {second['step']} · sample {second['sample']}", exact=True
@@ -253,7 +255,6 @@ def test_launch_watch_and_read_in_a_real_browser(server):
             # Eval: the flipped questions are a table; a click opens both completions side by side
             page.goto(f"{url}/eval?run=learning")
             page.get_by_text("Click a row to read its completions").wait_for()
-            page.wait_for_timeout(1000)
             click_row(page, 0, table=1)  # the first table lists the run's other evaluations
             page.get_by_text("Before training", exact=True).wait_for(timeout=20_000)
             page.get_by_text("After training", exact=True).wait_for()
@@ -391,8 +392,6 @@ def test_a_trl_run_opens_read_only_in_a_real_browser(server, tiny_model_dir):
         assert page.get_by_role("button", name="Delete").count() == 0
         page.screenshot(path=str(ARTIFACTS / "trl_run.png"), full_page=True)
         page.goto(f"{url}/rollouts?run=trl_plain")
-        page.locator('[data-testid="stDataFrame"]').first.wait_for()
-        page.wait_for_timeout(1000)
         click_row(page, 1, on_text=False)  # by its checkbox, as well
         page.get_by_text(
             f"Prompt {second['prompt_id']} · step {second['step']} · sample {second['sample']}", exact=True
