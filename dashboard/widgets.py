@@ -61,8 +61,8 @@ def show_findings(findings, run_name: str, read_rollouts: bool = True) -> None:
             st.code(f.fix, language=None, wrap_lines=True)
             for j, e in enumerate(f.examples):
                 if e.get("eval"):
-                    if st.button(f"Eval question {e['prompt_id']}", key=f"finding_{i}_{j}"):
-                        st.switch_page("app_pages/eval.py", query_params={"run": run_name})
+                    if st.button(f"Eval: question {e['prompt_id']}", key=f"finding_{i}_{j}"):
+                        st.switch_page("app_pages/eval.py", query_params={"run": run_name, "question": e["prompt_id"]})
                 elif st.button(
                     f"Rollout: prompt {e['prompt_id']} · step {e['step']} · sample {e['sample']}",
                     key=f"finding_{i}_{j}",
@@ -210,7 +210,7 @@ def smoothing_slider() -> float:
 
 X_AXES = {  # what the curves' x can be -> the axis title
     "step": "step",
-    "minutes": "minutes since the run started",
+    "minutes": "minutes since the run's first logged step",
     "fraction": "fraction of the run's training steps",
 }
 

@@ -48,6 +48,7 @@ def make_runs(root: Path) -> dict[str, Path]:
                     "grad_norm": 1.0,
                     "step_time": 1.0,
                     "completions/mean_length": 20.0,
+                    "clip_ratio/region_mean": 0.0,
                 }
             )
             + "\n"

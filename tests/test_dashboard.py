@@ -265,6 +265,7 @@ def test_runs_page_charts_for_a_finished_run(runs):
         "Share of groups with no learning signal (all K rewards equal)",
         "Gradient norm",
         "Seconds per step",
+        "Share of tokens PPO's clip cut (TRL's clip_ratio/region_mean)",
     } <= set(shown)  # what TRL logs, each under what it means
     assert not [t for t in shown if t.startswith("KL")]  # not logged: no empty chart
     assert "Each reward function's mean" not in shown  # one reward function: its mean is the mean reward
@@ -320,6 +321,18 @@ def test_rollouts_filters_change_the_rows(runs):
     assert f"{right:,} rollouts match" in texts(at)
     at.text_input(key="search").set_value("no such text anywhere").run()
     assert at.dataframe[0].value.empty and "0 rollouts match" in texts(at)
+
+
+def test_the_reward_filter_names_the_strict_rewards_values_only_for_that_reward(runs):
+    import yaml
+
+    options = open_page("rollouts", run="learning").multiselect(key="rewards").options
+    assert "1.0 · correct" in options and "0.1 · wrong" in options  # the run's reward: gsm8k alone
+    config = yaml.safe_load((runs["learning"] / "run.yaml").read_text())
+    config["rewards"] = [{"name": "gsm8k", "weight": 1.0}, {"name": "format", "weight": 0.5}]
+    (runs["learning"] / "run.yaml").write_text(yaml.safe_dump(config))
+    options = open_page("rollouts", run="learning").multiselect(key="rewards").options
+    assert "1" in options and not [o for o in options if "·" in o]  # 1.0 is no longer "correct"
 
 
 def test_a_link_to_a_run_that_is_not_there_says_so_and_shows_another(runs):
@@ -448,6 +461,33 @@ def test_prompts_page_curves_match_the_rollouts(runs):
     heatmap = vega_views(prompts)["Prompts × steps"]
     cells = Counter((r["prompt_id"], r["step"]) for r in records if r["prompt_id"] in set(heatmap["prompt_id"]))
     assert dict(zip(zip(heatmap["prompt_id"], heatmap["step"]), heatmap["n"])) == cells  # a cell per prompt and step
+
+
+def test_the_no_signal_curve_is_named_as_trl_computes_it(runs):
+    import yaml
+
+    from dashboard.app_pages.runs import BATCH_FLAT
+
+    config = yaml.safe_load((runs["learning"] / "run.yaml").read_text())
+    for grpo, title in (
+        ({"scale_rewards": "group"}, "Share of groups with no learning signal (all K rewards equal)"),
+        ({"scale_rewards": "batch"}, BATCH_FLAT),  # TRL's flag is then the whole batch's, each step 0 or 1
+        ({"multi_objective_aggregation": "normalize_then_sum"}, BATCH_FLAT),
+    ):
+        (runs["learning"] / "run.yaml").write_text(yaml.safe_dump({**config, "grpo": {**config["grpo"], **grpo}}))
+        shown = charts(open_page("runs", run="learning"))
+        assert (
+            title in shown
+            and len({BATCH_FLAT, "Share of groups with no learning signal (all K rewards equal)"} & set(shown)) == 1
+        )
+
+
+def test_a_doctors_eval_example_opens_its_question_on_the_eval_page(runs):
+    ev = open_page("eval", run="learning", question="e2")
+    assert "**wrong → right** · question `e2` · ground truth `4`" in texts(ev)  # both completions under it
+    assert [c.value for c in ev.code] == ["before:", "Final: 0", "after:", "Final: 4"]
+    assert "Click a row to read" not in texts(ev)
+    assert "Click a row to read" in texts(open_page("eval", run="learning", question="no-such-question"))
 
 
 def test_eval_page_shows_before_after_flips_and_other_evaluations(runs):

@@ -90,6 +90,9 @@ def view():
         table, hide_index=True, on_select="rerun", selection_mode=ROW_CLICK, key=f"flips_{kind}", width="stretch"
     )
     clicked = clicked_row(event)
+    asked = part.index[part["prompt_id"] == st.query_params.get("question")]  # opened from a doctor's example
+    if clicked is None and len(asked):
+        clicked = asked[0]
     if clicked is None:
         st.caption("Click a row to read its completions before and after training, side by side.")
         return

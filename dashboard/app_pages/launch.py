@@ -288,7 +288,7 @@ with st.form("launch"):
         "Accelerate config",
         engines,
         index=engines.index(base.launch.accelerate_config),
-        format_func=lambda e: e or "none (torchrun)",
+        format_func=lambda e: e or "none (torchrun, for more than 1 process)",
         key=k + "engine",
         help="DeepSpeed or FSDP through accelerate launch (configs/accelerate/).",
     )
@@ -326,7 +326,7 @@ with st.form("launch"):
             key=k + "lora_r",
             help="More than 0: the model's own weights stay frozen and adapters of "
             "this rank train (a few % of the weights: 3.5% for SmolLM2 at r=16); a higher learning "
-            "rate suits them (1e-4).",
+            "rate suits them (the LoRA preset's: 2e-4).",
         )
         lora_alpha = field(
             l2,
@@ -364,7 +364,7 @@ with st.form("launch"):
             key=k + "lora_bias",
         )
     advanced = {}  # GRPOConfig field -> the form's value (text from text boxes, else the value itself)
-    with st.expander("Advanced: every GRPOConfig option (TRL's help text on each)"):
+    with st.expander("Advanced: the other GRPOConfig options a form can set (TRL's help text on each)"):
         for tab, group_fields in zip(st.tabs(list(groups)), groups.values()):
             cols = tab.columns(3)
             for i, f in enumerate(group_fields):

@@ -22,7 +22,7 @@ from dashboard.widgets import (
     token_table,
 )
 
-CATEGORY = {0.0: "0.0 · malformed", 0.1: "0.1 · wrong", 1.0: "1.0 · correct"}
+CATEGORY = {0.0: "0.0 · malformed", 0.1: "0.1 · wrong", 1.0: "1.0 · correct"}  # the strict gsm8k reward's alone
 PAGE_SIZE = 25
 
 st.title("Rollouts")
@@ -71,8 +71,13 @@ with st.container(border=True):
     with c1:  # a window left at the run's edges follows the run: new steps show up as they arrive
         step_min, step_max = step_window("Steps", lo, hi, key="steps")
     rewards = [r for r in store.reward_histogram()["reward"]]
-    labels = {} if trl else CATEGORY
-    chosen = c2.multiselect("Reward", rewards, format_func=lambda r: labels.get(r, f"{r:g}"), key="rewards")
+    strict = run_settings(read_config(store.run_dir))["weights"] in ({"gsm8k": 1.0}, {})  # {}: the default
+    chosen = c2.multiselect(
+        "Reward",
+        rewards,
+        format_func=lambda r: (CATEGORY if strict and not trl else {}).get(r, f"{r:g}"),
+        key="rewards",
+    )
     correct = c3.selectbox(
         "Correct",
         ["any", "yes", "no"],
@@ -153,7 +158,7 @@ def table():
     )
     p5.caption(
         f"{total:,} {'rollout matches' if total == 1 else 'rollouts match'} · rows {first_row + 1 if len(page) else 0:,}–{first_row + len(page):,} · "
-        f"{store.skipped} undecodable lines skipped"
+        f"{store.skipped} lines of the run's files skipped (not a valid record)"
     )
     if store.note:  # why this run's store is read into memory, or its cache was rebuilt (core/store/cache.py)
         st.caption(store.note)

@@ -5,9 +5,10 @@ import pandas as pd
 import streamlit as st
 
 from core import REPO
+from core.advantage import run_settings
 from core.doctor import MIN_STEPS
 from core.errors import ConfigError
-from core.rundir import checkpoints
+from core.rundir import checkpoints, read_config
 from core.runs import delete, log_tail, resume, reuse, stop
 from dashboard.caches import all_runs, diagnosis, folder_of, open_folder, runs_root, small_rollouts, store_for
 from dashboard.widgets import (
@@ -64,7 +65,7 @@ def runs_table():
             hide_index=True,
             column_config={
                 "reward (last step)": st.column_config.TextColumn(
-                    help="The mean reward TRL logged for the run's latest step"
+                    help="The last mean reward TRL logged (at its latest logging step)"
                 )
             },
         )
@@ -207,17 +208,21 @@ def live_status():
         )
 
 
+# With the advantage scaled by the whole batch's std (grpo.scale_rewards=batch, or the rewards normalised
+# one by one and then summed), TRL decides "no signal" for the batch, not group by group: each step is 0 or 1.
+BATCH_FLAT = "Steps whose whole batch had equal rewards (TRL's frac_reward_zero_std, batch-scaled)"
 KEY_CHARTS = [
     (["reward"], "Mean reward (TRL's reward)"),
     (["frac_reward_zero_std"], "Share of groups with no learning signal (all K rewards equal)"),
     (["completions/mean_length"], "Completion length (tokens)"),
 ]
 OTHER_CHARTS = [
-    (["reward_std"], "Reward std within groups (TRL's reward_std)"),
+    (["reward_std"], "Reward std over the step's samples (TRL's reward_std)"),
     (["loss"], "Loss"),
     (["kl"], "KL to the reference model (logged when grpo.beta > 0)"),
     (["entropy"], "Entropy of the model's token choices"),
     (["completions/clipped_ratio"], "Clipped ratio (hit max_new_tokens)"),
+    (["clip_ratio/region_mean"], "Share of tokens PPO's clip cut (TRL's clip_ratio/region_mean)"),
     (["grad_norm"], "Gradient norm"),
     (["learning_rate"], "Learning rate"),
     (["step_time"], "Seconds per step"),
@@ -254,7 +259,7 @@ def key_charts():
         st.caption(
             "The run doctor reads TRL's metrics and the evals here; the checks that need the rollouts "
             "themselves (format, degenerate completions, examples) join once a page has read them "
-            "(Rollouts, Rewards)."
+            "(Rollouts, Rewards, Prompts or Eval)."
         )
     reward_parts = [n for n in store.metric_names() if n.startswith("rewards/") and n.endswith("/mean")]
     charts = (
@@ -262,6 +267,9 @@ def key_charts():
         if len(reward_parts) > 1
         else KEY_CHARTS
     )  # with one reward function its mean is the mean reward
+    settings = run_settings(read_config(path))
+    if settings["scale_rewards"] == "batch" or settings["aggregation"] == "normalize_then_sum":
+        charts = [(names, BATCH_FLAT if names == ["frac_reward_zero_std"] else title) for names, title in charts]
     if not draw_charts(store, charts):
         st.info(
             "No training step logged yet: TRL's metrics appear after the first step. The Rewards page "
