@@ -49,6 +49,7 @@ MORE_TOKENS = 16  # the least max_new_tokens a fix suggests: "4+5=9\nFinal: 9" a
 KL_FIRST = 0.04  # the KL weight (grpo.beta) a fix suggests where a run has none: the demo's, which kept seeds
 # from unlearning their sums (configs/demo_cpu.yaml); a run that has one is told to double it
 TRL_TEMPERATURE = 1.0  # what TRL samples at unless told: GRPOConfig's default (a test keeps it so)
+TRL_LEARNING_RATE = 1e-6  # GRPOConfig's default learning rate (a test keeps it so)
 
 SEVERITIES = ("info", "warning", "problem")
 
@@ -94,6 +95,20 @@ class Run:
             "temperature": temperature > 0.7,
             "format": "format" not in rewards,
         }[setting]
+
+    def questions(self, harder: bool) -> str:
+        """Harder or easier questions than the run's, as a fix: the synthetic level next to its own, GSM8K
+        past level 3, level 1 below GSM8K; in words alone where the run's data is not known (a TRL run)."""
+        data = self.config.get("dataset")
+        name, level = (data.get("name", "gsm8k"), data.get("level", 3)) if data else (None, None)
+        words = "harder" if harder else "easier"
+        if name == "synthetic" and (level < 3 if harder else level > 1):
+            return f"{words} questions (dataset.level={level + 1 if harder else level - 1})"
+        if name == "synthetic" and harder:
+            return "harder questions (GSM8K: dataset.name=gsm8k)"
+        if name == "gsm8k" and not harder:
+            return "easier questions (dataset.name=synthetic, dataset.level=1)"
+        return f"{words} questions"
 
     @property
     def limit(self) -> str:
@@ -171,7 +186,10 @@ def either(*fixes: str | bool) -> str:
 
 
 def learning_rate(run: Run) -> float:
-    return run.config.get("train", {}).get("learning_rate") or 5e-6
+    """The run's learning rate: its config's; for a plain TRL run (no run.yaml) the highest it logged, or
+    TRL's default."""
+    logged = run.series("learning_rate")
+    return run.config.get("train", {}).get("learning_rate") or (logged.max() if len(logged) else TRL_LEARNING_RATE)
 
 
 def stronger_kl(run: Run) -> str:
@@ -278,9 +296,9 @@ def without_signal(
         )
     else:
         fix = (
-            "use harder questions (dataset.level=3, or GSM8K)"
+            f"use {run.questions(harder=True)}"
             if right
-            else "use easier questions (dataset.level=1) or a stronger model"
+            else f"use {run.questions(harder=False)} or a stronger model"
             if judged
             else "questions of a difficulty the model sometimes solves, rewards that tell completions apart"
         ) + f", or more samples per prompt (num_generations={2 * (run.config.get('num_generations') or 8)})"
@@ -333,7 +351,7 @@ def format_only(run: Run) -> Finding | None:
         f"{acc[0]:.0%} → {acc[1]:.0%}: the model learns the answer template, not the math.",
         {"format_rate": [round(fmt[0], 3), round(fmt[1], 3)], "accuracy": [round(acc[0], 3), round(acc[1], 3)]},
         "let correctness dominate: rewards=[{name: gsm8k, weight: 1.0}] (drop a format reward, or lower its "
-        "weight); easier questions (dataset.level=1) give the model right answers to learn from",
+        f"weight); {run.questions(harder=False)} give the model right answers to learn from",
         run.store.examples("well_formed_wrong", late_from(run.series("format_rate"))),
     )
 
@@ -425,8 +443,12 @@ def entropy_collapse(run: Run) -> Finding | None:
         f"The entropy of the model's token choices fell from {entropy[0]:.3f} to {entropy[1]:.3f} while the mean "
         "reward stayed flat: the model samples nearly the same completion every time and has stopped exploring.",
         {"entropy": [round(entropy[0], 4), round(entropy[1], 4)], "reward": [round(reward[0], 3), round(reward[1], 3)]},
-        f"sample more widely (grpo.temperature=1.0), lower the learning rate "
-        f"(train.learning_rate={learning_rate(run) / 2:g}), or {stronger_kl(run)}",
+        either(
+            run.config.get("grpo", {}).get("temperature", TRL_TEMPERATURE) < 1
+            and "sample more widely (grpo.temperature=1.0)",
+            f"lower the learning rate (train.learning_rate={learning_rate(run) / 2:g})",
+            stronger_kl(run),
+        ),
     )
 
 
@@ -541,6 +563,8 @@ SETTINGS = {
     "train.learning_rate": float,
     "grpo.beta": float,
     "grpo.temperature": float,
+    "dataset.name": str,
+    "dataset.level": int,
 }
 
 

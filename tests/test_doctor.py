@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from core.doctor import CHECKS, TRL_TEMPERATURE, Run, diagnose, main
+from core.doctor import CHECKS, TRL_LEARNING_RATE, TRL_TEMPERATURE, Run, diagnose, main
 from core.rundir import read_config, rollout_record
 from core.stats import sign_test
 from core.store import RunStore
@@ -161,6 +161,31 @@ def test_a_fix_asks_for_a_stronger_kl_term_than_the_runs_own(tmp_path):
         assert asked in finding.fix and finding.fix.count("grpo.beta=") == 1, (grpo, finding.fix)
 
 
+def test_entropy_collapse_asks_for_a_higher_temperature_only_below_trls_default(tmp_path):
+    completion, metrics, evals = PATHOLOGIES["entropy_collapse"]
+    run_dir = make_run(tmp_path, "narrow", completion, metrics, evals)
+    store, config = RunStore(run_dir), read_config(run_dir)
+    store.refresh()
+    for grpo, asked in (({"temperature": 0.3}, True), ({"temperature": 1.0}, False), ({}, False)):
+        (finding,) = [f for f in diagnose(store, {**config, "grpo": grpo}) if f.code == "entropy_collapse"]
+        assert ("grpo.temperature=1.0" in finding.fix) == asked, (grpo, finding.fix)
+        assert f"train.learning_rate={config['train']['learning_rate'] / 2:g}" in finding.fix
+
+
+def test_a_plain_trl_runs_fix_halves_the_learning_rate_it_logged():
+    import pandas as pd
+
+    from core.doctor import learning_rate, settings
+
+    logged = pd.DataFrame({"learning_rate": [2e-5, 4e-5, 3e-5]}, index=[1, 2, 3])
+    assert learning_rate(Run(None, settings({}), logged, pd.DataFrame(), None, None)) == 4e-5  # no run.yaml
+    assert learning_rate(Run(None, settings({}), pd.DataFrame(), pd.DataFrame(), None, None)) == TRL_LEARNING_RATE
+    assert (
+        learning_rate(Run(None, settings({"train": {"learning_rate": 3e-4}}), logged, pd.DataFrame(), None, None))
+        == 3e-4
+    )
+
+
 def test_a_fix_suggests_only_what_the_run_does_not_have_already(tmp_path):
     run_dir = make_run(tmp_path, "format", lambda s, g, k, rng: (MALFORMED, 20))  # the format fails
     store, config = RunStore(run_dir), read_config(run_dir)
@@ -180,6 +205,7 @@ def test_a_run_without_a_temperature_samples_at_trls_default():
     from core.config.trl_args import grpo_default
 
     assert TRL_TEMPERATURE == grpo_default("temperature")  # what lacks("temperature") takes a run's to be
+    assert TRL_LEARNING_RATE == grpo_default("learning_rate")  # what a plain TRL run that logged none trained at
 
 
 def test_a_healthy_run_has_no_findings(tmp_path):
@@ -244,6 +270,23 @@ def test_a_long_fifth_is_read_every_kth_step_for_the_degenerate_share(tmp_path, 
     assert finding.evidence["degenerate_share"] == every_2nd != whole
 
 
+@pytest.mark.parametrize(
+    "dataset, harder, easier",
+    [
+        ({"name": "synthetic", "level": 1}, "harder questions (dataset.level=2)", "easier questions"),
+        ({"name": "synthetic", "level": 2}, "harder questions (dataset.level=3)", "easier questions (dataset.level=1)"),
+        ({"name": "synthetic", "level": 3}, "harder questions (GSM8K: dataset.name=gsm8k)", "(dataset.level=2)"),
+        ({"name": "gsm8k", "level": 1}, "harder questions", "(dataset.name=synthetic, dataset.level=1)"),
+        (None, "harder questions", "easier questions"),  # a plain TRL run: its data is not known
+    ],
+)
+def test_the_fix_for_too_hard_or_too_easy_questions_is_a_change_for_the_runs_own_data(dataset, harder, easier):
+    from core.doctor import settings
+
+    run = Run(None, settings({"dataset": dataset} if dataset else {}), *[None] * 4)
+    assert run.questions(harder=True) == harder and run.questions(harder=False).endswith(easier)
+
+
 def test_every_check_has_a_pathology():
     names = {check.__name__ for check in CHECKS}
     assert names == set(PATHOLOGIES) - {"length_explosion", "length_collapse"} | {"length_change"}
@@ -252,8 +295,8 @@ def test_every_check_has_a_pathology():
 @pytest.mark.parametrize(
     "text, tokens, why, counted, fix",
     [
-        (WRONG, 20, "too hard", "all_wrong_groups", "dataset.level=1"),
-        (RIGHT, 20, "too easy", "all_right_groups", "dataset.level=3"),
+        (WRONG, 20, "too hard", "all_wrong_groups", "use easier questions (dataset.level=2)"),  # the run's level 3
+        (RIGHT, 20, "too easy", "all_right_groups", "use harder questions (GSM8K: dataset.name=gsm8k)"),
         (MALFORMED, 20, "the format fails", "none_well_formed_groups", "stop_at_final=true"),  # not the difficulty
         (
             MALFORMED,
