@@ -3,7 +3,8 @@
     python -m core.replay RUN_DIR --reward NAME [--weight W] [--reward NAME ...] [--json] [--save NAME]
 
 NAME is a built-in reward (core/rewards.py), `package.module:function` or `path/to/file.py:function`.
-Each function is called as TRL calls it, once per step's batch: `prompts`, `completions`,
+Each function is called with TRL's arguments, once per step (its rows grouped by prompt: TRL's own order
+within a step, its sampler's shuffle, is not recorded): `prompts`, `completions`,
 `completion_ids`, `trainer_state`, and the dataset columns TRL would pass (`question`, `answer_final`,
 `prompt_id`, read from the rollouts). It reports how many samples change reward; per step, the mean
 reward and the share of groups without a signal, before and after; the groups whose advantages change
@@ -313,12 +314,27 @@ def compare(report: Replay, rows: list[dict], values: list[list], rewards: list[
                         "after": after[i],
                     }
                 )
-    old = advantages(
-        [[[rows[i]["reward"]] for i in members] for members in groups.values()], scale_rewards=settings["scale_rewards"]
-    )
-    new = advantages(
-        [[[after[i]] for i in members] for members in groups.values()], scale_rewards=settings["scale_rewards"]
-    )
+    if settings["aggregation"] == "normalize_then_sum":  # each function normalised in its group first
+        names = list(settings["weights"])
+        logged = [dict(zip(r["names"] or [], r["values"] or [])) for r in rows]
+        old = advantages(
+            [[[logged[i].get(n) for n in names] for i in members] for members in groups.values()],
+            list(settings["weights"].values()),
+            aggregation="normalize_then_sum",
+        )
+        new = advantages(
+            [[[v[i] for v in values] for i in members] for members in groups.values()],
+            [w for _, _, w in rewards],
+            aggregation="normalize_then_sum",
+        )
+    else:  # the weighted totals, normalised as the run's scale_rewards says
+        old = advantages(
+            [[[rows[i]["reward"]] for i in members] for members in groups.values()],
+            scale_rewards=settings["scale_rewards"],
+        )
+        new = advantages(
+            [[[after[i]] for i in members] for members in groups.values()], scale_rewards=settings["scale_rewards"]
+        )
     flat_before = flat_after = 0
     for pid, members, a, b in zip(groups, groups.values(), old, new):
         flat_before += len({rows[i]["reward"] for i in members}) == 1

@@ -5,7 +5,7 @@ import contextlib
 import errno
 import json
 import os
-from statistics import fmean
+from statistics import fmean, stdev
 
 import pytest
 
@@ -97,6 +97,40 @@ def test_each_weight_on_the_command_line_is_that_of_the_reward_before_it(run, ca
     assert said["changed"] == expected[0]  # as plain Python scores them
     assert main([str(run), "--reward", "gsm8k_lenient", "--weight", "2", "--reward", "format", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rewards"][0] == {"name": "gsm8k_lenient", "weight": 2.0}
+
+
+def test_under_normalize_then_sum_each_reward_is_normalised_in_its_group_before_the_sum(tmp_path):
+    """TRL's multi_objective_aggregation=normalize_then_sum: an advantage's sign is that of the weighted sum
+    of each function's reward against its group's mean over its group's std (its batch mean is 0), which
+    can differ from the sign of the weighted total against its mean."""
+    folder = tmp_path / "run"
+    write_run(folder, 1200, ranks=2, prompts=40, ramp=40)
+    write_config(
+        folder, rewards=[{"name": "gsm8k", "weight": 1.0}], grpo={"multi_objective_aggregation": "normalize_then_sum"}
+    )
+    records, rewards = lines(folder), [(gsm8k_lenient_reward, 1.0), (format_reward, 2.0)]
+    scored = [
+        [fn([r["prompt"]], [r["completion"]], answer_final=[r["ground_truth"]])[0] for fn, _ in rewards]
+        for r in records
+    ]
+    groups = {}
+    for r, values in zip(records, scored):
+        groups.setdefault((r["step"], r["prompt_id"]), []).append((r["reward"], values))
+
+    def normalised(column):
+        mean, std = fmean(column), (stdev(column) if len(column) > 1 else 0.0)
+        return [(x - mean) / (std + 1e-4) for x in column]
+
+    flips = 0
+    for pairs in groups.values():
+        before = normalised([b for b, _ in pairs])
+        after = [
+            sum(w * z for (_, w), z in zip(rewards, zs))
+            for zs in zip(*(normalised(list(c)) for c in zip(*(v for _, v in pairs))))
+        ]
+        flips += any(sign(b) * sign(a) < 0 for b, a in zip(before, after))
+    report = run_replay(folder, reward_specs(["gsm8k_lenient", "format"], [1.0, 2.0]))
+    assert report.sign_flips == flips != rescored(records, rewards)[2]  # not the weighted total's flips
 
 
 def test_replay_with_the_runs_own_reward_changes_nothing(run):

@@ -317,7 +317,8 @@ WHERE ($step_min::BIGINT IS NULL OR step >= $step_min) AND ($step_max::BIGINT IS
         lo, hi = self.con.cursor().execute(self.LENGTH_RANGE, {"step_min": step_min, "step_max": step_max}).fetchone()
         return 1 if lo is None else max(1, math.ceil((hi - lo + 1) / bins))
 
-    # Every rollout for core.replay, a few whole steps at a time, in the order TRL scores a step's groups.
+    # Every rollout for core.replay, a few whole steps at a time, a step's rows grouped by prompt (not in
+    # TRL's order within the step, its sampler's shuffle, which the rollouts do not record).
     # The prompt text is kept on sample 0 of each group (ingest.INSERT_ROLLOUTS): each sample gets it back.
     STEP_SIZES = "SELECT step, count(*) AS n FROM rollouts GROUP BY step ORDER BY step"
     STEPS_ROWS = """
