@@ -45,6 +45,7 @@ from core.store import RunStore
 SURE = 0.1  # sample until every share is known to ±0.1 (its 95% Wilson interval's half-width) ...
 MIN_SAMPLES = 96  # ... from at least this many completions (a share near 1/2 of 96 is known to ±0.1) ...
 SAMPLING_SECONDS = 120  # ... or while the next call would end within this long: a slow model stops with what it has
+NO_ADVANTAGE = 1e-6  # an advantage this small is 0: a group's whose rewards were all equal
 SAMPLE_ROWS = 32  # at least this many completions a generate call while sampling: a CPU makes them faster in a batch
 TIMED_STEPS, TIMING_SECONDS = 3, 10  # real training steps timed: up to 3, none begun after 10 s (the last counts)
 EVAL_PROBE_TOKENS = 16  # an eval batch is timed at 1 and at this many new tokens, then scaled to its budget
@@ -153,15 +154,23 @@ def sample(trainer, train_set, cfg: RunConfig, questions: int | None, progress) 
     for start in range(0, len(order), per_call):
         rows = [train_set[i] for i in order[start : start + per_call]]
         out = trainer._generate_and_score_completions([row for row in rows for _ in range(k)])  # TRL's step, first half
-        advantages += out["advantages"].tolist()
+        batch = out["advantages"].tolist()
+        advantages += batch
         for name in ("frac_reward_zero_std", "completions/clipped_ratio"):
             figures.setdefault(name, []).append(trainer._metrics["train"][name][-1])
-        flat += round(figures["frac_reward_zero_std"][-1] * len(rows))  # TRL's count of groups with equal rewards
+        flat += flat_groups(batch, k)
         done, spent = start + len(rows), time.perf_counter() - started
         progress(f"sampled {done} questions × {k} ({spent:.0f} s)")
         if questions is None and (spent * (done + per_call) / done > SAMPLING_SECONDS or sure_enough(flat, done, k)):
             break  # sure enough, or another call would end past the time allowed
     return advantages, {name: sum(values) / len(values) for name, values in figures.items()}
+
+
+def flat_groups(advantages: list[float], k: int) -> int:
+    """The groups (each K advantages in a row) whose rewards were all equal: their advantages are all 0,
+    however TRL scales them. (TRL's frac_reward_zero_std is no count of them under scale_rewards=batch:
+    there it is the whole batch's flag.)"""
+    return sum(max(map(abs, advantages[g : g + k])) < NO_ADVANTAGE for g in range(0, len(advantages), k))
 
 
 def sure_enough(flat: int, groups: int, k: int) -> bool:
@@ -324,13 +333,13 @@ def run_seconds(cfg: RunConfig, report: Report) -> float:
 
 
 def peak_memory(device: str) -> tuple[float, str]:
-    """The peak memory so far, in MB, and what it measures."""
+    """The peak memory so far, in MB (10**6 bytes), and what it measures."""
     if device == "cuda":
         import torch
 
-        return round(torch.cuda.max_memory_allocated() / 2**20, 1), "GPU memory allocated by torch"
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1), "this process's peak resident memory"
+        return round(torch.cuda.max_memory_allocated() / 1e6, 1), "GPU memory allocated by torch"
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB elsewhere
+    return round(peak * (1 if sys.platform == "darwin" else 1024) / 1e6, 1), "this process's peak resident memory"
 
 
 def in_subprocess(cfg: RunConfig, progress=None, questions: int | None = None) -> tuple[dict | None, str]:

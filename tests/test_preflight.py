@@ -8,7 +8,7 @@ from dataclasses import fields
 import pytest
 
 from core.doctor import Finding
-from core.preflight import MIN_SAMPLES, SURE, Report, main, sure_enough, verdict
+from core.preflight import MIN_SAMPLES, SURE, Report, flat_groups, main, sure_enough, verdict
 
 
 def preflight_json(capsys, *args) -> tuple[int, dict]:
@@ -125,6 +125,22 @@ def test_bad_input_is_one_line_and_exit_2(capsys, args, said):
 )
 def test_sampling_stops_once_the_share_without_a_signal_is_known_to_a_tenth(flat, groups, k, enough):
     assert sure_enough(flat, groups, k) == enough
+
+
+@pytest.mark.parametrize("scale_rewards", ["group", "batch", "none"])
+@pytest.mark.parametrize("aggregation", ["sum_then_normalize", "normalize_then_sum"])
+def test_groups_without_a_signal_are_counted_from_their_advantages_however_trl_scales_them(scale_rewards, aggregation):
+    from core.advantage import advantages
+
+    groups = [  # K=4, two reward functions: flat, flat, a signal, flat at another value, a signal in one function
+        [[1.0, 0.5]] * 4,
+        [[0.0, 0.0]] * 4,
+        [[1.0, 0.5], [0.0, 0.5], [0.0, 0.0], [1.0, 0.5]],
+        [[0.1, 0.5]] * 4,
+        [[0.1, 0.5], [0.1, 0.0], [0.1, 0.5], [0.1, 0.5]],
+    ]
+    computed = advantages(groups, [1.0, 0.5], scale_rewards, aggregation)  # as TRL computes them (test_advantage)
+    assert flat_groups([a for group in computed for a in group], 4) == 3
 
 
 def test_the_demo_preset_is_predicted_to_learn_and_check_before_launch_says_it_in_the_forms_words(
