@@ -29,10 +29,9 @@ from core.rewards import CORRECT, last_number, numbers_equal, score
 from core.rundir import config_path, eval_path, eval_summary_path, model_dir, read_json, replaced, write_json_atomic
 from core.stop_at_final import end_at_final_line
 
-# One eval record, a JSON line per question in eval/<phase>.jsonl: field -> type. The same names as
-# the rollout record's for the same ideas; the store's columns are derived from it.
-# `correct` is the reward's strict reading (a well-formed `Final:` line); `lenient_correct` reads the last
-# number anywhere: the gap between them is what learning the format is worth.
+# One eval record, a JSON line per question in eval/<phase>.jsonl: core.rundir.EVAL_FIELDS. `correct` is the
+# reward's strict reading (a well-formed `Final:` line); `lenient_correct` reads the last number anywhere:
+# the gap between them is what learning the format is worth.
 
 
 def generate_hf(

@@ -102,8 +102,9 @@ def grpo_loss(
     **options,
 ):
     """One micro-batch's loss as TRL computes it. `logps`, `old_logps`, `ref_logps` (None without the KL)
-    and `mask` are [samples, tokens], `advantages` [samples]; `step_tokens` is the completion tokens of the
-    whole optimizer step on this process (dapo, cispo, vespo divide by it), `accumulation` the
+    and `mask` are [samples, tokens], `advantages` [samples]; `step_tokens` is TRL's normalizer for dapo, cispo
+    and vespo: the completion tokens of the whole optimizer step on every process, divided by the number
+    of processes (one process: its step's tokens); `accumulation` the
     micro-batches in the step; `kl_times_ratio` is TRL's use_bias_correction_kl. `options`:
     sapo_temperatures, vespo (its k and lambda, TRL's order)."""
     if loss_type not in LOSS_SPREADS:

@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         help="compare the starting model with checkpoint-<N>/ (give N), or with the saved model (after); "
         "by default, the two models kept nearest on either side of the sample's step",
     )
-    parser.add_argument("--json", action="store_true", help="one JSON object per completion token")
+    parser.add_argument("--json", action="store_true", help="a JSON list: one object per completion token")
     args = parser.parse_args(argv)
     try:
         rollout = find_rollout(args.run_dir, args.step, args.prompt_id, args.sample)
