@@ -31,8 +31,8 @@ FORMULAS = {  # for captions: the advantage of the run's setting, in words a rea
 
 
 def mean_std(values: list[float | None]) -> tuple[float, float]:
-    """Mean and sample std of the values that are there (TRL's nanmean and nanstd; None is its NaN)."""
-    there = [v for v in values if v is not None]
+    """Mean and sample std of the values that are there (TRL's nanmean and nanstd; None, or a NaN, is its NaN)."""
+    there = [v for v in values if v is not None and v == v]
     return (fmean(there) if there else 0.0), (stdev(there) if len(there) > 1 else 0.0)
 
 

@@ -87,7 +87,11 @@ def logged_rewards(rewards: list[tuple[str, object, float]], recorder: RolloutRe
                     completion=text,
                     prediction=prediction,
                     ground_truth=kwargs["answer_final"][i],
-                    reward=sum(weight * (parts[name] or 0.0) for name, _, weight in rewards),
+                    # TRL's total: a function's None counts 0 beside another's value, and none at all is no
+                    # reward (TRL's NaN: left out of its group's mean and std, its advantage 0)
+                    reward=None
+                    if all(v is None for v in parts.values())
+                    else sum(weight * (parts[name] or 0.0) for name, _, weight in rewards),
                     rewards=parts,
                     correct=numbers_equal(prediction, kwargs["answer_final"][i]),
                     rank=recorder.rank,

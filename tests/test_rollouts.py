@@ -107,7 +107,9 @@ def test_a_reward_may_return_numpy_numbers_or_none_and_a_bad_value_is_named_wher
         lambda prompts, completions, **kw: np.array([1.0, np.nan, 0.5, 0]), RolloutRecorder(tmp_path), 2
     )
     assert call(reward, 0, ["a", "b", "c", "d"]) == [1.0, None, 0.5, 0.0]  # NaN: None, as TRL takes it
-    assert [r["rewards"]["gsm8k"] for r in lines(tmp_path / "rollouts" / "rollouts.jsonl")] == [1.0, None, 0.5, 0.0]
+    records = lines(tmp_path / "rollouts" / "rollouts.jsonl")
+    assert [r["rewards"]["gsm8k"] for r in records] == [1.0, None, 0.5, 0.0]
+    assert [r["reward"] for r in records] == [1.0, None, 0.5, 0.0]  # scored by no function: no reward, as in TRL
     # K=4 over two ranks: rank 1's second completion is sample 3 of its prompt
     bad = logged_reward(lambda prompts, completions, **kw: [0.0, "high"], RolloutRecorder(tmp_path, rank=1), 4)
     with pytest.raises(RewardError, match=r"returned 'high' \(str\) for step 1, prompt a, sample 3: a reward is a"):

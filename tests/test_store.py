@@ -696,6 +696,29 @@ def test_group_view_with_advantages(fixture_run):
     assert one["prompt"] == group[0]["prompt"]  # kept once per group, found for every sample
 
 
+def test_a_sample_no_reward_scored_is_left_out_of_its_groups_advantage_as_in_trl(run_dir):
+    rewards = [1.0, None, 0.0, 1.0]  # sample 1: every reward function returned None (TRL's NaN)
+    append(
+        run_dir / "rollouts" / "rollouts.jsonl",
+        "".join(line(step=1, sample=i, reward=r, rewards={"gsm8k": r}) for i, r in enumerate(rewards)),
+    )
+    store = RunStore(run_dir)
+    store.refresh()
+    there = [1.0, 0.0, 1.0]
+    expected = [(r - mean(there)) / (stdev(there) + 1e-4) if r is not None else 0.0 for r in rewards]
+    assert expected == pytest.approx([0.5773, 0.0, -1.1545, 0.5773], abs=1e-4)  # TRL's, worked out by hand
+    assert store.group(RECORD["prompt_id"], 1)["advantage"].tolist() == pytest.approx(expected)
+    z = [a for a in expected if a]  # normalize_then_sum: those scores normalised again over the batch's scored
+    settings = run_settings(
+        {"grpo": {"multi_objective_aggregation": "normalize_then_sum"}, "rewards": [{"name": "gsm8k"}]}
+    )
+    assert store.group(RECORD["prompt_id"], 1, settings)["advantage"].tolist() == pytest.approx(
+        [(a - mean(z)) / (stdev(z) + 1e-4) if a else 0.0 for a in expected]
+    )
+    _, facts = store.worked_step(RECORD["prompt_id"], 1, run_settings({}))
+    assert facts["group_mean"] == pytest.approx(2 / 3) and facts["group_std"] == pytest.approx(stdev(there))
+
+
 @pytest.mark.parametrize("scale_rewards", ["group", "batch", "none"])
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo", "bnpo", "luspo", "cispo"])
 def test_one_step_worked_through_matches_plain_python(fixture_run, scale_rewards, loss_type):

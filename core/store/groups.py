@@ -11,19 +11,14 @@ from core.loss import push, token_pushes
 from core.rundir import update_files
 
 
-def _listed(value) -> list:
-    """A list column's value from a DataFrame row as a list ([] for null)."""
-    return [] if value is None or isinstance(value, float) else list(value)
-
-
 class Groups:
     """RunStore's group queries, on a fresh cursor each (Queries._query)."""
 
     # One step's whole generation batch, group by group: the group view shows one prompt's samples, and the
     # advantage (core.advantage) compares each sample with its group and, for some settings, the batch.
     STEP_GROUPS = """
-SELECT prompt_id, sample, rank, reward, rewards, map_keys(rewards) AS names, map_values(rewards) AS reward_values,
-       correct, prediction, ground_truth, completion, completion_tokens, question, advantage AS trl_advantage
+SELECT prompt_id, sample, rank, reward, rewards, correct, prediction, ground_truth, completion, completion_tokens,
+       question, advantage AS trl_advantage
 FROM rollouts WHERE step = $step ORDER BY prompt_id, sample, rank
 """
 
@@ -65,7 +60,7 @@ FROM rollouts WHERE step = $step ORDER BY prompt_id, sample, rank
         groups: dict[str, list[list[float | None]]] = {}
         for row in batch.itertuples():
             if by_function:
-                scored = dict(zip(_listed(row.names), _listed(row.reward_values)))
+                scored = row.rewards if isinstance(row.rewards, dict) else {}  # each function's value, None kept
                 sample = [scored.get(name) for name in settings["weights"]]
             else:
                 sample = [row.reward]
