@@ -88,7 +88,7 @@ def run_settings(config: dict) -> dict:
     """What the advantage of a run and its spread over tokens depend on, from its run.yaml (`config`,
     a mapping; TRL's and this project's defaults for what it does not say): scale_rewards, aggregation,
     loss_type, max_completion_length, beta (the KL term's weight), the clip's epsilon_low and epsilon_high,
-    and each reward function's weight. A value that cannot be read as its kind (a run.yaml edited by hand)
+    the optimizer steps a batch of samples is split into (steps_per_batch), and each reward function's weight. A value that cannot be read as its kind (a run.yaml edited by hand)
     is read as absent: its default (config.read_setting)."""
 
     def choice(key: str, choices, default: str) -> str:
@@ -96,15 +96,28 @@ def run_settings(config: dict) -> dict:
         return value if value in choices else default
 
     epsilon = read_setting(config, "grpo.epsilon", float, 0.2)
+    epsilon_high = read_setting(config, "grpo.epsilon_high", float)
     rewards = read_setting(config, "rewards", list, [])
+    # the optimizer steps one batch of samples is split into (grpo.steps_per_generation or generation_batch_size
+    # over one step's completions, core.config.updates_per_batch without num_iterations); 1 where not said
+    micro = (
+        read_setting(config, "train.per_device_train_batch_size", int, 0)
+        * read_setting(config, "launch.num_processes", int, 1)
+        * read_setting(config, "launch.num_machines", int, 1)
+    )
+    step = micro * read_setting(config, "train.gradient_accumulation_steps", int, 0)
+    generation = read_setting(config, "grpo.generation_batch_size", int) or micro * read_setting(
+        config, "grpo.steps_per_generation", int, 0
+    )
     return {
         "scale_rewards": choice("grpo.scale_rewards", SCALE_REWARDS, "group"),
         "aggregation": choice("grpo.multi_objective_aggregation", AGGREGATIONS, "sum_then_normalize"),
         "loss_type": read_setting(config, "grpo.loss_type", str, "dapo"),  # any name: the page says which it shows
         "beta": read_setting(config, "grpo.beta", float, 0.0),
         "epsilon_low": epsilon,
-        "epsilon_high": read_setting(config, "grpo.epsilon_high", float) or epsilon,
+        "epsilon_high": epsilon if epsilon_high is None else epsilon_high,  # as TRL: a 0 is a 0
         "max_completion_length": read_setting(config, "max_new_tokens", int, 256),
+        "steps_per_batch": generation / step if generation and step else 1.0,
         "weights": {
             r["name"]: read_setting(r, "weight", float, 1.0)
             for r in rewards

@@ -4,7 +4,7 @@ GRPOTrainer, which writes the advantage it trained with beside each completion (
 import pandas as pd
 import pytest
 
-from core.advantage import EPSILON, advantages
+from core.advantage import EPSILON, advantages, run_settings
 
 
 def test_a_group_is_compared_with_itself():
@@ -30,6 +30,22 @@ def test_scale_rewards_batch_and_none_and_the_weights():
         ]
     with pytest.raises(ValueError, match="scale_rewards must be one of group, batch, none"):
         advantages(groups, scale_rewards="std")
+
+
+def test_the_runs_clip_and_batch_split_are_read_as_trl_reads_them():
+    assert run_settings({"grpo": {"epsilon": 0.3}})["epsilon_high"] == 0.3  # TRL: epsilon_high defaults to epsilon
+    assert run_settings({"grpo": {"epsilon": 0.3, "epsilon_high": 0.0}})["epsilon_high"] == 0.0  # a 0 is a 0
+    train = {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}
+    assert run_settings({"train": train})["steps_per_batch"] == 1  # fresh samples every optimizer step
+    assert run_settings({"train": train, "grpo": {"steps_per_generation": 8}})["steps_per_batch"] == 4
+    assert run_settings({"train": train, "grpo": {"generation_batch_size": 64}})["steps_per_batch"] == 8
+    assert (
+        run_settings({"train": train, "launch": {"num_processes": 2}, "grpo": {"generation_batch_size": 64}})[
+            "steps_per_batch"
+        ]
+        == 4
+    )
+    assert run_settings({})["steps_per_batch"] == 1  # a plain TRL run: not known
 
 
 def test_a_sample_no_function_scored_gets_zero_and_is_left_out():

@@ -750,6 +750,20 @@ def test_one_step_worked_through_matches_plain_python(fixture_run, scale_rewards
     assert worked["push"].tolist() == pytest.approx([a * w for a, w in zip(advantage, weight)])
     assert worked["rewards"].tolist() == [r["rewards"] for r in group]
     assert facts["metrics"] == {"loss": pytest.approx(0.5 / step)}  # what TRL logged for the step
+    # the same batch split into 2 optimizer steps (steps_per_generation over gradient_accumulation_steps):
+    # TRL's loss divides by one step's share, so each push is twice as large, and a step had half the batch
+    split = {"train": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 2}}
+    settings = run_settings(
+        {
+            **split,
+            "grpo": {"scale_rewards": scale_rewards, "loss_type": loss_type, "steps_per_generation": 4},
+            "max_new_tokens": 300,
+        }
+    )
+    assert settings["steps_per_batch"] == 2
+    twice, half = store.worked_step(pid, step, settings)
+    assert twice["push"].tolist() == pytest.approx([2 * a * w for a, w in zip(advantage, weight)])
+    assert (half["samples"], half["tokens"]) == (samples / 2, tokens / 2)
 
 
 def test_prompt_visits_number_each_prompts_steps_in_order(fixture_run):

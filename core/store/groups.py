@@ -87,8 +87,11 @@ FROM rollouts WHERE step = $step ORDER BY prompt_id, sample, rank
             "max_completion_length": settings["max_completion_length"],
             "epsilon_high": settings.get("epsilon_high", 0.2),
         }
-        batch["push"] = push(lengths, batch["advantage"].tolist(), **spread)
-        batch["token_weight"] = push(lengths, [1.0] * len(batch), **spread)
+        # A batch of samples split into several optimizer steps (steps_per_generation): TRL's loss divides by
+        # one step's share of the batch (its samples, or tokens), so each push is that many times larger
+        steps = settings.get("steps_per_batch", 1.0)
+        batch["push"] = [p * steps for p in push(lengths, batch["advantage"].tolist(), **spread)]
+        batch["token_weight"] = [w * steps for w in push(lengths, [1.0] * len(batch), **spread)]
         group = batch[batch["prompt_id"] == prompt_id].reset_index(drop=True)
         group = group[[*self.GROUP_COLUMNS, "token_weight", "push"]]
         mean, std = mean_std(group["reward"].tolist())
@@ -97,8 +100,8 @@ FROM rollouts WHERE step = $step ORDER BY prompt_id, sample, rank
             "group_mean": mean,
             "group_std": std,
             "batch_std": mean_std(batch["reward"].tolist())[1],
-            "samples": len(batch),
-            "tokens": sum(lengths),
+            "samples": len(batch) / steps,  # an optimizer step's: the batch's, over the steps it is split into
+            "tokens": sum(lengths) / steps,
             "metrics": dict(zip(logged["name"], logged["value"])),
         }
 

@@ -409,13 +409,22 @@ with st.expander("One GRPO step, worked through: from this group's rewards to th
             f"whole batch of rewards, {facts['batch_std']:.4f}."
         )
     st.markdown(
-        f"**3 · Advantage.** {formula(settings)} (scale_rewards: {settings['scale_rewards']}): "
+        f"**3 · Advantage.** {formula(settings)}"
+        + (f" (scale_rewards: {settings['scale_rewards']})" if settings["aggregation"] == "sum_then_normalize" else "")
+        + ": "
         "above the group's mean is positive, below negative, and a group of equal rewards gives 0 to all."
     )
     st.markdown(
         f"**4 · Spread over tokens.** loss_type {settings['loss_type']}: each token of a sample gets weight "
-        f"{LOSS_SPREADS[settings['loss_type']]}. This step had **{facts['samples']}** samples and "
-        f"**{facts['tokens']:,}** completion tokens on all ranks; max_completion_length {settings['max_completion_length']}."
+        f"{LOSS_SPREADS[settings['loss_type']]}. This step had **{facts['samples']:g}** samples and "
+        f"**{facts['tokens']:,.0f}** completion tokens on all ranks"
+        + (
+            f" (its batch of samples split into {settings['steps_per_batch']:g} optimizer steps: one step's share, "
+            "on average)"
+            if settings["steps_per_batch"] != 1
+            else ""
+        )
+        + f"; max_completion_length {settings['max_completion_length']}."
     )
     st.markdown(
         "**5 · The push on each token** is advantage × weight: minus the gradient of the run's loss "
