@@ -846,4 +846,4 @@ def test_runs_charts_overlay_other_runs_and_plot_against_relative_time(runs):
     curves = {c["name"]: c for c in charts(at)["Loss"] if not c["name"].endswith("(raw)")}
     assert curves["learning"]["x"] == pytest.approx([(s - 1) / 60 for s in range(1, 31)])  # a second a step
     assert curves["html"]["x"] == pytest.approx([30 * (s - 1) / 60 for s in range(1, 11)])  # from its own start
-    assert '"minutes since the run started"' in at.get("vega_lite_chart")[0].proto.spec  # the axis says so
+    assert '"minutes since the run\'s first logged step"' in at.get("vega_lite_chart")[0].proto.spec  # the axis says so
