@@ -466,7 +466,8 @@ def test_charts_are_redrawn_in_place_and_hover_marks_every_chart(server, path, t
         unmarked = page.evaluate(marked)
         panel = grid.locator("g.mark-path.role-mark").first.bounding_box()  # the first panel's plot
         page.mouse.move(panel["x"] + panel["width"] * 0.6, panel["y"] + panel["height"] / 2)
-        page.wait_for_timeout(500)
+        with contextlib.suppress(playwright.TimeoutError):  # every panel's rule drawn; the assert below says if not
+            page.wait_for_function(f"() => ({marked})().every(lines => lines > 0)", timeout=10_000)
         hovered = page.evaluate(marked)
         page.screenshot(path=str(ARTIFACTS / f"{path}_hover.png"), full_page=True)
     assert len(frames) > 100 and frames[0], frames[:3]
