@@ -15,8 +15,8 @@ reference model, A_i the sample's advantage:
 The KL is weighed by the ratio (TRL's use_bias_correction_kl, on by default: its gradient is then the
 reverse KL's, unbiased; still 0 while the model is the reference). cispo, sapo and vespo weigh the
 policy term their own way (their lines in `terms`). The token's
-log-probability is at the sampling temperature (`completion_logps`). Not covered: vLLM's importance
-sampling, the off-policy and entropy masks, the entropy bonus (TRL options off by default).
+log-probability is at the sampling temperature (`completion_logps`). Not covered: the TRL options in
+LEFT_OUT, each at its default here (a run that sets one is told so beside its worked step).
 """
 
 from __future__ import annotations
@@ -35,6 +35,30 @@ LOSS_SPREADS = {
     "dr_grpo": "1 / (the step's samples × max_completion_length): a constant, so a longer sample weighs more",
     "luspo": "1 / (the step's samples): each token of every sample the same, so a longer sample weighs more",
 }
+
+
+# TRL options this loss leaves out, at the GRPOConfig default that leaves TRL's loss as computed here,
+# and in words. vLLM's importance-sampling correction is on whenever a run samples with vLLM.
+LEFT_OUT = {
+    "mask_truncated_completions": (False, "truncated completions masked out of the loss"),
+    "top_entropy_quantile": (1.0, "only the highest-entropy tokens trained (top_entropy_quantile)"),
+    "delta": (None, "the two-sided clip's cap on the ratio (delta)"),
+    "importance_sampling_level": ("token", "one importance ratio per sequence"),
+    "sapo_temperature_pos": (1.0, "sapo's temperature for positive advantages"),
+    "sapo_temperature_neg": (1.05, "sapo's temperature for negative advantages"),
+    "vespo_k_pos": (2.0, "vespo's k for positive advantages"),
+    "vespo_lambda_pos": (3.0, "vespo's lambda for positive advantages"),
+    "vespo_k_neg": (3.0, "vespo's k for negative advantages"),
+    "vespo_lambda_neg": (2.0, "vespo's lambda for negative advantages"),
+    "use_vllm": (False, "vLLM's importance-sampling correction"),
+    "off_policy_mask_threshold": (None, "the off-policy mask"),
+    "entropy_coef": (0.0, "the entropy bonus"),
+}
+
+
+def left_out(grpo: dict) -> list[str]:
+    """What of a run's TRL options (its config's `grpo:` section) this loss leaves out, in words."""
+    return [words for key, (default, words) in LEFT_OUT.items() if grpo.get(key, default) != default]
 
 
 def completion_logps(model, input_ids, attention_mask, completion_length: int, temperature: float = 1.0):

@@ -347,6 +347,25 @@ def test_a_link_to_a_run_that_is_not_there_says_so_and_shows_another(runs):
     assert not at.warning
 
 
+def test_the_worked_step_names_the_trl_options_its_figures_leave_out(runs):
+    import yaml
+
+    def said():
+        at = open_page("rollouts", run="learning")
+        first = at.dataframe[0].value.iloc[0]
+        at.session_state["focus"] = (first["prompt_id"], int(first["step"]), int(first["sample"]))  # as a click does
+        at.run()
+        assert any(m.value.startswith("**5 · The push on each token**") for m in at.markdown)  # the worked step shown
+        return [w.value for w in at.warning if w.value.startswith("This run sets TRL options")]
+
+    assert said() == []  # the fixture's run leaves them at TRL's defaults
+    config = yaml.safe_load((runs["learning"] / "run.yaml").read_text())
+    config["grpo"] = {**config["grpo"], "mask_truncated_completions": True, "delta": 2.0}
+    (runs["learning"] / "run.yaml").write_text(yaml.safe_dump(config))
+    (warning,) = said()
+    assert "truncated completions masked out of the loss; the two-sided clip's cap on the ratio (delta)" in warning
+
+
 def test_the_open_rollout_is_marked_in_the_table(runs):
     rows = open_page("rollouts", run="learning").dataframe[0].value
     assert (rows["open"] == "").all()  # nothing open yet

@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.advantage import formula, run_settings
 from core.errors import ConfigError
-from core.loss import LOSS_SPREADS
+from core.loss import LOSS_SPREADS, left_out
 from core.rundir import read_config
 from core.runs import reuse
 from core.tokens import around, described, fingerprint, model_choices, updates
@@ -374,6 +374,13 @@ with st.expander("One GRPO step, worked through: from this group's rewards to th
         st.info(f"This run's loss_type, {settings['loss_type']}, weighs tokens in a way this view does not show.")
         st.stop()
     worked, facts = store.worked_step(prompt_id, step, settings)
+    grpo = read_config(store.run_dir).get("grpo")
+    if missing := left_out(grpo if isinstance(grpo, dict) else {}):
+        st.warning(
+            f"This run sets TRL options the figures below leave out: {'; '.join(missing)}. They follow TRL's "
+            "loss without them (core/loss.py).",
+            icon=":material/warning:",
+        )
     reused = reuse(store.run_dir)
     each_update = store.updates(prompt_id, step, settings) if reused > 1 else []
     if reused > 1:
