@@ -15,7 +15,8 @@ text, its group the prompt at a step, its sample its place in that group, its ad
 What TRL does not record reads as missing (None), never as 0: the ground truth, correctness and the
 parsed answer, the rank, the completion's token count, the reward functions' weights (the reward is
 the plain sum of the functions' values: TRL's default weights are all 1). TRL keeps only the latest
-generation batch of each logging step, so with logging_steps > 1 the steps between have no rollouts.
+generation batch of each logging step, so with logging_steps > 1 the steps between have no rollouts;
+and at a step where it evaluated, the file holds the evaluation's completions (eval_steps): not read.
 """
 
 from __future__ import annotations
@@ -138,6 +139,13 @@ def reward_names(folder: str | Path) -> list[str] | None:
         if key.startswith("rewards/") and key.endswith("/mean")
     }
     return sorted(names) or None
+
+
+def eval_steps(folder: str | Path) -> set[int]:
+    """The steps at which TRL logged an evaluation (eval_* metrics in log_history). Its log() at an
+    evaluation writes the evaluation's completions to that step's completions file, over the training
+    completions logged there a moment before: such a file holds no training rollouts."""
+    return {r["step"] for r in metric_records(folder) or [] if any(k.startswith("eval_") for k in r)}
 
 
 def status(folder: str | Path) -> dict:

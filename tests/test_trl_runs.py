@@ -209,6 +209,32 @@ def write_trl_folder(folder, steps: int, clipped: float = 0.0, extra: bool = Fal
     )
 
 
+def test_a_file_written_at_an_evaluation_step_is_not_read_as_training(tmp_path):
+    folder = tmp_path / "trl"
+    write_trl_folder(folder, 5)
+    store = RunStore(folder)
+    store.refresh()
+    assert store._query("SELECT DISTINCT step FROM rollouts ORDER BY step")["step"].tolist() == [1, 2, 3, 4, 5]
+    # TRL evaluates at step 4: its log() there writes the evaluation's completions over the step's file
+    pd.DataFrame(
+        {
+            "step": [4] * 2,
+            "prompt": ["eval q"] * 2,
+            "completion": ["e0", "e1"],
+            "accuracy_reward": [1.0, 0.0],
+            "advantage": [0.5, -0.5],
+        }
+    ).to_parquet(folder / "completions" / "completions_00004.parquet")
+    state = json.loads((folder / "trainer_state.json").read_text())
+    state["log_history"].insert(4, {"step": 4, "eval_reward": 0.5, "eval_loss": 0.2})
+    (folder / "trainer_state.json").write_text(json.dumps(state))
+    store.refresh()
+    assert store._query("SELECT DISTINCT step FROM rollouts ORDER BY step")["step"].tolist() == [1, 2, 3, 5]
+    assert store.eval_files == ["completions_00004.parquet"] and store.count() == 4 * 8
+    assert "eval q" not in store._query("SELECT prompt FROM rollouts WHERE prompt IS NOT NULL")["prompt"].tolist()
+    assert RunStore(folder).refresh() == 4 * 8  # a store opened anew reads the same
+
+
 def test_the_doctor_judges_a_trl_run_by_what_it_records(tmp_path):
     folder = tmp_path / "trl"
     write_trl_folder(folder, 30, clipped=0.8)

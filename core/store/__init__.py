@@ -57,6 +57,7 @@ class RunStore(Ingestion, Cache, Search, Queries, Groups):
         self.con, self.cache, self.note = connect(self.run_dir, cached, self._token, self._tmp.name)
         weakref.finalize(self, release, self.cache, self._token)  # a store never closed lets go when collected
         self.unreadable: dict[str, str] = {}  # a plain TRL run's completion files that cannot be read: name -> why
+        self.eval_files: list[str] = []  # ... and those written at an evaluation step (trl_runs.eval_steps)
         self.status: dict = {}
         self._trl_files: dict[Path, tuple] = {}  # a plain TRL run's completion files read: their size and time then
         self._trl_state = None  # ... and its trainer_state.json's path, size and time (core/trl_runs.py)

@@ -27,6 +27,8 @@ from core.rundir import (
 from core.tail import Tail, parse_lines
 from core.trl_runs import (
     completion_files,
+    eval_steps,
+    file_step,
     is_trl_run,
     metric_records,
     reward_names,
@@ -318,7 +320,13 @@ class Ingestion:
         Returns the number of new rollouts."""
         before = self.count()
         if rollouts:
-            files, rewards = completion_files(self.run_dir), reward_names(self.run_dir)
+            files, rewards, evaluated = (
+                completion_files(self.run_dir),
+                reward_names(self.run_dir),
+                eval_steps(self.run_dir),
+            )
+            self.eval_files = sorted(p.name for p in files if file_step(p) in evaluated)  # not training's: not read
+            files = [p for p in files if file_step(p) not in evaluated]
             for path in set(self._trl_files) - set(files):  # a file that went away takes its rows with it
                 self.con.execute(DROP_FILE, {"file": self._file_id(str(path))})
                 del self._trl_files[path]

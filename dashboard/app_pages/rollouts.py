@@ -169,6 +169,11 @@ def table():
             "whole): " + "; ".join(plain(f"{name}: {why}") for name, why in sorted(store.unreadable.items())),
             icon=":material/warning:",
         )
+    if store.eval_files:  # a TRL run's files of an evaluation step: the evaluation's completions, not training's
+        st.caption(
+            f"Not shown: {', '.join(store.eval_files)}, written at a step where TRL evaluated, which logs the "
+            "evaluation's completions into that step's file in place of the training ones."
+        )
     shown = page[
         [
             "step",
