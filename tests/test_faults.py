@@ -350,9 +350,10 @@ def test_the_launch_form_cannot_publish_or_write_outside_the_run_folder(tmp_path
     from tests.test_dashboard import shown
 
     assert web_form_problem(load_config()) is None
-    assert "grpo.push_to_hub cannot be set from the dashboard" in web_form_problem(
-        load_config(sets=["grpo.push_to_hub=true"])
-    )
+    for key in ("push_to_hub", "trust_remote_code"):  # publish; run a Hub repository's own code
+        assert f"grpo.{key} cannot be set from the dashboard" in web_form_problem(
+            load_config(sets=[f"grpo.{key}=true"])
+        )
     runs = make_runs(tmp_path)
     config = yaml.safe_load((runs["html"] / "run.yaml").read_text())
     config["grpo"]["hub_model_id"] = "someone/leak"  # a run made from a terminal may carry it
@@ -363,7 +364,7 @@ def test_the_launch_form_cannot_publish_or_write_outside_the_run_folder(tmp_path
     at.switch_page("app_pages/launch.py")
     at.run()
     labels = {w.label for kind in ("text_input", "toggle") for w in getattr(at, kind)}
-    assert not {"push_to_hub", "hub_model_id", "logging_dir", "deepspeed"} & labels  # not offered
+    assert not {"push_to_hub", "hub_model_id", "logging_dir", "deepspeed", "trust_remote_code"} & labels  # not offered
     next(b for b in at.button if b.label == "Launch").click().run()
     assert any("grpo.hub_model_id cannot be set from the dashboard" in shown(e.value) for e in at.error)
     assert sorted(r["name"] for r in list_runs(tmp_path)) == ["crashed", "html", "learning"]  # nothing launched

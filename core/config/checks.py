@@ -434,7 +434,8 @@ def shards_weights(cfg: RunConfig) -> bool:
 
 
 # GRPOConfig fields a web form may not set (core.runs.launch refuses them for the dashboard): they
-# publish to the Hub or to a Trackio space, write outside the run folder, or name files to load.
+# publish to the Hub or to a Trackio space, write outside the run folder, name files to load, or run a
+# model repository's own Python code (trust_remote_code: TRL builds the reference model with it).
 NOT_FROM_A_WEB_FORM = (
     "push_to_hub",
     "hub_token",
@@ -453,6 +454,7 @@ NOT_FROM_A_WEB_FORM = (
     "fsdp_config",
     "resume_from_checkpoint",
     "model_init_kwargs",
+    "trust_remote_code",
 )
 
 
