@@ -95,6 +95,23 @@ def test_precedence_defaults_yaml_env_set(tmp_path):
     assert cfg.train.num_train_steps == 30  # --set over env
 
 
+@pytest.mark.parametrize("text", ["010", "1:30", "0x1F", "1_000", "+7", "0", "1e3"])
+def test_a_number_from_set_reads_as_from_the_environment(text):
+    """--set reads a value as YAML, whose 1.1 rules make 010 octal (8), 1:30 base 60 (90), 0x1F hex (31):
+    a number is read as its environment variable is (SEED, LR), whatever it is or whatever is wrong with it."""
+    for key, env in (("train.seed", "SEED"), ("train.learning_rate", "LR")):
+        try:
+            by_env = load_config(env={env: text}).to_dict()["train"][key.split(".")[1]]
+        except ConfigError as e:
+            by_env = str(e).split(" has value ")[1].split(" (from the environment")[0]  # what was wrong
+        try:
+            by_set = load_config(sets=[f"{key}={text}"]).to_dict()["train"][key.split(".")[1]]
+        except ConfigError as e:
+            by_set = str(e).split(" has value ")[1]
+        assert by_set == by_env, (key, text)
+    assert load_config(sets=["train.seed=010"]).train.seed == 10
+
+
 def test_every_env_variable_maps_to_its_key():
     env = {
         "MODEL_NAME": "builtin:tiny",

@@ -140,12 +140,19 @@ def parse_scalar(text: str) -> Any:
         return text
 
 
+# A number as people write one: YAML 1.1 also reads 010 as 8 (octal), 1:30 as 90 (base 60) and 0x1F as 31.
+PLAIN_NUMBER = re.compile(r"[+-]?((0|[1-9]\d*)(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
 def text_value(key: str, text: str) -> Any:
     """The value of `--set key=text`: read as YAML (numbers, true, null, [lists], 'quoted text'),
     except that a key that takes text gets unquoted text exactly as given whenever YAML would make it
-    anything but a value of the key's type: a path keeps its ` #` and `: `."""
+    anything but a value of the key's type: a path keeps its ` #` and `: `; and a number written other
+    than as people write one is read as its environment variable would be (coerce), not as YAML 1.1's."""
     parsed = parse_scalar(text)
     kinds = value_kinds(field_type(key)) if field_type(key) is not None else set()
+    if type(parsed) in (int, float) and not PLAIN_NUMBER.fullmatch(text.strip()):
+        return text.strip()
     quoted = isinstance(parsed, str) and text.strip()[:1] in ("'", '"')  # YAML quotes: the text inside them
     if str in kinds and not quoted and (isinstance(parsed, str) or type(parsed) not in kinds):
         return text
