@@ -156,6 +156,10 @@ def _number_problems(cfg: RunConfig):
     for name, (fits, expected) in sampling.items():
         if name in cfg.grpo and not fits(cfg.grpo[name]):
             yield f"grpo.{name}", f"config key 'grpo.{name}' has value {cfg.grpo[name]!r}, expected {expected}"
+    least = {"steps_per_generation": 1, "generation_batch_size": 1, "warmup_steps": 0}  # TRL's batches, its schedule
+    for name, low in least.items():
+        if isinstance(value := cfg.grpo.get(name), (int, float)) and value < low:
+            yield f"grpo.{name}", f"config key 'grpo.{name}' has value {value!r}, expected {low} or more"
     if not 0 <= cfg.train.seed < 2**32:
         yield (
             "train.seed",
