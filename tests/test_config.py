@@ -408,6 +408,13 @@ def test_every_form_field_reads_back_its_own_text():
         ("", ["grpo.temperature=0"], {}, "'grpo.temperature' has value 0.0, expected greater than 0"),
         ("", ["grpo.top_k=-5"], {}, "'grpo.top_k' has value -5, expected 0 (off) or more"),
         ("", ["grpo.top_p=1.5"], {}, "'grpo.top_p' has value 1.5, expected in (0, 1]"),
+        (
+            "",
+            ["trian.max_new_tokens=5"],
+            {},
+            "'trian.max_new_tokens': did you mean 'max_new_tokens' (a top-level key)?",
+        ),
+        ("", ["trian.num_train_steps=5"], {}, "unknown config key 'trian.num_train_steps': did you mean 'train.num_"),
         ("", ["grpo.steps_per_generation=0"], {}, "'grpo.steps_per_generation' has value 0, expected 1 or more"),
         ("", ["grpo.generation_batch_size=-16"], {}, "'grpo.generation_batch_size' has value -16, expected 1 or more"),
         ("", ["grpo.warmup_steps=-1"], {}, "'grpo.warmup_steps' has value -1.0, expected 0 or more"),

@@ -192,8 +192,17 @@ def apply_setting(cfg: RunConfig, key: str, value: Any) -> None:
         target, cls = cfg, RunConfig
     elif len(parts) == 2 and parts[0] in SECTIONS:
         target, cls = getattr(cfg, parts[0]), SECTIONS[parts[0]]
-    else:
-        raise unknown_key(key, list(fields_of(RunConfig)))
+    else:  # no such section: the key at the top level, or the section nearest in spelling, or the list
+        sections, rest = [*SECTIONS, "grpo"], ".".join(parts[1:])
+        close = difflib.get_close_matches(parts[0], sections, n=1, cutoff=0.6)
+        hint = (
+            f"did you mean '{rest}' (a top-level key)?"
+            if rest in fields_of(RunConfig)
+            else f"did you mean '{close[0]}.{rest}'?"
+            if close
+            else f"sections: {', '.join(sections)}"
+        )
+        raise ConfigError(f"unknown config key '{key}': {hint}")
     name, types_ = parts[-1], field_types(cls)
     if name not in types_:
         raise unknown_key(key, types_)
