@@ -120,6 +120,7 @@ def _problems(cfg: RunConfig):
         _lora_problems,
         _tracker_problems,
         _model_problems,
+        _trainer_problems,
     ):
         yield from section(cfg)
 
@@ -273,6 +274,39 @@ def _eval_problems(cfg: RunConfig):
                 f"config key 'eval.vllm_gpu_memory_utilization' has value {cfg.eval.vllm_gpu_memory_utilization!r}, "
                 "expected a fraction between 0 and 1"
             ),
+        )
+
+
+def _trainer_problems(cfg: RunConfig):
+    """Settings TRL's GRPOConfig or trainer refuses only once the model has loaded: said before it loads."""
+    g = cfg.grpo
+    if g.get("eval_strategy", "no") not in ("no", None):
+        yield (
+            "grpo.eval_strategy",
+            f"config key 'grpo.eval_strategy' has value {g['eval_strategy']!r}: this project gives TRL no eval "
+            "dataset (it evaluates itself: train.eval_steps), so TRL would refuse it; leave it at no",
+        )
+    if g.get("lr_scheduler_type") in ("reduce_lr_on_plateau", "greedy"):
+        yield (
+            "grpo.lr_scheduler_type",
+            f"config key 'grpo.lr_scheduler_type' has value {g['lr_scheduler_type']!r}, which needs TRL's own "
+            "evaluation (none here): choose another, e.g. constant_with_warmup",
+        )
+    if g.get("auto_find_batch_size"):
+        yield (
+            "grpo.auto_find_batch_size",
+            "config key 'grpo.auto_find_batch_size' is true: TRL's GRPO does not support it (a generation batch "
+            "must hold whole groups of K): set train.per_device_train_batch_size yourself",
+        )
+    needs = [
+        not g.get("beta") and "set grpo.beta above 0",
+        cfg.peft.r > 0 and "train every weight (peft.r=0: a LoRA run's reference is its model without adapters)",
+    ]
+    if g.get("sync_ref_model") and any(needs):
+        yield (
+            "grpo.sync_ref_model",
+            "config key 'grpo.sync_ref_model' is true, which needs a reference model of its own: "
+            + " and ".join(n for n in needs if n),
         )
 
 
