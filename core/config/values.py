@@ -140,7 +140,8 @@ def parse_scalar(text: str) -> Any:
         return text
 
 
-# A number as people write one: YAML 1.1 also reads 010 as 8 (octal), 1:30 as 90 (base 60) and 0x1F as 31.
+# A number as people write one: YAML 1.1 also reads 010 as 8 (octal), 1:30 as 90 (base 60) and 0x1F as 31
+# (its .inf and .nan stay YAML's: the range check says they are not finite).
 PLAIN_NUMBER = re.compile(r"[+-]?((0|[1-9]\d*)(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -151,7 +152,7 @@ def text_value(key: str, text: str) -> Any:
     than as people write one is read as its environment variable would be (coerce), not as YAML 1.1's."""
     parsed = parse_scalar(text)
     kinds = value_kinds(field_type(key)) if field_type(key) is not None else set()
-    if type(parsed) in (int, float) and not PLAIN_NUMBER.fullmatch(text.strip()):
+    if type(parsed) in (int, float) and math.isfinite(parsed) and not PLAIN_NUMBER.fullmatch(text.strip()):
         return text.strip()
     quoted = isinstance(parsed, str) and text.strip()[:1] in ("'", '"')  # YAML quotes: the text inside them
     if str in kinds and not quoted and (isinstance(parsed, str) or type(parsed) not in kinds):
