@@ -117,7 +117,8 @@ def run_settings(config: dict) -> dict:
         "epsilon_low": epsilon,
         "epsilon_high": epsilon if epsilon_high is None else epsilon_high,  # as TRL: a 0 is a 0
         "max_completion_length": read_setting(config, "max_new_tokens", int, 256),
-        "steps_per_batch": generation / step if generation and step else 1.0,
+        # at least 1: a step trained on several batches has them all under its one step number
+        "steps_per_batch": max(1.0, generation / step) if generation and step else 1.0,
         "weights": {
             r["name"]: read_setting(r, "weight", float, 1.0)
             for r in rewards

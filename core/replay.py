@@ -337,8 +337,9 @@ def compare(report: Replay, rows: list[dict], values: list[list], rewards: list[
         )
     flat_before = flat_after = 0
     for pid, members, a, b in zip(groups, groups.values(), old, new):
-        flat_before += len({rows[i]["reward"] for i in members}) == 1
-        flat_after += len({after[i] for i in members}) == 1
+        # without a signal: its rewards all equal, a sample without one left out (the store's GROUP_SIGNAL)
+        flat_before += len({rows[i]["reward"] for i in members} - {None}) == 1
+        flat_after += len({after[i] for i in members} - {None}) == 1
         if any(x * y < 0 for x, y in zip(signs(a), signs(b))):
             report.sign_flips += 1
             if len(report.flipped_groups) < CHANGED_KEPT:

@@ -327,11 +327,16 @@ def wrapped(title: str) -> str:
 
 
 def smooth(values: list[float], weight: float) -> list[float]:
-    """TensorBoard's smoothing: an exponential moving average, debiased at the start (weight 0: as is)."""
-    out, average = [], 0.0
-    for i, value in enumerate(values):
+    """TensorBoard's smoothing: an exponential moving average, debiased at the start (weight 0: as is). A
+    missing value (NaN: a step no reward scored) stays missing and leaves the average as it was."""
+    out, average, seen = [], 0.0, 0
+    for value in values:
+        if value != value:
+            out.append(value)
+            continue
+        seen += 1
         average = weight * average + (1 - weight) * value
-        out.append(average / (1 - weight ** (i + 1)) if weight else value)
+        out.append(average / (1 - weight**seen) if weight else value)
     return out
 
 

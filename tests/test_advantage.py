@@ -46,6 +46,8 @@ def test_the_runs_clip_and_batch_split_are_read_as_trl_reads_them():
         == 4
     )
     assert run_settings({})["steps_per_batch"] == 1  # a plain TRL run: not known
+    # a step trained on two batches has both under its one step number: the step's rollouts are the step's
+    assert run_settings({"train": train, "grpo": {"steps_per_generation": 1}})["steps_per_batch"] == 1
 
 
 def test_a_sample_no_function_scored_gets_zero_and_is_left_out():

@@ -414,6 +414,7 @@ def test_every_form_field_reads_back_its_own_text():
             {},
             "'trian.max_new_tokens': did you mean 'max_new_tokens' (a top-level key)?",
         ),
+        ("", ["train.seed.x=1"], {}, "'train.seed.x': a section's keys are one level deep, such as train.seed"),
         ("", ["trian.num_train_steps=5"], {}, "unknown config key 'trian.num_train_steps': did you mean 'train.num_"),
         ("", ["grpo.eval_strategy=steps"], {}, "this project gives TRL no eval dataset"),
         ("", ["grpo.lr_scheduler_type=reduce_lr_on_plateau"], {}, "which needs TRL's own evaluation (none here)"),

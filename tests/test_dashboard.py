@@ -309,6 +309,13 @@ def test_a_long_runs_curves_are_binned_and_say_so(runs, monkeypatch):
     assert sorted(heatmap["first step of the bin"].unique()) == [1, 3, 5, 7] and "a column per 2 steps" in texts(page)
 
 
+def test_a_step_without_a_reward_leaves_the_smoothed_curve_as_it_was():
+    nan = float("nan")
+    smoothed = smooth([1.0, nan, 1.0, 0.5], 0.6)
+    assert smoothed[1] != smoothed[1]  # the missing step stays missing
+    assert [smoothed[0], *smoothed[2:]] == pytest.approx(smooth([1.0, 1.0, 0.5], 0.6))  # the rest as without it
+
+
 def test_rollouts_filters_change_the_rows(runs):
     at = open_page("rollouts", run="learning")
     all_rows = at.dataframe[0].value
@@ -485,20 +492,17 @@ def test_prompts_page_curves_match_the_rollouts(runs):
 def test_the_no_signal_curve_is_named_as_trl_computes_it(runs):
     import yaml
 
-    from dashboard.app_pages.runs import BATCH_FLAT
-
+    groups = "Share of groups with no learning signal (all K rewards equal)"
+    batch = "Steps whose whole batch had equal rewards (TRL's frac_reward_zero_std, scale_rewards=batch)"
+    each = "Steps where every group had equal rewards (TRL's frac_reward_zero_std, normalize_then_sum)"
     config = yaml.safe_load((runs["learning"] / "run.yaml").read_text())
     for grpo, title in (
-        ({"scale_rewards": "group"}, "Share of groups with no learning signal (all K rewards equal)"),
-        ({"scale_rewards": "batch"}, BATCH_FLAT),  # TRL's flag is then the whole batch's, each step 0 or 1
-        ({"multi_objective_aggregation": "normalize_then_sum"}, BATCH_FLAT),
+        ({"scale_rewards": "group"}, groups),
+        ({"scale_rewards": "batch"}, batch),  # TRL's flag is then the whole batch's: each step 0 or 1
+        ({"multi_objective_aggregation": "normalize_then_sum"}, each),  # 1 where every group is flat
     ):
         (runs["learning"] / "run.yaml").write_text(yaml.safe_dump({**config, "grpo": {**config["grpo"], **grpo}}))
-        shown = charts(open_page("runs", run="learning"))
-        assert (
-            title in shown
-            and len({BATCH_FLAT, "Share of groups with no learning signal (all K rewards equal)"} & set(shown)) == 1
-        )
+        assert {groups, batch, each} & set(charts(open_page("runs", run="learning"))) == {title}
 
 
 def test_a_doctors_eval_example_opens_its_question_on_the_eval_page(runs):

@@ -395,6 +395,39 @@ def test_a_module_function_from_where_the_command_runs(run, tmp_path, monkeypatc
     assert not replay_report_path(run, "x").exists()
 
 
+def test_a_sample_without_a_reward_is_left_out_of_its_groups_signal(tmp_path):
+    folder = tmp_path / "run"
+    rollouts_path(folder).parent.mkdir(parents=True)
+    rollouts_path(folder).write_text(
+        "".join(
+            json.dumps(
+                rollout_record(
+                    step=1,
+                    prompt_id="p",
+                    prompt="P",
+                    question="Q",
+                    completion="Final: 1",
+                    prediction="1",
+                    ground_truth="1",
+                    reward=None if i == 1 else 1.0,
+                    rewards={"gsm8k": None if i == 1 else 1.0},
+                    correct=True,
+                    rank=0,
+                    sample=i,
+                    completion_tokens=3,
+                    time=1.0,
+                    attempt=1,
+                )  # fmt: skip
+            )
+            + "\n"
+            for i in range(4)
+        )
+    )
+    write_config(folder, rewards=[{"name": "gsm8k", "weight": 1.0}])
+    (step,) = run_replay(folder, reward_specs(["gsm8k"], [])).steps
+    assert step["no_signal_before"] == step["no_signal_after"] == 1.0  # 1.0, none, 1.0, 1.0: flat, as in TRL
+
+
 def test_completion_ids_are_the_sampled_ones_from_tokens(tmp_path):
     folder = tmp_path / "run"
     records = [

@@ -717,6 +717,10 @@ def test_a_sample_no_reward_scored_is_left_out_of_its_groups_advantage_as_in_trl
     )
     _, facts = store.worked_step(RECORD["prompt_id"], 1, run_settings({}))
     assert facts["group_mean"] == pytest.approx(2 / 3) and facts["group_std"] == pytest.approx(stdev(there))
+    offered = store.reward_histogram()["reward"].tolist()  # the Rollouts page's reward filter: no reward too
+    assert sorted(r for r in offered if r == r) == [0.0, 1.0] and len(offered) == 3
+    nan = next(r for r in offered if r != r)
+    assert store.rollouts_page(rewards=[nan])[1] == 1 and store.rollouts_page(rewards=[nan, 1.0])[1] == 3
 
 
 @pytest.mark.parametrize("scale_rewards", ["group", "batch", "none"])

@@ -108,7 +108,7 @@ def coerce(key: str, value: Any, tp) -> Any:
         text = value.strip()
         if bool in kinds and text.lower() in _BOOLS:
             return _BOOLS[text.lower()]
-        if int in kinds and re.fullmatch(r"[+-]?\d+", text):
+        if int in kinds and re.fullmatch(r"[+-]?\d+(_\d+)*", text):  # 1_000 as Python and float() read it
             return int(text)
         if float in kinds:
             try:
@@ -142,7 +142,7 @@ def parse_scalar(text: str) -> Any:
 
 # A number as people write one: YAML 1.1 also reads 010 as 8 (octal), 1:30 as 90 (base 60) and 0x1F as 31
 # (its .inf and .nan stay YAML's: the range check says they are not finite).
-PLAIN_NUMBER = re.compile(r"[+-]?((0|[1-9]\d*)(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+PLAIN_NUMBER = re.compile(r"[+-]?((0|[1-9](_?\d)*)(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
 def text_value(key: str, text: str) -> Any:
@@ -193,6 +193,10 @@ def apply_setting(cfg: RunConfig, key: str, value: Any) -> None:
         target, cls = cfg, RunConfig
     elif len(parts) == 2 and parts[0] in SECTIONS:
         target, cls = getattr(cfg, parts[0]), SECTIONS[parts[0]]
+    elif parts[0] in SECTIONS:
+        raise ConfigError(
+            f"unknown config key '{key}': a section's keys are one level deep, such as {parts[0]}.{parts[1]}"
+        )
     else:  # no such section: the key at the top level, or the section nearest in spelling, or the list
         sections, rest = [*SECTIONS, "grpo"], ".".join(parts[1:])
         close = difflib.get_close_matches(parts[0], sections, n=1, cutoff=0.6)

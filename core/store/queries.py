@@ -26,11 +26,12 @@ class Queries:
     # Pieces the queries below share.
     # Category of a rollout: malformed (no parsable Final line), wrong, or correct.
     CATEGORY = "CASE WHEN prediction IS NULL THEN 'malformed' WHEN correct THEN 'correct' ELSE 'wrong' END"
-    # Filters shared by the rollout queries; a NULL parameter means "no filter".
+    # Filters shared by the rollout queries; a NULL parameter means "no filter". A NaN among $rewards
+    # stands for no reward (NULL: no reward function scored the sample), as reward_histogram gives it.
     FILTERS = """
     ($step_min::BIGINT IS NULL OR step >= $step_min)
     AND ($step_max::BIGINT IS NULL OR step <= $step_max)
-    AND ($rewards::DOUBLE[] IS NULL OR list_contains($rewards, reward))
+    AND ($rewards::DOUBLE[] IS NULL OR list_contains($rewards, coalesce(reward, 'NaN'::DOUBLE)))
     AND ($correct::BOOLEAN IS NULL OR correct = $correct)
     AND ($prompt_id::VARCHAR IS NULL OR prompt_id = $prompt_id)
     AND ($rank::BIGINT IS NULL OR rank = $rank)

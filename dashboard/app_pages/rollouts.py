@@ -75,7 +75,11 @@ with st.container(border=True):
     chosen = c2.multiselect(
         "Reward",
         rewards,
-        format_func=lambda r: (CATEGORY if strict and not trl else {}).get(r, f"{r:g}"),
+        format_func=lambda r: (
+            "none (no reward function scored it)"
+            if r != r
+            else (CATEGORY if strict and not trl else {}).get(r, f"{r:g}")
+        ),
         key="rewards",
     )
     correct = c3.selectbox(

@@ -208,9 +208,13 @@ def live_status():
         )
 
 
-# With the advantage scaled by the whole batch's std (grpo.scale_rewards=batch, or the rewards normalised
-# one by one and then summed), TRL decides "no signal" for the batch, not group by group: each step is 0 or 1.
-BATCH_FLAT = "Steps whose whole batch had equal rewards (TRL's frac_reward_zero_std, batch-scaled)"
+# With the advantage scaled by the whole batch's std, TRL decides "no signal" for the batch, not group by
+# group: each step is 0 or 1. Under scale_rewards=batch, when all the batch's rewards are equal; under
+# normalize_then_sum (each reward normalised in its group, then summed), when every group's are.
+BATCH_FLAT = {
+    "batch": "Steps whose whole batch had equal rewards (TRL's frac_reward_zero_std, scale_rewards=batch)",
+    "normalize_then_sum": "Steps where every group had equal rewards (TRL's frac_reward_zero_std, normalize_then_sum)",
+}
 KEY_CHARTS = [
     (["reward"], "Mean reward (TRL's reward)"),
     (["frac_reward_zero_std"], "Share of groups with no learning signal (all K rewards equal)"),
@@ -268,8 +272,9 @@ def key_charts():
         else KEY_CHARTS
     )  # with one reward function its mean is the mean reward
     settings = run_settings(read_config(path))
-    if settings["scale_rewards"] == "batch" or settings["aggregation"] == "normalize_then_sum":
-        charts = [(names, BATCH_FLAT if names == ["frac_reward_zero_std"] else title) for names, title in charts]
+    mode = settings["aggregation"] if settings["aggregation"] == "normalize_then_sum" else settings["scale_rewards"]
+    if mode in BATCH_FLAT:
+        charts = [(names, BATCH_FLAT[mode] if names == ["frac_reward_zero_std"] else title) for names, title in charts]
     if not draw_charts(store, charts):
         st.info(
             "No training step logged yet: TRL's metrics appear after the first step. The Rewards page "
