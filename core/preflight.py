@@ -45,7 +45,6 @@ from core.store import RunStore
 SURE = 0.1  # sample until every share is known to ±0.1 (its 95% Wilson interval's half-width) ...
 MIN_SAMPLES = 96  # ... from at least this many completions (a share near 1/2 of 96 is known to ±0.1) ...
 SAMPLING_SECONDS = 120  # ... or while the next call would end within this long: a slow model stops with what it has
-NO_ADVANTAGE = 1e-6  # an advantage this small is 0: a group's whose rewards were all equal
 SAMPLE_ROWS = 32  # at least this many completions a generate call while sampling: a CPU makes them faster in a batch
 TIMED_STEPS, TIMING_SECONDS = 3, 10  # real training steps timed: up to 3, none begun after 10 s (the last counts)
 EVAL_PROBE_TOKENS = 16  # an eval batch is timed at 1 and at this many new tokens, then scaled to its budget
@@ -167,10 +166,10 @@ def sample(trainer, train_set, cfg: RunConfig, questions: int | None, progress) 
 
 
 def flat_groups(advantages: list[float], k: int) -> int:
-    """The groups (each K advantages in a row) whose rewards were all equal: their advantages are all 0,
-    however TRL scales them. (TRL's frac_reward_zero_std is no count of them under scale_rewards=batch:
-    there it is the whole batch's flag.)"""
-    return sum(max(map(abs, advantages[g : g + k])) < NO_ADVANTAGE for g in range(0, len(advantages), k))
+    """The groups (each K advantages in a row) whose rewards were all equal: their K advantages are the
+    same number (0 but for rounding, which dividing by TRL's 1e-4 can make 1e-4), however TRL scales them.
+    (TRL's frac_reward_zero_std is no count of them under scale_rewards=batch: the whole batch's flag.)"""
+    return sum(len(set(advantages[g : g + k])) == 1 for g in range(0, len(advantages), k))
 
 
 def sure_enough(flat: int, groups: int, k: int) -> bool:
