@@ -396,31 +396,15 @@ def test_a_module_function_from_where_the_command_runs(run, tmp_path, monkeypatc
 
 
 def test_a_sample_without_a_reward_is_left_out_of_its_groups_signal(tmp_path):
+    from tests.test_store import RECORD  # prompt p, "Final: 1", ground truth 1: the strict reward's 1.0
+
     folder = tmp_path / "run"
     rollouts_path(folder).parent.mkdir(parents=True)
+    rewards = [1.0, None, 1.0, 1.0]  # sample 1: no reward function scored it
     rollouts_path(folder).write_text(
         "".join(
-            json.dumps(
-                rollout_record(
-                    step=1,
-                    prompt_id="p",
-                    prompt="P",
-                    question="Q",
-                    completion="Final: 1",
-                    prediction="1",
-                    ground_truth="1",
-                    reward=None if i == 1 else 1.0,
-                    rewards={"gsm8k": None if i == 1 else 1.0},
-                    correct=True,
-                    rank=0,
-                    sample=i,
-                    completion_tokens=3,
-                    time=1.0,
-                    attempt=1,
-                )  # fmt: skip
-            )
-            + "\n"
-            for i in range(4)
+            json.dumps({**RECORD, "step": 1, "sample": i, "reward": r, "rewards": {"gsm8k": r}}) + "\n"
+            for i, r in enumerate(rewards)
         )
     )
     write_config(folder, rewards=[{"name": "gsm8k", "weight": 1.0}])
