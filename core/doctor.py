@@ -88,13 +88,17 @@ class Run:
     def lacks(self, setting: str) -> bool:
         """Whether a fix's `setting` would change this run: stop_at_final=true, grpo.temperature=0.7 or a
         format reward, which it may have already."""
-        temperature = self.config.get("grpo", {}).get("temperature", TRL_TEMPERATURE)
         rewards = [r.get("name") for r in self.config.get("rewards", []) if isinstance(r, dict)]
         return {
             "stop_at_final": not self.config.get("stop_at_final"),
-            "temperature": temperature > 0.7,
+            "temperature": self.temperature > 0.7,
             "format": "format" not in rewards,
         }[setting]
+
+    @property
+    def temperature(self) -> float:
+        """The temperature the run samples at: its own, or TRL's default."""
+        return self.config.get("grpo", {}).get("temperature", TRL_TEMPERATURE)
 
     def questions(self, harder: bool) -> str:
         """Harder or easier questions than the run's, as a fix: the synthetic level next to its own, GSM8K
@@ -444,8 +448,7 @@ def entropy_collapse(run: Run) -> Finding | None:
         "reward stayed flat: the model samples nearly the same completion every time and has stopped exploring.",
         {"entropy": [round(entropy[0], 4), round(entropy[1], 4)], "reward": [round(reward[0], 3), round(reward[1], 3)]},
         either(
-            run.config.get("grpo", {}).get("temperature", TRL_TEMPERATURE) < 1
-            and "sample more widely (grpo.temperature=1.0)",
+            run.temperature < 1 and "sample more widely (grpo.temperature=1.0)",
             f"lower the learning rate (train.learning_rate={learning_rate(run) / 2:g})",
             stronger_kl(run),
         ),

@@ -57,6 +57,8 @@ if steps is None:
     no_rollouts_yet()
     st.stop()
 lo, hi = steps
+config = read_config(store.run_dir)  # the run's run.yaml ({} for a TRL run): the filter's labels, the worked step
+settings = run_settings(config)
 arrival = (run["name"], params.get("prompt_id"), params.get("step"), params.get("from"), params.get("to"))
 if params.get("step", "").isdigit() and st.session_state.get("arrived") != arrival:
     # opened at a step (a point of a Prompts curve, a doctor's example): the table shows that step, or the
@@ -71,7 +73,7 @@ with st.container(border=True):
     with c1:  # a window left at the run's edges follows the run: new steps show up as they arrive
         step_min, step_max = step_window("Steps", lo, hi, key="steps")
     rewards = [r for r in store.reward_histogram()["reward"]]
-    strict = run_settings(read_config(store.run_dir))["weights"] in ({"gsm8k": 1.0}, {})  # {}: the default
+    strict = settings["weights"] in ({"gsm8k": 1.0}, {})  # {}: the default
     chosen = c2.multiselect(
         "Reward",
         rewards,
@@ -351,7 +353,6 @@ if not trl and st.toggle(
             )
 
 st.subheader("Its group: all samples of this prompt at this step")
-settings = run_settings(read_config(store.run_dir))
 group = store.group(prompt_id, step, settings)
 st.caption(
     "The advantage TRL logged for each sample (its completions table)."
@@ -383,7 +384,7 @@ with st.expander("One GRPO step, worked through: from this group's rewards to th
         st.info(f"This run's loss_type, {settings['loss_type']}, weighs tokens in a way this view does not show.")
         st.stop()
     worked, facts = store.worked_step(prompt_id, step, settings)
-    grpo = read_config(store.run_dir).get("grpo")
+    grpo = config.get("grpo")
     if missing := left_out(grpo if isinstance(grpo, dict) else {}):
         st.warning(
             f"This run sets TRL options the figures below leave out: {'; '.join(missing)}. They follow TRL's "
